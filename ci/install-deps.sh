@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs what libvmm's build and tests need beyond the pinned Rust toolchain, only when missing:
+#   - the Rust targets named in rust-toolchain.toml (RUSTUP_AUTO_INSTALL=0 on these machines),
+#   - QEMU 10 (x86_64 + riscv64, OpenSBI) from Debian bookworm-backports,
+#   - Bochs 2.7 and the GRUB ISO tools (for the VMX backend's bootable ISO).
+# The backports suite is added from the mirror address the machine's own apt sources already use;
+# no registry host name is written here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want="${1:-all}"   # all | rust | qemu | bochs
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+install_rust_targets() {
+    local tc
+    tc=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+    for t in $(sed -n 's/^targets *= *\[\(.*\)\]/\1/p' rust-toolchain.toml | tr -d '",'); do
+        if ! rustup +"$tc" target list --installed 2>/dev/null | grep -qx "$t"; then
+            echo "ci: rustup target add $t ($tc)"
+            rustup +"$tc" target add "$t"
+        fi
+    done
+    for c in $(sed -n 's/^components *= *\[\(.*\)\]/\1/p' rust-toolchain.toml | tr -d '",'); do
+        if ! rustup +"$tc" component list --installed 2>/dev/null | grep -q "^$c"; then
+            echo "ci: rustup component add $c ($tc)"
+            rustup +"$tc" component add "$c"
+        fi
+    done
+}
+
+apt_updated=0
+apt_update() {
+    if [ "$apt_updated" = 0 ]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+}
+
+add_backports() {
+    if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        return
+    fi
+    # The first deb URI of the machine's own Debian sources (not the security archive).
+    local uri
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1 || true)
+    if [ -z "$uri" ]; then
+        uri=$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | grep -v security | head -n1 || true)
+    fi
+    [ -n "$uri" ] || { echo "ci: cannot find the machine's Debian mirror address" >&2; exit 1; }
+    echo "ci: adding bookworm-backports from the machine's own mirror"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$uri" | $SUDO tee /etc/apt/sources.list.d/libvmm-backports.sources >/dev/null
+    apt_updated=0
+}
+
+install_qemu() {
+    if command -v qemu-system-x86_64 >/dev/null && command -v qemu-system-riscv64 >/dev/null; then
+        return
+    fi
+    add_backports
+    apt_update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports \
+        qemu-system-x86 qemu-system-misc >/dev/null
+}
+
+install_bochs() {
+    local pkgs=()
+    command -v bochs >/dev/null || pkgs+=(bochs bochsbios vgabios)
+    command -v grub-mkrescue >/dev/null || pkgs+=(grub-pc-bin grub-common xorriso mtools)
+    [ -d /usr/lib/grub/i386-pc ] || pkgs+=(grub-pc-bin)
+    command -v xorriso >/dev/null || pkgs+=(xorriso)
+    command -v mformat >/dev/null || pkgs+=(mtools)
+    [ ${#pkgs[@]} -gt 0 ] || return 0
+    apt_update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
+case "$want" in
+    all) install_rust_targets; install_qemu; install_bochs ;;
+    rust) install_rust_targets ;;
+    qemu) install_qemu ;;
+    bochs) install_bochs ;;
+    *) echo "usage: $0 [all|rust|qemu|bochs]" >&2; exit 2 ;;
+esac

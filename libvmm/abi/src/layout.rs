@@ -1,0 +1,44 @@
+//! Guest-physical layout per architecture: where the payload's RAM lives and what the VMM puts in it.
+//!
+//! libvmm maps the guest's RAM at guest-physical == host-physical addresses inside one fixed window and
+//! maps nothing else. So a payload that aims at the VMM's real memory (the image at 1 MiB on x86,
+//! 0x8020_0000 on RISC-V) uses the VMM's true addresses and is stopped by the nested tables. The payload
+//! linker scripts in `linker/` use the same numbers; xtask checks them against a built payload.
+
+/// Offsets inside the window, common to all architectures.
+pub const BOOT_INFO_OFFSET: u64 = 0x0;
+/// The command line (at most [`CMDLINE_MAX`] bytes) follows the boot info in the first page.
+pub const CMDLINE_OFFSET: u64 = 0x100;
+pub const CMDLINE_MAX: u64 = 0xF00;
+/// Where the payload image is loaded (its linker script's base).
+pub const PAYLOAD_OFFSET: u64 = 0x1_0000;
+/// The initial stack sits at the top of the window and grows down.
+pub const STACK_SIZE: u64 = 0x1_0000;
+
+pub mod x86_64 {
+    /// Guest RAM window: 32 MiB .. 40 MiB (2 MiB aligned: the nested tables use 2 MiB pages).
+    pub const WINDOW_BASE: u64 = 0x0200_0000;
+    pub const WINDOW_SIZE: u64 = 0x0080_0000;
+    /// Initial guest page tables (PML4, PDPT, 4 PDs: identity 0..4 GiB) at this offset.
+    pub const PAGE_TABLES_OFFSET: u64 = 0x1000;
+    /// Initial guest GDT at this offset.
+    pub const GDT_OFFSET: u64 = 0x7000;
+    pub const PAYLOAD_BASE: u64 = WINDOW_BASE + super::PAYLOAD_OFFSET;
+    /// Where the VMM image is linked (an address the hostile payload aims at).
+    pub const VMM_IMAGE_BASE: u64 = 0x0010_0000;
+}
+
+pub mod riscv64 {
+    /// Guest RAM window: 0x8400_0000 .. 0x8480_0000 (above OpenSBI at 0x8000_0000 and the VMM at
+    /// 0x8020_0000; below the DTB QEMU puts near the top of 128 MiB).
+    pub const WINDOW_BASE: u64 = 0x8400_0000;
+    pub const WINDOW_SIZE: u64 = 0x0080_0000;
+    pub const PAYLOAD_BASE: u64 = WINDOW_BASE + super::PAYLOAD_OFFSET;
+    /// Where the VMM image is linked.
+    pub const VMM_IMAGE_BASE: u64 = 0x8020_0000;
+}
+
+static_assertions::const_assert!(CMDLINE_OFFSET >= core::mem::size_of::<crate::BootInfo>() as u64);
+static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
+static_assertions::const_assert!(x86_64::WINDOW_BASE % 0x20_0000 == 0);
+static_assertions::const_assert!(riscv64::WINDOW_BASE % 0x20_0000 == 0);

@@ -1,0 +1,35 @@
+//! The vendor-backend trait: the Rust form of KVM's `kvm_x86_ops`, resolved at compile time.
+//!
+//! The generic loop ([`crate::vcpu::run`]) is generic over `B: Backend`, so every call below is a direct
+//! (inlinable) call: no vtable on the exit path. A backend owns its vendor state (VMCB, VMCS, CSRs) and
+//! translates between it and the generic [`Exit`]/[`Reply`] vocabulary; it decides no policy.
+#![forbid(unsafe_code)]
+
+use crate::exit::{Exit, Reply};
+
+/// Why a backend could not run the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendError {
+    /// The CPU refused the guest state (SVM VMEXIT_INVALID, VMX VM-entry failure). `code` is the vendor
+    /// exit code or VM-instruction error; `what` names it.
+    EntryFailed { code: u64, what: &'static str },
+    /// A software VM-entry consistency check failed (the CPU was not asked).
+    ConsistencyCheck { what: &'static str },
+    /// Firmware (SEAMCALL, SBI) returned an error.
+    Firmware { code: u64, what: &'static str },
+}
+
+/// One virtual CPU of one vendor.
+pub(crate) trait Backend {
+    /// Which backend this is (reported in CPUID and boot info).
+    const ID: libvmm_abi::BackendId;
+
+    /// Enters the guest and runs it until the next exit, then decodes that exit.
+    fn run(&mut self) -> Result<Exit, BackendError>;
+
+    /// Carries out the loop's reply to the last exit.
+    fn reply(&mut self, exit: &Exit, reply: Reply);
+
+    /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
+    fn virtual_msr(&self, msr: crate::exit::VirtualMsr) -> Option<u64>;
+}

@@ -1,0 +1,11 @@
+//! Sizes and limits, in one place, checked at compile time where they constrain each other.
+#![forbid(unsafe_code)]
+
+/// VMM stack per CPU (bytes).
+pub const VMM_STACK_SIZE: usize = 64 * 1024;
+
+/// Guest ASID (SVM) / VPID (VMX) / VMID (RISC-V) of the one guest. 0 is the host's on every vendor.
+pub const GUEST_TAG: u16 = 1;
+
+static_assertions::const_assert!(VMM_STACK_SIZE % 4096 == 0);
+static_assertions::const_assert!(GUEST_TAG != 0);

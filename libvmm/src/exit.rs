@@ -1,0 +1,146 @@
+//! The generic VM exit and the generic reply: the only vocabulary between the run loop and a backend.
+//!
+//! A backend decodes its vendor exit (EXITCODE/EXITINFO, exit reason/qualification, scause/htval) into an
+//! [`Exit`], validating every guest-controlled value once here at the boundary: handlers take typed values.
+//! The loop answers with a [`Reply`] that the backend carries out (write registers, advance the guest's
+//! instruction pointer, inject an exception). Variants that an architecture never produces are simply
+//! never constructed there.
+#![forbid(unsafe_code)]
+
+/// How the guest touched memory in a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Execute,
+}
+
+impl Access {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Execute => "execute",
+        }
+    }
+}
+
+/// A port I/O access (x86).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    pub port: u16,
+    /// 1, 2 or 4.
+    pub size: u8,
+    pub write: bool,
+    /// The value written (low `size` bytes), for OUT.
+    pub value: u32,
+    /// INS/OUTS or REP: libvmm does not emulate string I/O.
+    pub string: bool,
+}
+
+/// Guest MSRs whose value a backend keeps in its own control structure (VMCB/VMCS fields), so reading or
+/// writing them after the policy allowed it is the backend's job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtualMsr {
+    Efer,
+    FsBase,
+    GsBase,
+    KernelGsBase,
+    Pat,
+}
+
+/// Virtualization instructions a guest may try (all answered with an undefined-opcode fault).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtInsn {
+    Vmrun,
+    Vmload,
+    Vmsave,
+    Stgi,
+    Clgi,
+    Skinit,
+    Invlpga,
+    Vmcall,
+    Vmlaunch,
+    Vmresume,
+    Vmptrld,
+    Vmptrst,
+    Vmclear,
+    Vmread,
+    Vmwrite,
+    Vmxon,
+    Vmxoff,
+    Invept,
+    Invvpid,
+    Vmfunc,
+}
+
+/// One VM exit, decoded and validated by the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// CPUID with the guest's EAX/ECX.
+    Cpuid { leaf: u32, subleaf: u32 },
+    /// libvmm hypercall (VMMCALL / VMCALL / ECALL to the libvmm SBI extension).
+    Hypercall { nr: u64, args: [u64; 4] },
+    /// Other SBI call from VS-mode (RISC-V).
+    Sbi { ext: u64, fid: u64, args: [u64; 6] },
+    MsrRead { msr: u32 },
+    MsrWrite { msr: u32, value: u64 },
+    Io(IoAccess),
+    /// Guest-physical access outside the guest's memory (NPF / EPT violation / guest-page fault).
+    GuestMemoryFault { gpa: u64, access: Access },
+    /// HLT (x86) / WFI (RISC-V).
+    Halt,
+    /// A virtualization instruction executed by the guest.
+    VirtInsn(VirtInsn),
+    /// An instruction the guest may not execute in its mode and libvmm does not emulate (e.g. a CSR the
+    /// guest may not touch on RISC-V).
+    IllegalInsn { raw: u64 },
+    /// The guest shut itself down by a triple fault.
+    TripleFault,
+    /// A host event (interrupt, timer) ended the run: nothing for the guest, just re-enter.
+    HostEvent,
+    /// An exit the backend does not decode. `code` is the vendor's exit code.
+    Unknown { code: u64, info1: u64, info2: u64 },
+}
+
+/// Faults libvmm delivers to a guest. The backend maps them to its architecture (x86: #UD, #GP(0);
+/// RISC-V: illegal instruction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Undefined / illegal instruction.
+    InvalidOpcode,
+    /// General protection with error code (x86); illegal instruction on RISC-V.
+    GeneralProtection(u32),
+}
+
+/// What completes an exiting instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// No register changes (a write that is done, an ignored OUT).
+    Nothing,
+    /// CPUID result: EAX, EBX, ECX, EDX.
+    Cpuid([u32; 4]),
+    /// Hypercall result (RAX / a1 with a0 = 0).
+    Hypercall(i64),
+    /// SBI result: a0 = error, a1 = value.
+    Sbi { error: i64, value: i64 },
+    /// RDMSR result (EDX:EAX).
+    MsrValue(u64),
+    /// IN result: the low `size` bytes go to AL/AX/EAX.
+    IoIn(u32),
+    /// A write to an MSR the backend keeps (the policy has validated the value).
+    SetVirtualMsr(VirtualMsr, u64),
+    /// A read of an MSR the backend keeps.
+    GetVirtualMsr(VirtualMsr),
+}
+
+/// The run loop's answer to an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Apply `Output` and retire the exiting instruction (advance RIP / sepc).
+    Complete(Output),
+    /// Deliver a fault; the exiting instruction does not retire.
+    Inject(Fault),
+    /// Re-enter with nothing changed (host events).
+    Resume,
+}

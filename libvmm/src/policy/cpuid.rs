@@ -1,0 +1,140 @@
+//! CPUID policy: the host's answers, filtered to what a libvmm guest really has, plus the hypervisor
+//! leaves 0x4000_0000 (signature) and 0x4000_0001 (ABI version, hypercall instruction, backend).
+//!
+//! Leaves are allow-listed: anything not listed reads as zeros, so new host features never leak into a
+//! guest by default. Virtualization (VMX, SVM), the local APIC family (no APIC is emulated), MONITOR/MWAIT
+//! (intercepted as #UD) and the PMU (leaf 0xA: no virtual PMU yet) are hidden.
+#![forbid(unsafe_code)]
+
+use libvmm_abi::{BackendId, HypercallInsn, ABI_VERSION, CPUID_MAX_HV_LEAF, CPUID_SIGNATURE};
+
+/// Highest basic leaf a guest is shown.
+pub const MAX_BASIC_LEAF: u32 = 0xD;
+/// Highest extended leaf a guest is shown.
+pub const MAX_EXT_LEAF: u32 = 0x8000_0008;
+
+mod bit {
+    // Leaf 1 ECX
+    pub const MONITOR: u32 = 1 << 3;
+    pub const VMX: u32 = 1 << 5;
+    pub const SMX: u32 = 1 << 6;
+    pub const X2APIC: u32 = 1 << 21;
+    pub const TSC_DEADLINE: u32 = 1 << 24;
+    pub const HYPERVISOR: u32 = 1 << 31;
+    // Leaf 1 EDX
+    pub const APIC: u32 = 1 << 9;
+    // Leaf 7.0 ECX
+    pub const WAITPKG: u32 = 1 << 5;
+    // Leaf 0x8000_0001 ECX
+    pub const SVM: u32 = 1 << 2;
+    pub const SKINIT: u32 = 1 << 12;
+    pub const MONITORX: u32 = 1 << 29;
+}
+
+/// The hypercall instruction of a backend.
+pub const fn hypercall_insn(backend: BackendId) -> HypercallInsn {
+    match backend {
+        BackendId::Svm => HypercallInsn::Vmmcall,
+        BackendId::Vmx | BackendId::Tdx => HypercallInsn::Vmcall,
+        BackendId::RiscvH => HypercallInsn::Ecall,
+    }
+}
+
+/// The guest's CPUID answer for `leaf`/`subleaf`; `host` runs the real instruction.
+pub fn answer(leaf: u32, subleaf: u32, backend: BackendId, host: impl Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    match leaf {
+        0 => {
+            let [max, b, c, d] = host(0, 0);
+            [max.min(MAX_BASIC_LEAF), b, c, d]
+        }
+        1 => {
+            let [a, b, c, d] = host(1, 0);
+            // EBX[31:24] initial APIC id: there is one vCPU, id 0.
+            let b = b & 0x00FF_FFFF;
+            let c = (c & !(bit::MONITOR | bit::VMX | bit::SMX | bit::X2APIC | bit::TSC_DEADLINE)) | bit::HYPERVISOR;
+            let d = d & !bit::APIC;
+            [a, b, c, d]
+        }
+        2 | 4 | 0xD => host(leaf, subleaf),
+        7 => {
+            if subleaf == 0 {
+                let [a, b, c, d] = host(7, 0);
+                // EAX: max subleaf; only subleaf 0 is shown.
+                let _ = a;
+                [0, b, c & !bit::WAITPKG, d]
+            } else {
+                [0; 4]
+            }
+        }
+        0x4000_0000 => [
+            CPUID_MAX_HV_LEAF,
+            word(&CPUID_SIGNATURE[0..4]),
+            word(&CPUID_SIGNATURE[4..8]),
+            word(&CPUID_SIGNATURE[8..12]),
+        ],
+        0x4000_0001 => [ABI_VERSION, hypercall_insn(backend) as u32, backend as u32, 0],
+        0x8000_0000 => {
+            let [max, b, c, d] = host(0x8000_0000, 0);
+            [max.min(MAX_EXT_LEAF), b, c, d]
+        }
+        0x8000_0001 => {
+            let [a, b, c, d] = host(leaf, 0);
+            [a, b, c & !(bit::SVM | bit::SKINIT | bit::MONITORX), d]
+        }
+        0x8000_0002..=0x8000_0008 => host(leaf, subleaf),
+        _ => [0; 4],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host that has every feature bit set in every leaf.
+    fn all_ones(leaf: u32, _: u32) -> [u32; 4] {
+        match leaf {
+            0 => [0x20, 1, 2, 3],
+            0x8000_0000 => [0x8000_0021, 0, 0, 0],
+            _ => [u32::MAX; 4],
+        }
+    }
+
+    #[test]
+    fn hypervisor_leaf_carries_the_libvmm_signature() {
+        let r = answer(0x4000_0000, 0, BackendId::Svm, all_ones);
+        let mut sig = [0u8; 12];
+        sig[0..4].copy_from_slice(&r[1].to_le_bytes());
+        sig[4..8].copy_from_slice(&r[2].to_le_bytes());
+        sig[8..12].copy_from_slice(&r[3].to_le_bytes());
+        assert_eq!(&sig, b"libvmmlibvmm");
+        assert_eq!(r[0], CPUID_MAX_HV_LEAF);
+    }
+
+    #[test]
+    fn leaf_4000_0001_names_backend_and_hypercall_insn() {
+        assert_eq!(answer(0x4000_0001, 0, BackendId::Svm, all_ones), [ABI_VERSION, 1, 1, 0]);
+        assert_eq!(answer(0x4000_0001, 0, BackendId::Vmx, all_ones), [ABI_VERSION, 2, 2, 0]);
+    }
+
+    #[test]
+    fn virtualization_is_hidden_and_hypervisor_bit_set() {
+        let l1 = answer(1, 0, BackendId::Vmx, all_ones);
+        assert_eq!(l1[2] & bit::VMX, 0);
+        assert_ne!(l1[2] & bit::HYPERVISOR, 0);
+        assert_eq!(l1[3] & bit::APIC, 0);
+        assert_eq!(l1[1] >> 24, 0);
+        let e1 = answer(0x8000_0001, 0, BackendId::Svm, all_ones);
+        assert_eq!(e1[2] & bit::SVM, 0);
+        assert_eq!(answer(0x8000_000A, 0, BackendId::Svm, all_ones), [0; 4]);
+    }
+
+    #[test]
+    fn unlisted_and_out_of_range_leaves_are_zero() {
+        for leaf in [0x5, 0x6, 0xA, 0xB, 0x14, 0x4000_0002, 0x8000_0009, 0x8000_001F, 0xFFFF_FFFF] {
+            assert_eq!(answer(leaf, 0, BackendId::Svm, all_ones), [0; 4], "leaf {leaf:#x}");
+        }
+        assert_eq!(answer(0, 0, BackendId::Svm, all_ones)[0], MAX_BASIC_LEAF);
+        assert_eq!(answer(0x8000_0000, 0, BackendId::Svm, all_ones)[0], MAX_EXT_LEAF);
+    }
+}
