@@ -31,6 +31,8 @@ pub(crate) mod vcpu;
 pub(crate) mod console;
 
 pub mod svm;
+#[cfg(any(test, feature = "riscv", target_arch = "riscv64"))]
+pub(crate) mod riscv;
 
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 pub(crate) mod arch;

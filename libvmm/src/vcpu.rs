@@ -98,7 +98,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(exit: &Exit, cpu: &B, vm: &mut Vm<
             hypercall::Outcome::Return(v) => Reply::Complete(Output::Hypercall(v)),
             hypercall::Outcome::Stop(s) => return Err(s),
         },
-        Exit::Sbi { ext, fid, ref args } => sbi::decide(ext, fid, args),
+        Exit::Sbi { ext, fid, ref args } => sbi::decide(ext, fid, args, vm)?,
         Exit::MsrRead { msr } => msr::read(msr, |v| cpu.virtual_msr(v)),
         Exit::MsrWrite { msr, value } => msr::write(msr, value),
         Exit::Io(ref access) => {

@@ -1,0 +1,176 @@
+//! Platform facts from the host device tree OpenSBI hands over in a1: memory, harts, timebase, the UART,
+//! the test (exit) device and each hart's ISA. Parsing is done by the `fdt` crate (no_std, no alloc).
+//!
+//! The tree comes from firmware, not from a guest; still, missing or odd properties are errors or
+//! defaults here, never panics: only `fdt`'s own structure walk would panic on a corrupt structure block
+//! (its header and sizes are checked by `Fdt::new` first), and we avoid its helpers that panic on missing
+//! properties (`Cpu::timebase_frequency`, `Cpu::ids`, `Fdt::memory`).
+//!
+//! The host ISA is the intersection over all enabled harts (what every hart can run), from
+//! `riscv,isa-extensions` when a hart has it, else from `riscv,isa` (Linux's order of preference).
+#![forbid(unsafe_code)]
+
+use super::isa::{self, ExtSet, Isa, IsaError};
+
+/// Why the device tree was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtError {
+    /// Bad magic, version or sizes.
+    Header,
+    NoMemory,
+    NoHarts,
+    /// A hart's ISA description is missing or malformed.
+    Isa(IsaError),
+}
+
+impl DtError {
+    pub const fn what(self) -> &'static str {
+        match self {
+            DtError::Header => "bad device-tree header",
+            DtError::NoMemory => "no /memory node with a reg",
+            DtError::NoHarts => "no enabled hart in /cpus",
+            DtError::Isa(IsaError::BadBase) => "riscv,isa: bad base",
+            DtError::Isa(IsaError::BadName) => "riscv,isa: bad extension name",
+            DtError::Isa(IsaError::NoBase) => "riscv,isa-extensions without i (or no ISA property)",
+        }
+    }
+}
+
+/// What libvmm needs to know about the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostPlatform {
+    /// The first memory region (base, size).
+    pub memory: (u64, u64),
+    pub harts: u32,
+    /// `timebase-frequency` in Hz (10 MHz on QEMU virt); 0 when absent.
+    pub timebase_hz: u64,
+    /// MMIO base of the first ns16550a UART, if any.
+    pub uart: Option<u64>,
+    /// MMIO base of the sifive_test device, if any.
+    pub test_device: Option<u64>,
+    /// Common ISA of all harts.
+    pub isa: Isa,
+    /// Whether any hart described itself with `riscv,isa-extensions` (else only `riscv,isa` was read).
+    pub from_extension_list: bool,
+}
+
+fn be_u64(v: &[u8]) -> Option<u64> {
+    match v.len() {
+        4 => Some(u32::from_be_bytes(v.try_into().ok()?) as u64),
+        8 => Some(u64::from_be_bytes(v.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Reads a `reg` entry of two-cell address and size (the QEMU virt /soc and / layout).
+fn first_reg(node: &fdt::node::FdtNode<'_, '_>) -> Option<(u64, u64)> {
+    let r = node.reg()?.next()?;
+    Some((r.starting_address as u64, r.size.unwrap_or(0) as u64))
+}
+
+impl HostPlatform {
+    pub fn parse(dtb: &[u8]) -> Result<Self, DtError> {
+        let fdt = fdt::Fdt::new(dtb).map_err(|_| DtError::Header)?;
+        let memory = fdt
+            .all_nodes()
+            .find(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))
+            .and_then(|n| first_reg(&n))
+            .filter(|m| m.1 != 0)
+            .ok_or(DtError::NoMemory)?;
+        let cpus = fdt.find_node("/cpus").ok_or(DtError::NoHarts)?;
+        let mut timebase_hz = cpus.property("timebase-frequency").and_then(|p| be_u64(p.value)).unwrap_or(0);
+        let mut harts = 0;
+        let mut common: Option<Isa> = None;
+        let mut from_list = false;
+        for cpu in cpus.children() {
+            if cpu.property("device_type").and_then(|p| p.as_str()) != Some("cpu") {
+                continue;
+            }
+            if matches!(cpu.property("status").and_then(|p| p.as_str()), Some("disabled" | "fail")) {
+                continue;
+            }
+            if timebase_hz == 0 {
+                timebase_hz = cpu.property("timebase-frequency").and_then(|p| be_u64(p.value)).unwrap_or(0);
+            }
+            let hart_isa = if let Some(list) = cpu.property("riscv,isa-extensions") {
+                from_list = true;
+                let xlen = match cpu.property("riscv,isa-base").and_then(|p| p.as_str()) {
+                    Some(b) if b.eq_ignore_ascii_case("rv32i") => 32,
+                    _ => 64,
+                };
+                isa::parse_isa_extensions(xlen, isa::string_list(list.value))
+            } else {
+                let s = cpu.property("riscv,isa").and_then(|p| p.as_str()).ok_or(DtError::Isa(IsaError::NoBase))?;
+                isa::parse_isa_string(s)
+            }
+            .map_err(DtError::Isa)?;
+            harts += 1;
+            common = Some(match common {
+                None => hart_isa,
+                Some(c) => Isa {
+                    xlen: c.xlen.min(hart_isa.xlen),
+                    exts: c.exts.intersect(hart_isa.exts),
+                    unknown: c.unknown.max(hart_isa.unknown),
+                },
+            });
+        }
+        let isa = common.ok_or(DtError::NoHarts)?;
+        let find = |compat: &str| fdt.find_compatible(&[compat]).and_then(|n| first_reg(&n)).map(|r| r.0);
+        Ok(Self {
+            memory,
+            harts,
+            timebase_hz,
+            uart: find("ns16550a"),
+            test_device: find("sifive,test0"),
+            isa,
+            from_extension_list: from_list,
+        })
+    }
+
+    pub fn exts(&self) -> ExtSet {
+        self.isa.exts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::isa::Ext;
+    use super::*;
+
+    const QEMU: &[u8] = include_bytes!("testdata/qemu-virt-rv64.dtb");
+    const QEMU_ZALASR: &[u8] = include_bytes!("testdata/qemu-virt-rv64-zalasr.dtb");
+
+    #[test]
+    fn qemu_virt_tree_gives_memory_harts_timebase_uart_test_device_and_isa() {
+        let p = HostPlatform::parse(QEMU).unwrap();
+        assert_eq!(p.memory, (0x8000_0000, 128 << 20));
+        assert_eq!(p.harts, 1);
+        assert_eq!(p.timebase_hz, 10_000_000);
+        assert_eq!(p.uart, Some(0x1000_0000));
+        assert_eq!(p.test_device, Some(0x10_0000));
+        assert!(p.from_extension_list);
+        assert_eq!(p.isa.xlen, 64);
+        assert!(p.exts().contains(Ext::H));
+        assert!(!p.exts().contains(Ext::Zalasr), "QEMU 10.0.2 does not implement Zalasr");
+        assert_eq!(p.isa.unknown, 0);
+    }
+
+    #[test]
+    fn a_tree_listing_zalasr_is_discovered() {
+        let p = HostPlatform::parse(QEMU_ZALASR).unwrap();
+        assert!(p.exts().contains(Ext::Zalasr));
+        let plain = HostPlatform::parse(QEMU).unwrap();
+        assert_eq!(p.exts(), plain.exts().with(Ext::Zalasr));
+    }
+
+    #[test]
+    fn garbage_trees_are_errors() {
+        assert_eq!(HostPlatform::parse(&[]), Err(DtError::Header));
+        assert_eq!(HostPlatform::parse(&[0u8; 64]), Err(DtError::Header));
+        let mut bad = QEMU.to_vec();
+        bad[0] ^= 0xff;
+        assert_eq!(HostPlatform::parse(&bad), Err(DtError::Header));
+        // Truncated: the header's totalsize no longer fits.
+        assert_eq!(HostPlatform::parse(&QEMU[..QEMU.len() / 2]), Err(DtError::Header));
+    }
+}

@@ -1,0 +1,247 @@
+//! The RISC-V trap path under the generic run loop, on a model hart: each scripted trap sets the CSRs and
+//! registers a real trap would, and the test checks what the backend wrote back.
+use super::*;
+use crate::exit::Fault;
+use crate::guest_mem::GuestMemory;
+use crate::vcpu::tests::ModelPlatform;
+use crate::vcpu::{self, StopReason, Vm};
+use libvmm_abi::{Errno, Hypercall};
+use std::collections::HashMap;
+use std::vec::Vec;
+
+/// One trap the model delivers: scause, stval, htval, and guest registers to set first.
+#[derive(Clone)]
+struct Trap {
+    scause: u64,
+    stval: u64,
+    htval: u64,
+    regs: Vec<(usize, u64)>,
+}
+
+fn ecall(a7: u64, a6: u64, args: &[u64]) -> Trap {
+    let mut regs = vec![(A7, a7), (A6, a6)];
+    regs.extend(args.iter().enumerate().map(|(i, v)| (A0 + i, *v)));
+    Trap { scause: csr::EXC_ECALL_VS, stval: 0, htval: 0, regs }
+}
+
+fn hypercall(nr: Hypercall, args: &[u64]) -> Trap {
+    ecall(SBI_EXT_LIBVMM, nr as u64, args)
+}
+
+fn trap(scause: u64, stval: u64, htval: u64) -> Trap {
+    Trap { scause, stval, htval, regs: vec![] }
+}
+
+#[derive(Default)]
+struct ModelHart {
+    script: Vec<Trap>,
+    csrs: HashMap<&'static str, u64>,
+    /// (a0, a1, sepc) seen at each entry after the first.
+    entries: Vec<(u64, u64, u64)>,
+    host_timer: Vec<u64>,
+    waited: u32,
+}
+
+fn key(c: Csr) -> &'static str {
+    match c {
+        Csr::Sepc => "sepc",
+        Csr::Sstatus => "sstatus",
+        Csr::Stval => "stval",
+        Csr::Htval => "htval",
+        Csr::Hvip => "hvip",
+        Csr::Vsstatus => "vsstatus",
+        Csr::Vstvec => "vstvec",
+        Csr::Vsepc => "vsepc",
+        Csr::Vscause => "vscause",
+        Csr::Vstval => "vstval",
+    }
+}
+
+impl Hart for ModelHart {
+    fn enter(&mut self, ctx: &mut GuestContext) -> u64 {
+        self.entries.push((ctx.x[A0], ctx.x[A1], self.csr(Csr::Sepc)));
+        if self.script.is_empty() {
+            // Nothing left: the guest exits with status 77 so a test that runs off its script notices.
+            ctx.x[A7] = SBI_EXT_LIBVMM;
+            ctx.x[A6] = Hypercall::Exit as u64;
+            ctx.x[A0] = 77;
+            return csr::EXC_ECALL_VS;
+        }
+        let t = self.script.remove(0);
+        for (r, v) in t.regs {
+            ctx.x[r] = v;
+        }
+        self.csrs.insert("stval", t.stval);
+        self.csrs.insert("htval", t.htval);
+        t.scause
+    }
+    fn csr(&self, c: Csr) -> u64 {
+        self.csrs.get(key(c)).copied().unwrap_or(0)
+    }
+    fn set_csr(&mut self, c: Csr, v: u64) {
+        self.csrs.insert(key(c), v);
+    }
+    fn set_host_timer(&mut self, deadline: u64) {
+        self.host_timer.push(deadline);
+    }
+    fn wait_for_host_timer(&mut self) {
+        self.waited += 1;
+    }
+}
+
+const MEM_BASE: u64 = 0x8400_0000;
+const ENTRY: u64 = 0x8401_0000;
+
+fn run(script: Vec<Trap>, mem: &mut [u8]) -> (StopReason, RiscvH<ModelHart>, String) {
+    let hart = ModelHart { script, ..Default::default() };
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, MEM_BASE + 0x2000);
+    let mut vm = Vm::new(GuestMemory::new(MEM_BASE, mem), ModelPlatform::default());
+    let stop = vcpu::run(&mut cpu, &mut vm);
+    (stop, cpu, String::from_utf8_lossy(&vm.platform.console.0).into_owned())
+}
+
+#[test]
+fn the_first_entry_has_hartid_boot_info_and_dtb_in_a0_a1_a2_at_the_entry_point() {
+    let mut mem = vec![0u8; 0x100];
+    let (_, cpu, _) = run(vec![], &mut mem);
+    assert_eq!(cpu.hart().entries[0], (0, MEM_BASE, ENTRY));
+    assert_eq!(cpu.regs().x[A0 + 2], MEM_BASE + 0x2000);
+}
+
+#[test]
+fn a_hypercall_writes_a0_a1_and_advances_past_the_ecall() {
+    let mut mem = vec![0u8; 0x100];
+    mem[0x20..0x23].copy_from_slice(b"hi\n");
+    let script = vec![
+        hypercall(Hypercall::Write, &[1, MEM_BASE + 0x20, 3]),
+        hypercall(Hypercall::Nop, &[]),
+        hypercall(Hypercall::Exit, &[3]),
+    ];
+    let (stop, cpu, out) = run(script, &mut mem);
+    assert_eq!(stop, StopReason::PayloadExit(3));
+    assert_eq!(out, "hi\n");
+    let e = &cpu.hart().entries;
+    assert_eq!(e[1], (0, 3, ENTRY + 4));
+    assert_eq!(e[2], (0, 0, ENTRY + 8));
+}
+
+#[test]
+fn hostile_hypercall_arguments_get_errors_and_the_guest_continues() {
+    let mut mem = vec![0u8; 0x100];
+    let script = vec![
+        hypercall(Hypercall::Write, &[1, 0x8020_0000, 16]),
+        hypercall(Hypercall::Write, &[1, MEM_BASE, u64::MAX]),
+        Trap { regs: vec![(A7, SBI_EXT_LIBVMM), (A6, 0xdead)], ..trap(csr::EXC_ECALL_VS, 0, 0) },
+        hypercall(Hypercall::Exit, &[0]),
+    ];
+    let (stop, cpu, out) = run(script, &mut mem);
+    assert_eq!(stop, StopReason::PayloadExit(0));
+    assert!(out.is_empty());
+    let e = &cpu.hart().entries;
+    assert_eq!(e[1].1 as i64, Errno::Fault.as_result());
+    assert_eq!(e[2].1 as i64, Errno::Fault.as_result());
+    assert_eq!(e[3].1 as i64, Errno::Nosys.as_result());
+}
+
+#[test]
+fn sbi_calls_reach_the_policy_and_unknown_extensions_are_not_supported() {
+    let mut mem = vec![0u8; 0x100];
+    mem[..4].copy_from_slice(b"dbcn");
+    let script = vec![
+        ecall(0x10, 0, &[]),                       // BASE spec version
+        ecall(0x4442_434E, 0, &[4, MEM_BASE, 0]),  // DBCN write
+        ecall(0x4442_434E, 0, &[4, 0x8020_0000, 0]), // DBCN wild pointer
+        ecall(0x0BAD_0000, 0, &[]),                // unknown extension
+        ecall(0x5352_5354, 0, &[0, 0]),            // SRST shutdown
+    ];
+    let (stop, cpu, out) = run(script, &mut mem);
+    assert_eq!(stop, StopReason::PayloadExit(0));
+    assert_eq!(out, "dbcn");
+    let e = &cpu.hart().entries;
+    assert_eq!((e[1].0, e[1].1), (0, 2 << 24));
+    assert_eq!((e[2].0, e[2].1), (0, 4));
+    assert_eq!(e[3].0 as i64, -3);
+    assert_eq!(e[4].0 as i64, -2);
+    assert_eq!(e[4].2, ENTRY + 16);
+}
+
+#[test]
+fn guest_page_faults_stop_with_the_guest_physical_address_from_htval() {
+    for (cause, access) in [
+        (csr::EXC_LOAD_GUEST_PAGE_FAULT, Access::Read),
+        (csr::EXC_STORE_GUEST_PAGE_FAULT, Access::Write),
+        (csr::EXC_INSN_GUEST_PAGE_FAULT, Access::Execute),
+    ] {
+        let mut mem = vec![0u8; 0x100];
+        let (stop, ..) = run(vec![trap(cause, 0x8020_0003, 0x8020_0000 >> 2)], &mut mem);
+        assert_eq!(stop, StopReason::GuestMemoryViolation { gpa: 0x8020_0003, access });
+    }
+}
+
+#[test]
+fn a_forbidden_csr_access_is_injected_into_vs_as_an_illegal_instruction() {
+    let csrr_hgatp = 0x6800_2573; // csrr a0, hgatp
+    let mut mem = vec![0u8; 0x100];
+    let hart = ModelHart { script: vec![trap(csr::EXC_VIRTUAL_INSN, csrr_hgatp, 0)], ..Default::default() };
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0);
+    cpu.hart.set_csr(Csr::Vstvec, 0x8401_0101); // vectored mode bit set: exceptions still go to BASE
+    cpu.hart.set_csr(Csr::Vsstatus, csr::SSTATUS_SIE);
+    cpu.hart.set_csr(Csr::Sstatus, csr::SSTATUS_SPP);
+    let mut vm = Vm::new(GuestMemory::new(MEM_BASE, &mut mem), ModelPlatform::default());
+    let _ = vcpu::run(&mut cpu, &mut vm);
+    let h = cpu.hart();
+    assert_eq!(h.csr(Csr::Vscause), csr::EXC_ILLEGAL_INSN);
+    assert_eq!(h.csr(Csr::Vsepc), ENTRY);
+    assert_eq!(h.csr(Csr::Vstval), csrr_hgatp);
+    assert_eq!(h.csr(Csr::Vsstatus), csr::SSTATUS_SPP | csr::SSTATUS_SPIE);
+    assert_eq!(h.entries[1].2, 0x8401_0100, "the guest continues in its own trap handler");
+}
+
+#[test]
+fn reply_inject_maps_every_fault_to_illegal_instruction() {
+    let hart = ModelHart::default();
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0);
+    cpu.hart.set_csr(Csr::Vstvec, 0x8400_4000);
+    cpu.reply(&Exit::IllegalInsn { raw: 0x30 }, Reply::Inject(Fault::GeneralProtection(0)));
+    assert_eq!(cpu.hart().csr(Csr::Vscause), csr::EXC_ILLEGAL_INSN);
+    assert_eq!(cpu.hart().csr(Csr::Vstval), 0x30);
+    assert_eq!(cpu.hart().csr(Csr::Sepc), 0x8400_4000);
+}
+
+#[test]
+fn wfi_with_nothing_armed_halts_the_vm() {
+    let mut mem = vec![0u8; 0x100];
+    let (stop, ..) = run(vec![trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0)], &mut mem);
+    assert_eq!(stop, StopReason::GuestHalted);
+}
+
+#[test]
+fn the_guest_timer_is_armed_by_sbi_time_and_delivered_as_vstip() {
+    let mut mem = vec![0u8; 0x100];
+    let script = vec![
+        ecall(SBI_EXT_TIME, 0, &[1234]),
+        trap(csr::CAUSE_INTERRUPT | csr::IRQ_S_TIMER, 0, 0),
+        ecall(SBI_EXT_TIME, 0, &[5678]),
+        trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0), // WFI waits for the armed timer
+        hypercall(Hypercall::Exit, &[0]),
+    ];
+    let hart = ModelHart { script, ..Default::default() };
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0);
+    let mut vm = Vm::new(GuestMemory::new(MEM_BASE, &mut mem), ModelPlatform::default());
+    let stop = vcpu::run(&mut cpu, &mut vm);
+    assert_eq!(stop, StopReason::PayloadExit(0));
+    let h = cpu.hart();
+    assert_eq!(h.host_timer, [1234, u64::MAX, 5678, u64::MAX]);
+    assert_eq!(h.waited, 1);
+    assert_ne!(h.csr(Csr::Hvip) & (1 << csr::IRQ_VS_TIMER), 0);
+    // The interrupt did not move the guest; the WFI retired.
+    assert_eq!(h.entries[2].2, ENTRY + 4);
+    assert_eq!(h.entries[4].2, ENTRY + 12);
+}
+
+#[test]
+fn unknown_traps_stop_the_vm_with_the_cause() {
+    let mut mem = vec![0u8; 0x100];
+    let (stop, ..) = run(vec![trap(csr::EXC_LOAD_ACCESS, 0x1234, 0)], &mut mem);
+    assert_eq!(stop, StopReason::UnhandledExit { code: csr::EXC_LOAD_ACCESS, info1: 0x1234, info2: 0 });
+}
