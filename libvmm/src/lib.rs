@@ -39,6 +39,9 @@ pub(crate) mod riscv;
 
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 pub(crate) mod arch;
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+#[path = "arch/riscv64/mod.rs"]
+pub(crate) mod arch;
 
 /// A payload as the image crate embeds it: a flat image loaded at `load_gpa` inside the guest window.
 #[derive(Clone, Copy)]

@@ -36,9 +36,15 @@ pub mod riscv64 {
     pub const PAYLOAD_BASE: u64 = WINDOW_BASE + super::PAYLOAD_OFFSET;
     /// Where the VMM image is linked.
     pub const VMM_IMAGE_BASE: u64 = 0x8020_0000;
+    /// The guest's device tree (listing exactly its enabled ISA extensions) at this offset; its
+    /// guest-physical address is also in a2 at the payload's entry.
+    pub const DTB_OFFSET: u64 = 0x1000;
+    pub const DTB_MAX: u64 = 0x4000;
 }
 
 static_assertions::const_assert!(CMDLINE_OFFSET >= core::mem::size_of::<crate::BootInfo>() as u64);
 static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
 static_assertions::const_assert!(x86_64::WINDOW_BASE % 0x20_0000 == 0);
 static_assertions::const_assert!(riscv64::WINDOW_BASE % 0x20_0000 == 0);
+static_assertions::const_assert!(riscv64::DTB_OFFSET >= CMDLINE_OFFSET + CMDLINE_MAX);
+static_assertions::const_assert!(riscv64::DTB_OFFSET + riscv64::DTB_MAX <= PAYLOAD_OFFSET);

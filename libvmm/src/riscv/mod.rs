@@ -108,9 +108,10 @@ pub(crate) struct RiscvH<H: Hart> {
 }
 
 impl<H: Hart> RiscvH<H> {
-    /// A vCPU that starts at `entry` (sepc) with `a0 = hartid`, `a1 = boot_info`, `a2 = dtb`.
-    pub fn new(mut hart: H, entry: u64, hartid: u64, boot_info: u64, dtb: u64) -> Self {
+    /// A vCPU that starts at `entry` (sepc) with `a0 = hartid`, `a1 = boot_info`, `a2 = dtb`, `sp = stack`.
+    pub fn new(mut hart: H, entry: u64, hartid: u64, boot_info: u64, dtb: u64, stack: u64) -> Self {
         let mut ctx = GuestContext::new();
+        ctx.x[2] = stack;
         ctx.x[A0] = hartid;
         ctx.x[A1] = boot_info;
         ctx.x[A0 + 2] = dtb;

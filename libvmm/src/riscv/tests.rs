@@ -94,7 +94,7 @@ const ENTRY: u64 = 0x8401_0000;
 
 fn run(script: Vec<Trap>, mem: &mut [u8]) -> (StopReason, RiscvH<ModelHart>, String) {
     let hart = ModelHart { script, ..Default::default() };
-    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, MEM_BASE + 0x2000);
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, MEM_BASE + 0x2000, MEM_BASE + 0x100);
     let mut vm = Vm::new(GuestMemory::new(MEM_BASE, mem), ModelPlatform::default());
     let stop = vcpu::run(&mut cpu, &mut vm);
     (stop, cpu, String::from_utf8_lossy(&vm.platform.console.0).into_owned())
@@ -106,6 +106,7 @@ fn the_first_entry_has_hartid_boot_info_and_dtb_in_a0_a1_a2_at_the_entry_point()
     let (_, cpu, _) = run(vec![], &mut mem);
     assert_eq!(cpu.hart().entries[0], (0, MEM_BASE, ENTRY));
     assert_eq!(cpu.regs().x[A0 + 2], MEM_BASE + 0x2000);
+    assert_eq!(cpu.regs().x[2], MEM_BASE + 0x100);
 }
 
 #[test]
@@ -183,7 +184,7 @@ fn a_forbidden_csr_access_is_injected_into_vs_as_an_illegal_instruction() {
     let csrr_hgatp = 0x6800_2573; // csrr a0, hgatp
     let mut mem = vec![0u8; 0x100];
     let hart = ModelHart { script: vec![trap(csr::EXC_VIRTUAL_INSN, csrr_hgatp, 0)], ..Default::default() };
-    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0);
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
     cpu.hart.set_csr(Csr::Vstvec, 0x8401_0101); // vectored mode bit set: exceptions still go to BASE
     cpu.hart.set_csr(Csr::Vsstatus, csr::SSTATUS_SIE);
     cpu.hart.set_csr(Csr::Sstatus, csr::SSTATUS_SPP);
@@ -200,7 +201,7 @@ fn a_forbidden_csr_access_is_injected_into_vs_as_an_illegal_instruction() {
 #[test]
 fn reply_inject_maps_every_fault_to_illegal_instruction() {
     let hart = ModelHart::default();
-    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0);
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
     cpu.hart.set_csr(Csr::Vstvec, 0x8400_4000);
     cpu.reply(&Exit::IllegalInsn { raw: 0x30 }, Reply::Inject(Fault::GeneralProtection(0)));
     assert_eq!(cpu.hart().csr(Csr::Vscause), csr::EXC_ILLEGAL_INSN);
@@ -226,7 +227,7 @@ fn the_guest_timer_is_armed_by_sbi_time_and_delivered_as_vstip() {
         hypercall(Hypercall::Exit, &[0]),
     ];
     let hart = ModelHart { script, ..Default::default() };
-    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0);
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
     let mut vm = Vm::new(GuestMemory::new(MEM_BASE, &mut mem), ModelPlatform::default());
     let stop = vcpu::run(&mut cpu, &mut vm);
     assert_eq!(stop, StopReason::PayloadExit(0));

@@ -1,0 +1,109 @@
+//! Safe wrappers over the CSR instructions the VMM uses. CSRs are named by number (the assembler does not
+//! know the H-extension names without `.option arch, +h`); the numbers are the privileged spec's.
+//!
+//! Reading or writing these CSRs in HS-mode has no memory effects Rust could observe; what the values do
+//! to the guest is the backend's business, so the wrappers are safe.
+
+use crate::riscv::Csr;
+
+macro_rules! csr_rw {
+    ($($read:ident $write:ident $num:literal;)*) => {$(
+        #[inline(always)]
+        pub fn $read() -> u64 {
+            let v: u64;
+            // SAFETY: a CSR read in HS-mode; no memory is touched.
+            unsafe { core::arch::asm!(concat!("csrr {0}, ", $num), out(reg) v, options(nomem, nostack)) };
+            v
+        }
+        #[inline(always)]
+        pub fn $write(v: u64) {
+            // SAFETY: a CSR write in HS-mode of a register that only affects guest execution, traps or
+            // the timer; no memory Rust knows about changes.
+            unsafe { core::arch::asm!(concat!("csrw ", $num, ", {0}"), in(reg) v, options(nomem, nostack)) };
+        }
+    )*};
+}
+
+csr_rw! {
+    sstatus set_sstatus "0x100";
+    sie set_sie "0x104";
+    sepc set_sepc "0x141";
+    scause set_scause "0x142";
+    stval set_stval "0x143";
+    sip set_sip "0x144";
+    vsstatus set_vsstatus "0x200";
+    vstvec set_vstvec "0x205";
+    vsepc set_vsepc "0x241";
+    vscause set_vscause "0x242";
+    vstval set_vstval "0x243";
+    vsatp set_vsatp "0x280";
+    hstatus set_hstatus "0x600";
+    hedeleg set_hedeleg "0x602";
+    hideleg set_hideleg "0x603";
+    hie set_hie "0x604";
+    htimedelta set_htimedelta "0x605";
+    hcounteren set_hcounteren "0x606";
+    henvcfg set_henvcfg "0x60A";
+    hstateen0 set_hstateen0 "0x60C";
+    htval set_htval "0x643";
+    hvip set_hvip "0x645";
+    hgatp set_hgatp "0x680";
+}
+
+/// The `time` CSR.
+#[inline(always)]
+pub fn time() -> u64 {
+    let v: u64;
+    // SAFETY: reads the time counter; no memory is touched.
+    unsafe { core::arch::asm!("rdtime {0}", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// HFENCE.GVMA for all guest-physical addresses and all VMIDs.
+#[inline(always)]
+pub fn hfence_gvma_all() {
+    // SAFETY: a TLB fence for G-stage translations; it orders the table writes before it against later
+    // guest accesses and touches no memory itself.
+    unsafe { core::arch::asm!(".option push", ".option arch, +h", "hfence.gvma zero, zero", ".option pop", options(nostack)) };
+}
+
+/// Waits for an interrupt (with sstatus.SIE = 0 it only wakes the hart).
+#[inline(always)]
+pub fn wfi() {
+    // SAFETY: WFI only stalls the hart.
+    unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+}
+
+/// Reads a backend CSR by name.
+#[inline(always)]
+pub fn read(c: Csr) -> u64 {
+    match c {
+        Csr::Sepc => sepc(),
+        Csr::Sstatus => sstatus(),
+        Csr::Stval => stval(),
+        Csr::Htval => htval(),
+        Csr::Hvip => hvip(),
+        Csr::Vsstatus => vsstatus(),
+        Csr::Vstvec => vstvec(),
+        Csr::Vsepc => vsepc(),
+        Csr::Vscause => vscause(),
+        Csr::Vstval => vstval(),
+    }
+}
+
+/// Writes a backend CSR by name.
+#[inline(always)]
+pub fn write(c: Csr, v: u64) {
+    match c {
+        Csr::Sepc => set_sepc(v),
+        Csr::Sstatus => set_sstatus(v),
+        Csr::Stval => set_stval(v),
+        Csr::Htval => set_htval(v),
+        Csr::Hvip => set_hvip(v),
+        Csr::Vsstatus => set_vsstatus(v),
+        Csr::Vstvec => set_vstvec(v),
+        Csr::Vsepc => set_vsepc(v),
+        Csr::Vscause => set_vscause(v),
+        Csr::Vstval => set_vstval(v),
+    }
+}

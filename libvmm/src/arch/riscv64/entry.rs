@@ -1,0 +1,158 @@
+//! The assembly of the RISC-V image: the boot entry OpenSBI jumps to, the one trap vector, and the world
+//! switch into VS-mode.
+//!
+//! One trap vector serves both worlds, told apart by `sscratch` (the Linux idiom): while the guest runs,
+//! `sscratch` holds the [`GuestContext`] address; while the VMM runs it is 0. A trap from the guest saves
+//! its 31 registers into the context and resumes the host right after its `sret` (the address and the
+//! registers Rust cannot declare clobbered: sp, gp, tp, s0, s1 are in `GuestContext::host`). Everything
+//! else the host needs is declared clobbered on the `asm!` of [`enter`], so the compiler saves only what
+//! is live across it. A trap taken while the VMM itself runs is a VMM bug: it goes to
+//! `libvmm_riscv64_host_trap` on its own stack, which reports and stops.
+//!
+//! Offsets below are those of [`GuestContext`]: `x[i]` at `8 * i`, `host[j]` at `256 + 8 * j`.
+
+use crate::riscv::{GuestContext, CTX_HOST_OFFSET};
+
+static_assertions::const_assert_eq!(CTX_HOST_OFFSET, 256);
+
+core::arch::global_asm!(
+    r#"
+    .section .text.entry, "ax"
+    .globl _start
+_start:
+    csrw sie, zero
+    la t0, __libvmm_trap
+    csrw stvec, t0
+    csrw sscratch, zero
+    rdcycle t2
+    la sp, LIBVMM_STACK + {stack_size}
+    la t0, __bss_start
+    la t1, __bss_end
+1:  bgeu t0, t1, 2f
+    sd zero, 0(t0)
+    addi t0, t0, 8
+    j 1b
+2:  mv a2, t2
+    call libvmm_riscv64_main
+3:  wfi
+    j 3b
+
+    .section .text.trap, "ax"
+    .balign 4
+    .globl __libvmm_trap
+__libvmm_trap:
+    csrrw a0, sscratch, a0
+    beqz a0, 9f
+    sd ra, 8(a0)
+    sd sp, 16(a0)
+    sd gp, 24(a0)
+    sd tp, 32(a0)
+    sd t0, 40(a0)
+    sd t1, 48(a0)
+    sd t2, 56(a0)
+    sd s0, 64(a0)
+    sd s1, 72(a0)
+    sd a1, 88(a0)
+    sd a2, 96(a0)
+    sd a3, 104(a0)
+    sd a4, 112(a0)
+    sd a5, 120(a0)
+    sd a6, 128(a0)
+    sd a7, 136(a0)
+    sd s2, 144(a0)
+    sd s3, 152(a0)
+    sd s4, 160(a0)
+    sd s5, 168(a0)
+    sd s6, 176(a0)
+    sd s7, 184(a0)
+    sd s8, 192(a0)
+    sd s9, 200(a0)
+    sd s10, 208(a0)
+    sd s11, 216(a0)
+    sd t3, 224(a0)
+    sd t4, 232(a0)
+    sd t5, 240(a0)
+    sd t6, 248(a0)
+    csrrw t0, sscratch, zero
+    sd t0, 80(a0)
+    ld sp, 256(a0)
+    ld gp, 264(a0)
+    ld tp, 272(a0)
+    ld s0, 280(a0)
+    ld s1, 288(a0)
+    ld t0, 296(a0)
+    jr t0
+9:  csrrw a0, sscratch, a0
+    la sp, LIBVMM_TRAP_STACK + {trap_stack_size}
+    call libvmm_riscv64_host_trap
+8:  wfi
+    j 8b
+"#,
+    stack_size = const crate::config::VMM_STACK_SIZE,
+    trap_stack_size = const super::start::TRAP_STACK_SIZE,
+);
+
+/// Runs the guest from `sepc` until the next trap into HS-mode; returns scause.
+///
+/// Preconditions (set once by the boot code): `stvec` is `__libvmm_trap`, `sstatus.SPP = 1`,
+/// `hstatus.SPV = 1`, `sscratch = 0`, and the G-stage tables in hgatp map only guest memory.
+#[inline(always)]
+pub fn enter(ctx: &mut GuestContext) -> u64 {
+    let scause: u64;
+    // SAFETY: the asm saves the host registers Rust cannot declare clobbered (sp, gp, tp, s0, s1) and the
+    // resume address into `ctx.host`, loads the guest's registers from `ctx.x` and `sret`s into VS-mode.
+    // The trap vector stores the guest's registers back into the same `ctx` (through sscratch), restores
+    // the saved host registers and jumps to `1:`; every other register is declared clobbered. `ctx` is a
+    // live exclusive reference for the whole call, so those accesses alias nothing Rust knows about.
+    unsafe {
+        core::arch::asm!(
+            "sd sp, 256(a0)",
+            "sd gp, 264(a0)",
+            "sd tp, 272(a0)",
+            "sd s0, 280(a0)",
+            "sd s1, 288(a0)",
+            "lla t0, 1f",
+            "sd t0, 296(a0)",
+            "csrw sscratch, a0",
+            "ld ra, 8(a0)",
+            "ld sp, 16(a0)",
+            "ld gp, 24(a0)",
+            "ld tp, 32(a0)",
+            "ld t0, 40(a0)",
+            "ld t1, 48(a0)",
+            "ld t2, 56(a0)",
+            "ld s0, 64(a0)",
+            "ld s1, 72(a0)",
+            "ld a1, 88(a0)",
+            "ld a2, 96(a0)",
+            "ld a3, 104(a0)",
+            "ld a4, 112(a0)",
+            "ld a5, 120(a0)",
+            "ld a6, 128(a0)",
+            "ld a7, 136(a0)",
+            "ld s2, 144(a0)",
+            "ld s3, 152(a0)",
+            "ld s4, 160(a0)",
+            "ld s5, 168(a0)",
+            "ld s6, 176(a0)",
+            "ld s7, 184(a0)",
+            "ld s8, 192(a0)",
+            "ld s9, 200(a0)",
+            "ld s10, 208(a0)",
+            "ld s11, 216(a0)",
+            "ld t3, 224(a0)",
+            "ld t4, 232(a0)",
+            "ld t5, 240(a0)",
+            "ld t6, 248(a0)",
+            "ld a0, 80(a0)",
+            "sret",
+            "1:",
+            "csrr a0, scause",
+            inout("a0") ctx as *mut GuestContext => scause,
+            out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            clobber_abi("C"),
+        );
+    }
+    scause
+}
