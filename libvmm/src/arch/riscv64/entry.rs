@@ -4,9 +4,15 @@
 //! One trap vector serves both worlds, told apart by `sscratch` (the Linux idiom): while the guest runs,
 //! `sscratch` holds the [`GuestContext`] address; while the VMM runs it is 0. A trap from the guest saves
 //! its 31 registers into the context and resumes the host right after its `sret` (the address and the
-//! registers Rust cannot declare clobbered: sp, gp, tp, s0, s1 are in `GuestContext::host`). Everything
-//! else the host needs is declared clobbered on the `asm!` of [`enter`], so the compiler saves only what
-//! is live across it. A trap taken while the VMM itself runs is a VMM bug: it goes to
+//! registers Rust cannot declare clobbered: sp, s0, s1 are in `GuestContext::host`). Everything else the
+//! host needs is declared clobbered on the `asm!` of [`enter`], so the compiler saves only what is live
+//! across it.
+//!
+//! gp and tp are not switched at all: LLVM reserves both, the VMM has no thread-local storage and defines
+//! no `__global_pointer$` (so the linker never relaxes to gp), and the firmware preserves them across
+//! SBI calls. So the guest's gp/tp simply stay in the registers while the VMM runs (`x[3]`/`x[4]` of the
+//! context are unused), which saves eight instructions per exit. `_start` zeroes both so the guest does
+//! not start with the firmware's values. A trap taken while the VMM itself runs is a VMM bug: it goes to
 //! `libvmm_riscv64_host_trap` on its own stack, which reports and stops.
 //!
 //! Offsets below are those of [`GuestContext`]: `x[i]` at `8 * i`, `host[j]` at `256 + 8 * j`.
@@ -20,6 +26,8 @@ core::arch::global_asm!(
     .section .text.entry, "ax"
     .globl _start
 _start:
+    li gp, 0
+    li tp, 0
     csrw sie, zero
     la t0, __libvmm_trap
     csrw stvec, t0
@@ -45,8 +53,6 @@ __libvmm_trap:
     beqz a0, 9f
     sd ra, 8(a0)
     sd sp, 16(a0)
-    sd gp, 24(a0)
-    sd tp, 32(a0)
     sd t0, 40(a0)
     sd t1, 48(a0)
     sd t2, 56(a0)
@@ -76,8 +82,6 @@ __libvmm_trap:
     csrrw t0, sscratch, zero
     sd t0, 80(a0)
     ld sp, 256(a0)
-    ld gp, 264(a0)
-    ld tp, 272(a0)
     ld s0, 280(a0)
     ld s1, 288(a0)
     ld t0, 296(a0)
@@ -99,7 +103,8 @@ __libvmm_trap:
 #[inline(always)]
 pub fn enter(ctx: &mut GuestContext) -> u64 {
     let scause: u64;
-    // SAFETY: the asm saves the host registers Rust cannot declare clobbered (sp, gp, tp, s0, s1) and the
+    // SAFETY: the asm saves the host registers Rust cannot declare clobbered (sp, s0, s1; gp/tp are never
+    // used by the VMM, see the module doc) and the
     // resume address into `ctx.host`, loads the guest's registers from `ctx.x` and `sret`s into VS-mode.
     // The trap vector stores the guest's registers back into the same `ctx` (through sscratch), restores
     // the saved host registers and jumps to `1:`; every other register is declared clobbered. `ctx` is a
@@ -107,8 +112,6 @@ pub fn enter(ctx: &mut GuestContext) -> u64 {
     unsafe {
         core::arch::asm!(
             "sd sp, 256(a0)",
-            "sd gp, 264(a0)",
-            "sd tp, 272(a0)",
             "sd s0, 280(a0)",
             "sd s1, 288(a0)",
             "lla t0, 1f",
@@ -116,8 +119,6 @@ pub fn enter(ctx: &mut GuestContext) -> u64 {
             "csrw sscratch, a0",
             "ld ra, 8(a0)",
             "ld sp, 16(a0)",
-            "ld gp, 24(a0)",
-            "ld tp, 32(a0)",
             "ld t0, 40(a0)",
             "ld t1, 48(a0)",
             "ld t2, 56(a0)",
