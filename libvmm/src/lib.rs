@@ -44,10 +44,7 @@ pub(crate) mod riscv;
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 const _: () = ();
 
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
-pub(crate) mod arch;
-#[cfg(all(target_os = "none", target_arch = "riscv64"))]
-#[path = "arch/riscv64/mod.rs"]
+#[cfg(all(target_os = "none", any(target_arch = "x86_64", target_arch = "riscv64")))]
 pub(crate) mod arch;
 
 /// A payload as the image crate embeds it: a flat image loaded at `load_gpa` inside the guest window.

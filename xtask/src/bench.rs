@@ -99,6 +99,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
     let image = build_image(backend, "exitbench")?;
     let o = BootOptions {
         cmdline: "",
+        dtb: None,
         icount: true,
         echo: false,
         limit: Duration::from_secs(120),
@@ -124,11 +125,16 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
     Ok(figures)
 }
 
-const ROWS: [(&str, &str, &str); 10] = [
+const ROWS: [(&str, &str, &str); 11] = [
     (
         "cpuid_round_trip",
         "CPUID exit round trip (emulated insns)",
         "<= 150",
+    ),
+    (
+        "ecall_round_trip",
+        "RISC-V SBI ecall round trip, full dispatch (emulated insns)",
+        "<= 120",
     ),
     (
         "null_hypercall_round_trip",

@@ -44,6 +44,8 @@ pub struct Outcome {
 
 pub struct BootOptions<'a> {
     pub cmdline: &'a str,
+    /// RISC-V: a device tree to boot with instead of QEMU's own.
+    pub dtb: Option<&'a Path>,
     pub icount: bool,
     pub echo: bool,
     pub limit: Duration,
@@ -62,7 +64,7 @@ fn launch(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Finishe
         Backend::Svm | Backend::Tdx => {
             crate::qemu::x86(image, o.cmdline, o.icount, o.echo, o.limit)
         }
-        Backend::Riscv => Err("the RISC-V runner is not wired up yet".into()),
+        Backend::Riscv => crate::qemu::riscv(image, o.cmdline, o.dtb, o.icount, o.echo, o.limit),
         Backend::Vmx => Err("the Bochs runner is not wired up yet".into()),
     }
 }
@@ -101,6 +103,7 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
     let image = build_image(a.backend, &a.payload)?;
     let o = BootOptions {
         cmdline: &a.cmdline,
+        dtb: None,
         icount: false,
         echo: true,
         limit: Duration::from_secs(120),

@@ -18,7 +18,12 @@ pub struct Case {
     pub code: u8,
     pub expect: Vec<String>,
     pub forbid: Vec<&'static str>,
+    /// RISC-V: boot with this device tree (path from the repository root) instead of QEMU's.
+    pub dtb: Option<&'static str>,
 }
+
+/// The device tree that lists Zalasr (QEMU 10.0.2's own tree plus `zalasr`): see its `.dts` beside it.
+pub const ZALASR_DTB: &str = "libvmm/src/riscv/testdata/qemu-virt-rv64-zalasr.dtb";
 
 const HOSTILE_FORBID: [&str; 3] = [
     "hostile: FAIL",
@@ -51,7 +56,11 @@ pub fn cases(backend: Backend) -> Vec<Case> {
         code,
         expect: vec![" recoverable checks passed, 0 failed".into(), expect],
         forbid: HOSTILE_FORBID.to_vec(),
+        dtb: None,
     };
+    if backend == Backend::Riscv {
+        return riscv_cases(name, hostile);
+    }
     vec![
         Case {
             payload: "hello",
@@ -62,6 +71,7 @@ pub fn cases(backend: Backend) -> Vec<Case> {
                 "libvmm: stop 0 payload exited with status 0".into(),
             ],
             forbid: vec!["panic"],
+            dtb: None,
         },
         hostile(
             "",
@@ -103,12 +113,66 @@ pub fn cases(backend: Backend) -> Vec<Case> {
                 "bench: exits_per_write_65536=1".into(),
             ],
             forbid: vec!["panic"],
+            dtb: None,
+        },
+    ]
+}
+
+/// The RISC-V boot cases: the same payloads and checks, with the RISC-V forms of the fatal attacks.
+fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -> Vec<Case> {
+    use libvmm_abi::layout::riscv64::{VMM_IMAGE_BASE, WINDOW_BASE, WINDOW_SIZE};
+    let gmv = StopCode::GuestMemoryViolation as u8;
+    let violation = |what: &str, gpa: u64| format!("guest memory violation: {what} of guest-physical {gpa:#x} outside guest memory");
+    let hello = |dtb: Option<&'static str>, extra: &str| Case {
+        payload: "hello",
+        cmdline: "",
+        code: 0,
+        expect: vec![
+            format!("Hello from a libvmm guest! This payload runs deprivileged on {name}."),
+            "libvmm: stop 0 payload exited with status 0".into(),
+            extra.into(),
+        ],
+        forbid: vec!["panic"],
+        dtb,
+    };
+    let mut zalasr = hostile(
+        "attack=vmm-read",
+        gmv,
+        "hostile: info guest device tree lists zalasr: yes; lw.aq trapped (illegal instruction)".into(),
+    );
+    zalasr.dtb = Some(ZALASR_DTB);
+    zalasr.expect.push(" zaamo zalasr zalrsc ".into());
+    let mut plain = hostile("", gmv, violation("read", VMM_IMAGE_BASE));
+    plain.expect.push("hostile: info guest device tree lists zalasr: no".into());
+    vec![
+        hello(None, "libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"),
+        hello(Some(ZALASR_DTB), "libvmm: host ISA (riscv,isa-extensions): i m a f d c h"),
+        plain,
+        zalasr,
+        hostile("attack=vmm-write", gmv, violation("write", VMM_IMAGE_BASE + 0x1000)),
+        hostile("attack=beyond-window", gmv, violation("read", WINDOW_BASE + WINDOW_SIZE)),
+        hostile("attack=opensbi-read", gmv, violation("read", 0x8000_0000)),
+        hostile("attack=test-device", gmv, violation("write", 0x10_0000)),
+        hostile("attack=uart", gmv, violation("write", 0x1000_0000)),
+        hostile("attack=halt", StopCode::GuestError as u8, "guest halted with no interrupt source".into()),
+        hostile("attack=sbi-shutdown-failure", StopCode::PayloadAbort as u8, "payload aborted".into()),
+        Case {
+            payload: "exitbench",
+            cmdline: "",
+            code: 0,
+            expect: vec![
+                "exitbench: done".into(),
+                "bench: exits_per_write_1=1".into(),
+                "bench: exits_per_write_65536=1".into(),
+            ],
+            forbid: vec!["panic"],
+            dtb: None,
         },
     ]
 }
 
 /// Backends whose images boot on an emulator here.
-pub const BOOTED: [Backend; 1] = [Backend::Svm];
+pub const BOOTED: [Backend; 2] = [Backend::Svm, Backend::Riscv];
 
 struct Tally {
     passed: u32,
@@ -181,8 +245,10 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
 }
 
 fn check_case(backend: Backend, image: &std::path::Path, case: &Case) -> Result<(), String> {
+    let dtb = case.dtb.map(|d| crate::cmd::root().join(d));
     let o = BootOptions {
         cmdline: case.cmdline,
+        dtb: dtb.as_deref(),
         icount: false,
         echo: false,
         limit: Duration::from_secs(if backend == Backend::Vmx { 60 } else { 30 }),
@@ -260,7 +326,11 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
             }
             for case in cases(backend).iter().filter(|c| c.payload == payload) {
                 let s = Instant::now();
-                let name = format!("{backend}: boot {payload} {}", case.cmdline)
+                let name = format!(
+                    "{backend}: boot {payload} {}{}",
+                    case.cmdline,
+                    case.dtb.map(|d| format!(" (-dtb {d})")).unwrap_or_default()
+                )
                     .trim_end()
                     .to_string();
                 let r = check_case(backend, &image, case);

@@ -44,12 +44,7 @@ pub mod riscv64 {
 
 static_assertions::const_assert!(CMDLINE_OFFSET >= core::mem::size_of::<crate::BootInfo>() as u64);
 static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
-<<<<<<< HEAD
-static_assertions::const_assert!(x86_64::WINDOW_BASE % 0x20_0000 == 0);
-static_assertions::const_assert!(riscv64::WINDOW_BASE % 0x20_0000 == 0);
-static_assertions::const_assert!(riscv64::DTB_OFFSET >= CMDLINE_OFFSET + CMDLINE_MAX);
-static_assertions::const_assert!(riscv64::DTB_OFFSET + riscv64::DTB_MAX <= PAYLOAD_OFFSET);
-=======
 static_assertions::const_assert!(x86_64::WINDOW_BASE.is_multiple_of(0x20_0000));
 static_assertions::const_assert!(riscv64::WINDOW_BASE.is_multiple_of(0x20_0000));
->>>>>>> main
+static_assertions::const_assert!(riscv64::DTB_OFFSET >= CMDLINE_OFFSET + CMDLINE_MAX);
+static_assertions::const_assert!(riscv64::DTB_OFFSET + riscv64::DTB_MAX <= PAYLOAD_OFFSET);

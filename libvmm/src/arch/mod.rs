@@ -2,3 +2,5 @@
 //! instructions in small safe functions; everything above it is safe code.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
+#[cfg(target_arch = "riscv64")]
+pub(crate) mod riscv64;

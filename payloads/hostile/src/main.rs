@@ -12,6 +12,10 @@ use libvmm_guest::{hypercall, hypercall_raw, println};
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 use x86_64 as arch_attacks;
+#[cfg(target_arch = "riscv64")]
+mod riscv64;
+#[cfg(target_arch = "riscv64")]
+use riscv64 as arch_attacks;
 
 libvmm_guest::entry!(main);
 

@@ -1,0 +1,332 @@
+//! RISC-V payload entry, trap handling and hypercalls (the payload runs in VS-mode, bare translation).
+//!
+//! The VMM enters `_start` with a0 = hart id, a1 = boot-info address, a2 = the guest device tree, sp at
+//! the top of guest memory. `_start` reads `cycle` first (so a payload can measure the cost of getting
+//! here), points `stvec` (the guest's vstvec) at its trap handler and calls into Rust.
+//!
+//! Hypercalls are ECALLs with a7 = `SBI_EXT_LIBVMM`, a6 = number, a0..a3 = arguments; the VMM answers in
+//! a0 (SBI error, 0) and a1 (result). [`sbi_call`] makes any other SBI call.
+//!
+//! `probe` runs single instructions that may trap (CSR accesses the guest may not make, hypervisor
+//! fences, Zalasr loads) and returns the exception cause they raised: the trap handler resumes after the
+//! probed instruction when a probe is armed. A supervisor timer interrupt is counted ([`timer_ticks`])
+//! and its timer disarmed; any other trap is reported and aborts the payload.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use libvmm_abi::SBI_EXT_LIBVMM;
+
+static FIRST_CYCLES: AtomicU64 = AtomicU64::new(0);
+static DTB: AtomicU64 = AtomicU64::new(0);
+#[no_mangle]
+static LIBVMM_GUEST_PROBE_RESUME: AtomicU64 = AtomicU64::new(0);
+static PROBE_CAUSE: AtomicU64 = AtomicU64::new(NO_TRAP);
+static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
+const NO_TRAP: u64 = u64::MAX;
+const INTERRUPT: u64 = 1 << 63;
+const IRQ_S_TIMER: u64 = 5;
+
+/// SBI TIME extension.
+pub const SBI_EXT_TIME: u64 = 0x5449_4D45;
+
+core::arch::global_asm!(
+    r#"
+.section .text.start, "ax"
+.global _start
+_start:
+    rdcycle t0
+    lla t1, {first}
+    sd t0, 0(t1)
+    lla t1, {dtb}
+    sd a2, 0(t1)
+    lla t0, 3f
+    csrw stvec, t0
+    andi sp, sp, -16
+    mv a0, a1
+    call {rust_start}
+1:  wfi
+    j 1b
+
+.section .text.trap, "ax"
+.balign 4
+3:
+    addi sp, sp, -128
+    sd ra, 0(sp)
+    sd t0, 8(sp)
+    sd t1, 16(sp)
+    sd t2, 24(sp)
+    sd a0, 32(sp)
+    sd a1, 40(sp)
+    sd a2, 48(sp)
+    sd a3, 56(sp)
+    sd a4, 64(sp)
+    sd a5, 72(sp)
+    sd a6, 80(sp)
+    sd a7, 88(sp)
+    sd t3, 96(sp)
+    sd t4, 104(sp)
+    sd t5, 112(sp)
+    sd t6, 120(sp)
+    csrr a0, scause
+    csrr a1, sepc
+    csrr a2, stval
+    call {trap}
+    csrw sepc, a0
+    ld ra, 0(sp)
+    ld t0, 8(sp)
+    ld t1, 16(sp)
+    ld t2, 24(sp)
+    ld a0, 32(sp)
+    ld a1, 40(sp)
+    ld a2, 48(sp)
+    ld a3, 56(sp)
+    ld a4, 64(sp)
+    ld a5, 72(sp)
+    ld a6, 80(sp)
+    ld a7, 88(sp)
+    ld t3, 96(sp)
+    ld t4, 104(sp)
+    ld t5, 112(sp)
+    ld t6, 120(sp)
+    addi sp, sp, 128
+    sret
+"#,
+    first = sym FIRST_CYCLES,
+    dtb = sym DTB,
+    rust_start = sym rust_start,
+    trap = sym trap,
+);
+
+extern "C" fn rust_start(boot_info: u64) -> ! {
+    crate::start(boot_info)
+}
+
+/// Returns the address to continue at.
+extern "C" fn trap(scause: u64, sepc: u64, stval: u64) -> u64 {
+    if scause == INTERRUPT | IRQ_S_TIMER {
+        TIMER_TICKS.fetch_add(1, Ordering::SeqCst);
+        // Disarm (this also clears the pending bit).
+        sbi_call(SBI_EXT_TIME, 0, [u64::MAX, 0, 0, 0, 0, 0]);
+        return sepc;
+    }
+    let resume = LIBVMM_GUEST_PROBE_RESUME.swap(0, Ordering::SeqCst);
+    if resume != 0 && scause & INTERRUPT == 0 {
+        PROBE_CAUSE.store(scause, Ordering::SeqCst);
+        return resume;
+    }
+    crate::println!("payload: unexpected exception {scause:#x} (stval {stval:#x}) at sepc {sepc:#x}");
+    // SAFETY: provided by this crate.
+    unsafe { hermit_abi::abort() }
+}
+
+/// Nothing to set up beyond `_start` (the hypercall instruction is always ECALL).
+pub(crate) fn init(_hypercall_insn: u32) {}
+
+/// An SBI call: a7 = `ext`, a6 = `fid`, a0..a5 = `args`; returns (error, value).
+#[inline(always)]
+pub fn sbi_call(ext: u64, fid: u64, args: [u64; 6]) -> (i64, i64) {
+    let (e, v): (u64, u64);
+    // SAFETY: ECALL traps to the VMM, which changes only a0 and a1 (the SBI calling convention).
+    unsafe {
+        core::arch::asm!("ecall",
+            inlateout("a0") args[0] => e, inlateout("a1") args[1] => v,
+            in("a2") args[2], in("a3") args[3], in("a4") args[4], in("a5") args[5],
+            in("a6") fid, in("a7") ext, options(nostack))
+    }
+    (e as i64, v as i64)
+}
+
+/// [`sbi_call`] with the ECALL left out: the same register set-up, for benchmark baselines.
+#[inline(always)]
+pub fn sbi_call_without_ecall(ext: u64, fid: u64, args: [u64; 6]) -> (i64, i64) {
+    let (e, v): (u64, u64);
+    // SAFETY: an empty asm block that only takes the registers an SBI call would.
+    unsafe {
+        core::arch::asm!("",
+            inlateout("a0") args[0] => e, inlateout("a1") args[1] => v,
+            in("a2") args[2], in("a3") args[3], in("a4") args[4], in("a5") args[5],
+            in("a6") fid, in("a7") ext, options(nostack, nomem))
+    }
+    (e as i64, v as i64)
+}
+
+/// The libvmm hypercall: ECALL to the libvmm SBI extension; the result is in a1.
+#[inline(always)]
+pub fn hypercall(nr: u64, a: [u64; 4]) -> i64 {
+    let v: u64;
+    // SAFETY: ECALL traps to the VMM, which changes only a0 and a1.
+    unsafe {
+        core::arch::asm!("ecall",
+            inlateout("a0") a[0] => _, inlateout("a1") a[1] => v, in("a2") a[2], in("a3") a[3],
+            in("a6") nr, in("a7") SBI_EXT_LIBVMM, options(nostack))
+    }
+    v as i64
+}
+
+/// The cycle counter.
+#[inline(always)]
+pub fn cycles() -> u64 {
+    let v: u64;
+    // SAFETY: reading `cycle` has no side effects (the VMM allows it through hcounteren).
+    unsafe { core::arch::asm!("rdcycle {0}", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// The `time` counter (timebase ticks).
+pub fn time() -> u64 {
+    let v: u64;
+    // SAFETY: reading `time` has no side effects.
+    unsafe { core::arch::asm!("rdtime {0}", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// The cycle counter read by the payload's very first instruction.
+pub fn first_cycles() -> u64 {
+    FIRST_CYCLES.load(Ordering::Relaxed)
+}
+
+/// The guest device tree the VMM generated (a2 at entry), as bytes.
+pub fn device_tree() -> &'static [u8] {
+    let addr = DTB.load(Ordering::Relaxed);
+    if addr == 0 {
+        return &[];
+    }
+    // SAFETY: the VMM wrote a flattened device tree there; its header's totalsize (bounded by the
+    // layout's maximum) says how long it is.
+    unsafe {
+        let hdr = core::slice::from_raw_parts(addr as *const u8, 8);
+        let size = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as u64;
+        core::slice::from_raw_parts(addr as *const u8, size.min(libvmm_abi::layout::riscv64::DTB_MAX) as usize)
+    }
+}
+
+/// Timer interrupts taken so far.
+pub fn timer_ticks() -> u64 {
+    TIMER_TICKS.load(Ordering::SeqCst)
+}
+
+/// Arms the SBI timer at `deadline` (time ticks), enables the timer interrupt and waits for it with WFI.
+/// Returns whether it arrived.
+pub fn wait_for_timer(deadline: u64) -> bool {
+    let before = timer_ticks();
+    let (e, _) = sbi_call(SBI_EXT_TIME, 0, [deadline, 0, 0, 0, 0, 0]);
+    if e != 0 {
+        return false;
+    }
+    // SAFETY: enables the supervisor timer interrupt; the trap handler above handles it.
+    unsafe {
+        core::arch::asm!("csrs sie, {0}", in(reg) 1u64 << IRQ_S_TIMER, options(nomem, nostack));
+        core::arch::asm!("csrs sstatus, {0}", in(reg) 2u64, options(nomem, nostack));
+    }
+    for _ in 0..1000 {
+        if timer_ticks() != before {
+            break;
+        }
+        // SAFETY: waits for an interrupt.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+    }
+    // SAFETY: masks interrupts again.
+    unsafe { core::arch::asm!("csrc sstatus, {0}", in(reg) 2u64, options(nomem, nostack)) };
+    timer_ticks() != before
+}
+
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: waiting for an interrupt has no memory effects.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) }
+    }
+}
+
+/// Runs single instructions that may trap and reports the exception cause they raised.
+pub mod probe {
+    use super::{Ordering, LIBVMM_GUEST_PROBE_RESUME, NO_TRAP, PROBE_CAUSE};
+
+    /// Result of a probe: `Err(cause)` when the instruction trapped.
+    pub type Probe<T> = Result<T, u64>;
+
+    /// Illegal instruction.
+    pub const ILLEGAL: u64 = 2;
+
+    fn arm() {
+        PROBE_CAUSE.store(NO_TRAP, Ordering::SeqCst);
+    }
+
+    fn outcome<T>(v: T) -> Probe<T> {
+        LIBVMM_GUEST_PROBE_RESUME.store(0, Ordering::SeqCst);
+        match PROBE_CAUSE.load(Ordering::SeqCst) {
+            NO_TRAP => Ok(v),
+            cause => Err(cause),
+        }
+    }
+
+    macro_rules! probe_asm {
+        ([$($insn:tt)*] $(, $($ops:tt)*)?) => {{
+            arm();
+            // SAFETY: the instruction runs with the resume address armed: if it traps, the handler
+            // continues at label 2; the VMM decides what the instruction does (that is under test).
+            unsafe {
+                core::arch::asm!(
+                    "lla {tmp}, 2f",
+                    "lla {addr}, {resume}",
+                    "sd {tmp}, 0({addr})",
+                    $($insn)*,
+                    "2:",
+                    tmp = out(reg) _,
+                    addr = out(reg) _,
+                    resume = sym LIBVMM_GUEST_PROBE_RESUME,
+                    $($($ops)*)?
+                )
+            }
+        }};
+    }
+
+    /// Reads CSR `$num` (a literal CSR number).
+    macro_rules! csr_probe {
+        ($read:ident, $write:ident, $num:literal) => {
+            pub fn $read() -> Probe<u64> {
+                let v: u64;
+                probe_asm!([concat!("csrr {v}, ", $num)], v = out(reg) v);
+                outcome(v)
+            }
+            pub fn $write(value: u64) -> Probe<()> {
+                probe_asm!([concat!("csrw ", $num, ", {v}")], v = in(reg) value);
+                outcome(())
+            }
+        };
+    }
+
+    csr_probe!(read_hgatp, write_hgatp, "0x680");
+    csr_probe!(read_hstatus, write_hstatus, "0x600");
+    csr_probe!(read_hedeleg, write_hedeleg, "0x602");
+    csr_probe!(read_mstatus, write_mstatus, "0x300");
+    csr_probe!(read_mhartid, write_mhartid, "0xF14");
+    csr_probe!(read_satp, write_satp, "0x180");
+    csr_probe!(read_time, write_time, "0xC01");
+
+    /// HFENCE.GVMA (a hypervisor instruction: not for VS-mode).
+    pub fn hfence_gvma() -> Probe<()> {
+        probe_asm!([".option push", ".option arch, +h", "hfence.gvma zero, zero", ".option pop"]);
+        outcome(())
+    }
+
+    /// HLV.D: a hypervisor load (not for VS-mode).
+    pub fn hlv_d(addr: u64) -> Probe<u64> {
+        let v: u64;
+        probe_asm!([".option push", ".option arch, +h", "hlv.d {v}, ({a})", ".option pop"], v = out(reg) v, a = in(reg) addr);
+        outcome(v)
+    }
+
+    /// Zalasr `lw.aq rd, (rs1)`, encoded by hand (assemblers here do not know Zalasr): word template
+    /// 0x3400_202F with rs1 = a0, rd = a0.
+    pub fn lw_aq(addr: u64) -> Probe<u64> {
+        let v: u64;
+        probe_asm!([".word 0x3405252F"], inout("a0") addr => v);
+        outcome(v)
+    }
+
+    /// `mret`: an M-mode instruction.
+    pub fn mret() -> Probe<()> {
+        probe_asm!(["mret"]);
+        outcome(())
+    }
+}

@@ -1,0 +1,130 @@
+//! RISC-V attacks (H-extension backend): CSRs and instructions a VS-mode guest may not use, SBI calls with
+//! wild pointers, overflowing lengths and unknown extensions, and (fatal) accesses outside guest memory.
+use libvmm_guest::abi::layout::riscv64::{VMM_IMAGE_BASE, WINDOW_BASE, WINDOW_SIZE};
+use libvmm_guest::arch::{probe, sbi_call, time, wait_for_timer};
+
+use crate::Checks;
+
+const ILLEGAL: u64 = probe::ILLEGAL;
+const ERR_NOT_SUPPORTED: i64 = -2;
+const ERR_INVALID_PARAM: i64 = -3;
+const BASE: u64 = 0x10;
+const DBCN: u64 = 0x4442_434E;
+const SRST: u64 = 0x5352_5354;
+
+pub fn recoverable(c: &mut Checks) {
+    // Hypervisor CSRs and instructions: virtual-instruction traps in the VMM, injected back as illegal
+    // instruction; M-mode CSRs and MRET: illegal instruction delegated straight to the guest.
+    for (name, r) in [
+        ("csrr-hgatp-is-illegal", probe::read_hgatp().map(|_| ())),
+        ("csrw-hgatp-is-illegal", probe::write_hgatp(0)),
+        ("csrr-hstatus-is-illegal", probe::read_hstatus().map(|_| ())),
+        ("csrw-hstatus-is-illegal", probe::write_hstatus(0)),
+        ("csrw-hedeleg-is-illegal", probe::write_hedeleg(u64::MAX)),
+        ("csrr-mstatus-is-illegal", probe::read_mstatus().map(|_| ())),
+        ("csrw-mstatus-is-illegal", probe::write_mstatus(0)),
+        ("csrr-mhartid-is-illegal", probe::read_mhartid().map(|_| ())),
+        ("hfence-gvma-is-illegal", probe::hfence_gvma()),
+        ("hlv-is-illegal", probe::hlv_d(VMM_IMAGE_BASE).map(|_| ())),
+        ("mret-is-illegal", probe::mret()),
+        ("csrw-time-is-illegal", probe::write_time(0)),
+    ] {
+        c.check(name, r == Err(ILLEGAL), format_args!("got {r:x?}"));
+    }
+    // What the guest may do: its own satp and reading time.
+    let r = probe::read_satp();
+    c.check("csrr-satp-allowed", r == Ok(0), format_args!("got {r:x?}"));
+    let r = probe::read_time();
+    c.check("csrr-time-allowed", r.is_ok(), format_args!("got {r:x?}"));
+
+    // SBI: unknown and legacy extensions are refused, the VM keeps running.
+    for (name, ext) in [
+        ("sbi-unknown-extension", 0x0BAD_0000u64),
+        ("sbi-legacy-putchar", 0x01),
+        ("sbi-legacy-shutdown", 0x08),
+        ("sbi-hsm", 0x48_534D),
+        ("sbi-ipi", 0x73_5049),
+        ("sbi-rfence", 0x5246_4E43),
+        ("sbi-ext-all-ones", u64::MAX),
+    ] {
+        let (e, _) = sbi_call(ext, 0, [b'!' as u64, 0, 0, 0, 0, 0]);
+        c.check(name, e == ERR_NOT_SUPPORTED, format_args!("got {e}"));
+    }
+    let (e, v) = sbi_call(BASE, 3, [DBCN, 0, 0, 0, 0, 0]);
+    c.check("sbi-probe-dbcn", (e, v) == (0, 1), format_args!("got {e} {v}"));
+    let (e, v) = sbi_call(BASE, 3, [0x48_534D, 0, 0, 0, 0, 0]);
+    c.check("sbi-probe-hsm-absent", (e, v) == (0, 0), format_args!("got {e} {v}"));
+
+    // DBCN with wild pointers and overflowing lengths.
+    let bi = libvmm_guest::boot_info().expect("boot info");
+    for (name, len, lo, hi) in [
+        ("dbcn-vmm-memory", 64u64, VMM_IMAGE_BASE, 0u64),
+        ("dbcn-opensbi-memory", 64, 0x8000_0000, 0),
+        ("dbcn-overflowing-length", u64::MAX, bi.mem_base + 0x100, 0),
+        ("dbcn-wrapping-pointer", 16, u64::MAX - 1, 0),
+        ("dbcn-straddling-end", 64, WINDOW_BASE + WINDOW_SIZE - 8, 0),
+        ("dbcn-base-hi-set", 1, bi.mem_base, 1),
+    ] {
+        let (e, _) = sbi_call(DBCN, 0, [len, lo, hi, 0, 0, 0]);
+        c.check(name, e == ERR_INVALID_PARAM, format_args!("got {e}"));
+        let (e, _) = sbi_call(DBCN, 1, [len, lo, hi, 0, 0, 0]);
+        c.check(name, e == ERR_INVALID_PARAM, format_args!("read got {e}"));
+    }
+    let msg = b"hostile: dbcn write from the guest\n";
+    let (e, v) = sbi_call(DBCN, 0, [msg.len() as u64, msg.as_ptr() as u64, 0, 0, 0, 0]);
+    c.check("dbcn-valid-write", (e, v) == (0, msg.len() as i64), format_args!("got {e} {v}"));
+    let (e, _) = sbi_call(SRST, 0, [1, 0, 0, 0, 0, 0]);
+    c.check("srst-reboot-refused", e == ERR_NOT_SUPPORTED, format_args!("got {e}"));
+    let (e, _) = sbi_call(SRST, 0, [0, 0x1234, 0, 0, 0, 0]);
+    c.check("srst-bad-reason-refused", e == ERR_INVALID_PARAM, format_args!("got {e}"));
+
+    // The guest's timer: SBI TIME set_timer, then the interrupt arrives in VS-mode.
+    let ok = wait_for_timer(time() + 100);
+    c.check("timer-interrupt-delivered", ok, format_args!("no timer interrupt"));
+
+    // ISA discovery as the guest sees it: its device tree lists exactly the extensions the VMM enabled.
+    let dt = libvmm_guest::arch::device_tree();
+    let lists = |name: &[u8]| dt.windows(name.len()).any(|w| w == name);
+    c.check("guest-dt-lists-no-h", !lists(b"\0h\0"), format_args!("h listed"));
+    c.check("guest-dt-lists-zicsr", lists(b"\0zicsr\0"), format_args!("zicsr missing"));
+    let zalasr = lists(b"\0zalasr\0");
+    let lw_aq = probe::lw_aq(bi.mem_base);
+    libvmm_guest::println!(
+        "hostile: info guest device tree lists zalasr: {}; lw.aq {}",
+        if zalasr { "yes" } else { "no" },
+        match lw_aq {
+            Ok(_) => "executed",
+            Err(_) => "trapped (illegal instruction)",
+        }
+    );
+}
+
+/// Attacks that must stop the VM.
+pub fn fatal(attack: &str) {
+    let read = |a: u64| {
+        // SAFETY: deliberately reads a guest-physical address outside guest memory.
+        let v = unsafe { core::ptr::read_volatile(a as *const u64) };
+        libvmm_guest::println!("hostile: read {a:#x}: {v:#x}");
+    };
+    let write = |a: u64, v: u32| {
+        // SAFETY: deliberately writes outside guest memory.
+        unsafe { core::ptr::write_volatile(a as *mut u32, v) };
+    };
+    match attack {
+        "vmm-read" => read(VMM_IMAGE_BASE),
+        "vmm-write" => write(VMM_IMAGE_BASE + 0x1000, 0xBAD),
+        "beyond-window" => read(WINDOW_BASE + WINDOW_SIZE),
+        "opensbi-read" => read(0x8000_0000),
+        // The test device would end QEMU with "pass" if the guest could reach it.
+        "test-device" => write(0x10_0000, 0x5555),
+        "uart" => write(0x1000_0000, b'!' as u32),
+        "halt" => {
+            // SAFETY: WFI with interrupts masked and no timer armed: nothing can wake the guest.
+            unsafe { core::arch::asm!("csrci sstatus, 2", "wfi") };
+        }
+        "sbi-shutdown-failure" => {
+            sbi_call(SRST, 0, [0, 1, 0, 0, 0, 0]);
+        }
+        other => libvmm_guest::println!("hostile: unknown attack {other}"),
+    }
+}
