@@ -37,6 +37,7 @@ csr_rw! {
     vscause set_vscause "0x242";
     vstval set_vstval "0x243";
     vsatp set_vsatp "0x280";
+    vstimecmp set_vstimecmp "0x24D";
     hstatus set_hstatus "0x600";
     hedeleg set_hedeleg "0x602";
     hideleg set_hideleg "0x603";

@@ -132,8 +132,8 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
         return Err(Fail(StopCode::Unsupported, "the CPU has no H extension"));
     }
     let (ram_base, ram_size) = host.memory;
-    // SAFETY: `__image_end` is a linker-script symbol; only its address is taken.
-    let image_end = unsafe { core::ptr::addr_of!(__image_end) } as u64;
+    // Only the address of the linker-script symbol is taken.
+    let image_end = core::ptr::addr_of!(__image_end) as u64;
     if layout::WINDOW_BASE < ram_base
         || layout::WINDOW_BASE + layout::WINDOW_SIZE > ram_base + ram_size
         || image_end > layout::WINDOW_BASE
@@ -204,6 +204,11 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
     csr::set_hedeleg(bits::HEDELEG_GUEST);
     csr::set_hideleg(bits::HIDELEG_GUEST);
     csr::set_hcounteren(bits::HCOUNTEREN_CY_TM_IR);
+    if host.exts().contains(Ext::Sstc) {
+        // vstimecmp resets to 0, which is "already due": with it, QEMU keeps VSTIP pending for good (it
+        // compares vstimecmp whenever htimedelta is written). Nothing is due until the guest says so.
+        csr::set_vstimecmp(u64::MAX);
+    }
     csr::set_htimedelta(0);
     csr::set_henvcfg(hw.henvcfg);
     if let Some(h) = hw.hstateen0 {
