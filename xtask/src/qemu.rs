@@ -54,8 +54,24 @@ pub fn riscv(
     ensure_tools("qemu", &["qemu-system-riscv64"])?;
     let mut c = Command::new("qemu-system-riscv64");
     c.args([
-        "-M", "virt", "-cpu", "rv64", "-smp", "1", "-m", "128M", "-display", "none", "-serial",
-        "stdio", "-monitor", "none", "-no-reboot", "-bios", "default", "-kernel",
+        "-M",
+        "virt",
+        "-cpu",
+        "rv64",
+        "-smp",
+        "1",
+        "-m",
+        "128M",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-bios",
+        "default",
+        "-kernel",
     ])
     .arg(image);
     if !cmdline.is_empty() {

@@ -122,7 +122,9 @@ pub fn cases(backend: Backend) -> Vec<Case> {
 fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -> Vec<Case> {
     use libvmm_abi::layout::riscv64::{VMM_IMAGE_BASE, WINDOW_BASE, WINDOW_SIZE};
     let gmv = StopCode::GuestMemoryViolation as u8;
-    let violation = |what: &str, gpa: u64| format!("guest memory violation: {what} of guest-physical {gpa:#x} outside guest memory");
+    let violation = |what: &str, gpa: u64| {
+        format!("guest memory violation: {what} of guest-physical {gpa:#x} outside guest memory")
+    };
     let hello = |dtb: Option<&'static str>, extra: &str| Case {
         payload: "hello",
         cmdline: "",
@@ -138,24 +140,61 @@ fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -
     let mut zalasr = hostile(
         "attack=vmm-read",
         gmv,
-        "hostile: info guest device tree lists zalasr: yes; lw.aq trapped (illegal instruction)".into(),
+        "hostile: info guest device tree lists zalasr: yes; lw.aq trapped (illegal instruction)"
+            .into(),
     );
     zalasr.dtb = Some(ZALASR_DTB);
     zalasr.expect.push(" zaamo zalasr zalrsc ".into());
     let mut plain = hostile("", gmv, violation("read", VMM_IMAGE_BASE));
-    plain.expect.push("hostile: info guest device tree lists zalasr: no".into());
+    plain
+        .expect
+        .push("hostile: info guest device tree lists zalasr: no".into());
     vec![
-        hello(None, "libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"),
-        hello(Some(ZALASR_DTB), "libvmm: host ISA (riscv,isa-extensions): i m a f d c h"),
+        hello(
+            None,
+            "libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only",
+        ),
+        hello(
+            Some(ZALASR_DTB),
+            "libvmm: host ISA (riscv,isa-extensions): i m a f d c h",
+        ),
         plain,
         zalasr,
-        hostile("attack=vmm-write", gmv, violation("write", VMM_IMAGE_BASE + 0x1000)),
-        hostile("attack=beyond-window", gmv, violation("read", WINDOW_BASE + WINDOW_SIZE)),
+        {
+            // Per-guest ISA control from the command line: Zicboz hidden (cbo.zero must trap), I cannot be.
+            let mut c = hostile(
+                "libvmm.isa=-zicboz,-i attack=vmm-read",
+                gmv,
+                "hostile: info zicboz listed: no".into(),
+            );
+            c.expect.push("libvmm: guest ISA: hid zicboz".into());
+            c.expect
+                .push("libvmm: guest ISA: cannot hide i: NotAllowed".into());
+            c
+        },
+        hostile(
+            "attack=vmm-write",
+            gmv,
+            violation("write", VMM_IMAGE_BASE + 0x1000),
+        ),
+        hostile(
+            "attack=beyond-window",
+            gmv,
+            violation("read", WINDOW_BASE + WINDOW_SIZE),
+        ),
         hostile("attack=opensbi-read", gmv, violation("read", 0x8000_0000)),
         hostile("attack=test-device", gmv, violation("write", 0x10_0000)),
         hostile("attack=uart", gmv, violation("write", 0x1000_0000)),
-        hostile("attack=halt", StopCode::GuestError as u8, "guest halted with no interrupt source".into()),
-        hostile("attack=sbi-shutdown-failure", StopCode::PayloadAbort as u8, "payload aborted".into()),
+        hostile(
+            "attack=halt",
+            StopCode::GuestError as u8,
+            "guest halted with no interrupt source".into(),
+        ),
+        hostile(
+            "attack=sbi-shutdown-failure",
+            StopCode::PayloadAbort as u8,
+            "payload aborted".into(),
+        ),
         Case {
             payload: "exitbench",
             cmdline: "",
@@ -331,8 +370,8 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
                     case.cmdline,
                     case.dtb.map(|d| format!(" (-dtb {d})")).unwrap_or_default()
                 )
-                    .trim_end()
-                    .to_string();
+                .trim_end()
+                .to_string();
                 let r = check_case(backend, &image, case);
                 t.record(&name, s, r);
             }

@@ -39,7 +39,10 @@ pub const IMPL_ID: i64 = 0x4C56;
 const OFFERED: [u64; 5] = [EXT_BASE, EXT_TIME, EXT_SRST, EXT_DBCN, SBI_EXT_LIBVMM];
 
 fn ok(value: i64) -> Reply {
-    Reply::Complete(Output::Sbi { error: SBI_SUCCESS, value })
+    Reply::Complete(Output::Sbi {
+        error: SBI_SUCCESS,
+        value,
+    })
 }
 
 fn err(error: i64) -> Reply {
@@ -47,7 +50,12 @@ fn err(error: i64) -> Reply {
 }
 
 /// Decides one SBI call (`ext` = a7, `fid` = a6, `args` = a0..a5).
-pub fn decide<P: Platform>(ext: u64, fid: u64, args: &[u64; 6], vm: &mut Vm<'_, P>) -> Result<Reply, StopReason> {
+pub fn decide<P: Platform>(
+    ext: u64,
+    fid: u64,
+    args: &[u64; 6],
+    vm: &mut Vm<'_, P>,
+) -> Result<Reply, StopReason> {
     Ok(match ext {
         EXT_BASE => match fid {
             0 => ok(SPEC_VERSION),
@@ -104,7 +112,12 @@ fn system_reset(kind: u64, reason: u64) -> Result<Reply, StopReason> {
 }
 
 /// The guest buffer of a DBCN call, or `None` when it is not wholly inside guest memory.
-fn checked_buffer<'v, P: Platform>(len: u64, lo: u64, hi: u64, vm: &'v Vm<'_, P>) -> Option<&'v [u8]> {
+fn checked_buffer<'v, P: Platform>(
+    len: u64,
+    lo: u64,
+    hi: u64,
+    vm: &'v Vm<'_, P>,
+) -> Option<&'v [u8]> {
     if hi != 0 {
         return None;
     }
@@ -132,7 +145,12 @@ mod tests {
 
     const BASE: u64 = 0x8400_0000;
 
-    fn call(mem: &mut [u8], ext: u64, fid: u64, args: [u64; 6]) -> (Result<Reply, StopReason>, Vec<u8>) {
+    fn call(
+        mem: &mut [u8],
+        ext: u64,
+        fid: u64,
+        args: [u64; 6],
+    ) -> (Result<Reply, StopReason>, Vec<u8>) {
         let mut vm = Vm::new(GuestMemory::new(BASE, mem), ModelPlatform::default());
         let r = decide(ext, fid, &args, &mut vm);
         (r, vm.platform.console.0)
@@ -155,16 +173,35 @@ mod tests {
         for e in [0x735049, 0x52464E43, 0x48534D, 0x01, u64::MAX] {
             assert_eq!(sbi(call(&mut m, EXT_BASE, 3, [e, 0, 0, 0, 0, 0]).0), (0, 0));
         }
-        assert_eq!(sbi(call(&mut m, EXT_BASE, 99, [0; 6]).0).0, SBI_ERR_NOT_SUPPORTED);
+        assert_eq!(
+            sbi(call(&mut m, EXT_BASE, 99, [0; 6]).0).0,
+            SBI_ERR_NOT_SUPPORTED
+        );
     }
 
     #[test]
     fn unknown_and_legacy_extensions_are_not_supported() {
         let mut m = [0u8; 16];
-        for ext in [0x0, 0x1, 0x8, 0x735049, 0x48534D, 0x0A00_0000, 0xdead_beef, u64::MAX] {
-            assert_eq!(sbi(call(&mut m, ext, 0, [1; 6]).0).0, SBI_ERR_NOT_SUPPORTED, "{ext:#x}");
+        for ext in [
+            0x0,
+            0x1,
+            0x8,
+            0x735049,
+            0x48534D,
+            0x0A00_0000,
+            0xdead_beef,
+            u64::MAX,
+        ] {
+            assert_eq!(
+                sbi(call(&mut m, ext, 0, [1; 6]).0).0,
+                SBI_ERR_NOT_SUPPORTED,
+                "{ext:#x}"
+            );
         }
-        assert_eq!(sbi(call(&mut m, EXT_TIME, 1, [0; 6]).0).0, SBI_ERR_NOT_SUPPORTED);
+        assert_eq!(
+            sbi(call(&mut m, EXT_TIME, 1, [0; 6]).0).0,
+            SBI_ERR_NOT_SUPPORTED
+        );
     }
 
     #[test]
@@ -175,11 +212,11 @@ mod tests {
         assert_eq!(sbi(r), (0, 5));
         assert_eq!(out, b"hello");
         for (len, lo, hi) in [
-            (16, 0x8020_0000, 0),        // the VMM image
-            (u64::MAX, BASE + 0x10, 0),  // overflowing length
-            (2, u64::MAX, 0),            // wrapping pointer
-            (0x11, BASE + 0xf0, 0),      // straddles the end
-            (1, BASE, 1),                // base_hi set on RV64
+            (16, 0x8020_0000, 0),       // the VMM image
+            (u64::MAX, BASE + 0x10, 0), // overflowing length
+            (2, u64::MAX, 0),           // wrapping pointer
+            (0x11, BASE + 0xf0, 0),     // straddles the end
+            (1, BASE, 1),               // base_hi set on RV64
         ] {
             let (r, out) = call(&mut m, EXT_DBCN, 0, [len, lo, hi, 0, 0, 0]);
             assert_eq!(sbi(r).0, SBI_ERR_INVALID_PARAM, "{len:#x} {lo:#x} {hi:#x}");
@@ -195,11 +232,29 @@ mod tests {
     #[test]
     fn srst_shutdown_stops_and_reboot_is_refused() {
         let mut m = [0u8; 16];
-        assert_eq!(call(&mut m, EXT_SRST, 0, [0, 0, 0, 0, 0, 0]).0, Err(StopReason::PayloadExit(0)));
-        assert_eq!(call(&mut m, EXT_SRST, 0, [0, 1, 0, 0, 0, 0]).0, Err(StopReason::PayloadAbort));
-        assert_eq!(sbi(call(&mut m, EXT_SRST, 0, [1, 0, 0, 0, 0, 0]).0).0, SBI_ERR_NOT_SUPPORTED);
-        assert_eq!(sbi(call(&mut m, EXT_SRST, 0, [7, 0, 0, 0, 0, 0]).0).0, SBI_ERR_INVALID_PARAM);
-        assert_eq!(sbi(call(&mut m, EXT_SRST, 0, [0, 5, 0, 0, 0, 0]).0).0, SBI_ERR_INVALID_PARAM);
-        assert_eq!(sbi(call(&mut m, EXT_SRST, 0, [u64::MAX, 0, 0, 0, 0, 0]).0).0, SBI_ERR_INVALID_PARAM);
+        assert_eq!(
+            call(&mut m, EXT_SRST, 0, [0, 0, 0, 0, 0, 0]).0,
+            Err(StopReason::PayloadExit(0))
+        );
+        assert_eq!(
+            call(&mut m, EXT_SRST, 0, [0, 1, 0, 0, 0, 0]).0,
+            Err(StopReason::PayloadAbort)
+        );
+        assert_eq!(
+            sbi(call(&mut m, EXT_SRST, 0, [1, 0, 0, 0, 0, 0]).0).0,
+            SBI_ERR_NOT_SUPPORTED
+        );
+        assert_eq!(
+            sbi(call(&mut m, EXT_SRST, 0, [7, 0, 0, 0, 0, 0]).0).0,
+            SBI_ERR_INVALID_PARAM
+        );
+        assert_eq!(
+            sbi(call(&mut m, EXT_SRST, 0, [0, 5, 0, 0, 0, 0]).0).0,
+            SBI_ERR_INVALID_PARAM
+        );
+        assert_eq!(
+            sbi(call(&mut m, EXT_SRST, 0, [u64::MAX, 0, 0, 0, 0, 0]).0).0,
+            SBI_ERR_INVALID_PARAM
+        );
     }
 }

@@ -67,7 +67,11 @@ impl<const N: usize> Default for GStage<N> {
 
 impl<const N: usize> GStage<N> {
     pub const fn new() -> Self {
-        Self { root: RootTable([0; ROOT_ENTRIES]), l1: [const { Table([0; TABLE_ENTRIES]) }; N], used: 0 }
+        Self {
+            root: RootTable([0; ROOT_ENTRIES]),
+            l1: [const { Table([0; TABLE_ENTRIES]) }; N],
+            used: 0,
+        }
     }
 
     /// Host-physical address of the root table.
@@ -88,11 +92,13 @@ impl<const N: usize> GStage<N> {
 
     /// Maps `[gpa, gpa + size)` to `[hpa, hpa + size)` read/write/execute with 2 MiB leaves.
     pub fn map(&mut self, gpa: u64, hpa: u64, size: u64) -> Result<(), MapError> {
-        if size == 0 || (gpa | hpa | size) % PAGE_2M != 0 {
+        if size == 0 || !(gpa | hpa | size).is_multiple_of(PAGE_2M) {
             return Err(MapError::Unaligned);
         }
         let end = gpa.checked_add(size).ok_or(MapError::OutOfRange)?;
-        hpa.checked_add(size).filter(|e| *e <= 1 << 56).ok_or(MapError::OutOfRange)?;
+        hpa.checked_add(size)
+            .filter(|e| *e <= 1 << 56)
+            .ok_or(MapError::OutOfRange)?;
         if end > GPA_LIMIT {
             return Err(MapError::OutOfRange);
         }
@@ -169,8 +175,12 @@ mod tests {
     #[test]
     fn the_window_and_nothing_else_is_mapped_identity() {
         let mut g = gs();
-        g.map(l::WINDOW_BASE, l::WINDOW_BASE, l::WINDOW_SIZE).unwrap();
-        assert_eq!(g.translate(l::WINDOW_BASE), Some((l::WINDOW_BASE, LEAF_RWX)));
+        g.map(l::WINDOW_BASE, l::WINDOW_BASE, l::WINDOW_SIZE)
+            .unwrap();
+        assert_eq!(
+            g.translate(l::WINDOW_BASE),
+            Some((l::WINDOW_BASE, LEAF_RWX))
+        );
         let last = l::WINDOW_BASE + l::WINDOW_SIZE - 1;
         assert_eq!(g.translate(last).map(|t| t.0), Some(last));
         for outside in [
@@ -196,7 +206,10 @@ mod tests {
         g.map(0x8400_0000, 0x9000_0000, PAGE_2M).unwrap();
         let (hpa, flags) = g.translate(0x8400_1234).unwrap();
         assert_eq!(hpa, 0x9000_1234);
-        assert_eq!(flags & (PTE_U | PTE_A | PTE_D | PTE_V), PTE_U | PTE_A | PTE_D | PTE_V);
+        assert_eq!(
+            flags & (PTE_U | PTE_A | PTE_D | PTE_V),
+            PTE_U | PTE_A | PTE_D | PTE_V
+        );
         let h = g.hgatp(1);
         assert_eq!(h >> 60, 8);
         assert_eq!((h >> 44) & 0x3fff, 1);
@@ -207,15 +220,27 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_and_change_nothing() {
         let mut g = gs();
-        assert_eq!(g.map(0x8400_1000, 0x8400_1000, PAGE_2M), Err(MapError::Unaligned));
+        assert_eq!(
+            g.map(0x8400_1000, 0x8400_1000, PAGE_2M),
+            Err(MapError::Unaligned)
+        );
         assert_eq!(g.map(0x8400_0000, 0x8400_0000, 0), Err(MapError::Unaligned));
         assert_eq!(g.map(GPA_LIMIT, 0, PAGE_2M), Err(MapError::OutOfRange));
-        assert_eq!(g.map(u64::MAX - PAGE_2M + 1, 0, PAGE_2M), Err(MapError::OutOfRange));
+        assert_eq!(
+            g.map(u64::MAX - PAGE_2M + 1, 0, PAGE_2M),
+            Err(MapError::OutOfRange)
+        );
         g.map(0x8400_0000, 0x8400_0000, PAGE_2M).unwrap();
-        assert_eq!(g.map(0x8400_0000, 0x8400_0000, PAGE_2M), Err(MapError::Overlap));
+        assert_eq!(
+            g.map(0x8400_0000, 0x8400_0000, PAGE_2M),
+            Err(MapError::Overlap)
+        );
         // Three distinct gigabytes need three level-1 tables; the pool has two.
         g.map(0x4000_0000, 0x4000_0000, PAGE_2M).unwrap();
-        assert_eq!(g.map(0xC000_0000, 0xC000_0000, PAGE_2M), Err(MapError::NoTables));
+        assert_eq!(
+            g.map(0xC000_0000, 0xC000_0000, PAGE_2M),
+            Err(MapError::NoTables)
+        );
         assert_eq!(g.translate(0xC000_0000), None);
     }
 }

@@ -37,18 +37,26 @@ impl<'b> FdtWriter<'b> {
             return Err(NoSpace);
         }
         buf[..HEADER_LEN + RSVMAP_LEN].fill(0);
-        Ok(Self { buf, pos: HEADER_LEN + RSVMAP_LEN, strings: heapless::Vec::new(), depth: 0 })
+        Ok(Self {
+            buf,
+            pos: HEADER_LEN + RSVMAP_LEN,
+            strings: heapless::Vec::new(),
+            depth: 0,
+        })
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), NoSpace> {
         let end = self.pos.checked_add(bytes.len()).ok_or(NoSpace)?;
-        self.buf.get_mut(self.pos..end).ok_or(NoSpace)?.copy_from_slice(bytes);
+        self.buf
+            .get_mut(self.pos..end)
+            .ok_or(NoSpace)?
+            .copy_from_slice(bytes);
         self.pos = end;
         Ok(())
     }
 
     fn align4(&mut self) -> Result<(), NoSpace> {
-        while self.pos % 4 != 0 {
+        while !self.pos.is_multiple_of(4) {
             self.put(&[0])?;
         }
         Ok(())
@@ -201,7 +209,8 @@ pub fn build(t: &GuestTree<'_>, buf: &mut [u8]) -> Result<usize, NoSpace> {
     // The extension list: each name NUL-terminated, back to back.
     let mut list: heapless::Vec<u8, ISA_STRING_MAX> = heapless::Vec::new();
     for e in t.exts.iter() {
-        list.extend_from_slice(e.name().as_bytes()).map_err(|_| NoSpace)?;
+        list.extend_from_slice(e.name().as_bytes())
+            .map_err(|_| NoSpace)?;
         list.push(0).map_err(|_| NoSpace)?;
     }
     w.prop_parts("riscv,isa-extensions", &[&list])?;
@@ -217,7 +226,8 @@ pub fn build(t: &GuestTree<'_>, buf: &mut [u8]) -> Result<usize, NoSpace> {
     w.end_node()?; // cpus
 
     let mut name: heapless::String<32> = heapless::String::new();
-    core::fmt::Write::write_fmt(&mut name, format_args!("memory@{:x}", t.mem_base)).map_err(|_| NoSpace)?;
+    core::fmt::Write::write_fmt(&mut name, format_args!("memory@{:x}", t.mem_base))
+        .map_err(|_| NoSpace)?;
     w.begin_node(&name)?;
     w.prop_str("device_type", "memory")?;
     w.prop_reg64("reg", t.mem_base, t.mem_size)?;
@@ -237,7 +247,13 @@ mod tests {
     fn tree(exts: ExtSet) -> Vec<u8> {
         let mut buf = vec![0u8; 4096];
         let n = build(
-            &GuestTree { mem_base: 0x8400_0000, mem_size: 0x80_0000, timebase_hz: 10_000_000, exts, bootargs: "x=1" },
+            &GuestTree {
+                mem_base: 0x8400_0000,
+                mem_size: 0x80_0000,
+                timebase_hz: 10_000_000,
+                exts,
+                bootargs: "x=1",
+            },
             &mut buf,
         )
         .unwrap();
@@ -247,7 +263,8 @@ mod tests {
 
     #[test]
     fn generated_tree_parses_back_with_exactly_the_enabled_extensions() {
-        let host = HostPlatform::parse(include_bytes!("testdata/qemu-virt-rv64-zalasr.dtb")).unwrap();
+        let host =
+            HostPlatform::parse(include_bytes!("testdata/qemu-virt-rv64-zalasr.dtb")).unwrap();
         let mut g = GuestIsa::new(host.exts());
         g.set(Ext::Zicboz, false).unwrap();
         let dtb = tree(g.enabled());
@@ -262,7 +279,10 @@ mod tests {
         let cpu = fdt.find_node("/cpus/cpu@0").unwrap();
         let s = cpu.property("riscv,isa").unwrap().as_str().unwrap();
         assert!(s.starts_with("rv64imafdc_"));
-        assert_eq!(super::super::isa::parse_isa_string(s).unwrap().exts, g.enabled());
+        assert_eq!(
+            super::super::isa::parse_isa_string(s).unwrap().exts,
+            g.enabled()
+        );
         assert_eq!(fdt.chosen().bootargs(), Some("x=1"));
     }
 
@@ -270,7 +290,13 @@ mod tests {
     fn small_buffers_are_an_error() {
         let mut buf = [0u8; 100];
         let r = build(
-            &GuestTree { mem_base: 0, mem_size: 1, timebase_hz: 1, exts: ExtSet::EMPTY.with(Ext::I), bootargs: "" },
+            &GuestTree {
+                mem_base: 0,
+                mem_size: 1,
+                timebase_hz: 1,
+                exts: ExtSet::EMPTY.with(Ext::I),
+                bootargs: "",
+            },
             &mut buf,
         );
         assert_eq!(r, Err(NoSpace));

@@ -58,7 +58,11 @@ impl Reg {
         match self {
             Reg::ConfigIsa => KVM_REG_RISCV | KVM_REG_SIZE_U64 | KVM_REG_RISCV_CONFIG,
             Reg::IsaExt(e) => {
-                KVM_REG_RISCV | KVM_REG_SIZE_U64 | KVM_REG_RISCV_ISA_EXT | KVM_REG_RISCV_ISA_SINGLE | e.id() as u64
+                KVM_REG_RISCV
+                    | KVM_REG_SIZE_U64
+                    | KVM_REG_RISCV_ISA_EXT
+                    | KVM_REG_RISCV_ISA_SINGLE
+                    | e.id() as u64
             }
         }
     }
@@ -67,7 +71,8 @@ impl Reg {
         if id == Reg::ConfigIsa.id() {
             return Some(Reg::ConfigIsa);
         }
-        let base = KVM_REG_RISCV | KVM_REG_SIZE_U64 | KVM_REG_RISCV_ISA_EXT | KVM_REG_RISCV_ISA_SINGLE;
+        let base =
+            KVM_REG_RISCV | KVM_REG_SIZE_U64 | KVM_REG_RISCV_ISA_EXT | KVM_REG_RISCV_ISA_SINGLE;
         if id & !0xffff == base {
             return Ext::from_id(id & 0xffff).map(Reg::IsaExt);
         }
@@ -104,7 +109,11 @@ impl GuestIsa {
                 enabled.insert(e);
             }
         }
-        Self { host, enabled, ran: false }
+        Self {
+            host,
+            enabled,
+            ran: false,
+        }
     }
 
     fn enable_allowed(e: Ext) -> bool {
@@ -240,7 +249,12 @@ impl GuestIsa {
             }
             v
         });
-        HwConfig { henvcfg, hstateen0, fp: on(Ext::F) || on(Ext::D), vector: on(Ext::V) }
+        HwConfig {
+            henvcfg,
+            hstateen0,
+            fp: on(Ext::F) || on(Ext::D),
+            vector: on(Ext::V),
+        }
     }
 }
 
@@ -250,7 +264,10 @@ mod tests {
 
     fn qemu_rv64() -> ExtSet {
         let dtb = include_bytes!("testdata/qemu-virt-rv64.dtb");
-        super::super::host_dt::HostPlatform::parse(dtb).unwrap().isa.exts
+        super::super::host_dt::HostPlatform::parse(dtb)
+            .unwrap()
+            .isa
+            .exts
     }
 
     #[test]
@@ -289,7 +306,10 @@ mod tests {
         let hw = g.hw();
         assert_ne!(hw.henvcfg & csr::ENVCFG_CBZE, 0);
         assert_ne!(hw.henvcfg & csr::ENVCFG_STCE, 0);
-        assert_eq!(hw.hstateen0, None, "QEMU rv64 has no Smstateen: hstateen0 must not be touched");
+        assert_eq!(
+            hw.hstateen0, None,
+            "QEMU rv64 has no Smstateen: hstateen0 must not be touched"
+        );
         assert!(hw.fp);
         g.set(Ext::Zicboz, false).unwrap();
         g.set(Ext::F, false).unwrap();
@@ -300,7 +320,11 @@ mod tests {
         assert_eq!(g.set(Ext::I, false), Err(IsaCtlError::NotAllowed));
         g.freeze();
         assert_eq!(g.set(Ext::Zicbom, false), Err(IsaCtlError::Busy));
-        assert_eq!(g.set(Ext::Zicboz, false), Ok(()), "writing the current value is a no-op even after run");
+        assert_eq!(
+            g.set(Ext::Zicboz, false),
+            Ok(()),
+            "writing the current value is a no-op even after run"
+        );
     }
 
     #[test]
@@ -311,7 +335,10 @@ mod tests {
         let mut g2 = GuestIsa::new(host.with(Ext::Smstateen));
         assert_eq!(g2.set(Ext::Ssaia, false), Ok(()));
         // With Smstateen on the host, hstateen0 exists and reflects the guest's set.
-        let hs = GuestIsa::new(host.with(Ext::Smstateen)).hw().hstateen0.unwrap();
+        let hs = GuestIsa::new(host.with(Ext::Smstateen))
+            .hw()
+            .hstateen0
+            .unwrap();
         assert_ne!(hs & csr::STATEEN0_AIA, 0);
         assert_ne!(hs & csr::STATEEN0_SE0, 0);
         assert_eq!(g2.hw().hstateen0.unwrap() & csr::STATEEN0_AIA, 0);
@@ -328,11 +355,20 @@ mod tests {
             assert!(g.get_reg(*id).is_ok());
         }
         assert_eq!(g.get_reg(0), Err(IsaCtlError::NotPresent));
-        assert_eq!(g.get_reg(Reg::IsaExt(Ext::I).id() | 0xfff), Err(IsaCtlError::NotPresent));
+        assert_eq!(
+            g.get_reg(Reg::IsaExt(Ext::I).id() | 0xfff),
+            Err(IsaCtlError::NotPresent)
+        );
         let mask = g.get_reg(Reg::ConfigIsa.id()).unwrap();
-        assert_eq!(mask, (1 << 0) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 8) | (1 << 12)); // acdfim
+        assert_eq!(
+            mask,
+            (1 << 0) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 8) | (1 << 12)
+        ); // acdfim
         let mut g = g;
-        assert_eq!(g.set_reg(Reg::IsaExt(Ext::Zicboz).id(), 2), Err(IsaCtlError::BadValue));
+        assert_eq!(
+            g.set_reg(Reg::IsaExt(Ext::Zicboz).id(), 2),
+            Err(IsaCtlError::BadValue)
+        );
         assert_eq!(g.set_reg(Reg::IsaExt(Ext::Zicboz).id(), 0), Ok(()));
         assert_eq!(g.get_reg(Reg::IsaExt(Ext::Zicboz).id()), Ok(0));
     }

@@ -78,7 +78,10 @@ impl HostPlatform {
             .filter(|m| m.1 != 0)
             .ok_or(DtError::NoMemory)?;
         let cpus = fdt.find_node("/cpus").ok_or(DtError::NoHarts)?;
-        let mut timebase_hz = cpus.property("timebase-frequency").and_then(|p| be_u64(p.value)).unwrap_or(0);
+        let mut timebase_hz = cpus
+            .property("timebase-frequency")
+            .and_then(|p| be_u64(p.value))
+            .unwrap_or(0);
         let mut harts = 0;
         let mut common: Option<Isa> = None;
         let mut from_list = false;
@@ -86,11 +89,17 @@ impl HostPlatform {
             if cpu.property("device_type").and_then(|p| p.as_str()) != Some("cpu") {
                 continue;
             }
-            if matches!(cpu.property("status").and_then(|p| p.as_str()), Some("disabled" | "fail")) {
+            if matches!(
+                cpu.property("status").and_then(|p| p.as_str()),
+                Some("disabled" | "fail")
+            ) {
                 continue;
             }
             if timebase_hz == 0 {
-                timebase_hz = cpu.property("timebase-frequency").and_then(|p| be_u64(p.value)).unwrap_or(0);
+                timebase_hz = cpu
+                    .property("timebase-frequency")
+                    .and_then(|p| be_u64(p.value))
+                    .unwrap_or(0);
             }
             let hart_isa = if let Some(list) = cpu.property("riscv,isa-extensions") {
                 from_list = true;
@@ -100,7 +109,10 @@ impl HostPlatform {
                 };
                 isa::parse_isa_extensions(xlen, isa::string_list(list.value))
             } else {
-                let s = cpu.property("riscv,isa").and_then(|p| p.as_str()).ok_or(DtError::Isa(IsaError::NoBase))?;
+                let s = cpu
+                    .property("riscv,isa")
+                    .and_then(|p| p.as_str())
+                    .ok_or(DtError::Isa(IsaError::NoBase))?;
                 isa::parse_isa_string(s)
             }
             .map_err(DtError::Isa)?;
@@ -115,7 +127,11 @@ impl HostPlatform {
             });
         }
         let isa = common.ok_or(DtError::NoHarts)?;
-        let find = |compat: &str| fdt.find_compatible(&[compat]).and_then(|n| first_reg(&n)).map(|r| r.0);
+        let find = |compat: &str| {
+            fdt.find_compatible(&[compat])
+                .and_then(|n| first_reg(&n))
+                .map(|r| r.0)
+        };
         Ok(Self {
             memory,
             harts,
@@ -151,7 +167,10 @@ mod tests {
         assert!(p.from_extension_list);
         assert_eq!(p.isa.xlen, 64);
         assert!(p.exts().contains(Ext::H));
-        assert!(!p.exts().contains(Ext::Zalasr), "QEMU 10.0.2 does not implement Zalasr");
+        assert!(
+            !p.exts().contains(Ext::Zalasr),
+            "QEMU 10.0.2 does not implement Zalasr"
+        );
         assert_eq!(p.isa.unknown, 0);
     }
 
@@ -171,6 +190,9 @@ mod tests {
         bad[0] ^= 0xff;
         assert_eq!(HostPlatform::parse(&bad), Err(DtError::Header));
         // Truncated: the header's totalsize no longer fits.
-        assert_eq!(HostPlatform::parse(&QEMU[..QEMU.len() / 2]), Err(DtError::Header));
+        assert_eq!(
+            HostPlatform::parse(&QEMU[..QEMU.len() / 2]),
+            Err(DtError::Header)
+        );
     }
 }

@@ -262,7 +262,11 @@ pub fn parse_isa_string(s: &str) -> Result<Isa, IsaError> {
         b"32" => 32,
         _ => return Err(IsaError::BadBase),
     };
-    let mut isa = Isa { xlen, exts: ExtSet::EMPTY, unknown: 0 };
+    let mut isa = Isa {
+        xlen,
+        exts: ExtSet::EMPTY,
+        unknown: 0,
+    };
     let base = b[4].to_ascii_lowercase();
     if !matches!(base, b'i' | b'e' | b'g') {
         return Err(IsaError::BadBase);
@@ -308,7 +312,11 @@ fn skip_version(b: &[u8], mut pos: usize) -> usize {
     while pos < b.len() && b[pos].is_ascii_digit() {
         pos += 1;
     }
-    if pos > start && pos + 1 < b.len() && b[pos].eq_ignore_ascii_case(&b'p') && b[pos + 1].is_ascii_digit() {
+    if pos > start
+        && pos + 1 < b.len()
+        && b[pos].eq_ignore_ascii_case(&b'p')
+        && b[pos + 1].is_ascii_digit()
+    {
         pos += 1;
         while pos < b.len() && b[pos].is_ascii_digit() {
             pos += 1;
@@ -355,7 +363,11 @@ fn add_multi(tok: &str, isa: &mut Isa) -> Result<(), IsaError> {
     while end > 0 && b[end - 1].is_ascii_digit() {
         end -= 1;
     }
-    if end < b.len() && end >= 2 && b[end - 1].eq_ignore_ascii_case(&b'p') && b[end - 2].is_ascii_digit() {
+    if end < b.len()
+        && end >= 2
+        && b[end - 1].eq_ignore_ascii_case(&b'p')
+        && b[end - 2].is_ascii_digit()
+    {
         end -= 1;
         while end > 0 && b[end - 1].is_ascii_digit() {
             end -= 1;
@@ -378,10 +390,21 @@ fn add_multi(tok: &str, isa: &mut Isa) -> Result<(), IsaError> {
 
 /// Parses a `riscv,isa-extensions` list (each entry one lower-case name, no versions). `xlen` comes from
 /// `riscv,isa-base`.
-pub fn parse_isa_extensions<'a>(xlen: u8, names: impl Iterator<Item = &'a str>) -> Result<Isa, IsaError> {
-    let mut isa = Isa { xlen, exts: ExtSet::EMPTY, unknown: 0 };
+pub fn parse_isa_extensions<'a>(
+    xlen: u8,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Isa, IsaError> {
+    let mut isa = Isa {
+        xlen,
+        exts: ExtSet::EMPTY,
+        unknown: 0,
+    };
     for n in names {
-        if n.is_empty() || !n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
             return Err(IsaError::BadName);
         }
         match Ext::from_name(n) {
@@ -397,7 +420,10 @@ pub fn parse_isa_extensions<'a>(xlen: u8, names: impl Iterator<Item = &'a str>) 
 
 /// Splits a device-tree string-list property value (NUL-terminated strings back to back).
 pub fn string_list(value: &[u8]) -> impl Iterator<Item = &str> {
-    value.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| core::str::from_utf8(s).unwrap_or("\u{fffd}"))
+    value
+        .split(|&c| c == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| core::str::from_utf8(s).unwrap_or("\u{fffd}"))
 }
 
 #[cfg(test)]
@@ -413,7 +439,10 @@ shgatpa_shtvala_shvsatpa_shvstvala_shvstvecd_ssccptr_sscounterenw_sstc_sstvala_s
         for (i, e) in Ext::ALL.iter().enumerate() {
             assert_eq!(Ext::from_name(e.name()), Some(*e));
             assert_eq!(e.id() as usize, i);
-            assert!(e.name().bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+            assert!(e
+                .name()
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
         }
         // Multi-letter names: within each class alphabetical is not required (Z names go by category
         // letter), but the classes come in the canonical order Z, Sh, Sm, Ss, Sv.
@@ -439,7 +468,9 @@ shgatpa_shtvala_shvsatpa_shvstvala_shvstvecd_ssccptr_sscounterenw_sstc_sstvala_s
         names.extend(list.split(' ').skip(1).map(str::to_string));
         let l = parse_isa_extensions(64, names.iter().map(String::as_str)).unwrap();
         assert_eq!(s.exts, l.exts);
-        assert!(s.exts.contains(Ext::H) && s.exts.contains(Ext::Sstc) && !s.exts.contains(Ext::Zalasr));
+        assert!(
+            s.exts.contains(Ext::H) && s.exts.contains(Ext::Sstc) && !s.exts.contains(Ext::Zalasr)
+        );
     }
 
     #[test]
@@ -454,30 +485,64 @@ shgatpa_shtvala_shvsatpa_shvstvala_shvstvecd_ssccptr_sscounterenw_sstc_sstvala_s
     #[test]
     fn versions_case_and_g_follow_the_naming_rules() {
         let s = parse_isa_string("RV64G2p0C_Zicsr2p0_zba1_Zalasr0p1").unwrap();
-        for e in [Ext::I, Ext::M, Ext::A, Ext::F, Ext::D, Ext::C, Ext::Zicsr, Ext::Zifencei, Ext::Zba, Ext::Zalasr] {
+        for e in [
+            Ext::I,
+            Ext::M,
+            Ext::A,
+            Ext::F,
+            Ext::D,
+            Ext::C,
+            Ext::Zicsr,
+            Ext::Zifencei,
+            Ext::Zba,
+            Ext::Zalasr,
+        ] {
             assert!(s.exts.contains(e), "{e:?}");
         }
         assert_eq!(s.unknown, 0);
         // `zic64b` ends in a letter after digits: not a version.
-        assert!(parse_isa_string("rv64i_zic64b").unwrap().exts.contains(Ext::Zic64b));
+        assert!(parse_isa_string("rv64i_zic64b")
+            .unwrap()
+            .exts
+            .contains(Ext::Zic64b));
         // A directly attached multi-letter name, and `p` as a single letter (packed SIMD, unknown here).
         let s = parse_isa_string("rv32imapzicsr").unwrap();
         assert_eq!(s.xlen, 32);
         assert!(s.exts.contains(Ext::Zicsr));
         assert_eq!(s.unknown, 1);
         // Legacy implications of `i`.
-        assert!(parse_isa_string("rv64i").unwrap().exts.contains(Ext::Zicntr));
+        assert!(parse_isa_string("rv64i")
+            .unwrap()
+            .exts
+            .contains(Ext::Zicntr));
     }
 
     #[test]
     fn malformed_strings_are_errors_not_panics() {
-        for bad in ["", "rv", "rv64", "rv128i", "x64i", "rv64q", "rv64i__zicsr", "rv64i_z", "rv64i_zi-csr", "rv64i_2p0",
-            "rv64i_\u{e9}", "rv64i_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"]
-        {
+        for bad in [
+            "",
+            "rv",
+            "rv64",
+            "rv128i",
+            "x64i",
+            "rv64q",
+            "rv64i__zicsr",
+            "rv64i_z",
+            "rv64i_zi-csr",
+            "rv64i_2p0",
+            "rv64i_\u{e9}",
+            "rv64i_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ] {
             assert!(parse_isa_string(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(parse_isa_extensions(64, [].into_iter()), Err(IsaError::NoBase));
-        assert_eq!(parse_isa_extensions(64, ["i", "Zba"].into_iter()), Err(IsaError::BadName));
+        assert_eq!(
+            parse_isa_extensions(64, [].into_iter()),
+            Err(IsaError::NoBase)
+        );
+        assert_eq!(
+            parse_isa_extensions(64, ["i", "Zba"].into_iter()),
+            Err(IsaError::BadName)
+        );
         // Unknown but well-formed names are counted, not refused.
         let s = parse_isa_extensions(64, ["i", "xfoo", "zfuture"].into_iter()).unwrap();
         assert_eq!(s.unknown, 2);

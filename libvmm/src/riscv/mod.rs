@@ -57,7 +57,10 @@ static_assertions::const_assert_eq!(core::mem::offset_of!(GuestContext, host), C
 
 impl GuestContext {
     pub const fn new() -> Self {
-        Self { x: [0; 32], host: [0; 6] }
+        Self {
+            x: [0; 32],
+            host: [0; 6],
+        }
     }
 }
 
@@ -116,7 +119,11 @@ impl<H: Hart> RiscvH<H> {
         ctx.x[A1] = boot_info;
         ctx.x[A0 + 2] = dtb;
         hart.set_csr(Csr::Sepc, entry);
-        Self { hart, ctx, timer: None }
+        Self {
+            hart,
+            ctx,
+            timer: None,
+        }
     }
 
     pub fn hart(&self) -> &H {
@@ -131,7 +138,10 @@ impl<H: Hart> RiscvH<H> {
         if scause == csr::EXC_ECALL_VS {
             let x = &self.ctx.x;
             if x[A7] == SBI_EXT_LIBVMM {
-                return Exit::Hypercall { nr: x[A6], args: [x[A0], x[A0 + 1], x[A0 + 2], x[A0 + 3]] };
+                return Exit::Hypercall {
+                    nr: x[A6],
+                    args: [x[A0], x[A0 + 1], x[A0 + 2], x[A0 + 3]],
+                };
             }
             return Exit::Sbi {
                 ext: x[A7],
@@ -150,7 +160,11 @@ impl<H: Hart> RiscvH<H> {
             csr::EXC_LOAD_GUEST_PAGE_FAULT => Access::Read,
             csr::EXC_STORE_GUEST_PAGE_FAULT => Access::Write,
             csr::EXC_VIRTUAL_INSN => return self.virtual_instruction(),
-            csr::EXC_ILLEGAL_INSN => return Exit::IllegalInsn { raw: self.hart.csr(Csr::Stval) },
+            csr::EXC_ILLEGAL_INSN => {
+                return Exit::IllegalInsn {
+                    raw: self.hart.csr(Csr::Stval),
+                }
+            }
             _ => {
                 return Exit::Unknown {
                     code: scause,
@@ -183,12 +197,14 @@ impl<H: Hart> RiscvH<H> {
         self.hart.set_host_timer(u64::MAX);
         self.timer = None;
         let hvip = self.hart.csr(Csr::Hvip);
-        self.hart.set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_TIMER));
+        self.hart
+            .set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_TIMER));
     }
 
     fn set_guest_timer(&mut self, deadline: u64) {
         let hvip = self.hart.csr(Csr::Hvip);
-        self.hart.set_csr(Csr::Hvip, hvip & !(1 << csr::IRQ_VS_TIMER));
+        self.hart
+            .set_csr(Csr::Hvip, hvip & !(1 << csr::IRQ_VS_TIMER));
         self.timer = (deadline != u64::MAX).then_some(deadline);
         self.hart.set_host_timer(deadline);
     }
@@ -244,7 +260,12 @@ impl<H: Hart> Backend for RiscvH<H> {
             Reply::Complete(Output::Sbi { error, value }) => {
                 self.ctx.x[A0] = error as u64;
                 self.ctx.x[A1] = value as u64;
-                if let Exit::Sbi { ext: SBI_EXT_TIME, fid: 0, args } = exit {
+                if let Exit::Sbi {
+                    ext: SBI_EXT_TIME,
+                    fid: 0,
+                    args,
+                } = exit
+                {
                     if error == 0 {
                         self.set_guest_timer(args[0]);
                     }

@@ -21,7 +21,12 @@ struct Trap {
 fn ecall(a7: u64, a6: u64, args: &[u64]) -> Trap {
     let mut regs = vec![(A7, a7), (A6, a6)];
     regs.extend(args.iter().enumerate().map(|(i, v)| (A0 + i, *v)));
-    Trap { scause: csr::EXC_ECALL_VS, stval: 0, htval: 0, regs }
+    Trap {
+        scause: csr::EXC_ECALL_VS,
+        stval: 0,
+        htval: 0,
+        regs,
+    }
 }
 
 fn hypercall(nr: Hypercall, args: &[u64]) -> Trap {
@@ -29,7 +34,12 @@ fn hypercall(nr: Hypercall, args: &[u64]) -> Trap {
 }
 
 fn trap(scause: u64, stval: u64, htval: u64) -> Trap {
-    Trap { scause, stval, htval, regs: vec![] }
+    Trap {
+        scause,
+        stval,
+        htval,
+        regs: vec![],
+    }
 }
 
 #[derive(Default)]
@@ -59,7 +69,8 @@ fn key(c: Csr) -> &'static str {
 
 impl Hart for ModelHart {
     fn enter(&mut self, ctx: &mut GuestContext) -> u64 {
-        self.entries.push((ctx.x[A0], ctx.x[A1], self.csr(Csr::Sepc)));
+        self.entries
+            .push((ctx.x[A0], ctx.x[A1], self.csr(Csr::Sepc)));
         if self.script.is_empty() {
             // Nothing left: the guest exits with status 77 so a test that runs off its script notices.
             ctx.x[A7] = SBI_EXT_LIBVMM;
@@ -93,11 +104,25 @@ const MEM_BASE: u64 = 0x8400_0000;
 const ENTRY: u64 = 0x8401_0000;
 
 fn run(script: Vec<Trap>, mem: &mut [u8]) -> (StopReason, RiscvH<ModelHart>, String) {
-    let hart = ModelHart { script, ..Default::default() };
-    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, MEM_BASE + 0x2000, MEM_BASE + 0x100);
+    let hart = ModelHart {
+        script,
+        ..Default::default()
+    };
+    let mut cpu = RiscvH::new(
+        hart,
+        ENTRY,
+        0,
+        MEM_BASE,
+        MEM_BASE + 0x2000,
+        MEM_BASE + 0x100,
+    );
     let mut vm = Vm::new(GuestMemory::new(MEM_BASE, mem), ModelPlatform::default());
     let stop = vcpu::run(&mut cpu, &mut vm);
-    (stop, cpu, String::from_utf8_lossy(&vm.platform.console.0).into_owned())
+    (
+        stop,
+        cpu,
+        String::from_utf8_lossy(&vm.platform.console.0).into_owned(),
+    )
 }
 
 #[test]
@@ -132,7 +157,10 @@ fn hostile_hypercall_arguments_get_errors_and_the_guest_continues() {
     let script = vec![
         hypercall(Hypercall::Write, &[1, 0x8020_0000, 16]),
         hypercall(Hypercall::Write, &[1, MEM_BASE, u64::MAX]),
-        Trap { regs: vec![(A7, SBI_EXT_LIBVMM), (A6, 0xdead)], ..trap(csr::EXC_ECALL_VS, 0, 0) },
+        Trap {
+            regs: vec![(A7, SBI_EXT_LIBVMM), (A6, 0xdead)],
+            ..trap(csr::EXC_ECALL_VS, 0, 0)
+        },
         hypercall(Hypercall::Exit, &[0]),
     ];
     let (stop, cpu, out) = run(script, &mut mem);
@@ -149,11 +177,11 @@ fn sbi_calls_reach_the_policy_and_unknown_extensions_are_not_supported() {
     let mut mem = vec![0u8; 0x100];
     mem[..4].copy_from_slice(b"dbcn");
     let script = vec![
-        ecall(0x10, 0, &[]),                       // BASE spec version
-        ecall(0x4442_434E, 0, &[4, MEM_BASE, 0]),  // DBCN write
+        ecall(0x10, 0, &[]),                         // BASE spec version
+        ecall(0x4442_434E, 0, &[4, MEM_BASE, 0]),    // DBCN write
         ecall(0x4442_434E, 0, &[4, 0x8020_0000, 0]), // DBCN wild pointer
-        ecall(0x0BAD_0000, 0, &[]),                // unknown extension
-        ecall(0x5352_5354, 0, &[0, 0]),            // SRST shutdown
+        ecall(0x0BAD_0000, 0, &[]),                  // unknown extension
+        ecall(0x5352_5354, 0, &[0, 0]),              // SRST shutdown
     ];
     let (stop, cpu, out) = run(script, &mut mem);
     assert_eq!(stop, StopReason::PayloadExit(0));
@@ -175,7 +203,13 @@ fn guest_page_faults_stop_with_the_guest_physical_address_from_htval() {
     ] {
         let mut mem = vec![0u8; 0x100];
         let (stop, ..) = run(vec![trap(cause, 0x8020_0003, 0x8020_0000 >> 2)], &mut mem);
-        assert_eq!(stop, StopReason::GuestMemoryViolation { gpa: 0x8020_0003, access });
+        assert_eq!(
+            stop,
+            StopReason::GuestMemoryViolation {
+                gpa: 0x8020_0003,
+                access
+            }
+        );
     }
 }
 
@@ -183,19 +217,28 @@ fn guest_page_faults_stop_with_the_guest_physical_address_from_htval() {
 fn a_forbidden_csr_access_is_injected_into_vs_as_an_illegal_instruction() {
     let csrr_hgatp = 0x6800_2573; // csrr a0, hgatp
     let mut mem = vec![0u8; 0x100];
-    let hart = ModelHart { script: vec![trap(csr::EXC_VIRTUAL_INSN, csrr_hgatp, 0)], ..Default::default() };
+    let hart = ModelHart {
+        script: vec![trap(csr::EXC_VIRTUAL_INSN, csrr_hgatp, 0)],
+        ..Default::default()
+    };
     let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
     cpu.hart.set_csr(Csr::Vstvec, 0x8401_0101); // vectored mode bit set: exceptions still go to BASE
     cpu.hart.set_csr(Csr::Vsstatus, csr::SSTATUS_SIE);
     cpu.hart.set_csr(Csr::Sstatus, csr::SSTATUS_SPP);
-    let mut vm = Vm::new(GuestMemory::new(MEM_BASE, &mut mem), ModelPlatform::default());
+    let mut vm = Vm::new(
+        GuestMemory::new(MEM_BASE, &mut mem),
+        ModelPlatform::default(),
+    );
     let _ = vcpu::run(&mut cpu, &mut vm);
     let h = cpu.hart();
     assert_eq!(h.csr(Csr::Vscause), csr::EXC_ILLEGAL_INSN);
     assert_eq!(h.csr(Csr::Vsepc), ENTRY);
     assert_eq!(h.csr(Csr::Vstval), csrr_hgatp);
     assert_eq!(h.csr(Csr::Vsstatus), csr::SSTATUS_SPP | csr::SSTATUS_SPIE);
-    assert_eq!(h.entries[1].2, 0x8401_0100, "the guest continues in its own trap handler");
+    assert_eq!(
+        h.entries[1].2, 0x8401_0100,
+        "the guest continues in its own trap handler"
+    );
 }
 
 #[test]
@@ -203,7 +246,10 @@ fn reply_inject_maps_every_fault_to_illegal_instruction() {
     let hart = ModelHart::default();
     let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
     cpu.hart.set_csr(Csr::Vstvec, 0x8400_4000);
-    cpu.reply(&Exit::IllegalInsn { raw: 0x30 }, Reply::Inject(Fault::GeneralProtection(0)));
+    cpu.reply(
+        &Exit::IllegalInsn { raw: 0x30 },
+        Reply::Inject(Fault::GeneralProtection(0)),
+    );
     assert_eq!(cpu.hart().csr(Csr::Vscause), csr::EXC_ILLEGAL_INSN);
     assert_eq!(cpu.hart().csr(Csr::Vstval), 0x30);
     assert_eq!(cpu.hart().csr(Csr::Sepc), 0x8400_4000);
@@ -212,7 +258,10 @@ fn reply_inject_maps_every_fault_to_illegal_instruction() {
 #[test]
 fn wfi_with_nothing_armed_halts_the_vm() {
     let mut mem = vec![0u8; 0x100];
-    let (stop, ..) = run(vec![trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0)], &mut mem);
+    let (stop, ..) = run(
+        vec![trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0)],
+        &mut mem,
+    );
     assert_eq!(stop, StopReason::GuestHalted);
 }
 
@@ -226,9 +275,15 @@ fn the_guest_timer_is_armed_by_sbi_time_and_delivered_as_vstip() {
         trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0), // WFI waits for the armed timer
         hypercall(Hypercall::Exit, &[0]),
     ];
-    let hart = ModelHart { script, ..Default::default() };
+    let hart = ModelHart {
+        script,
+        ..Default::default()
+    };
     let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
-    let mut vm = Vm::new(GuestMemory::new(MEM_BASE, &mut mem), ModelPlatform::default());
+    let mut vm = Vm::new(
+        GuestMemory::new(MEM_BASE, &mut mem),
+        ModelPlatform::default(),
+    );
     let stop = vcpu::run(&mut cpu, &mut vm);
     assert_eq!(stop, StopReason::PayloadExit(0));
     let h = cpu.hart();
@@ -244,5 +299,12 @@ fn the_guest_timer_is_armed_by_sbi_time_and_delivered_as_vstip() {
 fn unknown_traps_stop_the_vm_with_the_cause() {
     let mut mem = vec![0u8; 0x100];
     let (stop, ..) = run(vec![trap(csr::EXC_LOAD_ACCESS, 0x1234, 0)], &mut mem);
-    assert_eq!(stop, StopReason::UnhandledExit { code: csr::EXC_LOAD_ACCESS, info1: 0x1234, info2: 0 });
+    assert_eq!(
+        stop,
+        StopReason::UnhandledExit {
+            code: csr::EXC_LOAD_ACCESS,
+            info1: 0x1234,
+            info2: 0
+        }
+    );
 }

@@ -42,7 +42,11 @@ fn arch_exit_baseline() {
 }
 
 /// The name of [`arch_exit`]'s figure.
-const ARCH_EXIT: &str = if cfg!(target_arch = "riscv64") { "ecall_round_trip" } else { "cpuid_round_trip" };
+const ARCH_EXIT: &str = if cfg!(target_arch = "riscv64") {
+    "ecall_round_trip"
+} else {
+    "cpuid_round_trip"
+};
 
 fn exits() -> i64 {
     hypercall(Hypercall::ExitCount, [0; 4])

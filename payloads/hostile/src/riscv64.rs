@@ -51,9 +51,17 @@ pub fn recoverable(c: &mut Checks) {
         c.check(name, e == ERR_NOT_SUPPORTED, format_args!("got {e}"));
     }
     let (e, v) = sbi_call(BASE, 3, [DBCN, 0, 0, 0, 0, 0]);
-    c.check("sbi-probe-dbcn", (e, v) == (0, 1), format_args!("got {e} {v}"));
+    c.check(
+        "sbi-probe-dbcn",
+        (e, v) == (0, 1),
+        format_args!("got {e} {v}"),
+    );
     let (e, v) = sbi_call(BASE, 3, [0x48_534D, 0, 0, 0, 0, 0]);
-    c.check("sbi-probe-hsm-absent", (e, v) == (0, 0), format_args!("got {e} {v}"));
+    c.check(
+        "sbi-probe-hsm-absent",
+        (e, v) == (0, 0),
+        format_args!("got {e} {v}"),
+    );
 
     // DBCN with wild pointers and overflowing lengths.
     let bi = libvmm_guest::boot_info().expect("boot info");
@@ -72,21 +80,57 @@ pub fn recoverable(c: &mut Checks) {
     }
     let msg = b"hostile: dbcn write from the guest\n";
     let (e, v) = sbi_call(DBCN, 0, [msg.len() as u64, msg.as_ptr() as u64, 0, 0, 0, 0]);
-    c.check("dbcn-valid-write", (e, v) == (0, msg.len() as i64), format_args!("got {e} {v}"));
+    c.check(
+        "dbcn-valid-write",
+        (e, v) == (0, msg.len() as i64),
+        format_args!("got {e} {v}"),
+    );
     let (e, _) = sbi_call(SRST, 0, [1, 0, 0, 0, 0, 0]);
-    c.check("srst-reboot-refused", e == ERR_NOT_SUPPORTED, format_args!("got {e}"));
+    c.check(
+        "srst-reboot-refused",
+        e == ERR_NOT_SUPPORTED,
+        format_args!("got {e}"),
+    );
     let (e, _) = sbi_call(SRST, 0, [0, 0x1234, 0, 0, 0, 0]);
-    c.check("srst-bad-reason-refused", e == ERR_INVALID_PARAM, format_args!("got {e}"));
+    c.check(
+        "srst-bad-reason-refused",
+        e == ERR_INVALID_PARAM,
+        format_args!("got {e}"),
+    );
 
     // The guest's timer: SBI TIME set_timer, then the interrupt arrives in VS-mode.
     let ok = wait_for_timer(time() + 100);
-    c.check("timer-interrupt-delivered", ok, format_args!("no timer interrupt"));
+    c.check(
+        "timer-interrupt-delivered",
+        ok,
+        format_args!("no timer interrupt"),
+    );
 
     // ISA discovery as the guest sees it: its device tree lists exactly the extensions the VMM enabled.
     let dt = libvmm_guest::arch::device_tree();
     let lists = |name: &[u8]| dt.windows(name.len()).any(|w| w == name);
-    c.check("guest-dt-lists-no-h", !lists(b"\0h\0"), format_args!("h listed"));
-    c.check("guest-dt-lists-zicsr", lists(b"\0zicsr\0"), format_args!("zicsr missing"));
+    c.check(
+        "guest-dt-lists-no-h",
+        !lists(b"\0h\0"),
+        format_args!("h listed"),
+    );
+    c.check(
+        "guest-dt-lists-zicsr",
+        lists(b"\0zicsr\0"),
+        format_args!("zicsr missing"),
+    );
+    // Per-guest extension control reaches the hardware: Zicboz works exactly when the tree lists it.
+    let zicboz = lists(b"\0zicboz\0");
+    let r = probe::cbo_zero(bi.mem_base + 0x8000);
+    c.check(
+        "cbo-zero-matches-device-tree",
+        r.is_ok() == zicboz,
+        format_args!("listed {zicboz}, got {r:?}"),
+    );
+    libvmm_guest::println!(
+        "hostile: info zicboz listed: {}",
+        if zicboz { "yes" } else { "no" }
+    );
     let zalasr = lists(b"\0zalasr\0");
     let lw_aq = probe::lw_aq(bi.mem_base);
     libvmm_guest::println!(

@@ -114,7 +114,9 @@ extern "C" fn trap(scause: u64, sepc: u64, stval: u64) -> u64 {
         PROBE_CAUSE.store(scause, Ordering::SeqCst);
         return resume;
     }
-    crate::println!("payload: unexpected exception {scause:#x} (stval {stval:#x}) at sepc {sepc:#x}");
+    crate::println!(
+        "payload: unexpected exception {scause:#x} (stval {stval:#x}) at sepc {sepc:#x}"
+    );
     // SAFETY: provided by this crate.
     unsafe { hermit_abi::abort() }
 }
@@ -196,7 +198,10 @@ pub fn device_tree() -> &'static [u8] {
     unsafe {
         let hdr = core::slice::from_raw_parts(addr as *const u8, 8);
         let size = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as u64;
-        core::slice::from_raw_parts(addr as *const u8, size.min(libvmm_abi::layout::riscv64::DTB_MAX) as usize)
+        core::slice::from_raw_parts(
+            addr as *const u8,
+            size.min(libvmm_abi::layout::riscv64::DTB_MAX) as usize,
+        )
     }
 }
 
@@ -305,7 +310,12 @@ pub mod probe {
 
     /// HFENCE.GVMA (a hypervisor instruction: not for VS-mode).
     pub fn hfence_gvma() -> Probe<()> {
-        probe_asm!([".option push", ".option arch, +h", "hfence.gvma zero, zero", ".option pop"]);
+        probe_asm!([
+            ".option push",
+            ".option arch, +h",
+            "hfence.gvma zero, zero",
+            ".option pop"
+        ]);
         outcome(())
     }
 
@@ -322,6 +332,13 @@ pub mod probe {
         let v: u64;
         probe_asm!([".word 0x3405252F"], inout("a0") addr => v);
         outcome(v)
+    }
+
+    /// Zicboz `cbo.zero (a0)` (encoded by hand): zeroes the cache block at `addr`; illegal when the VMM
+    /// hid Zicboz (henvcfg.CBZE clear).
+    pub fn cbo_zero(addr: u64) -> Probe<()> {
+        probe_asm!([".word 0x0045200F"], in("a0") addr);
+        outcome(())
     }
 
     /// `mret`: an M-mode instruction.

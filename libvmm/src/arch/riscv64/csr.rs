@@ -65,7 +65,15 @@ pub fn time() -> u64 {
 pub fn hfence_gvma_all() {
     // SAFETY: a TLB fence for G-stage translations; it orders the table writes before it against later
     // guest accesses and touches no memory itself.
-    unsafe { core::arch::asm!(".option push", ".option arch, +h", "hfence.gvma zero, zero", ".option pop", options(nostack)) };
+    unsafe {
+        core::arch::asm!(
+            ".option push",
+            ".option arch, +h",
+            "hfence.gvma zero, zero",
+            ".option pop",
+            options(nostack)
+        )
+    };
 }
 
 /// Waits for an interrupt (with sstatus.SIE = 0 it only wakes the hart).

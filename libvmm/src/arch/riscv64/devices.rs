@@ -63,11 +63,16 @@ impl embedded_io::Write for Uart {
 /// Ends the QEMU run with `code` through sifive_test: 0x5555 is PASS (status 0), `code << 16 | 0x3333`
 /// is FAIL with status `code`. Falls back to SBI SRST (which can only say "success") and then spins.
 pub fn exit(code: u8) -> ! {
-    let v: u32 = if code == 0 { 0x5555 } else { ((code as u32) << 16) | 0x3333 };
+    let v: u32 = if code == 0 {
+        0x5555
+    } else {
+        ((code as u32) << 16) | 0x3333
+    };
     let addr = TEST_BASE.load(Ordering::Relaxed);
     // SAFETY: the sifive_test register from the device tree (or QEMU virt's): device memory, one 32-bit
     // volatile write that ends the machine.
-    unsafe { VolatilePtr::new(NonNull::new(addr as *mut u32).unwrap_or(NonNull::dangling())) }.write(v);
+    unsafe { VolatilePtr::new(NonNull::new(addr as *mut u32).unwrap_or(NonNull::dangling())) }
+        .write(v);
     sbi_call(0x5352_5354, 0, 0, if code == 0 { 0 } else { 1 });
     loop {
         super::csr::wfi();
@@ -83,7 +88,7 @@ fn sbi_call(ext: u64, fid: u64, a0: u64, a1: u64) -> (i64, u64) {
         core::arch::asm!("ecall", inlateout("a0") a0 => err, inlateout("a1") a1 => val,
             in("a6") fid, in("a7") ext, options(nostack));
     }
-    (err as i64, val as u64)
+    (err, val)
 }
 
 /// SBI TIME set_timer: programs the host's supervisor timer (also clears a pending STIP).

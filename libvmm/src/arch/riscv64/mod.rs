@@ -34,6 +34,12 @@ extern "C" fn libvmm_riscv64_host_trap() -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut con = devices::Uart;
-    crate::vmm_print!(&mut con, "libvmm: panic: {}\n{} {} VMM panic\n", info, STOP_LINE_PREFIX, StopCode::VmmPanic as u8);
+    crate::vmm_print!(
+        &mut con,
+        "libvmm: panic: {}\n{} {} VMM panic\n",
+        info,
+        STOP_LINE_PREFIX,
+        StopCode::VmmPanic as u8
+    );
     devices::exit(StopCode::VmmPanic as u8)
 }

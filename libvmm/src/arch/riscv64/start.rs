@@ -94,7 +94,7 @@ extern "C" fn libvmm_riscv64_main(hartid: u64, dtb: u64, entry_cycles: u64) -> !
 /// The host device tree OpenSBI passed, as bytes.
 fn host_dtb(addr: u64) -> Result<&'static [u8], Fail> {
     const MAX: u32 = 1 << 20;
-    if addr == 0 || addr % 8 != 0 {
+    if addr == 0 || !addr.is_multiple_of(8) {
         return Err(Fail(StopCode::PlatformError, "no device tree in a1"));
     }
     // SAFETY: OpenSBI hands over the address of the flattened device tree in a1 (8-byte aligned, in RAM
@@ -102,11 +102,55 @@ fn host_dtb(addr: u64) -> Result<&'static [u8], Fail> {
     // tree is viewed as a byte slice, which nothing writes afterwards.
     let header = unsafe { core::slice::from_raw_parts(addr as *const u8, 8) };
     let size = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if u32::from_be_bytes([header[0], header[1], header[2], header[3]]) != 0xd00d_feed || size > MAX || size < 40 {
+    if u32::from_be_bytes([header[0], header[1], header[2], header[3]]) != 0xd00d_feed
+        || !(40..=MAX).contains(&size)
+    {
         return Err(Fail(StopCode::PlatformError, "bad device tree header"));
     }
     // SAFETY: as above, now with the checked size.
     Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) })
+}
+
+/// Applies `libvmm.isa=-ext,+ext,...` from the command line through the per-guest ISA registers (the
+/// KVM ONE_REG way: by register id), reporting each refusal, then lists the registers (get-reg-list).
+fn configure_isa(isa: &mut GuestIsa, bootargs: &str, con: &mut Uart) {
+    use crate::riscv::guest_isa::Reg;
+    let spec = bootargs
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix("libvmm.isa="))
+        .unwrap_or("");
+    for item in spec.split(',').filter(|s| !s.is_empty()) {
+        let (on, name) = match item.as_bytes()[0] {
+            b'-' => (false, &item[1..]),
+            b'+' => (true, &item[1..]),
+            _ => (true, item),
+        };
+        let result = match Ext::from_name(name) {
+            Some(e) => isa.set_reg(Reg::IsaExt(e).id(), on as u64),
+            None => Err(crate::riscv::guest_isa::IsaCtlError::NotPresent),
+        };
+        match result {
+            Ok(()) => crate::vmm_print!(
+                con,
+                "libvmm: guest ISA: {} {name}\n",
+                if on { "enabled" } else { "hid" }
+            ),
+            Err(e) => crate::vmm_print!(
+                con,
+                "libvmm: guest ISA: cannot {} {name}: {e:?}\n",
+                if on { "enable" } else { "hide" }
+            ),
+        }
+    }
+    let regs = isa.reg_list().count();
+    let visible = isa
+        .reg_list()
+        .filter(|r| isa.get_reg(r.id()) == Ok(1))
+        .count();
+    crate::vmm_print!(
+        con,
+        "libvmm: guest ISA registers (get-reg-list): {regs}, {visible} set\n"
+    );
 }
 
 fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fail> {
@@ -125,7 +169,11 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
     crate::vmm_print!(
         &mut con,
         "libvmm: host ISA ({}): {}\n",
-        if host.from_extension_list { "riscv,isa-extensions" } else { "riscv,isa" },
+        if host.from_extension_list {
+            "riscv,isa-extensions"
+        } else {
+            "riscv,isa"
+        },
         host.exts()
     );
     if !host.exts().contains(Ext::H) {
@@ -137,29 +185,52 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
     if layout::WINDOW_BASE < ram_base
         || layout::WINDOW_BASE + layout::WINDOW_SIZE > ram_base + ram_size
         || image_end > layout::WINDOW_BASE
-        || (dtb_addr < layout::WINDOW_BASE + layout::WINDOW_SIZE && dtb_addr + dtb.len() as u64 > layout::WINDOW_BASE)
+        || (dtb_addr < layout::WINDOW_BASE + layout::WINDOW_SIZE
+            && dtb_addr + dtb.len() as u64 > layout::WINDOW_BASE)
     {
-        return Err(Fail(StopCode::PlatformError, "guest window is not free RAM"));
+        return Err(Fail(
+            StopCode::PlatformError,
+            "guest window is not free RAM",
+        ));
     }
 
     // Per-guest ISA: every host extension that may be given, as KVM does by default.
     let mut isa = GuestIsa::new(host.exts());
+    let bootargs = fdt::Fdt::new(dtb)
+        .ok()
+        .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str())
+        .unwrap_or("");
+    configure_isa(&mut isa, bootargs, &mut con);
     isa.freeze();
     let hw = isa.hw();
     crate::vmm_print!(&mut con, "libvmm: guest ISA: {}\n", isa.enabled());
-    crate::vmm_print!(&mut con, "libvmm: guest ISA cannot hide: {}\n", isa.unhideable());
+    crate::vmm_print!(
+        &mut con,
+        "libvmm: guest ISA cannot hide: {}\n",
+        isa.unhideable()
+    );
 
     // Guest memory.
     // SAFETY: the window is RAM (checked against the device tree above), lies above the VMM image and
     // OpenSBI and clear of the device tree, and this is the only reference ever made to it.
-    let window = unsafe { core::slice::from_raw_parts_mut(layout::WINDOW_BASE as *mut u8, layout::WINDOW_SIZE as usize) };
+    let window = unsafe {
+        core::slice::from_raw_parts_mut(
+            layout::WINDOW_BASE as *mut u8,
+            layout::WINDOW_SIZE as usize,
+        )
+    };
     window.fill(0);
     let mut mem = GuestMemory::new(layout::WINDOW_BASE, window);
     // SAFETY: the image crate defines this static once (`image!`); it is only read.
     let payload = unsafe { &LIBVMM_PAYLOAD };
-    let bootargs = fdt::Fdt::new(dtb).ok().and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str()).unwrap_or("");
-    let loaded = crate::loader::load(payload, &mut mem, BackendId::RiscvH, bootargs.as_bytes(), entry_cycles)
-        .map_err(|e| Fail(StopCode::PlatformError, e.describe()))?;
+    let loaded = crate::loader::load(
+        payload,
+        &mut mem,
+        BackendId::RiscvH,
+        bootargs.as_bytes(),
+        entry_cycles,
+    )
+    .map_err(|e| Fail(StopCode::PlatformError, e.describe()))?;
     let mut gdt = [0u8; layout::DTB_MAX as usize];
     let tree = guest_dt::GuestTree {
         mem_base: layout::WINDOW_BASE,
@@ -168,9 +239,11 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
         exts: isa.enabled(),
         bootargs,
     };
-    let n = guest_dt::build(&tree, &mut gdt).map_err(|_| Fail(StopCode::PlatformError, "guest device tree too big"))?;
+    let n = guest_dt::build(&tree, &mut gdt)
+        .map_err(|_| Fail(StopCode::PlatformError, "guest device tree too big"))?;
     let dtb_gpa = layout::WINDOW_BASE + layout::DTB_OFFSET;
-    mem.write(dtb_gpa, &gdt[..n]).map_err(|_| Fail(StopCode::PlatformError, "guest device tree does not fit"))?;
+    mem.write(dtb_gpa, &gdt[..n])
+        .map_err(|_| Fail(StopCode::PlatformError, "guest device tree does not fit"))?;
 
     // G-stage: the window, identity, and nothing else.
     if TAKEN.swap(true, Ordering::AcqRel) {
@@ -179,15 +252,24 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
     // SAFETY: the swap above makes this the only reference to GSTAGE ever taken.
     let gstage = unsafe { &mut *core::ptr::addr_of_mut!(GSTAGE) };
     gstage
-        .map(layout::WINDOW_BASE, layout::WINDOW_BASE, layout::WINDOW_SIZE)
+        .map(
+            layout::WINDOW_BASE,
+            layout::WINDOW_BASE,
+            layout::WINDOW_SIZE,
+        )
         .map_err(|_| Fail(StopCode::PlatformError, "G-stage mapping failed"))?;
     let hgatp = gstage.hgatp(crate::config::GUEST_TAG);
     csr::set_hgatp(hgatp);
     if csr::hgatp() >> 60 != 8 {
         return Err(Fail(StopCode::Unsupported, "hgatp does not take Sv39x4"));
     }
-    if (csr::hgatp() & bits::HGATP_VMID_MASK) >> bits::HGATP_VMID_SHIFT != crate::config::GUEST_TAG as u64 {
-        return Err(Fail(StopCode::Unsupported, "VMID 1 not implemented (VMIDLEN 0)"));
+    if (csr::hgatp() & bits::HGATP_VMID_MASK) >> bits::HGATP_VMID_SHIFT
+        != crate::config::GUEST_TAG as u64
+    {
+        return Err(Fail(
+            StopCode::Unsupported,
+            "VMID 1 not implemented (VMIDLEN 0)",
+        ));
     }
     csr::hfence_gvma_all();
     crate::vmm_print!(
@@ -216,11 +298,14 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
     }
     csr::set_hvip(0);
     csr::set_hie(0);
-    csr::set_hstatus(bits::HSTATUS_VSXL_64 | bits::HSTATUS_SPV | bits::HSTATUS_SPVP | bits::HSTATUS_VTW);
+    csr::set_hstatus(
+        bits::HSTATUS_VSXL_64 | bits::HSTATUS_SPV | bits::HSTATUS_SPVP | bits::HSTATUS_VTW,
+    );
     csr::set_vsatp(0);
     csr::set_vstvec(0);
     let mut vsstatus = 0;
-    let mut sstatus = csr::sstatus() & !(bits::SSTATUS_SIE | bits::SSTATUS_SPIE | bits::SSTATUS_FS | bits::SSTATUS_VS);
+    let mut sstatus = csr::sstatus()
+        & !(bits::SSTATUS_SIE | bits::SSTATUS_SPIE | bits::SSTATUS_FS | bits::SSTATUS_VS);
     sstatus |= bits::SSTATUS_SPP;
     if hw.fp {
         sstatus |= bits::SSTATUS_FS_INITIAL;
@@ -235,7 +320,20 @@ fn boot(hartid: u64, dtb_addr: u64, entry_cycles: u64) -> Result<StopReason, Fai
     devices::set_timer(u64::MAX);
     csr::set_sie(1 << bits::IRQ_S_TIMER);
 
-    let mut cpu = RiscvH::new(HwHart, loaded.entry, 0, loaded.boot_info, dtb_gpa, loaded.stack_top);
-    let mut vm = Vm::new(mem, RiscvPlatform { console: Uart, timebase_hz: host.timebase_hz });
+    let mut cpu = RiscvH::new(
+        HwHart,
+        loaded.entry,
+        0,
+        loaded.boot_info,
+        dtb_gpa,
+        loaded.stack_top,
+    );
+    let mut vm = Vm::new(
+        mem,
+        RiscvPlatform {
+            console: Uart,
+            timebase_hz: host.timebase_hz,
+        },
+    );
     Ok(vcpu::run(&mut cpu, &mut vm))
 }
