@@ -31,6 +31,8 @@ pub(crate) mod vcpu;
 pub(crate) mod console;
 
 pub mod svm;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod vmx;
 
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 pub(crate) mod arch;
