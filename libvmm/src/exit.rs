@@ -130,8 +130,6 @@ pub enum Output {
     IoIn(u32),
     /// A write to an MSR the backend keeps (the policy has validated the value).
     SetVirtualMsr(VirtualMsr, u64),
-    /// A read of an MSR the backend keeps.
-    GetVirtualMsr(VirtualMsr),
 }
 
 /// The run loop's answer to an exit.

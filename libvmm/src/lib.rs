@@ -30,6 +30,9 @@ pub(crate) mod policy;
 pub(crate) mod vcpu;
 pub(crate) mod console;
 
+pub(crate) mod loader;
+pub(crate) mod x86;
+
 pub mod svm;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vmx;

@@ -50,6 +50,10 @@ pub enum StopReason {
     GuestHalted,
     UnhandledExit { code: u64, info1: u64, info2: u64 },
     Backend(BackendError),
+    /// The CPU or firmware lacks something the backend needs (the reason names the bit or leaf).
+    Unsupported(&'static str),
+    /// A boot-time platform problem (memory map, device tree, payload does not fit).
+    Platform(&'static str),
 }
 
 impl StopReason {
@@ -63,6 +67,8 @@ impl StopReason {
             Self::GuestHalted | Self::UnhandledExit { .. } => StopCode::GuestError as u8,
             Self::Backend(BackendError::ConsistencyCheck { .. }) => StopCode::ConsistencyCheck as u8,
             Self::Backend(_) => StopCode::BackendError as u8,
+            Self::Unsupported(_) => StopCode::Unsupported as u8,
+            Self::Platform(_) => StopCode::PlatformError as u8,
         }
     }
 }
@@ -83,6 +89,8 @@ impl core::fmt::Display for StopReason {
             Self::Backend(BackendError::EntryFailed { code, what }) => write!(f, "VM entry failed: {what} ({code:#x})"),
             Self::Backend(BackendError::ConsistencyCheck { what }) => write!(f, "VM-entry consistency check failed: {what}"),
             Self::Backend(BackendError::Firmware { code, what }) => write!(f, "firmware error: {what} ({code:#x})"),
+            Self::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Self::Platform(what) => write!(f, "platform error: {what}"),
         }
     }
 }
