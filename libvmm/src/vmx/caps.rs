@@ -57,10 +57,16 @@ pub(crate) struct Allowed {
 
 impl Allowed {
     pub const fn from_msr(v: u64) -> Self {
-        Self { must_be_1: v as u32, may_be_1: (v >> 32) as u32 }
+        Self {
+            must_be_1: v as u32,
+            may_be_1: (v >> 32) as u32,
+        }
     }
     /// Everything allowed-0 and allowed-1 (for a control that does not exist: all zero).
-    pub const NONE: Self = Self { must_be_1: 0, may_be_1: 0 };
+    pub const NONE: Self = Self {
+        must_be_1: 0,
+        may_be_1: 0,
+    };
 
     /// The value to program: `wanted` plus the mandatory 1s, or the wanted bits the CPU cannot set.
     pub const fn adjust(self, wanted: u32) -> Result<u32, u32> {
@@ -107,8 +113,13 @@ impl Caps {
         let pick = |plain, tru| Allowed::from_msr(rdmsr(if true_ctls { tru } else { plain }));
         let proc1 = pick(msr::VMX_PROCBASED_CTLS, msr::VMX_TRUE_PROCBASED_CTLS);
         let has2 = proc1.can_set(super::controls::proc1::SECONDARY);
-        let proc2 = if has2 { Allowed::from_msr(rdmsr(msr::VMX_PROCBASED_CTLS2)) } else { Allowed::NONE };
-        let has_ept_vpid = proc2.can_set(super::controls::proc2::EPT) || proc2.can_set(super::controls::proc2::VPID);
+        let proc2 = if has2 {
+            Allowed::from_msr(rdmsr(msr::VMX_PROCBASED_CTLS2))
+        } else {
+            Allowed::NONE
+        };
+        let has_ept_vpid = proc2.can_set(super::controls::proc2::EPT)
+            || proc2.can_set(super::controls::proc2::VPID);
         Self {
             basic,
             pin: pick(msr::VMX_PINBASED_CTLS, msr::VMX_TRUE_PINBASED_CTLS),
@@ -117,7 +128,11 @@ impl Caps {
             exit: pick(msr::VMX_EXIT_CTLS, msr::VMX_TRUE_EXIT_CTLS),
             entry: pick(msr::VMX_ENTRY_CTLS, msr::VMX_TRUE_ENTRY_CTLS),
             misc: rdmsr(msr::VMX_MISC),
-            ept_vpid: if has_ept_vpid { rdmsr(msr::VMX_EPT_VPID_CAP) } else { 0 },
+            ept_vpid: if has_ept_vpid {
+                rdmsr(msr::VMX_EPT_VPID_CAP)
+            } else {
+                0
+            },
             cr0_fixed0: rdmsr(msr::VMX_CR0_FIXED0),
             cr0_fixed1: rdmsr(msr::VMX_CR0_FIXED1),
             cr4_fixed0: rdmsr(msr::VMX_CR4_FIXED0),
@@ -211,7 +226,10 @@ pub(crate) mod tests {
                 msr::VMX_TRUE_ENTRY_CTLS => 0x0003_ffff_0000_11fb,
                 msr::VMX_ENTRY_CTLS => 0x0003_ffff_0000_11ff,
                 msr::VMX_MISC => (1 << 30) | (4 << 16) | 0x5,
-                msr::VMX_EPT_VPID_CAP => [0, 6, 8, 14, 16, 17, 20, 21, 25, 26, 32, 40, 41, 42, 43].iter().map(|b| 1u64 << b).sum(),
+                msr::VMX_EPT_VPID_CAP => [0, 6, 8, 14, 16, 17, 20, 21, 25, 26, 32, 40, 41, 42, 43]
+                    .iter()
+                    .map(|b| 1u64 << b)
+                    .sum(),
                 msr::VMX_CR0_FIXED0 => 0x8000_0021,
                 msr::VMX_CR0_FIXED1 => 0xffff_ffff,
                 msr::VMX_CR4_FIXED0 => 0x2000,
@@ -253,6 +271,9 @@ pub(crate) mod tests {
     fn feature_control_is_locked_on_or_refused() {
         assert_eq!(feature_control_update(0x5), Ok(None));
         assert_eq!(feature_control_update(0x0), Ok(Some(0x5)));
-        assert_eq!(feature_control_update(0x1), Err(VmxonBlocker::FeatureControlLockedOff));
+        assert_eq!(
+            feature_control_update(0x1),
+            Err(VmxonBlocker::FeatureControlLockedOff)
+        );
     }
 }

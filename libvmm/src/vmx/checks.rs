@@ -134,12 +134,21 @@ pub(crate) fn check(c: &Controls, caps: &Caps, guest: GuestFacts) -> Result<(), 
     fail(caps.exit.permits(c.exit), Check::ExitAllowed)?;
     fail(caps.entry.permits(c.entry), Check::EntryAllowed)?;
     let unsupported2 = proc2::VIRT_APIC_ACCESSES | proc2::VMFUNC | proc2::SHADOW_VMCS | proc2::PML;
-    fail(c.pin & pin::POSTED_INTERRUPTS == 0 && !c.has2(unsupported2), Check::UnsupportedControl)?;
+    fail(
+        c.pin & pin::POSTED_INTERRUPTS == 0 && !c.has2(unsupported2),
+        Check::UnsupportedControl,
+    )?;
     // 2. CR3 targets.
-    fail(c.cr3_target_count <= caps.cr3_target_max(), Check::Cr3TargetCount)?;
+    fail(
+        c.cr3_target_count <= caps.cr3_target_max(),
+        Check::Cr3TargetCount,
+    )?;
     // 3. Bitmaps.
     if c.has1(proc1::USE_IO_BITMAPS) {
-        fail(page_ok(caps, c.io_bitmap_a) && page_ok(caps, c.io_bitmap_b), Check::IoBitmapAddress)?;
+        fail(
+            page_ok(caps, c.io_bitmap_a) && page_ok(caps, c.io_bitmap_b),
+            Check::IoBitmapAddress,
+        )?;
     }
     if c.has1(proc1::USE_MSR_BITMAPS) {
         fail(page_ok(caps, c.msr_bitmap), Check::MsrBitmapAddress)?;
@@ -151,21 +160,43 @@ pub(crate) fn check(c: &Controls, caps: &Caps, guest: GuestFacts) -> Result<(), 
         if !vid {
             fail(c.tpr_threshold & !0xF == 0, Check::TprThresholdHighBits)?;
             if !c.has2(proc2::VIRT_APIC_ACCESSES) {
-                fail(c.tpr_threshold & 0xF <= (guest.vtpr >> 4) as u32, Check::TprThresholdAboveVtpr)?;
+                fail(
+                    c.tpr_threshold & 0xF <= (guest.vtpr >> 4) as u32,
+                    Check::TprThresholdAboveVtpr,
+                )?;
             }
         }
     }
     // 5-7. APIC virtualization dependencies.
-    fail(!(c.has2(proc2::VIRT_X2APIC) && c.has2(proc2::VIRT_APIC_ACCESSES)), Check::X2apicWithApicAccesses)?;
-    let apic_virt = c.has2(proc2::VIRT_X2APIC | proc2::APIC_REGISTER_VIRT | proc2::VIRTUAL_INTR_DELIVERY);
-    fail(!apic_virt || c.has1(proc1::USE_TPR_SHADOW), Check::ApicVirtWithoutTprShadow)?;
-    fail(!vid || c.pin & pin::EXT_INTR_EXITING != 0, Check::VidWithoutExtIntExiting)?;
+    fail(
+        !(c.has2(proc2::VIRT_X2APIC) && c.has2(proc2::VIRT_APIC_ACCESSES)),
+        Check::X2apicWithApicAccesses,
+    )?;
+    let apic_virt =
+        c.has2(proc2::VIRT_X2APIC | proc2::APIC_REGISTER_VIRT | proc2::VIRTUAL_INTR_DELIVERY);
+    fail(
+        !apic_virt || c.has1(proc1::USE_TPR_SHADOW),
+        Check::ApicVirtWithoutTprShadow,
+    )?;
+    fail(
+        !vid || c.pin & pin::EXT_INTR_EXITING != 0,
+        Check::VidWithoutExtIntExiting,
+    )?;
     // 9. NMIs.
-    fail(c.pin & pin::NMI_EXITING != 0 || c.pin & pin::VIRTUAL_NMIS == 0, Check::VirtualNmisWithoutNmiExiting)?;
-    fail(c.pin & pin::VIRTUAL_NMIS != 0 || !c.has1(proc1::NMI_WINDOW), Check::NmiWindowWithoutVirtualNmis)?;
+    fail(
+        c.pin & pin::NMI_EXITING != 0 || c.pin & pin::VIRTUAL_NMIS == 0,
+        Check::VirtualNmisWithoutNmiExiting,
+    )?;
+    fail(
+        c.pin & pin::VIRTUAL_NMIS != 0 || !c.has1(proc1::NMI_WINDOW),
+        Check::NmiWindowWithoutVirtualNmis,
+    )?;
     // 10. EPT dependants.
     let ept = c.has2(proc2::EPT);
-    fail(ept || !c.has2(proc2::UNRESTRICTED_GUEST) && !c.has2(proc2::MODE_BASED_EPT_EXEC), Check::UnrestrictedWithoutEpt)?;
+    fail(
+        ept || !c.has2(proc2::UNRESTRICTED_GUEST) && !c.has2(proc2::MODE_BASED_EPT_EXEC),
+        Check::UnrestrictedWithoutEpt,
+    )?;
     // 12. VPID.
     fail(!c.has2(proc2::VPID) || c.vpid != 0, Check::VpidZero)?;
     // 13. Preemption timer.
@@ -178,14 +209,22 @@ pub(crate) fn check(c: &Controls, caps: &Caps, guest: GuestFacts) -> Result<(), 
         check_eptp(c.eptp, caps)?;
     }
     // 16. TSC scaling.
-    fail(!c.has2(proc2::TSC_SCALING) || c.tsc_multiplier != 0, Check::TscMultiplierZero)?;
+    fail(
+        !c.has2(proc2::TSC_SCALING) || c.tsc_multiplier != 0,
+        Check::TscMultiplierZero,
+    )?;
     // Exit / entry MSR areas.
     let max_msrs = 512 * (((caps.misc >> 25) & 7) as u32 + 1);
     fail(
-        c.exit_msr_store_count <= max_msrs && c.exit_msr_load_count <= max_msrs && c.entry_msr_load_count <= max_msrs,
+        c.exit_msr_store_count <= max_msrs
+            && c.exit_msr_load_count <= max_msrs
+            && c.entry_msr_load_count <= max_msrs,
         Check::MsrAreaCount,
     )?;
-    fail(c.entry & (entry::ENTRY_TO_SMM | entry::DEACTIVATE_DUAL_MONITOR) == 0, Check::EntryToSmm)?;
+    fail(
+        c.entry & (entry::ENTRY_TO_SMM | entry::DEACTIVATE_DUAL_MONITOR) == 0,
+        Check::EntryToSmm,
+    )?;
     // Event injection.
     check_injection(c, caps, guest)
 }
@@ -193,12 +232,14 @@ pub(crate) fn check(c: &Controls, caps: &Caps, guest: GuestFacts) -> Result<(), 
 /// EPTP validity (SDM "Checks on VMX Controls", EPTP bullet).
 pub(crate) fn check_eptp(v: u64, caps: &Caps) -> Result<(), Check> {
     let mt = v & eptp::MT_MASK;
-    let mt_ok = (mt == MT_UC && caps.ept_vpid & ept_cap::UC != 0) || (mt == MT_WB && caps.ept_vpid & ept_cap::WB != 0);
+    let mt_ok = (mt == MT_UC && caps.ept_vpid & ept_cap::UC != 0)
+        || (mt == MT_WB && caps.ept_vpid & ept_cap::WB != 0);
     if !mt_ok {
         return Err(Check::EptpMemoryType);
     }
     let walk = (v & eptp::PWL_MASK) >> eptp::PWL_SHIFT;
-    let walk_ok = (walk == 3 && caps.ept_vpid & ept_cap::WALK_4 != 0) || (walk == 4 && caps.ept_vpid & ept_cap::WALK_5 != 0);
+    let walk_ok = (walk == 3 && caps.ept_vpid & ept_cap::WALK_4 != 0)
+        || (walk == 4 && caps.ept_vpid & ept_cap::WALK_5 != 0);
     if !walk_ok {
         return Err(Check::EptpWalkLength);
     }
@@ -239,10 +280,15 @@ fn check_injection(c: &Controls, caps: &Caps, guest: GuestFacts) -> Result<(), C
         return Err(Check::InjectionVector);
     }
     let wants_ec = ty == TYPE_HW_EXCEPTION && guest.protected_mode && has_error_code(vector);
-    if (info & DELIVER_ERROR_CODE != 0) != wants_ec || (wants_ec && c.entry_error_code & 0xFFFF_0000 != 0) {
+    if (info & DELIVER_ERROR_CODE != 0) != wants_ec
+        || (wants_ec && c.entry_error_code & 0xFFFF_0000 != 0)
+    {
         return Err(Check::InjectionErrorCode);
     }
-    if matches!(ty, TYPE_SW_INTR | TYPE_PRIV_SW_EXCEPTION | TYPE_SW_EXCEPTION) {
+    if matches!(
+        ty,
+        TYPE_SW_INTR | TYPE_PRIV_SW_EXCEPTION | TYPE_SW_EXCEPTION
+    ) {
         let len = c.entry_instr_len;
         let ok = (1..=15).contains(&len) || (len == 0 && caps.zero_len_injection());
         if !ok {
@@ -258,7 +304,10 @@ mod tests {
     use crate::vmx::caps::tests::skylake_x;
     use crate::vmx::setup::{self, Tweak};
 
-    const GUEST: GuestFacts = GuestFacts { vtpr: 0, protected_mode: true };
+    const GUEST: GuestFacts = GuestFacts {
+        vtpr: 0,
+        protected_mode: true,
+    };
 
     fn good() -> Controls {
         setup::controls(&skylake_x(), &setup::Addrs::TEST, Tweak::None).unwrap()
@@ -272,7 +321,11 @@ mod tests {
     #[test]
     fn the_test_tweaks_are_valid_until_their_bad_value_is_applied() {
         let caps = skylake_x();
-        for t in [Tweak::TprThresholdHigh, Tweak::TprThresholdAboveVtpr, Tweak::TscMultiplierZero] {
+        for t in [
+            Tweak::TprThresholdHigh,
+            Tweak::TprThresholdAboveVtpr,
+            Tweak::TscMultiplierZero,
+        ] {
             let c = setup::controls(&caps, &setup::Addrs::TEST, t).unwrap();
             let mut fixed = c;
             fixed.tpr_threshold = 0;
@@ -284,11 +337,22 @@ mod tests {
     #[test]
     fn each_bad_configuration_names_its_rule() {
         let caps = skylake_x();
-        let t = |tweak| check(&setup::controls(&caps, &setup::Addrs::TEST, tweak).unwrap(), &caps, GUEST);
+        let t = |tweak| {
+            check(
+                &setup::controls(&caps, &setup::Addrs::TEST, tweak).unwrap(),
+                &caps,
+                GUEST,
+            )
+        };
         assert_eq!(t(Tweak::TprThresholdHigh), Err(Check::TprThresholdHighBits));
-        assert_eq!(t(Tweak::TprThresholdAboveVtpr), Err(Check::TprThresholdAboveVtpr));
+        assert_eq!(
+            t(Tweak::TprThresholdAboveVtpr),
+            Err(Check::TprThresholdAboveVtpr)
+        );
         assert_eq!(t(Tweak::TscMultiplierZero), Err(Check::TscMultiplierZero));
-        assert!(Check::TprThresholdHighBits.name().contains("TPR_THRESHOLD[31:4]"));
+        assert!(Check::TprThresholdHighBits
+            .name()
+            .contains("TPR_THRESHOLD[31:4]"));
         assert!(Check::TscMultiplierZero.name().contains("TSC_MULTIPLIER"));
     }
 
@@ -307,8 +371,28 @@ mod tests {
     fn tpr_threshold_low_bits_compare_with_vtpr() {
         let caps = skylake_x();
         let c = setup::controls(&caps, &setup::Addrs::TEST, Tweak::TprThresholdAboveVtpr).unwrap();
-        assert_eq!(check(&c, &caps, GuestFacts { vtpr: 0x2F, ..GUEST }), Err(Check::TprThresholdAboveVtpr));
-        assert_eq!(check(&c, &caps, GuestFacts { vtpr: c.tpr_threshold as u8 * 16, ..GUEST }), Ok(()));
+        assert_eq!(
+            check(
+                &c,
+                &caps,
+                GuestFacts {
+                    vtpr: 0x2F,
+                    ..GUEST
+                }
+            ),
+            Err(Check::TprThresholdAboveVtpr)
+        );
+        assert_eq!(
+            check(
+                &c,
+                &caps,
+                GuestFacts {
+                    vtpr: c.tpr_threshold as u8 * 16,
+                    ..GUEST
+                }
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -325,11 +409,20 @@ mod tests {
             (|c| c.msr_bitmap = 1 << 45, Check::MsrBitmapAddress),
             (|c| c.vpid = 0, Check::VpidZero),
             (|c| c.eptp = (c.eptp & !7) | 1, Check::EptpMemoryType),
-            (|c| c.eptp = (c.eptp & !eptp::PWL_MASK) | (4 << 3), Check::EptpWalkLength),
+            (
+                |c| c.eptp = (c.eptp & !eptp::PWL_MASK) | (4 << 3),
+                Check::EptpWalkLength,
+            ),
             (|c| c.eptp |= 1 << 8, Check::EptpReservedBits),
             (|c| c.proc2 &= !proc2::EPT, Check::UnrestrictedWithoutEpt),
-            (|c| c.pin |= pin::VIRTUAL_NMIS, Check::VirtualNmisWithoutNmiExiting),
-            (|c| c.exit |= exit::SAVE_PREEMPTION_TIMER, Check::SavePreemptionTimerWithoutTimer),
+            (
+                |c| c.pin |= pin::VIRTUAL_NMIS,
+                Check::VirtualNmisWithoutNmiExiting,
+            ),
+            (
+                |c| c.exit |= exit::SAVE_PREEMPTION_TIMER,
+                Check::SavePreemptionTimerWithoutTimer,
+            ),
             (|c| c.proc2 |= proc2::PML, Check::UnsupportedControl),
         ];
         for (i, (bad, want)) in cases.iter().enumerate() {
@@ -357,13 +450,34 @@ mod tests {
         assert_eq!(inj(hw | 6, 0, 0), Ok(()), "#UD");
         assert_eq!(inj(hw | 13 | DELIVER_ERROR_CODE, 0, 0), Ok(()), "#GP(0)");
         assert_eq!(inj(hw | 13, 0, 0), Err(Check::InjectionErrorCode));
-        assert_eq!(inj(hw | 6 | DELIVER_ERROR_CODE, 0, 0), Err(Check::InjectionErrorCode));
-        assert_eq!(inj(hw | 13 | DELIVER_ERROR_CODE, 0x1_0000, 0), Err(Check::InjectionErrorCode));
+        assert_eq!(
+            inj(hw | 6 | DELIVER_ERROR_CODE, 0, 0),
+            Err(Check::InjectionErrorCode)
+        );
+        assert_eq!(
+            inj(hw | 13 | DELIVER_ERROR_CODE, 0x1_0000, 0),
+            Err(Check::InjectionErrorCode)
+        );
         assert_eq!(inj(hw | 32, 0, 0), Err(Check::InjectionVector));
-        assert_eq!(inj(VALID | (TYPE_NMI << TYPE_SHIFT) | 3, 0, 0), Err(Check::InjectionVector));
-        assert_eq!(inj(VALID | (1 << TYPE_SHIFT), 0, 0), Err(Check::InjectionType));
-        assert_eq!(inj(hw | 6 | (1 << 20), 0, 0), Err(Check::InjectionReservedBits));
-        assert_eq!(inj(VALID | (TYPE_SW_INTR << TYPE_SHIFT) | 0x80, 0, 16), Err(Check::InjectionLength));
-        assert_eq!(inj(VALID | (TYPE_SW_INTR << TYPE_SHIFT) | 0x80, 0, 2), Ok(()));
+        assert_eq!(
+            inj(VALID | (TYPE_NMI << TYPE_SHIFT) | 3, 0, 0),
+            Err(Check::InjectionVector)
+        );
+        assert_eq!(
+            inj(VALID | (1 << TYPE_SHIFT), 0, 0),
+            Err(Check::InjectionType)
+        );
+        assert_eq!(
+            inj(hw | 6 | (1 << 20), 0, 0),
+            Err(Check::InjectionReservedBits)
+        );
+        assert_eq!(
+            inj(VALID | (TYPE_SW_INTR << TYPE_SHIFT) | 0x80, 0, 16),
+            Err(Check::InjectionLength)
+        );
+        assert_eq!(
+            inj(VALID | (TYPE_SW_INTR << TYPE_SHIFT) | 0x80, 0, 2),
+            Ok(())
+        );
     }
 }

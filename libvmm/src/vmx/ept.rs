@@ -46,7 +46,9 @@ pub(crate) mod eptp {
 }
 
 // The window must be 2 MiB aligned and fit in one page directory (one 1 GiB slot).
-static_assertions::const_assert!(WINDOW_BASE % PAGE_2M == 0 && WINDOW_SIZE % PAGE_2M == 0 && WINDOW_SIZE > 0);
+static_assertions::const_assert!(
+    WINDOW_BASE % PAGE_2M == 0 && WINDOW_SIZE % PAGE_2M == 0 && WINDOW_SIZE > 0
+);
 static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_SIZE - 1) >> 30);
 
 /// The role of an EPT root, fixed when the root is built (KVM's `kvm_mmu_page_role` subset that EPTP
@@ -71,7 +73,9 @@ pub(crate) struct EptRoot {
 /// The EPT pointer for `root`, from the root's role only. `None` (no root) gives
 /// [`eptp::INVALID`], which the consistency checks reject and the CPU would refuse.
 pub(crate) const fn construct_eptp(root: Option<&EptRoot>) -> u64 {
-    let Some(root) = root else { return eptp::INVALID };
+    let Some(root) = root else {
+        return eptp::INVALID;
+    };
     let mut v = root.hpa | root.role.memtype;
     v |= ((root.role.level as u64) - 1) << eptp::PWL_SHIFT;
     if !root.role.ad_disabled {
@@ -97,7 +101,11 @@ static_assertions::const_assert_eq!(core::mem::size_of::<EptTables>(), 3 * 4096)
 
 impl EptTables {
     pub const fn new() -> Self {
-        Self { pml4: Table([0; ENTRIES]), pdpt: Table([0; ENTRIES]), pd: Table([0; ENTRIES]) }
+        Self {
+            pml4: Table([0; ENTRIES]),
+            pdpt: Table([0; ENTRIES]),
+            pd: Table([0; ENTRIES]),
+        }
     }
 
     /// Host-physical addresses of the three tables; `phys` translates a host pointer.
@@ -127,12 +135,19 @@ impl EptTables {
 
     /// Translates `gpa` like the CPU's 4-level EPT walk starting at `root`: `Some((hpa, rwx))` when
     /// mapped. Following a pointer to a page that is not one of these tables is reported as `Err`.
-    pub fn walk(&self, root: u64, gpa: u64, phys: impl Fn(*const u8) -> u64) -> Result<Option<(u64, u64)>, u64> {
+    pub fn walk(
+        &self,
+        root: u64,
+        gpa: u64,
+        phys: impl Fn(*const u8) -> u64,
+    ) -> Result<Option<(u64, u64)>, u64> {
         let addrs = self.addrs(&phys);
         let tables = [&self.pml4, &self.pdpt, &self.pd];
         let mut table = root & pte::ADDR_MASK;
         for (level, shift) in [(4, 39), (3, 30), (2, 21)] {
-            let Some(i) = addrs.iter().position(|&a| a == table) else { return Err(table) };
+            let Some(i) = addrs.iter().position(|&a| a == table) else {
+                return Err(table);
+            };
             let e = tables[i].0[index(gpa, shift)];
             if e & pte::RWX == 0 {
                 return Ok(None);
@@ -141,7 +156,10 @@ impl EptTables {
                 if e & pte::LARGE == 0 {
                     return Err(e);
                 }
-                return Ok(Some(((e & pte::ADDR_MASK & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)), e & pte::RWX)));
+                return Ok(Some((
+                    (e & pte::ADDR_MASK & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)),
+                    e & pte::RWX,
+                )));
             }
             table = e & pte::ADDR_MASK;
         }
@@ -161,15 +179,34 @@ mod tests {
     fn phys(p: *const u8) -> u64 {
         p as u64
     }
-    const ROLE: MmuRole = MmuRole { level: 4, ad_disabled: false, memtype: MT_WB };
+    const ROLE: MmuRole = MmuRole {
+        level: 4,
+        ad_disabled: false,
+        memtype: MT_WB,
+    };
 
     #[test]
     fn eptp_comes_from_the_roots_role() {
-        let root = EptRoot { hpa: 0x12_3000, role: ROLE };
-        assert_eq!(construct_eptp(Some(&root)), 0x12_3000 | 6 | (3 << 3) | (1 << 6));
-        let no_ad = EptRoot { role: MmuRole { ad_disabled: true, ..ROLE }, ..root };
+        let root = EptRoot {
+            hpa: 0x12_3000,
+            role: ROLE,
+        };
+        assert_eq!(
+            construct_eptp(Some(&root)),
+            0x12_3000 | 6 | (3 << 3) | (1 << 6)
+        );
+        let no_ad = EptRoot {
+            role: MmuRole {
+                ad_disabled: true,
+                ..ROLE
+            },
+            ..root
+        };
         assert_eq!(construct_eptp(Some(&no_ad)), 0x12_3000 | 0x1e);
-        let five = EptRoot { role: MmuRole { level: 5, ..ROLE }, ..root };
+        let five = EptRoot {
+            role: MmuRole { level: 5, ..ROLE },
+            ..root
+        };
         assert_eq!(construct_eptp(Some(&five)) & eptp::PWL_MASK, 4 << 3);
         assert_eq!(construct_eptp(None), eptp::INVALID);
     }
@@ -202,15 +239,29 @@ mod tests {
                 }
             }
         }
-        let want: Vec<u64> = (WINDOW_BASE..WINDOW_BASE + WINDOW_SIZE).step_by(PAGE_2M as usize).collect();
+        let want: Vec<u64> = (WINDOW_BASE..WINDOW_BASE + WINDOW_SIZE)
+            .step_by(PAGE_2M as usize)
+            .collect();
         assert_eq!(mapped, want);
 
         // Point walks: inside maps identity, outside (VMM image, the tables, zero, just past) does not.
-        for gpa in [WINDOW_BASE, WINDOW_BASE + 0x1234, WINDOW_BASE + WINDOW_SIZE - 1] {
+        for gpa in [
+            WINDOW_BASE,
+            WINDOW_BASE + 0x1234,
+            WINDOW_BASE + WINDOW_SIZE - 1,
+        ] {
             assert_eq!(t.walk(root.hpa, gpa, phys), Ok(Some((gpa, pte::RWX))));
         }
         let table_pa = phys(t.pml4.0.as_ptr().cast());
-        for gpa in [0, VMM_IMAGE_BASE, WINDOW_BASE - 1, WINDOW_BASE + WINDOW_SIZE, table_pa, 1 << 39, u64::MAX >> 12] {
+        for gpa in [
+            0,
+            VMM_IMAGE_BASE,
+            WINDOW_BASE - 1,
+            WINDOW_BASE + WINDOW_SIZE,
+            table_pa,
+            1 << 39,
+            u64::MAX >> 12,
+        ] {
             assert_eq!(t.walk(root.hpa, gpa, phys), Ok(None), "{gpa:#x}");
         }
     }

@@ -65,9 +65,18 @@ impl<W: Width> Field<W> {
     /// Declares a field; panics (a build error, since every field is a `const`) when the encoding's width
     /// bits disagree with `W`, when it is a `_HIGH` half, or when reserved bits are set.
     const fn new(encoding: u32) -> Self {
-        assert!((encoding >> 13) & 3 == W::BITS, "VMCS field width does not match its encoding");
-        assert!(encoding & 1 == 0, "VMCS field is a _HIGH half: use the full field");
-        assert!(encoding & !0x6FFF == 0 && encoding & (1 << 12) == 0, "reserved bits in VMCS encoding");
+        assert!(
+            (encoding >> 13) & 3 == W::BITS,
+            "VMCS field width does not match its encoding"
+        );
+        assert!(
+            encoding & 1 == 0,
+            "VMCS field is a _HIGH half: use the full field"
+        );
+        assert!(
+            encoding & !0x6FFF == 0 && encoding & (1 << 12) == 0,
+            "reserved bits in VMCS encoding"
+        );
         Field(encoding, PhantomData)
     }
     pub const fn encoding(self) -> u32 {

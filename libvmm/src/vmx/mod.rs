@@ -18,7 +18,11 @@ pub(crate) mod controls;
 pub(crate) mod decode;
 pub(crate) mod ept;
 pub(crate) mod fields;
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) mod hw;
 pub(crate) mod pages;
 pub(crate) mod setup;
 pub(crate) mod vcpu;
 pub(crate) mod vmcs;
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) use hw::boot;

@@ -77,7 +77,11 @@ pub(crate) fn msr_exits(bitmap: &Page, msr: u32, write: bool) -> bool {
 
 /// Whether an access to `port` exits under bitmaps A/B.
 pub(crate) fn port_exits(a: &Page, b: &Page, port: u16) -> bool {
-    let (page, p) = if port < 0x8000 { (a, port as usize) } else { (b, port as usize - 0x8000) };
+    let (page, p) = if port < 0x8000 {
+        (a, port as usize)
+    } else {
+        (b, port as usize - 0x8000)
+    };
     page.0[p / 8] & (1 << (p % 8)) != 0
 }
 
@@ -89,8 +93,14 @@ mod tests {
     fn every_msr_and_port_exits_by_default() {
         let mut p = Box::new(VmxPages::new());
         p.reset(0x2b);
-        for msr in (0..0x2000).chain(0xC000_0000..0xC000_2000).chain([0x4000_0000, u32::MAX]) {
-            assert!(msr_exits(&p.msr_bitmap, msr, false) && msr_exits(&p.msr_bitmap, msr, true), "{msr:#x}");
+        for msr in (0..0x2000)
+            .chain(0xC000_0000..0xC000_2000)
+            .chain([0x4000_0000, u32::MAX])
+        {
+            assert!(
+                msr_exits(&p.msr_bitmap, msr, false) && msr_exits(&p.msr_bitmap, msr, true),
+                "{msr:#x}"
+            );
         }
         for port in 0..=u16::MAX {
             assert!(port_exits(&p.io_bitmap_a, &p.io_bitmap_b, port));

@@ -7,6 +7,8 @@ use super::caps::{Caps, CR4_VMXE};
 use super::controls::{entry, exit, proc1, proc2, Controls};
 use super::fields as f;
 use super::vmcs::{VmFail, Vmcs, VmxOps};
+use crate::x86::guest_setup::InitialState;
+use crate::x86::segment::vmx_access_rights;
 
 /// Physical addresses of the pages the controls point at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,23 +80,42 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
     let tsc_multiplier = 0;
     match tweak {
         Tweak::TprThresholdHigh | Tweak::TprThresholdAboveVtpr => {
-            want1 = (want1 | proc1::USE_TPR_SHADOW) & !(proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING);
-            tpr_threshold = if tweak == Tweak::TprThresholdHigh { 0x10 } else { 3 };
+            want1 = (want1 | proc1::USE_TPR_SHADOW)
+                & !(proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING);
+            tpr_threshold = if tweak == Tweak::TprThresholdHigh {
+                0x10
+            } else {
+                3
+            };
         }
         Tweak::TscMultiplierZero => want2 |= proc2::TSC_SCALING,
         Tweak::None | Tweak::HostTrZero => {}
     }
-    let ctl = |allowed: super::caps::Allowed, want, what| allowed.adjust(want).map_err(|_| Unsupported(what));
+    let ctl = |allowed: super::caps::Allowed, want, what| {
+        allowed.adjust(want).map_err(|_| Unsupported(what))
+    };
     Ok(Controls {
         pin: ctl(caps.pin, 0, "pin-based controls")?,
-        proc1: ctl(caps.proc1, want1, "HLT/I-O-bitmap/MSR-bitmap/secondary/CR8/MWAIT/MONITOR exiting")?,
+        proc1: ctl(
+            caps.proc1,
+            want1,
+            "HLT/I-O-bitmap/MSR-bitmap/secondary/CR8/MWAIT/MONITOR exiting",
+        )?,
         proc2: ctl(caps.proc2, want2, "EPT and VPID")?,
         exit: ctl(
             caps.exit,
-            exit::HOST_ADDR_SPACE_SIZE | exit::SAVE_EFER | exit::LOAD_EFER | exit::SAVE_PAT | exit::LOAD_PAT,
+            exit::HOST_ADDR_SPACE_SIZE
+                | exit::SAVE_EFER
+                | exit::LOAD_EFER
+                | exit::SAVE_PAT
+                | exit::LOAD_PAT,
             "64-bit host, EFER/PAT switching on exit",
         )?,
-        entry: ctl(caps.entry, entry::IA32E_MODE_GUEST | entry::LOAD_EFER | entry::LOAD_PAT, "64-bit guest entry")?,
+        entry: ctl(
+            caps.entry,
+            entry::IA32E_MODE_GUEST | entry::LOAD_EFER | entry::LOAD_PAT,
+            "64-bit guest entry",
+        )?,
         cr3_target_count: 0,
         io_bitmap_a: a.io_bitmap_a,
         io_bitmap_b: a.io_bitmap_b,
@@ -192,64 +213,81 @@ pub(crate) fn write_host<H: VmxOps>(v: &mut Vmcs<H>, h: &HostState) -> Result<()
     Ok(())
 }
 
-/// The guest's state at its first instruction (64-bit mode, flat segments, the loader's page tables).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GuestEntry {
-    pub rip: u64,
-    pub rsp: u64,
-    pub cr0: u64,
-    pub cr3: u64,
-    pub cr4: u64,
-    pub efer: u64,
-    pub gdtr_base: u64,
-    pub gdtr_limit: u32,
-    pub cs: u16,
-    pub ds: u16,
-}
-
 /// Segment access rights in the VMCS format: 64-bit code (L=1, G=1, P, S, DPL 0, execute/read,
 /// accessed), flat data, busy 64-bit TSS, and "unusable".
-const AR_CODE64: u32 = 0xA09B;
-const AR_DATA: u32 = 0xC093;
 const AR_TSS_BUSY: u32 = 0x008B;
 const AR_UNUSABLE: u32 = 1 << 16;
-const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
 /// Writes the guest state. CR0/CR4 get the VMX fixed bits; the bits the host forces (CR4.VMXE and
 /// CR0's fixed-1 bits) are host-owned through the guest/host masks so the guest reads its own values
 /// and any attempt to change them exits (and is refused).
-pub(crate) fn write_guest<H: VmxOps>(v: &mut Vmcs<H>, caps: &Caps, g: &GuestEntry) -> Result<(), VmFail> {
+pub(crate) fn write_guest<H: VmxOps>(
+    v: &mut Vmcs<H>,
+    caps: &Caps,
+    g: &InitialState,
+) -> Result<(), VmFail> {
     let cr0 = caps.fix_cr0(g.cr0);
     let cr4 = caps.fix_cr4(g.cr4);
     v.write(f::GUEST_CR0, cr0)?;
-    v.write(f::CR0_GUEST_HOST_MASK, caps.cr0_fixed0 | !caps.cr0_fixed1 & 0xFFFF_FFFF)?;
+    v.write(
+        f::CR0_GUEST_HOST_MASK,
+        caps.cr0_fixed0 | !caps.cr0_fixed1 & 0xFFFF_FFFF,
+    )?;
     v.write(f::CR0_READ_SHADOW, g.cr0)?;
     v.write(f::GUEST_CR4, cr4)?;
-    v.write(f::CR4_GUEST_HOST_MASK, caps.cr4_fixed0 | CR4_VMXE | (!caps.cr4_fixed1 & 0xFFFF_FFFF))?;
+    v.write(
+        f::CR4_GUEST_HOST_MASK,
+        caps.cr4_fixed0 | CR4_VMXE | (!caps.cr4_fixed1 & 0xFFFF_FFFF),
+    )?;
     v.write(f::CR4_READ_SHADOW, g.cr4 & !CR4_VMXE)?;
     v.write(f::GUEST_CR3, g.cr3)?;
     v.write(f::GUEST_IA32_EFER, g.efer)?;
-    v.write(f::GUEST_IA32_PAT, PAT_DEFAULT)?;
+    v.write(f::GUEST_IA32_PAT, g.pat)?;
     v.write(f::GUEST_IA32_DEBUGCTL, 0)?;
     v.write(f::GUEST_DR7, 0x400)?;
-    v.write(f::GUEST_RFLAGS, 0x2)?;
+    v.write(f::GUEST_RFLAGS, g.rflags)?;
     v.write(f::GUEST_RIP, g.rip)?;
     v.write(f::GUEST_RSP, g.rsp)?;
-    v.write(f::GUEST_CS_SELECTOR, g.cs)?;
+    v.write(f::GUEST_CS_SELECTOR, g.cs.selector)?;
     v.write(f::GUEST_CS_BASE, 0)?;
     v.write(f::GUEST_CS_LIMIT, 0xFFFF_FFFF)?;
-    v.write(f::GUEST_CS_AR, AR_CODE64)?;
+    v.write(f::GUEST_CS_AR, vmx_access_rights(g.cs.desc))?;
     for (sel, base, limit, ar) in [
-        (f::GUEST_DS_SELECTOR, f::GUEST_DS_BASE, f::GUEST_DS_LIMIT, f::GUEST_DS_AR),
-        (f::GUEST_ES_SELECTOR, f::GUEST_ES_BASE, f::GUEST_ES_LIMIT, f::GUEST_ES_AR),
-        (f::GUEST_SS_SELECTOR, f::GUEST_SS_BASE, f::GUEST_SS_LIMIT, f::GUEST_SS_AR),
-        (f::GUEST_FS_SELECTOR, f::GUEST_FS_BASE, f::GUEST_FS_LIMIT, f::GUEST_FS_AR),
-        (f::GUEST_GS_SELECTOR, f::GUEST_GS_BASE, f::GUEST_GS_LIMIT, f::GUEST_GS_AR),
+        (
+            f::GUEST_DS_SELECTOR,
+            f::GUEST_DS_BASE,
+            f::GUEST_DS_LIMIT,
+            f::GUEST_DS_AR,
+        ),
+        (
+            f::GUEST_ES_SELECTOR,
+            f::GUEST_ES_BASE,
+            f::GUEST_ES_LIMIT,
+            f::GUEST_ES_AR,
+        ),
+        (
+            f::GUEST_SS_SELECTOR,
+            f::GUEST_SS_BASE,
+            f::GUEST_SS_LIMIT,
+            f::GUEST_SS_AR,
+        ),
+        (
+            f::GUEST_FS_SELECTOR,
+            f::GUEST_FS_BASE,
+            f::GUEST_FS_LIMIT,
+            f::GUEST_FS_AR,
+        ),
+        (
+            f::GUEST_GS_SELECTOR,
+            f::GUEST_GS_BASE,
+            f::GUEST_GS_LIMIT,
+            f::GUEST_GS_AR,
+        ),
     ] {
-        v.write(sel, g.ds)?;
+        v.write(sel, g.data.selector)?;
         v.write(base, 0)?;
         v.write(limit, 0xFFFF_FFFF)?;
-        v.write(ar, AR_DATA)?;
+        v.write(ar, vmx_access_rights(g.data.desc))?;
     }
     v.write(f::GUEST_LDTR_SELECTOR, 0)?;
     v.write(f::GUEST_LDTR_BASE, 0)?;
@@ -259,8 +297,8 @@ pub(crate) fn write_guest<H: VmxOps>(v: &mut Vmcs<H>, caps: &Caps, g: &GuestEntr
     v.write(f::GUEST_TR_BASE, 0)?;
     v.write(f::GUEST_TR_LIMIT, 0x67)?;
     v.write(f::GUEST_TR_AR, AR_TSS_BUSY)?;
-    v.write(f::GUEST_GDTR_BASE, g.gdtr_base)?;
-    v.write(f::GUEST_GDTR_LIMIT, g.gdtr_limit)?;
+    v.write(f::GUEST_GDTR_BASE, g.gdt_base)?;
+    v.write(f::GUEST_GDTR_LIMIT, g.gdt_limit as u32)?;
     v.write(f::GUEST_IDTR_BASE, 0)?;
     v.write(f::GUEST_IDTR_LIMIT, 0)?;
     v.write(f::GUEST_SYSENTER_CS, 0)?;
@@ -273,6 +311,31 @@ pub(crate) fn write_guest<H: VmxOps>(v: &mut Vmcs<H>, caps: &Caps, g: &GuestEntr
     Ok(())
 }
 
+/// Debug options from the command line: `vmx.skip-checks`, `vmx.report-missed`, `vmx.bad=<tweak>`.
+/// `report-missed` is on by default in debug builds.
+pub(crate) fn parse_options(cmdline: &[u8]) -> (super::vcpu::Options, Tweak) {
+    let mut opts = super::vcpu::Options {
+        skip_checks: false,
+        report_missed: cfg!(debug_assertions),
+    };
+    let mut tweak = Tweak::None;
+    for word in cmdline.split(|b| b.is_ascii_whitespace()) {
+        match word {
+            b"vmx.skip-checks" => opts.skip_checks = true,
+            b"vmx.report-missed" => opts.report_missed = true,
+            _ => {
+                if let Some(v) = word.strip_prefix(b"vmx.bad=") {
+                    tweak = core::str::from_utf8(v)
+                        .ok()
+                        .and_then(Tweak::parse)
+                        .unwrap_or(Tweak::None);
+                }
+            }
+        }
+    }
+    (opts, tweak)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,7 +346,11 @@ mod tests {
         let caps = skylake_x();
         let c = controls(&caps, &Addrs::TEST, Tweak::None).unwrap();
         assert!(caps.proc1.permits(c.proc1) && caps.proc2.permits(c.proc2));
-        assert!(c.has1(proc1::HLT_EXITING | proc1::USE_IO_BITMAPS) && c.has2(proc2::EPT) && c.has2(proc2::VPID));
+        assert!(
+            c.has1(proc1::HLT_EXITING | proc1::USE_IO_BITMAPS)
+                && c.has2(proc2::EPT)
+                && c.has2(proc2::VPID)
+        );
         assert!(!c.has1(proc1::USE_TPR_SHADOW) && !c.has2(proc2::TSC_SCALING));
         assert_ne!(c.vpid, 0);
     }
@@ -292,13 +359,29 @@ mod tests {
     fn a_cpu_without_ept_is_refused_by_name() {
         let mut caps = skylake_x();
         caps.proc2.may_be_1 &= !proc2::EPT;
-        assert_eq!(controls(&caps, &Addrs::TEST, Tweak::None), Err(Unsupported("EPT and VPID")));
+        assert_eq!(
+            controls(&caps, &Addrs::TEST, Tweak::None),
+            Err(Unsupported("EPT and VPID"))
+        );
+    }
+
+    #[test]
+    fn options_parse_from_the_command_line() {
+        let (o, t) = parse_options(b"quiet vmx.bad=tpr-threshold vmx.skip-checks");
+        assert!(o.skip_checks);
+        assert_eq!(t, Tweak::TprThresholdHigh);
+        let (o, t) = parse_options(b"");
+        assert!(!o.skip_checks);
+        assert_eq!(t, Tweak::None);
     }
 
     #[test]
     fn tweaks_parse() {
         assert_eq!(Tweak::parse("tpr-threshold"), Some(Tweak::TprThresholdHigh));
-        assert_eq!(Tweak::parse("tsc-multiplier"), Some(Tweak::TscMultiplierZero));
+        assert_eq!(
+            Tweak::parse("tsc-multiplier"),
+            Some(Tweak::TscMultiplierZero)
+        );
         assert_eq!(Tweak::parse("nope"), None);
     }
 }

@@ -48,7 +48,12 @@ pub(crate) struct Vmx<H: VmxOps> {
 
 impl<H: VmxOps> Vmx<H> {
     /// A vCPU over a VMCS whose host and guest state are written; the controls are written here.
-    pub fn new(mut vmcs: Vmcs<H>, caps: Caps, controls: Controls, opts: Options) -> Result<Self, BackendError> {
+    pub fn new(
+        mut vmcs: Vmcs<H>,
+        caps: Caps,
+        controls: Controls,
+        opts: Options,
+    ) -> Result<Self, BackendError> {
         super::setup::write_controls(&mut vmcs, &controls).map_err(|_| vmwrite_failed())?;
         Ok(Self {
             vmcs,
@@ -64,7 +69,10 @@ impl<H: VmxOps> Vmx<H> {
     }
 
     fn facts(&self) -> GuestFacts {
-        GuestFacts { vtpr: self.vmcs.0.read_vtpr(), protected_mode: true }
+        GuestFacts {
+            vtpr: self.vmcs.0.read_vtpr(),
+            protected_mode: true,
+        }
     }
 
     /// The software checks, run when the controls changed, and on every entry while TPR shadow is on
@@ -85,7 +93,9 @@ impl<H: VmxOps> Vmx<H> {
             let verdict = checks::check(&self.controls, &self.caps, self.facts());
             self.diagnosis = Some(match (self.opts.skip_checks, verdict) {
                 (_, Ok(())) => EntryDiagnosis::MissedConsistencyCheck { error: code },
-                (true, Err(check)) => EntryDiagnosis::BypassedCheckWouldCatch { error: code, check },
+                (true, Err(check)) => {
+                    EntryDiagnosis::BypassedCheckWouldCatch { error: code, check }
+                }
                 // Checks ran, failed now but passed before entry: the input changed under us.
                 (false, Err(_)) => EntryDiagnosis::MissedConsistencyCheck { error: code },
             });
@@ -153,7 +163,10 @@ impl<H: VmxOps> Vmx<H> {
 }
 
 fn vmwrite_failed() -> BackendError {
-    BackendError::EntryFailed { code: 0, what: "VMWRITE of a control field failed" }
+    BackendError::EntryFailed {
+        code: 0,
+        what: "VMWRITE of a control field failed",
+    }
 }
 
 impl<H: VmxOps> Backend for Vmx<H> {
@@ -179,7 +192,9 @@ impl<H: VmxOps> Backend for Vmx<H> {
         let exit_reason = self.read_or_zero(f::EXIT_REASON) as u32;
         if exit_reason & reason::ENTRY_FAILURE != 0 {
             let what = match exit_reason & 0xFFFF {
-                reason::INVALID_GUEST_STATE => "VM entry failed: invalid guest state (exit reason 33)",
+                reason::INVALID_GUEST_STATE => {
+                    "VM entry failed: invalid guest state (exit reason 33)"
+                }
                 reason::MSR_LOADING => "VM entry failed: MSR loading (exit reason 34)",
                 reason::MCE_DURING_ENTRY => "VM entry failed: machine check (exit reason 41)",
                 _ => "VM entry failed (exit reason with bit 31)",
@@ -189,10 +204,17 @@ impl<H: VmxOps> Backend for Vmx<H> {
         self.launched = true;
         let basic = exit_reason & 0xFFFF;
         // The hot exits need no qualification: skip the VMREAD.
-        let needs_q = !matches!(basic, reason::CPUID | reason::VMCALL | reason::HLT | reason::RDMSR | reason::WRMSR);
+        let needs_q = !matches!(
+            basic,
+            reason::CPUID | reason::VMCALL | reason::HLT | reason::RDMSR | reason::WRMSR
+        );
         let raw = RawExit {
             reason: exit_reason,
-            qualification: if needs_q { self.read_or_zero(f::EXIT_QUALIFICATION) } else { 0 },
+            qualification: if needs_q {
+                self.read_or_zero(f::EXIT_QUALIFICATION)
+            } else {
+                0
+            },
             guest_physical: if matches!(basic, reason::EPT_VIOLATION | reason::EPT_MISCONFIG) {
                 self.read_or_zero(f::GUEST_PHYSICAL_ADDRESS)
             } else {
@@ -232,10 +254,6 @@ impl<H: VmxOps> Backend for Vmx<H> {
                     return self.inject(fault);
                 }
             }
-            Output::GetVirtualMsr(msr) => match self.virtual_msr(msr) {
-                Some(v) => self.set_edx_eax(v),
-                None => return self.inject(Fault::GeneralProtection(0)),
-            },
         }
         self.advance_rip();
     }
@@ -279,22 +297,36 @@ mod tests {
     fn vmx(tweak: Tweak, opts: Options, steps: Vec<Step>) -> Vmx<ModelVmcs> {
         let caps = skylake_x();
         let c = setup::controls(&caps, &Addrs::TEST, tweak).unwrap();
-        let mut model = ModelVmcs { steps, ..Default::default() };
+        let mut model = ModelVmcs {
+            steps,
+            ..Default::default()
+        };
         model.fields.insert(f::GUEST_RIP.encoding(), 0x201_0000);
-        model.fields.insert(f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA);
+        model
+            .fields
+            .insert(f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA);
         Vmx::new(Vmcs(model), caps, c, opts).unwrap()
     }
 
     fn run(v: &mut Vmx<ModelVmcs>) -> (StopReason, Vec<u8>) {
         let mut mem = vec![0u8; 0x1000];
         mem[0x10..0x13].copy_from_slice(b"hi\n");
-        let mut vm = Vm::new(GuestMemory::new(0x200_0000, &mut mem), ModelPlatform::default());
+        let mut vm = Vm::new(
+            GuestMemory::new(0x200_0000, &mut mem),
+            ModelPlatform::default(),
+        );
         let stop = vcpu::run(v, &mut vm);
         (stop, vm.platform.console.0)
     }
 
     fn regs_hc(nr: Hypercall, a: [u64; 3]) -> GuestRegs {
-        GuestRegs { rax: nr as u64, rdi: a[0], rsi: a[1], rdx: a[2], ..Default::default() }
+        GuestRegs {
+            rax: nr as u64,
+            rdi: a[0],
+            rsi: a[1],
+            rdx: a[2],
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -312,7 +344,10 @@ mod tests {
         assert_eq!(stop, StopReason::PayloadExit(0));
         assert_eq!(out, b"hi\n");
         let e = &v.vmcs.0.entries;
-        assert_eq!(e.iter().map(|x| x.0).collect::<Vec<_>>(), [false, true, true]);
+        assert_eq!(
+            e.iter().map(|x| x.0).collect::<Vec<_>>(),
+            [false, true, true]
+        );
         // The Version result came back in RAX and RIP moved by 3 (VMCALL) before the next entry.
         assert_eq!(e[1].1.rax, ABI_VERSION as u64);
         assert_eq!(e[1].2[&f::GUEST_RIP.encoding()], 0x201_0003);
@@ -320,12 +355,25 @@ mod tests {
 
     #[test]
     fn cpuid_result_lands_in_four_registers() {
-        let r = GuestRegs { rax: 0x4000_0000, rbx: 0xAAAA, ..Default::default() };
+        let r = GuestRegs {
+            rax: 0x4000_0000,
+            rbx: 0xAAAA,
+            ..Default::default()
+        };
         let mut v = vmx(Tweak::None, Options::default(), vec![exit(10, 2, 0, 0, r)]);
         let e = v.run().unwrap();
-        assert_eq!(e, Exit::Cpuid { leaf: 0x4000_0000, subleaf: 0 });
+        assert_eq!(
+            e,
+            Exit::Cpuid {
+                leaf: 0x4000_0000,
+                subleaf: 0
+            }
+        );
         v.reply(&e, Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
-        assert_eq!((v.regs.rax, v.regs.rbx, v.regs.rcx, v.regs.rdx), (1, 2, 3, 4));
+        assert_eq!(
+            (v.regs.rax, v.regs.rbx, v.regs.rcx, v.regs.rdx),
+            (1, 2, 3, 4)
+        );
         assert_eq!(v.vmcs.read(f::GUEST_RIP), Ok(0x201_0002));
     }
 
@@ -334,27 +382,55 @@ mod tests {
         let mut v = vmx(
             Tweak::None,
             Options::default(),
-            vec![exit(27, 4, 0, 0, GuestRegs::default()), exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [7, 0, 0]))],
+            vec![
+                exit(27, 4, 0, 0, GuestRegs::default()),
+                exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [7, 0, 0])),
+            ],
         );
         let (stop, _) = run(&mut v);
         assert_eq!(stop, StopReason::PayloadExit(7));
         let second = &v.vmcs.0.entries[1].2;
-        assert_eq!(second[&f::ENTRY_INTERRUPTION_INFO.encoding()], (1 << 31) | (3 << 8) | 6);
+        assert_eq!(
+            second[&f::ENTRY_INTERRUPTION_INFO.encoding()],
+            (1 << 31) | (3 << 8) | 6
+        );
         assert_eq!(second[&f::GUEST_RIP.encoding()], 0x201_0000);
     }
 
     #[test]
     fn io_and_msr_exits_are_denied_by_policy() {
-        let out = GuestRegs { rax: 0x41, ..Default::default() };
-        let inp = GuestRegs { rax: 0x1234_5678_9abc_def0, ..Default::default() };
-        let rd = GuestRegs { rcx: 0x3A, ..Default::default() };
+        let out = GuestRegs {
+            rax: 0x41,
+            ..Default::default()
+        };
+        let inp = GuestRegs {
+            rax: 0x1234_5678_9abc_def0,
+            ..Default::default()
+        };
+        let rd = GuestRegs {
+            rcx: 0x3A,
+            ..Default::default()
+        };
         let mut v = vmx(
             Tweak::None,
             Options::default(),
-            vec![exit(30, 1, 0xf4 << 16, 0, out), exit(30, 1, (0x60 << 16) | 8, 0, inp), exit(31, 2, 0, 0, rd)],
+            vec![
+                exit(30, 1, 0xf4 << 16, 0, out),
+                exit(30, 1, (0x60 << 16) | 8, 0, inp),
+                exit(31, 2, 0, 0, rd),
+            ],
         );
         let e = v.run().unwrap();
-        assert_eq!(e, Exit::Io(IoAccess { port: 0xf4, size: 1, write: true, value: 0x41, string: false }));
+        assert_eq!(
+            e,
+            Exit::Io(IoAccess {
+                port: 0xf4,
+                size: 1,
+                write: true,
+                value: 0x41,
+                string: false
+            })
+        );
         v.reply(&e, Reply::Complete(Output::Nothing));
         let e = v.run().unwrap();
         v.reply(&e, Reply::Complete(Output::IoIn(0xFF)));
@@ -366,17 +442,36 @@ mod tests {
     #[test]
     fn efer_write_that_toggles_long_mode_is_gp() {
         let mut v = vmx(Tweak::None, Options::default(), vec![]);
-        let e = Exit::MsrWrite { msr: 0xC000_0080, value: 0 };
-        v.reply(&e, Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0)));
-        assert_eq!(v.controls().entry_intr_info, (1 << 31) | (3 << 8) | (1 << 11) | 13);
+        let e = Exit::MsrWrite {
+            msr: 0xC000_0080,
+            value: 0,
+        };
+        v.reply(
+            &e,
+            Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0)),
+        );
+        assert_eq!(
+            v.controls().entry_intr_info,
+            (1 << 31) | (3 << 8) | (1 << 11) | 13
+        );
         assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME | EFER_LMA));
     }
 
     #[test]
     fn ept_violation_stops_with_the_address() {
-        let mut v = vmx(Tweak::None, Options::default(), vec![exit(48, 0, 0x182, 0x10_0000, GuestRegs::default())]);
+        let mut v = vmx(
+            Tweak::None,
+            Options::default(),
+            vec![exit(48, 0, 0x182, 0x10_0000, GuestRegs::default())],
+        );
         let (stop, _) = run(&mut v);
-        assert_eq!(stop, StopReason::GuestMemoryViolation { gpa: 0x10_0000, access: Access::Write });
+        assert_eq!(
+            stop,
+            StopReason::GuestMemoryViolation {
+                gpa: 0x10_0000,
+                access: Access::Write
+            }
+        );
     }
 
     #[test]
@@ -388,30 +483,58 @@ mod tests {
         ] {
             let mut v = vmx(tweak, Options::default(), vec![]);
             let (stop, _) = run(&mut v);
-            assert_eq!(stop, StopReason::Backend(BackendError::ConsistencyCheck { what: want.name() }));
+            assert_eq!(
+                stop,
+                StopReason::Backend(BackendError::ConsistencyCheck { what: want.name() })
+            );
             assert!(v.vmcs.0.entries.is_empty(), "the CPU was never asked");
-            assert_eq!(stop.code(), libvmm_abi::stop::StopCode::ConsistencyCheck as u8);
+            assert_eq!(
+                stop.code(),
+                libvmm_abi::stop::StopCode::ConsistencyCheck as u8
+            );
         }
     }
 
     #[test]
     fn bypassed_checks_let_the_cpu_fail_and_the_report_names_the_rule() {
-        let opts = Options { skip_checks: true, report_missed: true };
-        let mut v = vmx(Tweak::TprThresholdHigh, opts, vec![Step::Fail(VmFail::Valid, 7)]);
+        let opts = Options {
+            skip_checks: true,
+            report_missed: true,
+        };
+        let mut v = vmx(
+            Tweak::TprThresholdHigh,
+            opts,
+            vec![Step::Fail(VmFail::Valid, 7)],
+        );
         let (stop, _) = run(&mut v);
-        assert_eq!(stop, StopReason::Backend(BackendError::EntryFailed { code: 7, what: instruction_error_name(7) }));
+        assert_eq!(
+            stop,
+            StopReason::Backend(BackendError::EntryFailed {
+                code: 7,
+                what: instruction_error_name(7)
+            })
+        );
         assert_eq!(
             v.diagnosis,
-            Some(EntryDiagnosis::BypassedCheckWouldCatch { error: 7, check: Check::TprThresholdHighBits })
+            Some(EntryDiagnosis::BypassedCheckWouldCatch {
+                error: 7,
+                check: Check::TprThresholdHighBits
+            })
         );
     }
 
     #[test]
     fn a_cpu_rejection_the_checks_let_through_is_reported_as_missed() {
-        let opts = Options { skip_checks: false, report_missed: true };
+        let opts = Options {
+            skip_checks: false,
+            report_missed: true,
+        };
         let mut v = vmx(Tweak::HostTrZero, opts, vec![Step::Fail(VmFail::Valid, 8)]);
         let (stop, _) = run(&mut v);
         assert_eq!(stop.code(), libvmm_abi::stop::StopCode::BackendError as u8);
-        assert_eq!(v.diagnosis, Some(EntryDiagnosis::MissedConsistencyCheck { error: 8 }));
+        assert_eq!(
+            v.diagnosis,
+            Some(EntryDiagnosis::MissedConsistencyCheck { error: 8 })
+        );
     }
 }

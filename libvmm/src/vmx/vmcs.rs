@@ -5,27 +5,9 @@
 
 use super::fields::{Field, Width};
 
-/// Guest general-purpose registers the world switch saves and restores (RSP and RIP live in the VMCS).
-/// The order is the assembly's: do not reorder without changing `arch::x86_64::vmx`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct GuestRegs {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-}
+/// Guest general-purpose registers the world switch saves and restores (RSP and RIP live in the VMCS):
+/// the x86 layout shared with SVM, whose offsets the `arch` assembly uses.
+pub(crate) type GuestRegs = crate::x86::gprs::Gprs;
 
 static_assertions::const_assert_eq!(core::mem::size_of::<GuestRegs>(), 15 * 8);
 
@@ -135,7 +117,8 @@ pub(crate) mod model {
                     Ok(())
                 }
                 Step::Fail(f, err) => {
-                    self.fields.insert(super::super::fields::VM_INSTRUCTION_ERROR.encoding(), err);
+                    self.fields
+                        .insert(super::super::fields::VM_INSTRUCTION_ERROR.encoding(), err);
                     Err(f)
                 }
             }
