@@ -14,8 +14,10 @@ pub enum BackendError {
     /// exit code or VM-instruction error; `what` names it.
     EntryFailed { code: u64, what: &'static str },
     /// A software VM-entry consistency check failed (the CPU was not asked).
+    #[allow(dead_code)] // produced by the VMX backend
     ConsistencyCheck { what: &'static str },
     /// Firmware (SEAMCALL, SBI) returned an error.
+    #[allow(dead_code)] // produced by the TDX and RISC-V backends
     Firmware { code: u64, what: &'static str },
 }
 

@@ -78,29 +78,53 @@ pub enum VirtInsn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// CPUID with the guest's EAX/ECX.
-    Cpuid { leaf: u32, subleaf: u32 },
+    Cpuid {
+        leaf: u32,
+        subleaf: u32,
+    },
     /// libvmm hypercall (VMMCALL / VMCALL / ECALL to the libvmm SBI extension).
-    Hypercall { nr: u64, args: [u64; 4] },
+    Hypercall {
+        nr: u64,
+        args: [u64; 4],
+    },
     /// Other SBI call from VS-mode (RISC-V).
-    Sbi { ext: u64, fid: u64, args: [u64; 6] },
-    MsrRead { msr: u32 },
-    MsrWrite { msr: u32, value: u64 },
+    Sbi {
+        ext: u64,
+        fid: u64,
+        args: [u64; 6],
+    },
+    MsrRead {
+        msr: u32,
+    },
+    MsrWrite {
+        msr: u32,
+        value: u64,
+    },
     Io(IoAccess),
     /// Guest-physical access outside the guest's memory (NPF / EPT violation / guest-page fault).
-    GuestMemoryFault { gpa: u64, access: Access },
+    GuestMemoryFault {
+        gpa: u64,
+        access: Access,
+    },
     /// HLT (x86) / WFI (RISC-V).
     Halt,
     /// A virtualization instruction executed by the guest.
     VirtInsn(VirtInsn),
     /// An instruction the guest may not execute in its mode and libvmm does not emulate (e.g. a CSR the
     /// guest may not touch on RISC-V).
-    IllegalInsn { raw: u64 },
+    IllegalInsn {
+        raw: u64,
+    },
     /// The guest shut itself down by a triple fault.
     TripleFault,
     /// A host event (interrupt, timer) ended the run: nothing for the guest, just re-enter.
     HostEvent,
     /// An exit the backend does not decode. `code` is the vendor's exit code.
-    Unknown { code: u64, info1: u64, info2: u64 },
+    Unknown {
+        code: u64,
+        info1: u64,
+        info2: u64,
+    },
 }
 
 /// Faults libvmm delivers to a guest. The backend maps them to its architecture (x86: #UD, #GP(0);

@@ -51,8 +51,14 @@ pub fn load(
     let base = mem.base();
     let stack_top = base + mem.size();
     let limit = stack_top - layout::STACK_SIZE;
-    let end = payload.load_gpa.checked_add(payload.mem_size).ok_or(LoadError::DoesNotFit)?;
-    if payload.load_gpa < base + layout::PAYLOAD_OFFSET || end > limit || (payload.bytes.len() as u64) > payload.mem_size {
+    let end = payload
+        .load_gpa
+        .checked_add(payload.mem_size)
+        .ok_or(LoadError::DoesNotFit)?;
+    if payload.load_gpa < base + layout::PAYLOAD_OFFSET
+        || end > limit
+        || (payload.bytes.len() as u64) > payload.mem_size
+    {
         return Err(LoadError::DoesNotFit);
     }
     if payload.entry_gpa < payload.load_gpa || payload.entry_gpa >= end {
@@ -80,7 +86,11 @@ pub fn load(
     };
     let boot_info = base + layout::BOOT_INFO_OFFSET;
     mem.write(boot_info, &info.to_bytes()).map_err(fit)?;
-    Ok(Loaded { entry: payload.entry_gpa, stack_top, boot_info })
+    Ok(Loaded {
+        entry: payload.entry_gpa,
+        stack_top,
+        boot_info,
+    })
 }
 
 #[cfg(test)]
@@ -92,7 +102,13 @@ mod tests {
 
     fn payload(bytes: &'static [u8], mem_size: u64) -> Payload {
         let load = BASE + layout::PAYLOAD_OFFSET;
-        Payload { name: "t", load_gpa: load, entry_gpa: load, mem_size, bytes }
+        Payload {
+            name: "t",
+            load_gpa: load,
+            entry_gpa: load,
+            mem_size,
+            bytes,
+        }
     }
 
     #[test]
@@ -110,21 +126,45 @@ mod tests {
         let bi = BootInfo::from_bytes(&raw);
         assert_eq!(bi.magic, BOOT_INFO_MAGIC);
         assert_eq!(bi.vmm_entry_cycles, 77);
-        assert_eq!(mem.slice(bi.cmdline_gpa, bi.cmdline_len).unwrap(), b"attack=x");
+        assert_eq!(
+            mem.slice(bi.cmdline_gpa, bi.cmdline_len).unwrap(),
+            b"attack=x"
+        );
     }
 
     #[test]
     fn oversized_payloads_and_bad_entries_are_refused() {
         let mut buf = vec![0u8; SIZE];
         let mut mem = GuestMemory::new(BASE, &mut buf);
-        assert_eq!(load(&payload(b"x", SIZE as u64), &mut mem, BackendId::Svm, b"", 0), Err(LoadError::DoesNotFit));
-        assert_eq!(load(&payload(b"x", u64::MAX), &mut mem, BackendId::Svm, b"", 0), Err(LoadError::DoesNotFit));
-        assert_eq!(load(&payload(b"", 0), &mut mem, BackendId::Svm, b"", 0), Err(LoadError::Empty));
+        assert_eq!(
+            load(
+                &payload(b"x", SIZE as u64),
+                &mut mem,
+                BackendId::Svm,
+                b"",
+                0
+            ),
+            Err(LoadError::DoesNotFit)
+        );
+        assert_eq!(
+            load(&payload(b"x", u64::MAX), &mut mem, BackendId::Svm, b"", 0),
+            Err(LoadError::DoesNotFit)
+        );
+        assert_eq!(
+            load(&payload(b"", 0), &mut mem, BackendId::Svm, b"", 0),
+            Err(LoadError::Empty)
+        );
         let mut p = payload(b"xy", 2);
         p.entry_gpa += 2;
-        assert_eq!(load(&p, &mut mem, BackendId::Svm, b"", 0), Err(LoadError::BadEntry));
+        assert_eq!(
+            load(&p, &mut mem, BackendId::Svm, b"", 0),
+            Err(LoadError::BadEntry)
+        );
         p.entry_gpa = BASE;
-        assert_eq!(load(&p, &mut mem, BackendId::Svm, b"", 0), Err(LoadError::BadEntry));
+        assert_eq!(
+            load(&p, &mut mem, BackendId::Svm, b"", 0),
+            Err(LoadError::BadEntry)
+        );
     }
 
     #[test]

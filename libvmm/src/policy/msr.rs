@@ -42,7 +42,9 @@ const fn is_canonical(v: u64) -> bool {
 
 /// A PAT entry may be UC(0), WC(1), WT(4), WP(5), WB(6), UC-(7).
 fn pat_is_valid(v: u64) -> bool {
-    v.to_le_bytes().iter().all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
+    v.to_le_bytes()
+        .iter()
+        .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
 }
 
 /// RDMSR: `current` reads the backend's copy.
@@ -82,7 +84,10 @@ mod tests {
 
     #[test]
     fn efer_reads_hide_svme() {
-        assert_eq!(read(MSR_EFER, backend), Reply::Complete(Output::MsrValue(EFER_LME | EFER_LMA)));
+        assert_eq!(
+            read(MSR_EFER, backend),
+            Reply::Complete(Output::MsrValue(EFER_LME | EFER_LMA))
+        );
     }
 
     #[test]
@@ -91,13 +96,26 @@ mod tests {
         assert_eq!(write(MSR_EFER, 1 << 40), GP);
         assert_eq!(
             write(MSR_EFER, EFER_LME | EFER_LMA | EFER_NXE),
-            Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, EFER_LME | EFER_LMA | EFER_NXE))
+            Reply::Complete(Output::SetVirtualMsr(
+                VirtualMsr::Efer,
+                EFER_LME | EFER_LMA | EFER_NXE
+            ))
         );
     }
 
     #[test]
     fn unknown_msrs_are_gp_both_ways() {
-        for msr in [0, 0x10, 0x1B, 0x3A, 0x480, 0xC001_0114, 0xC001_0117, 0xDEAD_BEEF, u32::MAX] {
+        for msr in [
+            0,
+            0x10,
+            0x1B,
+            0x3A,
+            0x480,
+            0xC001_0114,
+            0xC001_0117,
+            0xDEAD_BEEF,
+            u32::MAX,
+        ] {
             assert_eq!(read(msr, backend), GP, "{msr:#x}");
             assert_eq!(write(msr, 0), GP, "{msr:#x}");
         }
@@ -106,8 +124,14 @@ mod tests {
     #[test]
     fn bases_must_be_canonical_and_pat_valid() {
         assert_eq!(write(MSR_FS_BASE, 0x0000_8000_0000_0000), GP);
-        assert!(matches!(write(MSR_GS_BASE, 0xFFFF_8000_0000_0000), Reply::Complete(_)));
-        assert!(matches!(write(MSR_PAT, 0x0007_0406_0007_0406), Reply::Complete(_)));
+        assert!(matches!(
+            write(MSR_GS_BASE, 0xFFFF_8000_0000_0000),
+            Reply::Complete(_)
+        ));
+        assert!(matches!(
+            write(MSR_PAT, 0x0007_0406_0007_0406),
+            Reply::Complete(_)
+        ));
         assert_eq!(write(MSR_PAT, 0x0007_0406_0007_0402), GP);
     }
 }

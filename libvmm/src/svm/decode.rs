@@ -7,7 +7,6 @@ use crate::exit::{Access, Exit, IoAccess, VirtInsn};
 use crate::x86::gprs::Gprs;
 
 pub mod code {
-    pub const EXCP_BASE: u64 = 0x40;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
@@ -47,15 +46,24 @@ pub struct ExitInfo {
 /// Decodes one exit. Never fails: what it does not know becomes `Exit::Unknown`.
 pub fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
     match e.code {
-        code::CPUID => Exit::Cpuid { leaf: e.rax as u32, subleaf: g.rcx as u32 },
-        code::VMMCALL => Exit::Hypercall { nr: e.rax, args: [g.rdi, g.rsi, g.rdx, g.r10] },
+        code::CPUID => Exit::Cpuid {
+            leaf: e.rax as u32,
+            subleaf: g.rcx as u32,
+        },
+        code::VMMCALL => Exit::Hypercall {
+            nr: e.rax,
+            args: [g.rdi, g.rsi, g.rdx, g.r10],
+        },
         code::HLT => Exit::Halt,
         code::MSR => {
             let msr = g.rcx as u32;
             if e.info1 & 1 == 0 {
                 Exit::MsrRead { msr }
             } else {
-                Exit::MsrWrite { msr, value: (g.rdx << 32) | (e.rax & 0xFFFF_FFFF) }
+                Exit::MsrWrite {
+                    msr,
+                    value: (g.rdx << 32) | (e.rax & 0xFFFF_FFFF),
+                }
             }
         }
         code::IOIO => {
@@ -85,7 +93,10 @@ pub fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
             } else {
                 Access::Read
             };
-            Exit::GuestMemoryFault { gpa: e.info2, access }
+            Exit::GuestMemoryFault {
+                gpa: e.info2,
+                access,
+            }
         }
         code::SHUTDOWN => Exit::TripleFault,
         code::VMRUN => Exit::VirtInsn(VirtInsn::Vmrun),
@@ -97,7 +108,11 @@ pub fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
         code::INVLPGA => Exit::VirtInsn(VirtInsn::Invlpga),
         code::MONITOR | code::MWAIT | code::MWAIT_COND => Exit::IllegalInsn { raw: e.code },
         code::INTR | code::NMI | code::SMI | code::INIT | code::VINTR => Exit::HostEvent,
-        _ => Exit::Unknown { code: e.code, info1: e.info1, info2: e.info2 },
+        _ => Exit::Unknown {
+            code: e.code,
+            info1: e.info1,
+            info2: e.info2,
+        },
     }
 }
 
@@ -127,18 +142,48 @@ mod tests {
     use super::*;
 
     fn info(code: u64, info1: u64, info2: u64, rax: u64) -> ExitInfo {
-        ExitInfo { code, info1, info2, rax }
+        ExitInfo {
+            code,
+            info1,
+            info2,
+            rax,
+        }
     }
 
     #[test]
     fn decodes_cpuid_hypercall_and_msrs() {
-        let g = Gprs { rcx: 0xC000_0080, rdx: 0x1, rdi: 1, rsi: 2, r10: 4, ..Default::default() };
-        assert_eq!(decode(&info(code::CPUID, 0, 0, 0x4000_0000), &g), Exit::Cpuid { leaf: 0x4000_0000, subleaf: 0xC000_0080 });
-        assert_eq!(decode(&info(code::VMMCALL, 0, 0, 5), &g), Exit::Hypercall { nr: 5, args: [1, 2, 1, 4] });
-        assert_eq!(decode(&info(code::MSR, 0, 0, 0), &g), Exit::MsrRead { msr: 0xC000_0080 });
+        let g = Gprs {
+            rcx: 0xC000_0080,
+            rdx: 0x1,
+            rdi: 1,
+            rsi: 2,
+            r10: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&info(code::CPUID, 0, 0, 0x4000_0000), &g),
+            Exit::Cpuid {
+                leaf: 0x4000_0000,
+                subleaf: 0xC000_0080
+            }
+        );
+        assert_eq!(
+            decode(&info(code::VMMCALL, 0, 0, 5), &g),
+            Exit::Hypercall {
+                nr: 5,
+                args: [1, 2, 1, 4]
+            }
+        );
+        assert_eq!(
+            decode(&info(code::MSR, 0, 0, 0), &g),
+            Exit::MsrRead { msr: 0xC000_0080 }
+        );
         assert_eq!(
             decode(&info(code::MSR, 1, 0, 0xFFFF_FFFF_0000_1500), &g),
-            Exit::MsrWrite { msr: 0xC000_0080, value: 0x1_0000_1500 }
+            Exit::MsrWrite {
+                msr: 0xC000_0080,
+                value: 0x1_0000_1500
+            }
         );
     }
 
@@ -147,12 +192,38 @@ mod tests {
         let g = Gprs::default();
         // OUT dx, al to 0xf4.
         let out = decode(&info(code::IOIO, (0xf4 << 16) | (1 << 4), 0, 0x1234), &g);
-        assert_eq!(out, Exit::Io(IoAccess { port: 0xf4, size: 1, write: true, value: 0x1234, string: false }));
+        assert_eq!(
+            out,
+            Exit::Io(IoAccess {
+                port: 0xf4,
+                size: 1,
+                write: true,
+                value: 0x1234,
+                string: false
+            })
+        );
         // IN eax, dx from 0x3f8.
         let inl = decode(&info(code::IOIO, (0x3f8 << 16) | (1 << 6) | 1, 0, 0), &g);
-        assert_eq!(inl, Exit::Io(IoAccess { port: 0x3f8, size: 4, write: false, value: 0, string: false }));
+        assert_eq!(
+            inl,
+            Exit::Io(IoAccess {
+                port: 0x3f8,
+                size: 4,
+                write: false,
+                value: 0,
+                string: false
+            })
+        );
         // REP OUTSB.
-        let rep = decode(&info(code::IOIO, (0x80 << 16) | (1 << 4) | (1 << 2) | (1 << 3), 0, 0), &g);
+        let rep = decode(
+            &info(
+                code::IOIO,
+                (0x80 << 16) | (1 << 4) | (1 << 2) | (1 << 3),
+                0,
+                0,
+            ),
+            &g,
+        );
         assert!(matches!(rep, Exit::Io(IoAccess { string: true, .. })));
     }
 
@@ -160,20 +231,58 @@ mod tests {
     fn decodes_nested_faults_with_access_kind() {
         let g = Gprs::default();
         let gmf = |i1| decode(&info(code::NPF, i1, 0x10_0000, 0), &g);
-        assert_eq!(gmf(0x1_0000_0004), Exit::GuestMemoryFault { gpa: 0x10_0000, access: Access::Read });
-        assert_eq!(gmf(0x1_0000_0006), Exit::GuestMemoryFault { gpa: 0x10_0000, access: Access::Write });
-        assert_eq!(gmf(0x1_0000_0014), Exit::GuestMemoryFault { gpa: 0x10_0000, access: Access::Execute });
+        assert_eq!(
+            gmf(0x1_0000_0004),
+            Exit::GuestMemoryFault {
+                gpa: 0x10_0000,
+                access: Access::Read
+            }
+        );
+        assert_eq!(
+            gmf(0x1_0000_0006),
+            Exit::GuestMemoryFault {
+                gpa: 0x10_0000,
+                access: Access::Write
+            }
+        );
+        assert_eq!(
+            gmf(0x1_0000_0014),
+            Exit::GuestMemoryFault {
+                gpa: 0x10_0000,
+                access: Access::Execute
+            }
+        );
     }
 
     #[test]
     fn svm_instructions_are_virt_insns_and_unknown_codes_survive() {
         let g = Gprs::default();
-        for c in [code::VMRUN, code::VMLOAD, code::VMSAVE, code::STGI, code::CLGI, code::SKINIT, code::INVLPGA] {
-            assert!(matches!(decode(&info(c, 0, 0, 0), &g), Exit::VirtInsn(_)), "{c:#x}");
+        for c in [
+            code::VMRUN,
+            code::VMLOAD,
+            code::VMSAVE,
+            code::STGI,
+            code::CLGI,
+            code::SKINIT,
+            code::INVLPGA,
+        ] {
+            assert!(
+                matches!(decode(&info(c, 0, 0, 0), &g), Exit::VirtInsn(_)),
+                "{c:#x}"
+            );
             assert_eq!(insn_len(c), 3);
         }
-        assert_eq!(decode(&info(code::SHUTDOWN, 0, 0, 0), &g), Exit::TripleFault);
-        assert!(matches!(decode(&info(0x1234, 1, 2, 0), &g), Exit::Unknown { code: 0x1234, .. }));
-        assert!(matches!(decode(&info(u64::MAX, 0, 0, 0), &g), Exit::Unknown { .. }));
+        assert_eq!(
+            decode(&info(code::SHUTDOWN, 0, 0, 0), &g),
+            Exit::TripleFault
+        );
+        assert!(matches!(
+            decode(&info(0x1234, 1, 2, 0), &g),
+            Exit::Unknown { code: 0x1234, .. }
+        ));
+        assert!(matches!(
+            decode(&info(u64::MAX, 0, 0, 0), &g),
+            Exit::Unknown { .. }
+        ));
     }
 }

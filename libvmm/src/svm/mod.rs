@@ -54,7 +54,12 @@ pub struct VmcbLinks {
 }
 
 fn seg(selector: u16, desc: u64) -> VmcbSegment {
-    VmcbSegment { selector, attrib: svm_attrib(desc), limit: 0xFFFF_FFFF, base: 0 }
+    VmcbSegment {
+        selector,
+        attrib: svm_attrib(desc),
+        limit: 0xFFFF_FFFF,
+        base: 0,
+    }
 }
 
 /// Fills a zeroed VMCB for the first VMRUN: intercepts, maps, ASID, nested paging, guest state.
@@ -89,13 +94,31 @@ pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     g.ds = data;
     g.es = data;
     g.ss = data;
-    g.fs = VmcbSegment { attrib: data.attrib, ..data };
+    g.fs = VmcbSegment {
+        attrib: data.attrib,
+        ..data
+    };
     g.gs = g.fs;
-    g.gdtr = VmcbSegment { selector: 0, attrib: 0, limit: s.gdt_limit as u32, base: s.gdt_base };
+    g.gdtr = VmcbSegment {
+        selector: 0,
+        attrib: 0,
+        limit: s.gdt_limit as u32,
+        base: s.gdt_base,
+    };
     g.idtr = VmcbSegment::default();
     // A busy 64-bit TSS type so the state is consistent; the payload never switches stacks through it.
-    g.tr = VmcbSegment { selector: 0, attrib: 0x8B, limit: 0x67, base: 0 };
-    g.ldtr = VmcbSegment { selector: 0, attrib: 0x82, limit: 0, base: 0 };
+    g.tr = VmcbSegment {
+        selector: 0,
+        attrib: 0x8B,
+        limit: 0x67,
+        base: 0,
+    };
+    g.ldtr = VmcbSegment {
+        selector: 0,
+        attrib: 0x82,
+        limit: 0,
+        base: 0,
+    };
     g.cpl = 0;
     g.efer = s.efer | EFER_SVME;
     g.cr0 = s.cr0;
@@ -112,7 +135,10 @@ pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
 
 /// The guest-entry register state besides the VMCB.
 pub fn initial_gprs(s: &InitialState) -> Gprs {
-    Gprs { rdi: s.rdi, ..Default::default() }
+    Gprs {
+        rdi: s.rdi,
+        ..Default::default()
+    }
 }
 
 /// Work to do on the VMCB right after every #VMEXIT, before decoding: stop re-flushing the TLB and
@@ -219,19 +245,35 @@ pub(crate) use hw::boot;
 mod tests {
     use super::*;
     use crate::exit::IoAccess;
-    use crate::x86::guest_setup::{build, InitialState};
     use crate::guest_mem::GuestMemory;
     use crate::loader::Loaded;
+    use crate::x86::guest_setup::{build, InitialState};
 
     fn state() -> InitialState {
         let mut buf = vec![0u8; 0x10_0000];
         let mut mem = GuestMemory::new(0x200_0000, &mut buf);
-        build(&mut mem, &Loaded { entry: 0x201_0000, stack_top: 0x210_0000, boot_info: 0x200_0000 }).unwrap()
+        build(
+            &mut mem,
+            &Loaded {
+                entry: 0x201_0000,
+                stack_top: 0x210_0000,
+                boot_info: 0x200_0000,
+            },
+        )
+        .unwrap()
     }
 
     fn vmcb() -> Box<Vmcb> {
         let mut v = Box::new(Vmcb::zeroed());
-        init_vmcb(&mut v, &state(), VmcbLinks { iopm_pa: 0x1000, msrpm_pa: 0x4000, ncr3: 0x6000 });
+        init_vmcb(
+            &mut v,
+            &state(),
+            VmcbLinks {
+                iopm_pa: 0x1000,
+                msrpm_pa: 0x4000,
+                ncr3: 0x6000,
+            },
+        );
         v
     }
 
@@ -239,10 +281,25 @@ mod tests {
     fn init_sets_every_required_intercept_and_a_valid_long_mode_guest() {
         let v = vmcb();
         let c = &v.control;
-        for bit in [intercept::CPUID, intercept::HLT, intercept::IOIO_PROT, intercept::MSR_PROT, intercept::SHUTDOWN, intercept::INVLPGA] {
+        for bit in [
+            intercept::CPUID,
+            intercept::HLT,
+            intercept::IOIO_PROT,
+            intercept::MSR_PROT,
+            intercept::SHUTDOWN,
+            intercept::INVLPGA,
+        ] {
             assert_ne!(c.intercept_misc1 & bit, 0);
         }
-        for bit in [intercept::VMRUN, intercept::VMMCALL, intercept::VMLOAD, intercept::VMSAVE, intercept::STGI, intercept::CLGI, intercept::SKINIT] {
+        for bit in [
+            intercept::VMRUN,
+            intercept::VMMCALL,
+            intercept::VMLOAD,
+            intercept::VMSAVE,
+            intercept::STGI,
+            intercept::CLGI,
+            intercept::SKINIT,
+        ] {
             assert_ne!(c.intercept_misc2 & bit, 0);
         }
         assert_ne!(c.asid, 0, "ASID 0 makes VMRUN fail");
@@ -251,7 +308,11 @@ mod tests {
         assert_ne!(s.efer & EFER_SVME, 0, "guest EFER.SVME 0 makes VMRUN fail");
         assert_ne!(s.efer & (1 << 10), 0, "LMA must be set explicitly");
         assert_eq!(s.cs.attrib & (1 << 9), 1 << 9, "CS.L");
-        assert_eq!(s.cs.attrib & (1 << 10), 0, "CS with L and D both set makes VMRUN fail");
+        assert_eq!(
+            s.cs.attrib & (1 << 10),
+            0,
+            "CS with L and D both set makes VMRUN fail"
+        );
         assert_eq!(s.cr0 >> 32, 0);
         assert_eq!(s.dr6 >> 32, 0);
     }
@@ -262,19 +323,41 @@ mod tests {
         let mut g = Gprs::default();
         let rip = v.save.rip;
         v.control.exit_code = decode::code::CPUID;
-        apply_reply(&mut v, &mut g, &Exit::Cpuid { leaf: 0, subleaf: 0 }, Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
+        apply_reply(
+            &mut v,
+            &mut g,
+            &Exit::Cpuid {
+                leaf: 0,
+                subleaf: 0,
+            },
+            Reply::Complete(Output::Cpuid([1, 2, 3, 4])),
+        );
         assert_eq!((v.save.rax, g.rbx, g.rcx, g.rdx), (1, 2, 3, 4));
         assert_eq!(v.save.rip, rip + 2);
 
         v.control.exit_code = decode::code::VMMCALL;
-        apply_reply(&mut v, &mut g, &Exit::Hypercall { nr: 0, args: [0; 4] }, Reply::Complete(Output::Hypercall(-14)));
+        apply_reply(
+            &mut v,
+            &mut g,
+            &Exit::Hypercall {
+                nr: 0,
+                args: [0; 4],
+            },
+            Reply::Complete(Output::Hypercall(-14)),
+        );
         assert_eq!(v.save.rax as i64, -14);
         assert_eq!(v.save.rip, rip + 5);
 
         v.control.exit_code = decode::code::IOIO;
         v.control.exit_info2 = 0x4242;
         v.save.rax = 0x1234_5678;
-        let io = Exit::Io(IoAccess { port: 0x3f8, size: 1, write: false, value: 0, string: false });
+        let io = Exit::Io(IoAccess {
+            port: 0x3f8,
+            size: 1,
+            write: false,
+            value: 0,
+            string: false,
+        });
         apply_reply(&mut v, &mut g, &io, Reply::Complete(Output::IoIn(0xFF)));
         assert_eq!(v.save.rax, 0x1234_56FF);
         assert_eq!(v.save.rip, 0x4242);
@@ -286,13 +369,28 @@ mod tests {
         let mut g = Gprs::default();
         let rip = v.save.rip;
         v.control.exit_code = decode::code::VMRUN;
-        apply_reply(&mut v, &mut g, &Exit::VirtInsn(crate::exit::VirtInsn::Vmrun), Reply::Inject(Fault::InvalidOpcode));
+        apply_reply(
+            &mut v,
+            &mut g,
+            &Exit::VirtInsn(crate::exit::VirtInsn::Vmrun),
+            Reply::Inject(Fault::InvalidOpcode),
+        );
         assert_eq!(v.control.event_inj, 6 | (3 << 8) | (1 << 31));
         assert_eq!(v.save.rip, rip);
-        apply_reply(&mut v, &mut g, &Exit::MsrWrite { msr: 0, value: 0 }, Reply::Inject(Fault::GeneralProtection(0)));
+        apply_reply(
+            &mut v,
+            &mut g,
+            &Exit::MsrWrite { msr: 0, value: 0 },
+            Reply::Inject(Fault::GeneralProtection(0)),
+        );
         assert_eq!(v.control.event_inj, 13 | (3 << 8) | (1 << 11) | (1 << 31));
         v.control.exit_code = decode::code::MSR;
-        apply_reply(&mut v, &mut g, &Exit::MsrWrite { msr: 0, value: 0 }, Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0x500)));
+        apply_reply(
+            &mut v,
+            &mut g,
+            &Exit::MsrWrite { msr: 0, value: 0 },
+            Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0x500)),
+        );
         assert_eq!(v.save.efer, 0x500 | EFER_SVME);
         after_exit(&mut v);
         assert_eq!(v.control.event_inj, 0);
@@ -307,8 +405,23 @@ mod tests {
             _ => [0; 4],
         };
         assert_eq!(check_support(full, 0), Ok(()));
-        assert!(check_support(|l, s| if l == 0x8000_0001 { [0; 4] } else { full(l, s) }, 0).unwrap_err().contains("ECX bit 2"));
-        assert!(check_support(|l, s| if l == 0x8000_000A { [1, 16, 0, 0] } else { full(l, s) }, 0).unwrap_err().contains("NP"));
-        assert!(check_support(full, VM_CR_SVMDIS).unwrap_err().contains("SVMDIS"));
+        assert!(
+            check_support(|l, s| if l == 0x8000_0001 { [0; 4] } else { full(l, s) }, 0)
+                .unwrap_err()
+                .contains("ECX bit 2")
+        );
+        assert!(check_support(
+            |l, s| if l == 0x8000_000A {
+                [1, 16, 0, 0]
+            } else {
+                full(l, s)
+            },
+            0
+        )
+        .unwrap_err()
+        .contains("NP"));
+        assert!(check_support(full, VM_CR_SVMDIS)
+            .unwrap_err()
+            .contains("SVMDIS"));
     }
 }

@@ -15,7 +15,9 @@ const PS: u64 = 1 << 7;
 const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 const PAGE_2M: u64 = 1 << 21;
 
-static_assertions::const_assert!(WINDOW_BASE % PAGE_2M == 0 && WINDOW_SIZE % PAGE_2M == 0);
+static_assertions::const_assert!(
+    WINDOW_BASE.is_multiple_of(PAGE_2M) && WINDOW_SIZE.is_multiple_of(PAGE_2M)
+);
 static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_SIZE - 1) >> 30);
 
 #[repr(C, align(4096))]
@@ -40,7 +42,11 @@ pub struct Translation {
 
 impl NestedTables {
     pub const fn new() -> Self {
-        Self { pml4: Table([0; 512]), pdpt: Table([0; 512]), pd: Table([0; 512]) }
+        Self {
+            pml4: Table([0; 512]),
+            pdpt: Table([0; 512]),
+            pd: Table([0; 512]),
+        }
     }
 
     /// Fills the tables so that `[base, base + size)` maps to itself, read/write/execute.
@@ -75,7 +81,10 @@ impl NestedTables {
         if e2 & P == 0 || e2 & PS == 0 {
             return None;
         }
-        Some(Translation { hpa: (e2 & ADDR & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)), writable: e2 & W != 0 })
+        Some(Translation {
+            hpa: (e2 & ADDR & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)),
+            writable: e2 & W != 0,
+        })
     }
 }
 
@@ -106,8 +115,18 @@ mod tests {
     #[test]
     fn the_window_maps_to_itself() {
         let t = tables();
-        for gpa in [WINDOW_BASE, WINDOW_BASE + 0x1234, WINDOW_BASE + WINDOW_SIZE - 1] {
-            assert_eq!(t.translate(gpa, PDPT, PD), Some(Translation { hpa: gpa, writable: true }));
+        for gpa in [
+            WINDOW_BASE,
+            WINDOW_BASE + 0x1234,
+            WINDOW_BASE + WINDOW_SIZE - 1,
+        ] {
+            assert_eq!(
+                t.translate(gpa, PDPT, PD),
+                Some(Translation {
+                    hpa: gpa,
+                    writable: true
+                })
+            );
         }
     }
 
@@ -115,18 +134,38 @@ mod tests {
     fn nothing_outside_the_window_is_mapped() {
         let t = tables();
         // The VMM image, its tables, low memory, just around the window, high memory, non-canonical.
-        for gpa in [0, 0x10_0000, PDPT, PD, WINDOW_BASE - 1, WINDOW_BASE + WINDOW_SIZE, 0xFEE0_0000, 1 << 40, u64::MAX] {
+        for gpa in [
+            0,
+            0x10_0000,
+            PDPT,
+            PD,
+            WINDOW_BASE - 1,
+            WINDOW_BASE + WINDOW_SIZE,
+            0xFEE0_0000,
+            1 << 40,
+            u64::MAX,
+        ] {
             assert_eq!(t.translate(gpa, PDPT, PD), None, "{gpa:#x}");
         }
         // Exhaustive over 2 MiB steps of the first 4 GiB.
-        let mapped = (0..(4u64 << 30)).step_by(PAGE_2M as usize).filter(|&g| t.translate(g, PDPT, PD).is_some()).count();
+        let mapped = (0..(4u64 << 30))
+            .step_by(PAGE_2M as usize)
+            .filter(|&g| t.translate(g, PDPT, PD).is_some())
+            .count();
         assert_eq!(mapped as u64, WINDOW_SIZE / PAGE_2M);
     }
 
     #[test]
     fn every_entry_is_user_so_nested_walks_succeed() {
         let t = tables();
-        for e in t.pml4.0.iter().chain(&t.pdpt.0).chain(&t.pd.0).filter(|e| **e & P != 0) {
+        for e in t
+            .pml4
+            .0
+            .iter()
+            .chain(&t.pdpt.0)
+            .chain(&t.pd.0)
+            .filter(|e| **e & P != 0)
+        {
             assert_eq!(e & U, U);
         }
     }

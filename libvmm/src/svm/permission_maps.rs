@@ -24,13 +24,17 @@ pub const fn msrpm_read_bit(msr: u32) -> Option<usize> {
 }
 
 impl MsrPermissionMap {
-    pub const fn deny_all() -> Self {
-        Self([0xFF; MSRPM_SIZE])
+    /// Intercepts every access to every MSR.
+    pub fn deny_all(&mut self) {
+        self.0 = [0xFF; MSRPM_SIZE];
     }
 
     /// Sets whether reads and writes of `msr` exit. Returns false for an unmapped MSR (always exits).
+    #[cfg_attr(not(test), allow(dead_code))] // for pass-through policies (x2AVIC); tested here
     pub fn set_intercept(&mut self, msr: u32, read: bool, write: bool) -> bool {
-        let Some(bit) = msrpm_read_bit(msr) else { return false };
+        let Some(bit) = msrpm_read_bit(msr) else {
+            return false;
+        };
         for (b, on) in [(bit, read), (bit + 1, write)] {
             if on {
                 self.0[b / 8] |= 1 << (b % 8);
@@ -53,8 +57,9 @@ impl MsrPermissionMap {
 }
 
 impl IoPermissionMap {
-    pub const fn deny_all() -> Self {
-        Self([0xFF; IOPM_SIZE])
+    /// Intercepts every port.
+    pub fn deny_all(&mut self) {
+        self.0 = [0xFF; IOPM_SIZE];
     }
 
     pub fn intercepts(&self, port: u16) -> bool {
@@ -80,17 +85,33 @@ mod tests {
 
     #[test]
     fn default_deny_intercepts_everything() {
-        let m = Box::new(MsrPermissionMap::deny_all());
-        for msr in [0, 0x10, 0x1B, 0x277, 0x800, 0xC000_0080, 0xC000_0103, 0xC001_0114, 0xDEAD_BEEF] {
-            assert!(m.intercepts(msr, false) && m.intercepts(msr, true), "{msr:#x}");
+        let mut m = Box::new(MsrPermissionMap([0; MSRPM_SIZE]));
+        m.deny_all();
+        for msr in [
+            0,
+            0x10,
+            0x1B,
+            0x277,
+            0x800,
+            0xC000_0080,
+            0xC000_0103,
+            0xC001_0114,
+            0xDEAD_BEEF,
+        ] {
+            assert!(
+                m.intercepts(msr, false) && m.intercepts(msr, true),
+                "{msr:#x}"
+            );
         }
-        let io = Box::new(IoPermissionMap::deny_all());
+        let mut io = Box::new(IoPermissionMap([0; IOPM_SIZE]));
+        io.deny_all();
         assert!((0..=u16::MAX).all(|p| io.intercepts(p)));
     }
 
     #[test]
     fn pass_through_clears_only_the_chosen_bits() {
-        let mut m = Box::new(MsrPermissionMap::deny_all());
+        let mut m = Box::new(MsrPermissionMap([0; MSRPM_SIZE]));
+        m.deny_all();
         assert!(m.set_intercept(0x802, false, true));
         assert!(!m.intercepts(0x802, false));
         assert!(m.intercepts(0x802, true));

@@ -210,12 +210,16 @@ impl Vmcb {
     }
 }
 
-const SEG0: VmcbSegment = VmcbSegment { selector: 0, attrib: 0, limit: 0, base: 0 };
+const SEG0: VmcbSegment = VmcbSegment {
+    selector: 0,
+    attrib: 0,
+    limit: 0,
+    base: 0,
+};
 
 // Intercept bits (svm.md §2).
 pub mod intercept {
     // misc1 (word 3)
-    pub const INTR: u32 = 1 << 0;
     pub const CPUID: u32 = 1 << 18;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;

@@ -80,8 +80,14 @@ pub fn build(mem: &mut GuestMemory<'_>, loaded: &Loaded) -> Result<InitialState,
         rsp: loaded.stack_top,
         rdi: loaded.boot_info,
         rflags: 0x2,
-        cs: Segment { selector: CODE_SELECTOR, desc: CODE64_DESC },
-        data: Segment { selector: DATA_SELECTOR, desc: DATA_DESC },
+        cs: Segment {
+            selector: CODE_SELECTOR,
+            desc: CODE64_DESC,
+        },
+        data: Segment {
+            selector: DATA_SELECTOR,
+            desc: DATA_DESC,
+        },
         gdt_base: gdt,
         gdt_limit: 23,
         pat: 0x0007_0406_0007_0406,
@@ -97,14 +103,22 @@ mod tests {
         let base = 0x200_0000;
         let mut buf = vec![0u8; 0x10_0000];
         let mut mem = GuestMemory::new(base, &mut buf);
-        let loaded = Loaded { entry: base + 0x1_0000, stack_top: base + 0x10_0000, boot_info: base };
+        let loaded = Loaded {
+            entry: base + 0x1_0000,
+            stack_top: base + 0x10_0000,
+            boot_info: base,
+        };
         let s = build(&mut mem, &loaded).unwrap();
         assert_eq!(s.cr3, base + PAGE_TABLES_OFFSET);
         // Walk a few addresses through the tables the way the CPU would.
         for va in [0u64, 0x10_0000, base + 0x1234, 0xFFFF_FFFF] {
             let pml4e = mem.read_u64(s.cr3 + ((va >> 39) & 511) * 8).unwrap();
-            let pdpte = mem.read_u64((pml4e & !0xFFF) + ((va >> 30) & 511) * 8).unwrap();
-            let pde = mem.read_u64((pdpte & !0xFFF) + ((va >> 21) & 511) * 8).unwrap();
+            let pdpte = mem
+                .read_u64((pml4e & !0xFFF) + ((va >> 30) & 511) * 8)
+                .unwrap();
+            let pde = mem
+                .read_u64((pdpte & !0xFFF) + ((va >> 21) & 511) * 8)
+                .unwrap();
             assert_eq!(pde & PTE_PS, PTE_PS);
             assert_eq!((pde & !0x1F_FFFF) | (va & 0x1F_FFFF), va);
         }

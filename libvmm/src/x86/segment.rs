@@ -11,6 +11,7 @@ pub const fn svm_attrib(desc: u64) -> u16 {
     (((desc >> 40) & 0xFF) | (((desc >> 52) & 0xF) << 8)) as u16
 }
 
+#[allow(dead_code)] // used by the VMX backend
 /// The VMX access-rights form: the same bits at 7:0 and 15:12 (bit 16 = unusable).
 pub const fn vmx_access_rights(desc: u64) -> u32 {
     (((desc >> 40) & 0xFF) | (((desc >> 52) & 0xF) << 12)) as u32
