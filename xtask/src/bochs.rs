@@ -6,25 +6,18 @@
 //! byte stream); Bochs' own log goes to a separate file, kept for diagnosis (it names failed VM-entry
 //! checks in VMFAIL lines). `clock: sync=none` makes time follow emulated instructions: runs are
 //! deterministic and the guest's RDTSC counts instructions (about one tick per instruction), which is
-//! what the VMX bench measures. This build of Bochs has no `nogui`: `rfb` with `timeout=0` is the
+//! what the VMX bench measures. The stop line itself is decoded by `run::boot`, as for every backend. This build of Bochs has no `nogui`: `rfb` with `timeout=0` is the
 //! headless display (it opens a TCP port 5900+ locally). The internal debugger would stop at a prompt,
 //! so an rc file with `c` is passed and stdin is /dev/null.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What one Bochs run produced.
-#[derive(Debug)]
-pub struct BochsRun {
-    /// The COM1 console (what the VMM and the payload printed).
-    pub console: String,
-    /// The stop code from the last `libvmm: stop` line, if there was one.
-    pub stop_code: Option<u8>,
-    pub wall: Duration,
-    pub timed_out: bool,
-    pub log: PathBuf,
-}
+use libvmm_abi::stop::StopCode;
+
+use crate::cmd::{ensure_tools, target_dir, Finished};
+use crate::test::Case;
 
 /// The bochsrc of a run.
 pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, ips: u64) -> String {
@@ -53,22 +46,9 @@ pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, ips: u64) -> String {
     )
 }
 
-/// Parses the stop code out of a console transcript (the last stop line wins).
-pub fn stop_code(console: &str) -> Option<u8> {
-    let prefix = libvmm_stop_prefix();
-    console
-        .lines()
-        .rev()
-        .find_map(|l| l.trim_end_matches('\r').strip_prefix(prefix)?.split_whitespace().next()?.parse::<u8>().ok())
-}
-
-fn libvmm_stop_prefix() -> &'static str {
-    // Same text as `libvmm_abi::stop::STOP_LINE_PREFIX` plus the separating space.
-    "libvmm: stop "
-}
-
-/// Boots `iso` in Bochs with a wall-clock limit; `workdir` receives bochsrc, console and log.
-pub fn run(iso: &Path, workdir: &Path, limit: Duration) -> Result<BochsRun, String> {
+/// Boots `iso` in Bochs with a wall-clock limit; `workdir` receives bochsrc, console and log. The
+/// `Finished` output is the COM1 console; Bochs' exit status carries no stop code.
+pub fn run(iso: &Path, workdir: &Path, limit: Duration) -> Result<Finished, String> {
     std::fs::create_dir_all(workdir).map_err(|e| e.to_string())?;
     let com1 = workdir.join("com1.txt");
     let log = workdir.join("bochs.log");
@@ -90,10 +70,122 @@ pub fn run(iso: &Path, workdir: &Path, limit: Duration) -> Result<BochsRun, Stri
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map_err(|e| format!("bochs: {e} (run ci/install-deps.sh)"))?;
+        .map_err(|e| format!("bochs: {e} (run ci/install-deps.sh bochs)"))?;
     let wall = start.elapsed();
-    let console = std::fs::read_to_string(&com1).unwrap_or_default();
-    Ok(BochsRun { stop_code: stop_code(&console), console, wall, timed_out: status.code() == Some(124), log })
+    let mut output = std::fs::read_to_string(&com1).unwrap_or_default();
+    let timed_out = status.code() == Some(124) || status.code() == Some(137);
+    // Bochs' wall time (boot included), for the record: the Bochs boot time figure of the VMX notes.
+    output.push_str(&format!("xtask: bochs wall_ms={}\n", wall.as_millis()));
+    Ok(Finished {
+        output,
+        code: None,
+        timed_out,
+    })
+}
+
+/// A short stable name for a command line (ISOs of the same image with different command lines
+/// coexist).
+fn cmdline_tag(cmdline: &str) -> String {
+    if cmdline.is_empty() {
+        return String::new();
+    }
+    let h = cmdline.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("-{:08x}", h as u32)
+}
+
+/// The runner behind `xtask run/test/bench --backend vmx`: wraps `image` in a GRUB ISO whose grub.cfg
+/// passes `cmdline`, boots it, and returns the console.
+pub fn launch(
+    image: &Path,
+    cmdline: &str,
+    echo: bool,
+    limit: Duration,
+) -> Result<Finished, String> {
+    ensure_tools("bochs", &["bochs", "grub-mkrescue", "xorriso", "timeout"])?;
+    let stem = image
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image");
+    let name = format!("{stem}{}", cmdline_tag(cmdline));
+    let iso = image.with_file_name(format!("{name}.iso"));
+    crate::iso::build_iso(image, &iso, cmdline)?;
+    let workdir = target_dir().join("bochs").join(&name);
+    let f = run(&iso, &workdir, limit)?;
+    if echo {
+        print!("{}", f.output);
+        eprintln!(
+            "xtask: Bochs log in {}",
+            workdir.join("bochs.log").display()
+        );
+    }
+    Ok(f)
+}
+
+/// The VM-entry consistency-check cases, both ways: with the software checks on, each bad
+/// configuration stops before the CPU sees it (stop code 103, the rule named); with them bypassed
+/// (`vmx.skip-checks`), Bochs refuses the same entry with VM-instruction error 7 and the debug report
+/// names the software check that would have caught it. Last, a host-state fault the checks do not
+/// cover shows the "missed consistency check" report (error 8).
+pub fn consistency_cases() -> Vec<Case> {
+    let cc = StopCode::ConsistencyCheck as u8;
+    let be = StopCode::BackendError as u8;
+    let caught = |cmdline: &'static str, rule: &str| Case {
+        payload: "hello",
+        cmdline,
+        code: cc,
+        expect: vec![format!("VM-entry consistency check failed: {rule}")],
+        forbid: vec!["Hello from", "MISSED CONSISTENCY CHECK"],
+    };
+    let cpu_refuses = |cmdline: &'static str, rule: &str| Case {
+        payload: "hello",
+        cmdline,
+        code: be,
+        expect: vec![
+            "VM entry failed: VM entry with invalid control field(s) (0x7)".into(),
+            format!("the software check that catches it: {rule}"),
+        ],
+        forbid: vec!["Hello from", "MISSED CONSISTENCY CHECK"],
+    };
+    const TPR_HIGH: &str =
+        "TPR_THRESHOLD[31:4] must be 0 with use-TPR-shadow on and virtual-interrupt delivery off";
+    const TPR_VTPR: &str = "TPR_THRESHOLD[3:0] must not exceed VTPR[7:4]";
+    const TSC: &str = "TSC_MULTIPLIER must not be 0 with use-TSC-scaling on";
+    vec![
+        caught("vmx.bad=tpr-threshold", TPR_HIGH),
+        cpu_refuses(
+            "vmx.bad=tpr-threshold vmx.skip-checks vmx.report-missed",
+            TPR_HIGH,
+        ),
+        caught("vmx.bad=tpr-vtpr", TPR_VTPR),
+        cpu_refuses(
+            "vmx.bad=tpr-vtpr vmx.skip-checks vmx.report-missed",
+            TPR_VTPR,
+        ),
+        caught("vmx.bad=tsc-multiplier", TSC),
+        cpu_refuses(
+            "vmx.bad=tsc-multiplier vmx.skip-checks vmx.report-missed",
+            TSC,
+        ),
+        Case {
+            payload: "hello",
+            cmdline: "vmx.bad=host-tr vmx.report-missed",
+            code: be,
+            expect: vec![
+                "!!! MISSED CONSISTENCY CHECK !!!".into(),
+                "VM entry with invalid host-state field(s) (0x8)".into(),
+            ],
+            forbid: vec!["Hello from"],
+        },
+        Case {
+            payload: "hello",
+            cmdline: "vmx.report-missed",
+            code: 0,
+            expect: vec!["Hello from a libvmm guest!".into()],
+            forbid: vec!["MISSED CONSISTENCY CHECK", "vmx debug"],
+        },
+    ]
 }
 
 #[cfg(test)]
@@ -101,17 +193,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_last_stop_line_gives_the_code() {
-        assert_eq!(stop_code("x\nlibvmm: stop 0 payload exited with status 0\n"), Some(0));
-        assert_eq!(stop_code("libvmm: stop 96 guest memory violation\r\n"), Some(96));
-        assert_eq!(stop_code("libvmm: stop 3 a\nlibvmm: stop 103 b\n"), Some(103));
-        assert_eq!(stop_code("no stop line\n"), None);
-        assert_eq!(stop_code("libvmm: stop x\n"), None);
+    fn command_lines_get_distinct_iso_names() {
+        assert_eq!(cmdline_tag(""), "");
+        assert_ne!(
+            cmdline_tag("vmx.bad=tpr-threshold"),
+            cmdline_tag("vmx.bad=tsc-multiplier")
+        );
     }
 
     #[test]
     fn bochsrc_is_headless_deterministic_and_vmx_capable() {
-        let rc = bochsrc(Path::new("a.iso"), Path::new("c.txt"), Path::new("l.txt"), 1);
+        let rc = bochsrc(
+            Path::new("a.iso"),
+            Path::new("c.txt"),
+            Path::new("l.txt"),
+            1,
+        );
         assert!(rc.contains("model=corei7_skylake_x"));
         assert!(rc.contains("sync=none"));
         assert!(rc.contains("mode=file"));

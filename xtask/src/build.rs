@@ -98,6 +98,7 @@ pub fn build_image_cmd(a: &Args) -> Result<u8, String> {
 pub fn backend_builds(backend: Backend) -> bool {
     match backend {
         Backend::Svm => true,
-        Backend::Vmx | Backend::Tdx | Backend::Riscv => false,
+        Backend::Vmx => true,
+        Backend::Tdx | Backend::Riscv => false,
     }
 }

@@ -20,7 +20,10 @@ pub struct Firmware {
 
 /// The firmware this machine's GRUB tools can build for.
 pub fn available_firmware() -> Firmware {
-    Firmware { bios: Path::new(GRUB_BIOS_DIR).is_dir(), uefi: Path::new(GRUB_EFI_DIR).is_dir() }
+    Firmware {
+        bios: Path::new(GRUB_BIOS_DIR).is_dir(),
+        uefi: Path::new(GRUB_EFI_DIR).is_dir(),
+    }
 }
 
 /// The grub.cfg of an image: boot at once, no menu, the command line passed to the VMM (and through the
@@ -37,18 +40,26 @@ pub fn grub_cfg(cmdline: &str) -> String {
 pub fn build_iso(image: &Path, out: &Path, cmdline: &str) -> Result<Firmware, String> {
     let fw = available_firmware();
     if !fw.bios && !fw.uefi {
-        return Err(format!("no GRUB platform modules in {GRUB_BIOS_DIR} or {GRUB_EFI_DIR}: run ci/install-deps.sh"));
+        return Err(format!(
+            "no GRUB platform modules in {GRUB_BIOS_DIR} or {GRUB_EFI_DIR}: run ci/install-deps.sh"
+        ));
     }
     let stage: PathBuf = out.with_extension("isodir");
     let _ = std::fs::remove_dir_all(&stage);
     let grub_dir = stage.join("boot/grub");
     std::fs::create_dir_all(&grub_dir).map_err(|e| format!("{}: {e}", grub_dir.display()))?;
-    std::fs::copy(image, stage.join("boot/libvmm.elf")).map_err(|e| format!("{}: {e}", image.display()))?;
+    std::fs::copy(image, stage.join("boot/libvmm.elf"))
+        .map_err(|e| format!("{}: {e}", image.display()))?;
     std::fs::write(grub_dir.join("grub.cfg"), grub_cfg(cmdline)).map_err(|e| e.to_string())?;
 
     let mut cmd = Command::new("grub-mkrescue");
     // Only what grub.cfg needs: smaller ISO, faster GRUB in Bochs.
-    cmd.args(["--install-modules=multiboot2 normal serial terminal configfile", "--fonts=", "--locales=", "--themes="]);
+    cmd.args([
+        "--install-modules=multiboot2 normal serial terminal configfile",
+        "--fonts=",
+        "--locales=",
+        "--themes=",
+    ]);
     cmd.args(["--compress=no", "-o"]).arg(out);
     if fw.bios {
         cmd.args(["-d", GRUB_BIOS_DIR]);
@@ -57,9 +68,14 @@ pub fn build_iso(image: &Path, out: &Path, cmdline: &str) -> Result<Firmware, St
         cmd.args(["-d", GRUB_EFI_DIR]);
     }
     cmd.arg(&stage);
-    let o = cmd.output().map_err(|e| format!("grub-mkrescue: {e} (run ci/install-deps.sh)"))?;
+    let o = cmd
+        .output()
+        .map_err(|e| format!("grub-mkrescue: {e} (run ci/install-deps.sh)"))?;
     if !o.status.success() {
-        return Err(format!("grub-mkrescue failed: {}", String::from_utf8_lossy(&o.stderr)));
+        return Err(format!(
+            "grub-mkrescue failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
     }
     let _ = std::fs::remove_dir_all(&stage);
     Ok(fw)

@@ -1,15 +1,17 @@
 //! `cargo xtask`: build, boot, test and benchmark libvmm images.
 //!
 //! ```text
-//! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME]   prints the image path
+//! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME] [--format iso]   prints the image path
 //! cargo xtask run [--backend B] [--payload P] [--cmdline "..."]           boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
 //! ```
 mod backend;
 mod bench;
+mod bochs;
 mod build;
 mod cmd;
+mod iso;
 mod qemu;
 mod run;
 mod test;

@@ -63,7 +63,7 @@ fn launch(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Finishe
             crate::qemu::x86(image, o.cmdline, o.icount, o.echo, o.limit)
         }
         Backend::Riscv => Err("the RISC-V runner is not wired up yet".into()),
-        Backend::Vmx => Err("the Bochs runner is not wired up yet".into()),
+        Backend::Vmx => crate::bochs::launch(image, o.cmdline, o.echo, o.limit),
     }
 }
 

@@ -52,7 +52,7 @@ pub fn cases(backend: Backend) -> Vec<Case> {
         expect: vec![" recoverable checks passed, 0 failed".into(), expect],
         forbid: HOSTILE_FORBID.to_vec(),
     };
-    vec![
+    let mut v = vec![
         Case {
             payload: "hello",
             cmdline: "",
@@ -104,11 +104,15 @@ pub fn cases(backend: Backend) -> Vec<Case> {
             ],
             forbid: vec!["panic"],
         },
-    ]
+    ];
+    if backend == Backend::Vmx {
+        v.extend(crate::bochs::consistency_cases());
+    }
+    v
 }
 
 /// Backends whose images boot on an emulator here.
-pub const BOOTED: [Backend; 1] = [Backend::Svm];
+pub const BOOTED: [Backend; 2] = [Backend::Svm, Backend::Vmx];
 
 struct Tally {
     passed: u32,

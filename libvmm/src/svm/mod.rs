@@ -10,6 +10,8 @@
 //! resumes inside its own instruction: that hurts only the guest itself. With NRIPS (real hardware)
 //! NEXT_RIP is used.
 #![forbid(unsafe_code)]
+// Built on the host for its tests and into every x86 image; used only by SVM images.
+#![cfg_attr(not(all(feature = "svm", target_os = "none")), allow(dead_code))]
 
 pub(crate) mod decode;
 pub(crate) mod npt;
@@ -236,9 +238,9 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, exit: &Exit, reply: Reply) {
     }
 }
 
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(feature = "svm", target_os = "none", target_arch = "x86_64"))]
 mod hw;
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(feature = "svm", target_os = "none", target_arch = "x86_64"))]
 pub(crate) use hw::boot;
 
 #[cfg(test)]

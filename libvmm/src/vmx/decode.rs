@@ -6,6 +6,7 @@ use super::vmcs::GuestRegs;
 use crate::exit::{Access, Exit, IoAccess, VirtInsn};
 
 /// Basic exit reasons (SDM Vol. 3D App. C).
+#[allow(dead_code)]
 pub(crate) mod reason {
     pub const EXCEPTION_NMI: u32 = 0;
     pub const EXTERNAL_INTERRUPT: u32 = 1;

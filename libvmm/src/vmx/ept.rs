@@ -47,7 +47,7 @@ pub(crate) mod eptp {
 
 // The window must be 2 MiB aligned and fit in one page directory (one 1 GiB slot).
 static_assertions::const_assert!(
-    WINDOW_BASE % PAGE_2M == 0 && WINDOW_SIZE % PAGE_2M == 0 && WINDOW_SIZE > 0
+    WINDOW_BASE.is_multiple_of(PAGE_2M) && WINDOW_SIZE.is_multiple_of(PAGE_2M) && WINDOW_SIZE > 0
 );
 static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_SIZE - 1) >> 30);
 
@@ -100,6 +100,7 @@ pub(crate) struct EptTables {
 static_assertions::const_assert_eq!(core::mem::size_of::<EptTables>(), 3 * 4096);
 
 impl EptTables {
+    #[cfg(test)]
     pub const fn new() -> Self {
         Self {
             pml4: Table([0; ENTRIES]),

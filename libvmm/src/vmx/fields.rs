@@ -5,6 +5,8 @@
 //! compile time that the width encoded in bits 14:13 of every encoding matches the declared width and
 //! that no `_HIGH` half (access type bit 0) is used by mistake. A wrong entry here fails the build.
 #![forbid(unsafe_code)]
+// The encoding table lists the fields a VMM of this shape touches, some only for diagnosis and tests.
+#![allow(dead_code)]
 
 use core::marker::PhantomData;
 use x86::vmx::vmcs::{control as c, guest as g, host as h, ro};

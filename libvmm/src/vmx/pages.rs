@@ -11,6 +11,7 @@ use super::ept::EptTables;
 #[repr(C, align(4096))]
 pub(crate) struct Page(pub [u8; 4096]);
 
+#[cfg(test)]
 impl Page {
     pub const fn zeroed() -> Self {
         Self([0; 4096])
@@ -34,6 +35,7 @@ pub(crate) struct VmxPages {
 static_assertions::const_assert_eq!(core::mem::size_of::<VmxPages>(), 9 * 4096);
 
 impl VmxPages {
+    #[cfg(test)]
     pub const fn new() -> Self {
         Self {
             vmxon: Page::zeroed(),
@@ -59,12 +61,14 @@ impl VmxPages {
     }
 
     /// VTPR (byte 0x80 of the virtual-APIC page).
+    #[cfg(test)]
     pub fn vtpr(&self) -> u8 {
         self.virtual_apic.0[0x80]
     }
 }
 
 /// Whether an access to MSR `msr` exits under `bitmap` (SDM "MSR-Bitmap Address").
+#[cfg(test)]
 pub(crate) fn msr_exits(bitmap: &Page, msr: u32, write: bool) -> bool {
     let base = match msr {
         0..=0x1FFF => 0,
@@ -76,6 +80,7 @@ pub(crate) fn msr_exits(bitmap: &Page, msr: u32, write: bool) -> bool {
 }
 
 /// Whether an access to `port` exits under bitmaps A/B.
+#[cfg(test)]
 pub(crate) fn port_exits(a: &Page, b: &Page, port: u16) -> bool {
     let (page, p) = if port < 0x8000 {
         (a, port as usize)

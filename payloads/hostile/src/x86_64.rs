@@ -17,6 +17,7 @@ pub fn recoverable(c: &mut Checks) {
     if libvmm_guest::backend_name() == "Intel VMX" {
         let r = probe::vmxon(page);
         c.check("vmxon-is-ud", r == Err(UD), format_args!("got {r:?}"));
+        vmx_forms(c, page);
     }
     for (name, r) in [
         ("vmrun-is-ud", probe::vmrun(page)),
@@ -140,4 +141,67 @@ pub fn fatal(attack: &str) {
         }
         other => libvmm_guest::println!("hostile: unknown attack {other}"),
     }
+}
+
+/// The VMX forms of the attacks (run on the VMX backend): the whole VMX instruction set is #UD, the VMX
+/// capability MSRs are #GP, CR4.VMXE (which the CPU needs set underneath) is neither visible nor
+/// writable, and Bochs' own control ports are denied like every other port.
+fn vmx_forms(c: &mut Checks, page: u64) {
+    let desc = [0u64, 0];
+    for (name, r) in [
+        ("vmresume-is-ud", probe::vmresume()),
+        ("vmxoff-is-ud", probe::vmxoff()),
+        ("vmclear-is-ud", probe::vmclear(page)),
+        ("vmptrld-is-ud", probe::vmptrld(page)),
+        ("vmptrst-is-ud", probe::vmptrst().map(|_| ())),
+        ("vmwrite-is-ud", probe::vmwrite(0x681E, 0)),
+        ("invept-is-ud", probe::invept(2, &desc)),
+        ("invvpid-is-ud", probe::invvpid(2, &desc)),
+        ("vmfunc-is-ud", probe::vmfunc(0)),
+        ("getsec-is-ud", probe::getsec()),
+    ] {
+        c.check(name, r == Err(UD), format_args!("got {r:?}"));
+    }
+    for msr in [0x480u32, 0x482, 0x48B, 0x48C, 0x48E, 0x491] {
+        let r = probe::rdmsr(msr);
+        c.check(
+            "vmx-capability-msr-is-gp",
+            r == Err(GP),
+            format_args!("rdmsr {msr:#x} got {r:x?}"),
+        );
+    }
+    const CR4_VMXE: u64 = 1 << 13;
+    let cr4 = probe::read_cr4();
+    c.check(
+        "cr4-hides-vmxe",
+        matches!(cr4, Ok(v) if v & CR4_VMXE == 0),
+        format_args!("got {cr4:x?}"),
+    );
+    if let Ok(v) = cr4 {
+        let r = probe::write_cr4(v | CR4_VMXE);
+        c.check(
+            "cr4-vmxe-write-refused",
+            r.is_err(),
+            format_args!("got {r:?}"),
+        );
+        let r = probe::write_cr4(v & !CR4_VMXE);
+        c.check(
+            "cr4-same-value-write-ok",
+            r == Ok(()),
+            format_args!("got {r:?}"),
+        );
+    }
+    // Bochs ends the emulator on "Shutdown" written to 0x8900; port 0xE9 is its debug console.
+    let r = b"Shutdown".iter().try_for_each(|&b| probe::outb(0x8900, b));
+    c.check(
+        "out-bochs-shutdown-port-dropped",
+        r == Ok(()),
+        format_args!("got {r:?}"),
+    );
+    let r = probe::outb(0xE9, b'!');
+    c.check(
+        "out-port-e9-dropped",
+        r == Ok(()),
+        format_args!("got {r:?}"),
+    );
 }

@@ -10,5 +10,8 @@ pub(crate) mod idt;
 pub(crate) mod platform;
 pub(crate) mod serial;
 pub(crate) mod start;
+#[cfg(feature = "svm")]
 pub(crate) mod svm;
 pub(crate) mod tables;
+#[cfg(feature = "vmx")]
+pub(crate) mod vmx;

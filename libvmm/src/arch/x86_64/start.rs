@@ -99,6 +99,14 @@ fn boot_and_run(entry: boot::EntryState, mut con: Serial, payload: &crate::Paylo
     run_backend(&mut vm, &state)
 }
 
+#[cfg(feature = "vmx")]
+fn run_backend(
+    vm: &mut Vm<'_, X86Platform>,
+    state: &crate::x86::guest_setup::InitialState,
+) -> StopReason {
+    crate::vmx::boot(vm, state)
+}
+
 #[cfg(feature = "svm")]
 fn run_backend(
     vm: &mut Vm<'_, X86Platform>,

@@ -176,7 +176,7 @@ impl VmxOps for HwVmcs {
 
 /// Address of the VM-exit entry point (HOST_RIP).
 pub fn exit_entry() -> u64 {
-    libvmm_vmx_exit as usize as u64
+    libvmm_vmx_exit as *const () as u64
 }
 
 extern "C" {
