@@ -150,8 +150,8 @@ pub enum Output {
     Sbi { error: i64, value: i64 },
     /// RDMSR result (EDX:EAX).
     MsrValue(u64),
-    /// IN result: the low `size` bytes go to AL/AX/EAX.
-    IoIn(u32),
+    /// IN result: the low `size` (1, 2, 4) bytes of `value` go to AL/AX/EAX.
+    IoIn { value: u32, size: u8 },
     /// A write to an MSR the backend keeps (the policy has validated the value).
     SetVirtualMsr(VirtualMsr, u64),
 }
