@@ -90,6 +90,7 @@ pub enum Exit {
         args: [u64; 4],
     },
     /// Other SBI call from VS-mode (RISC-V).
+    #[cfg_attr(not(target_arch = "riscv64"), allow(dead_code))]
     Sbi {
         ext: u64,
         fid: u64,
