@@ -121,11 +121,11 @@ impl core::fmt::Display for StopReason {
 
 /// Decides the reply to one exit, or that the VM stops.
 pub(crate) fn handle<B: Backend, P: Platform>(
-    exit: &Exit,
+    exit: Exit,
     cpu: &B,
     vm: &mut Vm<'_, P>,
 ) -> Result<Reply, StopReason> {
-    Ok(match *exit {
+    Ok(match exit {
         Exit::Cpuid { leaf, subleaf } => {
             let host = |l, s| vm.platform.host_cpuid(l, s);
             Reply::Complete(Output::Cpuid(cpuid::answer(leaf, subleaf, B::ID, host)))
@@ -134,10 +134,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             hypercall::Outcome::Return(v) => Reply::Complete(Output::Hypercall(v)),
             hypercall::Outcome::Stop(s) => return Err(s),
         },
-        Exit::Sbi { ext, fid, ref args } => sbi::decide(ext, fid, args),
+        Exit::Sbi { ext, fid, args } => sbi::decide(ext, fid, &args),
         Exit::MsrRead { msr } => msr::read(msr, |v| cpu.virtual_msr(v)),
         Exit::MsrWrite { msr, value } => msr::write(msr, value),
-        Exit::Io(ref access) => {
+        Exit::Io(access) => {
             if vm.io_logged < IO_LOG_LIMIT {
                 vm.io_logged += 1;
                 crate::vmm_print!(
@@ -148,7 +148,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                     access.size
                 );
             }
-            io::decide(access)
+            io::decide(&access)
         }
         Exit::GuestMemoryFault { gpa, access } => {
             return Err(StopReason::GuestMemoryViolation { gpa, access })
@@ -171,8 +171,8 @@ pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> S
             Err(e) => return StopReason::Backend(e),
         };
         vm.exits += 1;
-        match handle(&exit, cpu, vm) {
-            Ok(reply) => cpu.reply(&exit, reply),
+        match handle(exit, cpu, vm) {
+            Ok(reply) => cpu.reply(reply),
             Err(stop) => return stop,
         }
     }
@@ -222,6 +222,7 @@ pub(crate) mod tests {
     pub struct ScriptedBackend {
         pub script: Vec<Exit>,
         pub replies: Vec<(Exit, Reply)>,
+        pub last: Option<Exit>,
     }
     impl Backend for ScriptedBackend {
         const ID: BackendId = BackendId::Svm;
@@ -232,10 +233,13 @@ pub(crate) mod tests {
                     what: "script ended",
                 });
             }
-            Ok(self.script.remove(0))
+            let e = self.script.remove(0);
+            self.last = Some(e);
+            Ok(e)
         }
-        fn reply(&mut self, exit: &Exit, reply: Reply) {
-            self.replies.push((*exit, reply));
+        fn reply(&mut self, reply: Reply) {
+            self.replies
+                .push((self.last.expect("reply without an exit"), reply));
         }
         fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
             Some(msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME)
@@ -251,6 +255,7 @@ pub(crate) mod tests {
         let mut cpu = ScriptedBackend {
             script,
             replies: Vec::new(),
+            last: None,
         };
         let mut vm = Vm::new(GuestMemory::new(BASE, mem), ModelPlatform::default());
         let stop = run(&mut cpu, &mut vm);

@@ -33,8 +33,8 @@ impl Backend for SvmVcpu {
         Ok(decode::decode(&super::exit_info(self.vmcb), &self.gprs))
     }
 
-    fn reply(&mut self, exit: &Exit, reply: Reply) {
-        super::apply_reply(self.vmcb, &mut self.gprs, exit, reply);
+    fn reply(&mut self, reply: Reply) {
+        super::apply_reply(self.vmcb, &mut self.gprs, reply);
     }
 
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
