@@ -398,7 +398,8 @@ mod tests {
     #[test]
     fn control_word_and_address_rules() {
         let caps = skylake_x();
-        let cases: [(fn(&mut Controls), Check); 16] = [
+        type Breaker = fn(&mut Controls);
+        let cases: [(Breaker, Check); 16] = [
             (|c| c.pin &= !0x16, Check::PinAllowed),
             (|c| c.proc1 |= 1 << 0, Check::Proc1Allowed),
             (|c| c.proc2 |= 1 << 31, Check::Proc2Allowed),

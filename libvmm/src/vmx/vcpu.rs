@@ -224,7 +224,7 @@ impl<H: VmxOps> Backend for Vmx<H> {
         Ok(decode::decode(&raw, &self.regs))
     }
 
-    fn reply(&mut self, exit: &Exit, reply: Reply) {
+    fn reply(&mut self, reply: Reply) {
         let out = match reply {
             Reply::Resume => return,
             Reply::Inject(fault) => return self.inject(fault),
@@ -241,12 +241,12 @@ impl<H: VmxOps> Backend for Vmx<H> {
             Output::Hypercall(v) => self.regs.rax = v as u64,
             Output::Sbi { .. } => {}
             Output::MsrValue(v) => self.set_edx_eax(v),
-            Output::IoIn(v) => {
-                let size = if let Exit::Io(io) = exit { io.size } else { 4 };
+            Output::IoIn { value, size } => {
+                let v = value as u64;
                 self.regs.rax = match size {
-                    1 => (self.regs.rax & !0xFF) | (v as u64 & 0xFF),
-                    2 => (self.regs.rax & !0xFFFF) | (v as u64 & 0xFFFF),
-                    _ => v as u64, // a 32-bit IN zero-extends into RAX
+                    1 => (self.regs.rax & !0xFF) | (v & 0xFF),
+                    2 => (self.regs.rax & !0xFFFF) | (v & 0xFFFF),
+                    _ => v, // a 32-bit IN zero-extends into RAX
                 };
             }
             Output::SetVirtualMsr(msr, value) => {
@@ -369,7 +369,7 @@ mod tests {
                 subleaf: 0
             }
         );
-        v.reply(&e, Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
+        v.reply(Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
         assert_eq!(
             (v.regs.rax, v.regs.rbx, v.regs.rcx, v.regs.rdx),
             (1, 2, 3, 4)
@@ -431,9 +431,20 @@ mod tests {
                 string: false
             })
         );
-        v.reply(&e, Reply::Complete(Output::Nothing));
+        v.reply(Reply::Complete(Output::Nothing));
         let e = v.run().unwrap();
-        v.reply(&e, Reply::Complete(Output::IoIn(0xFF)));
+        assert!(matches!(
+            e,
+            Exit::Io(IoAccess {
+                port: 0x60,
+                write: false,
+                ..
+            })
+        ));
+        v.reply(Reply::Complete(Output::IoIn {
+            value: 0xFF,
+            size: 1,
+        }));
         assert_eq!(v.regs.rax, 0x1234_5678_9abc_deff);
         let e = v.run().unwrap();
         assert_eq!(e, Exit::MsrRead { msr: 0x3A });
@@ -442,14 +453,7 @@ mod tests {
     #[test]
     fn efer_write_that_toggles_long_mode_is_gp() {
         let mut v = vmx(Tweak::None, Options::default(), vec![]);
-        let e = Exit::MsrWrite {
-            msr: 0xC000_0080,
-            value: 0,
-        };
-        v.reply(
-            &e,
-            Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0)),
-        );
+        v.reply(Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0)));
         assert_eq!(
             v.controls().entry_intr_info,
             (1 << 31) | (3 << 8) | (1 << 11) | 13
