@@ -187,7 +187,8 @@ pub fn bench_cmd(_a: &Args) -> Result<u8, String> {
         }
         let _ = writeln!(table, "  {target}");
     }
-    println!("libvmm bench (QEMU -icount shift=0,sleep=off -seed 1: one cycle = one emulated instruction)\n");
+    println!("libvmm bench (QEMU -icount shift=0,sleep=off -seed 1: one cycle = one emulated instruction)");
+    println!("vmx: Bochs 2.7 corei7_skylake_x with `clock: sync=none`: the guest's RDTSC counts emulated instructions (deterministic)\n");
     print!("{table}");
 
     let mut json = String::from("{\n");

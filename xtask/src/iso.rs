@@ -61,11 +61,15 @@ pub fn build_iso(image: &Path, out: &Path, cmdline: &str) -> Result<Firmware, St
         "--themes=",
     ]);
     cmd.args(["--compress=no", "-o"]).arg(out);
-    if fw.bios {
-        cmd.args(["-d", GRUB_BIOS_DIR]);
-    }
-    if fw.uefi && !fw.bios {
-        cmd.args(["-d", GRUB_EFI_DIR]);
+    // Without -d grub-mkrescue builds for every installed platform (BIOS + UEFI when both are there).
+    match (fw.bios, fw.uefi) {
+        (true, false) => {
+            cmd.args(["-d", GRUB_BIOS_DIR]);
+        }
+        (false, true) => {
+            cmd.args(["-d", GRUB_EFI_DIR]);
+        }
+        _ => {}
     }
     cmd.arg(&stage);
     let o = cmd

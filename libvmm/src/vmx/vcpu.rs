@@ -108,9 +108,9 @@ impl<H: VmxOps> Vmx<H> {
     }
 
     fn advance_rip(&mut self) {
-        let len = self.read_or_zero(f::EXIT_INSTRUCTION_LENGTH);
-        let rip = self.read_or_zero(f::GUEST_RIP);
-        let _ = self.vmcs.write(f::GUEST_RIP, rip.wrapping_add(len));
+        let len = self.vmcs.read_basic(f::EXIT_INSTRUCTION_LENGTH) as u64;
+        let rip = self.vmcs.read_basic(f::GUEST_RIP);
+        self.vmcs.write_basic(f::GUEST_RIP, rip.wrapping_add(len));
     }
 
     fn inject(&mut self, fault: Fault) {
@@ -189,7 +189,7 @@ impl<H: VmxOps> Backend for Vmx<H> {
             self.controls.entry_intr_info = 0;
             self.dirty = true;
         }
-        let exit_reason = self.read_or_zero(f::EXIT_REASON) as u32;
+        let exit_reason = self.vmcs.read_basic(f::EXIT_REASON);
         if exit_reason & reason::ENTRY_FAILURE != 0 {
             let what = match exit_reason & 0xFFFF {
                 reason::INVALID_GUEST_STATE => {
@@ -211,12 +211,12 @@ impl<H: VmxOps> Backend for Vmx<H> {
         let raw = RawExit {
             reason: exit_reason,
             qualification: if needs_q {
-                self.read_or_zero(f::EXIT_QUALIFICATION)
+                self.vmcs.read_basic(f::EXIT_QUALIFICATION)
             } else {
                 0
             },
             guest_physical: if matches!(basic, reason::EPT_VIOLATION | reason::EPT_MISCONFIG) {
-                self.read_or_zero(f::GUEST_PHYSICAL_ADDRESS)
+                self.vmcs.read_basic(f::GUEST_PHYSICAL_ADDRESS)
             } else {
                 0
             },

@@ -23,6 +23,18 @@ pub(crate) enum VmFail {
 pub(crate) trait VmxOps {
     fn vmread(&self, encoding: u32) -> Result<u64, VmFail>;
     fn vmwrite(&mut self, encoding: u32, value: u64) -> Result<(), VmFail>;
+    /// VMREAD of a field every VMX implementation has (exit reason, qualification, instruction length,
+    /// guest RIP), on the exit path, where a current VMCS is guaranteed: such a VMREAD cannot fail (SDM
+    /// VMREAD: VMfailInvalid needs an invalid current-VMCS pointer, VMfailValid(12) an unsupported
+    /// component), so the hardware form skips capturing the flags.
+    fn vmread_basic(&self, encoding: u32) -> u64 {
+        self.vmread(encoding).unwrap_or(0)
+    }
+    /// VMWRITE of such a field (guest RIP) on the exit path; same reasoning (VMfailValid(13) needs a
+    /// read-only field, which the typed layer rules out).
+    fn vmwrite_basic(&mut self, encoding: u32, value: u64) {
+        let _ = self.vmwrite(encoding, value);
+    }
     /// VMLAUNCH (`launched == false`) or VMRESUME with `regs` loaded; returns at the next VM exit with the
     /// guest's registers saved back into `regs`, or with the instruction's failure.
     fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail>;
@@ -42,6 +54,14 @@ impl<H: VmxOps> Vmcs<H> {
     pub fn write<W: Width>(&mut self, f: Field<W>, v: W::Value) -> Result<(), VmFail> {
         debug_assert!(!f.is_read_only());
         self.0.vmwrite(f.encoding(), v.into())
+    }
+    /// Exit-path read of a basic field (see [`VmxOps::vmread_basic`]).
+    pub fn read_basic<W: Width>(&self, f: Field<W>) -> W::Value {
+        W::from_raw(self.0.vmread_basic(f.encoding()))
+    }
+    pub fn write_basic<W: Width>(&mut self, f: Field<W>, v: W::Value) {
+        debug_assert!(!f.is_read_only());
+        self.0.vmwrite_basic(f.encoding(), v.into())
     }
 }
 

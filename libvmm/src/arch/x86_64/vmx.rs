@@ -152,6 +152,22 @@ impl VmxOps for HwVmcs {
         status(cf, zf)
     }
 
+    fn vmread_basic(&self, encoding: u32) -> u64 {
+        let v: u64;
+        // SAFETY: as `vmread`; the flags are not captured (see `VmxOps::vmread_basic`).
+        unsafe {
+            core::arch::asm!("vmread {v}, {f}", f = in(reg) encoding as u64, v = out(reg) v, options(nostack, nomem))
+        };
+        v
+    }
+
+    fn vmwrite_basic(&mut self, encoding: u32, value: u64) {
+        // SAFETY: as `vmwrite`; the flags are not captured (see `VmxOps::vmwrite_basic`).
+        unsafe {
+            core::arch::asm!("vmwrite {f}, {v}", f = in(reg) encoding as u64, v = in(reg) value, options(nostack, nomem))
+        };
+    }
+
     fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail> {
         // SAFETY: `regs` is a valid, exclusive GuestRegs; the world switch saves and restores every
         // callee-saved register and returns normally both on VM exit and on VMfail.
