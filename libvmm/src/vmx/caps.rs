@@ -43,6 +43,8 @@ pub(crate) mod ept_cap {
     pub const WB: u64 = 1 << 14;
     pub const PAGE_2M: u64 = 1 << 16;
     pub const AD: u64 = 1 << 21;
+    pub const INVEPT_ALL_CONTEXT: u64 = 1 << 26;
+    pub const INVVPID_ALL_CONTEXT: u64 = 1 << 42;
 }
 
 /// One control's allowed settings: bits set in `must_be_1` (allowed-0 settings, low half of the MSR)

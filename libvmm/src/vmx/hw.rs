@@ -106,6 +106,14 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
         return StopReason::Platform("EPT would expose VMM memory");
     }
 
+    // Nothing cached from before this VMM may survive into the guest: the EPT root and VPID are new.
+    if caps.ept_vpid & caps::ept_cap::INVEPT_ALL_CONTEXT != 0 && hw::invept_all().is_err() {
+        return StopReason::Unsupported("INVEPT all-context failed");
+    }
+    if caps.ept_vpid & caps::ept_cap::INVVPID_ALL_CONTEXT != 0 && hw::invvpid_all().is_err() {
+        return StopReason::Unsupported("INVVPID all-context failed");
+    }
+
     let addrs = Addrs {
         io_bitmap_a: hw::pa(&pages.io_bitmap_a),
         io_bitmap_b: hw::pa(&pages.io_bitmap_b),
