@@ -54,7 +54,7 @@ fn vmm_cases() -> Vec<Case> {
         ),
         case(
             "",
-            Some("qemu64"),
+            Some("qemu64,-svm"),
             StopCode::Unsupported,
             "SVM missing: CPUID 0x8000_0001 ECX bit 2 (SVM) is clear",
         ),
