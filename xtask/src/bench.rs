@@ -99,6 +99,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
     let image = build_image(backend, "exitbench")?;
     let o = BootOptions {
         cmdline: "",
+        cpu: None,
         icount: true,
         echo: false,
         limit: Duration::from_secs(120),

@@ -19,13 +19,16 @@ use libvmm_abi::stop::StopCode;
 use crate::cmd::{ensure_tools, target_dir, Finished};
 use crate::test::Case;
 
+/// The Bochs CPU model of VMX runs: VMX with EPT, VPID, TSC scaling and APIC virtualization.
+pub const DEFAULT_CPU: &str = "corei7_skylake_x";
+
 /// The bochsrc of a run.
-pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, ips: u64) -> String {
+pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, cpu: &str, ips: u64) -> String {
     format!(
         "megs: 128\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
-         cpu: model=corei7_skylake_x, count=1, ips={ips}, reset_on_triple_fault=0\n\
+         cpu: model={cpu}, count=1, ips={ips}, reset_on_triple_fault=0\n\
          clock: sync=none, time0=1\n\
          display_library: rfb, options=\"timeout=0\"\n\
          ata0-master: type=cdrom, path=\"{iso}\", status=inserted\n\
@@ -48,14 +51,14 @@ pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, ips: u64) -> String {
 
 /// Boots `iso` in Bochs with a wall-clock limit; `workdir` receives bochsrc, console and log. The
 /// `Finished` output is the COM1 console; Bochs' exit status carries no stop code.
-pub fn run(iso: &Path, workdir: &Path, limit: Duration) -> Result<Finished, String> {
+pub fn run(iso: &Path, workdir: &Path, cpu: &str, limit: Duration) -> Result<Finished, String> {
     std::fs::create_dir_all(workdir).map_err(|e| e.to_string())?;
     let com1 = workdir.join("com1.txt");
     let log = workdir.join("bochs.log");
     let rc = workdir.join("bochsrc");
     let dbg = workdir.join("debugger.rc");
     let _ = std::fs::remove_file(&com1);
-    std::fs::write(&rc, bochsrc(iso, &com1, &log, 50_000_000)).map_err(|e| e.to_string())?;
+    std::fs::write(&rc, bochsrc(iso, &com1, &log, cpu, 50_000_000)).map_err(|e| e.to_string())?;
     std::fs::write(&dbg, "c\n").map_err(|e| e.to_string())?;
     let start = Instant::now();
     let status = Command::new("timeout")
@@ -100,6 +103,7 @@ fn cmdline_tag(cmdline: &str) -> String {
 pub fn launch(
     image: &Path,
     cmdline: &str,
+    cpu: Option<&str>,
     echo: bool,
     limit: Duration,
 ) -> Result<Finished, String> {
@@ -111,8 +115,11 @@ pub fn launch(
     let name = format!("{stem}{}", cmdline_tag(cmdline));
     let iso = image.with_file_name(format!("{name}.iso"));
     crate::iso::build_iso(image, &iso, cmdline)?;
-    let workdir = target_dir().join("bochs").join(&name);
-    let f = run(&iso, &workdir, limit)?;
+    let workdir = target_dir().join("bochs").join(format!(
+        "{name}{}",
+        cpu.map(|c| format!("-{c}")).unwrap_or_default()
+    ));
+    let f = run(&iso, &workdir, cpu.unwrap_or(DEFAULT_CPU), limit)?;
     if echo {
         print!("{}", f.output);
         eprintln!(
@@ -134,6 +141,7 @@ pub fn consistency_cases() -> Vec<Case> {
     let caught = |cmdline: &'static str, rule: &str| Case {
         payload: "hello",
         cmdline,
+        cpu: None,
         code: cc,
         expect: vec![format!("VM-entry consistency check failed: {rule}")],
         forbid: vec!["Hello from", "MISSED CONSISTENCY CHECK"],
@@ -141,6 +149,7 @@ pub fn consistency_cases() -> Vec<Case> {
     let cpu_refuses = |cmdline: &'static str, rule: &str| Case {
         payload: "hello",
         cmdline,
+        cpu: None,
         code: be,
         expect: vec![
             "VM entry failed: VM entry with invalid control field(s) (0x7)".into(),
@@ -171,6 +180,7 @@ pub fn consistency_cases() -> Vec<Case> {
         Case {
             payload: "hello",
             cmdline: "vmx.bad=host-tr vmx.report-missed",
+            cpu: None,
             code: be,
             expect: vec![
                 "!!! MISSED CONSISTENCY CHECK !!!".into(),
@@ -178,9 +188,27 @@ pub fn consistency_cases() -> Vec<Case> {
             ],
             forbid: vec!["Hello from"],
         },
+        // A VMX CPU without EPT (Penryn) and one without VMX (an AMD model): refused by name.
+        Case {
+            payload: "hello",
+            cmdline: "",
+            cpu: Some("core2_penryn_t9600"),
+            code: StopCode::Unsupported as u8,
+            expect: vec!["unsupported: EPT and VPID".into()],
+            forbid: vec!["Hello from"],
+        },
+        Case {
+            payload: "hello",
+            cmdline: "",
+            cpu: Some("athlon64_venice"),
+            code: StopCode::Unsupported as u8,
+            expect: vec!["unsupported: CPUID.1:ECX.VMX[5] is 0".into()],
+            forbid: vec!["Hello from"],
+        },
         Case {
             payload: "hello",
             cmdline: "vmx.report-missed",
+            cpu: None,
             code: 0,
             expect: vec!["Hello from a libvmm guest!".into()],
             forbid: vec!["MISSED CONSISTENCY CHECK", "vmx debug"],

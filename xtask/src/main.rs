@@ -51,7 +51,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
     Ok(a)
 }
 
-const USAGE: &str = "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT]";
+const USAGE: &str =
+    "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();

@@ -44,6 +44,8 @@ pub struct Outcome {
 
 pub struct BootOptions<'a> {
     pub cmdline: &'a str,
+    /// Emulator CPU model instead of the backend's default (x86 QEMU: `-cpu`).
+    pub cpu: Option<&'a str>,
     pub icount: bool,
     pub echo: bool,
     pub limit: Duration,
@@ -60,10 +62,10 @@ fn source(backend: Backend) -> StopCodeSource {
 fn launch(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Finished, String> {
     match backend {
         Backend::Svm | Backend::Tdx => {
-            crate::qemu::x86(image, o.cmdline, o.icount, o.echo, o.limit)
+            crate::qemu::x86(image, o.cmdline, o.cpu, o.icount, o.echo, o.limit)
         }
         Backend::Riscv => Err("the RISC-V runner is not wired up yet".into()),
-        Backend::Vmx => crate::bochs::launch(image, o.cmdline, o.echo, o.limit),
+        Backend::Vmx => crate::bochs::launch(image, o.cmdline, o.cpu, o.echo, o.limit),
     }
 }
 
@@ -101,6 +103,7 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
     let image = build_image(a.backend, &a.payload)?;
     let o = BootOptions {
         cmdline: &a.cmdline,
+        cpu: None,
         icount: false,
         echo: true,
         limit: Duration::from_secs(120),

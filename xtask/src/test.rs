@@ -15,6 +15,8 @@ use libvmm_abi::stop::StopCode;
 pub struct Case {
     pub payload: &'static str,
     pub cmdline: &'static str,
+    /// Emulator CPU model, when the case needs another than the backend's default.
+    pub cpu: Option<&'static str>,
     pub code: u8,
     pub expect: Vec<String>,
     pub forbid: Vec<&'static str>,
@@ -27,6 +29,44 @@ const HOSTILE_FORBID: [&str; 3] = [
 ];
 
 /// The boot cases of a backend. `name` is how the guest names the backend.
+/// Cases about the VMM itself on x86 QEMU: its panic and exception handlers, and CPUs without SVM.
+fn vmm_cases() -> Vec<Case> {
+    let case = |cmdline, cpu, code: StopCode, expect: &str| Case {
+        payload: "hello",
+        cmdline,
+        cpu,
+        code: code as u8,
+        expect: vec![expect.to_string()],
+        forbid: vec!["Hello from a libvmm guest"],
+    };
+    vec![
+        case(
+            "libvmm.selftest=panic",
+            None,
+            StopCode::VmmPanic,
+            "libvmm: VMM panic at libvmm/src/arch/x86_64/start.rs:",
+        ),
+        case(
+            "libvmm.selftest=fault",
+            None,
+            StopCode::VmmPanic,
+            "libvmm: VMM exception 6 (error 0x0) at rip 0x",
+        ),
+        case(
+            "",
+            Some("qemu64,-svm"),
+            StopCode::Unsupported,
+            "SVM missing: CPUID 0x8000_0001 ECX bit 2 (SVM) is clear",
+        ),
+        case(
+            "",
+            Some("qemu64,+svm,-npt"),
+            StopCode::Unsupported,
+            "nested paging missing: CPUID 0x8000_000A EDX bit 0 (NP) is clear",
+        ),
+    ]
+}
+
 pub fn cases(backend: Backend) -> Vec<Case> {
     let name = match backend {
         Backend::Svm => "AMD SVM",
@@ -48,14 +88,21 @@ pub fn cases(backend: Backend) -> Vec<Case> {
     let hostile = |cmdline: &'static str, code: u8, expect: String| Case {
         payload: "hostile",
         cmdline,
+        cpu: None,
         code,
         expect: vec![" recoverable checks passed, 0 failed".into(), expect],
         forbid: HOSTILE_FORBID.to_vec(),
     };
-    let mut v = vec![
+    let mut v = if backend == Backend::Svm {
+        vmm_cases()
+    } else {
+        Vec::new()
+    };
+    v.extend([
         Case {
             payload: "hello",
             cmdline: "",
+            cpu: None,
             code: 0,
             expect: vec![
                 format!("Hello from a libvmm guest! This payload runs deprivileged on {name}."),
@@ -96,6 +143,7 @@ pub fn cases(backend: Backend) -> Vec<Case> {
         Case {
             payload: "exitbench",
             cmdline: "",
+            cpu: None,
             code: 0,
             expect: vec![
                 "exitbench: done".into(),
@@ -104,7 +152,7 @@ pub fn cases(backend: Backend) -> Vec<Case> {
             ],
             forbid: vec!["panic"],
         },
-    ];
+    ]);
     if backend == Backend::Vmx {
         v.extend(crate::bochs::consistency_cases());
     }
@@ -187,6 +235,7 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
 fn check_case(backend: Backend, image: &std::path::Path, case: &Case) -> Result<(), String> {
     let o = BootOptions {
         cmdline: case.cmdline,
+        cpu: case.cpu,
         icount: false,
         echo: false,
         limit: Duration::from_secs(if backend == Backend::Vmx { 60 } else { 30 }),
@@ -264,7 +313,8 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
             }
             for case in cases(backend).iter().filter(|c| c.payload == payload) {
                 let s = Instant::now();
-                let name = format!("{backend}: boot {payload} {}", case.cmdline)
+                let cpu = case.cpu.map(|c| format!(" (cpu {c})")).unwrap_or_default();
+                let name = format!("{backend}: boot {payload} {}{cpu}", case.cmdline)
                     .trim_end()
                     .to_string();
                 let r = check_case(backend, &image, case);

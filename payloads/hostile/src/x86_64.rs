@@ -8,6 +8,7 @@ const UD: u8 = 6;
 const GP: u8 = 13;
 const MSR_EFER: u32 = 0xC000_0080;
 const EFER_SVME: u64 = 1 << 12;
+const MSR_FS_BASE: u32 = 0xC000_0100;
 
 pub fn recoverable(c: &mut Checks) {
     let page = WINDOW_BASE + 0x8000;
@@ -73,6 +74,28 @@ pub fn recoverable(c: &mut Checks) {
         efer2 == efer,
         format_args!("{efer2:x?} vs {efer:x?}"),
     );
+
+    // FS_BASE is the guest's own: a write takes effect for FS-relative loads, a read returns it, and a
+    // non-canonical base is #GP.
+    static MARK: u64 = 0x5EC2_E7AB_CDEF;
+    let mark = core::ptr::addr_of!(MARK) as u64;
+    let w = probe::wrmsr(MSR_FS_BASE, mark);
+    let r = probe::rdmsr(MSR_FS_BASE);
+    let through_fs: u64;
+    // SAFETY: FS now points at MARK, a valid u64.
+    unsafe { core::arch::asm!("mov {}, fs:[0]", out(reg) through_fs, options(nostack, readonly)) };
+    c.check(
+        "fs-base-is-the-guests",
+        w == Ok(()) && r == Ok(mark) && through_fs == MARK,
+        format_args!("write {w:?} read {r:x?} via fs {through_fs:#x}"),
+    );
+    let w = probe::wrmsr(MSR_FS_BASE, 0x0000_8000_0000_0000);
+    c.check(
+        "fs-base-non-canonical-is-gp",
+        w == Err(GP),
+        format_args!("got {w:?}"),
+    );
+    let _ = probe::wrmsr(MSR_FS_BASE, 0);
 
     // Unknown and host-only MSRs.
     for (name, msr) in [

@@ -79,11 +79,14 @@ fn boot_and_run(entry: boot::EntryState, mut con: Serial, payload: &crate::Paylo
         WINDOW_BASE,
         WINDOW_BASE + WINDOW_SIZE
     );
+    selftest(facts.cmdline);
     if img_end > WINDOW_BASE && img_start < WINDOW_BASE + WINDOW_SIZE {
         return StopReason::Platform("the VMM image overlaps the guest window");
     }
     if !facts.ram.is_empty() && !facts.is_ram(WINDOW_BASE, WINDOW_SIZE) {
-        return StopReason::Platform("the guest window is not RAM in the loader's memory map (give the machine at least 64 MiB)");
+        return StopReason::Platform(
+            "the guest window is not RAM in the loader's memory map (give the machine at least 64 MiB)",
+        );
     }
     let mut mem = GuestMemory::new(WINDOW_BASE, window());
     let _ = mem.fill(WINDOW_BASE, WINDOW_SIZE, 0);
@@ -115,6 +118,19 @@ fn run_backend(
     crate::svm::boot(vm, state)
 }
 
+/// `libvmm.selftest=panic|fault` on the command line makes the VMM fail on purpose, so that the panic
+/// handler and the VMM's own exception handlers are exercised by tests.
+fn selftest(cmdline: &[u8]) {
+    for word in cmdline.split(|&b| b == b' ') {
+        match word {
+            b"libvmm.selftest=panic" => panic!("deliberate VMM panic (libvmm.selftest=panic)"),
+            // SAFETY: deliberately raises #UD in the VMM to test its exception handler.
+            b"libvmm.selftest=fault" => unsafe { core::arch::asm!("ud2") },
+            _ => {}
+        }
+    }
+}
+
 /// Prints the stop line and ends the machine.
 pub fn stop_machine(con: &mut Serial, code: u8, reason: Arguments<'_>) -> ! {
     crate::vmm_print!(con, "{} {} {}\n", STOP_LINE_PREFIX, code, reason);
@@ -127,13 +143,15 @@ pub fn stop_machine(con: &mut Serial, code: u8, reason: Arguments<'_>) -> ! {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut con = Serial;
     match info.location() {
-        Some(l) => crate::vmm_print!(
-            &mut con,
-            "\nlibvmm: VMM panic at {}:{}: {}\n",
-            l.file(),
-            l.line(),
-            info.message()
-        ),
+        Some(l) => {
+            crate::vmm_print!(
+                &mut con,
+                "\nlibvmm: VMM panic at {}:{}: {}\n",
+                l.file(),
+                l.line(),
+                info.message()
+            )
+        }
         None => crate::vmm_print!(&mut con, "\nlibvmm: VMM panic: {}\n", info.message()),
     }
     stop_machine(
