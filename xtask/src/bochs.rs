@@ -188,13 +188,14 @@ pub fn consistency_cases() -> Vec<Case> {
             ],
             forbid: vec!["Hello from"],
         },
-        // A VMX CPU without EPT (Penryn) and one without VMX (an AMD model): refused by name.
+        // A VMX CPU whose EPT lacks what libvmm needs (Penryn) and one without VMX (an AMD model): refused
+        // by name.
         Case {
             payload: "hello",
             cmdline: "",
             cpu: Some("core2_penryn_t9600"),
             code: StopCode::Unsupported as u8,
-            expect: vec!["unsupported: EPT and VPID".into()],
+            expect: vec!["unsupported: EPT lacks 4-level walks, write-back or 2 MiB pages".into()],
             forbid: vec!["Hello from"],
         },
         Case {
@@ -235,6 +236,7 @@ mod tests {
             Path::new("a.iso"),
             Path::new("c.txt"),
             Path::new("l.txt"),
+            DEFAULT_CPU,
             1,
         );
         assert!(rc.contains("model=corei7_skylake_x"));
