@@ -26,6 +26,7 @@
 pub use libvmm_abi as abi;
 
 pub(crate) mod backend;
+pub(crate) mod cmdline;
 pub mod config;
 pub(crate) mod console;
 pub(crate) mod exit;

@@ -17,6 +17,11 @@ pub(crate) trait Platform {
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
     fn clock_ns(&self, clock: u64) -> Option<u64>;
+    /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
+    /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.
+    fn time_limit_exceeded(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Generic per-VM state the loop and the policies work on.
@@ -66,6 +71,10 @@ pub enum StopReason {
     Unsupported(&'static str),
     /// A boot-time platform problem (memory map, device tree, payload does not fit).
     Platform(&'static str),
+    /// The guest ran past its time limit (milliseconds).
+    TimeLimit {
+        ms: u64,
+    },
 }
 
 impl StopReason {
@@ -76,7 +85,9 @@ impl StopReason {
             Self::PayloadAbort => StopCode::PayloadAbort as u8,
             Self::GuestMemoryViolation { .. } => StopCode::GuestMemoryViolation as u8,
             Self::TripleFault => StopCode::TripleFault as u8,
-            Self::GuestHalted | Self::UnhandledExit { .. } => StopCode::GuestError as u8,
+            Self::GuestHalted | Self::UnhandledExit { .. } | Self::TimeLimit { .. } => {
+                StopCode::GuestError as u8
+            }
             Self::Backend(BackendError::ConsistencyCheck { .. }) => {
                 StopCode::ConsistencyCheck as u8
             }
@@ -115,6 +126,7 @@ impl core::fmt::Display for StopReason {
             }
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Platform(what) => write!(f, "platform error: {what}"),
+            Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
         }
     }
 }
@@ -156,7 +168,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::Halt => return Err(StopReason::GuestHalted),
         Exit::VirtInsn(_) | Exit::IllegalInsn { .. } => Reply::Inject(Fault::InvalidOpcode),
         Exit::TripleFault => return Err(StopReason::TripleFault),
-        Exit::HostEvent => Reply::Resume,
+        Exit::HostEvent => match vm.platform.time_limit_exceeded() {
+            Some(ms) => return Err(StopReason::TimeLimit { ms }),
+            None => Reply::Resume,
+        },
         Exit::Unknown { code, info1, info2 } => {
             return Err(StopReason::UnhandledExit { code, info1, info2 })
         }

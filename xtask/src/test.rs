@@ -98,6 +98,14 @@ pub fn cases(backend: Backend) -> Vec<Case> {
     } else {
         Vec::new()
     };
+    if backend == Backend::Svm {
+        // A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back).
+        v.push(hostile(
+            "attack=spin libvmm.timeout_ms=300",
+            StopCode::GuestError as u8,
+            "guest exceeded its time limit of 300 ms".into(),
+        ));
+    }
     v.extend([
         Case {
             payload: "hello",

@@ -67,7 +67,8 @@ fn seg(selector: u16, desc: u64) -> VmcbSegment {
 /// Fills a zeroed VMCB for the first VMRUN: intercepts, maps, ASID, nested paging, guest state.
 pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     let c = &mut v.control;
-    c.intercept_misc1 = intercept::CPUID
+    c.intercept_misc1 = intercept::INTR
+        | intercept::CPUID
         | intercept::HLT
         | intercept::INVLPGA
         | intercept::IOIO_PROT
@@ -86,6 +87,7 @@ pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     c.iopm_base_pa = links.iopm_pa;
     c.msrpm_base_pa = links.msrpm_pa;
     c.asid = crate::config::GUEST_TAG as u32;
+    c.int_ctl = vmcb::V_INTR_MASKING;
     c.tlb_control = vmcb::TLB_FLUSH_ALL;
     c.misc_ctl = vmcb::NP_ENABLE;
     c.n_cr3 = links.ncr3;

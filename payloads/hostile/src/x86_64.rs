@@ -158,6 +158,9 @@ pub fn fatal(attack: &str) {
             let _ = unsafe { core::ptr::read_volatile((WINDOW_BASE + WINDOW_SIZE) as *const u8) };
         }
         "triple-fault" => triple_fault(),
+        "spin" => loop {
+            core::hint::spin_loop();
+        },
         "halt" => {
             // SAFETY: halts with interrupts off: nothing can wake the guest.
             unsafe { core::arch::asm!("cli", "hlt") };

@@ -7,6 +7,7 @@ pub(crate) mod boot;
 pub(crate) mod cpu;
 pub(crate) mod exit_device;
 pub(crate) mod idt;
+pub(crate) mod lapic;
 pub(crate) mod platform;
 pub(crate) mod serial;
 pub(crate) mod start;

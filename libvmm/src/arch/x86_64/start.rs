@@ -50,6 +50,7 @@ extern "C" fn libvmm_x86_entry() -> ! {
     let entry = boot::entry_state();
     let mut con = Serial::init();
     tables::init();
+    super::lapic::mask_legacy_pics();
     // SAFETY: the image crate defines this static through `libvmm::image!`.
     let payload: &crate::Payload = unsafe { &LIBVMM_PAYLOAD };
     crate::vmm_print!(
@@ -98,7 +99,18 @@ fn boot_and_run(entry: boot::EntryState, mut con: Serial, payload: &crate::Paylo
         Ok(s) => s,
         Err(_) => return StopReason::Platform("guest page tables do not fit in the guest window"),
     };
-    let mut vm = Vm::new(mem, X86Platform::new(con, entry.tsc));
+    let mut platform = X86Platform::new(con, entry.tsc);
+    if let Some(ms) = crate::cmdline::number(facts.cmdline, "timeout_ms") {
+        if BACKEND != libvmm_abi::BackendId::Svm {
+            return StopReason::Unsupported(
+                "libvmm.timeout_ms is implemented for the SVM backend only",
+            );
+        }
+        if let Err(e) = platform.set_time_limit(ms) {
+            return StopReason::Unsupported(e);
+        }
+    }
+    let mut vm = Vm::new(mem, platform);
     run_backend(&mut vm, &state)
 }
 
@@ -121,13 +133,11 @@ fn run_backend(
 /// `libvmm.selftest=panic|fault` on the command line makes the VMM fail on purpose, so that the panic
 /// handler and the VMM's own exception handlers are exercised by tests.
 fn selftest(cmdline: &[u8]) {
-    for word in cmdline.split(|&b| b == b' ') {
-        match word {
-            b"libvmm.selftest=panic" => panic!("deliberate VMM panic (libvmm.selftest=panic)"),
-            // SAFETY: deliberately raises #UD in the VMM to test its exception handler.
-            b"libvmm.selftest=fault" => unsafe { core::arch::asm!("ud2") },
-            _ => {}
-        }
+    match crate::cmdline::value(cmdline, "selftest") {
+        Some(b"panic") => panic!("deliberate VMM panic (libvmm.selftest=panic)"),
+        // SAFETY: deliberately raises #UD in the VMM to test its exception handler.
+        Some(b"fault") => unsafe { core::arch::asm!("ud2") },
+        _ => {}
     }
 }
 

@@ -97,7 +97,8 @@ libvmm_svm_world_switch:
     mov r14, [rdi + 104]
     mov r15, [rdi + 112]
     mov rdi, [rdi + 40]
-    clgi
+        clgi
+    sti
     vmrun rax
     xchg rdi, [rsp]
     mov [rdi + 8], rbx
@@ -115,7 +116,8 @@ libvmm_svm_world_switch:
     mov [rdi + 112], r15
     pop rbx
     mov [rdi + 40], rbx
-    stgi
+        stgi
+    cli
     pop r15
     pop r14
     pop r13
@@ -130,7 +132,9 @@ extern "C" {
     fn libvmm_svm_world_switch(gprs: *mut Gprs, guest_vmcb_pa: u64);
 }
 
-/// Runs the guest once (VMRUN). The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
+/// Runs the guest once (VMRUN). VMRUN executes with RFLAGS.IF = 1 but GIF = 0: with V_INTR_MASKING a
+/// host interrupt (the LAPIC timer) then ends the guest's run with an INTR exit and is taken by the VMM
+/// right after STGI, before `cli`; the VMM's own code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
 /// `gprs`. The VMLOAD/VMSAVE part of the guest state stays in the CPU between runs (see `svm::hw`).
 pub fn run(gprs: &mut Gprs, guest: &mut Vmcb) {
     let guest_pa = pa(guest);
