@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use super::caps::{Caps, CR4_VMXE};
-use super::controls::{entry, exit, proc1, proc2, Controls};
+use super::controls::{entry, exit, pin, proc1, proc2, Controls};
 use super::fields as f;
 use super::vmcs::{VmFail, Vmcs, VmxOps};
 use crate::x86::guest_setup::InitialState;
@@ -63,8 +63,8 @@ impl Tweak {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Unsupported(pub &'static str);
 
-/// The controls libvmm runs a guest with: HLT, I/O (bitmaps), MSR (bitmaps), MWAIT/MONITOR and CR8
-/// exiting; EPT and VPID; 64-bit guest; EFER and PAT switched on entry and exit. Nothing else.
+/// The controls libvmm runs a guest with: external-interrupt, HLT, I/O (bitmaps), MSR (bitmaps),
+/// MWAIT/MONITOR and CR8 exiting; EPT and VPID; 64-bit guest; EFER and PAT switched on entry and exit. Nothing else.
 pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls, Unsupported> {
     let mut want1 = proc1::HLT_EXITING
         | proc1::USE_IO_BITMAPS
@@ -95,7 +95,12 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
         allowed.adjust(want).map_err(|_| Unsupported(what))
     };
     Ok(Controls {
-        pin: ctl(caps.pin, 0, "pin-based controls")?,
+        // External interrupts (the LAPIC timer of `libvmm.timeout_ms`) exit, whatever the guest's IF.
+        pin: ctl(
+            caps.pin,
+            pin::EXT_INTR_EXITING,
+            "external-interrupt exiting",
+        )?,
         proc1: ctl(
             caps.proc1,
             want1,
@@ -105,6 +110,7 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
         exit: ctl(
             caps.exit,
             exit::HOST_ADDR_SPACE_SIZE
+                | exit::ACK_INTR_ON_EXIT
                 | exit::SAVE_EFER
                 | exit::LOAD_EFER
                 | exit::SAVE_PAT

@@ -203,6 +203,9 @@ impl<H: VmxOps> Backend for Vmx<H> {
         }
         self.launched = true;
         let basic = exit_reason & 0xFFFF;
+        if basic == reason::EXTERNAL_INTERRUPT {
+            self.vmcs.0.take_host_interrupt();
+        }
         // The hot exits need no qualification: skip the VMREAD.
         let needs_q = !matches!(
             basic,

@@ -213,6 +213,14 @@ impl VmxOps for HwVmcs {
         super::cpu::wrmsr(msr, value)
     }
 
+    fn take_host_interrupt(&mut self) {
+        // "Acknowledge interrupt on exit" already took the interrupt from the local APIC (its vector is
+        // in the exit interruption information); the only unmasked source is the LAPIC timer, which
+        // needs nothing but the end-of-interrupt.
+        // SAFETY: `libvmm_lapic_eoi` (lapic.rs) writes the LAPIC EOI register and nothing else.
+        unsafe { libvmm_lapic_eoi() };
+    }
+
     fn read_vtpr(&self) -> u8 {
         // SAFETY: `vapic` points at the VMM's page-aligned virtual-APIC page; the CPU may write it
         // while the guest runs, so it is read volatile and only between runs.
@@ -226,6 +234,7 @@ pub fn exit_entry() -> u64 {
 }
 
 extern "C" {
+    fn libvmm_lapic_eoi();
     fn libvmm_vmx_enter(regs: *mut GuestRegs, launched: u64) -> u64;
     fn libvmm_vmx_exit();
 }
