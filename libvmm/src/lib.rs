@@ -31,6 +31,7 @@ pub(crate) mod vcpu;
 pub(crate) mod console;
 
 pub mod svm;
+pub mod tdx;
 
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 pub(crate) mod arch;
