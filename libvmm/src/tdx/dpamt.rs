@@ -58,8 +58,10 @@ impl From<PoolEmpty> for DpamtError {
 pub struct DpamtStats {
     /// `get`s served by the lock-free fast path.
     pub fast: AtomicU64,
-    /// `get`s and `put`s that took the global lock.
-    pub locked: AtomicU64,
+    /// `get`s that took the global lock (first use of a range, or a race).
+    pub get_locked: AtomicU64,
+    /// `put`s that took the global lock (last use of a range).
+    pub put_locked: AtomicU64,
     pub installs: AtomicU64,
     pub removes: AtomicU64,
     /// Slow-path `get`s that found the backing still installed at count 0 (the put/get race).
@@ -71,7 +73,8 @@ pub struct DpamtStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub fast: u64,
-    pub locked: u64,
+    pub get_locked: u64,
+    pub put_locked: u64,
     pub installs: u64,
     pub removes: u64,
     pub revived: u64,
@@ -133,7 +136,7 @@ impl<const R: usize> Dpamt<R> {
             }
         }
         let _guard = self.lock.lock();
-        self.stats.locked.fetch_add(1, Ordering::Relaxed);
+        self.stats.get_locked.fetch_add(1, Ordering::Relaxed);
         if c.load(Ordering::Acquire) != 0 {
             c.fetch_add(1, Ordering::AcqRel);
             return Ok(());
@@ -181,7 +184,7 @@ impl<const R: usize> Dpamt<R> {
             return Ok(None);
         }
         let _guard = self.lock.lock();
-        self.stats.locked.fetch_add(1, Ordering::Relaxed);
+        self.stats.put_locked.fetch_add(1, Ordering::Relaxed);
         self.remove_locked(sc, i, hpa & !(SZ_2M - 1))
     }
 
@@ -255,7 +258,8 @@ impl<const R: usize> Dpamt<R> {
         let s = &self.stats;
         StatsSnapshot {
             fast: s.fast.load(Ordering::Relaxed),
-            locked: s.locked.load(Ordering::Relaxed),
+            get_locked: s.get_locked.load(Ordering::Relaxed),
+            put_locked: s.put_locked.load(Ordering::Relaxed),
             installs: s.installs.load(Ordering::Relaxed),
             removes: s.removes.load(Ordering::Relaxed),
             revived: s.revived.load(Ordering::Relaxed),
@@ -269,4 +273,114 @@ impl<const R: usize> Dpamt<R> {
 /// this protocol installed the range): reported as firmware error, never papered over.
 pub const fn is_foreign_install(s: Status) -> bool {
     s.is(errno::HPA_RANGE_NOT_FREE)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::tdx::sim::{tests::tdmrs, Owner, SimConfig, SimModule};
+
+    const MEM: u64 = 0x4000_0000;
+    fn page(range: u64, n: u64) -> u64 {
+        MEM + range * SZ_2M + n * 4096
+    }
+    fn setup() -> (SimModule, Dpamt<512>, PagePool<8>) {
+        let m = SimModule::new(SimConfig::default(), tdmrs(true));
+        let d = Dpamt::new(&tdmrs(true)).unwrap();
+        let mut pool = PagePool::default();
+        for i in 0..8 {
+            pool.give(page(100, i)).unwrap();
+        }
+        (m, d, pool)
+    }
+
+    #[test]
+    fn first_get_installs_later_gets_take_the_fast_path_last_put_removes() {
+        let (m, d, mut pool) = setup();
+        d.get(&m, page(1, 3), &mut pool).unwrap();
+        assert_eq!(m.backed_ranges(), std::vec![page(1, 0)]);
+        assert_eq!(pool.len(), 6);
+        d.get(&m, page(1, 7), &mut pool).unwrap();
+        d.get(&m, page(1, 9), &mut pool).unwrap();
+        assert_eq!(d.refcount(page(1, 0)), Some(3));
+        let s = d.snapshot();
+        assert_eq!((s.fast, s.get_locked, s.installs), (2, 1, 1));
+        assert_eq!(d.put(&m, page(1, 3)), Ok(None));
+        assert_eq!(d.put(&m, page(1, 7)), Ok(None));
+        let pair = d.put(&m, page(1, 9)).unwrap().unwrap();
+        assert!(pair.contains(&page(100, 7)) && pair.contains(&page(100, 6)));
+        assert!(m.backed_ranges().is_empty());
+        assert_eq!(d.is_installed(page(1, 0)), Some(false));
+        assert_eq!(d.put(&m, page(1, 9)), Err(DpamtError::Underflow(page(1, 9))));
+        assert_eq!(d.refcount(page(1, 0)), Some(0), "an underflowing put does not wrap");
+    }
+
+    #[test]
+    fn busy_is_retried_a_bounded_number_of_times_then_returned_with_the_pool_intact() {
+        let (m, d, mut pool) = setup();
+        m.hold_range(page(2, 0), true);
+        let e = d.get(&m, page(2, 1), &mut pool).unwrap_err();
+        assert!(matches!(e, DpamtError::Busy(s) if s.busy_operand() == Some(1)), "{e:?}");
+        assert_eq!(d.snapshot().busy_retries, (BUSY_RETRIES - 1) as u64);
+        assert_eq!(pool.len(), 8);
+        assert_eq!((d.refcount(page(2, 0)), d.is_installed(page(2, 0))), (Some(0), Some(false)));
+        m.release_range(page(2, 0));
+        d.get(&m, page(2, 1), &mut pool).unwrap();
+        // A REMOVE that stays BUSY leaves the backing idle; reclaim_idle removes it later.
+        m.hold_range(page(2, 0), false);
+        assert!(matches!(d.put(&m, page(2, 1)), Err(DpamtError::Busy(_))));
+        assert_eq!(d.is_installed(page(2, 0)), Some(true));
+        m.release_range(page(2, 0));
+        let mut freed = std::vec::Vec::new();
+        d.reclaim_idle(&m, |p| freed.extend(p)).unwrap();
+        assert_eq!(freed.len(), 2);
+        assert!(m.backed_ranges().is_empty());
+    }
+
+    #[test]
+    fn an_idle_installed_range_is_revived_without_a_seamcall() {
+        let (m, d, mut pool) = setup();
+        m.hold_range(page(3, 0), false);
+        d.get(&m, page(3, 0), &mut pool).unwrap_err();
+        m.release_range(page(3, 0));
+        d.get(&m, page(3, 0), &mut pool).unwrap();
+        m.hold_range(page(3, 0), false);
+        let _ = d.put(&m, page(3, 0));
+        m.release_range(page(3, 0));
+        let adds = m.stats.pamt_add.load(std::sync::atomic::Ordering::Relaxed);
+        d.get(&m, page(3, 5), &mut pool).unwrap();
+        assert_eq!(m.stats.pamt_add.load(std::sync::atomic::Ordering::Relaxed), adds);
+        assert_eq!(d.snapshot().revived, 1);
+        assert_eq!(m.owner(d.put(&m, page(3, 5)).unwrap().unwrap()[0]), None);
+    }
+
+    #[test]
+    fn pool_exhaustion_and_foreign_addresses_are_errors() {
+        let (m, d, _) = setup();
+        let mut empty = PagePool::<8>::default();
+        assert_eq!(d.get(&m, page(4, 0), &mut empty), Err(DpamtError::PoolEmpty));
+        assert_eq!(d.get(&m, 0x10_0000, &mut empty), Err(DpamtError::NotTdxMemory(0x10_0000)));
+        assert_eq!(Dpamt::<4>::new(&tdmrs(true)).err(), Some(DpamtError::TooManyRanges { need: 512, have: 4 }));
+        // A range installed behind libvmm's back: ADD fails with HPA_RANGE_NOT_FREE, reported as firmware.
+        let mut pool = PagePool::<8>::default();
+        for i in 0..4 {
+            pool.give(page(200, i)).unwrap();
+        }
+        let _ = crate::tdx::seamcall::tdh::phymem_pamt_add(&m, page(5, 0), [page(201, 0), page(201, 1)]);
+        let e = d.get(&m, page(5, 0), &mut pool).unwrap_err();
+        assert!(matches!(e, DpamtError::Firmware(s) if is_foreign_install(s)), "{e:?}");
+        assert_eq!(pool.len(), 4);
+        assert_eq!(m.owner(page(201, 0)), Some(Owner::Pamt(page(5, 0))));
+    }
+
+    #[test]
+    fn static_pamt_makes_get_and_put_no_ops() {
+        let m = SimModule::new(SimConfig::default(), tdmrs(false));
+        let d = Dpamt::<512>::new(&tdmrs(false)).unwrap();
+        let mut empty = PagePool::<8>::default();
+        assert!(!d.enabled());
+        d.get(&m, page(1, 0), &mut empty).unwrap();
+        assert_eq!(d.put(&m, page(1, 0)), Ok(None));
+        assert_eq!(m.stats.calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
 }

@@ -695,4 +695,4 @@ impl SimModule {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests;
+pub(crate) mod tests;
