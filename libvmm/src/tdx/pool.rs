@@ -102,6 +102,10 @@ impl<const N: usize> PagePool<N> {
     pub fn is_empty(&self) -> bool {
         self.pages.is_empty()
     }
+    /// The pooled pages (accounting in tests and the bench).
+    pub fn contents(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages.iter().copied()
+    }
     /// Returns every page to `alloc` (vCPU teardown); `Err` leaves the pages the allocator refused here.
     pub fn drain_into<A: PageAllocator>(&mut self, alloc: &mut A) -> Result<(), u64> {
         while let Some(p) = self.pages.pop() {
