@@ -14,7 +14,7 @@ use libvmm::tdx::tdmr::{ModuleInfo, SZ_2M};
 use tdx_common::*;
 
 const THREADS: u64 = 4;
-const ROUNDS: u64 = 12;
+const ROUNDS: u64 = 40;
 /// Pages per thread per round; threads interleave inside the same 8 ranges.
 const PAGES: u64 = 24;
 const RANGES: u64 = 8;
@@ -75,7 +75,7 @@ fn concurrent_faults_and_removals_keep_dpamt_and_the_module_consistent() {
                             assert_eq!(retry(|| td.remove_private(&mut alloc, gpa(t, i))), hpa(t, i));
                         }
                     }
-                    vcpu.drain(&mut alloc).unwrap();
+                    td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
                     vcpu.busy_faults
                 })
             })

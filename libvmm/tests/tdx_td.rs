@@ -71,7 +71,7 @@ fn life_cycle(dynamic: bool) {
         assert_eq!(d.is_installed(guest_page(16)), Some(false));
         assert!(!m.backed_ranges().contains(&(guest_page(16) & !(SZ_2M - 1))));
     }
-    vcpu.drain(&mut alloc).unwrap();
+    td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
     td.teardown(&mut alloc).unwrap();
     m.check_invariants().unwrap();
     assert_eq!(m.pages_in_use(), 0, "every page reclaimed, every PAMT pair removed");
@@ -135,17 +135,19 @@ fn busy_on_the_fault_path_is_returned_for_a_retry_and_the_retry_succeeds() {
     let e = td.fault(&mut vcpu, &mut alloc, 0x1000, guest_page(1), 0).unwrap_err();
     assert!(matches!(e, TdxError::Busy { leaf: leaf::MEM_PAGE_AUG, status } if status.busy_operand() == Some(8)), "{e:?}");
     assert_eq!(vcpu.busy_faults, 1);
-    assert_eq!(d.refcount(guest_page(1)), Some(1), "the failed fault dropped its reference");
+    assert_eq!(d.refcount(guest_page(1)), Some(2), "the BUSY fault keeps its reference for the retry");
     // A new range whose PAMT.ADD stays BUSY: the DPAMT error, pool intact.
     m.hold_range(guest_page(16), true);
     let e = td.fault(&mut vcpu, &mut alloc, 0x2000, guest_page(16), 0).unwrap_err();
     assert!(matches!(e, TdxError::Dpamt(DpamtError::Busy(_))), "{e:?}");
+    assert_eq!(d.refcount(guest_page(1)), Some(1), "a fault for another page dropped the kept reference");
     m.release_range(guest_page(1));
     m.release_range(guest_page(16));
     assert_eq!(td.fault(&mut vcpu, &mut alloc, 0x1000, guest_page(1), 0), Ok(true));
     assert_eq!(td.fault(&mut vcpu, &mut alloc, 0x2000, guest_page(16), 0), Ok(true));
+    assert_eq!(d.refcount(guest_page(1)), Some(2));
     m.check_invariants().unwrap();
-    vcpu.drain(&mut alloc).unwrap();
+    td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
     td.teardown(&mut alloc).unwrap();
     assert_eq!(m.pages_in_use(), 0);
 }
@@ -174,7 +176,7 @@ fn hostile_addresses_and_double_mappings_get_errors_not_panics() {
     let e = td.remove_private(&mut alloc, 0x9000).unwrap_err();
     assert!(matches!(e, TdxError::Firmware { status, .. } if status.is(errno::EPT_ENTRY_FREE)), "{e:?}");
     m.check_invariants().unwrap();
-    vcpu.drain(&mut alloc).unwrap();
+    td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
     td.teardown(&mut alloc).unwrap();
     assert_eq!(m.pages_in_use(), 0);
 }

@@ -85,11 +85,15 @@ pub struct VcpuCtx {
     pub sept_pool: PagePool<SEPT_POOL>,
     /// Fault attempts that ended in BUSY from the module (S-EPT or PAMT locks).
     pub busy_faults: u64,
+    /// A private page whose DPAMT reference this vCPU kept after a BUSY fault, so the retry neither
+    /// drops nor re-takes it (with the series' put-on-error, a BUSY AUG on a range's first page removes
+    /// the backing that the retry installs again; the bench counts the difference).
+    held: Option<u64>,
 }
 
 impl Default for VcpuCtx {
     fn default() -> Self {
-        Self { dpamt_pool: PagePool::default(), sept_pool: PagePool::default(), busy_faults: 0 }
+        Self { dpamt_pool: PagePool::default(), sept_pool: PagePool::default(), busy_faults: 0, held: None }
     }
 }
 
@@ -99,7 +103,7 @@ impl VcpuCtx {
         self.sept_pool.topup(alloc, SEPT_LEVELS)?;
         self.dpamt_pool.topup(alloc, (dpamt_pages_per_range * (SEPT_LEVELS + 1)).min(DPAMT_POOL))
     }
-    /// Returns every pooled page to `alloc`.
+    /// Returns every pooled page to `alloc` (call [`Td::release_vcpu`] first to drop a held reference).
     pub fn drain<A: PageAllocator>(&mut self, alloc: &mut A) -> Result<(), TdxError> {
         self.dpamt_pool.drain_into(alloc).map_err(|_| TdxError::OutOfPages)?;
         self.sept_pool.drain_into(alloc).map_err(|_| TdxError::OutOfPages)
@@ -332,7 +336,15 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
             }
             return Err(check(leaf::MEM_SEPT_ADD, s).err().unwrap_or(TdxError::Firmware { leaf: leaf::MEM_SEPT_ADD, status: s }));
         }
-        self.dpamt.get(self.sc, hpa, &mut vcpu.dpamt_pool)?;
+        match vcpu.held.take() {
+            Some(h) if h == hpa => {}
+            other => {
+                if let Some(h) = other {
+                    self.unref_into(vcpu, h);
+                }
+                self.dpamt.get(self.sc, hpa, &mut vcpu.dpamt_pool)?;
+            }
+        }
         let (lf, s) = if self.finalized {
             (leaf::MEM_PAGE_AUG, tdh::mem_page_aug(self.sc, self.tdr, gpa, hpa))
         } else {
@@ -342,11 +354,23 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
             self.private.insert(leaf_key(gpa), hpa)?;
             return Ok(true);
         }
+        if s.is_busy() {
+            vcpu.held = Some(hpa);
+            return Err(TdxError::Busy { leaf: lf, status: s });
+        }
         self.unref_into(vcpu, hpa);
         if s.is(errno::EPT_ENTRY_NOT_FREE) {
             return Ok(false);
         }
         Err(check(lf, s).err().unwrap_or(TdxError::Firmware { leaf: lf, status: s }))
+    }
+
+    /// Ends a vCPU's use of the fault path: drops a reference kept for a retry and returns its pools.
+    pub fn release_vcpu<A: PageAllocator>(&self, vcpu: &mut VcpuCtx, alloc: &mut A) -> Result<(), TdxError> {
+        if let Some(h) = vcpu.held.take() {
+            self.unref_into(vcpu, h);
+        }
+        vcpu.drain(alloc)
     }
 
     /// Drops a DPAMT reference taken on the fault path; a freed pair goes back to the vCPU's pool.

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 
 use libvmm::tdx::pool::PageAllocator;
-use libvmm::tdx::sim::{SimConfig, SimModule};
+use libvmm::tdx::sim::{SimConfig, SimModule, Window};
 use libvmm::tdx::tdmr::{TdmrSet, SZ_1G, SZ_2M};
 
 /// The TDMR: 1 GiB of convertible memory at 1 GiB.
@@ -26,8 +26,9 @@ pub fn tdmrs(dynamic: bool) -> TdmrSet {
     .unwrap()
 }
 
-pub fn sim(dynamic: bool, yield_in_window: bool) -> SimModule {
-    SimModule::new(SimConfig { yield_in_window, ..SimConfig::default() }, tdmrs(dynamic))
+pub fn sim(dynamic: bool, widen: bool) -> SimModule {
+    let window = if widen { Window::All } else { Window::None };
+    SimModule::new(SimConfig { window, ..SimConfig::default() }, tdmrs(dynamic))
 }
 
 /// The host's free frames, shared by all threads (the page allocator of this test host).

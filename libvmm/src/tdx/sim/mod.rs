@@ -39,9 +39,9 @@ pub struct SimConfig {
     pub info: ModuleInfo,
     /// Answer RND_NO_ENTROPY to this many calls first (the entropy-retry path).
     pub entropy_failures: u64,
-    /// Yield the thread between taking locks and doing the work, to widen the window in which other
-    /// threads collide (stress tests).
-    pub yield_in_window: bool,
+    /// Which calls yield the thread between taking their locks and doing the work, widening the window
+    /// in which other threads collide (stress tests, bench).
+    pub window: Window,
     /// Highest HKID the model hands out.
     pub max_hkid: u16,
 }
@@ -58,10 +58,20 @@ impl Default for SimConfig {
                 tdvps_pages: 4,
             },
             entropy_failures: 0,
-            yield_in_window: false,
+            window: Window::None,
             max_hkid: 63,
         }
     }
+}
+
+/// Calls that yield inside their lock window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    None,
+    /// PAMT.ADD/REMOVE only: widens the Dynamic PAMT races without S-EPT-lock contention.
+    Pamt,
+    /// Every call that takes a lock.
+    All,
 }
 
 /// What a 4 KiB page is used for (its PAMT page type and owner).
@@ -354,7 +364,12 @@ impl Seamcall for SimModule {
                 return s;
             }
         };
-        if self.cfg.yield_in_window {
+        let widen = match self.cfg.window {
+            Window::None => false,
+            Window::Pamt => matches!(leaf, leaf::PHYMEM_PAMT_ADD | leaf::PHYMEM_PAMT_REMOVE),
+            Window::All => !wants.is_empty(),
+        };
+        if widen {
             #[cfg(not(all(test, loom)))]
             std::thread::yield_now();
         }
