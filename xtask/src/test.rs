@@ -134,6 +134,11 @@ pub fn cases(backend: Backend) -> Vec<Case> {
             ),
         ),
         hostile(
+            "attack=vmm-exec",
+            gmv,
+            format!("guest memory violation: execute of guest-physical {vmm_base:#x}"),
+        ),
+        hostile(
             "attack=beyond-window",
             gmv,
             format!("guest memory violation: read of guest-physical {window_end:#x}"),

@@ -67,6 +67,12 @@ pub fn recoverable(c: &mut Checks) {
         r == Ok(()),
         format_args!("got {r:?}"),
     );
+    let r = probe::wrmsr(MSR_EFER, e & !(1 << 8));
+    c.check(
+        "efer-clearing-lme-in-long-mode-is-gp",
+        r == Err(GP),
+        format_args!("got {r:?}"),
+    );
     let efer2 = probe::rdmsr(MSR_EFER);
     c.check(
         "efer-unchanged",
@@ -151,6 +157,11 @@ pub fn fatal(attack: &str) {
         "vmm-write" => {
             // SAFETY: deliberately writes the VMM's physical memory.
             unsafe { core::ptr::write_volatile((VMM_IMAGE_BASE + 0x1000) as *mut u64, 0xBAD) };
+        }
+        "vmm-exec" => {
+            // SAFETY: deliberately jumps into the VMM image.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(VMM_IMAGE_BASE as usize) };
+            f();
         }
         "beyond-window" => {
             // SAFETY: deliberately reads just past guest memory.

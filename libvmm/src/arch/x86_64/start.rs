@@ -51,6 +51,7 @@ extern "C" fn libvmm_x86_entry() -> ! {
     let mut con = Serial::init();
     tables::init();
     super::lapic::mask_legacy_pics();
+    super::cpu::enable_nx();
     // SAFETY: the image crate defines this static through `libvmm::image!`.
     let payload: &crate::Payload = unsafe { &LIBVMM_PAYLOAD };
     crate::vmm_print!(
