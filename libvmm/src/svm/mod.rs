@@ -11,6 +11,7 @@
 //! NEXT_RIP is used.
 #![forbid(unsafe_code)]
 
+pub(crate) mod avic;
 pub(crate) mod decode;
 pub(crate) mod npt;
 pub(crate) mod permission_maps;
