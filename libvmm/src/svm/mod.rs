@@ -15,6 +15,8 @@ pub(crate) mod avic;
 pub(crate) mod decode;
 pub(crate) mod npt;
 pub(crate) mod permission_maps;
+pub(crate) mod sev_es;
+pub(crate) mod sev_snp;
 pub(crate) mod vmcb;
 
 use crate::exit::{Fault, Output, Reply, VirtualMsr};
