@@ -25,6 +25,8 @@ pub fn recoverable(c: &mut Checks) {
         ("vmload-is-ud", probe::vmload(page)),
         ("stgi-is-ud", probe::stgi()),
         ("clgi-is-ud", probe::clgi()),
+        ("skinit-is-ud", probe::skinit()),
+        ("invlpga-is-ud", probe::invlpga()),
         ("vmlaunch-is-ud", probe::vmlaunch()),
         ("vmread-is-ud", probe::vmread(0)),
         ("monitor-is-ud", probe::monitor()),
