@@ -7,5 +7,5 @@ pub const VMM_STACK_SIZE: usize = 64 * 1024;
 /// Guest ASID (SVM) / VPID (VMX) / VMID (RISC-V) of the one guest. 0 is the host's on every vendor.
 pub const GUEST_TAG: u16 = 1;
 
-static_assertions::const_assert!(VMM_STACK_SIZE % 4096 == 0);
+static_assertions::const_assert!(VMM_STACK_SIZE.is_multiple_of(4096));
 static_assertions::const_assert!(GUEST_TAG != 0);

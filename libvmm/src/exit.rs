@@ -49,7 +49,9 @@ pub enum VirtualMsr {
     Pat,
 }
 
-/// Virtualization instructions a guest may try (all answered with an undefined-opcode fault).
+/// Virtualization instructions a guest may try (all answered with an undefined-opcode fault). Each
+/// image builds one backend, which constructs only its own vendor's variants.
+#[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VirtInsn {
     Vmrun,
@@ -78,29 +80,54 @@ pub enum VirtInsn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// CPUID with the guest's EAX/ECX.
-    Cpuid { leaf: u32, subleaf: u32 },
+    Cpuid {
+        leaf: u32,
+        subleaf: u32,
+    },
     /// libvmm hypercall (VMMCALL / VMCALL / ECALL to the libvmm SBI extension).
-    Hypercall { nr: u64, args: [u64; 4] },
+    Hypercall {
+        nr: u64,
+        args: [u64; 4],
+    },
     /// Other SBI call from VS-mode (RISC-V).
-    Sbi { ext: u64, fid: u64, args: [u64; 6] },
-    MsrRead { msr: u32 },
-    MsrWrite { msr: u32, value: u64 },
+    #[cfg_attr(not(target_arch = "riscv64"), allow(dead_code))]
+    Sbi {
+        ext: u64,
+        fid: u64,
+        args: [u64; 6],
+    },
+    MsrRead {
+        msr: u32,
+    },
+    MsrWrite {
+        msr: u32,
+        value: u64,
+    },
     Io(IoAccess),
     /// Guest-physical access outside the guest's memory (NPF / EPT violation / guest-page fault).
-    GuestMemoryFault { gpa: u64, access: Access },
+    GuestMemoryFault {
+        gpa: u64,
+        access: Access,
+    },
     /// HLT (x86) / WFI (RISC-V).
     Halt,
     /// A virtualization instruction executed by the guest.
     VirtInsn(VirtInsn),
     /// An instruction the guest may not execute in its mode and libvmm does not emulate (e.g. a CSR the
     /// guest may not touch on RISC-V).
-    IllegalInsn { raw: u64 },
+    IllegalInsn {
+        raw: u64,
+    },
     /// The guest shut itself down by a triple fault.
     TripleFault,
     /// A host event (interrupt, timer) ended the run: nothing for the guest, just re-enter.
     HostEvent,
     /// An exit the backend does not decode. `code` is the vendor's exit code.
-    Unknown { code: u64, info1: u64, info2: u64 },
+    Unknown {
+        code: u64,
+        info1: u64,
+        info2: u64,
+    },
 }
 
 /// Faults libvmm delivers to a guest. The backend maps them to its architecture (x86: #UD, #GP(0);
@@ -126,12 +153,10 @@ pub enum Output {
     Sbi { error: i64, value: i64 },
     /// RDMSR result (EDX:EAX).
     MsrValue(u64),
-    /// IN result: the low `size` bytes go to AL/AX/EAX.
-    IoIn(u32),
+    /// IN result: the low `size` (1, 2, 4) bytes of `value` go to AL/AX/EAX.
+    IoIn { value: u32, size: u8 },
     /// A write to an MSR the backend keeps (the policy has validated the value).
     SetVirtualMsr(VirtualMsr, u64),
-    /// A read of an MSR the backend keeps.
-    GetVirtualMsr(VirtualMsr),
 }
 
 /// The run loop's answer to an exit.

@@ -44,10 +44,6 @@ impl<'m> GuestMemory<'m> {
         Ok(start..start + len as usize)
     }
 
-    pub fn contains(&self, gpa: u64) -> bool {
-        self.range(gpa, 1).is_ok()
-    }
-
     pub fn slice(&self, gpa: u64, len: u64) -> Result<&[u8], MemError> {
         let r = self.range(gpa, len)?;
         Ok(&self.bytes[r])
@@ -59,7 +55,8 @@ impl<'m> GuestMemory<'m> {
     }
 
     pub fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
-        self.slice_mut(gpa, data.len() as u64)?.copy_from_slice(data);
+        self.slice_mut(gpa, data.len() as u64)?
+            .copy_from_slice(data);
         Ok(())
     }
 
@@ -68,6 +65,7 @@ impl<'m> GuestMemory<'m> {
         Ok(())
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // for backends that walk guest tables; used by tests
     pub fn read_u64(&self, gpa: u64) -> Result<u64, MemError> {
         let mut w = [0u8; 8];
         w.copy_from_slice(self.slice(gpa, 8)?);
@@ -114,6 +112,9 @@ mod tests {
         let m = mem(&mut buf);
         assert_eq!(m.slice(0x1010, u64::MAX), Err(MemError::Overflow));
         assert_eq!(m.slice(u64::MAX, 2), Err(MemError::Overflow));
-        assert_eq!(m.slice(0x1010, u64::MAX - 0x1010 + 1), Err(MemError::Overflow));
+        assert_eq!(
+            m.slice(0x1010, u64::MAX - 0x1010 + 1),
+            Err(MemError::Overflow)
+        );
     }
 }

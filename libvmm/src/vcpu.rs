@@ -17,6 +17,11 @@ pub(crate) trait Platform {
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
     fn clock_ns(&self, clock: u64) -> Option<u64>;
+    /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
+    /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.
+    fn time_limit_exceeded(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Generic per-VM state the loop and the policies work on.
@@ -35,7 +40,12 @@ pub const IO_LOG_LIMIT: u32 = 4;
 
 impl<'m, P: Platform> Vm<'m, P> {
     pub fn new(mem: GuestMemory<'m>, platform: P) -> Self {
-        Self { mem, platform, exits: 0, io_logged: 0 }
+        Self {
+            mem,
+            platform,
+            exits: 0,
+            io_logged: 0,
+        }
     }
 }
 
@@ -44,12 +54,27 @@ impl<'m, P: Platform> Vm<'m, P> {
 pub enum StopReason {
     PayloadExit(i64),
     PayloadAbort,
-    GuestMemoryViolation { gpa: u64, access: Access },
+    GuestMemoryViolation {
+        gpa: u64,
+        access: Access,
+    },
     TripleFault,
     /// HLT/WFI with nothing that could ever wake the guest.
     GuestHalted,
-    UnhandledExit { code: u64, info1: u64, info2: u64 },
+    UnhandledExit {
+        code: u64,
+        info1: u64,
+        info2: u64,
+    },
     Backend(BackendError),
+    /// The CPU or firmware lacks something the backend needs (the reason names the bit or leaf).
+    Unsupported(&'static str),
+    /// A boot-time platform problem (memory map, device tree, payload does not fit).
+    Platform(&'static str),
+    /// The guest ran past its time limit (milliseconds).
+    TimeLimit {
+        ms: u64,
+    },
 }
 
 impl StopReason {
@@ -60,9 +85,15 @@ impl StopReason {
             Self::PayloadAbort => StopCode::PayloadAbort as u8,
             Self::GuestMemoryViolation { .. } => StopCode::GuestMemoryViolation as u8,
             Self::TripleFault => StopCode::TripleFault as u8,
-            Self::GuestHalted | Self::UnhandledExit { .. } => StopCode::GuestError as u8,
-            Self::Backend(BackendError::ConsistencyCheck { .. }) => StopCode::ConsistencyCheck as u8,
+            Self::GuestHalted | Self::UnhandledExit { .. } | Self::TimeLimit { .. } => {
+                StopCode::GuestError as u8
+            }
+            Self::Backend(BackendError::ConsistencyCheck { .. }) => {
+                StopCode::ConsistencyCheck as u8
+            }
             Self::Backend(_) => StopCode::BackendError as u8,
+            Self::Unsupported(_) => StopCode::Unsupported as u8,
+            Self::Platform(_) => StopCode::PlatformError as u8,
         }
     }
 }
@@ -73,23 +104,40 @@ impl core::fmt::Display for StopReason {
             Self::PayloadExit(s) => write!(f, "payload exited with status {s}"),
             Self::PayloadAbort => write!(f, "payload aborted"),
             Self::GuestMemoryViolation { gpa, access } => {
-                write!(f, "guest memory violation: {} of guest-physical {gpa:#x} outside guest memory", access.name())
+                write!(
+                    f,
+                    "guest memory violation: {} of guest-physical {gpa:#x} outside guest memory",
+                    access.name()
+                )
             }
             Self::TripleFault => write!(f, "guest triple fault (shutdown)"),
             Self::GuestHalted => write!(f, "guest halted with no interrupt source to wake it"),
             Self::UnhandledExit { code, info1, info2 } => {
                 write!(f, "unhandled exit {code:#x} (info {info1:#x}, {info2:#x})")
             }
-            Self::Backend(BackendError::EntryFailed { code, what }) => write!(f, "VM entry failed: {what} ({code:#x})"),
-            Self::Backend(BackendError::ConsistencyCheck { what }) => write!(f, "VM-entry consistency check failed: {what}"),
-            Self::Backend(BackendError::Firmware { code, what }) => write!(f, "firmware error: {what} ({code:#x})"),
+            Self::Backend(BackendError::EntryFailed { code, what }) => {
+                write!(f, "VM entry failed: {what} ({code:#x})")
+            }
+            Self::Backend(BackendError::ConsistencyCheck { what }) => {
+                write!(f, "VM-entry consistency check failed: {what}")
+            }
+            Self::Backend(BackendError::Firmware { code, what }) => {
+                write!(f, "firmware error: {what} ({code:#x})")
+            }
+            Self::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Self::Platform(what) => write!(f, "platform error: {what}"),
+            Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
         }
     }
 }
 
 /// Decides the reply to one exit, or that the VM stops.
-pub(crate) fn handle<B: Backend, P: Platform>(exit: &Exit, cpu: &B, vm: &mut Vm<'_, P>) -> Result<Reply, StopReason> {
-    Ok(match *exit {
+pub(crate) fn handle<B: Backend, P: Platform>(
+    exit: Exit,
+    cpu: &B,
+    vm: &mut Vm<'_, P>,
+) -> Result<Reply, StopReason> {
+    Ok(match exit {
         Exit::Cpuid { leaf, subleaf } => {
             let host = |l, s| vm.platform.host_cpuid(l, s);
             Reply::Complete(Output::Cpuid(cpuid::answer(leaf, subleaf, B::ID, host)))
@@ -98,10 +146,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(exit: &Exit, cpu: &B, vm: &mut Vm<
             hypercall::Outcome::Return(v) => Reply::Complete(Output::Hypercall(v)),
             hypercall::Outcome::Stop(s) => return Err(s),
         },
-        Exit::Sbi { ext, fid, ref args } => sbi::decide(ext, fid, args),
+        Exit::Sbi { ext, fid, args } => sbi::decide(ext, fid, &args),
         Exit::MsrRead { msr } => msr::read(msr, |v| cpu.virtual_msr(v)),
-        Exit::MsrWrite { msr, value } => msr::write(msr, value),
-        Exit::Io(ref access) => {
+        Exit::MsrWrite { msr, value } => msr::write(msr, value, |v| cpu.virtual_msr(v)),
+        Exit::Io(access) => {
             if vm.io_logged < IO_LOG_LIMIT {
                 vm.io_logged += 1;
                 crate::vmm_print!(
@@ -112,14 +160,21 @@ pub(crate) fn handle<B: Backend, P: Platform>(exit: &Exit, cpu: &B, vm: &mut Vm<
                     access.size
                 );
             }
-            io::decide(access)
+            io::decide(&access)
         }
-        Exit::GuestMemoryFault { gpa, access } => return Err(StopReason::GuestMemoryViolation { gpa, access }),
+        Exit::GuestMemoryFault { gpa, access } => {
+            return Err(StopReason::GuestMemoryViolation { gpa, access })
+        }
         Exit::Halt => return Err(StopReason::GuestHalted),
         Exit::VirtInsn(_) | Exit::IllegalInsn { .. } => Reply::Inject(Fault::InvalidOpcode),
         Exit::TripleFault => return Err(StopReason::TripleFault),
-        Exit::HostEvent => Reply::Resume,
-        Exit::Unknown { code, info1, info2 } => return Err(StopReason::UnhandledExit { code, info1, info2 }),
+        Exit::HostEvent => match vm.platform.time_limit_exceeded() {
+            Some(ms) => return Err(StopReason::TimeLimit { ms }),
+            None => Reply::Resume,
+        },
+        Exit::Unknown { code, info1, info2 } => {
+            return Err(StopReason::UnhandledExit { code, info1, info2 })
+        }
     })
 }
 
@@ -131,8 +186,8 @@ pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> S
             Err(e) => return StopReason::Backend(e),
         };
         vm.exits += 1;
-        match handle(&exit, cpu, vm) {
-            Ok(reply) => cpu.reply(&exit, reply),
+        match handle(exit, cpu, vm) {
+            Ok(reply) => cpu.reply(reply),
             Err(stop) => return stop,
         }
     }
@@ -182,17 +237,24 @@ pub(crate) mod tests {
     pub struct ScriptedBackend {
         pub script: Vec<Exit>,
         pub replies: Vec<(Exit, Reply)>,
+        pub last: Option<Exit>,
     }
     impl Backend for ScriptedBackend {
         const ID: BackendId = BackendId::Svm;
         fn run(&mut self) -> Result<Exit, BackendError> {
             if self.script.is_empty() {
-                return Err(BackendError::EntryFailed { code: 0, what: "script ended" });
+                return Err(BackendError::EntryFailed {
+                    code: 0,
+                    what: "script ended",
+                });
             }
-            Ok(self.script.remove(0))
+            let e = self.script.remove(0);
+            self.last = Some(e);
+            Ok(e)
         }
-        fn reply(&mut self, exit: &Exit, reply: Reply) {
-            self.replies.push((*exit, reply));
+        fn reply(&mut self, reply: Reply) {
+            self.replies
+                .push((self.last.expect("reply without an exit"), reply));
         }
         fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
             Some(msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME)
@@ -201,23 +263,38 @@ pub(crate) mod tests {
 
     const BASE: u64 = 0x200_0000;
 
-    fn run_script(script: Vec<Exit>, mem: &mut [u8]) -> (StopReason, ScriptedBackend, Vec<u8>, u64) {
-        let mut cpu = ScriptedBackend { script, replies: Vec::new() };
+    fn run_script(
+        script: Vec<Exit>,
+        mem: &mut [u8],
+    ) -> (StopReason, ScriptedBackend, Vec<u8>, u64) {
+        let mut cpu = ScriptedBackend {
+            script,
+            replies: Vec::new(),
+            last: None,
+        };
         let mut vm = Vm::new(GuestMemory::new(BASE, mem), ModelPlatform::default());
         let stop = run(&mut cpu, &mut vm);
         (stop, cpu, vm.platform.console.0, vm.exits)
     }
 
     fn hc(nr: Hypercall, a: [u64; 4]) -> Exit {
-        Exit::Hypercall { nr: nr as u64, args: a }
+        Exit::Hypercall {
+            nr: nr as u64,
+            args: a,
+        }
     }
 
     #[test]
     fn write_hypercall_copies_guest_bytes_to_the_console_in_one_exit() {
         let mut mem = vec![0u8; 0x1000];
         mem[0x10..0x15].copy_from_slice(b"hello");
-        let (stop, cpu, out, exits) =
-            run_script(vec![hc(Hypercall::Write, [1, BASE + 0x10, 5, 0]), hc(Hypercall::Exit, [0; 4])], &mut mem);
+        let (stop, cpu, out, exits) = run_script(
+            vec![
+                hc(Hypercall::Write, [1, BASE + 0x10, 5, 0]),
+                hc(Hypercall::Exit, [0; 4]),
+            ],
+            &mut mem,
+        );
         assert_eq!(stop, StopReason::PayloadExit(0));
         assert_eq!(stop.code(), 0);
         assert_eq!(out, b"hello");
@@ -229,12 +306,15 @@ pub(crate) mod tests {
     fn hostile_write_arguments_get_error_codes_and_the_vm_keeps_running() {
         let mut mem = vec![0u8; 0x1000];
         let script = vec![
-            hc(Hypercall::Write, [1, 0x10_0000, 16, 0]),        // VMM image address
+            hc(Hypercall::Write, [1, 0x10_0000, 16, 0]), // VMM image address
             hc(Hypercall::Write, [1, BASE + 0x10, u64::MAX, 0]), // overflowing length
-            hc(Hypercall::Write, [1, u64::MAX, 2, 0]),          // wrapping pointer
-            hc(Hypercall::Write, [1, BASE + 0xff0, 0x11, 0]),   // straddles the end
-            hc(Hypercall::Write, [7, BASE, 1, 0]),              // bad fd
-            Exit::Hypercall { nr: 0xdead, args: [0; 4] },       // unknown number
+            hc(Hypercall::Write, [1, u64::MAX, 2, 0]),   // wrapping pointer
+            hc(Hypercall::Write, [1, BASE + 0xff0, 0x11, 0]), // straddles the end
+            hc(Hypercall::Write, [7, BASE, 1, 0]),       // bad fd
+            Exit::Hypercall {
+                nr: 0xdead,
+                args: [0; 4],
+            }, // unknown number
             hc(Hypercall::Exit, [3, 0, 0, 0]),
         ];
         let (stop, cpu, out, _) = run_script(script, &mut mem);
@@ -242,23 +322,45 @@ pub(crate) mod tests {
         let rets: Vec<Reply> = cpu.replies.iter().map(|r| r.1).collect();
         let f = Reply::Complete(Output::Hypercall(Errno::Fault.as_result()));
         assert_eq!(rets[..4], [f, f, f, f]);
-        assert_eq!(rets[4], Reply::Complete(Output::Hypercall(Errno::Badf.as_result())));
-        assert_eq!(rets[5], Reply::Complete(Output::Hypercall(Errno::Nosys.as_result())));
+        assert_eq!(
+            rets[4],
+            Reply::Complete(Output::Hypercall(Errno::Badf.as_result()))
+        );
+        assert_eq!(
+            rets[5],
+            Reply::Complete(Output::Hypercall(Errno::Nosys.as_result()))
+        );
         assert!(out.is_empty());
     }
 
     #[test]
     fn fatal_exits_stop_with_distinct_codes() {
         let mut mem = vec![0u8; 0x100];
-        let gmf = Exit::GuestMemoryFault { gpa: 0x10_0000, access: Access::Write };
+        let gmf = Exit::GuestMemoryFault {
+            gpa: 0x10_0000,
+            access: Access::Write,
+        };
         let (stop, ..) = run_script(vec![gmf], &mut mem);
-        assert_eq!(stop, StopReason::GuestMemoryViolation { gpa: 0x10_0000, access: Access::Write });
+        assert_eq!(
+            stop,
+            StopReason::GuestMemoryViolation {
+                gpa: 0x10_0000,
+                access: Access::Write
+            }
+        );
         assert_eq!(stop.code(), StopCode::GuestMemoryViolation as u8);
         let (stop, ..) = run_script(vec![Exit::TripleFault], &mut mem);
         assert_eq!(stop.code(), StopCode::TripleFault as u8);
         let (stop, ..) = run_script(vec![Exit::Halt], &mut mem);
         assert_eq!(stop, StopReason::GuestHalted);
-        let (stop, ..) = run_script(vec![Exit::Unknown { code: 0x55, info1: 1, info2: 2 }], &mut mem);
+        let (stop, ..) = run_script(
+            vec![Exit::Unknown {
+                code: 0x55,
+                info1: 1,
+                info2: 2,
+            }],
+            &mut mem,
+        );
         assert_eq!(stop.code(), StopCode::GuestError as u8);
         let (stop, ..) = run_script(vec![hc(Hypercall::Abort, [0; 4])], &mut mem);
         assert_eq!(stop.code(), StopCode::PayloadAbort as u8);
@@ -271,8 +373,17 @@ pub(crate) mod tests {
         let mut mem = vec![0u8; 0x100];
         let script = vec![
             Exit::VirtInsn(VirtInsn::Vmrun),
-            Exit::Io(IoAccess { port: 0xf4, size: 4, write: true, value: 0x10, string: false }),
-            Exit::MsrWrite { msr: msr::MSR_EFER, value: msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME },
+            Exit::Io(IoAccess {
+                port: 0xf4,
+                size: 4,
+                write: true,
+                value: 0x10,
+                string: false,
+            }),
+            Exit::MsrWrite {
+                msr: msr::MSR_EFER,
+                value: msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME,
+            },
             Exit::MsrRead { msr: msr::MSR_EFER },
             hc(Hypercall::ExitCount, [0; 4]),
             hc(Hypercall::Exit, [0; 4]),
@@ -281,18 +392,35 @@ pub(crate) mod tests {
         assert_eq!(cpu.replies[0].1, Reply::Inject(Fault::InvalidOpcode));
         assert_eq!(cpu.replies[1].1, Reply::Complete(Output::Nothing));
         assert_eq!(cpu.replies[2].1, Reply::Inject(Fault::GeneralProtection(0)));
-        assert_eq!(cpu.replies[3].1, Reply::Complete(Output::MsrValue(msr::EFER_LME | msr::EFER_LMA)));
+        assert_eq!(
+            cpu.replies[3].1,
+            Reply::Complete(Output::MsrValue(msr::EFER_LME | msr::EFER_LMA))
+        );
         assert_eq!(cpu.replies[4].1, Reply::Complete(Output::Hypercall(5)));
-        assert!(String::from_utf8(out).unwrap().contains("denied write of port 0xf4"));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("denied write of port 0xf4"));
     }
 
     #[test]
     fn io_logging_is_rate_limited() {
         let mut mem = vec![0u8; 0x100];
-        let mut script: Vec<Exit> =
-            (0..100).map(|_| Exit::Io(IoAccess { port: 0x80, size: 1, write: true, value: 0, string: false })).collect();
+        let mut script: Vec<Exit> = (0..100)
+            .map(|_| {
+                Exit::Io(IoAccess {
+                    port: 0x80,
+                    size: 1,
+                    write: true,
+                    value: 0,
+                    string: false,
+                })
+            })
+            .collect();
         script.push(hc(Hypercall::Exit, [0; 4]));
         let (_, _, out, _) = run_script(script, &mut mem);
-        assert_eq!(String::from_utf8(out).unwrap().lines().count(), IO_LOG_LIMIT as usize);
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().count(),
+            IO_LOG_LIMIT as usize
+        );
     }
 }

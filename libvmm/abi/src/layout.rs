@@ -40,5 +40,5 @@ pub mod riscv64 {
 
 static_assertions::const_assert!(CMDLINE_OFFSET >= core::mem::size_of::<crate::BootInfo>() as u64);
 static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
-static_assertions::const_assert!(x86_64::WINDOW_BASE % 0x20_0000 == 0);
-static_assertions::const_assert!(riscv64::WINDOW_BASE % 0x20_0000 == 0);
+static_assertions::const_assert!(x86_64::WINDOW_BASE.is_multiple_of(0x20_0000));
+static_assertions::const_assert!(riscv64::WINDOW_BASE.is_multiple_of(0x20_0000));

@@ -1,1 +1,131 @@
+//! The guest-side runtime of a libvmm payload.
+//!
+//! A payload is an ordinary `no_std` binary crate with this one dependency and one macro:
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! libvmm_guest::entry!(main);
+//! fn main() -> i32 {
+//!     libvmm_guest::println!("hello");
+//!     0
+//! }
+//! ```
+//! The payload talks to the world through hermit-abi ([`hermit_abi`] is re-exported): this crate
+//! provides the `sys_*` symbols hermit-abi declares (`sys_write`, `sys_exit`, `sys_abort`,
+//! `sys_clock_gettime`, `sys_getpid`, `sys_read`, `sys_usleep`) as libvmm hypercalls (see
+//! `docs/hypercall-abi.md`). It also sets up the payload's exception handlers and offers `arch::probe`,
+//! which runs one instruction and reports the exception it raised, for tests of what the VMM lets a guest
+//! do. Guest virtual addresses equal guest-physical ones (identity paging on x86, bare mode on RISC-V), so
+//! pointers go to the VMM unchanged.
 #![no_std]
+
+pub use hermit_abi;
+pub use libvmm_abi as abi;
+
+pub mod arch;
+mod hermit;
+pub mod io;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use libvmm_abi::{BootInfo, Hypercall, BOOT_INFO_MAGIC};
+
+static BOOT_INFO: AtomicU64 = AtomicU64::new(0);
+
+/// The boot info the VMM wrote, if valid.
+pub fn boot_info() -> Option<BootInfo> {
+    let addr = BOOT_INFO.load(Ordering::Relaxed);
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: the VMM wrote 64 bytes of boot info at this guest address before entry.
+    let raw = unsafe { &*(addr as *const [u8; 64]) };
+    let bi = BootInfo::from_bytes(raw);
+    (bi.magic == BOOT_INFO_MAGIC).then_some(bi)
+}
+
+/// The command line the image was booted with (empty if none).
+pub fn cmdline() -> &'static str {
+    match boot_info() {
+        Some(bi) if bi.cmdline_gpa != 0 && bi.cmdline_len <= libvmm_abi::layout::CMDLINE_MAX => {
+            // SAFETY: the VMM wrote `cmdline_len` bytes there (bounded by CMDLINE_MAX).
+            let b = unsafe {
+                core::slice::from_raw_parts(bi.cmdline_gpa as *const u8, bi.cmdline_len as usize)
+            };
+            core::str::from_utf8(b).unwrap_or("")
+        }
+        _ => "",
+    }
+}
+
+/// The value of `key=value` on the command line.
+pub fn cmdline_value(key: &str) -> Option<&'static str> {
+    cmdline()
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Name of the backend running this payload.
+pub fn backend_name() -> &'static str {
+    boot_info()
+        .and_then(|b| libvmm_abi::BackendId::from_raw(b.backend))
+        .map(|b| b.name())
+        .unwrap_or("unknown")
+}
+
+/// A raw libvmm hypercall: `nr` with up to four arguments; the result is `>= 0` or a negated errno.
+pub fn hypercall(nr: Hypercall, args: [u64; 4]) -> i64 {
+    arch::hypercall(nr as u64, args)
+}
+
+/// A hypercall with a raw, possibly invalid number (for tests of the VMM's decoding).
+pub fn hypercall_raw(nr: u64, args: [u64; 4]) -> i64 {
+    arch::hypercall(nr, args)
+}
+
+/// Ends the payload with `status`.
+pub fn exit(status: i32) -> ! {
+    arch::hypercall(Hypercall::Exit as u64, [status as u32 as u64, 0, 0, 0]);
+    arch::halt_forever()
+}
+
+/// Called by the architecture's `_start` with the boot-info address.
+pub(crate) fn start(boot_info_gpa: u64) -> ! {
+    BOOT_INFO.store(boot_info_gpa, Ordering::Relaxed);
+    arch::init(boot_info().map(|b| b.hypercall).unwrap_or(0));
+    if let Some(bi) = boot_info() {
+        if bi.abi_version >> 16 != libvmm_abi::ABI_MAJOR {
+            println!(
+                "payload: built for libvmm ABI {}, VMM speaks {:#x}",
+                libvmm_abi::ABI_MAJOR,
+                bi.abi_version
+            );
+            exit(libvmm_abi::stop::PAYLOAD_MAX as i32);
+        }
+    }
+    extern "Rust" {
+        fn __libvmm_payload_main() -> i32;
+    }
+    // SAFETY: defined by `entry!` in the payload crate.
+    let status = unsafe { __libvmm_payload_main() };
+    exit(status)
+}
+
+/// Declares the payload's main function: `fn main() -> i32`, the exit status.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        fn __libvmm_payload_main() -> i32 {
+            let f: fn() -> i32 = $main;
+            f()
+        }
+    };
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("payload panicked: {}", info);
+    // SAFETY: provided by this crate (hermit.rs).
+    unsafe { hermit_abi::abort() }
+}

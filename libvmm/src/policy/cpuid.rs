@@ -41,7 +41,12 @@ pub const fn hypercall_insn(backend: BackendId) -> HypercallInsn {
 }
 
 /// The guest's CPUID answer for `leaf`/`subleaf`; `host` runs the real instruction.
-pub fn answer(leaf: u32, subleaf: u32, backend: BackendId, host: impl Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+pub fn answer(
+    leaf: u32,
+    subleaf: u32,
+    backend: BackendId,
+    host: impl Fn(u32, u32) -> [u32; 4],
+) -> [u32; 4] {
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     match leaf {
         0 => {
@@ -52,20 +57,17 @@ pub fn answer(leaf: u32, subleaf: u32, backend: BackendId, host: impl Fn(u32, u3
             let [a, b, c, d] = host(1, 0);
             // EBX[31:24] initial APIC id: there is one vCPU, id 0.
             let b = b & 0x00FF_FFFF;
-            let c = (c & !(bit::MONITOR | bit::VMX | bit::SMX | bit::X2APIC | bit::TSC_DEADLINE)) | bit::HYPERVISOR;
+            let c = (c & !(bit::MONITOR | bit::VMX | bit::SMX | bit::X2APIC | bit::TSC_DEADLINE))
+                | bit::HYPERVISOR;
             let d = d & !bit::APIC;
             [a, b, c, d]
         }
         2 | 4 | 0xD => host(leaf, subleaf),
-        7 => {
-            if subleaf == 0 {
-                let [a, b, c, d] = host(7, 0);
-                // EAX: max subleaf; only subleaf 0 is shown.
-                let _ = a;
-                [0, b, c & !bit::WAITPKG, d]
-            } else {
-                [0; 4]
-            }
+        7 if subleaf == 0 => {
+            let [a, b, c, d] = host(7, 0);
+            // EAX: max subleaf; only subleaf 0 is shown.
+            let _ = a;
+            [0, b, c & !bit::WAITPKG, d]
         }
         0x4000_0000 => [
             CPUID_MAX_HV_LEAF,
@@ -73,7 +75,12 @@ pub fn answer(leaf: u32, subleaf: u32, backend: BackendId, host: impl Fn(u32, u3
             word(&CPUID_SIGNATURE[4..8]),
             word(&CPUID_SIGNATURE[8..12]),
         ],
-        0x4000_0001 => [ABI_VERSION, hypercall_insn(backend) as u32, backend as u32, 0],
+        0x4000_0001 => [
+            ABI_VERSION,
+            hypercall_insn(backend) as u32,
+            backend as u32,
+            0,
+        ],
         0x8000_0000 => {
             let [max, b, c, d] = host(0x8000_0000, 0);
             [max.min(MAX_EXT_LEAF), b, c, d]
@@ -113,8 +120,14 @@ mod tests {
 
     #[test]
     fn leaf_4000_0001_names_backend_and_hypercall_insn() {
-        assert_eq!(answer(0x4000_0001, 0, BackendId::Svm, all_ones), [ABI_VERSION, 1, 1, 0]);
-        assert_eq!(answer(0x4000_0001, 0, BackendId::Vmx, all_ones), [ABI_VERSION, 2, 2, 0]);
+        assert_eq!(
+            answer(0x4000_0001, 0, BackendId::Svm, all_ones),
+            [ABI_VERSION, 1, 1, 0]
+        );
+        assert_eq!(
+            answer(0x4000_0001, 0, BackendId::Vmx, all_ones),
+            [ABI_VERSION, 2, 2, 0]
+        );
     }
 
     #[test]
@@ -131,10 +144,27 @@ mod tests {
 
     #[test]
     fn unlisted_and_out_of_range_leaves_are_zero() {
-        for leaf in [0x5, 0x6, 0xA, 0xB, 0x14, 0x4000_0002, 0x8000_0009, 0x8000_001F, 0xFFFF_FFFF] {
-            assert_eq!(answer(leaf, 0, BackendId::Svm, all_ones), [0; 4], "leaf {leaf:#x}");
+        for leaf in [
+            0x5,
+            0x6,
+            0xA,
+            0xB,
+            0x14,
+            0x4000_0002,
+            0x8000_0009,
+            0x8000_001F,
+            0xFFFF_FFFF,
+        ] {
+            assert_eq!(
+                answer(leaf, 0, BackendId::Svm, all_ones),
+                [0; 4],
+                "leaf {leaf:#x}"
+            );
         }
         assert_eq!(answer(0, 0, BackendId::Svm, all_ones)[0], MAX_BASIC_LEAF);
-        assert_eq!(answer(0x8000_0000, 0, BackendId::Svm, all_ones)[0], MAX_EXT_LEAF);
+        assert_eq!(
+            answer(0x8000_0000, 0, BackendId::Svm, all_ones)[0],
+            MAX_EXT_LEAF
+        );
     }
 }

@@ -13,8 +13,15 @@ pub fn decide(io: &IoAccess) -> Reply {
     if io.write {
         Reply::Complete(Output::Nothing)
     } else {
-        let ones = if io.size == 4 { u32::MAX } else { (1u32 << (io.size * 8)) - 1 };
-        Reply::Complete(Output::IoIn(ones))
+        let ones = if io.size == 4 {
+            u32::MAX
+        } else {
+            (1u32 << (io.size * 8)) - 1
+        };
+        Reply::Complete(Output::IoIn {
+            value: ones,
+            size: io.size,
+        })
     }
 }
 
@@ -23,25 +30,61 @@ mod tests {
     use super::*;
 
     fn io(port: u16, size: u8, write: bool, string: bool) -> IoAccess {
-        IoAccess { port, size, write, value: 0x41, string }
+        IoAccess {
+            port,
+            size,
+            write,
+            value: 0x41,
+            string,
+        }
     }
 
     #[test]
     fn reads_of_unassigned_ports_are_all_ones() {
-        assert_eq!(decide(&io(0x3f8, 1, false, false)), Reply::Complete(Output::IoIn(0xFF)));
-        assert_eq!(decide(&io(0x60, 2, false, false)), Reply::Complete(Output::IoIn(0xFFFF)));
-        assert_eq!(decide(&io(0xcf8, 4, false, false)), Reply::Complete(Output::IoIn(u32::MAX)));
+        assert_eq!(
+            decide(&io(0x3f8, 1, false, false)),
+            Reply::Complete(Output::IoIn {
+                value: 0xFF,
+                size: 1
+            })
+        );
+        assert_eq!(
+            decide(&io(0x60, 2, false, false)),
+            Reply::Complete(Output::IoIn {
+                value: 0xFFFF,
+                size: 2
+            })
+        );
+        assert_eq!(
+            decide(&io(0xcf8, 4, false, false)),
+            Reply::Complete(Output::IoIn {
+                value: u32::MAX,
+                size: 4
+            })
+        );
     }
 
     #[test]
     fn writes_are_dropped_even_to_the_exit_and_console_ports() {
-        assert_eq!(decide(&io(0xf4, 4, true, false)), Reply::Complete(Output::Nothing));
-        assert_eq!(decide(&io(0x3f8, 1, true, false)), Reply::Complete(Output::Nothing));
+        assert_eq!(
+            decide(&io(0xf4, 4, true, false)),
+            Reply::Complete(Output::Nothing)
+        );
+        assert_eq!(
+            decide(&io(0x3f8, 1, true, false)),
+            Reply::Complete(Output::Nothing)
+        );
     }
 
     #[test]
     fn string_io_and_bad_sizes_are_gp() {
-        assert_eq!(decide(&io(0x3f8, 1, true, true)), Reply::Inject(Fault::GeneralProtection(0)));
-        assert_eq!(decide(&io(0x3f8, 3, false, false)), Reply::Inject(Fault::GeneralProtection(0)));
+        assert_eq!(
+            decide(&io(0x3f8, 1, true, true)),
+            Reply::Inject(Fault::GeneralProtection(0))
+        );
+        assert_eq!(
+            decide(&io(0x3f8, 3, false, false)),
+            Reply::Inject(Fault::GeneralProtection(0))
+        );
     }
 }

@@ -1,1 +1,400 @@
-//! AMD SVM backend.
+//! AMD SVM backend: VMCB set-up, nested paging, permission maps, exit decoding and replies.
+//!
+//! Everything here is safe code over typed structures; the instructions (VMRUN, VMLOAD, VMSAVE, the
+//! EFER/VM_HSAVE_PA writes) are behind safe wrappers in `arch::x86_64::svm`. The generic run loop drives
+//! [`SvmVcpu`] through [`crate::backend::Backend`].
+//!
+//! Instruction lengths: QEMU's TCG offers no NRIPS (NEXT_RIP stays 0), so when NEXT_RIP is 0 the guest
+//! RIP advances by the architectural length of the intercepted instruction (IOIO uses EXITINFO2, which
+//! holds the next RIP). A guest that pads an intercepted instruction with redundant prefixes therefore
+//! resumes inside its own instruction: that hurts only the guest itself. With NRIPS (real hardware)
+//! NEXT_RIP is used.
+#![forbid(unsafe_code)]
+
+pub(crate) mod avic;
+pub(crate) mod decode;
+pub(crate) mod npt;
+pub(crate) mod permission_maps;
+pub(crate) mod sev_es;
+pub(crate) mod sev_snp;
+pub(crate) mod vmcb;
+
+use crate::exit::{Fault, Output, Reply, VirtualMsr};
+use crate::policy::msr::EFER_SVME;
+use crate::x86::gprs::Gprs;
+use crate::x86::guest_setup::InitialState;
+use crate::x86::segment::svm_attrib;
+use vmcb::{intercept, Vmcb, VmcbSegment};
+
+pub const CPUID_EXT_FEATURES: u32 = 0x8000_0001;
+pub const CPUID_SVM_FEATURES: u32 = 0x8000_000A;
+pub const MSR_VM_CR: u32 = 0xC001_0114;
+pub const VM_CR_SVMDIS: u64 = 1 << 4;
+
+/// Checks that the CPU can run the SVM backend, naming the missing bit when it cannot.
+pub fn check_support(cpuid: impl Fn(u32, u32) -> [u32; 4], vm_cr: u64) -> Result<(), &'static str> {
+    if cpuid(0x8000_0000, 0)[0] < CPUID_SVM_FEATURES {
+        return Err("CPUID leaf 0x8000_000A (SVM features) is not offered");
+    }
+    if cpuid(CPUID_EXT_FEATURES, 0)[2] & (1 << 2) == 0 {
+        return Err("SVM missing: CPUID 0x8000_0001 ECX bit 2 (SVM) is clear");
+    }
+    if cpuid(CPUID_SVM_FEATURES, 0)[3] & 1 == 0 {
+        return Err("nested paging missing: CPUID 0x8000_000A EDX bit 0 (NP) is clear");
+    }
+    if vm_cr & VM_CR_SVMDIS != 0 {
+        return Err("SVM disabled by firmware: VM_CR (MSR 0xC001_0114) bit 4 (SVMDIS) is set");
+    }
+    Ok(())
+}
+
+/// Host-physical addresses of the structures a VMCB points to.
+#[derive(Clone, Copy, Debug)]
+pub struct VmcbLinks {
+    pub iopm_pa: u64,
+    pub msrpm_pa: u64,
+    pub ncr3: u64,
+}
+
+fn seg(selector: u16, desc: u64) -> VmcbSegment {
+    VmcbSegment {
+        selector,
+        attrib: svm_attrib(desc),
+        limit: 0xFFFF_FFFF,
+        base: 0,
+    }
+}
+
+/// Fills a zeroed VMCB for the first VMRUN: intercepts, maps, ASID, nested paging, guest state.
+pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
+    let c = &mut v.control;
+    c.intercept_misc1 = intercept::INTR
+        | intercept::CPUID
+        | intercept::HLT
+        | intercept::INVLPGA
+        | intercept::IOIO_PROT
+        | intercept::MSR_PROT
+        | intercept::SHUTDOWN;
+    c.intercept_misc2 = intercept::VMRUN
+        | intercept::VMMCALL
+        | intercept::VMLOAD
+        | intercept::VMSAVE
+        | intercept::STGI
+        | intercept::CLGI
+        | intercept::SKINIT
+        | intercept::MONITOR
+        | intercept::MWAIT
+        | intercept::MWAIT_COND;
+    c.iopm_base_pa = links.iopm_pa;
+    c.msrpm_base_pa = links.msrpm_pa;
+    c.asid = crate::config::GUEST_TAG as u32;
+    c.int_ctl = vmcb::V_INTR_MASKING;
+    c.tlb_control = vmcb::TLB_FLUSH_ALL;
+    c.misc_ctl = vmcb::NP_ENABLE;
+    c.n_cr3 = links.ncr3;
+
+    let g = &mut v.save;
+    g.cs = seg(s.cs.selector, s.cs.desc);
+    let data = seg(s.data.selector, s.data.desc);
+    g.ds = data;
+    g.es = data;
+    g.ss = data;
+    g.fs = VmcbSegment {
+        attrib: data.attrib,
+        ..data
+    };
+    g.gs = g.fs;
+    g.gdtr = VmcbSegment {
+        selector: 0,
+        attrib: 0,
+        limit: s.gdt_limit as u32,
+        base: s.gdt_base,
+    };
+    g.idtr = VmcbSegment::default();
+    // A busy 64-bit TSS type so the state is consistent; the payload never switches stacks through it.
+    g.tr = VmcbSegment {
+        selector: 0,
+        attrib: 0x8B,
+        limit: 0x67,
+        base: 0,
+    };
+    g.ldtr = VmcbSegment {
+        selector: 0,
+        attrib: 0x82,
+        limit: 0,
+        base: 0,
+    };
+    g.cpl = 0;
+    g.efer = s.efer | EFER_SVME;
+    g.cr0 = s.cr0;
+    g.cr3 = s.cr3;
+    g.cr4 = s.cr4;
+    g.dr6 = 0xFFFF_0FF0;
+    g.dr7 = 0x400;
+    g.rflags = s.rflags;
+    g.rip = s.rip;
+    g.rsp = s.rsp;
+    g.rax = 0;
+    g.g_pat = s.pat;
+}
+
+/// The guest-entry register state besides the VMCB.
+pub fn initial_gprs(s: &InitialState) -> Gprs {
+    Gprs {
+        rdi: s.rdi,
+        ..Default::default()
+    }
+}
+
+/// Work to do on the VMCB right after every #VMEXIT, before decoding: stop re-flushing the TLB and
+/// re-queue an event whose delivery the exit interrupted (EXITINTINFO), as KVM does.
+pub fn after_exit(v: &mut Vmcb) {
+    let c = &mut v.control;
+    c.tlb_control = 0;
+    c.event_inj = 0;
+    if c.exit_int_info & vmcb::EVENTINJ_VALID != 0 {
+        c.event_inj = c.exit_int_info;
+        c.event_inj_err = c.exit_int_info_err;
+    }
+}
+
+/// The exit as the decoder sees it.
+pub fn exit_info(v: &Vmcb) -> decode::ExitInfo {
+    decode::ExitInfo {
+        code: v.control.exit_code,
+        info1: v.control.exit_info1,
+        info2: v.control.exit_info2,
+        rax: v.save.rax,
+    }
+}
+
+/// Reads an MSR kept in the VMCB.
+pub fn virtual_msr(v: &Vmcb, msr: VirtualMsr) -> u64 {
+    match msr {
+        VirtualMsr::Efer => v.save.efer,
+        VirtualMsr::FsBase => v.save.fs.base,
+        VirtualMsr::GsBase => v.save.gs.base,
+        VirtualMsr::KernelGsBase => v.save.kernel_gs_base,
+        VirtualMsr::Pat => v.save.g_pat,
+    }
+}
+
+/// Carries out the loop's reply on the VMCB and the saved registers.
+pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
+    match reply {
+        Reply::Resume => {}
+        Reply::Inject(fault) => {
+            let (vector, error) = match fault {
+                Fault::InvalidOpcode => (6u32, None),
+                Fault::GeneralProtection(e) => (13, Some(e)),
+            };
+            let mut inj = vector | vmcb::EVENTINJ_TYPE_EXCEPTION | vmcb::EVENTINJ_VALID;
+            if let Some(e) = error {
+                inj |= vmcb::EVENTINJ_EV;
+                v.control.event_inj_err = e;
+            }
+            v.control.event_inj = inj;
+        }
+        Reply::Complete(out) => {
+            match out {
+                Output::Nothing | Output::Sbi { .. } => {}
+                Output::Cpuid([a, b, c, d]) => {
+                    v.save.rax = a as u64;
+                    g.rbx = b as u64;
+                    g.rcx = c as u64;
+                    g.rdx = d as u64;
+                }
+                Output::Hypercall(r) => v.save.rax = r as u64,
+                Output::MsrValue(val) => {
+                    v.save.rax = val & 0xFFFF_FFFF;
+                    g.rdx = val >> 32;
+                }
+                Output::IoIn { value: val, size } => {
+                    v.save.rax = match size {
+                        1 => (v.save.rax & !0xFF) | (val as u64 & 0xFF),
+                        2 => (v.save.rax & !0xFFFF) | (val as u64 & 0xFFFF),
+                        _ => val as u64,
+                    };
+                }
+                Output::SetVirtualMsr(msr, val) => match msr {
+                    // The hardware bit stays set underneath: VMRUN refuses a guest with EFER.SVME clear.
+                    VirtualMsr::Efer => v.save.efer = val | EFER_SVME,
+                    VirtualMsr::FsBase => v.save.fs.base = val,
+                    VirtualMsr::GsBase => v.save.gs.base = val,
+                    VirtualMsr::KernelGsBase => v.save.kernel_gs_base = val,
+                    VirtualMsr::Pat => v.save.g_pat = val,
+                },
+            }
+            let c = &v.control;
+            v.save.rip = if c.exit_code == decode::code::IOIO {
+                c.exit_info2
+            } else if c.next_rip != 0 {
+                c.next_rip
+            } else {
+                v.save.rip.wrapping_add(decode::insn_len(c.exit_code))
+            };
+        }
+    }
+}
+
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+mod hw;
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+pub(crate) use hw::boot;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest_mem::GuestMemory;
+    use crate::loader::Loaded;
+    use crate::x86::guest_setup::{build, InitialState};
+
+    fn state() -> InitialState {
+        let mut buf = vec![0u8; 0x10_0000];
+        let mut mem = GuestMemory::new(0x200_0000, &mut buf);
+        build(
+            &mut mem,
+            &Loaded {
+                entry: 0x201_0000,
+                stack_top: 0x210_0000,
+                boot_info: 0x200_0000,
+            },
+        )
+        .unwrap()
+    }
+
+    fn vmcb() -> Box<Vmcb> {
+        let mut v = Box::new(Vmcb::zeroed());
+        init_vmcb(
+            &mut v,
+            &state(),
+            VmcbLinks {
+                iopm_pa: 0x1000,
+                msrpm_pa: 0x4000,
+                ncr3: 0x6000,
+            },
+        );
+        v
+    }
+
+    #[test]
+    fn init_sets_every_required_intercept_and_a_valid_long_mode_guest() {
+        let v = vmcb();
+        let c = &v.control;
+        for bit in [
+            intercept::CPUID,
+            intercept::HLT,
+            intercept::IOIO_PROT,
+            intercept::MSR_PROT,
+            intercept::SHUTDOWN,
+            intercept::INVLPGA,
+        ] {
+            assert_ne!(c.intercept_misc1 & bit, 0);
+        }
+        for bit in [
+            intercept::VMRUN,
+            intercept::VMMCALL,
+            intercept::VMLOAD,
+            intercept::VMSAVE,
+            intercept::STGI,
+            intercept::CLGI,
+            intercept::SKINIT,
+        ] {
+            assert_ne!(c.intercept_misc2 & bit, 0);
+        }
+        assert_ne!(c.asid, 0, "ASID 0 makes VMRUN fail");
+        assert_eq!(c.misc_ctl & vmcb::NP_ENABLE, vmcb::NP_ENABLE);
+        let s = &v.save;
+        assert_ne!(s.efer & EFER_SVME, 0, "guest EFER.SVME 0 makes VMRUN fail");
+        assert_ne!(s.efer & (1 << 10), 0, "LMA must be set explicitly");
+        assert_eq!(s.cs.attrib & (1 << 9), 1 << 9, "CS.L");
+        assert_eq!(
+            s.cs.attrib & (1 << 10),
+            0,
+            "CS with L and D both set makes VMRUN fail"
+        );
+        assert_eq!(s.cr0 >> 32, 0);
+        assert_eq!(s.dr6 >> 32, 0);
+    }
+
+    #[test]
+    fn replies_write_registers_and_advance_rip() {
+        let mut v = vmcb();
+        let mut g = Gprs::default();
+        let rip = v.save.rip;
+        v.control.exit_code = decode::code::CPUID;
+        apply_reply(&mut v, &mut g, Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
+        assert_eq!((v.save.rax, g.rbx, g.rcx, g.rdx), (1, 2, 3, 4));
+        assert_eq!(v.save.rip, rip + 2);
+
+        v.control.exit_code = decode::code::VMMCALL;
+        apply_reply(&mut v, &mut g, Reply::Complete(Output::Hypercall(-14)));
+        assert_eq!(v.save.rax as i64, -14);
+        assert_eq!(v.save.rip, rip + 5);
+
+        v.control.exit_code = decode::code::IOIO;
+        v.control.exit_info2 = 0x4242;
+        v.save.rax = 0x1234_5678;
+        apply_reply(
+            &mut v,
+            &mut g,
+            Reply::Complete(Output::IoIn {
+                value: 0xFF,
+                size: 1,
+            }),
+        );
+        assert_eq!(v.save.rax, 0x1234_56FF);
+        assert_eq!(v.save.rip, 0x4242);
+    }
+
+    #[test]
+    fn faults_are_injected_without_advancing_and_efer_keeps_svme() {
+        let mut v = vmcb();
+        let mut g = Gprs::default();
+        let rip = v.save.rip;
+        v.control.exit_code = decode::code::VMRUN;
+        apply_reply(&mut v, &mut g, Reply::Inject(Fault::InvalidOpcode));
+        assert_eq!(v.control.event_inj, 6 | (3 << 8) | (1 << 31));
+        assert_eq!(v.save.rip, rip);
+        apply_reply(&mut v, &mut g, Reply::Inject(Fault::GeneralProtection(0)));
+        assert_eq!(v.control.event_inj, 13 | (3 << 8) | (1 << 11) | (1 << 31));
+        v.control.exit_code = decode::code::MSR;
+        apply_reply(
+            &mut v,
+            &mut g,
+            Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0x500)),
+        );
+        assert_eq!(v.save.efer, 0x500 | EFER_SVME);
+        after_exit(&mut v);
+        assert_eq!(v.control.event_inj, 0);
+    }
+
+    #[test]
+    fn missing_features_are_named() {
+        let full = |l: u32, _| match l {
+            0x8000_0000 => [0x8000_001F, 0, 0, 0],
+            0x8000_0001 => [0, 0, 1 << 2, 0],
+            0x8000_000A => [1, 16, 0, 1],
+            _ => [0; 4],
+        };
+        assert_eq!(check_support(full, 0), Ok(()));
+        assert!(
+            check_support(|l, s| if l == 0x8000_0001 { [0; 4] } else { full(l, s) }, 0)
+                .unwrap_err()
+                .contains("ECX bit 2")
+        );
+        assert!(check_support(
+            |l, s| if l == 0x8000_000A {
+                [1, 16, 0, 0]
+            } else {
+                full(l, s)
+            },
+            0
+        )
+        .unwrap_err()
+        .contains("NP"));
+        assert!(check_support(full, VM_CR_SVMDIS)
+            .unwrap_err()
+            .contains("SVMDIS"));
+    }
+}

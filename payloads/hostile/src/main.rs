@@ -1,2 +1,107 @@
+//! A hostile payload: it attacks the VMM and checks, from the inside, that each attack got the answer a
+//! hypervisor owes a guest. Recoverable attacks run in sequence and each prints `hostile: ok <name>` or
+//! `hostile: FAIL <name> ...`; then the attack named by `attack=` on the command line (default:
+//! `vmm-read`) ends the VM, and the test harness checks the stop reason and code.
 #![no_std]
 #![no_main]
+
+use libvmm_guest::abi::{Errno, Hypercall};
+use libvmm_guest::{hypercall, hypercall_raw, println};
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as arch_attacks;
+
+libvmm_guest::entry!(main);
+
+/// Records the outcome of one check.
+pub struct Checks {
+    pub passed: u32,
+    pub failed: u32,
+}
+
+impl Checks {
+    pub fn check(&mut self, name: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
+        if ok {
+            self.passed += 1;
+            println!("hostile: ok {name}");
+        } else {
+            self.failed += 1;
+            println!("hostile: FAIL {name}: {detail}");
+        }
+    }
+}
+
+/// Attacks every backend shares: hypercall arguments.
+fn hypercall_attacks(c: &mut Checks) {
+    let fault = Errno::Fault.as_result();
+    let bi = libvmm_guest::boot_info().expect("boot info");
+    let vmm = if cfg!(target_arch = "x86_64") {
+        libvmm_guest::abi::layout::x86_64::VMM_IMAGE_BASE
+    } else {
+        libvmm_guest::abi::layout::riscv64::VMM_IMAGE_BASE
+    };
+    let r = hypercall(Hypercall::Write, [1, vmm, 64, 0]);
+    c.check("write-from-vmm-memory", r == fault, format_args!("got {r}"));
+    let r = hypercall(Hypercall::Write, [1, bi.mem_base + 0x1000, u64::MAX, 0]);
+    c.check(
+        "write-overflowing-length",
+        r == fault,
+        format_args!("got {r}"),
+    );
+    let r = hypercall(Hypercall::Write, [1, u64::MAX - 1, 16, 0]);
+    c.check(
+        "write-wrapping-pointer",
+        r == fault,
+        format_args!("got {r}"),
+    );
+    let r = hypercall(Hypercall::Write, [1, bi.mem_base + bi.mem_size - 8, 64, 0]);
+    c.check("write-straddling-end", r == fault, format_args!("got {r}"));
+    let r = hypercall(Hypercall::Write, [99, bi.mem_base, 1, 0]);
+    c.check(
+        "write-bad-fd",
+        r == Errno::Badf.as_result(),
+        format_args!("got {r}"),
+    );
+    let r = hypercall_raw(0xDEAD_BEEF, [1, 2, 3, 4]);
+    c.check(
+        "unknown-hypercall",
+        r == Errno::Nosys.as_result(),
+        format_args!("got {r}"),
+    );
+    let r = hypercall(Hypercall::Clock, [12345, 0, 0, 0]);
+    c.check(
+        "clock-bad-id",
+        r == Errno::Inval.as_result(),
+        format_args!("got {r}"),
+    );
+    let r = hypercall(Hypercall::Version, [0; 4]);
+    c.check(
+        "still-alive-after-bad-hypercalls",
+        r == libvmm_guest::abi::ABI_VERSION as i64,
+        format_args!("got {r}"),
+    );
+}
+
+fn main() -> i32 {
+    let mut c = Checks {
+        passed: 0,
+        failed: 0,
+    };
+    hypercall_attacks(&mut c);
+    arch_attacks::recoverable(&mut c);
+    println!(
+        "hostile: {} recoverable checks passed, {} failed",
+        c.passed, c.failed
+    );
+    if c.failed != 0 {
+        return 1;
+    }
+    let attack = libvmm_guest::cmdline_value("attack").unwrap_or("vmm-read");
+    println!("hostile: fatal attack {attack}");
+    arch_attacks::fatal(attack);
+    // Every fatal attack must have stopped the VM.
+    println!("hostile: FAIL fatal attack {attack} did not stop the VM");
+    2
+}

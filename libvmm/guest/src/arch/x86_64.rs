@@ -1,0 +1,346 @@
+//! x86-64 payload entry, exception handling and hypercalls.
+//!
+//! The VMM enters `_start` in 64-bit mode with paging on (identity 0..4 GiB), RSP at the top of guest
+//! memory and RDI = boot-info address. `_start` reads the TSC first (so a payload can measure the cost of
+//! getting here), installs an IDT for vectors 0..31 and calls into Rust.
+//!
+//! `probe` runs single instructions that may fault (VMRUN, WRMSR, IN ...) and returns the vector they
+//! raised: the exception handler resumes after the probed instruction when a probe is armed; any other
+//! exception is reported and aborts the payload.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use libvmm_abi::HypercallInsn;
+
+static FIRST_CYCLES: AtomicU64 = AtomicU64::new(0);
+static INSN: AtomicU32 = AtomicU32::new(HypercallInsn::Vmmcall as u32);
+#[no_mangle]
+static LIBVMM_GUEST_PROBE_RESUME: AtomicU64 = AtomicU64::new(0);
+static PROBE_VECTOR: AtomicU8 = AtomicU8::new(NO_FAULT);
+const NO_FAULT: u8 = 0xFF;
+
+core::arch::global_asm!(
+    r#"
+.section .text.start, "ax"
+.global _start
+_start:
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov [rip + {first}], rax
+    and rsp, -16
+    call {rust_start}
+    ud2
+
+.macro LIBVMM_GUEST_ISR vec, err
+.Lgisr\vec:
+    .if \err == 0
+    push 0
+    .endif
+    push \vec
+    jmp .Lgisr_common
+.endm
+
+.section .text.isr, "ax"
+LIBVMM_GUEST_ISR 0, 0
+LIBVMM_GUEST_ISR 1, 0
+LIBVMM_GUEST_ISR 2, 0
+LIBVMM_GUEST_ISR 3, 0
+LIBVMM_GUEST_ISR 4, 0
+LIBVMM_GUEST_ISR 5, 0
+LIBVMM_GUEST_ISR 6, 0
+LIBVMM_GUEST_ISR 7, 0
+LIBVMM_GUEST_ISR 8, 1
+LIBVMM_GUEST_ISR 9, 0
+LIBVMM_GUEST_ISR 10, 1
+LIBVMM_GUEST_ISR 11, 1
+LIBVMM_GUEST_ISR 12, 1
+LIBVMM_GUEST_ISR 13, 1
+LIBVMM_GUEST_ISR 14, 1
+LIBVMM_GUEST_ISR 15, 0
+LIBVMM_GUEST_ISR 16, 0
+LIBVMM_GUEST_ISR 17, 1
+LIBVMM_GUEST_ISR 18, 0
+LIBVMM_GUEST_ISR 19, 0
+LIBVMM_GUEST_ISR 20, 0
+LIBVMM_GUEST_ISR 21, 1
+LIBVMM_GUEST_ISR 22, 0
+LIBVMM_GUEST_ISR 23, 0
+LIBVMM_GUEST_ISR 24, 0
+LIBVMM_GUEST_ISR 25, 0
+LIBVMM_GUEST_ISR 26, 0
+LIBVMM_GUEST_ISR 27, 0
+LIBVMM_GUEST_ISR 28, 0
+LIBVMM_GUEST_ISR 29, 1
+LIBVMM_GUEST_ISR 30, 1
+LIBVMM_GUEST_ISR 31, 0
+.Lgisr_common:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    lea rdi, [rsp + 72]
+    call {trap}
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    add rsp, 16
+    iretq
+
+.section .rodata.isr, "a"
+.balign 8
+.Lgisr_table:
+    .quad .Lgisr0, .Lgisr1, .Lgisr2, .Lgisr3, .Lgisr4, .Lgisr5, .Lgisr6, .Lgisr7
+    .quad .Lgisr8, .Lgisr9, .Lgisr10, .Lgisr11, .Lgisr12, .Lgisr13, .Lgisr14, .Lgisr15
+    .quad .Lgisr16, .Lgisr17, .Lgisr18, .Lgisr19, .Lgisr20, .Lgisr21, .Lgisr22, .Lgisr23
+    .quad .Lgisr24, .Lgisr25, .Lgisr26, .Lgisr27, .Lgisr28, .Lgisr29, .Lgisr30, .Lgisr31
+.global libvmm_guest_isr_table
+.set libvmm_guest_isr_table, .Lgisr_table
+"#,
+    first = sym FIRST_CYCLES,
+    rust_start = sym rust_start,
+    trap = sym trap,
+);
+
+extern "C" {
+    static libvmm_guest_isr_table: [u64; 32];
+}
+
+#[repr(C, align(16))]
+struct Idt([[u64; 2]; 32]);
+static mut IDT: Idt = Idt([[0; 2]; 32]);
+
+extern "C" fn rust_start(boot_info: u64) -> ! {
+    crate::start(boot_info)
+}
+
+/// The interrupt frame as the stubs leave it.
+#[repr(C)]
+struct TrapFrame {
+    vector: u64,
+    error: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+extern "C" fn trap(frame: &mut TrapFrame) {
+    let resume = LIBVMM_GUEST_PROBE_RESUME.swap(0, Ordering::SeqCst);
+    if resume != 0 {
+        PROBE_VECTOR.store(frame.vector as u8, Ordering::SeqCst);
+        frame.rip = resume;
+        return;
+    }
+    crate::println!(
+        "payload: unexpected exception {} (error {:#x}) at rip {:#x}",
+        frame.vector,
+        frame.error,
+        frame.rip
+    );
+    // SAFETY: provided by this crate.
+    unsafe { hermit_abi::abort() }
+}
+
+/// Called once from `crate::start`: records the hypercall instruction and loads the IDT.
+pub(crate) fn init(hypercall_insn: u32) {
+    if hypercall_insn == HypercallInsn::Vmcall as u32 {
+        INSN.store(hypercall_insn, Ordering::Relaxed);
+    }
+    // SAFETY: single-threaded start-up; the IDT is written once, then only read by the CPU.
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        for (v, gate) in idt.0.iter_mut().enumerate() {
+            let h = libvmm_guest_isr_table[v];
+            gate[0] = (h & 0xFFFF) | (0x08 << 16) | (0x8E << 40) | (((h >> 16) & 0xFFFF) << 48);
+            gate[1] = h >> 32;
+        }
+        let ptr = DescriptorPointer {
+            limit: core::mem::size_of::<Idt>() as u16 - 1,
+            base: idt as *const Idt as u64,
+        };
+        core::arch::asm!("lidt [{}]", in(reg) &ptr);
+    }
+}
+
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// The hypercall: VMMCALL on SVM, VMCALL on VMX (chosen from the boot info at start-up).
+pub fn hypercall(nr: u64, a: [u64; 4]) -> i64 {
+    let ret: u64;
+    if INSN.load(Ordering::Relaxed) == HypercallInsn::Vmcall as u32 {
+        // SAFETY: VMCALL exits to the VMM, which changes only RAX.
+        unsafe {
+            core::arch::asm!("vmcall", inout("rax") nr => ret, in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], options(nostack))
+        }
+    } else {
+        // SAFETY: VMMCALL exits to the VMM, which changes only RAX.
+        unsafe {
+            core::arch::asm!("vmmcall", inout("rax") nr => ret, in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], options(nostack))
+        }
+    }
+    ret as i64
+}
+
+/// The TSC.
+pub fn cycles() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The TSC read by the payload's very first instruction.
+pub fn first_cycles() -> u64 {
+    FIRST_CYCLES.load(Ordering::Relaxed)
+}
+
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: halting has no memory effects.
+        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
+    }
+}
+
+/// CPUID as the payload sees it.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Runs single instructions that may fault and reports the exception vector they raised.
+pub mod probe {
+    use super::{Ordering, LIBVMM_GUEST_PROBE_RESUME, NO_FAULT, PROBE_VECTOR};
+
+    /// Result of a probe: `Err(vector)` when the instruction faulted.
+    pub type Probe<T> = Result<T, u8>;
+
+    fn arm() {
+        PROBE_VECTOR.store(NO_FAULT, Ordering::SeqCst);
+    }
+
+    fn outcome<T>(v: T) -> Probe<T> {
+        LIBVMM_GUEST_PROBE_RESUME.store(0, Ordering::SeqCst);
+        match PROBE_VECTOR.load(Ordering::SeqCst) {
+            NO_FAULT => Ok(v),
+            vector => Err(vector),
+        }
+    }
+
+    macro_rules! probe_asm {
+        ($insn:literal $(, $($ops:tt)*)?) => {{
+            arm();
+            // SAFETY: the instruction runs with the resume address armed: if it faults, the handler
+            // continues at label 2; the VMM decides what the instruction does (that is under test).
+            unsafe {
+                core::arch::asm!(
+                    "lea {tmp}, [rip + 2f]",
+                    "mov [rip + {resume}], {tmp}",
+                    $insn,
+                    "2:",
+                    tmp = out(reg) _,
+                    resume = sym LIBVMM_GUEST_PROBE_RESUME,
+                    $($($ops)*)?
+                )
+            }
+        }};
+    }
+
+    pub fn vmrun(vmcb: u64) -> Probe<()> {
+        probe_asm!("vmrun rax", in("rax") vmcb);
+        outcome(())
+    }
+    pub fn vmsave(vmcb: u64) -> Probe<()> {
+        probe_asm!("vmsave rax", in("rax") vmcb);
+        outcome(())
+    }
+    pub fn vmload(vmcb: u64) -> Probe<()> {
+        probe_asm!("vmload rax", in("rax") vmcb);
+        outcome(())
+    }
+    pub fn stgi() -> Probe<()> {
+        probe_asm!("stgi");
+        outcome(())
+    }
+    pub fn clgi() -> Probe<()> {
+        probe_asm!("clgi");
+        outcome(())
+    }
+    pub fn skinit() -> Probe<()> {
+        probe_asm!("skinit", in("eax") 0u32);
+        outcome(())
+    }
+    pub fn invlpga() -> Probe<()> {
+        probe_asm!("invlpga rax, ecx", in("rax") 0u64, in("ecx") 1u32);
+        outcome(())
+    }
+    pub fn vmxon(region: u64) -> Probe<()> {
+        probe_asm!("vmxon [{r}]", r = in(reg) &region);
+        outcome(())
+    }
+    pub fn vmlaunch() -> Probe<()> {
+        probe_asm!("vmlaunch");
+        outcome(())
+    }
+    pub fn vmread(field: u64) -> Probe<()> {
+        probe_asm!("vmread {v}, {f}", f = in(reg) field, v = out(reg) _);
+        outcome(())
+    }
+    pub fn rdmsr(msr: u32) -> Probe<u64> {
+        let (lo, hi): (u32, u32);
+        probe_asm!("rdmsr", in("ecx") msr, inout("eax") 0u32 => lo, inout("edx") 0u32 => hi);
+        outcome(((hi as u64) << 32) | lo as u64)
+    }
+    pub fn wrmsr(msr: u32, value: u64) -> Probe<()> {
+        probe_asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32);
+        outcome(())
+    }
+    pub fn inb(port: u16) -> Probe<u8> {
+        let v: u8;
+        probe_asm!("in al, dx", in("dx") port, out("al") v);
+        outcome(v)
+    }
+    pub fn inl(port: u16) -> Probe<u32> {
+        let v: u32;
+        probe_asm!("in eax, dx", in("dx") port, out("eax") v);
+        outcome(v)
+    }
+    pub fn outb(port: u16, v: u8) -> Probe<()> {
+        probe_asm!("out dx, al", in("dx") port, in("al") v);
+        outcome(())
+    }
+    pub fn outl(port: u16, v: u32) -> Probe<()> {
+        probe_asm!("out dx, eax", in("dx") port, in("eax") v);
+        outcome(())
+    }
+    /// REP OUTSB of one byte (string I/O).
+    pub fn outsb(port: u16, byte: &u8) -> Probe<()> {
+        probe_asm!("rep outsb", in("dx") port, inout("rsi") byte as *const u8 => _, inout("rcx") 1u64 => _);
+        outcome(())
+    }
+    pub fn monitor() -> Probe<()> {
+        probe_asm!("monitor", in("rax") 0u64, in("ecx") 0u32, in("edx") 0u32);
+        outcome(())
+    }
+}
+
+/// Loads an empty IDT and raises an exception: #GP cannot be delivered, nor #DF: triple fault.
+pub fn triple_fault() -> ! {
+    let null_idt = [0u8; 10];
+    // SAFETY: deliberately destroys the payload; nothing runs afterwards.
+    unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) null_idt.as_ptr(), options(noreturn)) }
+}

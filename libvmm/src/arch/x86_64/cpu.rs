@@ -1,0 +1,55 @@
+//! Safe wrappers over the x86 instructions the VMM needs (port I/O through the `x86` crate).
+
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects; CR4.TSD is clear in the VMM.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// RDMSR. Only called for MSRs the VMM checked exist (architectural or CPUID-gated).
+pub fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: the caller reads an MSR that exists on this CPU (see each call site).
+    unsafe { x86::msr::rdmsr(msr) }
+}
+
+/// WRMSR. Only for MSRs the VMM owns and values it computed.
+pub fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller writes an MSR that exists with a valid value (see each call site).
+    unsafe { x86::msr::wrmsr(msr, value) }
+}
+
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: port I/O to devices the VMM owns (COM1, PIT, CMOS, exit ports).
+    unsafe { x86::io::outb(port, v) }
+}
+
+pub fn inb(port: u16) -> u8 {
+    // SAFETY: as `outb`.
+    unsafe { x86::io::inb(port) }
+}
+
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: as `outb`.
+    unsafe { x86::io::outl(port, v) }
+}
+
+/// Sets EFER.NXE when the CPU has NX: with it, nested page faults report instruction fetches as such
+/// (the fetch bit of the #PF-style error code is defined only with NX enabled).
+pub fn enable_nx() {
+    const EFER: u32 = 0xC000_0080;
+    if cpuid(0x8000_0000, 0)[0] >= 0x8000_0001 && cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0 {
+        wrmsr(EFER, rdmsr(EFER) | (1 << 11));
+    }
+}
+
+/// Stops this CPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: interrupts off, then halt: nothing runs again.
+        unsafe { core::arch::asm!("cli; hlt", options(nomem, nostack)) }
+    }
+}

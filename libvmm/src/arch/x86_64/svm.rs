@@ -1,0 +1,145 @@
+//! SVM instructions and the world switch, plus the fixed storage the SVM backend runs on (VMCBs, host
+//! save area, permission maps, nested tables: all static, page-aligned, handed out once).
+
+use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::svm::npt::NestedTables;
+use crate::svm::permission_maps::{IoPermissionMap, MsrPermissionMap};
+use crate::svm::vmcb::Vmcb;
+use crate::x86::gprs::Gprs;
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+const EFER_SVME: u64 = 1 << 12;
+
+/// Everything the SVM backend needs, in .bss (zeroed at boot).
+#[repr(C, align(4096))]
+pub struct SvmStorage {
+    pub guest_vmcb: Vmcb,
+    pub host_save: [u8; 4096],
+    pub msrpm: MsrPermissionMap,
+    pub iopm: IoPermissionMap,
+    pub npt: NestedTables,
+}
+
+static mut STORAGE: core::mem::MaybeUninit<SvmStorage> = core::mem::MaybeUninit::zeroed();
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Hands out the storage once (`None` afterwards), with the permission maps set to deny everything.
+pub fn take_storage() -> Option<&'static mut SvmStorage> {
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: zeroed memory is a valid SvmStorage (plain integers only); the flag above makes this the
+    // only reference ever created.
+    let s = unsafe { (*addr_of_mut!(STORAGE)).assume_init_mut() };
+    s.msrpm.deny_all();
+    s.iopm.deny_all();
+    Some(s)
+}
+
+/// Physical address of a VMM object (the VMM runs identity-mapped).
+pub fn pa<T>(r: &T) -> u64 {
+    r as *const T as u64
+}
+
+/// Sets EFER.SVME and the host save area.
+pub fn enable(host_save_pa: u64) {
+    let efer = super::cpu::rdmsr(MSR_EFER);
+    super::cpu::wrmsr(MSR_EFER, efer | EFER_SVME);
+    super::cpu::wrmsr(MSR_VM_HSAVE_PA, host_save_pa);
+}
+
+/// Whether EFER.SVME is set in hardware now.
+pub fn svme_is_set() -> bool {
+    super::cpu::rdmsr(MSR_EFER) & EFER_SVME != 0
+}
+
+/// VMSAVE: stores the CPU's FS/GS/TR/LDTR/KERNEL_GS_BASE/syscall state into the VMCB.
+pub fn vmsave(vmcb: &mut Vmcb) {
+    // SAFETY: `vmcb` is a page-aligned VMCB owned by the VMM (the `&mut` keeps Rust off it); SVME is on.
+    unsafe { core::arch::asm!("vmsave rax", in("rax") pa(vmcb), options(nostack)) }
+}
+
+/// VMLOAD: loads that state from the VMCB into the CPU.
+pub fn vmload(vmcb: &Vmcb) {
+    // SAFETY: as `vmsave`; the VMCB holds state written by `init_vmcb`/VMSAVE or validated by the policy
+    // (canonical bases), and the VMM itself never uses the registers VMLOAD changes.
+    unsafe { core::arch::asm!("vmload rax", in("rax") pa(vmcb), options(nostack)) }
+}
+
+core::arch::global_asm!(
+    r#"
+.section .text.svm, "ax"
+.global libvmm_svm_world_switch
+// rdi = &mut Gprs, rsi = guest VMCB pa
+libvmm_svm_world_switch:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi
+    mov rax, rsi
+    mov rbx, [rdi + 8]
+    mov rcx, [rdi + 16]
+    mov rdx, [rdi + 24]
+    mov rsi, [rdi + 32]
+    mov rbp, [rdi + 48]
+    mov r8, [rdi + 56]
+    mov r9, [rdi + 64]
+    mov r10, [rdi + 72]
+    mov r11, [rdi + 80]
+    mov r12, [rdi + 88]
+    mov r13, [rdi + 96]
+    mov r14, [rdi + 104]
+    mov r15, [rdi + 112]
+    mov rdi, [rdi + 40]
+        clgi
+    sti
+    vmrun rax
+    xchg rdi, [rsp]
+    mov [rdi + 8], rbx
+    mov [rdi + 16], rcx
+    mov [rdi + 24], rdx
+    mov [rdi + 32], rsi
+    mov [rdi + 48], rbp
+    mov [rdi + 56], r8
+    mov [rdi + 64], r9
+    mov [rdi + 72], r10
+    mov [rdi + 80], r11
+    mov [rdi + 88], r12
+    mov [rdi + 96], r13
+    mov [rdi + 104], r14
+    mov [rdi + 112], r15
+    pop rbx
+    mov [rdi + 40], rbx
+        stgi
+    cli
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+"#
+);
+
+extern "C" {
+    fn libvmm_svm_world_switch(gprs: *mut Gprs, guest_vmcb_pa: u64);
+}
+
+/// Runs the guest once (VMRUN). VMRUN executes with RFLAGS.IF = 1 but GIF = 0: with V_INTR_MASKING a
+/// host interrupt (the LAPIC timer) then ends the guest's run with an INTR exit and is taken by the VMM
+/// right after STGI, before `cli`; the VMM's own code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
+/// `gprs`. The VMLOAD/VMSAVE part of the guest state stays in the CPU between runs (see `svm::hw`).
+pub fn run(gprs: &mut Gprs, guest: &mut Vmcb) {
+    let guest_pa = pa(guest);
+    // SAFETY: `guest` is a VMCB initialised by `svm::init_vmcb` (VMRUN validates it and reports bad
+    // state as VMEXIT_INVALID), SVME and HSAVE are set, and the `&mut` borrows keep Rust from touching
+    // the registers or the VMCB while the CPU owns them.
+    unsafe { libvmm_svm_world_switch(gprs, guest_pa) }
+}

@@ -1,0 +1,210 @@
+//! `cargo xtask bench`: deterministic figures. Each backend's `exitbench` image boots with the
+//! emulator counting instructions (QEMU `-icount shift=0,sleep=off -seed 1`: the guest's cycle counter
+//! advances one tick per emulated instruction), so the same build gives the same numbers run after run.
+//! Sizes come from the image's ELF sections, with the embedded payload (`.payload`) left out.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use object::{Object, ObjectSection};
+
+use crate::backend::Backend;
+use crate::build::build_image;
+use crate::cmd::target_dir;
+use crate::run::{boot, BootOptions};
+use crate::Args;
+
+/// VMM size by section class, in bytes.
+#[derive(Default, Debug)]
+pub struct Sizes {
+    pub text: u64,
+    pub rodata: u64,
+    pub data: u64,
+    pub bss: u64,
+    pub payload: u64,
+}
+
+pub fn image_sizes(image: &Path) -> Result<Sizes, String> {
+    let data = std::fs::read(image).map_err(|e| e.to_string())?;
+    let elf = object::File::parse(&*data).map_err(|e| e.to_string())?;
+    let mut s = Sizes::default();
+    for sec in elf.sections() {
+        let name = sec.name().unwrap_or("");
+        let size = sec.size();
+        match name {
+            n if n.starts_with(".text") => s.text += size,
+            n if n.starts_with(".rodata")
+                || n.starts_with(".note")
+                || n.starts_with(".srodata") =>
+            {
+                s.rodata += size
+            }
+            ".payload" => s.payload += size,
+            n if n.starts_with(".data") || n.starts_with(".sdata") || n.starts_with(".got") => {
+                s.data += size
+            }
+            n if n.starts_with(".bss") || n.starts_with(".sbss") => s.bss += size,
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// Checks the x86 boot headers: a PVH note (Xen, type 18) in a PT_NOTE segment and a multiboot2 header
+/// in the first 32 KiB of the file. RISC-V images have neither (OpenSBI jumps to the entry).
+pub fn check_image_headers(backend: Backend, image: &Path) -> Result<(), String> {
+    if backend == Backend::Riscv {
+        return Ok(());
+    }
+    let data = std::fs::read(image).map_err(|e| e.to_string())?;
+    let elf = object::File::parse(&*data).map_err(|e| e.to_string())?;
+    let note = elf
+        .section_by_name(".note.pvh")
+        .ok_or("no .note.pvh section")?;
+    let d = note.data().map_err(|e| e.to_string())?;
+    let u32_at = |o: usize| u32::from_le_bytes(d[o..o + 4].try_into().unwrap());
+    if d.len() < 20 || u32_at(0) != 4 || u32_at(8) != 18 || &d[12..16] != b"Xen\0" {
+        return Err("the PVH note is not a Xen note of type 18".into());
+    }
+    let mb2 = (0..32768usize.min(data.len().saturating_sub(16)))
+        .step_by(8)
+        .find(|&o| {
+            let w = |i: usize| u32::from_le_bytes(data[o + i..o + i + 4].try_into().unwrap());
+            w(0) == 0xE852_50D6
+                && w(0)
+                    .wrapping_add(w(4))
+                    .wrapping_add(w(8))
+                    .wrapping_add(w(12))
+                    == 0
+        });
+    if mb2.is_none() {
+        return Err("no valid multiboot2 header in the first 32 KiB".into());
+    }
+    Ok(())
+}
+
+/// The `bench: key=value` lines of a run.
+fn bench_lines(output: &str) -> BTreeMap<String, i64> {
+    output
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("bench: "))
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+/// Runs `exitbench` on one backend; returns its figures.
+pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> {
+    let image = build_image(backend, "exitbench")?;
+    let o = BootOptions {
+        cmdline: "",
+        cpu: None,
+        icount: true,
+        echo: false,
+        limit: Duration::from_secs(120),
+    };
+    let out = boot(backend, &image, &o)?;
+    if out.code != Some(0) {
+        return Err(format!(
+            "exitbench stopped with {:?}: {}",
+            out.code, out.reason
+        ));
+    }
+    let mut figures = bench_lines(&out.output);
+    let s = image_sizes(&image)?;
+    figures.insert("vmm_text_bytes".into(), s.text as i64);
+    figures.insert("vmm_rodata_bytes".into(), s.rodata as i64);
+    figures.insert("vmm_data_bytes".into(), s.data as i64);
+    figures.insert("vmm_bss_bytes".into(), s.bss as i64);
+    figures.insert(
+        "vmm_text_rodata_data_bytes".into(),
+        (s.text + s.rodata + s.data) as i64,
+    );
+    figures.insert("payload_bytes_excluded".into(), s.payload as i64);
+    Ok(figures)
+}
+
+const ROWS: [(&str, &str, &str); 10] = [
+    (
+        "cpuid_round_trip",
+        "CPUID exit round trip (emulated insns)",
+        "<= 150",
+    ),
+    (
+        "null_hypercall_round_trip",
+        "null hypercall round trip (emulated insns)",
+        "",
+    ),
+    ("exits_per_write_1", "exits per write of 1 byte", "1"),
+    ("exits_per_write_4096", "exits per write of 4 KiB", "1"),
+    ("exits_per_write_65536", "exits per write of 64 KiB", "1"),
+    (
+        "vmm_entry_to_payload",
+        "VMM entry -> payload first insn (emulated insns)",
+        "",
+    ),
+    ("vmm_text_bytes", "VMM .text bytes", ""),
+    ("vmm_rodata_bytes", "VMM .rodata bytes", ""),
+    ("vmm_data_bytes", "VMM .data bytes", ""),
+    ("vmm_bss_bytes", "VMM .bss bytes", ""),
+];
+
+pub fn bench_cmd(_a: &Args) -> Result<u8, String> {
+    let mut results: BTreeMap<&'static str, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for backend in crate::test::BOOTED {
+        match bench_backend(backend) {
+            Ok(f) => {
+                results.insert(backend.name(), f);
+            }
+            Err(e) => failures.push(format!("{backend}: {e}")),
+        }
+    }
+    let backends: Vec<&str> = results.keys().copied().collect();
+    let mut table = String::new();
+    let _ = write!(table, "{:<50}", "figure");
+    for b in &backends {
+        let _ = write!(table, "{b:>12}");
+    }
+    let _ = writeln!(table, "  target");
+    let mut rows: Vec<(&str, &str, &str)> = ROWS.to_vec();
+    rows.push((
+        "vmm_text_rodata_data_bytes",
+        "VMM text+rodata+data bytes",
+        "<= 131072",
+    ));
+    for (key, label, target) in rows {
+        let _ = write!(table, "{label:<50}");
+        for b in &backends {
+            match results[b].get(key) {
+                Some(v) => {
+                    let _ = write!(table, "{v:>12}");
+                }
+                None => {
+                    let _ = write!(table, "{:>12}", "-");
+                }
+            }
+        }
+        let _ = writeln!(table, "  {target}");
+    }
+    println!("libvmm bench (QEMU -icount shift=0,sleep=off -seed 1: one cycle = one emulated instruction)\n");
+    print!("{table}");
+
+    let mut json = String::from("{\n");
+    for (i, (b, figs)) in results.iter().enumerate() {
+        let _ = write!(json, "  \"{b}\": {{");
+        for (j, (k, v)) in figs.iter().enumerate() {
+            let _ = write!(json, "{}\"{k}\": {v}", if j == 0 { "" } else { ", " });
+        }
+        let _ = writeln!(json, "}}{}", if i + 1 == results.len() { "" } else { "," });
+    }
+    json.push_str("}\n");
+    let path = target_dir().join("bench.json");
+    std::fs::write(&path, json).map_err(|e| e.to_string())?;
+    println!("\nwrote {}", path.display());
+    for f in &failures {
+        eprintln!("bench failed: {f}");
+    }
+    Ok(if failures.is_empty() { 0 } else { 1 })
+}

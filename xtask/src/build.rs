@@ -1,0 +1,103 @@
+//! Building images: the payload for the backend's target (linked by `linker/guest-*.ld`), then the image
+//! crate `linker/` with the backend feature and the payload embedded; the result is copied to
+//! `target/images/<backend>-<payload>.elf` so images of several backends and payloads coexist.
+use std::path::PathBuf;
+
+use crate::backend::Backend;
+use crate::cmd::{cargo, root, status, target_dir};
+use crate::Args;
+
+pub const PAYLOADS: [&str; 3] = ["hello", "hostile", "exitbench"];
+
+/// Adds the backend's Rust target when missing (RUSTUP_AUTO_INSTALL=0 on these machines).
+fn ensure_target(backend: Backend) -> Result<(), String> {
+    let sysroot = std::process::Command::new("rustc")
+        .current_dir(root())
+        .args(["--print", "sysroot"])
+        .output();
+    if let Ok(o) = sysroot {
+        let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+            .join("lib/rustlib")
+            .join(backend.target());
+        if dir.is_dir() {
+            return Ok(());
+        }
+    }
+    let mut c = std::process::Command::new("bash");
+    c.arg(root().join("ci/install-deps.sh")).arg("rust");
+    status(c, "installing Rust targets")
+}
+
+/// Builds the payload ELF.
+pub fn build_payload(backend: Backend, payload: &str) -> Result<PathBuf, String> {
+    if !root()
+        .join("payloads")
+        .join(payload)
+        .join("Cargo.toml")
+        .is_file()
+    {
+        return Err(format!("no payload named {payload} under payloads/"));
+    }
+    ensure_target(backend)?;
+    let script = root().join("linker").join(backend.guest_linker_script());
+    let mut c = cargo();
+    c.args([
+        "rustc",
+        "--quiet",
+        "--release",
+        "-p",
+        payload,
+        "--target",
+        backend.target(),
+        "--",
+    ])
+    .arg(format!("-Clink-arg=-T{}", script.display()));
+    status(c, &format!("building payload {payload}"))?;
+    Ok(target_dir()
+        .join(backend.target())
+        .join("release")
+        .join(payload))
+}
+
+/// Builds the image and returns its path.
+pub fn build_image(backend: Backend, payload: &str) -> Result<PathBuf, String> {
+    let elf = build_payload(backend, payload)?;
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "libvmm-image",
+        "--target",
+        backend.target(),
+        "--features",
+        backend.feature(),
+    ])
+    .env("LIBVMM_PAYLOAD_ELF", &elf)
+    .env("LIBVMM_PAYLOAD_NAME", payload);
+    status(c, &format!("building the {backend} image"))?;
+    let built = target_dir()
+        .join(backend.target())
+        .join("release")
+        .join("libvmm-image");
+    let dir = target_dir().join("images");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = dir.join(format!("{backend}-{payload}.elf"));
+    std::fs::copy(&built, &out).map_err(|e| format!("copying {}: {e}", built.display()))?;
+    Ok(out)
+}
+
+pub fn build_image_cmd(a: &Args) -> Result<u8, String> {
+    let path = build_image(a.backend, &a.payload)?;
+    println!("{}", path.display());
+    Ok(0)
+}
+
+/// Whether this checkout can build an image for `backend` (its backend code has landed).
+pub fn backend_builds(backend: Backend) -> bool {
+    match backend {
+        Backend::Svm => true,
+        Backend::Vmx | Backend::Tdx | Backend::Riscv => false,
+    }
+}

@@ -1,0 +1,128 @@
+//! Running commands: the workspace root, cargo, and child processes with a time limit.
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command to completion with inherited output; Ok(()) on success.
+pub fn status(mut c: Command, what: &str) -> Result<(), String> {
+    let s = c
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if s.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({s})"))
+    }
+}
+
+/// What a bounded run of a child printed and how it ended.
+pub struct Finished {
+    pub output: String,
+    /// Exit code, or None when killed by a signal or by the time limit.
+    pub code: Option<i32>,
+    pub timed_out: bool,
+}
+
+/// Runs `c` with stdout+stderr captured (and echoed line by line when `echo`), killed after `limit`.
+pub fn run_bounded(mut c: Command, limit: Duration, echo: bool) -> Result<Finished, String> {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = c
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", c.get_program()))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    let tx2 = tx.clone();
+    let t1 = std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        let mut buf = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf).into_owned();
+            if echo {
+                print!("{line}");
+            }
+            let _ = tx2.send(line);
+            buf.clear();
+        }
+    });
+    let mut err = child.stderr.take().unwrap();
+    let t2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        if echo {
+            eprint!("{s}");
+        }
+        let _ = tx.send(s);
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            timed_out = true;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = t1.join();
+    let _ = t2.join();
+    let output: String = rx.try_iter().collect();
+    Ok(Finished {
+        output,
+        code: status.and_then(|s| s.code()),
+        timed_out,
+    })
+}
+
+/// Whether a program is on PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Makes sure the project's external tools are there, installing them with `ci/install-deps.sh`.
+pub fn ensure_tools(what: &str, programs: &[&str]) -> Result<(), String> {
+    if programs.iter().all(|p| have(p)) {
+        return Ok(());
+    }
+    eprintln!("xtask: {programs:?} missing: running ci/install-deps.sh {what}");
+    let mut c = Command::new("bash");
+    c.arg(root().join("ci/install-deps.sh")).arg(what);
+    status(c, "ci/install-deps.sh")?;
+    match programs.iter().find(|p| !have(p)) {
+        Some(p) => Err(format!(
+            "{p} is still missing after ci/install-deps.sh {what}"
+        )),
+        None => Ok(()),
+    }
+}

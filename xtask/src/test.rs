@@ -1,0 +1,337 @@
+//! `cargo xtask test`: host unit tests, formatting, clippy (host and bare-metal targets), image checks,
+//! and every payload booted on every backend that boots here, each checked for its expected console
+//! lines and stop code. Ends with `N passed, N failed`.
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::build::{build_image, PAYLOADS};
+use crate::cmd::{cargo, run_bounded};
+use crate::run::{boot, BootOptions};
+use crate::Args;
+
+use libvmm_abi::stop::StopCode;
+
+/// One boot of one image and what it must show.
+pub struct Case {
+    pub payload: &'static str,
+    pub cmdline: &'static str,
+    /// Emulator CPU model, when the case needs another than the backend's default.
+    pub cpu: Option<&'static str>,
+    pub code: u8,
+    pub expect: Vec<String>,
+    pub forbid: Vec<&'static str>,
+}
+
+const HOSTILE_FORBID: [&str; 3] = [
+    "hostile: FAIL",
+    "libvmm: VMM",
+    "payload: unexpected exception",
+];
+
+/// The boot cases of a backend. `name` is how the guest names the backend.
+/// Cases about the VMM itself on x86 QEMU: its panic and exception handlers, and CPUs without SVM.
+fn vmm_cases() -> Vec<Case> {
+    let case = |cmdline, cpu, code: StopCode, expect: &str| Case {
+        payload: "hello",
+        cmdline,
+        cpu,
+        code: code as u8,
+        expect: vec![expect.to_string()],
+        forbid: vec!["Hello from a libvmm guest"],
+    };
+    vec![
+        case(
+            "libvmm.selftest=panic",
+            None,
+            StopCode::VmmPanic,
+            "libvmm: VMM panic at libvmm/src/arch/x86_64/start.rs:",
+        ),
+        case(
+            "libvmm.selftest=fault",
+            None,
+            StopCode::VmmPanic,
+            "libvmm: VMM exception 6 (error 0x0) at rip 0x",
+        ),
+        case(
+            "",
+            Some("qemu64,-svm"),
+            StopCode::Unsupported,
+            "SVM missing: CPUID 0x8000_0001 ECX bit 2 (SVM) is clear",
+        ),
+        case(
+            "",
+            Some("qemu64,+svm,-npt"),
+            StopCode::Unsupported,
+            "nested paging missing: CPUID 0x8000_000A EDX bit 0 (NP) is clear",
+        ),
+    ]
+}
+
+pub fn cases(backend: Backend) -> Vec<Case> {
+    let name = match backend {
+        Backend::Svm => "AMD SVM",
+        Backend::Vmx => "Intel VMX",
+        Backend::Tdx => "Intel TDX",
+        Backend::Riscv => "RISC-V H",
+    };
+    let gmv = StopCode::GuestMemoryViolation as u8;
+    let (vmm_base, window_end) = match backend {
+        Backend::Riscv => (
+            libvmm_abi::layout::riscv64::VMM_IMAGE_BASE,
+            libvmm_abi::layout::riscv64::WINDOW_BASE + libvmm_abi::layout::riscv64::WINDOW_SIZE,
+        ),
+        _ => (
+            libvmm_abi::layout::x86_64::VMM_IMAGE_BASE,
+            libvmm_abi::layout::x86_64::WINDOW_BASE + libvmm_abi::layout::x86_64::WINDOW_SIZE,
+        ),
+    };
+    let hostile = |cmdline: &'static str, code: u8, expect: String| Case {
+        payload: "hostile",
+        cmdline,
+        cpu: None,
+        code,
+        expect: vec![" recoverable checks passed, 0 failed".into(), expect],
+        forbid: HOSTILE_FORBID.to_vec(),
+    };
+    let mut v = if backend == Backend::Svm {
+        vmm_cases()
+    } else {
+        Vec::new()
+    };
+    if backend == Backend::Svm {
+        // A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back).
+        v.push(hostile(
+            "attack=spin libvmm.timeout_ms=300",
+            StopCode::GuestError as u8,
+            "guest exceeded its time limit of 300 ms".into(),
+        ));
+    }
+    v.extend([
+        Case {
+            payload: "hello",
+            cmdline: "",
+            cpu: None,
+            code: 0,
+            expect: vec![
+                format!("Hello from a libvmm guest! This payload runs deprivileged on {name}."),
+                "libvmm: stop 0 payload exited with status 0".into(),
+            ],
+            forbid: vec!["panic"],
+        },
+        hostile(
+            "",
+            gmv,
+            format!(
+                "guest memory violation: read of guest-physical {vmm_base:#x} outside guest memory"
+            ),
+        ),
+        hostile(
+            "attack=vmm-write",
+            gmv,
+            format!(
+                "guest memory violation: write of guest-physical {:#x}",
+                vmm_base + 0x1000
+            ),
+        ),
+        hostile(
+            "attack=vmm-exec",
+            gmv,
+            format!("guest memory violation: execute of guest-physical {vmm_base:#x}"),
+        ),
+        hostile(
+            "attack=beyond-window",
+            gmv,
+            format!("guest memory violation: read of guest-physical {window_end:#x}"),
+        ),
+        hostile(
+            "attack=triple-fault",
+            StopCode::TripleFault as u8,
+            "guest triple fault".into(),
+        ),
+        hostile(
+            "attack=halt",
+            StopCode::GuestError as u8,
+            "guest halted with no interrupt source".into(),
+        ),
+        Case {
+            payload: "exitbench",
+            cmdline: "",
+            cpu: None,
+            code: 0,
+            expect: vec![
+                "exitbench: done".into(),
+                "bench: exits_per_write_1=1".into(),
+                "bench: exits_per_write_65536=1".into(),
+            ],
+            forbid: vec!["panic"],
+        },
+    ]);
+    v
+}
+
+/// Backends whose images boot on an emulator here.
+pub const BOOTED: [Backend; 1] = [Backend::Svm];
+
+struct Tally {
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, started: Instant, r: Result<(), String>) {
+        match r {
+            Ok(()) => {
+                self.passed += 1;
+                println!("PASS {name} ({:.1}s)", started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("FAIL {name}: {e}");
+            }
+        }
+    }
+}
+
+fn step(c: std::process::Command, what: &str) -> Result<(), String> {
+    let f = run_bounded(c, Duration::from_secs(1500), false)?;
+    if f.code == Some(0) {
+        Ok(())
+    } else {
+        let tail: Vec<&str> = f.output.lines().rev().take(40).collect();
+        Err(format!(
+            "{what} exited {:?}\n{}",
+            f.code,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+}
+
+/// Host-side steps: (name, command).
+fn host_steps() -> Vec<(String, std::process::Command)> {
+    let mut steps = Vec::new();
+    let mut c = cargo();
+    c.args(["test", "--quiet"]);
+    steps.push(("host unit tests (cargo test)".to_string(), c));
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--", "--check"]);
+    steps.push(("cargo fmt --check".to_string(), c));
+    let mut c = cargo();
+    c.args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"]);
+    steps.push(("clippy (host crates)".to_string(), c));
+    for backend in [Backend::Svm, Backend::Vmx, Backend::Tdx, Backend::Riscv] {
+        if !crate::build::backend_builds(backend) {
+            continue;
+        }
+        let mut c = cargo();
+        c.args([
+            "clippy",
+            "--quiet",
+            "--target",
+            backend.target(),
+            "-p",
+            "libvmm-image",
+            "--features",
+            backend.feature(),
+        ]);
+        for p in PAYLOADS {
+            c.args(["-p", p]);
+        }
+        c.args(["--", "-D", "warnings"]);
+        steps.push((format!("clippy ({backend} image and payloads)"), c));
+    }
+    steps
+}
+
+fn check_case(backend: Backend, image: &std::path::Path, case: &Case) -> Result<(), String> {
+    let o = BootOptions {
+        cmdline: case.cmdline,
+        cpu: case.cpu,
+        icount: false,
+        echo: false,
+        limit: Duration::from_secs(if backend == Backend::Vmx { 60 } else { 30 }),
+    };
+    let out = boot(backend, image, &o)?;
+    let mut problems = Vec::new();
+    if out.code != Some(case.code) {
+        problems.push(format!(
+            "stop code {:?}, expected {} ({})",
+            out.code, case.code, out.reason
+        ));
+    }
+    for e in &case.expect {
+        if !out.output.contains(e.as_str()) {
+            problems.push(format!("missing line {e:?}"));
+        }
+    }
+    for f in &case.forbid {
+        if out.output.contains(f) {
+            problems.push(format!("forbidden text {f:?}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let tail: Vec<&str> = out.output.lines().rev().take(30).collect();
+        Err(format!(
+            "{}\n--- console (last lines) ---\n{}",
+            problems.join("; "),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+}
+
+pub fn test_cmd(_a: &Args) -> Result<u8, String> {
+    let mut t = Tally {
+        passed: 0,
+        failed: 0,
+    };
+    for (name, c) in host_steps() {
+        let s = Instant::now();
+        println!("---- {name}");
+        let r = step(c, &name);
+        t.record(&name, s, r);
+    }
+    for backend in Backend::ALL {
+        let s = Instant::now();
+        if !crate::build::backend_builds(backend) {
+            continue;
+        }
+        if !BOOTED.contains(&backend) {
+            // Built against the real ABI, not bootable here: the image must still build and carry its
+            // boot headers.
+            let r = build_image(backend, "hello")
+                .and_then(|img| crate::bench::check_image_headers(backend, &img));
+            t.record(&format!("{backend}: image builds with boot headers"), s, r);
+            continue;
+        }
+        for payload in PAYLOADS {
+            let s = Instant::now();
+            println!("---- {backend}: build {payload}");
+            let image = match build_image(backend, payload) {
+                Ok(i) => i,
+                Err(e) => {
+                    t.record(&format!("{backend}: build {payload}"), s, Err(e));
+                    continue;
+                }
+            };
+            if payload == "hello" {
+                t.record(
+                    &format!("{backend}: image boot headers"),
+                    s,
+                    crate::bench::check_image_headers(backend, &image),
+                );
+            }
+            for case in cases(backend).iter().filter(|c| c.payload == payload) {
+                let s = Instant::now();
+                let cpu = case.cpu.map(|c| format!(" (cpu {c})")).unwrap_or_default();
+                let name = format!("{backend}: boot {payload} {}{cpu}", case.cmdline)
+                    .trim_end()
+                    .to_string();
+                let r = check_case(backend, &image, case);
+                t.record(&name, s, r);
+            }
+        }
+    }
+    println!("{} passed, {} failed", t.passed, t.failed);
+    Ok(if t.failed == 0 { 0 } else { 1 })
+}
