@@ -85,15 +85,22 @@ struct Run {
 }
 
 fn run(threads: u64) -> Run {
-    let cfg = SimConfig { window: Window::Pamt, ..SimConfig::default() };
+    let cfg = SimConfig {
+        window: Window::Pamt,
+        ..SimConfig::default()
+    };
     let set = tdmrs(&cfg.info, true);
     let m = SimModule::new(cfg, set.clone());
     let d = Box::new(Dpamt::<2048>::new(&set).expect("refcounts"));
-    let frames = Frames(Mutex::new((0..FRAMES).rev().map(|i| MEM + i * 4096).collect()));
+    let frames = Frames(Mutex::new(
+        (0..FRAMES).rev().map(|i| MEM + i * 4096).collect(),
+    ));
     let info = ModuleInfo::read(&m).expect("SYS.RD");
     let td = {
         let mut alloc = FrameRef(&frames);
-        let mut td = Box::new(Td::<SimModule, 2048, 4096>::create(&m, &d, info, &mut alloc, 1, 0x1000).expect("TD"));
+        let mut td = Box::new(
+            Td::<SimModule, 2048, 4096>::create(&m, &d, info, &mut alloc, 1, 0x1000).expect("TD"),
+        );
         for _ in 0..threads {
             td.create_vcpu(&mut alloc).expect("vCPU");
         }
@@ -112,7 +119,10 @@ fn run(threads: u64) -> Run {
                     let mut busy = 0;
                     barrier.wait();
                     for i in (t..PAGES).step_by(threads as usize) {
-                        retry(|| td.fault(&mut vcpu, &mut alloc, gpa(i), hpa(i), 0), &mut busy);
+                        retry(
+                            || td.fault(&mut vcpu, &mut alloc, gpa(i), hpa(i), 0),
+                            &mut busy,
+                        );
                     }
                     barrier.wait();
                     let peak = m.backed_ranges().len() as u64;
@@ -125,7 +135,9 @@ fn run(threads: u64) -> Run {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |a, b| (a.0 + b.0, a.1.max(b.1)))
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1.max(b.1)))
     });
     m.check_invariants().expect("model invariants");
     let s = d.snapshot();
@@ -168,15 +180,40 @@ fn main() {
     println!("dpamt (simulated TDX module; counts, not times)");
     println!("  TDX memory             {} MiB in 1 TDMR", MEM_SIZE >> 20);
     println!("  sparse TD              {PAGES} private 4 KiB pages ({} MiB), {PER_RANGE} per 2 MiB range", PAGES * 4096 >> 20);
-    println!("  PAMT static            {:>9} KiB  {:.4} % of memory", stat >> 10, pct(stat));
-    println!("  PAMT dynamic, fixed    {:>9} KiB  {:.4} % (4K bitmap {} KiB = {:.4} %, + 2M/1G levels)", fixed >> 10, pct(fixed), bitmap >> 10, pct(bitmap));
-    println!("  PAMT dynamic, at peak  {:>9} KiB  {:.4} % ({} ranges backed x {} KiB pair)", dynamic >> 10, pct(dynamic), peak, pair >> 10);
+    println!(
+        "  PAMT static            {:>9} KiB  {:.4} % of memory",
+        stat >> 10,
+        pct(stat)
+    );
+    println!(
+        "  PAMT dynamic, fixed    {:>9} KiB  {:.4} % (4K bitmap {} KiB = {:.4} %, + 2M/1G levels)",
+        fixed >> 10,
+        pct(fixed),
+        bitmap >> 10,
+        pct(bitmap)
+    );
+    println!(
+        "  PAMT dynamic, at peak  {:>9} KiB  {:.4} % ({} ranges backed x {} KiB pair)",
+        dynamic >> 10,
+        pct(dynamic),
+        peak,
+        pair >> 10
+    );
     println!("  threads  faults  retried  took-lock  fast-path  installs  removes  put-lock  lock-contended  pamt-busy-retries  module-busy");
     for r in &runs {
         println!(
             "  {:>7}  {:>6}  {:>7}  {:>9}  {:>9}  {:>8}  {:>7}  {:>8}  {:>14}  {:>17}  {:>11}",
-            r.threads, r.faults, r.fault_retries, r.faults_locked, r.fast, r.installs, r.removes, r.puts_locked,
-            r.lock_contended, r.dpamt_busy_retries, r.module_busy
+            r.threads,
+            r.faults,
+            r.fault_retries,
+            r.faults_locked,
+            r.fast,
+            r.installs,
+            r.removes,
+            r.puts_locked,
+            r.lock_contended,
+            r.dpamt_busy_retries,
+            r.module_busy
         );
     }
     let runs_json: Vec<String> = runs

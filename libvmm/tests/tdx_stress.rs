@@ -30,7 +30,8 @@ fn retry<T>(mut f: impl FnMut() -> Result<T, TdxError>) -> T {
     for _ in 0..100_000 {
         match f() {
             Ok(v) => return v,
-            Err(TdxError::Busy { .. }) | Err(TdxError::Dpamt(libvmm::tdx::dpamt::DpamtError::Busy(_))) => {
+            Err(TdxError::Busy { .. })
+            | Err(TdxError::Dpamt(libvmm::tdx::dpamt::DpamtError::Busy(_))) => {
                 std::thread::yield_now()
             }
             Err(e) => panic!("unexpected error {e:?}"),
@@ -48,7 +49,8 @@ fn concurrent_faults_and_removals_keep_dpamt_and_the_module_consistent() {
     let info = ModuleInfo::read(&m).unwrap();
     let td = {
         let mut alloc = FrameRef(&frames);
-        let mut td = Td::<SimModule, 512, 1024>::create(&m, &d, info, &mut alloc, 1, 0x1000).unwrap();
+        let mut td =
+            Td::<SimModule, 512, 1024>::create(&m, &d, info, &mut alloc, 1, 0x1000).unwrap();
         for _ in 0..THREADS {
             td.create_vcpu(&mut alloc).unwrap();
         }
@@ -66,13 +68,22 @@ fn concurrent_faults_and_removals_keep_dpamt_and_the_module_consistent() {
                     barrier.wait();
                     for round in 0..ROUNDS {
                         for i in 0..PAGES {
-                            assert!(retry(|| td.fault(&mut vcpu, &mut alloc, gpa(t, i), hpa(t, i), 0)));
+                            assert!(retry(|| td.fault(
+                                &mut vcpu,
+                                &mut alloc,
+                                gpa(t, i),
+                                hpa(t, i),
+                                0
+                            )));
                         }
                         if round % 4 == 3 {
                             m.check_invariants().unwrap();
                         }
                         for i in 0..PAGES {
-                            assert_eq!(retry(|| td.remove_private(&mut alloc, gpa(t, i))), hpa(t, i));
+                            assert_eq!(
+                                retry(|| td.remove_private(&mut alloc, gpa(t, i))),
+                                hpa(t, i)
+                            );
                         }
                         // Every other round all threads meet here, so the guest ranges drop to zero
                         // references and the next round races to install them again.
@@ -91,14 +102,25 @@ fn concurrent_faults_and_removals_keep_dpamt_and_the_module_consistent() {
     assert_eq!(td.private_pages(), 0);
     for r in 0..RANGES {
         assert_eq!(d.refcount(hpa(0, r)), Some(0));
-        assert_eq!(d.is_installed(hpa(0, r)), Some(false), "range {r}: removed on last use");
+        assert_eq!(
+            d.is_installed(hpa(0, r)),
+            Some(false),
+            "range {r}: removed on last use"
+        );
     }
-    assert_eq!(d.installed_ranges(), m.backed_ranges().len(), "libvmm and the module agree");
+    assert_eq!(
+        d.installed_ranges(),
+        m.backed_ranges().len(),
+        "libvmm and the module agree"
+    );
     let s = d.snapshot();
     // Every guest range was installed again after each synchronised round emptied it.
     assert!(s.installs >= RANGES * ROUNDS / 2, "{s:?}");
     assert_eq!(s.installs - s.removes, d.installed_ranges() as u64, "{s:?}");
-    assert!(busy > 0 || s.lock_contended > 0, "the stress produced no contention at all: {s:?}");
+    assert!(
+        busy > 0 || s.lock_contended > 0,
+        "the stress produced no contention at all: {s:?}"
+    );
     let mut alloc = FrameRef(&frames);
     td.teardown(&mut alloc).unwrap();
     assert_eq!(m.pages_in_use(), 0);

@@ -40,26 +40,47 @@ fn life_cycle(dynamic: bool) {
     let mut vcpu = VcpuCtx::default();
     // Initial (measured) memory: PAGE.ADD before finalization.
     for i in 0..4 {
-        assert_eq!(td.fault(&mut vcpu, &mut alloc, gpa(i), guest_page(i), 0x2000), Ok(true));
+        assert_eq!(
+            td.fault(&mut vcpu, &mut alloc, gpa(i), guest_page(i), 0x2000),
+            Ok(true)
+        );
     }
     td.finalize().unwrap();
     for i in 4..96 {
-        assert_eq!(td.fault(&mut vcpu, &mut alloc, gpa(i), guest_page(i), 0), Ok(true));
+        assert_eq!(
+            td.fault(&mut vcpu, &mut alloc, gpa(i), guest_page(i), 0),
+            Ok(true)
+        );
         m.check_invariants().unwrap();
     }
     assert_eq!(td.private_pages(), 96);
     // 3 GiB-regions × (PDPT shared: 1) ... count what the model holds instead of guessing.
     let sept = td.sept_pages() as u64;
     assert!(sept >= 1 + 3 + 3, "PDPT, 3 PDs, >=3 PTs: {sept}");
-    assert_eq!(m.pages_in_use() as u64 - if dynamic { 2 * d.installed_ranges() as u64 } else { 0 }, control + sept + 96);
+    assert_eq!(
+        m.pages_in_use() as u64
+            - if dynamic {
+                2 * d.installed_ranges() as u64
+            } else {
+                0
+            },
+        control + sept + 96
+    );
     if dynamic {
         assert_eq!(d.installed_ranges(), m.backed_ranges().len());
         // 96 guest pages over 6 ranges + control/S-EPT frames in the first ranges.
-        assert!(d.installed_ranges() >= 6 && d.installed_ranges() <= 8, "{}", d.installed_ranges());
+        assert!(
+            d.installed_ranges() >= 6 && d.installed_ranges() <= 8,
+            "{}",
+            d.installed_ranges()
+        );
         assert_eq!(d.refcount(guest_page(0)), Some(16));
     } else {
         assert!(m.backed_ranges().is_empty());
-        assert_eq!(m.stats.pamt_add.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            m.stats.pamt_add.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
     }
     // Remove one whole guest range: its backing goes.
     for i in 16..32 {
@@ -74,7 +95,11 @@ fn life_cycle(dynamic: bool) {
     td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
     td.teardown(&mut alloc).unwrap();
     m.check_invariants().unwrap();
-    assert_eq!(m.pages_in_use(), 0, "every page reclaimed, every PAMT pair removed");
+    assert_eq!(
+        m.pages_in_use(),
+        0,
+        "every page reclaimed, every PAMT pair removed"
+    );
     assert_eq!(d.installed_ranges(), 0);
     // Guest pages are not frames of the allocator; everything else came back exactly once.
     let mut after = frames.sorted();
@@ -104,7 +129,10 @@ fn running_out_of_frames_is_an_error_and_create_unwinds_everything() {
         match TestTd::create(&m, &d, info, &mut alloc, 2, 0x1000) {
             Err(e) => {
                 assert_eq!(e, TdxError::OutOfPages, "{n} frames");
-                assert!(first_success.is_none(), "more frames never fail once fewer succeeded");
+                assert!(
+                    first_success.is_none(),
+                    "more frames never fail once fewer succeeded"
+                );
             }
             Ok(td) => {
                 first_success.get_or_insert(n);
@@ -129,22 +157,46 @@ fn busy_on_the_fault_path_is_returned_for_a_retry_and_the_retry_succeeds() {
     let mut td = TestTd::create(&m, &d, info, &mut alloc, 3, 0x1000).unwrap();
     td.finalize().unwrap();
     let mut vcpu = VcpuCtx::default();
-    assert_eq!(td.fault(&mut vcpu, &mut alloc, 0, guest_page(0), 0), Ok(true));
+    assert_eq!(
+        td.fault(&mut vcpu, &mut alloc, 0, guest_page(0), 0),
+        Ok(true)
+    );
     // Another CPU is inside PAMT.ADD/REMOVE of the guest page's range: AUG answers BUSY on R8.
     m.hold_range(guest_page(1), true);
-    let e = td.fault(&mut vcpu, &mut alloc, 0x1000, guest_page(1), 0).unwrap_err();
-    assert!(matches!(e, TdxError::Busy { leaf: leaf::MEM_PAGE_AUG, status } if status.busy_operand() == Some(8)), "{e:?}");
+    let e = td
+        .fault(&mut vcpu, &mut alloc, 0x1000, guest_page(1), 0)
+        .unwrap_err();
+    assert!(
+        matches!(e, TdxError::Busy { leaf: leaf::MEM_PAGE_AUG, status } if status.busy_operand() == Some(8)),
+        "{e:?}"
+    );
     assert_eq!(vcpu.busy_faults, 1);
-    assert_eq!(d.refcount(guest_page(1)), Some(2), "the BUSY fault keeps its reference for the retry");
+    assert_eq!(
+        d.refcount(guest_page(1)),
+        Some(2),
+        "the BUSY fault keeps its reference for the retry"
+    );
     // A new range whose PAMT.ADD stays BUSY: the DPAMT error, pool intact.
     m.hold_range(guest_page(16), true);
-    let e = td.fault(&mut vcpu, &mut alloc, 0x2000, guest_page(16), 0).unwrap_err();
+    let e = td
+        .fault(&mut vcpu, &mut alloc, 0x2000, guest_page(16), 0)
+        .unwrap_err();
     assert!(matches!(e, TdxError::Dpamt(DpamtError::Busy(_))), "{e:?}");
-    assert_eq!(d.refcount(guest_page(1)), Some(1), "a fault for another page dropped the kept reference");
+    assert_eq!(
+        d.refcount(guest_page(1)),
+        Some(1),
+        "a fault for another page dropped the kept reference"
+    );
     m.release_range(guest_page(1));
     m.release_range(guest_page(16));
-    assert_eq!(td.fault(&mut vcpu, &mut alloc, 0x1000, guest_page(1), 0), Ok(true));
-    assert_eq!(td.fault(&mut vcpu, &mut alloc, 0x2000, guest_page(16), 0), Ok(true));
+    assert_eq!(
+        td.fault(&mut vcpu, &mut alloc, 0x1000, guest_page(1), 0),
+        Ok(true)
+    );
+    assert_eq!(
+        td.fault(&mut vcpu, &mut alloc, 0x2000, guest_page(16), 0),
+        Ok(true)
+    );
     assert_eq!(d.refcount(guest_page(1)), Some(2));
     m.check_invariants().unwrap();
     td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
@@ -163,18 +215,44 @@ fn hostile_addresses_and_double_mappings_get_errors_not_panics() {
     td.finalize().unwrap();
     let mut vcpu = VcpuCtx::default();
     // A host page outside every TDMR.
-    let e = td.fault(&mut vcpu, &mut alloc, 0, 0x10_0000, 0).unwrap_err();
+    let e = td
+        .fault(&mut vcpu, &mut alloc, 0, 0x10_0000, 0)
+        .unwrap_err();
     assert_eq!(e, TdxError::Dpamt(DpamtError::NotTdxMemory(0x10_0000)));
     // A host page the module already owns (a TDCS page, say): the module refuses it.
-    let e = td.fault(&mut vcpu, &mut alloc, 0, MEM + 4096, 0).unwrap_err();
-    assert!(matches!(e, TdxError::Firmware { leaf: leaf::MEM_PAGE_AUG, .. }), "{e:?}");
+    let e = td
+        .fault(&mut vcpu, &mut alloc, 0, MEM + 4096, 0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TdxError::Firmware {
+                leaf: leaf::MEM_PAGE_AUG,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // A GPA mapped twice: the second vCPU learns it lost the race.
-    assert_eq!(td.fault(&mut vcpu, &mut alloc, 0x7000, guest_page(0), 0), Ok(true));
-    assert_eq!(td.fault(&mut vcpu, &mut alloc, 0x7000, guest_page(1), 0), Ok(false));
-    assert_eq!(d.refcount(guest_page(1)), Some(1), "only the mapped page holds a reference");
+    assert_eq!(
+        td.fault(&mut vcpu, &mut alloc, 0x7000, guest_page(0), 0),
+        Ok(true)
+    );
+    assert_eq!(
+        td.fault(&mut vcpu, &mut alloc, 0x7000, guest_page(1), 0),
+        Ok(false)
+    );
+    assert_eq!(
+        d.refcount(guest_page(1)),
+        Some(1),
+        "only the mapped page holds a reference"
+    );
     // Removing an unmapped GPA.
     let e = td.remove_private(&mut alloc, 0x9000).unwrap_err();
-    assert!(matches!(e, TdxError::Firmware { status, .. } if status.is(errno::EPT_ENTRY_FREE)), "{e:?}");
+    assert!(
+        matches!(e, TdxError::Firmware { status, .. } if status.is(errno::EPT_ENTRY_FREE)),
+        "{e:?}"
+    );
     m.check_invariants().unwrap();
     td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
     td.teardown(&mut alloc).unwrap();

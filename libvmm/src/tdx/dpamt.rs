@@ -97,7 +97,10 @@ impl<const R: usize> Dpamt<R> {
     pub fn new(tdmrs: &TdmrSet) -> Result<Self, DpamtError> {
         let map = tdmrs.range_map();
         if map.len() > R {
-            return Err(DpamtError::TooManyRanges { need: map.len(), have: R });
+            return Err(DpamtError::TooManyRanges {
+                need: map.len(),
+                have: R,
+            });
         }
         Ok(Self {
             map,
@@ -118,7 +121,12 @@ impl<const R: usize> Dpamt<R> {
     }
 
     /// Takes a reference on the 2 MiB range of `hpa`, installing its 4 KiB PAMT if it is the first.
-    pub fn get<S: Seamcall, const N: usize>(&self, sc: &S, hpa: u64, pool: &mut PagePool<N>) -> Result<(), DpamtError> {
+    pub fn get<S: Seamcall, const N: usize>(
+        &self,
+        sc: &S,
+        hpa: u64,
+        pool: &mut PagePool<N>,
+    ) -> Result<(), DpamtError> {
         if !self.enabled {
             return Ok(());
         }
@@ -153,7 +161,11 @@ impl<const R: usize> Dpamt<R> {
             // The module did not take the pair: back to the pool it came from (room is certain).
             let _ = pool.give(pair[1]);
             let _ = pool.give(pair[0]);
-            return Err(if status.is_busy() { DpamtError::Busy(status) } else { DpamtError::Firmware(status) });
+            return Err(if status.is_busy() {
+                DpamtError::Busy(status)
+            } else {
+                DpamtError::Firmware(status)
+            });
         }
         self.stats.installs.fetch_add(1, Ordering::Relaxed);
         self.installed[i].store(true, Ordering::Release);
@@ -189,8 +201,14 @@ impl<const R: usize> Dpamt<R> {
     }
 
     /// Under the lock: removes range `i` if nobody holds it and it is installed.
-    fn remove_locked<S: Seamcall>(&self, sc: &S, i: usize, range: u64) -> Result<Option<[u64; 2]>, DpamtError> {
-        if self.count[i].load(Ordering::Acquire) != 0 || !self.installed[i].load(Ordering::Acquire) {
+    fn remove_locked<S: Seamcall>(
+        &self,
+        sc: &S,
+        i: usize,
+        range: u64,
+    ) -> Result<Option<[u64; 2]>, DpamtError> {
+        if self.count[i].load(Ordering::Acquire) != 0 || !self.installed[i].load(Ordering::Acquire)
+        {
             return Ok(None);
         }
         let mut pages = [0; 2];
@@ -202,7 +220,11 @@ impl<const R: usize> Dpamt<R> {
             Err(s) => s,
         });
         if !status.is_success() {
-            return Err(if status.is_busy() { DpamtError::Busy(status) } else { DpamtError::Firmware(status) });
+            return Err(if status.is_busy() {
+                DpamtError::Busy(status)
+            } else {
+                DpamtError::Firmware(status)
+            });
         }
         self.stats.removes.fetch_add(1, Ordering::Relaxed);
         self.installed[i].store(false, Ordering::Release);
@@ -211,7 +233,11 @@ impl<const R: usize> Dpamt<R> {
 
     /// Removes every installed backing nobody holds (after a REMOVE stayed BUSY; at teardown). Calls
     /// `free` with each returned page pair.
-    pub fn reclaim_idle<S: Seamcall>(&self, sc: &S, mut free: impl FnMut([u64; 2])) -> Result<(), DpamtError> {
+    pub fn reclaim_idle<S: Seamcall>(
+        &self,
+        sc: &S,
+        mut free: impl FnMut([u64; 2]),
+    ) -> Result<(), DpamtError> {
         if !self.enabled {
             return Ok(());
         }
@@ -244,15 +270,21 @@ impl<const R: usize> Dpamt<R> {
 
     /// Current references on the range of `hpa` (tests, invariants).
     pub fn refcount(&self, hpa: u64) -> Option<u32> {
-        self.map.index(hpa).map(|i| self.count[i].load(Ordering::Acquire))
+        self.map
+            .index(hpa)
+            .map(|i| self.count[i].load(Ordering::Acquire))
     }
     /// Whether libvmm believes the range of `hpa` is backed.
     pub fn is_installed(&self, hpa: u64) -> Option<bool> {
-        self.map.index(hpa).map(|i| self.installed[i].load(Ordering::Acquire))
+        self.map
+            .index(hpa)
+            .map(|i| self.installed[i].load(Ordering::Acquire))
     }
     /// How many ranges are backed now.
     pub fn installed_ranges(&self) -> usize {
-        (0..self.map.len()).filter(|&i| self.installed[i].load(Ordering::Acquire)).count()
+        (0..self.map.len())
+            .filter(|&i| self.installed[i].load(Ordering::Acquire))
+            .count()
     }
     pub fn snapshot(&self) -> StatsSnapshot {
         let s = &self.stats;
@@ -311,8 +343,15 @@ mod tests {
         assert!(pair.contains(&page(100, 7)) && pair.contains(&page(100, 6)));
         assert!(m.backed_ranges().is_empty());
         assert_eq!(d.is_installed(page(1, 0)), Some(false));
-        assert_eq!(d.put(&m, page(1, 9)), Err(DpamtError::Underflow(page(1, 9))));
-        assert_eq!(d.refcount(page(1, 0)), Some(0), "an underflowing put does not wrap");
+        assert_eq!(
+            d.put(&m, page(1, 9)),
+            Err(DpamtError::Underflow(page(1, 9)))
+        );
+        assert_eq!(
+            d.refcount(page(1, 0)),
+            Some(0),
+            "an underflowing put does not wrap"
+        );
     }
 
     #[test]
@@ -320,10 +359,16 @@ mod tests {
         let (m, d, mut pool) = setup();
         m.hold_range(page(2, 0), true);
         let e = d.get(&m, page(2, 1), &mut pool).unwrap_err();
-        assert!(matches!(e, DpamtError::Busy(s) if s.busy_operand() == Some(1)), "{e:?}");
+        assert!(
+            matches!(e, DpamtError::Busy(s) if s.busy_operand() == Some(1)),
+            "{e:?}"
+        );
         assert_eq!(d.snapshot().busy_retries, (BUSY_RETRIES - 1) as u64);
         assert_eq!(pool.len(), 8);
-        assert_eq!((d.refcount(page(2, 0)), d.is_installed(page(2, 0))), (Some(0), Some(false)));
+        assert_eq!(
+            (d.refcount(page(2, 0)), d.is_installed(page(2, 0))),
+            (Some(0), Some(false))
+        );
         m.release_range(page(2, 0));
         d.get(&m, page(2, 1), &mut pool).unwrap();
         // A REMOVE that stays BUSY leaves the backing idle; reclaim_idle removes it later.
@@ -349,7 +394,10 @@ mod tests {
         m.release_range(page(3, 0));
         let adds = m.stats.pamt_add.load(std::sync::atomic::Ordering::Relaxed);
         d.get(&m, page(3, 5), &mut pool).unwrap();
-        assert_eq!(m.stats.pamt_add.load(std::sync::atomic::Ordering::Relaxed), adds);
+        assert_eq!(
+            m.stats.pamt_add.load(std::sync::atomic::Ordering::Relaxed),
+            adds
+        );
         assert_eq!(d.snapshot().revived, 1);
         assert_eq!(m.owner(d.put(&m, page(3, 5)).unwrap().unwrap()[0]), None);
     }
@@ -358,17 +406,33 @@ mod tests {
     fn pool_exhaustion_and_foreign_addresses_are_errors() {
         let (m, d, _) = setup();
         let mut empty = PagePool::<8>::default();
-        assert_eq!(d.get(&m, page(4, 0), &mut empty), Err(DpamtError::PoolEmpty));
-        assert_eq!(d.get(&m, 0x10_0000, &mut empty), Err(DpamtError::NotTdxMemory(0x10_0000)));
-        assert_eq!(Dpamt::<4>::new(&tdmrs(true)).err(), Some(DpamtError::TooManyRanges { need: 512, have: 4 }));
+        assert_eq!(
+            d.get(&m, page(4, 0), &mut empty),
+            Err(DpamtError::PoolEmpty)
+        );
+        assert_eq!(
+            d.get(&m, 0x10_0000, &mut empty),
+            Err(DpamtError::NotTdxMemory(0x10_0000))
+        );
+        assert_eq!(
+            Dpamt::<4>::new(&tdmrs(true)).err(),
+            Some(DpamtError::TooManyRanges { need: 512, have: 4 })
+        );
         // A range installed behind libvmm's back: ADD fails with HPA_RANGE_NOT_FREE, reported as firmware.
         let mut pool = PagePool::<8>::default();
         for i in 0..4 {
             pool.give(page(200, i)).unwrap();
         }
-        let _ = crate::tdx::seamcall::tdh::phymem_pamt_add(&m, page(5, 0), [page(201, 0), page(201, 1)]);
+        let _ = crate::tdx::seamcall::tdh::phymem_pamt_add(
+            &m,
+            page(5, 0),
+            [page(201, 0), page(201, 1)],
+        );
         let e = d.get(&m, page(5, 0), &mut pool).unwrap_err();
-        assert!(matches!(e, DpamtError::Firmware(s) if is_foreign_install(s)), "{e:?}");
+        assert!(
+            matches!(e, DpamtError::Firmware(s) if is_foreign_install(s)),
+            "{e:?}"
+        );
         assert_eq!(pool.len(), 4);
         assert_eq!(m.owner(page(201, 0)), Some(Owner::Pamt(page(5, 0))));
     }

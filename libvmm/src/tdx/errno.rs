@@ -109,7 +109,10 @@ impl Status {
     /// Any "resource busy, try again" status: OPERAND_BUSY (with its operand), the host-priority variant,
     /// TLB-epoch and SYS busy. The module never waits on its locks; it returns one of these.
     pub const fn is_busy(self) -> bool {
-        matches!(self.code(), OPERAND_BUSY | OPERAND_BUSY_HOST_PRIORITY | PREVIOUS_TLB_EPOCH_BUSY | SYS_BUSY)
+        matches!(
+            self.code(),
+            OPERAND_BUSY | OPERAND_BUSY_HOST_PRIORITY | PREVIOUS_TLB_EPOCH_BUSY | SYS_BUSY
+        )
     }
     /// `Some(operand id)` when this is OPERAND_BUSY.
     pub const fn busy_operand(self) -> Option<u32> {
@@ -217,7 +220,10 @@ mod tests {
         assert!(s.is_busy() && s.is_sept_busy() && s.is_error());
         assert!(s.is(OPERAND_BUSY));
         assert_eq!(s.busy_operand(), Some(0x92));
-        assert_eq!(Status::with_operand(OPERAND_BUSY, operand::RCX).busy_operand(), Some(1));
+        assert_eq!(
+            Status::with_operand(OPERAND_BUSY, operand::RCX).busy_operand(),
+            Some(1)
+        );
         assert!(!Status::with_operand(OPERAND_BUSY, operand::RCX).is_sept_busy());
         assert!(Status(SYS_BUSY).is_busy() && Status(SYS_BUSY).busy_operand().is_none());
     }
@@ -232,9 +238,18 @@ mod tests {
         assert!(Status(SEAMCALL_UD).is_seamcall_fault());
         assert_eq!(SEAMCALL_UD, 0x8000_FF00_0000_0006);
         assert_eq!(SEAMCALL_GP, 0x8000_FF00_0000_000D);
-        assert!(Status(NON_RECOVERABLE_TD).is_non_recoverable() && !Status(NON_RECOVERABLE_TD).is_error());
+        assert!(
+            Status(NON_RECOVERABLE_TD).is_non_recoverable()
+                && !Status(NON_RECOVERABLE_TD).is_error()
+        );
         assert!(Status::OK.ok().is_ok() && Status(KEY_CONFIGURED).ok().is_err());
-        assert_eq!(Status::with_operand(HPA_RANGE_NOT_FREE, 1).name(), "HPA_RANGE_NOT_FREE");
-        assert_eq!(Status(SEAMCALL_VMFAILINVALID).name(), "SEAMCALL_VMFAILINVALID");
+        assert_eq!(
+            Status::with_operand(HPA_RANGE_NOT_FREE, 1).name(),
+            "HPA_RANGE_NOT_FREE"
+        );
+        assert_eq!(
+            Status(SEAMCALL_VMFAILINVALID).name(),
+            "SEAMCALL_VMFAILINVALID"
+        );
     }
 }

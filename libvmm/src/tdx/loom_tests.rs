@@ -98,13 +98,25 @@ fn finalized_td(m: &SimModule, d: &Dpamt<512>) {
     assert!(tdh::mng_init(m, TDR, 0).is_success());
     for (l, page) in [(3u64, 5u64), (2, 6), (1, 7)] {
         d.get(m, TDR + page * SZ_4K, &mut ctl).unwrap();
-        assert!(tdh::mem_sept_add(m, TDR, GPA & !((1u64 << (12 + 9 * l)) - 1), l, TDR + page * SZ_4K).is_success());
+        assert!(tdh::mem_sept_add(
+            m,
+            TDR,
+            GPA & !((1u64 << (12 + 9 * l)) - 1),
+            l,
+            TDR + page * SZ_4K
+        )
+        .is_success());
     }
     assert!(tdh::mr_finalize(m, TDR).is_success());
 }
 
 /// Every PAMT page of `initial` is accounted for exactly once: in a pool, returned, or backing a range.
-fn assert_no_leak(m: &SimModule, initial: &BTreeSet<u64>, pools: &[&PagePool<4>], returned: &[u64]) {
+fn assert_no_leak(
+    m: &SimModule,
+    initial: &BTreeSet<u64>,
+    pools: &[&PagePool<4>],
+    returned: &[u64],
+) {
     let mut seen: Vec<u64> = pools.iter().flat_map(|p| p.contents()).collect();
     seen.extend_from_slice(returned);
     for &x in initial {
@@ -113,7 +125,11 @@ fn assert_no_leak(m: &SimModule, initial: &BTreeSet<u64>, pools: &[&PagePool<4>]
         }
     }
     let set: BTreeSet<u64> = seen.iter().copied().collect();
-    assert_eq!(set.len(), seen.len(), "a PAMT page counted twice: {seen:x?}");
+    assert_eq!(
+        set.len(),
+        seen.len(),
+        "a PAMT page counted twice: {seen:x?}"
+    );
     assert_eq!(&set, initial, "PAMT pages leaked");
 }
 
@@ -125,7 +141,9 @@ fn pamt_add_racing_page_remove_and_pamt_remove_on_one_range() {
         let m = Arc::new(SimModule::new(SimConfig::default(), tdmrs()));
         let d = Arc::new(Dpamt::<512>::new(&tdmrs()).unwrap());
         finalized_td(&m, &d);
-        let initial: BTreeSet<u64> = (0..4).flat_map(|i| [MEM + 200 * SZ_2M + i * SZ_4K, MEM + 300 * SZ_2M + i * SZ_4K]).collect();
+        let initial: BTreeSet<u64> = (0..4)
+            .flat_map(|i| [MEM + 200 * SZ_2M + i * SZ_4K, MEM + 300 * SZ_2M + i * SZ_4K])
+            .collect();
         let mut p0 = pool_of(MEM + 200 * SZ_2M);
         let p1 = pool_of(MEM + 300 * SZ_2M);
         // Y is mapped and blocked+tracked: ready for PAGE.REMOVE.
@@ -143,7 +161,8 @@ fn pamt_add_racing_page_remove_and_pamt_remove_on_one_range() {
         let (m1, d1) = (m.clone(), d.clone());
         let t1 = thread::spawn(move || {
             let mut p1 = p1;
-            d1.get(&*m1, Z, &mut p1).expect("get: no double install, no firmware error");
+            d1.get(&*m1, Z, &mut p1)
+                .expect("get: no double install, no firmware error");
             let s = retry_busy(|| tdh::mem_page_aug(&*m1, TDR, GPA + SZ_4K, Z));
             assert!(s.is_success(), "AUG of Z used without backing: {s:?}");
             p1
@@ -168,7 +187,9 @@ fn two_first_uses_of_one_range_install_once_and_the_last_put_removes() {
     let n = model("two-first-uses", || {
         let m = Arc::new(SimModule::new(SimConfig::default(), tdmrs()));
         let d = Arc::new(Dpamt::<512>::new(&tdmrs()).unwrap());
-        let initial: BTreeSet<u64> = (0..4).flat_map(|i| [MEM + 200 * SZ_2M + i * SZ_4K, MEM + 300 * SZ_2M + i * SZ_4K]).collect();
+        let initial: BTreeSet<u64> = (0..4)
+            .flat_map(|i| [MEM + 200 * SZ_2M + i * SZ_4K, MEM + 300 * SZ_2M + i * SZ_4K])
+            .collect();
         let spawn = |page: u64, pool_base: u64| {
             let (m, d) = (m.clone(), d.clone());
             thread::spawn(move || {

@@ -17,6 +17,7 @@
 pub mod dpamt;
 pub mod errno;
 pub mod pool;
+pub mod probe;
 pub mod seamcall;
 pub(crate) mod sync;
 pub mod table;

@@ -26,7 +26,9 @@ pub struct FramePool<const N: usize> {
 
 impl<const N: usize> Default for FramePool<N> {
     fn default() -> Self {
-        Self { free: heapless::Vec::new() }
+        Self {
+            free: heapless::Vec::new(),
+        }
     }
 }
 
@@ -63,7 +65,9 @@ pub struct PagePool<const N: usize> {
 
 impl<const N: usize> Default for PagePool<N> {
     fn default() -> Self {
-        Self { pages: heapless::Vec::new() }
+        Self {
+            pages: heapless::Vec::new(),
+        }
     }
 }
 
@@ -135,7 +139,11 @@ mod tests {
     fn exhaustion_is_an_error_and_pairs_are_all_or_nothing() {
         let mut frames = FramePool::<4>::from_range(0x10_0000, 3);
         let mut pool = PagePool::<4>::default();
-        assert_eq!(pool.topup(&mut frames, 5), Err(PoolEmpty), "more than capacity");
+        assert_eq!(
+            pool.topup(&mut frames, 5),
+            Err(PoolEmpty),
+            "more than capacity"
+        );
         assert_eq!(pool.topup(&mut frames, 4), Err(PoolEmpty), "only 3 frames");
         assert_eq!(pool.len(), 3);
         assert!(pool.take_pair().is_ok());

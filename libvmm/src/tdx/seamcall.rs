@@ -36,7 +36,9 @@ pub mod leaf {
     pub const MEM_PAGE_REMOVE: u64 = 29;
     pub const MEM_SEPT_REMOVE: u64 = 30;
     pub const SYS_INFO: u64 = 32;
+    pub const SYS_INIT: u64 = 33;
     pub const SYS_RD: u64 = 34;
+    pub const SYS_LP_INIT: u64 = 35;
     pub const MEM_TRACK: u64 = 38;
     pub const PHYMEM_CACHE_WB: u64 = 40;
     pub const PHYMEM_PAGE_WBINVD: u64 = 41;
@@ -104,30 +106,64 @@ pub trait Seamcall: Sync {
 }
 
 fn call1<S: Seamcall>(sc: &S, leaf: u64, rcx: u64) -> Status {
-    sc.call_retry(leaf, &mut Args { rcx, ..Args::default() })
+    sc.call_retry(
+        leaf,
+        &mut Args {
+            rcx,
+            ..Args::default()
+        },
+    )
 }
 fn call2<S: Seamcall>(sc: &S, leaf: u64, rcx: u64, rdx: u64) -> Status {
-    sc.call_retry(leaf, &mut Args { rcx, rdx, ..Args::default() })
+    sc.call_retry(
+        leaf,
+        &mut Args {
+            rcx,
+            rdx,
+            ..Args::default()
+        },
+    )
 }
 
 /// Typed wrappers, one per leaf: the Rust form of Linux's `tdh_*()` exports.
 pub mod tdh {
     use super::*;
 
+    /// TDH.SYS.INIT: global module initialization (once, any CPU).
+    pub fn sys_init<S: Seamcall>(sc: &S) -> Status {
+        sc.call_retry(leaf::SYS_INIT, &mut Args::default())
+    }
+    /// TDH.SYS.LP.INIT: per-CPU initialization (every CPU, after SYS.INIT).
+    pub fn sys_lp_init<S: Seamcall>(sc: &S) -> Status {
+        sc.call_retry(leaf::SYS_LP_INIT, &mut Args::default())
+    }
     /// TDH.SYS.RD: one global metadata field.
     pub fn sys_rd<S: Seamcall>(sc: &S, field: u64) -> Result<u64, Status> {
-        let mut a = Args { rdx: field, ..Args::default() };
+        let mut a = Args {
+            rdx: field,
+            ..Args::default()
+        };
         sc.call_retry(leaf::SYS_RD, &mut a).ok().map(|()| a.r8)
     }
     /// TDH.PHYMEM.PAMT.ADD: installs `pages` as the 4 KiB PAMT of the 2 MiB range at `hpa_2m`.
     pub fn phymem_pamt_add<S: Seamcall>(sc: &S, hpa_2m: u64, pages: [u64; 2]) -> Status {
-        let mut a = Args { rcx: hpa_2m | PS_2M, rdx: pages[0], r8: pages[1], ..Args::default() };
+        let mut a = Args {
+            rcx: hpa_2m | PS_2M,
+            rdx: pages[0],
+            r8: pages[1],
+            ..Args::default()
+        };
         sc.call_retry(leaf::PHYMEM_PAMT_ADD, &mut a)
     }
     /// TDH.PHYMEM.PAMT.REMOVE: removes the 4 KiB PAMT of a 2 MiB range and returns its pages.
     pub fn phymem_pamt_remove<S: Seamcall>(sc: &S, hpa_2m: u64) -> Result<[u64; 2], Status> {
-        let mut a = Args { rcx: hpa_2m | PS_2M, ..Args::default() };
-        sc.call_retry(leaf::PHYMEM_PAMT_REMOVE, &mut a).ok().map(|()| [a.rdx, a.r8])
+        let mut a = Args {
+            rcx: hpa_2m | PS_2M,
+            ..Args::default()
+        };
+        sc.call_retry(leaf::PHYMEM_PAMT_REMOVE, &mut a)
+            .ok()
+            .map(|()| [a.rdx, a.r8])
     }
     pub fn mng_create<S: Seamcall>(sc: &S, tdr: u64, hkid: u16) -> Status {
         call2(sc, leaf::MNG_CREATE, tdr, hkid as u64)
@@ -155,17 +191,33 @@ pub mod tdh {
     }
     /// TDH.MEM.SEPT.ADD: links `page` as the S-EPT table below the entry at (`gpa`, `level`).
     pub fn mem_sept_add<S: Seamcall>(sc: &S, tdr: u64, gpa: u64, level: u64, page: u64) -> Status {
-        let mut a = Args { rcx: gpa | level, rdx: tdr, r8: page, ..Args::default() };
+        let mut a = Args {
+            rcx: gpa | level,
+            rdx: tdr,
+            r8: page,
+            ..Args::default()
+        };
         sc.call_retry(leaf::MEM_SEPT_ADD, &mut a)
     }
     /// TDH.MEM.PAGE.AUG: adds a pending private 4 KiB page after the TD is finalized.
     pub fn mem_page_aug<S: Seamcall>(sc: &S, tdr: u64, gpa: u64, page: u64) -> Status {
-        let mut a = Args { rcx: gpa | PS_4K, rdx: tdr, r8: page, ..Args::default() };
+        let mut a = Args {
+            rcx: gpa | PS_4K,
+            rdx: tdr,
+            r8: page,
+            ..Args::default()
+        };
         sc.call_retry(leaf::MEM_PAGE_AUG, &mut a)
     }
     /// TDH.MEM.PAGE.ADD: adds an initial (measured) private page before finalization, copying `source`.
     pub fn mem_page_add<S: Seamcall>(sc: &S, tdr: u64, gpa: u64, page: u64, source: u64) -> Status {
-        let mut a = Args { rcx: gpa, rdx: tdr, r8: page, r9: source, ..Args::default() };
+        let mut a = Args {
+            rcx: gpa,
+            rdx: tdr,
+            r8: page,
+            r9: source,
+            ..Args::default()
+        };
         sc.call_retry(leaf::MEM_PAGE_ADD, &mut a)
     }
     pub fn mem_range_block<S: Seamcall>(sc: &S, tdr: u64, gpa: u64, level: u64) -> Status {
@@ -228,20 +280,31 @@ mod tests {
 
     #[test]
     fn entropy_retry_reissues_with_the_original_inputs_and_gives_up_when_bounded() {
-        let sc = Flaky { fails: Mutex::new(Cell::new(3)), seen: Mutex::default() };
+        let sc = Flaky {
+            fails: Mutex::new(Cell::new(3)),
+            seen: Mutex::default(),
+        };
         assert!(tdh::mem_page_aug(&sc, 0x1000, 0x5000, 0x9000).is_success());
         let seen = sc.seen.lock().unwrap();
         assert_eq!(seen.len(), 4);
-        assert!(seen.iter().all(|(l, a)| *l == leaf::MEM_PAGE_AUG && a.r8 == 0x9000 && a.rcx == 0x5000));
+        assert!(seen
+            .iter()
+            .all(|(l, a)| *l == leaf::MEM_PAGE_AUG && a.r8 == 0x9000 && a.rcx == 0x5000));
         drop(seen);
-        let sc = Flaky { fails: Mutex::new(Cell::new(100)), seen: Mutex::default() };
+        let sc = Flaky {
+            fails: Mutex::new(Cell::new(100)),
+            seen: Mutex::default(),
+        };
         assert!(tdh::mng_key_config(&sc, 0x1000).is_entropy_retry());
         assert_eq!(sc.seen.lock().unwrap().len(), ENTROPY_RETRIES as usize);
     }
 
     #[test]
     fn pamt_add_encodes_the_2m_range_and_page_pair_as_the_series_does() {
-        let sc = Flaky { fails: Mutex::new(Cell::new(0)), seen: Mutex::default() };
+        let sc = Flaky {
+            fails: Mutex::new(Cell::new(0)),
+            seen: Mutex::default(),
+        };
         let _ = tdh::phymem_pamt_add(&sc, 0x4000_0000, [0x7000, 0x8000]);
         let (l, a) = sc.seen.lock().unwrap()[0];
         assert_eq!(l, 58);

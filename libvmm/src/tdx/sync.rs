@@ -5,16 +5,16 @@
 //! `spin` crate) because loom must see every access and spin iteration.
 #![forbid(unsafe_code)]
 
-#[cfg(all(test, loom))]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(all(test, loom)))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+#[cfg(all(test, loom))]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+#[cfg(all(any(test, feature = "tdx-sim"), not(all(test, loom))))]
+pub(crate) use self::std_sync::Mutex;
 /// Mutex for the std-only model (`tdx::sim`): loom's under loom, std's otherwise.
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::Mutex;
-#[cfg(all(any(test, feature = "tdx-sim"), not(all(test, loom))))]
-pub(crate) use self::std_sync::Mutex;
 #[cfg(all(any(test, feature = "tdx-sim"), not(all(test, loom))))]
 mod std_sync {
     extern crate std;
@@ -41,12 +41,19 @@ pub(crate) struct SpinGuard<'a>(&'a SpinLock);
 
 impl SpinLock {
     pub fn new() -> Self {
-        Self { locked: AtomicBool::new(false), contended: AtomicU64::new(0) }
+        Self {
+            locked: AtomicBool::new(false),
+            contended: AtomicU64::new(0),
+        }
     }
 
     pub fn lock(&self) -> SpinGuard<'_> {
         let mut waited = false;
-        while self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             if !waited {
                 waited = true;
                 self.contended.fetch_add(1, Ordering::Relaxed);

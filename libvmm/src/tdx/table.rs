@@ -18,7 +18,10 @@ pub struct Table<const T: usize> {
 
 impl<const T: usize> Default for Table<T> {
     fn default() -> Self {
-        Self { keys: core::array::from_fn(|_| AtomicU64::new(0)), values: core::array::from_fn(|_| AtomicU64::new(0)) }
+        Self {
+            keys: core::array::from_fn(|_| AtomicU64::new(0)),
+            values: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 }
 
@@ -41,14 +44,19 @@ impl<const T: usize> Table<T> {
         self.keys.iter().any(|k| k.load(Ordering::Acquire) == key)
     }
     pub fn get(&self, key: u64) -> Option<u64> {
-        (0..T).find(|&i| self.keys[i].load(Ordering::Acquire) == key).map(|i| self.values[i].load(Ordering::Acquire))
+        (0..T)
+            .find(|&i| self.keys[i].load(Ordering::Acquire) == key)
+            .map(|i| self.values[i].load(Ordering::Acquire))
     }
     /// Removes `key`. Callers never insert and remove one key concurrently (the module rejects a second
     /// mapping of a GPA), so a freed slot can be reused.
     pub fn remove(&self, key: u64) -> Option<u64> {
         let i = (0..T).find(|&i| self.keys[i].load(Ordering::Acquire) == key)?;
         let v = self.values[i].load(Ordering::Acquire);
-        self.keys[i].compare_exchange(key, 0, Ordering::AcqRel, Ordering::Acquire).ok().map(|_| v)
+        self.keys[i]
+            .compare_exchange(key, 0, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| v)
     }
     /// Moves live values into `out` until it is full, removing them from the table.
     pub fn take_some<const N: usize>(&mut self, out: &mut heapless::Vec<u64, N>) {
@@ -62,7 +70,10 @@ impl<const T: usize> Table<T> {
         }
     }
     pub fn len(&self) -> usize {
-        self.keys.iter().filter(|k| k.load(Ordering::Acquire) != 0).count()
+        self.keys
+            .iter()
+            .filter(|k| k.load(Ordering::Acquire) != 0)
+            .count()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -43,9 +43,15 @@ pub enum TdxError {
     TableFull,
     Dpamt(DpamtError),
     /// The module answered BUSY: retry the fault (or the removal later).
-    Busy { leaf: u64, status: Status },
+    Busy {
+        leaf: u64,
+        status: Status,
+    },
     /// Any other status.
-    Firmware { leaf: u64, status: Status },
+    Firmware {
+        leaf: u64,
+        status: Status,
+    },
     /// libvmm's own limits (too many TDCS/TDCX pages or vCPUs).
     Limit(&'static str),
 }
@@ -93,20 +99,36 @@ pub struct VcpuCtx {
 
 impl Default for VcpuCtx {
     fn default() -> Self {
-        Self { dpamt_pool: PagePool::default(), sept_pool: PagePool::default(), busy_faults: 0, held: None }
+        Self {
+            dpamt_pool: PagePool::default(),
+            sept_pool: PagePool::default(),
+            busy_faults: 0,
+            held: None,
+        }
     }
 }
 
 impl VcpuCtx {
     /// Fills both pools for one worst-case fault, outside any lock.
-    pub fn topup<A: PageAllocator>(&mut self, alloc: &mut A, dpamt_pages_per_range: usize) -> Result<(), PoolEmpty> {
+    pub fn topup<A: PageAllocator>(
+        &mut self,
+        alloc: &mut A,
+        dpamt_pages_per_range: usize,
+    ) -> Result<(), PoolEmpty> {
         self.sept_pool.topup(alloc, SEPT_LEVELS)?;
-        self.dpamt_pool.topup(alloc, (dpamt_pages_per_range * (SEPT_LEVELS + 1)).min(DPAMT_POOL))
+        self.dpamt_pool.topup(
+            alloc,
+            (dpamt_pages_per_range * (SEPT_LEVELS + 1)).min(DPAMT_POOL),
+        )
     }
     /// Returns every pooled page to `alloc` (call [`Td::release_vcpu`] first to drop a held reference).
     pub fn drain<A: PageAllocator>(&mut self, alloc: &mut A) -> Result<(), TdxError> {
-        self.dpamt_pool.drain_into(alloc).map_err(|_| TdxError::OutOfPages)?;
-        self.sept_pool.drain_into(alloc).map_err(|_| TdxError::OutOfPages)
+        self.dpamt_pool
+            .drain_into(alloc)
+            .map_err(|_| TdxError::OutOfPages)?;
+        self.sept_pool
+            .drain_into(alloc)
+            .map_err(|_| TdxError::OutOfPages)
     }
 }
 
@@ -166,7 +188,12 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
     }
 
     /// Gives a control page (no longer owned by the module) back: drops its DPAMT reference.
-    pub fn free_control_page<A: PageAllocator>(sc: &S, dpamt: &Dpamt<R>, alloc: &mut A, page: u64) -> Result<(), TdxError> {
+    pub fn free_control_page<A: PageAllocator>(
+        sc: &S,
+        dpamt: &Dpamt<R>,
+        alloc: &mut A,
+        page: u64,
+    ) -> Result<(), TdxError> {
         let freed = dpamt.put(sc, page);
         let _ = alloc.free_page(page);
         if let Some(pair) = freed? {
@@ -226,7 +253,12 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
         }
     }
 
-    fn configure<A: PageAllocator>(&mut self, alloc: &mut A, pool: &mut PagePool<DPAMT_POOL>, td_params: u64) -> Result<(), TdxError> {
+    fn configure<A: PageAllocator>(
+        &mut self,
+        alloc: &mut A,
+        pool: &mut PagePool<DPAMT_POOL>,
+        td_params: u64,
+    ) -> Result<(), TdxError> {
         let s = tdh::mng_key_config(self.sc, self.tdr);
         if !s.is(errno::KEY_CONFIGURED) {
             check(leaf::MNG_KEY_CONFIG, s)?;
@@ -258,14 +290,22 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
         r
     }
 
-    fn create_vcpu_inner<A: PageAllocator>(&mut self, alloc: &mut A, pool: &mut PagePool<DPAMT_POOL>, ntdcx: usize) -> Result<usize, TdxError> {
+    fn create_vcpu_inner<A: PageAllocator>(
+        &mut self,
+        alloc: &mut A,
+        pool: &mut PagePool<DPAMT_POOL>,
+        ntdcx: usize,
+    ) -> Result<usize, TdxError> {
         let tdvpr = Self::alloc_control_page(self.sc, self.dpamt, &self.info, alloc, pool)?;
         if let Err(e) = check(leaf::VP_CREATE, tdh::vp_create(self.sc, self.tdr, tdvpr)) {
             let _ = Self::free_control_page(self.sc, self.dpamt, alloc, tdvpr);
             return Err(e);
         }
         // Recorded at once so teardown reclaims it whatever fails next. Cannot fail: checked not full.
-        let _ = self.vcpus.push(TdVcpu { tdvpr, tdcx: heapless::Vec::new() });
+        let _ = self.vcpus.push(TdVcpu {
+            tdvpr,
+            tdcx: heapless::Vec::new(),
+        });
         let idx = self.vcpus.len() - 1;
         for _ in 0..ntdcx {
             let page = Self::alloc_control_page(self.sc, self.dpamt, &self.info, alloc, pool)?;
@@ -302,7 +342,14 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
     /// Maps the private 4 KiB page `hpa` at `gpa`, linking S-EPT levels as needed. `source` is the page
     /// whose contents PAGE.ADD copies (before finalization). `Ok(true)` when this call mapped it,
     /// `Ok(false)` when another vCPU had mapped `gpa` already (then `hpa` stays the caller's).
-    pub fn fault<A: PageAllocator>(&self, vcpu: &mut VcpuCtx, alloc: &mut A, gpa: u64, hpa: u64, source: u64) -> Result<bool, TdxError> {
+    pub fn fault<A: PageAllocator>(
+        &self,
+        vcpu: &mut VcpuCtx,
+        alloc: &mut A,
+        gpa: u64,
+        hpa: u64,
+        source: u64,
+    ) -> Result<bool, TdxError> {
         let gpa = gpa & !0xfff;
         vcpu.topup(alloc, self.dpamt_pages())?;
         let r = self.fault_locked(vcpu, gpa, hpa, source);
@@ -312,7 +359,13 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
         r
     }
 
-    fn fault_locked(&self, vcpu: &mut VcpuCtx, gpa: u64, hpa: u64, source: u64) -> Result<bool, TdxError> {
+    fn fault_locked(
+        &self,
+        vcpu: &mut VcpuCtx,
+        gpa: u64,
+        hpa: u64,
+        source: u64,
+    ) -> Result<bool, TdxError> {
         for level in (1..=SEPT_512G).rev() {
             let base = gpa & !(span(level) - 1);
             if self.sept.contains(sept_key(base, level)) {
@@ -334,7 +387,12 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
             if s.is(errno::EPT_ENTRY_NOT_FREE) {
                 continue; // another vCPU linked this level first
             }
-            return Err(check(leaf::MEM_SEPT_ADD, s).err().unwrap_or(TdxError::Firmware { leaf: leaf::MEM_SEPT_ADD, status: s }));
+            return Err(check(leaf::MEM_SEPT_ADD, s)
+                .err()
+                .unwrap_or(TdxError::Firmware {
+                    leaf: leaf::MEM_SEPT_ADD,
+                    status: s,
+                }));
         }
         match vcpu.held.take() {
             Some(h) if h == hpa => {}
@@ -346,9 +404,15 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
             }
         }
         let (lf, s) = if self.finalized {
-            (leaf::MEM_PAGE_AUG, tdh::mem_page_aug(self.sc, self.tdr, gpa, hpa))
+            (
+                leaf::MEM_PAGE_AUG,
+                tdh::mem_page_aug(self.sc, self.tdr, gpa, hpa),
+            )
         } else {
-            (leaf::MEM_PAGE_ADD, tdh::mem_page_add(self.sc, self.tdr, gpa, hpa, source))
+            (
+                leaf::MEM_PAGE_ADD,
+                tdh::mem_page_add(self.sc, self.tdr, gpa, hpa, source),
+            )
         };
         if s.is_success() {
             self.private.insert(leaf_key(gpa), hpa)?;
@@ -356,17 +420,27 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
         }
         if s.is_busy() {
             vcpu.held = Some(hpa);
-            return Err(TdxError::Busy { leaf: lf, status: s });
+            return Err(TdxError::Busy {
+                leaf: lf,
+                status: s,
+            });
         }
         self.unref_into(vcpu, hpa);
         if s.is(errno::EPT_ENTRY_NOT_FREE) {
             return Ok(false);
         }
-        Err(check(lf, s).err().unwrap_or(TdxError::Firmware { leaf: lf, status: s }))
+        Err(check(lf, s).err().unwrap_or(TdxError::Firmware {
+            leaf: lf,
+            status: s,
+        }))
     }
 
     /// Ends a vCPU's use of the fault path: drops a reference kept for a retry and returns its pools.
-    pub fn release_vcpu<A: PageAllocator>(&self, vcpu: &mut VcpuCtx, alloc: &mut A) -> Result<(), TdxError> {
+    pub fn release_vcpu<A: PageAllocator>(
+        &self,
+        vcpu: &mut VcpuCtx,
+        alloc: &mut A,
+    ) -> Result<(), TdxError> {
         if let Some(h) = vcpu.held.take() {
             self.unref_into(vcpu, h);
         }
@@ -384,7 +458,11 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
 
     /// Unmaps the private page at `gpa`: BLOCK → TRACK → REMOVE (bounded BUSY retry), WBINVD, then drops
     /// its DPAMT reference. Returns the host page and any freed PAMT pages to `alloc`'s caller via `free`.
-    pub fn remove_private<A: PageAllocator>(&self, alloc: &mut A, gpa: u64) -> Result<u64, TdxError> {
+    pub fn remove_private<A: PageAllocator>(
+        &self,
+        alloc: &mut A,
+        gpa: u64,
+    ) -> Result<u64, TdxError> {
         let gpa = gpa & !0xfff;
         let hpa = self.private.get(leaf_key(gpa)).ok_or(TdxError::Firmware {
             leaf: leaf::MEM_PAGE_REMOVE,
@@ -395,7 +473,10 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
             check(leaf::MEM_RANGE_BLOCK, s)?;
         }
         check(leaf::MEM_TRACK, retry(|| tdh::mem_track(self.sc, self.tdr)))?;
-        check(leaf::MEM_PAGE_REMOVE, retry(|| tdh::mem_page_remove(self.sc, self.tdr, gpa, PS_4K)))?;
+        check(
+            leaf::MEM_PAGE_REMOVE,
+            retry(|| tdh::mem_page_remove(self.sc, self.tdr, gpa, PS_4K)),
+        )?;
         self.private.remove(leaf_key(gpa));
         let _ = tdh::phymem_page_wbinvd(self.sc, hpa);
         if let Some(pair) = self.dpamt.put(self.sc, hpa)? {
@@ -413,17 +494,26 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
         for v in &self.vcpus {
             check(leaf::VP_FLUSH, retry(|| tdh::vp_flush(sc, v.tdvpr)))?;
         }
-        check(leaf::MNG_VPFLUSHDONE, retry(|| tdh::mng_vpflushdone(sc, self.tdr)))?;
+        check(
+            leaf::MNG_VPFLUSHDONE,
+            retry(|| tdh::mng_vpflushdone(sc, self.tdr)),
+        )?;
         let s = tdh::phymem_cache_wb(sc, false);
         if !s.is(errno::NO_HKID_READY_TO_WBCACHE) {
             check(leaf::PHYMEM_CACHE_WB, s)?;
         }
-        check(leaf::MNG_KEY_FREEID, retry(|| tdh::mng_key_freeid(sc, self.tdr)))?;
+        check(
+            leaf::MNG_KEY_FREEID,
+            retry(|| tdh::mng_key_freeid(sc, self.tdr)),
+        )?;
         let mut first_err = Ok(());
         let mut reclaim = |page: u64, alloc: &mut A| {
-            let r = check(leaf::PHYMEM_PAGE_RECLAIM, retry(|| tdh::phymem_page_reclaim(sc, page)))
-                .and_then(|()| check(leaf::PHYMEM_PAGE_WBINVD, tdh::phymem_page_wbinvd(sc, page)))
-                .and_then(|()| Self::free_control_page(sc, self.dpamt, alloc, page));
+            let r = check(
+                leaf::PHYMEM_PAGE_RECLAIM,
+                retry(|| tdh::phymem_page_reclaim(sc, page)),
+            )
+            .and_then(|()| check(leaf::PHYMEM_PAGE_WBINVD, tdh::phymem_page_wbinvd(sc, page)))
+            .and_then(|()| Self::free_control_page(sc, self.dpamt, alloc, page));
             if first_err.is_ok() {
                 first_err = r;
             }

@@ -143,7 +143,10 @@ impl TdmrSet {
         mut alloc: impl FnMut(u64) -> Option<u64>,
     ) -> Result<Self, TdmrError> {
         let dynamic = dynamic && info.dpamt_bitmap_bits.is_some();
-        let mut set = TdmrSet { tdmrs: heapless::Vec::new(), dynamic };
+        let mut set = TdmrSet {
+            tdmrs: heapless::Vec::new(),
+            dynamic,
+        };
         for &(base, size) in memory {
             if size == 0 {
                 return Err(TdmrError::EmptyRange);
@@ -157,7 +160,15 @@ impl TdmrSet {
                     continue;
                 }
             }
-            set.tdmrs.push((Tdmr { base: start, size: end - start }, Pamt::default())).map_err(|_| TdmrError::TooManyTdmrs)?;
+            set.tdmrs
+                .push((
+                    Tdmr {
+                        base: start,
+                        size: end - start,
+                    },
+                    Pamt::default(),
+                ))
+                .map_err(|_| TdmrError::TooManyTdmrs)?;
         }
         for (tdmr, pamt) in set.tdmrs.iter_mut() {
             let mut p = pamt_sizes(*tdmr, info, dynamic);
@@ -176,7 +187,9 @@ impl TdmrSet {
         self.tdmrs.iter().map(|(t, _)| t.size).sum()
     }
     pub fn contains(&self, hpa: u64) -> bool {
-        self.tdmrs.iter().any(|(t, _)| hpa >= t.base && hpa - t.base < t.size)
+        self.tdmrs
+            .iter()
+            .any(|(t, _)| hpa >= t.base && hpa - t.base < t.size)
     }
     /// The hardware TDMR_INFO entries for TDH.SYS.CONFIG.
     pub fn hw(&self) -> heapless::Vec<TdmrInfoHw, MAX_TDMRS> {
@@ -255,7 +268,10 @@ mod tests {
 
     #[test]
     fn static_pamt_is_about_0_4_percent_and_the_bitmap_about_0_004_percent() {
-        let t = Tdmr { base: 0, size: 16 * SZ_1G };
+        let t = Tdmr {
+            base: 0,
+            size: 16 * SZ_1G,
+        };
         let s = pamt_sizes(t, &info(), false);
         let d = pamt_sizes(t, &info(), true);
         // 4 KiB level dominates: 16 B per 4 KiB page = 1/256 = 0.39 %.
@@ -264,14 +280,22 @@ mod tests {
         assert!((0.39..0.40).contains(&pct(s.total())), "{}", pct(s.total()));
         // 1 bit per 4 KiB page = 1/32768 = 0.003 %, plus the 2 MiB/1 GiB levels.
         assert_eq!(d.size_4k, t.size / 4096 / 8);
-        assert!(pct(d.size_4k) < 0.004 && pct(d.total()) < 0.005, "{}", pct(d.total()));
+        assert!(
+            pct(d.size_4k) < 0.004 && pct(d.total()) < 0.005,
+            "{}",
+            pct(d.total())
+        );
         assert_eq!(s.size_2m, d.size_2m);
         assert_eq!(info().dpamt_entry_pages(), 2);
     }
 
     #[test]
     fn tdmrs_are_gigabyte_aligned_merged_and_numbered_densely() {
-        let mem = [(0x10_0000, 0x3ff0_0000), (0x4000_0000, 0x1000_0000), (0x1_0000_0000, 0x4000_0000)];
+        let mem = [
+            (0x10_0000, 0x3ff0_0000),
+            (0x4000_0000, 0x1000_0000),
+            (0x1_0000_0000, 0x4000_0000),
+        ];
         let mut next = 0x8000_0000u64;
         let set = TdmrSet::build(&mem, &info(), true, |b| {
             let p = next;
@@ -280,8 +304,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(set.tdmrs.len(), 2);
-        assert_eq!(set.tdmrs[0].0, Tdmr { base: 0, size: 2 * SZ_1G });
-        assert_eq!(set.tdmrs[1].0, Tdmr { base: 4 * SZ_1G, size: SZ_1G });
+        assert_eq!(
+            set.tdmrs[0].0,
+            Tdmr {
+                base: 0,
+                size: 2 * SZ_1G
+            }
+        );
+        assert_eq!(
+            set.tdmrs[1].0,
+            Tdmr {
+                base: 4 * SZ_1G,
+                size: SZ_1G
+            }
+        );
         let map = set.range_map();
         assert_eq!(map.len(), 1536);
         assert_eq!(map.index(0), Some(0));
@@ -290,11 +326,25 @@ mod tests {
         let hw = set.hw();
         assert_eq!(hw[0].pamt_2m_base, hw[0].pamt_4k_base + hw[0].pamt_4k_size);
         let too_many: std::vec::Vec<(u64, u64)> = (0..9).map(|i| (i * 2 * SZ_1G, SZ_4K)).collect();
-        assert_eq!(TdmrSet::build(&too_many, &info(), false, |_| Some(0)).unwrap_err(), TdmrError::TooManyTdmrs);
-        assert_eq!(TdmrSet::build(&mem, &info(), false, |_| None).unwrap_err(), TdmrError::NoPamtMemory(set_static_bytes()));
+        assert_eq!(
+            TdmrSet::build(&too_many, &info(), false, |_| Some(0)).unwrap_err(),
+            TdmrError::TooManyTdmrs
+        );
+        assert_eq!(
+            TdmrSet::build(&mem, &info(), false, |_| None).unwrap_err(),
+            TdmrError::NoPamtMemory(set_static_bytes())
+        );
     }
 
     fn set_static_bytes() -> u64 {
-        pamt_sizes(Tdmr { base: 0, size: 2 * SZ_1G }, &info(), false).total()
+        pamt_sizes(
+            Tdmr {
+                base: 0,
+                size: 2 * SZ_1G,
+            },
+            &info(),
+            false,
+        )
+        .total()
     }
 }

@@ -28,7 +28,13 @@ pub fn tdmrs(dynamic: bool) -> TdmrSet {
 
 pub fn sim(dynamic: bool, widen: bool) -> SimModule {
     let window = if widen { Window::All } else { Window::None };
-    SimModule::new(SimConfig { window, ..SimConfig::default() }, tdmrs(dynamic))
+    SimModule::new(
+        SimConfig {
+            window,
+            ..SimConfig::default()
+        },
+        tdmrs(dynamic),
+    )
 }
 
 /// The host's free frames, shared by all threads (the page allocator of this test host).
@@ -36,7 +42,9 @@ pub struct Frames(pub Mutex<Vec<u64>>);
 
 impl Frames {
     pub fn new(count: usize) -> Self {
-        Frames(Mutex::new((0..count as u64).rev().map(|i| MEM + i * 4096).collect()))
+        Frames(Mutex::new(
+            (0..count as u64).rev().map(|i| MEM + i * 4096).collect(),
+        ))
     }
     pub fn len(&self) -> usize {
         self.0.lock().unwrap().len()

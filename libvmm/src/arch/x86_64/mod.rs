@@ -9,6 +9,7 @@ pub(crate) mod exit_device;
 pub(crate) mod idt;
 pub(crate) mod lapic;
 pub(crate) mod platform;
+pub(crate) mod seamcall;
 pub(crate) mod serial;
 pub(crate) mod start;
 pub(crate) mod svm;

@@ -123,6 +123,14 @@ fn run_backend(
     crate::svm::boot(vm, state)
 }
 
+#[cfg(feature = "tdx")]
+fn run_backend(
+    vm: &mut Vm<'_, X86Platform>,
+    _state: &crate::x86::guest_setup::InitialState,
+) -> StopReason {
+    crate::tdx::boot(vm)
+}
+
 /// `libvmm.selftest=panic|fault` on the command line makes the VMM fail on purpose, so that the panic
 /// handler and the VMM's own exception handlers are exercised by tests.
 fn selftest(cmdline: &[u8]) {

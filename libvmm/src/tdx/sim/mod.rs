@@ -82,9 +82,19 @@ pub enum Owner {
     Tdr,
     Tdcs(u64),
     Tdvpr(u64),
-    Tdcx { tdr: u64, tdvpr: u64 },
-    Sept { tdr: u64, level: u64, gpa: u64 },
-    Private { tdr: u64, gpa: u64 },
+    Tdcx {
+        tdr: u64,
+        tdvpr: u64,
+    },
+    Sept {
+        tdr: u64,
+        level: u64,
+        gpa: u64,
+    },
+    Private {
+        tdr: u64,
+        gpa: u64,
+    },
 }
 
 impl Owner {
@@ -193,8 +203,16 @@ impl SimModule {
     /// A module configured (as after TDH.SYS.CONFIG + TDMR.INIT) with `tdmrs`. Dynamic PAMT is on when
     /// the TDMRs were built for it.
     pub fn new(cfg: SimConfig, tdmrs: TdmrSet) -> Self {
-        let st = State { entropy_left: cfg.entropy_failures, ..State::default() };
-        Self { cfg, tdmrs, state: Mutex::new(st), stats: SimStats::default() }
+        let st = State {
+            entropy_left: cfg.entropy_failures,
+            ..State::default()
+        };
+        Self {
+            cfg,
+            tdmrs,
+            state: Mutex::new(st),
+            stats: SimStats::default(),
+        }
     }
 
     pub fn dynamic(&self) -> bool {
@@ -204,7 +222,10 @@ impl SimModule {
     /// Test hook: holds a lock as an in-flight SEAMCALL would, until [`SimModule::release_range`].
     pub fn hold_range(&self, hpa: u64, exclusive: bool) {
         with_state(&self.state, |st| {
-            let e = st.locks.entry(Key::Range(range_of(hpa))).or_insert((0, false));
+            let e = st
+                .locks
+                .entry(Key::Range(range_of(hpa)))
+                .or_insert((0, false));
             if exclusive {
                 e.1 = true;
             } else {
@@ -224,7 +245,13 @@ impl SimModule {
     }
     /// Ranges with Dynamic PAMT backing installed.
     pub fn backed_ranges(&self) -> Vec<u64> {
-        with_state(&self.state, |st| st.ranges.iter().filter(|(_, r)| r.pamt.is_some()).map(|(b, _)| *b).collect())
+        with_state(&self.state, |st| {
+            st.ranges
+                .iter()
+                .filter(|(_, r)| r.pamt.is_some())
+                .map(|(b, _)| *b)
+                .collect()
+        })
     }
     /// Pages the module holds (any owner).
     pub fn pages_in_use(&self) -> usize {
@@ -238,21 +265,36 @@ impl SimModule {
             for (&p, &o) in &st.pages {
                 match o {
                     Owner::Pamt(r) => {
-                        if st.ranges.get(&r).and_then(|x| x.pamt).is_none_or(|pp| !pp.contains(&p)) {
-                            return Err(std::format!("PAMT page {p:#x} not in range {r:#x}'s backing"));
+                        if st
+                            .ranges
+                            .get(&r)
+                            .and_then(|x| x.pamt)
+                            .is_none_or(|pp| !pp.contains(&p))
+                        {
+                            return Err(std::format!(
+                                "PAMT page {p:#x} not in range {r:#x}'s backing"
+                            ));
                         }
                     }
                     _ => {
                         *used.entry(range_of(p)).or_default() += 1;
-                        if self.dynamic() && st.ranges.get(&range_of(p)).and_then(|r| r.pamt).is_none() {
-                            return Err(std::format!("page {p:#x} ({o:?}) used without PAMT backing"));
+                        if self.dynamic()
+                            && st.ranges.get(&range_of(p)).and_then(|r| r.pamt).is_none()
+                        {
+                            return Err(std::format!(
+                                "page {p:#x} ({o:?}) used without PAMT backing"
+                            ));
                         }
                     }
                 }
             }
             for (b, r) in &st.ranges {
                 if r.used != used.get(b).copied().unwrap_or(0) {
-                    return Err(std::format!("range {b:#x} use count {} != {}", r.used, used.get(b).copied().unwrap_or(0)));
+                    return Err(std::format!(
+                        "range {b:#x} use count {} != {}",
+                        r.used,
+                        used.get(b).copied().unwrap_or(0)
+                    ));
                 }
             }
             Ok(())
@@ -260,9 +302,21 @@ impl SimModule {
     }
 
     fn wants(&self, st: &State, leaf: u64, a: &Args) -> Vec<Want> {
-        let range = |hpa: u64, exclusive, operand| Want { key: Key::Range(range_of(hpa)), exclusive, operand };
-        let page = |hpa: u64, operand| Want { key: Key::Page(hpa & !(SZ_4K - 1)), exclusive: true, operand };
-        let sept = |tdr: u64| Want { key: Key::Sept(tdr), exclusive: true, operand: op::SEPT };
+        let range = |hpa: u64, exclusive, operand| Want {
+            key: Key::Range(range_of(hpa)),
+            exclusive,
+            operand,
+        };
+        let page = |hpa: u64, operand| Want {
+            key: Key::Page(hpa & !(SZ_4K - 1)),
+            exclusive: true,
+            operand,
+        };
+        let sept = |tdr: u64| Want {
+            key: Key::Sept(tdr),
+            exclusive: true,
+            operand: op::SEPT,
+        };
         let mut w = Vec::new();
         match leaf {
             leaf::PHYMEM_PAMT_ADD => {
@@ -284,7 +338,11 @@ impl SimModule {
             leaf::MEM_RANGE_BLOCK => w.push(sept(a.rdx)),
             leaf::MEM_PAGE_REMOVE => {
                 w.push(sept(a.rdx));
-                if let Some(l) = st.tds.get(&a.rdx).and_then(|td| td.leaves.get(&(a.rcx & !(SZ_4K - 1)))) {
+                if let Some(l) = st
+                    .tds
+                    .get(&a.rdx)
+                    .and_then(|td| td.leaves.get(&(a.rcx & !(SZ_4K - 1))))
+                {
                     w.push(range(l.hpa, false, op::RCX));
                     w.push(page(l.hpa, op::RCX));
                 }
@@ -423,7 +481,9 @@ impl SimModule {
     }
 
     fn td<'s>(st: &'s mut State, tdr: u64, operand: u32) -> Result<&'s mut Td, Status> {
-        st.tds.get_mut(&tdr).ok_or(err(errno::PAGE_METADATA_INCORRECT, operand))
+        st.tds
+            .get_mut(&tdr)
+            .ok_or(err(errno::PAGE_METADATA_INCORRECT, operand))
     }
 
     fn execute(&self, st: &mut State, leaf: u64, a: &mut Args) -> Status {
@@ -437,14 +497,20 @@ impl SimModule {
         let info = self.cfg.info;
         match leaf {
             leaf::SYS_RD => {
-                let features = if self.dynamic() { field::FEATURES0_DYNAMIC_PAMT } else { 0 };
+                let features = if self.dynamic() {
+                    field::FEATURES0_DYNAMIC_PAMT
+                } else {
+                    0
+                };
                 a.r8 = match a.rdx {
                     field::TDX_FEATURES0 => features,
                     field::MAX_TDMRS => super::tdmr::MAX_TDMRS as u64,
                     field::PAMT_4K_ENTRY_SIZE => info.pamt_4k_entry_size,
                     field::PAMT_2M_ENTRY_SIZE => info.pamt_2m_entry_size,
                     field::PAMT_1G_ENTRY_SIZE => info.pamt_1g_entry_size,
-                    field::PAMT_PAGE_BITMAP_ENTRY_BITS if self.dynamic() => info.dpamt_bitmap_bits.unwrap_or(1),
+                    field::PAMT_PAGE_BITMAP_ENTRY_BITS if self.dynamic() => {
+                        info.dpamt_bitmap_bits.unwrap_or(1)
+                    }
                     field::TDR_BASE_SIZE => SZ_4K,
                     field::TDCS_BASE_SIZE => info.tdcs_pages * SZ_4K,
                     field::TDVPS_BASE_SIZE => info.tdvps_pages * SZ_4K,
@@ -495,7 +561,10 @@ impl SimModule {
                 if a.rcx & 0xfff != 1 || base % SZ_2M != 0 {
                     return Err(err(errno::OPERAND_INVALID, op::RCX));
                 }
-                let r = st.ranges.get_mut(&base).ok_or(err(errno::PAGE_METADATA_INCORRECT, op::RCX))?;
+                let r = st
+                    .ranges
+                    .get_mut(&base)
+                    .ok_or(err(errno::PAGE_METADATA_INCORRECT, op::RCX))?;
                 let pages = r.pamt.ok_or(err(errno::PAGE_METADATA_INCORRECT, op::RCX))?;
                 if r.used != 0 {
                     return Err(err(errno::HPA_RANGE_NOT_FREE, op::RCX));
@@ -561,13 +630,18 @@ impl SimModule {
                     return Err(Status(errno::TD_NOT_INITIALIZED));
                 }
                 self.assign(st, a.rcx, Owner::Tdvpr(a.rdx), op::RCX)?;
-                Self::td(st, a.rdx, op::RDX)?.vcpus.insert(a.rcx, Vcpu::default());
+                Self::td(st, a.rdx, op::RDX)?
+                    .vcpus
+                    .insert(a.rcx, Vcpu::default());
             }
             leaf::VP_ADDCX => {
                 let Some(Owner::Tdvpr(tdr)) = st.pages.get(&a.rdx).copied() else {
                     return Err(err(errno::PAGE_METADATA_INCORRECT, op::RDX));
                 };
-                let n = Self::td(st, tdr, op::RDX)?.vcpus.get(&a.rdx).map_or(0, |v| v.tdcx);
+                let n = Self::td(st, tdr, op::RDX)?
+                    .vcpus
+                    .get(&a.rdx)
+                    .map_or(0, |v| v.tdcx);
                 if n + 1 >= info.tdvps_pages {
                     return Err(Status(errno::TDCX_NUM_INCORRECT));
                 }
@@ -603,8 +677,19 @@ impl SimModule {
                 if td.sept.contains_key(&(level, gpa)) {
                     return Err(err(errno::EPT_ENTRY_NOT_FREE, op::RCX));
                 }
-                self.assign(st, a.r8, Owner::Sept { tdr: a.rdx, level, gpa }, op::R8)?;
-                Self::td(st, a.rdx, op::RDX)?.sept.insert((level, gpa), a.r8);
+                self.assign(
+                    st,
+                    a.r8,
+                    Owner::Sept {
+                        tdr: a.rdx,
+                        level,
+                        gpa,
+                    },
+                    op::R8,
+                )?;
+                Self::td(st, a.rdx, op::RDX)?
+                    .sept
+                    .insert((level, gpa), a.r8);
             }
             leaf::MEM_PAGE_AUG | leaf::MEM_PAGE_ADD => {
                 let gpa = a.rcx & !0xfff;
@@ -613,7 +698,8 @@ impl SimModule {
                 }
                 let td = Self::td(st, a.rdx, op::RDX)?;
                 match (leaf, td.state) {
-                    (leaf::MEM_PAGE_AUG, TdState::Finalized) | (leaf::MEM_PAGE_ADD, TdState::Initialized) => {}
+                    (leaf::MEM_PAGE_AUG, TdState::Finalized)
+                    | (leaf::MEM_PAGE_ADD, TdState::Initialized) => {}
                     (leaf::MEM_PAGE_AUG, _) => return Err(Status(errno::TD_NOT_FINALIZED)),
                     _ => return Err(Status(errno::TD_FINALIZED)),
                 }
@@ -627,13 +713,22 @@ impl SimModule {
                     return Err(err(errno::OPERAND_INVALID, op::R9));
                 }
                 self.assign(st, a.r8, Owner::Private { tdr: a.rdx, gpa }, op::R8)?;
-                Self::td(st, a.rdx, op::RDX)?.leaves.insert(gpa, Leaf { hpa: a.r8, blocked_at: None });
+                Self::td(st, a.rdx, op::RDX)?.leaves.insert(
+                    gpa,
+                    Leaf {
+                        hpa: a.r8,
+                        blocked_at: None,
+                    },
+                );
             }
             leaf::MEM_RANGE_BLOCK => {
                 let gpa = a.rcx & !0xfff;
                 let td = Self::td(st, a.rdx, op::RDX)?;
                 let epoch = td.epoch;
-                let l = td.leaves.get_mut(&gpa).ok_or(err(errno::EPT_ENTRY_FREE, op::RCX))?;
+                let l = td
+                    .leaves
+                    .get_mut(&gpa)
+                    .ok_or(err(errno::EPT_ENTRY_FREE, op::RCX))?;
                 if l.blocked_at.is_some() {
                     return Ok(Status(errno::GPA_RANGE_ALREADY_BLOCKED));
                 }
@@ -643,10 +738,15 @@ impl SimModule {
             leaf::MEM_PAGE_REMOVE => {
                 let gpa = a.rcx & !0xfff;
                 let td = Self::td(st, a.rdx, op::RDX)?;
-                let l = td.leaves.get(&gpa).ok_or(err(errno::EPT_ENTRY_FREE, op::RCX))?;
+                let l = td
+                    .leaves
+                    .get(&gpa)
+                    .ok_or(err(errno::EPT_ENTRY_FREE, op::RCX))?;
                 match l.blocked_at {
                     None => return Err(err(errno::GPA_RANGE_NOT_BLOCKED, op::RCX)),
-                    Some(e) if td.epoch <= e => return Err(err(errno::TLB_TRACKING_NOT_DONE, op::RCX)),
+                    Some(e) if td.epoch <= e => {
+                        return Err(err(errno::TLB_TRACKING_NOT_DONE, op::RCX))
+                    }
                     Some(_) => {}
                 }
                 let hpa = l.hpa;
@@ -668,7 +768,10 @@ impl SimModule {
                 }
                 td.state = TdState::VcpusFlushed;
             }
-            leaf::PHYMEM_CACHE_WB | leaf::PHYMEM_PAGE_WBINVD => {}
+            leaf::PHYMEM_CACHE_WB
+            | leaf::PHYMEM_PAGE_WBINVD
+            | leaf::SYS_INIT
+            | leaf::SYS_LP_INIT => {}
             leaf::MNG_KEY_FREEID => {
                 let td = Self::td(st, a.rcx, op::RCX)?;
                 if td.state != TdState::VcpusFlushed {
@@ -680,8 +783,14 @@ impl SimModule {
             }
             leaf::PHYMEM_PAGE_RECLAIM => {
                 let page = a.rcx & !0xfff;
-                let o = st.pages.get(&page).copied().ok_or(err(errno::PAGE_METADATA_INCORRECT, op::RCX))?;
-                let tdr = o.td(page).ok_or(err(errno::PAGE_METADATA_INCORRECT, op::RCX))?;
+                let o = st
+                    .pages
+                    .get(&page)
+                    .copied()
+                    .ok_or(err(errno::PAGE_METADATA_INCORRECT, op::RCX))?;
+                let tdr = o
+                    .td(page)
+                    .ok_or(err(errno::PAGE_METADATA_INCORRECT, op::RCX))?;
                 let td = Self::td(st, tdr, op::RCX)?;
                 if td.state != TdState::KeysFreed {
                     return Err(Status(errno::HKID_NOT_FREE));
