@@ -179,7 +179,7 @@ fn main() {
 
     println!("dpamt (simulated TDX module; counts, not times)");
     println!("  TDX memory             {} MiB in 1 TDMR", MEM_SIZE >> 20);
-    println!("  sparse TD              {PAGES} private 4 KiB pages ({} MiB), {PER_RANGE} per 2 MiB range", PAGES * 4096 >> 20);
+    println!("  sparse TD              {PAGES} private 4 KiB pages ({} MiB), {PER_RANGE} per 2 MiB range", (PAGES * 4096) >> 20);
     println!(
         "  PAMT static            {:>9} KiB  {:.4} % of memory",
         stat >> 10,

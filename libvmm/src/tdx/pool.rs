@@ -5,6 +5,7 @@
 //! - [`FramePool`]: the host's free 4 KiB frames handed to TDX code at set-up (the page allocator here).
 //! - [`PagePool`]: a per-vCPU pre-allocation, topped up from a [`PageAllocator`] before each fault and
 //!   drained on the fault path (one for DPAMT page pairs, one for external S-EPT pages).
+//!
 //! Both are `heapless::Vec` stacks; running dry is an [`PoolEmpty`] error, never a panic.
 #![forbid(unsafe_code)]
 

@@ -86,6 +86,7 @@ fn check(leaf: u64, status: Status) -> Result<(), TdxError> {
 }
 
 /// Per-vCPU fault-path state: the two fixed pools and counters.
+#[derive(Default)]
 pub struct VcpuCtx {
     pub dpamt_pool: PagePool<DPAMT_POOL>,
     pub sept_pool: PagePool<SEPT_POOL>,
@@ -95,17 +96,6 @@ pub struct VcpuCtx {
     /// drops nor re-takes it (with the series' put-on-error, a BUSY AUG on a range's first page removes
     /// the backing that the retry installs again; the bench counts the difference).
     held: Option<u64>,
-}
-
-impl Default for VcpuCtx {
-    fn default() -> Self {
-        Self {
-            dpamt_pool: PagePool::default(),
-            sept_pool: PagePool::default(),
-            busy_faults: 0,
-            held: None,
-        }
-    }
 }
 
 impl VcpuCtx {

@@ -442,7 +442,7 @@ impl Seamcall for SimModule {
 impl SimModule {
     /// Hands a free 4 KiB page to TDX as `owner`.
     fn assign(&self, st: &mut State, hpa: u64, owner: Owner, operand: u32) -> Result<(), Status> {
-        if hpa % SZ_4K != 0 {
+        if !hpa.is_multiple_of(SZ_4K) {
             return Err(err(errno::OPERAND_INVALID, operand));
         }
         if !self.tdmrs.contains(hpa) {
@@ -480,7 +480,7 @@ impl SimModule {
         }
     }
 
-    fn td<'s>(st: &'s mut State, tdr: u64, operand: u32) -> Result<&'s mut Td, Status> {
+    fn td(st: &mut State, tdr: u64, operand: u32) -> Result<&mut Td, Status> {
         st.tds
             .get_mut(&tdr)
             .ok_or(err(errno::PAGE_METADATA_INCORRECT, operand))
@@ -523,7 +523,7 @@ impl SimModule {
                     return Err(err(errno::OPERAND_INVALID, op::RAX));
                 }
                 let base = a.rcx & !0xfff;
-                if a.rcx & 0xfff != 1 || base % SZ_2M != 0 {
+                if a.rcx & 0xfff != 1 || !base.is_multiple_of(SZ_2M) {
                     return Err(err(errno::OPERAND_INVALID, op::RCX));
                 }
                 if !self.tdmrs.contains(base) {
@@ -558,7 +558,7 @@ impl SimModule {
                     return Err(err(errno::OPERAND_INVALID, op::RAX));
                 }
                 let base = a.rcx & !0xfff;
-                if a.rcx & 0xfff != 1 || base % SZ_2M != 0 {
+                if a.rcx & 0xfff != 1 || !base.is_multiple_of(SZ_2M) {
                     return Err(err(errno::OPERAND_INVALID, op::RCX));
                 }
                 let r = st
