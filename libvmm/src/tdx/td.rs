@@ -86,7 +86,6 @@ fn check(leaf: u64, status: Status) -> Result<(), TdxError> {
 }
 
 /// Per-vCPU fault-path state: the two fixed pools and counters.
-#[derive(Default)]
 pub struct VcpuCtx {
     pub dpamt_pool: PagePool<DPAMT_POOL>,
     pub sept_pool: PagePool<SEPT_POOL>,
@@ -96,6 +95,21 @@ pub struct VcpuCtx {
     /// drops nor re-takes it (with the series' put-on-error, a BUSY AUG on a range's first page removes
     /// the backing that the retry installs again; the bench counts the difference).
     held: Option<u64>,
+    /// Keep the reference across a BUSY retry (default). `false` is the series' put-on-error policy,
+    /// kept for the bench's comparison.
+    pub keep_ref_on_busy: bool,
+}
+
+impl Default for VcpuCtx {
+    fn default() -> Self {
+        Self {
+            dpamt_pool: PagePool::default(),
+            sept_pool: PagePool::default(),
+            busy_faults: 0,
+            held: None,
+            keep_ref_on_busy: true,
+        }
+    }
 }
 
 impl VcpuCtx {
@@ -408,7 +422,7 @@ impl<'a, S: Seamcall, const R: usize, const T: usize> Td<'a, S, R, T> {
             self.private.insert(leaf_key(gpa), hpa)?;
             return Ok(true);
         }
-        if s.is_busy() {
+        if s.is_busy() && vcpu.keep_ref_on_busy {
             vcpu.held = Some(hpa);
             return Err(TdxError::Busy {
                 leaf: lf,
