@@ -198,8 +198,16 @@ fn busy_on_the_fault_path_is_returned_for_a_retry_and_the_retry_succeeds() {
         Ok(true)
     );
     assert_eq!(d.refcount(guest_page(1)), Some(2));
+    // A vCPU that gives up after a BUSY fault releases the reference it kept.
+    m.hold_range(guest_page(2), true);
+    assert!(td
+        .fault(&mut vcpu, &mut alloc, 0x3000, guest_page(2), 0)
+        .is_err());
+    m.release_range(guest_page(2));
+    assert_eq!(d.refcount(guest_page(2)), Some(3));
     m.check_invariants().unwrap();
     td.release_vcpu(&mut vcpu, &mut alloc).unwrap();
+    assert_eq!(d.refcount(guest_page(2)), Some(2));
     td.teardown(&mut alloc).unwrap();
     assert_eq!(m.pages_in_use(), 0);
 }

@@ -186,6 +186,11 @@ fn td_life_cycle_and_s_ept_rules() {
         code(tdh::mem_sept_add(&m, tdr, gpa, 1, range(2))),
         errno::EPT_WALK_FAILED
     );
+    // S-EPT pages need Dynamic PAMT backing too.
+    assert_eq!(
+        tdh::mem_sept_add(&m, tdr, 0, 3, range(9)),
+        Status::with_operand(errno::PAGE_METADATA_INCORRECT, op::R8)
+    );
     assert!(tdh::mem_sept_add(&m, tdr, 0, 3, range(2)).is_success());
     assert_eq!(
         code(tdh::mem_sept_add(&m, tdr, 0, 3, range(2) + SZ_4K)),
