@@ -10,8 +10,15 @@
 //! - [`dpamt`]: Dynamic PAMT refcounts + global lock (install on first use, remove on last).
 //! - [`pool`], [`table`]: the fixed heapless pools and records; no general heap.
 //! - [`td`]: TD/vCPU set-up, S-EPT growth and AUG/ADD fault path, removal, teardown with reclaim.
+//! - [`probe`]: TDX-module detection (CPUID, MTRRCAP, SEAMRR) before any SEAMCALL; `boot` (bare-metal
+//!   x86_64 only) is the tdx image's entry: detect, and stop with the reason when there is no module.
 //!
 //! Everything here is `no_std` and allocation-free except [`sim`] (std, test/bench only).
+//!
+//! *Simulated*: no machine or emulator here runs a TDX module. The real SEAMCALL path is compiled into
+//! the tdx image but only its detection step ever runs here (and stops: no SEAM); everything past it is
+//! verified against [`sim::SimModule`], by host tests, a multi-threaded stress test, and a loom model
+//! check of the Dynamic PAMT protocol (`loom_tests`, `RUSTFLAGS="--cfg loom"`).
 #![forbid(unsafe_code)]
 
 pub mod dpamt;
