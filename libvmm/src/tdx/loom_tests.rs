@@ -3,7 +3,9 @@
 //! loom's Mutex, so each SEAMCALL's lock step and work step are separate scheduling points).
 //!
 //! The races are the ones of the Dynamic PAMT series: PAMT.ADD racing PAGE.REMOVE + PAMT.REMOVE on the
-//! same 2 MiB range, and two first uses of an empty range. Checked properties:
+//! same 2 MiB range, two first uses of an empty range, and a last `put` queued for the lock behind a
+//! get + put of the same range (where the series' design issues a second, failing PAMT.REMOVE; with the
+//! `installed` bit removed, this test fails). Checked properties:
 //! - no use without backing: every PAGE.AUG succeeds (the model refuses a page in an unbacked range),
 //!   and the model's invariants hold at the end;
 //! - no double install: no PAMT.ADD ever fails (the model answers HPA_RANGE_NOT_FREE to one), libvmm's
@@ -210,4 +212,43 @@ fn two_first_uses_of_one_range_install_once_and_the_last_put_removes() {
         assert_no_leak(&m, &initial, &[&p0, &p1], &[]);
     });
     assert!(n > 100, "loom explored only {n} interleavings");
+}
+
+/// The double-REMOVE window of the series' design: CPU 0's last `put` drops the count to 0 and queues
+/// for the lock while CPU 1 takes the range again and drops it too. Exactly one PAMT.REMOVE may happen,
+/// no `put` may fail, and at the end the range is unbacked with both pairs accounted for.
+#[test]
+fn a_put_queued_behind_a_get_and_put_removes_once() {
+    let n = model("put-get-put", || {
+        let m = Arc::new(SimModule::new(SimConfig::default(), tdmrs()));
+        let d = Arc::new(Dpamt::<512>::new(&tdmrs()).unwrap());
+        let initial: BTreeSet<u64> = (0..4)
+            .flat_map(|i| [MEM + 200 * SZ_2M + i * SZ_4K, MEM + 300 * SZ_2M + i * SZ_4K])
+            .collect();
+        let mut p0 = pool_of(MEM + 200 * SZ_2M);
+        d.get(&*m, Y, &mut p0).unwrap();
+        let (m0, d0) = (m.clone(), d.clone());
+        let t0 = thread::spawn(move || (p0, d0.put(&*m0, Y).expect("put on CPU 0")));
+        let (m1, d1) = (m.clone(), d.clone());
+        let t1 = thread::spawn(move || {
+            let mut p1 = pool_of(MEM + 300 * SZ_2M);
+            d1.get(&*m1, Z, &mut p1).expect("get on CPU 1");
+            let freed = d1.put(&*m1, Z).expect("put on CPU 1");
+            (p1, freed)
+        });
+        let (p0, f0) = t0.join().unwrap();
+        let (p1, f1) = t1.join().unwrap();
+        m.check_invariants().unwrap();
+        assert_eq!(d.refcount(X), Some(0));
+        assert_eq!(
+            d.is_installed(X),
+            Some(false),
+            "nobody holds X: it must be removed"
+        );
+        assert!(m.backed_ranges().is_empty());
+        assert_eq!(d.snapshot().installs, d.snapshot().removes);
+        let returned: Vec<u64> = f0.into_iter().chain(f1).flatten().collect();
+        assert_no_leak(&m, &initial, &[&p0, &p1], &returned);
+    });
+    assert!(n > 20, "loom explored only {n} interleavings");
 }
