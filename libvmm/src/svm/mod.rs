@@ -237,9 +237,9 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
     }
 }
 
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
 mod hw;
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
 pub(crate) use hw::boot;
 
 #[cfg(test)]

@@ -34,9 +34,9 @@ pub mod tdmr;
 #[cfg(any(test, feature = "tdx-sim"))]
 pub mod sim;
 
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "tdx"))]
 mod boot;
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "tdx"))]
 pub(crate) use boot::boot;
 
 #[cfg(all(test, loom))]
