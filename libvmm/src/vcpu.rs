@@ -148,7 +148,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         },
         Exit::Sbi { ext, fid, args } => sbi::decide(ext, fid, &args),
         Exit::MsrRead { msr } => msr::read(msr, |v| cpu.virtual_msr(v)),
-        Exit::MsrWrite { msr, value } => msr::write(msr, value),
+        Exit::MsrWrite { msr, value } => msr::write(msr, value, |v| cpu.virtual_msr(v)),
         Exit::Io(access) => {
             if vm.io_logged < IO_LOG_LIMIT {
                 vm.io_logged += 1;

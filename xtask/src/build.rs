@@ -122,8 +122,7 @@ pub fn build_image_cmd(a: &Args) -> Result<u8, String> {
 /// Whether this checkout can build an image for `backend` (its backend code has landed).
 pub fn backend_builds(backend: Backend) -> bool {
     match backend {
-        Backend::Svm => true,
-        Backend::Vmx => true,
-        Backend::Tdx | Backend::Riscv => false,
+        Backend::Svm | Backend::Vmx | Backend::Tdx => true,
+        Backend::Riscv => false,
     }
 }

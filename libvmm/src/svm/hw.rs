@@ -67,6 +67,17 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
     if let Err(why) = super::check_support(cpu::cpuid, vm_cr) {
         return StopReason::Unsupported(why);
     }
+    // AVIC: decided by KVM's policy and reported; not activated (libvmm has no virtual APIC yet, and TCG
+    // offers no AVIC to test it on).
+    let avic = super::avic::decide(
+        super::avic::AvicParam::Auto,
+        &super::avic::HostFacts::from_cpuid(cpu::cpuid, true),
+    );
+    crate::vmm_print!(
+        vm.platform.console(),
+        "libvmm: AVIC policy: {:?}\n",
+        avic.mode
+    );
     let Some(st) = hw::take_storage() else {
         return StopReason::Platform("SVM storage already in use");
     };

@@ -13,9 +13,12 @@
 // Built on the host for its tests and into every x86 image; used only by SVM images.
 #![cfg_attr(not(all(feature = "svm", target_os = "none")), allow(dead_code))]
 
+pub(crate) mod avic;
 pub(crate) mod decode;
 pub(crate) mod npt;
 pub(crate) mod permission_maps;
+pub(crate) mod sev_es;
+pub(crate) mod sev_snp;
 pub(crate) mod vmcb;
 
 use crate::exit::{Fault, Output, Reply, VirtualMsr};
@@ -236,9 +239,9 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
     }
 }
 
-#[cfg(all(feature = "svm", target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
 mod hw;
-#[cfg(all(feature = "svm", target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
 pub(crate) use hw::boot;
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub fn recoverable(c: &mut Checks) {
         ("vmload-is-ud", probe::vmload(page)),
         ("stgi-is-ud", probe::stgi()),
         ("clgi-is-ud", probe::clgi()),
+        ("skinit-is-ud", probe::skinit()),
+        ("invlpga-is-ud", probe::invlpga()),
         ("vmlaunch-is-ud", probe::vmlaunch()),
         ("vmread-is-ud", probe::vmread(0)),
         ("monitor-is-ud", probe::monitor()),
@@ -66,6 +68,12 @@ pub fn recoverable(c: &mut Checks) {
     c.check(
         "efer-same-value-write-ok",
         r == Ok(()),
+        format_args!("got {r:?}"),
+    );
+    let r = probe::wrmsr(MSR_EFER, e & !(1 << 8));
+    c.check(
+        "efer-clearing-lme-in-long-mode-is-gp",
+        r == Err(GP),
         format_args!("got {r:?}"),
     );
     let efer2 = probe::rdmsr(MSR_EFER);
@@ -152,6 +160,11 @@ pub fn fatal(attack: &str) {
         "vmm-write" => {
             // SAFETY: deliberately writes the VMM's physical memory.
             unsafe { core::ptr::write_volatile((VMM_IMAGE_BASE + 0x1000) as *mut u64, 0xBAD) };
+        }
+        "vmm-exec" => {
+            // SAFETY: deliberately jumps into the VMM image.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(VMM_IMAGE_BASE as usize) };
+            f();
         }
         "beyond-window" => {
             // SAFETY: deliberately reads just past guest memory.

@@ -280,6 +280,14 @@ pub mod probe {
         probe_asm!("clgi");
         outcome(())
     }
+    pub fn skinit() -> Probe<()> {
+        probe_asm!("skinit", in("eax") 0u32);
+        outcome(())
+    }
+    pub fn invlpga() -> Probe<()> {
+        probe_asm!("invlpga rax, ecx", in("rax") 0u64, in("ecx") 1u32);
+        outcome(())
+    }
     pub fn vmxon(region: u64) -> Probe<()> {
         probe_asm!("vmxon [{r}]", r = in(reg) &region);
         outcome(())

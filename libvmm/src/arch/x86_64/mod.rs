@@ -9,6 +9,8 @@ pub(crate) mod exit_device;
 pub(crate) mod idt;
 pub(crate) mod lapic;
 pub(crate) mod platform;
+#[cfg(feature = "tdx")]
+pub(crate) mod seamcall;
 pub(crate) mod serial;
 pub(crate) mod start;
 #[cfg(feature = "svm")]

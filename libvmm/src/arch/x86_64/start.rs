@@ -51,6 +51,7 @@ extern "C" fn libvmm_x86_entry() -> ! {
     let mut con = Serial::init();
     tables::init();
     super::lapic::mask_legacy_pics();
+    super::cpu::enable_nx();
     // SAFETY: the image crate defines this static through `libvmm::image!`.
     let payload: &crate::Payload = unsafe { &LIBVMM_PAYLOAD };
     crate::vmm_print!(
@@ -128,6 +129,14 @@ fn run_backend(
     state: &crate::x86::guest_setup::InitialState,
 ) -> StopReason {
     crate::svm::boot(vm, state)
+}
+
+#[cfg(feature = "tdx")]
+fn run_backend(
+    vm: &mut Vm<'_, X86Platform>,
+    _state: &crate::x86::guest_setup::InitialState,
+) -> StopReason {
+    crate::tdx::boot(vm)
 }
 
 /// `libvmm.selftest=panic|fault` on the command line makes the VMM fail on purpose, so that the panic
