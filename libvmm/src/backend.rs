@@ -29,8 +29,9 @@ pub(crate) trait Backend {
     /// Enters the guest and runs it until the next exit, then decodes that exit.
     fn run(&mut self) -> Result<Exit, BackendError>;
 
-    /// Carries out the loop's reply to the last exit.
-    fn reply(&mut self, exit: &Exit, reply: Reply);
+    /// Carries out the loop's reply to the last exit. (The reply carries everything it needs, so the
+    /// exit need not be kept in memory across the call: that keeps the exit path short.)
+    fn reply(&mut self, reply: Reply);
 
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
     fn virtual_msr(&self, msr: crate::exit::VirtualMsr) -> Option<u64>;

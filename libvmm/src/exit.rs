@@ -49,7 +49,9 @@ pub enum VirtualMsr {
     Pat,
 }
 
-/// Virtualization instructions a guest may try (all answered with an undefined-opcode fault).
+/// Virtualization instructions a guest may try (all answered with an undefined-opcode fault). Each
+/// image builds one backend, which constructs only its own vendor's variants.
+#[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VirtInsn {
     Vmrun,
@@ -88,6 +90,7 @@ pub enum Exit {
         args: [u64; 4],
     },
     /// Other SBI call from VS-mode (RISC-V).
+    #[cfg_attr(not(target_arch = "riscv64"), allow(dead_code))]
     Sbi {
         ext: u64,
         fid: u64,
@@ -150,8 +153,8 @@ pub enum Output {
     Sbi { error: i64, value: i64 },
     /// RDMSR result (EDX:EAX).
     MsrValue(u64),
-    /// IN result: the low `size` bytes go to AL/AX/EAX.
-    IoIn(u32),
+    /// IN result: the low `size` (1, 2, 4) bytes of `value` go to AL/AX/EAX.
+    IoIn { value: u32, size: u8 },
     /// A write to an MSR the backend keeps (the policy has validated the value).
     SetVirtualMsr(VirtualMsr, u64),
 }

@@ -17,6 +17,11 @@ pub(crate) trait Platform {
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
     fn clock_ns(&self, clock: u64) -> Option<u64>;
+    /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
+    /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.
+    fn time_limit_exceeded(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Generic per-VM state the loop and the policies work on.
@@ -66,6 +71,10 @@ pub enum StopReason {
     Unsupported(&'static str),
     /// A boot-time platform problem (memory map, device tree, payload does not fit).
     Platform(&'static str),
+    /// The guest ran past its time limit (milliseconds).
+    TimeLimit {
+        ms: u64,
+    },
 }
 
 impl StopReason {
@@ -76,7 +85,9 @@ impl StopReason {
             Self::PayloadAbort => StopCode::PayloadAbort as u8,
             Self::GuestMemoryViolation { .. } => StopCode::GuestMemoryViolation as u8,
             Self::TripleFault => StopCode::TripleFault as u8,
-            Self::GuestHalted | Self::UnhandledExit { .. } => StopCode::GuestError as u8,
+            Self::GuestHalted | Self::UnhandledExit { .. } | Self::TimeLimit { .. } => {
+                StopCode::GuestError as u8
+            }
             Self::Backend(BackendError::ConsistencyCheck { .. }) => {
                 StopCode::ConsistencyCheck as u8
             }
@@ -115,17 +126,18 @@ impl core::fmt::Display for StopReason {
             }
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Platform(what) => write!(f, "platform error: {what}"),
+            Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
         }
     }
 }
 
 /// Decides the reply to one exit, or that the VM stops.
 pub(crate) fn handle<B: Backend, P: Platform>(
-    exit: &Exit,
+    exit: Exit,
     cpu: &B,
     vm: &mut Vm<'_, P>,
 ) -> Result<Reply, StopReason> {
-    Ok(match *exit {
+    Ok(match exit {
         Exit::Cpuid { leaf, subleaf } => {
             let host = |l, s| vm.platform.host_cpuid(l, s);
             Reply::Complete(Output::Cpuid(cpuid::answer(leaf, subleaf, B::ID, host)))
@@ -136,8 +148,8 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         },
         Exit::Sbi { ext, fid, ref args } => sbi::decide(ext, fid, args, vm)?,
         Exit::MsrRead { msr } => msr::read(msr, |v| cpu.virtual_msr(v)),
-        Exit::MsrWrite { msr, value } => msr::write(msr, value),
-        Exit::Io(ref access) => {
+        Exit::MsrWrite { msr, value } => msr::write(msr, value, |v| cpu.virtual_msr(v)),
+        Exit::Io(access) => {
             if vm.io_logged < IO_LOG_LIMIT {
                 vm.io_logged += 1;
                 crate::vmm_print!(
@@ -148,7 +160,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                     access.size
                 );
             }
-            io::decide(access)
+            io::decide(&access)
         }
         Exit::GuestMemoryFault { gpa, access } => {
             return Err(StopReason::GuestMemoryViolation { gpa, access })
@@ -156,7 +168,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::Halt => return Err(StopReason::GuestHalted),
         Exit::VirtInsn(_) | Exit::IllegalInsn { .. } => Reply::Inject(Fault::InvalidOpcode),
         Exit::TripleFault => return Err(StopReason::TripleFault),
-        Exit::HostEvent => Reply::Resume,
+        Exit::HostEvent => match vm.platform.time_limit_exceeded() {
+            Some(ms) => return Err(StopReason::TimeLimit { ms }),
+            None => Reply::Resume,
+        },
         Exit::Unknown { code, info1, info2 } => {
             return Err(StopReason::UnhandledExit { code, info1, info2 })
         }
@@ -171,8 +186,8 @@ pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> S
             Err(e) => return StopReason::Backend(e),
         };
         vm.exits += 1;
-        match handle(&exit, cpu, vm) {
-            Ok(reply) => cpu.reply(&exit, reply),
+        match handle(exit, cpu, vm) {
+            Ok(reply) => cpu.reply(reply),
             Err(stop) => return stop,
         }
     }
@@ -222,6 +237,7 @@ pub(crate) mod tests {
     pub struct ScriptedBackend {
         pub script: Vec<Exit>,
         pub replies: Vec<(Exit, Reply)>,
+        pub last: Option<Exit>,
     }
     impl Backend for ScriptedBackend {
         const ID: BackendId = BackendId::Svm;
@@ -232,10 +248,13 @@ pub(crate) mod tests {
                     what: "script ended",
                 });
             }
-            Ok(self.script.remove(0))
+            let e = self.script.remove(0);
+            self.last = Some(e);
+            Ok(e)
         }
-        fn reply(&mut self, exit: &Exit, reply: Reply) {
-            self.replies.push((*exit, reply));
+        fn reply(&mut self, reply: Reply) {
+            self.replies
+                .push((self.last.expect("reply without an exit"), reply));
         }
         fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
             Some(msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME)
@@ -251,6 +270,7 @@ pub(crate) mod tests {
         let mut cpu = ScriptedBackend {
             script,
             replies: Vec::new(),
+            last: None,
         };
         let mut vm = Vm::new(GuestMemory::new(BASE, mem), ModelPlatform::default());
         let stop = run(&mut cpu, &mut vm);

@@ -90,14 +90,38 @@ pub fn build_image(backend: Backend, payload: &str) -> Result<PathBuf, String> {
 
 pub fn build_image_cmd(a: &Args) -> Result<u8, String> {
     let path = build_image(a.backend, &a.payload)?;
-    println!("{}", path.display());
+    let format = a
+        .rest
+        .iter()
+        .position(|r| r == "--format")
+        .and_then(|i| a.rest.get(i + 1));
+    match format.map(String::as_str) {
+        None | Some("elf") => println!("{}", path.display()),
+        // A GRUB multiboot2 ISO (x86 images carry a multiboot2 header): the file for a USB stick or disk.
+        Some("iso") if a.backend != Backend::Riscv => {
+            crate::cmd::ensure_tools("bochs", &["grub-mkrescue", "xorriso"])?;
+            let iso = path.with_extension("iso");
+            let fw = crate::iso::build_iso(&path, &iso, &a.cmdline)?;
+            let firmware = match (fw.bios, fw.uefi) {
+                (true, true) => "BIOS + UEFI",
+                (true, false) => "BIOS (install grub-efi-amd64-bin for UEFI)",
+                _ => "UEFI",
+            };
+            println!("{} ({firmware})", iso.display());
+        }
+        Some(f) => {
+            return Err(format!(
+                "unknown image format {f} for {} (elf, iso on x86)",
+                a.backend
+            ))
+        }
+    }
     Ok(0)
 }
 
 /// Whether this checkout can build an image for `backend` (its backend code has landed).
 pub fn backend_builds(backend: Backend) -> bool {
     match backend {
-        Backend::Svm | Backend::Riscv => true,
-        Backend::Vmx | Backend::Tdx => false,
+        Backend::Svm | Backend::Vmx | Backend::Tdx | Backend::Riscv => true,
     }
 }

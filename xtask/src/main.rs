@@ -1,15 +1,17 @@
 //! `cargo xtask`: build, boot, test and benchmark libvmm images.
 //!
 //! ```text
-//! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME]   prints the image path
+//! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME] [--format iso]   prints the image path
 //! cargo xtask run [--backend B] [--payload P] [--cmdline "..."]           boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
 //! ```
 mod backend;
 mod bench;
+mod bochs;
 mod build;
 mod cmd;
+mod iso;
 mod qemu;
 mod run;
 mod test;
@@ -49,7 +51,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
     Ok(a)
 }
 
-const USAGE: &str = "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT]";
+const USAGE: &str =
+    "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();

@@ -16,6 +16,7 @@ pub const ICOUNT: [&str; 4] = ["-icount", "shift=0,sleep=off", "-seed", "1"];
 pub fn x86(
     image: &Path,
     cmdline: &str,
+    cpu: Option<&str>,
     icount: bool,
     echo: bool,
     limit: Duration,
@@ -23,8 +24,18 @@ pub fn x86(
     ensure_tools("qemu", &["qemu-system-x86_64"])?;
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
-        "-accel", "tcg", "-cpu", "max", "-M", "microvm", "-m", "128", "-display", "none",
-        "-serial", "stdio",
+        "-accel",
+        "tcg",
+        "-cpu",
+        cpu.unwrap_or("max"),
+        "-M",
+        "microvm",
+        "-m",
+        "128",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
     ])
     .args([
         "-no-reboot",

@@ -46,6 +46,8 @@ pub struct BootOptions<'a> {
     pub cmdline: &'a str,
     /// RISC-V: a device tree to boot with instead of QEMU's own.
     pub dtb: Option<&'a Path>,
+    /// Emulator CPU model instead of the backend's default (x86 QEMU: `-cpu`).
+    pub cpu: Option<&'a str>,
     pub icount: bool,
     pub echo: bool,
     pub limit: Duration,
@@ -62,10 +64,10 @@ fn source(backend: Backend) -> StopCodeSource {
 fn launch(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Finished, String> {
     match backend {
         Backend::Svm | Backend::Tdx => {
-            crate::qemu::x86(image, o.cmdline, o.icount, o.echo, o.limit)
+            crate::qemu::x86(image, o.cmdline, o.cpu, o.icount, o.echo, o.limit)
         }
         Backend::Riscv => crate::qemu::riscv(image, o.cmdline, o.dtb, o.icount, o.echo, o.limit),
-        Backend::Vmx => Err("the Bochs runner is not wired up yet".into()),
+        Backend::Vmx => crate::bochs::launch(image, o.cmdline, o.cpu, o.echo, o.limit),
     }
 }
 
@@ -104,6 +106,7 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
     let o = BootOptions {
         cmdline: &a.cmdline,
         dtb: None,
+        cpu: None,
         icount: false,
         echo: true,
         limit: Duration::from_secs(120),

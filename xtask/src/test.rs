@@ -15,6 +15,8 @@ use libvmm_abi::stop::StopCode;
 pub struct Case {
     pub payload: &'static str,
     pub cmdline: &'static str,
+    /// Emulator CPU model, when the case needs another than the backend's default.
+    pub cpu: Option<&'static str>,
     pub code: u8,
     pub expect: Vec<String>,
     pub forbid: Vec<&'static str>,
@@ -32,7 +34,49 @@ const HOSTILE_FORBID: [&str; 3] = [
 ];
 
 /// The boot cases of a backend. `name` is how the guest names the backend.
+/// Cases about the VMM itself on x86 QEMU: its panic and exception handlers, and CPUs without SVM.
+fn vmm_cases() -> Vec<Case> {
+    let case = |cmdline, cpu, code: StopCode, expect: &str| Case {
+        dtb: None,
+        payload: "hello",
+        cmdline,
+        cpu,
+        code: code as u8,
+        expect: vec![expect.to_string()],
+        forbid: vec!["Hello from a libvmm guest"],
+    };
+    vec![
+        case(
+            "libvmm.selftest=panic",
+            None,
+            StopCode::VmmPanic,
+            "libvmm: VMM panic at libvmm/src/arch/x86_64/start.rs:",
+        ),
+        case(
+            "libvmm.selftest=fault",
+            None,
+            StopCode::VmmPanic,
+            "libvmm: VMM exception 6 (error 0x0) at rip 0x",
+        ),
+        case(
+            "",
+            Some("qemu64,-svm"),
+            StopCode::Unsupported,
+            "SVM missing: CPUID 0x8000_0001 ECX bit 2 (SVM) is clear",
+        ),
+        case(
+            "",
+            Some("qemu64,+svm,-npt"),
+            StopCode::Unsupported,
+            "nested paging missing: CPUID 0x8000_000A EDX bit 0 (NP) is clear",
+        ),
+    ]
+}
+
 pub fn cases(backend: Backend) -> Vec<Case> {
+    if backend == Backend::Tdx {
+        return tdx_cases();
+    }
     let name = match backend {
         Backend::Svm => "AMD SVM",
         Backend::Vmx => "Intel VMX",
@@ -53,6 +97,7 @@ pub fn cases(backend: Backend) -> Vec<Case> {
     let hostile = |cmdline: &'static str, code: u8, expect: String| Case {
         payload: "hostile",
         cmdline,
+        cpu: None,
         code,
         expect: vec![" recoverable checks passed, 0 failed".into(), expect],
         forbid: HOSTILE_FORBID.to_vec(),
@@ -61,10 +106,24 @@ pub fn cases(backend: Backend) -> Vec<Case> {
     if backend == Backend::Riscv {
         return riscv_cases(name, hostile);
     }
-    vec![
+    let mut v = if backend == Backend::Svm {
+        vmm_cases()
+    } else {
+        Vec::new()
+    };
+    if backend == Backend::Svm {
+        // A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back).
+        v.push(hostile(
+            "attack=spin libvmm.timeout_ms=300",
+            StopCode::GuestError as u8,
+            "guest exceeded its time limit of 300 ms".into(),
+        ));
+    }
+    v.extend([
         Case {
             payload: "hello",
             cmdline: "",
+            cpu: None,
             code: 0,
             expect: vec![
                 format!("Hello from a libvmm guest! This payload runs deprivileged on {name}."),
@@ -89,6 +148,11 @@ pub fn cases(backend: Backend) -> Vec<Case> {
             ),
         ),
         hostile(
+            "attack=vmm-exec",
+            gmv,
+            format!("guest memory violation: execute of guest-physical {vmm_base:#x}"),
+        ),
+        hostile(
             "attack=beyond-window",
             gmv,
             format!("guest memory violation: read of guest-physical {window_end:#x}"),
@@ -106,6 +170,7 @@ pub fn cases(backend: Backend) -> Vec<Case> {
         Case {
             payload: "exitbench",
             cmdline: "",
+            cpu: None,
             code: 0,
             expect: vec![
                 "exitbench: done".into(),
@@ -115,7 +180,11 @@ pub fn cases(backend: Backend) -> Vec<Case> {
             forbid: vec!["panic"],
             dtb: None,
         },
-    ]
+    ]);
+    if backend == Backend::Vmx {
+        v.extend(crate::bochs::consistency_cases());
+    }
+    v
 }
 
 /// The RISC-V boot cases: the same payloads and checks, with the RISC-V forms of the fatal attacks.
@@ -126,6 +195,7 @@ fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -
         format!("guest memory violation: {what} of guest-physical {gpa:#x} outside guest memory")
     };
     let hello = |dtb: Option<&'static str>, extra: &str| Case {
+        cpu: None,
         payload: "hello",
         cmdline: "",
         code: 0,
@@ -196,6 +266,7 @@ fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -
             "payload aborted".into(),
         ),
         Case {
+            cpu: None,
             payload: "exitbench",
             cmdline: "",
             code: 0,
@@ -211,7 +282,31 @@ fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -
 }
 
 /// Backends whose images boot on an emulator here.
-pub const BOOTED: [Backend; 2] = [Backend::Svm, Backend::Riscv];
+pub const BOOTED: [Backend; 4] = [Backend::Svm, Backend::Vmx, Backend::Tdx, Backend::Riscv];
+
+/// Backends whose `exitbench` runs (TDX cannot run a payload on any emulator here).
+pub const BENCHED: [Backend; 3] = [Backend::Svm, Backend::Vmx, Backend::Riscv];
+
+/// The TDX image boots on QEMU and must stop at module detection, naming what is missing; it never
+/// executes SEAMCALL without a SEAM module (that would #UD).
+fn tdx_cases() -> Vec<Case> {
+    let case = |cpu, expect: &str| Case {
+        dtb: None,
+        payload: "hello",
+        cmdline: "",
+        cpu,
+        code: StopCode::Unsupported as u8,
+        expect: vec![format!("libvmm: TDX: no TDX module: {expect}")],
+        forbid: vec!["libvmm: VMM", "Hello from a libvmm guest"],
+    };
+    vec![
+        case(None, "the CPU vendor is not GenuineIntel"),
+        case(
+            Some("max,vendor=GenuineIntel"),
+            "CPUID.1:ECX bit 5 (VMX) is clear",
+        ),
+    ]
+}
 
 struct Tally {
     passed: u32,
@@ -234,7 +329,11 @@ impl Tally {
 }
 
 fn step(c: std::process::Command, what: &str) -> Result<(), String> {
-    let f = run_bounded(c, Duration::from_secs(1500), false)?;
+    // Loom can hang instead of failing on a broken protocol: every step has a time limit.
+    let f = run_bounded(c, Duration::from_secs(900), false)?;
+    if f.timed_out {
+        return Err(format!("{what} did not finish within 900 s"));
+    }
     if f.code == Some(0) {
         Ok(())
     } else {
@@ -259,6 +358,21 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
     let mut c = cargo();
     c.args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"]);
     steps.push(("clippy (host crates)".to_string(), c));
+    // Model check of the TDX Dynamic PAMT protocol over all interleavings (loom), in its own target
+    // directory: the `--cfg loom` build would otherwise evict the normal build cache.
+    let mut c = cargo();
+    c.env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", crate::cmd::target_dir().join("loom"))
+        .args([
+            "test",
+            "-q",
+            "-p",
+            "libvmm",
+            "--lib",
+            "--release",
+            "tdx::loom_tests",
+        ]);
+    steps.push(("loom model check (TDX Dynamic PAMT)".to_string(), c));
     for backend in [Backend::Svm, Backend::Vmx, Backend::Tdx, Backend::Riscv] {
         if !crate::build::backend_builds(backend) {
             continue;
@@ -288,6 +402,7 @@ fn check_case(backend: Backend, image: &std::path::Path, case: &Case) -> Result<
     let o = BootOptions {
         cmdline: case.cmdline,
         dtb: dtb.as_deref(),
+        cpu: case.cpu,
         icount: false,
         echo: false,
         limit: Duration::from_secs(if backend == Backend::Vmx { 60 } else { 30 }),
@@ -346,7 +461,11 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
             t.record(&format!("{backend}: image builds with boot headers"), s, r);
             continue;
         }
-        for payload in PAYLOADS {
+        let cases = cases(backend);
+        for payload in PAYLOADS
+            .into_iter()
+            .filter(|p| cases.iter().any(|c| c.payload == *p))
+        {
             let s = Instant::now();
             println!("---- {backend}: build {payload}");
             let image = match build_image(backend, payload) {
@@ -363,15 +482,13 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
                     crate::bench::check_image_headers(backend, &image),
                 );
             }
-            for case in cases(backend).iter().filter(|c| c.payload == payload) {
+            for case in cases.iter().filter(|c| c.payload == payload) {
                 let s = Instant::now();
-                let name = format!(
-                    "{backend}: boot {payload} {}{}",
-                    case.cmdline,
-                    case.dtb.map(|d| format!(" (-dtb {d})")).unwrap_or_default()
-                )
-                .trim_end()
-                .to_string();
+                let cpu = case.cpu.map(|c| format!(" (cpu {c})")).unwrap_or_default();
+                let dtb = case.dtb.map(|d| format!(" (-dtb {d})")).unwrap_or_default();
+                let name = format!("{backend}: boot {payload} {}{cpu}{dtb}", case.cmdline)
+                    .trim_end()
+                    .to_string();
                 let r = check_case(backend, &image, case);
                 t.record(&name, s, r);
             }

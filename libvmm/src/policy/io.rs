@@ -18,7 +18,10 @@ pub fn decide(io: &IoAccess) -> Reply {
         } else {
             (1u32 << (io.size * 8)) - 1
         };
-        Reply::Complete(Output::IoIn(ones))
+        Reply::Complete(Output::IoIn {
+            value: ones,
+            size: io.size,
+        })
     }
 }
 
@@ -40,15 +43,24 @@ mod tests {
     fn reads_of_unassigned_ports_are_all_ones() {
         assert_eq!(
             decide(&io(0x3f8, 1, false, false)),
-            Reply::Complete(Output::IoIn(0xFF))
+            Reply::Complete(Output::IoIn {
+                value: 0xFF,
+                size: 1
+            })
         );
         assert_eq!(
             decide(&io(0x60, 2, false, false)),
-            Reply::Complete(Output::IoIn(0xFFFF))
+            Reply::Complete(Output::IoIn {
+                value: 0xFFFF,
+                size: 2
+            })
         );
         assert_eq!(
             decide(&io(0xcf8, 4, false, false)),
-            Reply::Complete(Output::IoIn(u32::MAX))
+            Reply::Complete(Output::IoIn {
+                value: u32::MAX,
+                size: 4
+            })
         );
     }
 

@@ -56,11 +56,19 @@ pub fn read(msr: u32, current: impl Fn(VirtualMsr) -> Option<u64>) -> Reply {
     }
 }
 
-/// WRMSR of `value`.
-pub fn write(msr: u32, value: u64) -> Reply {
+/// WRMSR of `value`; `current` reads the backend's copy (EFER checks depend on it).
+///
+/// EFER: reserved bits and SVME are #GP; LMA is read-only (the written bit is ignored, as on hardware);
+/// clearing LME while long mode is active (LMA = 1, so paging is on) is #GP, as the SDM and APM require.
+pub fn write(msr: u32, value: u64, current: impl Fn(VirtualMsr) -> Option<u64>) -> Reply {
     let Some(v) = virtual_msr(msr) else { return GP };
+    let mut value = value;
     let ok = match v {
-        VirtualMsr::Efer => value & !EFER_GUEST_BITS == 0,
+        VirtualMsr::Efer => {
+            let cur = current(VirtualMsr::Efer).unwrap_or(0);
+            value = (value & !EFER_LMA) | (cur & EFER_LMA);
+            value & !EFER_GUEST_BITS == 0 && !(cur & EFER_LMA != 0 && value & EFER_LME == 0)
+        }
         VirtualMsr::FsBase | VirtualMsr::GsBase | VirtualMsr::KernelGsBase => is_canonical(value),
         VirtualMsr::Pat => pat_is_valid(value),
     };
@@ -92,14 +100,38 @@ mod tests {
 
     #[test]
     fn efer_write_setting_svme_or_reserved_bits_is_gp() {
-        assert_eq!(write(MSR_EFER, EFER_LME | EFER_LMA | EFER_SVME), GP);
-        assert_eq!(write(MSR_EFER, 1 << 40), GP);
         assert_eq!(
-            write(MSR_EFER, EFER_LME | EFER_LMA | EFER_NXE),
+            write(MSR_EFER, EFER_LME | EFER_LMA | EFER_SVME, backend),
+            GP
+        );
+        assert_eq!(write(MSR_EFER, 1 << 40, backend), GP);
+        assert_eq!(
+            write(MSR_EFER, EFER_LME | EFER_LMA | EFER_NXE, backend),
             Reply::Complete(Output::SetVirtualMsr(
                 VirtualMsr::Efer,
                 EFER_LME | EFER_LMA | EFER_NXE
             ))
+        );
+    }
+
+    #[test]
+    fn efer_lma_is_read_only_and_lme_cannot_drop_in_long_mode() {
+        // Clearing LME while LMA is set: #GP.
+        assert_eq!(write(MSR_EFER, EFER_LMA, backend), GP);
+        assert_eq!(write(MSR_EFER, 0, backend), GP);
+        // LMA written as 0 is ignored: the backend keeps LMA.
+        assert_eq!(
+            write(MSR_EFER, EFER_LME | EFER_SCE, backend),
+            Reply::Complete(Output::SetVirtualMsr(
+                VirtualMsr::Efer,
+                EFER_LME | EFER_LMA | EFER_SCE
+            ))
+        );
+        // Outside long mode LME may change, and LMA cannot be set by writing it.
+        let legacy = |_: VirtualMsr| Some(0);
+        assert_eq!(
+            write(MSR_EFER, EFER_LME | EFER_LMA, legacy),
+            Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, EFER_LME))
         );
     }
 
@@ -117,21 +149,21 @@ mod tests {
             u32::MAX,
         ] {
             assert_eq!(read(msr, backend), GP, "{msr:#x}");
-            assert_eq!(write(msr, 0), GP, "{msr:#x}");
+            assert_eq!(write(msr, 0, backend), GP, "{msr:#x}");
         }
     }
 
     #[test]
     fn bases_must_be_canonical_and_pat_valid() {
-        assert_eq!(write(MSR_FS_BASE, 0x0000_8000_0000_0000), GP);
+        assert_eq!(write(MSR_FS_BASE, 0x0000_8000_0000_0000, backend), GP);
         assert!(matches!(
-            write(MSR_GS_BASE, 0xFFFF_8000_0000_0000),
+            write(MSR_GS_BASE, 0xFFFF_8000_0000_0000, backend),
             Reply::Complete(_)
         ));
         assert!(matches!(
-            write(MSR_PAT, 0x0007_0406_0007_0406),
+            write(MSR_PAT, 0x0007_0406_0007_0406, backend),
             Reply::Complete(_)
         ));
-        assert_eq!(write(MSR_PAT, 0x0007_0406_0007_0402), GP);
+        assert_eq!(write(MSR_PAT, 0x0007_0406_0007_0402, backend), GP);
     }
 }

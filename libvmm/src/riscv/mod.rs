@@ -250,34 +250,30 @@ impl<H: Hart> Backend for RiscvH<H> {
         Ok(self.decode(scause))
     }
 
+    /// The exit itself is not passed back: what a reply needs is still in the guest's registers (a7/a6/a0
+    /// of an SBI call) or in stval (the bits of a trapped instruction) until the next guest entry.
     #[inline(always)]
-    fn reply(&mut self, exit: &Exit, reply: Reply) {
+    fn reply(&mut self, reply: Reply) {
         match reply {
             Reply::Complete(Output::Hypercall(v)) => {
                 self.ctx.x[A0] = 0;
                 self.ctx.x[A1] = v as u64;
             }
             Reply::Complete(Output::Sbi { error, value }) => {
+                let x = &self.ctx.x;
+                let set_timer = error == 0 && x[A7] == SBI_EXT_TIME && x[A6] == 0;
+                let deadline = x[A0];
                 self.ctx.x[A0] = error as u64;
                 self.ctx.x[A1] = value as u64;
-                if let Exit::Sbi {
-                    ext: SBI_EXT_TIME,
-                    fid: 0,
-                    args,
-                } = exit
-                {
-                    if error == 0 {
-                        self.set_guest_timer(args[0]);
-                    }
+                if set_timer {
+                    self.set_guest_timer(deadline);
                 }
             }
             Reply::Complete(Output::Nothing) => {}
             Reply::Complete(_) | Reply::Inject(_) => {
-                // x86-only outputs cannot complete a RISC-V exit; faults are illegal instructions here.
-                let tval = match exit {
-                    Exit::IllegalInsn { raw } => *raw,
-                    _ => 0,
-                };
+                // x86-only outputs cannot complete a RISC-V exit; faults are illegal instructions here,
+                // with the trapped instruction's bits (stval of a virtual-instruction trap) as vstval.
+                let tval = self.hart.csr(Csr::Stval);
                 return self.inject_illegal(tval);
             }
             Reply::Resume => return,

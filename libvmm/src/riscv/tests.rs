@@ -246,10 +246,8 @@ fn reply_inject_maps_every_fault_to_illegal_instruction() {
     let hart = ModelHart::default();
     let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
     cpu.hart.set_csr(Csr::Vstvec, 0x8400_4000);
-    cpu.reply(
-        &Exit::IllegalInsn { raw: 0x30 },
-        Reply::Inject(Fault::GeneralProtection(0)),
-    );
+    cpu.hart.set_csr(Csr::Stval, 0x30);
+    cpu.reply(Reply::Inject(Fault::GeneralProtection(0)));
     assert_eq!(cpu.hart().csr(Csr::Vscause), csr::EXC_ILLEGAL_INSN);
     assert_eq!(cpu.hart().csr(Csr::Vstval), 0x30);
     assert_eq!(cpu.hart().csr(Csr::Sepc), 0x8400_4000);

@@ -1,10 +1,16 @@
 //! SVM on the real instruction: bring-up on this CPU and the [`Backend`] implementation the generic loop
 //! drives. Safe code over `arch::x86_64::svm`.
+//!
+//! The state VMLOAD/VMSAVE move (FS, GS, TR, LDTR, KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*)
+//! is loaded into the CPU once, before the first VMRUN, and stays there across exits: the VMM never uses
+//! those registers, so nothing needs swapping on the exit path (KVM likewise defers the host's VMLOAD).
+//! The VMCB copy is refreshed with VMSAVE on MSR exits, where the policy may read those MSRs, and
+//! written back with VMLOAD when the policy changes one.
 #![forbid(unsafe_code)]
 
 use crate::arch::x86_64::{boot as boot_info, cpu, svm as hw};
 use crate::backend::{Backend, BackendError};
-use crate::exit::{Exit, Reply, VirtualMsr};
+use crate::exit::{Exit, Output, Reply, VirtualMsr};
 use crate::vcpu::{self, Platform, StopReason, Vm};
 use crate::x86::gprs::Gprs;
 use crate::x86::guest_setup::InitialState;
@@ -14,7 +20,6 @@ use super::vmcb::Vmcb;
 
 pub(crate) struct SvmVcpu {
     vmcb: &'static mut Vmcb,
-    host_vmcb_pa: u64,
     gprs: Gprs,
 }
 
@@ -22,8 +27,11 @@ impl Backend for SvmVcpu {
     const ID: libvmm_abi::BackendId = libvmm_abi::BackendId::Svm;
 
     fn run(&mut self) -> Result<Exit, BackendError> {
-        hw::run(&mut self.gprs, self.vmcb, self.host_vmcb_pa);
+        hw::run(&mut self.gprs, self.vmcb);
         super::after_exit(self.vmcb);
+        if self.vmcb.control.exit_code == code::MSR {
+            hw::vmsave(self.vmcb);
+        }
         if self.vmcb.control.exit_code & 0xFFFF_FFFF == code::INVALID {
             return Err(BackendError::EntryFailed {
                 code: self.vmcb.control.exit_code,
@@ -33,8 +41,15 @@ impl Backend for SvmVcpu {
         Ok(decode::decode(&super::exit_info(self.vmcb), &self.gprs))
     }
 
-    fn reply(&mut self, exit: &Exit, reply: Reply) {
-        super::apply_reply(self.vmcb, &mut self.gprs, exit, reply);
+    fn reply(&mut self, reply: Reply) {
+        super::apply_reply(self.vmcb, &mut self.gprs, reply);
+        if let Reply::Complete(Output::SetVirtualMsr(
+            VirtualMsr::FsBase | VirtualMsr::GsBase | VirtualMsr::KernelGsBase,
+            _,
+        )) = reply
+        {
+            hw::vmload(self.vmcb);
+        }
     }
 
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
@@ -52,6 +67,17 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
     if let Err(why) = super::check_support(cpu::cpuid, vm_cr) {
         return StopReason::Unsupported(why);
     }
+    // AVIC: decided by KVM's policy and reported; not activated (libvmm has no virtual APIC yet, and TCG
+    // offers no AVIC to test it on).
+    let avic = super::avic::decide(
+        super::avic::AvicParam::Auto,
+        &super::avic::HostFacts::from_cpuid(cpu::cpuid, true),
+    );
+    crate::vmm_print!(
+        vm.platform.console(),
+        "libvmm: AVIC policy: {:?}\n",
+        avic.mode
+    );
     let Some(st) = hw::take_storage() else {
         return StopReason::Platform("SVM storage already in use");
     };
@@ -86,11 +112,9 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
         ncr3: hw::pa(&st.npt.pml4),
     };
     super::init_vmcb(&mut st.guest_vmcb, state, links);
-    let host_vmcb_pa = hw::pa(&st.host_vmcb);
-    hw::vmsave(host_vmcb_pa);
+    hw::vmload(&st.guest_vmcb);
     let mut cpu = SvmVcpu {
         vmcb: &mut st.guest_vmcb,
-        host_vmcb_pa,
         gprs: super::initial_gprs(state),
     };
     let stop = vcpu::run(&mut cpu, vm);

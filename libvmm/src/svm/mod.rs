@@ -10,13 +10,18 @@
 //! resumes inside its own instruction: that hurts only the guest itself. With NRIPS (real hardware)
 //! NEXT_RIP is used.
 #![forbid(unsafe_code)]
+// Built on the host for its tests and into every x86 image; used only by SVM images.
+#![cfg_attr(not(all(feature = "svm", target_os = "none")), allow(dead_code))]
 
+pub(crate) mod avic;
 pub(crate) mod decode;
 pub(crate) mod npt;
 pub(crate) mod permission_maps;
+pub(crate) mod sev_es;
+pub(crate) mod sev_snp;
 pub(crate) mod vmcb;
 
-use crate::exit::{Exit, Fault, Output, Reply, VirtualMsr};
+use crate::exit::{Fault, Output, Reply, VirtualMsr};
 use crate::policy::msr::EFER_SVME;
 use crate::x86::gprs::Gprs;
 use crate::x86::guest_setup::InitialState;
@@ -65,7 +70,8 @@ fn seg(selector: u16, desc: u64) -> VmcbSegment {
 /// Fills a zeroed VMCB for the first VMRUN: intercepts, maps, ASID, nested paging, guest state.
 pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     let c = &mut v.control;
-    c.intercept_misc1 = intercept::CPUID
+    c.intercept_misc1 = intercept::INTR
+        | intercept::CPUID
         | intercept::HLT
         | intercept::INVLPGA
         | intercept::IOIO_PROT
@@ -84,6 +90,7 @@ pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     c.iopm_base_pa = links.iopm_pa;
     c.msrpm_base_pa = links.msrpm_pa;
     c.asid = crate::config::GUEST_TAG as u32;
+    c.int_ctl = vmcb::V_INTR_MASKING;
     c.tlb_control = vmcb::TLB_FLUSH_ALL;
     c.misc_ctl = vmcb::NP_ENABLE;
     c.n_cr3 = links.ncr3;
@@ -175,7 +182,7 @@ pub fn virtual_msr(v: &Vmcb, msr: VirtualMsr) -> u64 {
 }
 
 /// Carries out the loop's reply on the VMCB and the saved registers.
-pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, exit: &Exit, reply: Reply) {
+pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
     match reply {
         Reply::Resume => {}
         Reply::Inject(fault) => {
@@ -204,11 +211,7 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, exit: &Exit, reply: Reply) {
                     v.save.rax = val & 0xFFFF_FFFF;
                     g.rdx = val >> 32;
                 }
-                Output::IoIn(val) => {
-                    let size = match exit {
-                        Exit::Io(io) => io.size,
-                        _ => 4,
-                    };
+                Output::IoIn { value: val, size } => {
                     v.save.rax = match size {
                         1 => (v.save.rax & !0xFF) | (val as u64 & 0xFF),
                         2 => (v.save.rax & !0xFFFF) | (val as u64 & 0xFFFF),
@@ -236,15 +239,14 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, exit: &Exit, reply: Reply) {
     }
 }
 
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
 mod hw;
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
 pub(crate) use hw::boot;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::IoAccess;
     use crate::guest_mem::GuestMemory;
     use crate::loader::Loaded;
     use crate::x86::guest_setup::{build, InitialState};
@@ -323,42 +325,26 @@ mod tests {
         let mut g = Gprs::default();
         let rip = v.save.rip;
         v.control.exit_code = decode::code::CPUID;
-        apply_reply(
-            &mut v,
-            &mut g,
-            &Exit::Cpuid {
-                leaf: 0,
-                subleaf: 0,
-            },
-            Reply::Complete(Output::Cpuid([1, 2, 3, 4])),
-        );
+        apply_reply(&mut v, &mut g, Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
         assert_eq!((v.save.rax, g.rbx, g.rcx, g.rdx), (1, 2, 3, 4));
         assert_eq!(v.save.rip, rip + 2);
 
         v.control.exit_code = decode::code::VMMCALL;
-        apply_reply(
-            &mut v,
-            &mut g,
-            &Exit::Hypercall {
-                nr: 0,
-                args: [0; 4],
-            },
-            Reply::Complete(Output::Hypercall(-14)),
-        );
+        apply_reply(&mut v, &mut g, Reply::Complete(Output::Hypercall(-14)));
         assert_eq!(v.save.rax as i64, -14);
         assert_eq!(v.save.rip, rip + 5);
 
         v.control.exit_code = decode::code::IOIO;
         v.control.exit_info2 = 0x4242;
         v.save.rax = 0x1234_5678;
-        let io = Exit::Io(IoAccess {
-            port: 0x3f8,
-            size: 1,
-            write: false,
-            value: 0,
-            string: false,
-        });
-        apply_reply(&mut v, &mut g, &io, Reply::Complete(Output::IoIn(0xFF)));
+        apply_reply(
+            &mut v,
+            &mut g,
+            Reply::Complete(Output::IoIn {
+                value: 0xFF,
+                size: 1,
+            }),
+        );
         assert_eq!(v.save.rax, 0x1234_56FF);
         assert_eq!(v.save.rip, 0x4242);
     }
@@ -369,26 +355,15 @@ mod tests {
         let mut g = Gprs::default();
         let rip = v.save.rip;
         v.control.exit_code = decode::code::VMRUN;
-        apply_reply(
-            &mut v,
-            &mut g,
-            &Exit::VirtInsn(crate::exit::VirtInsn::Vmrun),
-            Reply::Inject(Fault::InvalidOpcode),
-        );
+        apply_reply(&mut v, &mut g, Reply::Inject(Fault::InvalidOpcode));
         assert_eq!(v.control.event_inj, 6 | (3 << 8) | (1 << 31));
         assert_eq!(v.save.rip, rip);
-        apply_reply(
-            &mut v,
-            &mut g,
-            &Exit::MsrWrite { msr: 0, value: 0 },
-            Reply::Inject(Fault::GeneralProtection(0)),
-        );
+        apply_reply(&mut v, &mut g, Reply::Inject(Fault::GeneralProtection(0)));
         assert_eq!(v.control.event_inj, 13 | (3 << 8) | (1 << 11) | (1 << 31));
         v.control.exit_code = decode::code::MSR;
         apply_reply(
             &mut v,
             &mut g,
-            &Exit::MsrWrite { msr: 0, value: 0 },
             Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0x500)),
         );
         assert_eq!(v.save.efer, 0x500 | EFER_SVME);

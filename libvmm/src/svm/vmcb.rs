@@ -220,6 +220,7 @@ const SEG0: VmcbSegment = VmcbSegment {
 // Intercept bits (svm.md §2).
 pub mod intercept {
     // misc1 (word 3)
+    pub const INTR: u32 = 1 << 0;
     pub const CPUID: u32 = 1 << 18;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
@@ -239,6 +240,8 @@ pub mod intercept {
     pub const MWAIT_COND: u32 = 1 << 12;
 }
 
+/// `int_ctl` bit 24: the guest's IF masks only virtual interrupts; physical ones follow the host's IF.
+pub const V_INTR_MASKING: u32 = 1 << 24;
 /// `misc_ctl` bit 0: nested paging.
 pub const NP_ENABLE: u64 = 1 << 0;
 /// TLB_CONTROL: flush every ASID's entries on this VMRUN.

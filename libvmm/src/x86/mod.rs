@@ -5,3 +5,4 @@ pub(crate) mod bootproto;
 pub(crate) mod gprs;
 pub(crate) mod guest_setup;
 pub(crate) mod segment;
+pub(crate) mod user_return_msr;

@@ -280,6 +280,14 @@ pub mod probe {
         probe_asm!("clgi");
         outcome(())
     }
+    pub fn skinit() -> Probe<()> {
+        probe_asm!("skinit", in("eax") 0u32);
+        outcome(())
+    }
+    pub fn invlpga() -> Probe<()> {
+        probe_asm!("invlpga rax, ecx", in("rax") 0u64, in("ecx") 1u32);
+        outcome(())
+    }
     pub fn vmxon(region: u64) -> Probe<()> {
         probe_asm!("vmxon [{r}]", r = in(reg) &region);
         outcome(())
@@ -290,6 +298,57 @@ pub mod probe {
     }
     pub fn vmread(field: u64) -> Probe<()> {
         probe_asm!("vmread {v}, {f}", f = in(reg) field, v = out(reg) _);
+        outcome(())
+    }
+    // The rest of the VMX instruction set (hostile VMX forms).
+    pub fn vmresume() -> Probe<()> {
+        probe_asm!("vmresume");
+        outcome(())
+    }
+    pub fn vmxoff() -> Probe<()> {
+        probe_asm!("vmxoff");
+        outcome(())
+    }
+    pub fn vmclear(region: u64) -> Probe<()> {
+        probe_asm!("vmclear [{r}]", r = in(reg) &region);
+        outcome(())
+    }
+    pub fn vmptrld(region: u64) -> Probe<()> {
+        probe_asm!("vmptrld [{r}]", r = in(reg) &region);
+        outcome(())
+    }
+    pub fn vmptrst() -> Probe<u64> {
+        let mut out = 0u64;
+        probe_asm!("vmptrst [{r}]", r = in(reg) &mut out);
+        outcome(out)
+    }
+    pub fn vmwrite(field: u64, value: u64) -> Probe<()> {
+        probe_asm!("vmwrite {f}, {v}", f = in(reg) field, v = in(reg) value);
+        outcome(())
+    }
+    pub fn invept(kind: u64, desc: &[u64; 2]) -> Probe<()> {
+        probe_asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) desc);
+        outcome(())
+    }
+    pub fn invvpid(kind: u64, desc: &[u64; 2]) -> Probe<()> {
+        probe_asm!("invvpid {k}, [{d}]", k = in(reg) kind, d = in(reg) desc);
+        outcome(())
+    }
+    pub fn vmfunc(func: u32) -> Probe<()> {
+        probe_asm!("vmfunc", in("eax") func, in("ecx") 0u32);
+        outcome(())
+    }
+    pub fn getsec() -> Probe<()> {
+        probe_asm!("getsec", inout("eax") 0u32 => _);
+        outcome(())
+    }
+    pub fn read_cr4() -> Probe<u64> {
+        let v: u64;
+        probe_asm!("mov {v}, cr4", v = out(reg) v);
+        outcome(v)
+    }
+    pub fn write_cr4(v: u64) -> Probe<()> {
+        probe_asm!("mov cr4, {v}", v = in(reg) v);
         outcome(())
     }
     pub fn rdmsr(msr: u32) -> Probe<u64> {

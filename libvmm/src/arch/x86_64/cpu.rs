@@ -37,6 +37,15 @@ pub fn outl(port: u16, v: u32) {
     unsafe { x86::io::outl(port, v) }
 }
 
+/// Sets EFER.NXE when the CPU has NX: with it, nested page faults report instruction fetches as such
+/// (the fetch bit of the #PF-style error code is defined only with NX enabled).
+pub fn enable_nx() {
+    const EFER: u32 = 0xC000_0080;
+    if cpuid(0x8000_0000, 0)[0] >= 0x8000_0001 && cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0 {
+        wrmsr(EFER, rdmsr(EFER) | (1 << 11));
+    }
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

@@ -48,6 +48,28 @@ LIBVMM_ISR_NOERR 28
 LIBVMM_ISR_ERR 29
 LIBVMM_ISR_ERR 30
 LIBVMM_ISR_NOERR 31
+// Vector 32: the LAPIC timer (lapic.rs). Acknowledge and return; the exit it caused is the point.
+.Lisr32:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    call libvmm_lapic_eoi
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    iretq
 .Lisr_common:
     mov rdi, rsp
     and rsp, -16
@@ -61,7 +83,8 @@ libvmm_isr_table:
     .quad .Lisr0, .Lisr1, .Lisr2, .Lisr3, .Lisr4, .Lisr5, .Lisr6, .Lisr7
     .quad .Lisr8, .Lisr9, .Lisr10, .Lisr11, .Lisr12, .Lisr13, .Lisr14, .Lisr15
     .quad .Lisr16, .Lisr17, .Lisr18, .Lisr19, .Lisr20, .Lisr21, .Lisr22, .Lisr23
-    .quad .Lisr24, .Lisr25, .Lisr26, .Lisr27, .Lisr28, .Lisr29, .Lisr30, .Lisr31
+        .quad .Lisr24, .Lisr25, .Lisr26, .Lisr27, .Lisr28, .Lisr29, .Lisr30, .Lisr31
+    .quad .Lisr32
 "#
 );
 

@@ -7,8 +7,14 @@ pub(crate) mod boot;
 pub(crate) mod cpu;
 pub(crate) mod exit_device;
 pub(crate) mod idt;
+pub(crate) mod lapic;
 pub(crate) mod platform;
+#[cfg(feature = "tdx")]
+pub(crate) mod seamcall;
 pub(crate) mod serial;
 pub(crate) mod start;
+#[cfg(feature = "svm")]
 pub(crate) mod svm;
 pub(crate) mod tables;
+#[cfg(feature = "vmx")]
+pub(crate) mod vmx;

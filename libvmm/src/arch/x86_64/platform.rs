@@ -14,6 +14,8 @@ use libvmm_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME};
 pub struct X86Platform {
     serial: Serial,
     boot_tsc: u64,
+    /// (limit in ms, TSC deadline) when a time limit is set.
+    limit: Option<(u64, u64)>,
     /// (TSC ticks per second, Unix seconds at `calibrated_at`, TSC at calibration); 0 = not yet.
     calib: Cell<(u64, u64, u64)>,
 }
@@ -23,8 +25,25 @@ impl X86Platform {
         Self {
             serial,
             boot_tsc,
+            limit: None,
             calib: Cell::new((0, 0, 0)),
         }
+    }
+
+    /// Limits the guest to `ms` milliseconds from now and starts the LAPIC timer that makes the guest
+    /// exit periodically so the limit can be checked. Fails when the TSC cannot be calibrated or there is
+    /// no local APIC.
+    pub fn set_time_limit(&mut self, ms: u64) -> Result<(), &'static str> {
+        let (hz, ..) = self
+            .calibration()
+            .ok_or("libvmm.timeout_ms needs a calibrated TSC (no PIT found)")?;
+        let ticks = (hz as u128 * ms as u128 / 1000).min(u64::MAX as u128) as u64;
+        self.limit = Some((ms, rdtsc().saturating_add(ticks)));
+        // ~1 ms periods where the APIC timer runs at 1 GHz (QEMU); longer on slower APIC clocks.
+        if !super::lapic::start_periodic_timer(62_500) {
+            return Err("libvmm.timeout_ms needs a local APIC");
+        }
+        Ok(())
     }
 
     fn calibration(&self) -> Option<(u64, u64, u64)> {
@@ -58,6 +77,11 @@ impl Platform for X86Platform {
             ),
             _ => None,
         }
+    }
+
+    fn time_limit_exceeded(&self) -> Option<u64> {
+        let (ms, deadline) = self.limit?;
+        (rdtsc() >= deadline).then_some(ms)
     }
 }
 

@@ -50,6 +50,8 @@ extern "C" fn libvmm_x86_entry() -> ! {
     let entry = boot::entry_state();
     let mut con = Serial::init();
     tables::init();
+    super::lapic::mask_legacy_pics();
+    super::cpu::enable_nx();
     // SAFETY: the image crate defines this static through `libvmm::image!`.
     let payload: &crate::Payload = unsafe { &LIBVMM_PAYLOAD };
     crate::vmm_print!(
@@ -79,11 +81,14 @@ fn boot_and_run(entry: boot::EntryState, mut con: Serial, payload: &crate::Paylo
         WINDOW_BASE,
         WINDOW_BASE + WINDOW_SIZE
     );
+    selftest(facts.cmdline);
     if img_end > WINDOW_BASE && img_start < WINDOW_BASE + WINDOW_SIZE {
         return StopReason::Platform("the VMM image overlaps the guest window");
     }
     if !facts.ram.is_empty() && !facts.is_ram(WINDOW_BASE, WINDOW_SIZE) {
-        return StopReason::Platform("the guest window is not RAM in the loader's memory map (give the machine at least 64 MiB)");
+        return StopReason::Platform(
+            "the guest window is not RAM in the loader's memory map (give the machine at least 64 MiB)",
+        );
     }
     let mut mem = GuestMemory::new(WINDOW_BASE, window());
     let _ = mem.fill(WINDOW_BASE, WINDOW_SIZE, 0);
@@ -95,8 +100,27 @@ fn boot_and_run(entry: boot::EntryState, mut con: Serial, payload: &crate::Paylo
         Ok(s) => s,
         Err(_) => return StopReason::Platform("guest page tables do not fit in the guest window"),
     };
-    let mut vm = Vm::new(mem, X86Platform::new(con, entry.tsc));
+    let mut platform = X86Platform::new(con, entry.tsc);
+    if let Some(ms) = crate::cmdline::number(facts.cmdline, "timeout_ms") {
+        if BACKEND != libvmm_abi::BackendId::Svm {
+            return StopReason::Unsupported(
+                "libvmm.timeout_ms is implemented for the SVM backend only",
+            );
+        }
+        if let Err(e) = platform.set_time_limit(ms) {
+            return StopReason::Unsupported(e);
+        }
+    }
+    let mut vm = Vm::new(mem, platform);
     run_backend(&mut vm, &state)
+}
+
+#[cfg(feature = "vmx")]
+fn run_backend(
+    vm: &mut Vm<'_, X86Platform>,
+    state: &crate::x86::guest_setup::InitialState,
+) -> StopReason {
+    crate::vmx::boot(vm, state)
 }
 
 #[cfg(feature = "svm")]
@@ -105,6 +129,25 @@ fn run_backend(
     state: &crate::x86::guest_setup::InitialState,
 ) -> StopReason {
     crate::svm::boot(vm, state)
+}
+
+#[cfg(feature = "tdx")]
+fn run_backend(
+    vm: &mut Vm<'_, X86Platform>,
+    _state: &crate::x86::guest_setup::InitialState,
+) -> StopReason {
+    crate::tdx::boot(vm)
+}
+
+/// `libvmm.selftest=panic|fault` on the command line makes the VMM fail on purpose, so that the panic
+/// handler and the VMM's own exception handlers are exercised by tests.
+fn selftest(cmdline: &[u8]) {
+    match crate::cmdline::value(cmdline, "selftest") {
+        Some(b"panic") => panic!("deliberate VMM panic (libvmm.selftest=panic)"),
+        // SAFETY: deliberately raises #UD in the VMM to test its exception handler.
+        Some(b"fault") => unsafe { core::arch::asm!("ud2") },
+        _ => {}
+    }
 }
 
 /// Prints the stop line and ends the machine.
@@ -119,13 +162,15 @@ pub fn stop_machine(con: &mut Serial, code: u8, reason: Arguments<'_>) -> ! {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut con = Serial;
     match info.location() {
-        Some(l) => crate::vmm_print!(
-            &mut con,
-            "\nlibvmm: VMM panic at {}:{}: {}\n",
-            l.file(),
-            l.line(),
-            info.message()
-        ),
+        Some(l) => {
+            crate::vmm_print!(
+                &mut con,
+                "\nlibvmm: VMM panic at {}:{}: {}\n",
+                l.file(),
+                l.line(),
+                info.message()
+            )
+        }
         None => crate::vmm_print!(&mut con, "\nlibvmm: VMM panic: {}\n", info.message()),
     }
     stop_machine(

@@ -17,7 +17,6 @@ const EFER_SVME: u64 = 1 << 12;
 #[repr(C, align(4096))]
 pub struct SvmStorage {
     pub guest_vmcb: Vmcb,
-    pub host_vmcb: Vmcb,
     pub host_save: [u8; 4096],
     pub msrpm: MsrPermissionMap,
     pub iopm: IoPermissionMap,
@@ -57,17 +56,24 @@ pub fn svme_is_set() -> bool {
     super::cpu::rdmsr(MSR_EFER) & EFER_SVME != 0
 }
 
-/// VMSAVE: stores the current FS/GS/TR/LDTR/syscall state into the VMCB at `pa`.
-pub fn vmsave(vmcb_pa: u64) {
-    // SAFETY: `vmcb_pa` is a page-aligned VMCB owned by the VMM; SVME is on.
-    unsafe { core::arch::asm!("vmsave rax", in("rax") vmcb_pa, options(nostack)) }
+/// VMSAVE: stores the CPU's FS/GS/TR/LDTR/KERNEL_GS_BASE/syscall state into the VMCB.
+pub fn vmsave(vmcb: &mut Vmcb) {
+    // SAFETY: `vmcb` is a page-aligned VMCB owned by the VMM (the `&mut` keeps Rust off it); SVME is on.
+    unsafe { core::arch::asm!("vmsave rax", in("rax") pa(vmcb), options(nostack)) }
+}
+
+/// VMLOAD: loads that state from the VMCB into the CPU.
+pub fn vmload(vmcb: &Vmcb) {
+    // SAFETY: as `vmsave`; the VMCB holds state written by `init_vmcb`/VMSAVE or validated by the policy
+    // (canonical bases), and the VMM itself never uses the registers VMLOAD changes.
+    unsafe { core::arch::asm!("vmload rax", in("rax") pa(vmcb), options(nostack)) }
 }
 
 core::arch::global_asm!(
     r#"
 .section .text.svm, "ax"
 .global libvmm_svm_world_switch
-// rdi = &mut Gprs, rsi = guest VMCB pa, rdx = host VMCB pa
+// rdi = &mut Gprs, rsi = guest VMCB pa
 libvmm_svm_world_switch:
     push rbp
     push rbx
@@ -76,8 +82,6 @@ libvmm_svm_world_switch:
     push r14
     push r15
     push rdi
-    push rsi
-    push rdx
     mov rax, rsi
     mov rbx, [rdi + 8]
     mov rcx, [rdi + 16]
@@ -93,12 +97,10 @@ libvmm_svm_world_switch:
     mov r14, [rdi + 104]
     mov r15, [rdi + 112]
     mov rdi, [rdi + 40]
-    clgi
-    vmload rax
+        clgi
+    sti
     vmrun rax
-    mov rax, [rsp + 8]
-    vmsave rax
-    xchg rdi, [rsp + 16]
+    xchg rdi, [rsp]
     mov [rdi + 8], rbx
     mov [rdi + 16], rcx
     mov [rdi + 24], rdx
@@ -112,12 +114,10 @@ libvmm_svm_world_switch:
     mov [rdi + 96], r13
     mov [rdi + 104], r14
     mov [rdi + 112], r15
-    mov rbx, [rsp + 16]
+    pop rbx
     mov [rdi + 40], rbx
-    mov rax, [rsp]
-    vmload rax
-    stgi
-    add rsp, 24
+        stgi
+    cli
     pop r15
     pop r14
     pop r13
@@ -129,15 +129,17 @@ libvmm_svm_world_switch:
 );
 
 extern "C" {
-    fn libvmm_svm_world_switch(gprs: *mut Gprs, guest_vmcb_pa: u64, host_vmcb_pa: u64);
+    fn libvmm_svm_world_switch(gprs: *mut Gprs, guest_vmcb_pa: u64);
 }
 
-/// Runs the guest once: VMLOAD guest, VMRUN, VMSAVE guest, VMLOAD host. The guest's GPRs other than
-/// RAX/RSP (kept in the VMCB) travel through `gprs`.
-pub fn run(gprs: &mut Gprs, guest: &mut Vmcb, host_vmcb_pa: u64) {
+/// Runs the guest once (VMRUN). VMRUN executes with RFLAGS.IF = 1 but GIF = 0: with V_INTR_MASKING a
+/// host interrupt (the LAPIC timer) then ends the guest's run with an INTR exit and is taken by the VMM
+/// right after STGI, before `cli`; the VMM's own code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
+/// `gprs`. The VMLOAD/VMSAVE part of the guest state stays in the CPU between runs (see `svm::hw`).
+pub fn run(gprs: &mut Gprs, guest: &mut Vmcb) {
     let guest_pa = pa(guest);
     // SAFETY: `guest` is a VMCB initialised by `svm::init_vmcb` (VMRUN validates it and reports bad
-    // state as VMEXIT_INVALID), `host_vmcb_pa` holds a VMSAVE of this CPU's state, SVME and HSAVE are
-    // set, and the `&mut` borrows keep Rust from touching either while the CPU owns them.
-    unsafe { libvmm_svm_world_switch(gprs, guest_pa, host_vmcb_pa) }
+    // state as VMEXIT_INVALID), SVME and HSAVE are set, and the `&mut` borrows keep Rust from touching
+    // the registers or the VMCB while the CPU owns them.
+    unsafe { libvmm_svm_world_switch(gprs, guest_pa) }
 }

@@ -1,0 +1,62 @@
+//! The local APIC, used for one thing: a periodic timer that forces VM exits, so the VMM regains the
+//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`).
+//! Registers are MMIO at the base in IA32_APIC_BASE, reached through the `volatile` crate.
+//! The legacy PICs are masked first: nothing but this timer may interrupt the VMM.
+
+use core::ptr::NonNull;
+use volatile::VolatilePtr;
+
+use super::cpu::{cpuid, outb, rdmsr, wrmsr};
+
+const MSR_APIC_BASE: u32 = 0x1B;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const REG_EOI: usize = 0xB0;
+const REG_SVR: usize = 0xF0;
+const REG_LVT_TIMER: usize = 0x320;
+const REG_LVT_LINT0: usize = 0x350;
+const REG_LVT_LINT1: usize = 0x360;
+const REG_TIMER_INIT: usize = 0x380;
+const REG_TIMER_DIVIDE: usize = 0x3E0;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
+
+/// The vector of the timer interrupt (the IDT stub for it only acknowledges it).
+pub const TIMER_VECTOR: u8 = 32;
+
+fn base() -> u64 {
+    rdmsr(MSR_APIC_BASE) & 0x000F_FFFF_FFFF_F000
+}
+
+fn reg(offset: usize) -> VolatilePtr<'static, u32> {
+    let addr = base() as usize + offset;
+    // SAFETY: the xAPIC register page is identity-mapped by the boot tables (below 4 GiB), each register
+    // is an aligned u32, and only the VMM touches it (the guest cannot reach it through nested paging).
+    unsafe { VolatilePtr::new(NonNull::new_unchecked(addr as *mut u32)) }
+}
+
+/// Masks both 8259 PICs (all IRQ lines).
+pub fn mask_legacy_pics() {
+    outb(0x21, 0xFF);
+    outb(0xA1, 0xFF);
+}
+
+/// Starts a periodic timer interrupt on vector [`TIMER_VECTOR`]; `false` when the CPU has no APIC.
+pub fn start_periodic_timer(initial_count: u32) -> bool {
+    if cpuid(1, 0)[3] & (1 << 9) == 0 {
+        return false;
+    }
+    wrmsr(MSR_APIC_BASE, rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE);
+    reg(REG_SVR).write(0x1FF); // software enable, spurious vector 0xFF
+    reg(REG_LVT_LINT0).write(LVT_MASKED);
+    reg(REG_LVT_LINT1).write(LVT_MASKED);
+    reg(REG_TIMER_DIVIDE).write(0x3); // divide by 16
+    reg(REG_LVT_TIMER).write(LVT_PERIODIC | TIMER_VECTOR as u32);
+    reg(REG_TIMER_INIT).write(initial_count);
+    true
+}
+
+/// Called from the interrupt stub: acknowledges the interrupt.
+#[no_mangle]
+extern "C" fn libvmm_lapic_eoi() {
+    reg(REG_EOI).write(0);
+}

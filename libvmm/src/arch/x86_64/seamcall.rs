@@ -1,0 +1,112 @@
+//! The real SEAMCALL instruction (the hardware implementation of `tdx::seamcall::Seamcall`), and the
+//! VMXON it needs first. Only bare-metal x86_64 images contain this; host tests use the simulated module.
+//!
+//! SEAMCALL (`66 0F 01 CF`, Linux `tdxcall.S`) raises #UD outside VMX operation or without SEAM, and
+//! #GP when TDX is not enabled, so [`Real`] can only be made by [`enter`], after `tdx::probe::detect`
+//! found a BIOS-configured SEAM range and this CPU entered VMX operation. CF=1 after the instruction is
+//! VMfailInvalid (no module loaded in the SEAM range), reported as `SEAMCALL_VMFAILINVALID` like Linux.
+//!
+//! None of this runs on any emulator here (none has SEAM): QEMU and Bochs stop at the detection step.
+
+use core::arch::asm;
+
+use super::cpu::{rdmsr, wrmsr};
+use crate::tdx::errno::{self, Status};
+use crate::tdx::seamcall::{Args, Seamcall};
+
+const IA32_FEATURE_CONTROL: u32 = 0x3A;
+const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
+const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+const IA32_VMX_BASIC: u32 = 0x480;
+const IA32_VMX_CR0_FIXED0: u32 = 0x486;
+const IA32_VMX_CR0_FIXED1: u32 = 0x487;
+const IA32_VMX_CR4_FIXED0: u32 = 0x488;
+const IA32_VMX_CR4_FIXED1: u32 = 0x489;
+const CR4_VMXE: u64 = 1 << 13;
+
+#[repr(C, align(4096))]
+struct VmxonRegion([u8; 4096]);
+
+/// The VMXON region of the boot CPU (the VMM is identity-mapped, so its address is its physical one).
+static mut VMXON_REGION: VmxonRegion = VmxonRegion([0; 4096]);
+
+/// Proof that SEAMCALL may be executed on this CPU.
+pub(crate) struct Real {
+    _entered: (),
+}
+
+/// Enters VMX operation on this CPU (IA32_FEATURE_CONTROL, CR0/CR4 fixed bits, VMXON) so SEAMCALL can
+/// be issued. Call only after `tdx::probe::detect` succeeded (an Intel CPU with VMX and SEAM).
+pub(crate) fn enter() -> Result<Real, &'static str> {
+    // The MSRs below exist on every CPU with CPUID.1:ECX.VMX, which detection checked.
+    let fc = rdmsr(IA32_FEATURE_CONTROL);
+    if fc & FEATURE_CONTROL_LOCKED == 0 {
+        wrmsr(
+            IA32_FEATURE_CONTROL,
+            fc | FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMX_OUTSIDE_SMX,
+        );
+    } else if fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
+        return Err(
+            "VMX is disabled by the BIOS (IA32_FEATURE_CONTROL locked without VMX outside SMX)",
+        );
+    }
+    let (cr0_0, cr0_1) = (rdmsr(IA32_VMX_CR0_FIXED0), rdmsr(IA32_VMX_CR0_FIXED1));
+    let (cr4_0, cr4_1) = (rdmsr(IA32_VMX_CR4_FIXED0), rdmsr(IA32_VMX_CR4_FIXED1));
+    let revision = rdmsr(IA32_VMX_BASIC) as u32 & 0x7fff_ffff;
+    let (mut cr0, mut cr4): (u64, u64);
+    // SAFETY: reading CR0/CR4 has no side effects.
+    unsafe {
+        asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags));
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+    }
+    cr0 = (cr0 | cr0_0) & cr0_1;
+    cr4 = (cr4 | cr4_0 | CR4_VMXE) & cr4_1;
+    let region = core::ptr::addr_of_mut!(VMXON_REGION);
+    // SAFETY: the VMXON region is used by nobody else (one boot CPU, VMXON once), writing the revision
+    // ID into its first dword is what the SDM requires before VMXON.
+    unsafe { region.cast::<u32>().write(revision) };
+    let pa = region as u64;
+    let failed: u8;
+    // SAFETY: the fixed-bit MSRs say which CR0/CR4 values VMX operation allows and the VMM runs in
+    // long mode with paging (PE/PG stay set); VMXON takes the 4 KiB-aligned, identity-mapped region's
+    // physical address from memory; CF or ZF set means it failed and nothing changed.
+    unsafe {
+        asm!("mov cr0, {}", in(reg) cr0, options(nostack));
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack));
+        asm!("vmxon [{pa}]", "setbe {f}", pa = in(reg) &pa, f = out(reg_byte) failed, options(nostack));
+    }
+    if failed != 0 {
+        return Err("VMXON failed");
+    }
+    Ok(Real { _entered: () })
+}
+
+impl Seamcall for Real {
+    fn call(&self, leaf: u64, args: &mut Args) -> Status {
+        let mut rax = leaf;
+        let cf: u8;
+        // SAFETY: `Real` exists only after `enter` put this CPU in VMX operation on a CPU whose BIOS set
+        // up a SEAM range, so SEAMCALL does not #UD/#GP for missing SEAM or VMX. The leaves libvmm issues
+        // read and write RAX, RCX, RDX, R8-R11 only (TDX module ABI; Linux `struct tdx_module_args`
+        // non-"saved" variant) and touch memory only through the page operands their callers own.
+        unsafe {
+            asm!(
+                ".byte 0x66, 0x0f, 0x01, 0xcf",
+                "setc {cf}",
+                cf = out(reg_byte) cf,
+                inout("rax") rax,
+                inout("rcx") args.rcx,
+                inout("rdx") args.rdx,
+                inout("r8") args.r8,
+                inout("r9") args.r9,
+                inout("r10") args.r10,
+                inout("r11") args.r11,
+                options(nostack),
+            );
+        }
+        if cf != 0 {
+            return Status(errno::SEAMCALL_VMFAILINVALID);
+        }
+        Status(rax)
+    }
+}

@@ -1,0 +1,324 @@
+//! VMX instructions and the world switch, plus the fixed storage the VMX backend runs on.
+//!
+//! Hand-written rather than `x86::bits64::vmx`: that crate reads RFLAGS in a separate asm block after
+//! each instruction, which the compiler is free to separate from it; here every instruction captures
+//! CF/ZF (VMfailInvalid / VMfailValid) inside its own asm block. The world switch loads the guest's
+//! GPRs, executes VMLAUNCH or VMRESUME, and on VM exit (HOST_RIP = `libvmm_vmx_exit`, HOST_RSP written
+//! on every entry) saves them back and returns to the caller.
+
+use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::vmx::fields::HOST_RSP_ENCODING;
+use crate::vmx::pages::VmxPages;
+use crate::vmx::vmcs::{GuestRegs, VmFail, VmxOps};
+
+static mut STORAGE: core::mem::MaybeUninit<VmxPages> = core::mem::MaybeUninit::zeroed();
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Hands out the VMX pages once (`None` afterwards).
+pub fn take_storage() -> Option<&'static mut VmxPages> {
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: zeroed memory is a valid VmxPages (plain integers only); the flag above makes this the
+    // only reference ever created.
+    Some(unsafe { (*addr_of_mut!(STORAGE)).assume_init_mut() })
+}
+
+/// Physical address of a VMM object (the VMM runs identity-mapped).
+pub fn pa<T>(r: &T) -> u64 {
+    r as *const T as u64
+}
+
+/// Physical address of a host pointer.
+pub fn pa_ptr(p: *const u8) -> u64 {
+    p as u64
+}
+
+fn status(cf: u8, zf: u8) -> Result<(), VmFail> {
+    if cf != 0 {
+        Err(VmFail::Invalid)
+    } else if zf != 0 {
+        Err(VmFail::Valid)
+    } else {
+        Ok(())
+    }
+}
+
+macro_rules! vmx_mem_op {
+    ($name:ident, $insn:literal) => {
+        /// Executes the instruction on the 4 KiB region at physical address `pa`.
+        pub fn $name(pa: u64) -> Result<(), VmFail> {
+            let (cf, zf): (u8, u8);
+            // SAFETY: `pa` is a page of `VmxPages` owned by the VMM for VMX use only; the instruction
+            // reads the 64-bit operand from the stack slot and touches no other Rust memory.
+            unsafe {
+                core::arch::asm!(
+                    concat!($insn, " qword ptr [{p}]"), "setc {cf}", "setz {zf}",
+                    p = in(reg) &pa, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+                    options(nostack)
+                )
+            };
+            status(cf, zf)
+        }
+    };
+}
+
+vmx_mem_op!(vmxon, "vmxon");
+vmx_mem_op!(vmclear, "vmclear");
+vmx_mem_op!(vmptrld, "vmptrld");
+
+/// INVEPT all-context (type 2): drops every EPT-derived translation.
+pub fn invept_all() -> Result<(), VmFail> {
+    let desc = [0u64; 2];
+    let (cf, zf): (u8, u8);
+    // SAFETY: INVEPT reads the 16-byte descriptor on the stack and only invalidates TLB entries.
+    unsafe {
+        core::arch::asm!(
+            "invept {k}, [{d}]", "setc {cf}", "setz {zf}",
+            k = in(reg) 2u64, d = in(reg) &desc, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+            options(nostack)
+        )
+    };
+    status(cf, zf)
+}
+
+/// INVVPID all-context (type 2): drops every VPID-tagged linear translation.
+pub fn invvpid_all() -> Result<(), VmFail> {
+    let desc = [0u64; 2];
+    let (cf, zf): (u8, u8);
+    // SAFETY: INVVPID reads the 16-byte descriptor on the stack and only invalidates TLB entries.
+    unsafe {
+        core::arch::asm!(
+            "invvpid {k}, [{d}]", "setc {cf}", "setz {zf}",
+            k = in(reg) 2u64, d = in(reg) &desc, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+            options(nostack)
+        )
+    };
+    status(cf, zf)
+}
+
+pub fn read_cr0() -> u64 {
+    let v;
+    // SAFETY: reading a control register has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+pub fn read_cr3() -> u64 {
+    let v;
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+pub fn read_cr4() -> u64 {
+    let v;
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+/// Writes CR0; the caller only adds the VMX fixed bits (NE) to the running value.
+pub fn write_cr0(v: u64) {
+    // SAFETY: the bring-up only sets bits required by IA32_VMX_CR0_FIXED0 on top of the current value.
+    unsafe { core::arch::asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+/// Writes CR4; the caller only adds VMXE and the VMX fixed bits to the running value.
+pub fn write_cr4(v: u64) {
+    // SAFETY: as above, for CR4 (VMXE and IA32_VMX_CR4_FIXED0 bits).
+    unsafe { core::arch::asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// The current segment selectors: CS, SS, DS, ES, FS, GS, TR.
+pub fn selectors() -> [u16; 7] {
+    let (cs, ss, ds, es, fs, gs, tr): (u16, u16, u16, u16, u16, u16, u16);
+    // SAFETY: reading segment registers and TR has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov {0:x}, cs", "mov {1:x}, ss", "mov {2:x}, ds", "mov {3:x}, es", "mov {4:x}, fs", "mov {5:x}, gs",
+            "str {6:x}",
+            out(reg) cs, out(reg) ss, out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, out(reg) tr,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    [cs, ss, ds, es, fs, gs, tr]
+}
+
+/// Executes VMREAD and VMWRITE on the current VMCS, and enters the guest.
+pub struct HwVmcs {
+    /// The virtual-APIC page (read for VTPR while TPR shadow is on).
+    pub vapic: *const u8,
+}
+
+impl VmxOps for HwVmcs {
+    fn vmread(&self, encoding: u32) -> Result<u64, VmFail> {
+        let (v, cf, zf): (u64, u8, u8);
+        // SAFETY: VMREAD only reads the current VMCS into a register.
+        unsafe {
+            core::arch::asm!(
+                "vmread {v}, {f}", "setc {cf}", "setz {zf}",
+                f = in(reg) encoding as u64, v = out(reg) v, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+                options(nostack, nomem)
+            )
+        };
+        status(cf, zf).map(|_| v)
+    }
+
+    fn vmwrite(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        let (cf, zf): (u8, u8);
+        // SAFETY: VMWRITE only writes the current VMCS; the typed layer chose a writable field.
+        unsafe {
+            core::arch::asm!(
+                "vmwrite {f}, {v}", "setc {cf}", "setz {zf}",
+                f = in(reg) encoding as u64, v = in(reg) value, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+                options(nostack, nomem)
+            )
+        };
+        status(cf, zf)
+    }
+
+    fn vmread_basic(&self, encoding: u32) -> u64 {
+        let v: u64;
+        // SAFETY: as `vmread`; the flags are not captured (see `VmxOps::vmread_basic`).
+        unsafe {
+            core::arch::asm!("vmread {v}, {f}", f = in(reg) encoding as u64, v = out(reg) v, options(nostack, nomem))
+        };
+        v
+    }
+
+    fn vmwrite_basic(&mut self, encoding: u32, value: u64) {
+        // SAFETY: as `vmwrite`; the flags are not captured (see `VmxOps::vmwrite_basic`).
+        unsafe {
+            core::arch::asm!("vmwrite {f}, {v}", f = in(reg) encoding as u64, v = in(reg) value, options(nostack, nomem))
+        };
+    }
+
+    fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail> {
+        // SAFETY: `regs` is a valid, exclusive GuestRegs; the world switch saves and restores every
+        // callee-saved register and returns normally both on VM exit and on VMfail.
+        let r = unsafe { libvmm_vmx_enter(regs, launched as u64) };
+        match r {
+            0 => Ok(()),
+            1 => Err(VmFail::Invalid),
+            _ => Err(VmFail::Valid),
+        }
+    }
+
+    fn wrmsr(&mut self, msr: u32, value: u64) {
+        super::cpu::wrmsr(msr, value)
+    }
+
+    fn take_host_interrupt(&mut self) {
+        // "Acknowledge interrupt on exit" already took the interrupt from the local APIC (its vector is
+        // in the exit interruption information); the only unmasked source is the LAPIC timer, which
+        // needs nothing but the end-of-interrupt.
+        // SAFETY: `libvmm_lapic_eoi` (lapic.rs) writes the LAPIC EOI register and nothing else.
+        unsafe { libvmm_lapic_eoi() };
+    }
+
+    fn read_vtpr(&self) -> u8 {
+        // SAFETY: `vapic` points at the VMM's page-aligned virtual-APIC page; the CPU may write it
+        // while the guest runs, so it is read volatile and only between runs.
+        unsafe { core::ptr::read_volatile(self.vapic.add(0x80)) }
+    }
+}
+
+/// Address of the VM-exit entry point (HOST_RIP).
+pub fn exit_entry() -> u64 {
+    libvmm_vmx_exit as *const () as u64
+}
+
+extern "C" {
+    fn libvmm_lapic_eoi();
+    fn libvmm_vmx_enter(regs: *mut GuestRegs, launched: u64) -> u64;
+    fn libvmm_vmx_exit();
+}
+
+core::arch::global_asm!(
+    r#"
+.section .text.vmx, "ax"
+.global libvmm_vmx_enter
+.global libvmm_vmx_exit
+// rdi = &mut GuestRegs, rsi = launched; returns 0 on VM exit, 1 VMfailInvalid, 2 VMfailValid
+libvmm_vmx_enter:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi
+    mov rax, {host_rsp}
+    vmwrite rax, rsp
+    jbe 3f
+    test rsi, rsi
+    mov rax, [rdi + 0]
+    mov rbx, [rdi + 8]
+    mov rcx, [rdi + 16]
+    mov rdx, [rdi + 24]
+    mov rsi, [rdi + 32]
+    mov rbp, [rdi + 48]
+    mov r8,  [rdi + 56]
+    mov r9,  [rdi + 64]
+    mov r10, [rdi + 72]
+    mov r11, [rdi + 80]
+    mov r12, [rdi + 88]
+    mov r13, [rdi + 96]
+    mov r14, [rdi + 104]
+    mov r15, [rdi + 112]
+    mov rdi, [rdi + 40]
+    jnz 1f
+    vmlaunch
+    jmp 3f
+1:
+    vmresume
+3:
+    mov eax, 1
+    jc 4f
+    mov eax, 2
+4:
+    pop rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+
+libvmm_vmx_exit:
+    push rdi
+    mov rdi, [rsp + 8]
+    mov [rdi + 0], rax
+    mov [rdi + 8], rbx
+    mov [rdi + 16], rcx
+    mov [rdi + 24], rdx
+    mov [rdi + 32], rsi
+    mov [rdi + 48], rbp
+    mov [rdi + 56], r8
+    mov [rdi + 64], r9
+    mov [rdi + 72], r10
+    mov [rdi + 80], r11
+    mov [rdi + 88], r12
+    mov [rdi + 96], r13
+    mov [rdi + 104], r14
+    mov [rdi + 112], r15
+    pop rax
+    mov [rdi + 40], rax
+    pop rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    xor eax, eax
+    ret
+"#,
+    host_rsp = const HOST_RSP_ENCODING,
+);

@@ -1,0 +1,28 @@
+//! Intel VMX backend.
+//!
+//! Bring-up order (`bringup`, target only): capabilities ([`caps`]) -> IA32_FEATURE_CONTROL and the
+//! CR0/CR4 fixed bits -> VMXON -> VMCLEAR/VMPTRLD of the one VMCS -> EPT for the guest window ([`ept`],
+//! EPTP from the root's role) -> controls adjusted to the capability MSRs ([`setup`]) -> host and guest
+//! state -> the generic run loop over [`vcpu::Vmx`], which runs the software VM-entry consistency checks
+//! ([`checks`]) before entering and decodes exits ([`decode`]).
+//!
+//! Everything here is safe code over the raw VMX operations of [`vmcs::VmxOps`]; the instructions
+//! themselves live in `arch::x86_64::vmx`. Host tests drive the same code through a model VMCS.
+#![forbid(unsafe_code)]
+// Host builds compile the backend for its tests only; the image with feature `vmx` uses all of it.
+#![cfg_attr(not(all(feature = "vmx", target_os = "none")), allow(dead_code))]
+
+pub(crate) mod caps;
+pub(crate) mod checks;
+pub(crate) mod controls;
+pub(crate) mod decode;
+pub(crate) mod ept;
+pub(crate) mod fields;
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) mod hw;
+pub(crate) mod pages;
+pub(crate) mod setup;
+pub(crate) mod vcpu;
+pub(crate) mod vmcs;
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) use hw::boot;

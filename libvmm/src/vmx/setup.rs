@@ -1,0 +1,393 @@
+//! The first VMCS image: the controls libvmm wants adjusted to the CPU's capabilities, the host state
+//! the CPU returns to on every exit, and the guest's entry state (64-bit mode, paging on, the loader's
+//! tables and GDT inside the window).
+#![forbid(unsafe_code)]
+
+use super::caps::{Caps, CR4_VMXE};
+use super::controls::{entry, exit, pin, proc1, proc2, Controls};
+use super::fields as f;
+use super::vmcs::{VmFail, Vmcs, VmxOps};
+use crate::x86::guest_setup::InitialState;
+use crate::x86::segment::vmx_access_rights;
+
+/// Physical addresses of the pages the controls point at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Addrs {
+    pub io_bitmap_a: u64,
+    pub io_bitmap_b: u64,
+    pub msr_bitmap: u64,
+    pub virtual_apic: u64,
+    pub eptp: u64,
+}
+
+impl Addrs {
+    #[cfg(test)]
+    pub const TEST: Addrs = Addrs {
+        io_bitmap_a: 0x10_3000,
+        io_bitmap_b: 0x10_4000,
+        msr_bitmap: 0x10_2000,
+        virtual_apic: 0x10_5000,
+        eptp: 0x10_6000 | 0x5e,
+    };
+}
+
+/// Deliberately bad configurations for the consistency-check tests (command line `vmx.bad=...`): each
+/// turns on a control legitimately and then breaks one SDM rule about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tweak {
+    None,
+    /// Use TPR shadow, virtual-interrupt delivery off, TPR_THRESHOLD = 0x10 (bits 31:4 non-zero).
+    TprThresholdHigh,
+    /// Use TPR shadow, TPR_THRESHOLD = 3 above VTPR[7:4] = 0.
+    TprThresholdAboveVtpr,
+    /// Use TSC scaling with TSC_MULTIPLIER = 0.
+    TscMultiplierZero,
+    /// Host TR selector 0: a host-state rule (error 8) the software checks do not cover, to show the
+    /// "missed consistency check" report.
+    HostTrZero,
+}
+
+impl Tweak {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "tpr-threshold" => Self::TprThresholdHigh,
+            "tpr-vtpr" => Self::TprThresholdAboveVtpr,
+            "tsc-multiplier" => Self::TscMultiplierZero,
+            "host-tr" => Self::HostTrZero,
+            _ => return None,
+        })
+    }
+}
+
+/// Why the wanted controls cannot be programmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unsupported(pub &'static str);
+
+/// The controls libvmm runs a guest with: external-interrupt, HLT, I/O (bitmaps), MSR (bitmaps),
+/// MWAIT/MONITOR and CR8 exiting; EPT and VPID; 64-bit guest; EFER and PAT switched on entry and exit. Nothing else.
+pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls, Unsupported> {
+    let mut want1 = proc1::HLT_EXITING
+        | proc1::USE_IO_BITMAPS
+        | proc1::USE_MSR_BITMAPS
+        | proc1::SECONDARY
+        | proc1::CR8_LOAD_EXITING
+        | proc1::CR8_STORE_EXITING
+        | (1 << 10) // MWAIT exiting
+        | (1 << 29); // MONITOR exiting
+    let mut want2 = proc2::EPT | proc2::VPID;
+    let mut tpr_threshold = 0;
+    // With TSC scaling on, the multiplier is left 0 on purpose (the TscMultiplierZero tweak).
+    let tsc_multiplier = 0;
+    match tweak {
+        Tweak::TprThresholdHigh | Tweak::TprThresholdAboveVtpr => {
+            want1 = (want1 | proc1::USE_TPR_SHADOW)
+                & !(proc1::CR8_LOAD_EXITING | proc1::CR8_STORE_EXITING);
+            tpr_threshold = if tweak == Tweak::TprThresholdHigh {
+                0x10
+            } else {
+                3
+            };
+        }
+        Tweak::TscMultiplierZero => want2 |= proc2::TSC_SCALING,
+        Tweak::None | Tweak::HostTrZero => {}
+    }
+    let ctl = |allowed: super::caps::Allowed, want, what| {
+        allowed.adjust(want).map_err(|_| Unsupported(what))
+    };
+    Ok(Controls {
+        // External interrupts (the LAPIC timer of `libvmm.timeout_ms`) exit, whatever the guest's IF.
+        pin: ctl(
+            caps.pin,
+            pin::EXT_INTR_EXITING,
+            "external-interrupt exiting",
+        )?,
+        proc1: ctl(
+            caps.proc1,
+            want1,
+            "HLT/I-O-bitmap/MSR-bitmap/secondary/CR8/MWAIT/MONITOR exiting",
+        )?,
+        proc2: ctl(caps.proc2, want2, "EPT and VPID")?,
+        exit: ctl(
+            caps.exit,
+            exit::HOST_ADDR_SPACE_SIZE
+                | exit::ACK_INTR_ON_EXIT
+                | exit::SAVE_EFER
+                | exit::LOAD_EFER
+                | exit::SAVE_PAT
+                | exit::LOAD_PAT,
+            "64-bit host, EFER/PAT switching on exit",
+        )?,
+        entry: ctl(
+            caps.entry,
+            entry::IA32E_MODE_GUEST | entry::LOAD_EFER | entry::LOAD_PAT,
+            "64-bit guest entry",
+        )?,
+        cr3_target_count: 0,
+        io_bitmap_a: a.io_bitmap_a,
+        io_bitmap_b: a.io_bitmap_b,
+        msr_bitmap: a.msr_bitmap,
+        virtual_apic: a.virtual_apic,
+        tpr_threshold,
+        tsc_multiplier,
+        eptp: a.eptp,
+        vpid: crate::config::GUEST_TAG,
+        exit_msr_store_count: 0,
+        exit_msr_load_count: 0,
+        entry_msr_load_count: 0,
+        entry_intr_info: 0,
+        entry_error_code: 0,
+        entry_instr_len: 0,
+    })
+}
+
+/// Writes every control field of `c`.
+pub(crate) fn write_controls<H: VmxOps>(v: &mut Vmcs<H>, c: &Controls) -> Result<(), VmFail> {
+    v.write(f::PIN_BASED_CONTROLS, c.pin)?;
+    v.write(f::PRIMARY_PROC_CONTROLS, c.proc1)?;
+    v.write(f::SECONDARY_PROC_CONTROLS, c.proc2)?;
+    v.write(f::EXIT_CONTROLS, c.exit)?;
+    v.write(f::ENTRY_CONTROLS, c.entry)?;
+    v.write(f::CR3_TARGET_COUNT, c.cr3_target_count)?;
+    v.write(f::EXCEPTION_BITMAP, 0)?;
+    v.write(f::IO_BITMAP_A, c.io_bitmap_a)?;
+    v.write(f::IO_BITMAP_B, c.io_bitmap_b)?;
+    v.write(f::MSR_BITMAP, c.msr_bitmap)?;
+    if c.has1(proc1::USE_TPR_SHADOW) {
+        v.write(f::VIRTUAL_APIC_PAGE, c.virtual_apic)?;
+        v.write(f::TPR_THRESHOLD, c.tpr_threshold)?;
+    }
+    if c.has2(proc2::TSC_SCALING) {
+        v.write(f::TSC_MULTIPLIER, c.tsc_multiplier)?;
+    }
+    v.write(f::EPT_POINTER, c.eptp)?;
+    v.write(f::VPID, c.vpid)?;
+    v.write(f::EXIT_MSR_STORE_COUNT, c.exit_msr_store_count)?;
+    v.write(f::EXIT_MSR_LOAD_COUNT, c.exit_msr_load_count)?;
+    v.write(f::ENTRY_MSR_LOAD_COUNT, c.entry_msr_load_count)?;
+    v.write(f::ENTRY_INTERRUPTION_INFO, c.entry_intr_info)?;
+    Ok(())
+}
+
+/// The host state, read by `arch` at bring-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HostState {
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cs: u16,
+    pub ss: u16,
+    pub ds: u16,
+    pub es: u16,
+    pub fs: u16,
+    pub gs: u16,
+    pub tr: u16,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub tr_base: u64,
+    pub gdtr_base: u64,
+    pub idtr_base: u64,
+    pub efer: u64,
+    pub pat: u64,
+    /// Where the CPU resumes the host on a VM exit (the world switch's exit label).
+    pub rip: u64,
+}
+
+pub(crate) fn write_host<H: VmxOps>(v: &mut Vmcs<H>, h: &HostState) -> Result<(), VmFail> {
+    // Host selectors must have RPL = 0 and TI = 0 (host-state checks).
+    let sel = |s: u16| s & !7;
+    v.write(f::HOST_CR0, h.cr0)?;
+    v.write(f::HOST_CR3, h.cr3)?;
+    v.write(f::HOST_CR4, h.cr4)?;
+    v.write(f::HOST_CS_SELECTOR, sel(h.cs))?;
+    v.write(f::HOST_SS_SELECTOR, sel(h.ss))?;
+    v.write(f::HOST_DS_SELECTOR, sel(h.ds))?;
+    v.write(f::HOST_ES_SELECTOR, sel(h.es))?;
+    v.write(f::HOST_FS_SELECTOR, sel(h.fs))?;
+    v.write(f::HOST_GS_SELECTOR, sel(h.gs))?;
+    v.write(f::HOST_TR_SELECTOR, sel(h.tr))?;
+    v.write(f::HOST_FS_BASE, h.fs_base)?;
+    v.write(f::HOST_GS_BASE, h.gs_base)?;
+    v.write(f::HOST_TR_BASE, h.tr_base)?;
+    v.write(f::HOST_GDTR_BASE, h.gdtr_base)?;
+    v.write(f::HOST_IDTR_BASE, h.idtr_base)?;
+    v.write(f::HOST_IA32_EFER, h.efer)?;
+    v.write(f::HOST_IA32_PAT, h.pat)?;
+    v.write(f::HOST_SYSENTER_CS, 0)?;
+    v.write(f::HOST_SYSENTER_ESP, 0)?;
+    v.write(f::HOST_SYSENTER_EIP, 0)?;
+    v.write(f::HOST_RIP, h.rip)?;
+    Ok(())
+}
+
+/// Segment access rights in the VMCS format: 64-bit code (L=1, G=1, P, S, DPL 0, execute/read,
+/// accessed), flat data, busy 64-bit TSS, and "unusable".
+const AR_TSS_BUSY: u32 = 0x008B;
+const AR_UNUSABLE: u32 = 1 << 16;
+
+/// Writes the guest state. CR0/CR4 get the VMX fixed bits; the bits the host forces (CR4.VMXE and
+/// CR0's fixed-1 bits) are host-owned through the guest/host masks so the guest reads its own values
+/// and any attempt to change them exits (and is refused).
+pub(crate) fn write_guest<H: VmxOps>(
+    v: &mut Vmcs<H>,
+    caps: &Caps,
+    g: &InitialState,
+) -> Result<(), VmFail> {
+    let cr0 = caps.fix_cr0(g.cr0);
+    let cr4 = caps.fix_cr4(g.cr4);
+    v.write(f::GUEST_CR0, cr0)?;
+    v.write(
+        f::CR0_GUEST_HOST_MASK,
+        caps.cr0_fixed0 | !caps.cr0_fixed1 & 0xFFFF_FFFF,
+    )?;
+    v.write(f::CR0_READ_SHADOW, g.cr0)?;
+    v.write(f::GUEST_CR4, cr4)?;
+    v.write(
+        f::CR4_GUEST_HOST_MASK,
+        caps.cr4_fixed0 | CR4_VMXE | (!caps.cr4_fixed1 & 0xFFFF_FFFF),
+    )?;
+    v.write(f::CR4_READ_SHADOW, g.cr4 & !CR4_VMXE)?;
+    v.write(f::GUEST_CR3, g.cr3)?;
+    v.write(f::GUEST_IA32_EFER, g.efer)?;
+    v.write(f::GUEST_IA32_PAT, g.pat)?;
+    v.write(f::GUEST_IA32_DEBUGCTL, 0)?;
+    v.write(f::GUEST_DR7, 0x400)?;
+    v.write(f::GUEST_RFLAGS, g.rflags)?;
+    v.write(f::GUEST_RIP, g.rip)?;
+    v.write(f::GUEST_RSP, g.rsp)?;
+    v.write(f::GUEST_CS_SELECTOR, g.cs.selector)?;
+    v.write(f::GUEST_CS_BASE, 0)?;
+    v.write(f::GUEST_CS_LIMIT, 0xFFFF_FFFF)?;
+    v.write(f::GUEST_CS_AR, vmx_access_rights(g.cs.desc))?;
+    for (sel, base, limit, ar) in [
+        (
+            f::GUEST_DS_SELECTOR,
+            f::GUEST_DS_BASE,
+            f::GUEST_DS_LIMIT,
+            f::GUEST_DS_AR,
+        ),
+        (
+            f::GUEST_ES_SELECTOR,
+            f::GUEST_ES_BASE,
+            f::GUEST_ES_LIMIT,
+            f::GUEST_ES_AR,
+        ),
+        (
+            f::GUEST_SS_SELECTOR,
+            f::GUEST_SS_BASE,
+            f::GUEST_SS_LIMIT,
+            f::GUEST_SS_AR,
+        ),
+        (
+            f::GUEST_FS_SELECTOR,
+            f::GUEST_FS_BASE,
+            f::GUEST_FS_LIMIT,
+            f::GUEST_FS_AR,
+        ),
+        (
+            f::GUEST_GS_SELECTOR,
+            f::GUEST_GS_BASE,
+            f::GUEST_GS_LIMIT,
+            f::GUEST_GS_AR,
+        ),
+    ] {
+        v.write(sel, g.data.selector)?;
+        v.write(base, 0)?;
+        v.write(limit, 0xFFFF_FFFF)?;
+        v.write(ar, vmx_access_rights(g.data.desc))?;
+    }
+    v.write(f::GUEST_LDTR_SELECTOR, 0)?;
+    v.write(f::GUEST_LDTR_BASE, 0)?;
+    v.write(f::GUEST_LDTR_LIMIT, 0)?;
+    v.write(f::GUEST_LDTR_AR, AR_UNUSABLE)?;
+    v.write(f::GUEST_TR_SELECTOR, 0)?;
+    v.write(f::GUEST_TR_BASE, 0)?;
+    v.write(f::GUEST_TR_LIMIT, 0x67)?;
+    v.write(f::GUEST_TR_AR, AR_TSS_BUSY)?;
+    v.write(f::GUEST_GDTR_BASE, g.gdt_base)?;
+    v.write(f::GUEST_GDTR_LIMIT, g.gdt_limit as u32)?;
+    v.write(f::GUEST_IDTR_BASE, 0)?;
+    v.write(f::GUEST_IDTR_LIMIT, 0)?;
+    v.write(f::GUEST_SYSENTER_CS, 0)?;
+    v.write(f::GUEST_SYSENTER_ESP, 0)?;
+    v.write(f::GUEST_SYSENTER_EIP, 0)?;
+    v.write(f::GUEST_INTERRUPTIBILITY, 0)?;
+    v.write(f::GUEST_ACTIVITY_STATE, 0)?;
+    v.write(f::GUEST_PENDING_DBG, 0)?;
+    v.write(f::VMCS_LINK_POINTER, u64::MAX)?;
+    Ok(())
+}
+
+/// Debug options from the command line: `vmx.skip-checks`, `vmx.report-missed`, `vmx.bad=<tweak>`.
+/// `report-missed` is on by default in debug builds.
+pub(crate) fn parse_options(cmdline: &[u8]) -> (super::vcpu::Options, Tweak) {
+    let mut opts = super::vcpu::Options {
+        skip_checks: false,
+        report_missed: cfg!(debug_assertions),
+    };
+    let mut tweak = Tweak::None;
+    for word in cmdline.split(|b| b.is_ascii_whitespace()) {
+        match word {
+            b"vmx.skip-checks" => opts.skip_checks = true,
+            b"vmx.report-missed" => opts.report_missed = true,
+            _ => {
+                if let Some(v) = word.strip_prefix(b"vmx.bad=") {
+                    tweak = core::str::from_utf8(v)
+                        .ok()
+                        .and_then(Tweak::parse)
+                        .unwrap_or(Tweak::None);
+                }
+            }
+        }
+    }
+    (opts, tweak)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmx::caps::tests::skylake_x;
+
+    #[test]
+    fn wanted_controls_are_adjusted_to_the_capabilities() {
+        let caps = skylake_x();
+        let c = controls(&caps, &Addrs::TEST, Tweak::None).unwrap();
+        assert!(caps.proc1.permits(c.proc1) && caps.proc2.permits(c.proc2));
+        assert!(
+            c.has1(proc1::HLT_EXITING | proc1::USE_IO_BITMAPS)
+                && c.has2(proc2::EPT)
+                && c.has2(proc2::VPID)
+        );
+        assert!(!c.has1(proc1::USE_TPR_SHADOW) && !c.has2(proc2::TSC_SCALING));
+        assert_ne!(c.vpid, 0);
+    }
+
+    #[test]
+    fn a_cpu_without_ept_is_refused_by_name() {
+        let mut caps = skylake_x();
+        caps.proc2.may_be_1 &= !proc2::EPT;
+        assert_eq!(
+            controls(&caps, &Addrs::TEST, Tweak::None),
+            Err(Unsupported("EPT and VPID"))
+        );
+    }
+
+    #[test]
+    fn options_parse_from_the_command_line() {
+        let (o, t) = parse_options(b"quiet vmx.bad=tpr-threshold vmx.skip-checks");
+        assert!(o.skip_checks);
+        assert_eq!(t, Tweak::TprThresholdHigh);
+        let (o, t) = parse_options(b"");
+        assert!(!o.skip_checks);
+        assert_eq!(t, Tweak::None);
+    }
+
+    #[test]
+    fn tweaks_parse() {
+        assert_eq!(Tweak::parse("tpr-threshold"), Some(Tweak::TprThresholdHigh));
+        assert_eq!(
+            Tweak::parse("tsc-multiplier"),
+            Some(Tweak::TscMultiplierZero)
+        );
+        assert_eq!(Tweak::parse("nope"), None);
+    }
+}

@@ -1,0 +1,547 @@
+//! The VMX [`Backend`]: enter the guest (after the software consistency checks), decode its exit, carry
+//! out the loop's reply (RIP advanced by the VM-exit instruction length, faults injected through the
+//! VM-entry interruption-information field).
+#![forbid(unsafe_code)]
+
+use super::caps::Caps;
+use super::checks::{self, Check, GuestFacts};
+use super::controls::{intr_info, proc1, Controls};
+use super::decode::{self, reason, RawExit};
+use super::fields as f;
+use super::vmcs::{instruction_error_name, GuestRegs, VmFail, Vmcs, VmxOps};
+use crate::backend::{Backend, BackendError};
+use crate::exit::{Exit, Fault, Output, Reply, VirtualMsr};
+use crate::policy::msr::{EFER_LMA, EFER_LME};
+
+const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+
+/// Debug switches (VMM command line `vmx.skip-checks`, `vmx.report-missed`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// Do not run the software checks: let the CPU judge (to prove it rejects what they catch).
+    pub skip_checks: bool,
+    /// When the CPU rejects an entry, re-run the software checks and report whether they missed it.
+    pub report_missed: bool,
+}
+
+/// What the debug report found about a rejected entry (printed by the bring-up before the stop line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryDiagnosis {
+    /// The software checks passed but the CPU refused: a missing or wrong check in `checks`.
+    MissedConsistencyCheck { error: u64 },
+    /// The checks were bypassed; had they run, this rule would have stopped the entry.
+    BypassedCheckWouldCatch { error: u64, check: Check },
+}
+
+pub(crate) struct Vmx<H: VmxOps> {
+    pub vmcs: Vmcs<H>,
+    pub regs: GuestRegs,
+    launched: bool,
+    caps: Caps,
+    controls: Controls,
+    /// The controls changed since they were last checked.
+    dirty: bool,
+    opts: Options,
+    kernel_gs_base: u64,
+    pub diagnosis: Option<EntryDiagnosis>,
+}
+
+impl<H: VmxOps> Vmx<H> {
+    /// A vCPU over a VMCS whose host and guest state are written; the controls are written here.
+    pub fn new(
+        mut vmcs: Vmcs<H>,
+        caps: Caps,
+        controls: Controls,
+        opts: Options,
+    ) -> Result<Self, BackendError> {
+        super::setup::write_controls(&mut vmcs, &controls).map_err(|_| vmwrite_failed())?;
+        Ok(Self {
+            vmcs,
+            regs: GuestRegs::default(),
+            launched: false,
+            caps,
+            controls,
+            dirty: true,
+            opts,
+            kernel_gs_base: 0,
+            diagnosis: None,
+        })
+    }
+
+    fn facts(&self) -> GuestFacts {
+        GuestFacts {
+            vtpr: self.vmcs.0.read_vtpr(),
+            protected_mode: true,
+        }
+    }
+
+    /// The software checks, run when the controls changed, and on every entry while TPR shadow is on
+    /// (VTPR is guest-writable memory).
+    fn check_before_entry(&mut self) -> Result<(), BackendError> {
+        if self.opts.skip_checks || !(self.dirty || self.controls.has1(proc1::USE_TPR_SHADOW)) {
+            return Ok(());
+        }
+        checks::check(&self.controls, &self.caps, self.facts())
+            .map_err(|c| BackendError::ConsistencyCheck { what: c.name() })?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// A refused entry: VMfailInvalid / VMfailValid(n), or an entry-failure exit (bit 31).
+    fn refused(&mut self, code: u64, what: &'static str) -> BackendError {
+        if self.opts.report_missed {
+            let verdict = checks::check(&self.controls, &self.caps, self.facts());
+            self.diagnosis = Some(match (self.opts.skip_checks, verdict) {
+                (_, Ok(())) => EntryDiagnosis::MissedConsistencyCheck { error: code },
+                (true, Err(check)) => {
+                    EntryDiagnosis::BypassedCheckWouldCatch { error: code, check }
+                }
+                // Checks ran, failed now but passed before entry: the input changed under us.
+                (false, Err(_)) => EntryDiagnosis::MissedConsistencyCheck { error: code },
+            });
+        }
+        BackendError::EntryFailed { code, what }
+    }
+
+    fn read_or_zero<W: f::Width>(&self, field: f::Field<W>) -> u64 {
+        self.vmcs.read(field).map(Into::into).unwrap_or(0)
+    }
+
+    fn advance_rip(&mut self) {
+        let len = self.vmcs.read_basic(f::EXIT_INSTRUCTION_LENGTH) as u64;
+        let rip = self.vmcs.read_basic(f::GUEST_RIP);
+        self.vmcs.write_basic(f::GUEST_RIP, rip.wrapping_add(len));
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        use intr_info::*;
+        let hw = VALID | (TYPE_HW_EXCEPTION << TYPE_SHIFT);
+        let (info, ec) = match fault {
+            Fault::InvalidOpcode => (hw | 6, 0),
+            Fault::GeneralProtection(ec) => (hw | 13 | DELIVER_ERROR_CODE, ec),
+        };
+        self.controls.entry_intr_info = info;
+        self.controls.entry_error_code = ec;
+        self.dirty = true;
+        let _ = self.vmcs.write(f::ENTRY_EXCEPTION_ERROR_CODE, ec);
+        let _ = self.vmcs.write(f::ENTRY_INTERRUPTION_INFO, info);
+    }
+
+    fn set_edx_eax(&mut self, v: u64) {
+        self.regs.rax = v & 0xFFFF_FFFF;
+        self.regs.rdx = v >> 32;
+    }
+
+    fn write_virtual_msr(&mut self, msr: VirtualMsr, value: u64) -> Result<(), Fault> {
+        let r = match msr {
+            VirtualMsr::Efer => {
+                // Toggling long mode through WRMSR while paging is on is #GP on hardware, and the IA-32e
+                // entry control must keep matching EFER.LMA.
+                let cur = self.read_or_zero(f::GUEST_IA32_EFER);
+                if (cur ^ value) & (EFER_LME | EFER_LMA) != 0 {
+                    return Err(Fault::GeneralProtection(0));
+                }
+                self.vmcs.write(f::GUEST_IA32_EFER, value)
+            }
+            VirtualMsr::FsBase => self.vmcs.write(f::GUEST_FS_BASE, value),
+            VirtualMsr::GsBase => self.vmcs.write(f::GUEST_GS_BASE, value),
+            VirtualMsr::Pat => self.vmcs.write(f::GUEST_IA32_PAT, value),
+            VirtualMsr::KernelGsBase => {
+                // Not in the VMCS: the host does not use it, so the guest's value lives in the MSR.
+                self.kernel_gs_base = value;
+                self.vmcs.0.wrmsr(MSR_KERNEL_GS_BASE, value);
+                Ok(())
+            }
+        };
+        r.map_err(|_| Fault::GeneralProtection(0))
+    }
+
+    #[cfg(test)]
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+}
+
+fn vmwrite_failed() -> BackendError {
+    BackendError::EntryFailed {
+        code: 0,
+        what: "VMWRITE of a control field failed",
+    }
+}
+
+impl<H: VmxOps> Backend for Vmx<H> {
+    const ID: libvmm_abi::BackendId = libvmm_abi::BackendId::Vmx;
+
+    fn run(&mut self) -> Result<Exit, BackendError> {
+        self.check_before_entry()?;
+        if let Err(fail) = self.vmcs.0.enter(&mut self.regs, self.launched) {
+            return Err(match fail {
+                VmFail::Invalid => self.refused(0, "VMfailInvalid (no current VMCS)"),
+                VmFail::Valid => {
+                    let n = self.read_or_zero(f::VM_INSTRUCTION_ERROR);
+                    let what = instruction_error_name(n);
+                    self.refused(n, what)
+                }
+            });
+        }
+        // The CPU cleared the valid bit of the event-injection field on this exit.
+        if self.controls.entry_intr_info != 0 {
+            self.controls.entry_intr_info = 0;
+            self.dirty = true;
+        }
+        let exit_reason = self.vmcs.read_basic(f::EXIT_REASON);
+        if exit_reason & reason::ENTRY_FAILURE != 0 {
+            let what = match exit_reason & 0xFFFF {
+                reason::INVALID_GUEST_STATE => {
+                    "VM entry failed: invalid guest state (exit reason 33)"
+                }
+                reason::MSR_LOADING => "VM entry failed: MSR loading (exit reason 34)",
+                reason::MCE_DURING_ENTRY => "VM entry failed: machine check (exit reason 41)",
+                _ => "VM entry failed (exit reason with bit 31)",
+            };
+            return Err(self.refused((exit_reason & 0xFFFF) as u64, what));
+        }
+        self.launched = true;
+        let basic = exit_reason & 0xFFFF;
+        if basic == reason::EXTERNAL_INTERRUPT {
+            self.vmcs.0.take_host_interrupt();
+        }
+        // The hot exits need no qualification: skip the VMREAD.
+        let needs_q = !matches!(
+            basic,
+            reason::CPUID | reason::VMCALL | reason::HLT | reason::RDMSR | reason::WRMSR
+        );
+        let raw = RawExit {
+            reason: exit_reason,
+            qualification: if needs_q {
+                self.vmcs.read_basic(f::EXIT_QUALIFICATION)
+            } else {
+                0
+            },
+            guest_physical: if matches!(basic, reason::EPT_VIOLATION | reason::EPT_MISCONFIG) {
+                self.vmcs.read_basic(f::GUEST_PHYSICAL_ADDRESS)
+            } else {
+                0
+            },
+        };
+        Ok(decode::decode(&raw, &self.regs))
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        let out = match reply {
+            Reply::Resume => return,
+            Reply::Inject(fault) => return self.inject(fault),
+            Reply::Complete(out) => out,
+        };
+        match out {
+            Output::Nothing => {}
+            Output::Cpuid([a, b, c, d]) => {
+                self.regs.rax = a as u64;
+                self.regs.rbx = b as u64;
+                self.regs.rcx = c as u64;
+                self.regs.rdx = d as u64;
+            }
+            Output::Hypercall(v) => self.regs.rax = v as u64,
+            Output::Sbi { .. } => {}
+            Output::MsrValue(v) => self.set_edx_eax(v),
+            Output::IoIn { value, size } => {
+                let v = value as u64;
+                self.regs.rax = match size {
+                    1 => (self.regs.rax & !0xFF) | (v & 0xFF),
+                    2 => (self.regs.rax & !0xFFFF) | (v & 0xFFFF),
+                    _ => v, // a 32-bit IN zero-extends into RAX
+                };
+            }
+            Output::SetVirtualMsr(msr, value) => {
+                if let Err(fault) = self.write_virtual_msr(msr, value) {
+                    return self.inject(fault);
+                }
+            }
+        }
+        self.advance_rip();
+    }
+
+    fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
+        let field = match msr {
+            VirtualMsr::Efer => f::GUEST_IA32_EFER,
+            VirtualMsr::FsBase => return self.vmcs.read(f::GUEST_FS_BASE).ok(),
+            VirtualMsr::GsBase => return self.vmcs.read(f::GUEST_GS_BASE).ok(),
+            VirtualMsr::Pat => f::GUEST_IA32_PAT,
+            VirtualMsr::KernelGsBase => return Some(self.kernel_gs_base),
+        };
+        self.vmcs.read(field).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{Access, IoAccess};
+    use crate::guest_mem::GuestMemory;
+    use crate::vcpu::tests::ModelPlatform;
+    use crate::vcpu::{self, StopReason, Vm};
+    use crate::vmx::caps::tests::skylake_x;
+    use crate::vmx::setup::{self, Addrs, Tweak};
+    use crate::vmx::vmcs::model::{ModelVmcs, Step};
+    use libvmm_abi::{Hypercall, ABI_VERSION};
+
+    fn exit(reason: u32, len: u64, q: u64, gpa: u64, regs: GuestRegs) -> Step {
+        Step::Exit(
+            vec![
+                (f::EXIT_REASON.encoding(), reason as u64),
+                (f::EXIT_INSTRUCTION_LENGTH.encoding(), len),
+                (f::EXIT_QUALIFICATION.encoding(), q),
+                (f::GUEST_PHYSICAL_ADDRESS.encoding(), gpa),
+            ],
+            Some(regs),
+        )
+    }
+
+    fn vmx(tweak: Tweak, opts: Options, steps: Vec<Step>) -> Vmx<ModelVmcs> {
+        let caps = skylake_x();
+        let c = setup::controls(&caps, &Addrs::TEST, tweak).unwrap();
+        let mut model = ModelVmcs {
+            steps,
+            ..Default::default()
+        };
+        model.fields.insert(f::GUEST_RIP.encoding(), 0x201_0000);
+        model
+            .fields
+            .insert(f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA);
+        Vmx::new(Vmcs(model), caps, c, opts).unwrap()
+    }
+
+    fn run(v: &mut Vmx<ModelVmcs>) -> (StopReason, Vec<u8>) {
+        let mut mem = vec![0u8; 0x1000];
+        mem[0x10..0x13].copy_from_slice(b"hi\n");
+        let mut vm = Vm::new(
+            GuestMemory::new(0x200_0000, &mut mem),
+            ModelPlatform::default(),
+        );
+        let stop = vcpu::run(v, &mut vm);
+        (stop, vm.platform.console.0)
+    }
+
+    fn regs_hc(nr: Hypercall, a: [u64; 3]) -> GuestRegs {
+        GuestRegs {
+            rax: nr as u64,
+            rdi: a[0],
+            rsi: a[1],
+            rdx: a[2],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hello_through_the_generic_loop_launches_once_then_resumes() {
+        let mut v = vmx(
+            Tweak::None,
+            Options::default(),
+            vec![
+                exit(18, 3, 0, 0, regs_hc(Hypercall::Version, [0; 3])),
+                exit(18, 3, 0, 0, regs_hc(Hypercall::Write, [1, 0x200_0010, 3])),
+                exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [0; 3])),
+            ],
+        );
+        let (stop, out) = run(&mut v);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        assert_eq!(out, b"hi\n");
+        let e = &v.vmcs.0.entries;
+        assert_eq!(
+            e.iter().map(|x| x.0).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        // The Version result came back in RAX and RIP moved by 3 (VMCALL) before the next entry.
+        assert_eq!(e[1].1.rax, ABI_VERSION as u64);
+        assert_eq!(e[1].2[&f::GUEST_RIP.encoding()], 0x201_0003);
+    }
+
+    #[test]
+    fn cpuid_result_lands_in_four_registers() {
+        let r = GuestRegs {
+            rax: 0x4000_0000,
+            rbx: 0xAAAA,
+            ..Default::default()
+        };
+        let mut v = vmx(Tweak::None, Options::default(), vec![exit(10, 2, 0, 0, r)]);
+        let e = v.run().unwrap();
+        assert_eq!(
+            e,
+            Exit::Cpuid {
+                leaf: 0x4000_0000,
+                subleaf: 0
+            }
+        );
+        v.reply(Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
+        assert_eq!(
+            (v.regs.rax, v.regs.rbx, v.regs.rcx, v.regs.rdx),
+            (1, 2, 3, 4)
+        );
+        assert_eq!(v.vmcs.read(f::GUEST_RIP), Ok(0x201_0002));
+    }
+
+    #[test]
+    fn guest_vmx_instructions_get_ud_without_rip_advance() {
+        let mut v = vmx(
+            Tweak::None,
+            Options::default(),
+            vec![
+                exit(27, 4, 0, 0, GuestRegs::default()),
+                exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [7, 0, 0])),
+            ],
+        );
+        let (stop, _) = run(&mut v);
+        assert_eq!(stop, StopReason::PayloadExit(7));
+        let second = &v.vmcs.0.entries[1].2;
+        assert_eq!(
+            second[&f::ENTRY_INTERRUPTION_INFO.encoding()],
+            (1 << 31) | (3 << 8) | 6
+        );
+        assert_eq!(second[&f::GUEST_RIP.encoding()], 0x201_0000);
+    }
+
+    #[test]
+    fn io_and_msr_exits_are_denied_by_policy() {
+        let out = GuestRegs {
+            rax: 0x41,
+            ..Default::default()
+        };
+        let inp = GuestRegs {
+            rax: 0x1234_5678_9abc_def0,
+            ..Default::default()
+        };
+        let rd = GuestRegs {
+            rcx: 0x3A,
+            ..Default::default()
+        };
+        let mut v = vmx(
+            Tweak::None,
+            Options::default(),
+            vec![
+                exit(30, 1, 0xf4 << 16, 0, out),
+                exit(30, 1, (0x60 << 16) | 8, 0, inp),
+                exit(31, 2, 0, 0, rd),
+            ],
+        );
+        let e = v.run().unwrap();
+        assert_eq!(
+            e,
+            Exit::Io(IoAccess {
+                port: 0xf4,
+                size: 1,
+                write: true,
+                value: 0x41,
+                string: false
+            })
+        );
+        v.reply(Reply::Complete(Output::Nothing));
+        let e = v.run().unwrap();
+        assert!(matches!(
+            e,
+            Exit::Io(IoAccess {
+                port: 0x60,
+                write: false,
+                ..
+            })
+        ));
+        v.reply(Reply::Complete(Output::IoIn {
+            value: 0xFF,
+            size: 1,
+        }));
+        assert_eq!(v.regs.rax, 0x1234_5678_9abc_deff);
+        let e = v.run().unwrap();
+        assert_eq!(e, Exit::MsrRead { msr: 0x3A });
+    }
+
+    #[test]
+    fn efer_write_that_toggles_long_mode_is_gp() {
+        let mut v = vmx(Tweak::None, Options::default(), vec![]);
+        v.reply(Reply::Complete(Output::SetVirtualMsr(VirtualMsr::Efer, 0)));
+        assert_eq!(
+            v.controls().entry_intr_info,
+            (1 << 31) | (3 << 8) | (1 << 11) | 13
+        );
+        assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME | EFER_LMA));
+    }
+
+    #[test]
+    fn ept_violation_stops_with_the_address() {
+        let mut v = vmx(
+            Tweak::None,
+            Options::default(),
+            vec![exit(48, 0, 0x182, 0x10_0000, GuestRegs::default())],
+        );
+        let (stop, _) = run(&mut v);
+        assert_eq!(
+            stop,
+            StopReason::GuestMemoryViolation {
+                gpa: 0x10_0000,
+                access: Access::Write
+            }
+        );
+    }
+
+    #[test]
+    fn software_checks_stop_bad_controls_before_the_cpu_sees_them() {
+        for (tweak, want) in [
+            (Tweak::TprThresholdHigh, Check::TprThresholdHighBits),
+            (Tweak::TprThresholdAboveVtpr, Check::TprThresholdAboveVtpr),
+            (Tweak::TscMultiplierZero, Check::TscMultiplierZero),
+        ] {
+            let mut v = vmx(tweak, Options::default(), vec![]);
+            let (stop, _) = run(&mut v);
+            assert_eq!(
+                stop,
+                StopReason::Backend(BackendError::ConsistencyCheck { what: want.name() })
+            );
+            assert!(v.vmcs.0.entries.is_empty(), "the CPU was never asked");
+            assert_eq!(
+                stop.code(),
+                libvmm_abi::stop::StopCode::ConsistencyCheck as u8
+            );
+        }
+    }
+
+    #[test]
+    fn bypassed_checks_let_the_cpu_fail_and_the_report_names_the_rule() {
+        let opts = Options {
+            skip_checks: true,
+            report_missed: true,
+        };
+        let mut v = vmx(
+            Tweak::TprThresholdHigh,
+            opts,
+            vec![Step::Fail(VmFail::Valid, 7)],
+        );
+        let (stop, _) = run(&mut v);
+        assert_eq!(
+            stop,
+            StopReason::Backend(BackendError::EntryFailed {
+                code: 7,
+                what: instruction_error_name(7)
+            })
+        );
+        assert_eq!(
+            v.diagnosis,
+            Some(EntryDiagnosis::BypassedCheckWouldCatch {
+                error: 7,
+                check: Check::TprThresholdHighBits
+            })
+        );
+    }
+
+    #[test]
+    fn a_cpu_rejection_the_checks_let_through_is_reported_as_missed() {
+        let opts = Options {
+            skip_checks: false,
+            report_missed: true,
+        };
+        let mut v = vmx(Tweak::HostTrZero, opts, vec![Step::Fail(VmFail::Valid, 8)]);
+        let (stop, _) = run(&mut v);
+        assert_eq!(stop.code(), libvmm_abi::stop::StopCode::BackendError as u8);
+        assert_eq!(
+            v.diagnosis,
+            Some(EntryDiagnosis::MissedConsistencyCheck { error: 8 })
+        );
+    }
+}

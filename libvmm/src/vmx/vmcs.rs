@@ -1,0 +1,156 @@
+//! The typed VMCS: reads and writes go through [`super::fields::Field`] values, so the width of every
+//! access is fixed by the field's type, over the raw VMREAD/VMWRITE/VM-entry operations of [`VmxOps`]
+//! (the `arch` assembly on the target, a recording model in host tests).
+#![forbid(unsafe_code)]
+
+use super::fields::{Field, Width};
+
+/// Guest general-purpose registers the world switch saves and restores (RSP and RIP live in the VMCS):
+/// the x86 layout shared with SVM, whose offsets the `arch` assembly uses.
+pub(crate) type GuestRegs = crate::x86::gprs::Gprs;
+
+static_assertions::const_assert_eq!(core::mem::size_of::<GuestRegs>(), 15 * 8);
+
+/// How a VMX instruction failed (SDM "Conventions": VMfailInvalid sets CF, VMfailValid sets ZF and
+/// leaves the number in VM_INSTRUCTION_ERROR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VmFail {
+    Invalid,
+    Valid,
+}
+
+/// The raw operations on the current VMCS.
+pub(crate) trait VmxOps {
+    fn vmread(&self, encoding: u32) -> Result<u64, VmFail>;
+    fn vmwrite(&mut self, encoding: u32, value: u64) -> Result<(), VmFail>;
+    /// VMREAD of a field every VMX implementation has (exit reason, qualification, instruction length,
+    /// guest RIP), on the exit path, where a current VMCS is guaranteed: such a VMREAD cannot fail (SDM
+    /// VMREAD: VMfailInvalid needs an invalid current-VMCS pointer, VMfailValid(12) an unsupported
+    /// component), so the hardware form skips capturing the flags.
+    fn vmread_basic(&self, encoding: u32) -> u64 {
+        self.vmread(encoding).unwrap_or(0)
+    }
+    /// VMWRITE of such a field (guest RIP) on the exit path; same reasoning (VMfailValid(13) needs a
+    /// read-only field, which the typed layer rules out).
+    fn vmwrite_basic(&mut self, encoding: u32, value: u64) {
+        let _ = self.vmwrite(encoding, value);
+    }
+    /// VMLAUNCH (`launched == false`) or VMRESUME with `regs` loaded; returns at the next VM exit with the
+    /// guest's registers saved back into `regs`, or with the instruction's failure.
+    fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail>;
+    /// Writes a host MSR the VMCS does not switch (IA32_KERNEL_GS_BASE).
+    fn wrmsr(&mut self, msr: u32, value: u64);
+    /// VTPR: byte 0x80 of the virtual-APIC page (guest-writable while TPR shadow is on).
+    fn read_vtpr(&self) -> u8;
+    /// After an external-interrupt exit (not acknowledged on exit), lets the host take the pending
+    /// interrupt through its own IDT (the LAPIC timer's handler acknowledges it).
+    fn take_host_interrupt(&mut self) {}
+}
+
+/// The current VMCS, typed.
+pub(crate) struct Vmcs<H: VmxOps>(pub H);
+
+impl<H: VmxOps> Vmcs<H> {
+    pub fn read<W: Width>(&self, f: Field<W>) -> Result<W::Value, VmFail> {
+        self.0.vmread(f.encoding()).map(W::from_raw)
+    }
+    pub fn write<W: Width>(&mut self, f: Field<W>, v: W::Value) -> Result<(), VmFail> {
+        debug_assert!(!f.is_read_only());
+        self.0.vmwrite(f.encoding(), v.into())
+    }
+    /// Exit-path read of a basic field (see [`VmxOps::vmread_basic`]).
+    pub fn read_basic<W: Width>(&self, f: Field<W>) -> W::Value {
+        W::from_raw(self.0.vmread_basic(f.encoding()))
+    }
+    pub fn write_basic<W: Width>(&mut self, f: Field<W>, v: W::Value) {
+        debug_assert!(!f.is_read_only());
+        self.0.vmwrite_basic(f.encoding(), v.into())
+    }
+}
+
+/// VM-instruction error numbers (SDM Vol. 3C "VM Instruction Error Numbers").
+pub(crate) const fn instruction_error_name(n: u64) -> &'static str {
+    match n {
+        1 => "VMCALL executed in VMX root operation",
+        2 => "VMCLEAR with invalid physical address",
+        3 => "VMCLEAR with VMXON pointer",
+        4 => "VMLAUNCH with non-clear VMCS",
+        5 => "VMRESUME with non-launched VMCS",
+        6 => "VMRESUME after VMXOFF",
+        7 => "VM entry with invalid control field(s)",
+        8 => "VM entry with invalid host-state field(s)",
+        9 => "VMPTRLD with invalid physical address",
+        10 => "VMPTRLD with VMXON pointer",
+        11 => "VMPTRLD with incorrect VMCS revision identifier",
+        12 => "VMREAD/VMWRITE from/to unsupported VMCS component",
+        13 => "VMWRITE to read-only VMCS component",
+        15 => "VMXON executed in VMX root operation",
+        26 => "VM entry with events blocked by MOV SS",
+        28 => "invalid operand to INVEPT/INVVPID",
+        _ => "VM-instruction error (see SDM table)",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod model {
+    //! A software VMCS for host tests: fields in a map, entries scripted.
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    /// What the model's next `enter` does.
+    pub enum Step {
+        /// Exit with these read-only fields (encoding, value) and these guest registers.
+        Exit(Vec<(u32, u64)>, Option<GuestRegs>),
+        Fail(VmFail, u64),
+    }
+
+    #[derive(Default)]
+    pub struct ModelVmcs {
+        pub fields: BTreeMap<u32, u64>,
+        pub steps: Vec<Step>,
+        pub entries: Vec<(bool, GuestRegs, BTreeMap<u32, u64>)>,
+        pub msrs: Vec<(u32, u64)>,
+        pub vtpr: u8,
+    }
+
+    impl VmxOps for ModelVmcs {
+        fn vmread(&self, e: u32) -> Result<u64, VmFail> {
+            Ok(self.fields.get(&e).copied().unwrap_or(0))
+        }
+        fn vmwrite(&mut self, e: u32, v: u64) -> Result<(), VmFail> {
+            self.fields.insert(e, v);
+            Ok(())
+        }
+        fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail> {
+            self.entries.push((launched, *regs, self.fields.clone()));
+            assert!(!self.steps.is_empty(), "model script ended");
+            match self.steps.remove(0) {
+                Step::Exit(ro, r) => {
+                    for (e, v) in ro {
+                        self.fields.insert(e, v);
+                    }
+                    // The CPU clears the valid bit of the event-injection field on every VM exit.
+                    let inj = super::super::fields::ENTRY_INTERRUPTION_INFO.encoding();
+                    let v = self.fields.get(&inj).copied().unwrap_or(0) & !(1 << 31);
+                    self.fields.insert(inj, v);
+                    if let Some(r) = r {
+                        *regs = r;
+                    }
+                    Ok(())
+                }
+                Step::Fail(f, err) => {
+                    self.fields
+                        .insert(super::super::fields::VM_INSTRUCTION_ERROR.encoding(), err);
+                    Err(f)
+                }
+            }
+        }
+        fn wrmsr(&mut self, msr: u32, value: u64) {
+            self.msrs.push((msr, value));
+        }
+        fn read_vtpr(&self) -> u8 {
+            self.vtpr
+        }
+    }
+}
