@@ -143,6 +143,7 @@ impl<H: Hart> RiscvH<H> {
                     args: [x[A0], x[A0 + 1], x[A0 + 2], x[A0 + 3]],
                 };
             }
+            unlikely_path();
             return Exit::Sbi {
                 ext: x[A7],
                 fid: x[A6],
@@ -240,6 +241,12 @@ impl<H: Hart> RiscvH<H> {
         h.set_csr(Csr::Sepc, h.csr(Csr::Vstvec) & !3);
     }
 }
+
+/// Marks the path that calls it as unlikely (a stable stand-in for `likely`/`unlikely` hints): SBI calls
+/// other than libvmm hypercalls are rare, so the hypercall test comes first on the exit path.
+#[cold]
+#[inline(always)]
+fn unlikely_path() {}
 
 impl<H: Hart> Backend for RiscvH<H> {
     const ID: BackendId = BackendId::RiscvH;
