@@ -2,7 +2,7 @@
 # Installs what libvmm's build and tests need beyond the pinned Rust toolchain, only when missing:
 #   - the Rust targets named in rust-toolchain.toml (RUSTUP_AUTO_INSTALL=0 on these machines),
 #   - QEMU 10 (x86_64 + riscv64, OpenSBI) from Debian bookworm-backports,
-#   - Bochs 2.7 and the GRUB ISO tools (for the VMX backend's bootable ISO).
+#   - Bochs 2.7 and the GRUB ISO tools, BIOS and UEFI (for the VMX backend's bootable ISO).
 # The backports suite is added from the mirror address the machine's own apt sources already use;
 # no registry host name is written here.
 set -euo pipefail
@@ -69,7 +69,9 @@ install_bochs() {
     local pkgs=()
     command -v bochs >/dev/null || pkgs+=(bochs bochsbios vgabios)
     command -v grub-mkrescue >/dev/null || pkgs+=(grub-pc-bin grub-common xorriso mtools)
-    [ -d /usr/lib/grub/i386-pc ] || pkgs+=(grub-pc-bin)
+        [ -d /usr/lib/grub/i386-pc ] || pkgs+=(grub-pc-bin)
+    # UEFI as well: grub-mkrescue then makes one ISO that boots on BIOS and UEFI machines.
+    [ -d /usr/lib/grub/x86_64-efi ] || pkgs+=(grub-efi-amd64-bin)
     command -v xorriso >/dev/null || pkgs+=(xorriso)
     command -v mformat >/dev/null || pkgs+=(mtools)
     [ ${#pkgs[@]} -gt 0 ] || return 0

@@ -98,3 +98,24 @@ pub fn riscv(
     }
     run_bounded(c, limit, echo)
 }
+
+/// Boots an x86 GRUB ISO on QEMU's `pc` machine (SeaBIOS, CD-ROM): the multiboot2 path of the same
+/// image that `-kernel` starts through PVH.
+pub fn x86_iso(iso: &Path, echo: bool, limit: Duration) -> Result<Finished, String> {
+    ensure_tools("qemu", &["qemu-system-x86_64"])?;
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-accel", "tcg", "-cpu", "max", "-M", "pc", "-m", "128", "-display", "none", "-serial",
+        "stdio",
+    ])
+    .args([
+        "-no-reboot",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-boot",
+        "d",
+        "-cdrom",
+    ])
+    .arg(iso);
+    run_bounded(c, limit, echo)
+}

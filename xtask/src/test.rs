@@ -481,6 +481,14 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
                     s,
                     crate::bench::check_image_headers(backend, &image),
                 );
+                if backend == Backend::Svm {
+                    let s = Instant::now();
+                    t.record(
+                        "svm: boot hello from the GRUB ISO (multiboot2, QEMU pc)",
+                        s,
+                        svm_iso_case(&image),
+                    );
+                }
             }
             for case in cases.iter().filter(|c| c.payload == payload) {
                 let s = Instant::now();
@@ -496,4 +504,20 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
     }
     println!("{} passed, {} failed", t.passed, t.failed);
     Ok(if t.failed == 0 { 0 } else { 1 })
+}
+
+/// The SVM image booted by GRUB from an ISO: the multiboot2 entry, where `-kernel` uses PVH.
+fn svm_iso_case(image: &std::path::Path) -> Result<(), String> {
+    let iso = image.with_extension("iso");
+    crate::iso::build_iso(image, &iso, "")?;
+    let f = crate::qemu::x86_iso(&iso, false, Duration::from_secs(60))?;
+    let code = f.code.and_then(libvmm_abi::stop::from_qemu_debug_exit);
+    if code == Some(0)
+        && f.output.contains("libvmm: booted via multiboot2")
+        && f.output.contains("deprivileged on AMD SVM")
+    {
+        Ok(())
+    } else {
+        Err(format!("stop code {code:?}; console:\n{}", f.output))
+    }
 }
