@@ -132,21 +132,38 @@ impl core::fmt::Display for StopReason {
 }
 
 /// Decides the reply to one exit, or that the VM stops.
+///
+/// The hot exits (CPUID, hypercalls, SBI calls) hand their reply to the backend from their own arm: the
+/// compiler then specialises the backend's `reply` for the one output each produces, instead of joining
+/// every arm into one `Reply` value and taking it apart again (about 20 emulated instructions per exit).
 pub(crate) fn handle<B: Backend, P: Platform>(
     exit: Exit,
-    cpu: &B,
+    cpu: &mut B,
     vm: &mut Vm<'_, P>,
-) -> Result<Reply, StopReason> {
-    Ok(match exit {
+) -> Result<(), StopReason> {
+    let reply = match exit {
         Exit::Cpuid { leaf, subleaf } => {
             let host = |l, s| vm.platform.host_cpuid(l, s);
-            Reply::Complete(Output::Cpuid(cpuid::answer(leaf, subleaf, B::ID, host)))
+            cpu.reply(Reply::Complete(Output::Cpuid(cpuid::answer(
+                leaf,
+                subleaf,
+                B::ID,
+                host,
+            ))));
+            return Ok(());
         }
         Exit::Hypercall { nr, args } => match hypercall::dispatch(nr, args, vm) {
-            hypercall::Outcome::Return(v) => Reply::Complete(Output::Hypercall(v)),
+            hypercall::Outcome::Return(v) => {
+                cpu.reply(Reply::Complete(Output::Hypercall(v)));
+                return Ok(());
+            }
             hypercall::Outcome::Stop(s) => return Err(s),
         },
-        Exit::Sbi { ext, fid, ref args } => sbi::decide(ext, fid, args, vm)?,
+        Exit::Sbi { ext, fid, ref args } => {
+            let r = sbi::decide(ext, fid, args, vm)?;
+            cpu.reply(r);
+            return Ok(());
+        }
         Exit::MsrRead { msr } => msr::read(msr, |v| cpu.virtual_msr(v)),
         Exit::MsrWrite { msr, value } => msr::write(msr, value, |v| cpu.virtual_msr(v)),
         Exit::Io(access) => {
@@ -175,7 +192,9 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::Unknown { code, info1, info2 } => {
             return Err(StopReason::UnhandledExit { code, info1, info2 })
         }
-    })
+    };
+    cpu.reply(reply);
+    Ok(())
 }
 
 /// Runs the vCPU until the VM stops.
@@ -186,9 +205,8 @@ pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> S
             Err(e) => return StopReason::Backend(e),
         };
         vm.exits += 1;
-        match handle(exit, cpu, vm) {
-            Ok(reply) => cpu.reply(reply),
-            Err(stop) => return stop,
+        if let Err(stop) = handle(exit, cpu, vm) {
+            return stop;
         }
     }
 }

@@ -41,6 +41,7 @@ impl Backend for SvmVcpu {
         Ok(decode::decode(&super::exit_info(self.vmcb), &self.gprs))
     }
 
+    #[inline(always)]
     fn reply(&mut self, reply: Reply) {
         super::apply_reply(self.vmcb, &mut self.gprs, reply);
         if let Reply::Complete(Output::SetVirtualMsr(

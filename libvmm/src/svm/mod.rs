@@ -182,6 +182,7 @@ pub fn virtual_msr(v: &Vmcb, msr: VirtualMsr) -> u64 {
 }
 
 /// Carries out the loop's reply on the VMCB and the saved registers.
+#[inline(always)]
 pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
     match reply {
         Reply::Resume => {}

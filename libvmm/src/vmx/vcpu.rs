@@ -227,6 +227,7 @@ impl<H: VmxOps> Backend for Vmx<H> {
         Ok(decode::decode(&raw, &self.regs))
     }
 
+    #[inline(always)]
     fn reply(&mut self, reply: Reply) {
         let out = match reply {
             Reply::Resume => return,
