@@ -167,19 +167,7 @@ pub fn cases(backend: Backend) -> Vec<Case> {
             StopCode::GuestError as u8,
             "guest halted with no interrupt source".into(),
         ),
-        Case {
-            payload: "exitbench",
-            cmdline: "",
-            cpu: None,
-            code: 0,
-            expect: vec![
-                "exitbench: done".into(),
-                "bench: exits_per_write_1=1".into(),
-                "bench: exits_per_write_65536=1".into(),
-            ],
-            forbid: vec!["panic"],
-            dtb: None,
-        },
+        exitbench_case(),
     ]);
     if backend == Backend::Vmx {
         v.extend(crate::bochs::consistency_cases());
@@ -265,20 +253,25 @@ fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -
             StopCode::PayloadAbort as u8,
             "payload aborted".into(),
         ),
-        Case {
-            cpu: None,
-            payload: "exitbench",
-            cmdline: "",
-            code: 0,
-            expect: vec![
-                "exitbench: done".into(),
-                "bench: exits_per_write_1=1".into(),
-                "bench: exits_per_write_65536=1".into(),
-            ],
-            forbid: vec!["panic"],
-            dtb: None,
-        },
+        exitbench_case(),
     ]
+}
+
+/// `exitbench` on any backend: it runs to the end and every `write`, whatever its length, is one exit.
+fn exitbench_case() -> Case {
+    Case {
+        payload: "exitbench",
+        cmdline: "",
+        cpu: None,
+        code: 0,
+        expect: vec![
+            "exitbench: done".into(),
+            "bench: exits_per_write_1=1".into(),
+            "bench: exits_per_write_65536=1".into(),
+        ],
+        forbid: vec!["panic"],
+        dtb: None,
+    }
 }
 
 /// Backends whose images boot on an emulator here.

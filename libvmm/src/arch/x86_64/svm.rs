@@ -69,7 +69,7 @@ pub fn vmload(vmcb: &Vmcb) {
     unsafe { core::arch::asm!("vmload rax", in("rax") pa(vmcb), options(nostack)) }
 }
 
-core::arch::global_asm!(
+core::arch::global_asm!(concat!(
     r#"
 .section .text.svm, "ax"
 .global libvmm_svm_world_switch
@@ -83,37 +83,17 @@ libvmm_svm_world_switch:
     push r15
     push rdi
     mov rax, rsi
-    mov rbx, [rdi + 8]
-    mov rcx, [rdi + 16]
-    mov rdx, [rdi + 24]
-    mov rsi, [rdi + 32]
-    mov rbp, [rdi + 48]
-    mov r8, [rdi + 56]
-    mov r9, [rdi + 64]
-    mov r10, [rdi + 72]
-    mov r11, [rdi + 80]
-    mov r12, [rdi + 88]
-    mov r13, [rdi + 96]
-    mov r14, [rdi + 104]
-    mov r15, [rdi + 112]
+"#,
+    load_guest_gprs_from_rdi!(),
+    r#"
     mov rdi, [rdi + 40]
-        clgi
+    clgi
     sti
     vmrun rax
     xchg rdi, [rsp]
-    mov [rdi + 8], rbx
-    mov [rdi + 16], rcx
-    mov [rdi + 24], rdx
-    mov [rdi + 32], rsi
-    mov [rdi + 48], rbp
-    mov [rdi + 56], r8
-    mov [rdi + 64], r9
-    mov [rdi + 72], r10
-    mov [rdi + 80], r11
-    mov [rdi + 88], r12
-    mov [rdi + 96], r13
-    mov [rdi + 104], r14
-    mov [rdi + 112], r15
+"#,
+    store_guest_gprs_to_rdi!(),
+    r#"
     pop rbx
     mov [rdi + 40], rbx
         stgi
@@ -126,7 +106,7 @@ libvmm_svm_world_switch:
     pop rbp
     ret
 "#
-);
+));
 
 extern "C" {
     fn libvmm_svm_world_switch(gprs: *mut Gprs, guest_vmcb_pa: u64);
