@@ -62,6 +62,8 @@ impl embedded_io::Write for Uart {
 
 /// Ends the QEMU run with `code` through sifive_test: 0x5555 is PASS (status 0), `code << 16 | 0x3333`
 /// is FAIL with status `code`. Falls back to SBI SRST (which can only say "success") and then spins.
+/// QEMU 10's test device only *requests* the shutdown; the CPU keeps running until the main loop acts on
+/// it, so the fallback waits first: an SRST issued at once could win the race and end QEMU with status 0.
 pub fn exit(code: u8) -> ! {
     let v: u32 = if code == 0 {
         0x5555
@@ -73,6 +75,9 @@ pub fn exit(code: u8) -> ! {
     // volatile write that ends the machine.
     unsafe { VolatilePtr::new(NonNull::new(addr as *mut u32).unwrap_or(NonNull::dangling())) }
         .write(v);
+    for i in 0..50_000_000u32 {
+        core::hint::black_box(i);
+    }
     sbi_call(0x5352_5354, 0, 0, if code == 0 { 0 } else { 1 });
     loop {
         super::csr::wfi();
