@@ -111,8 +111,9 @@ pub fn cases(backend: Backend) -> Vec<Case> {
     } else {
         Vec::new()
     };
-    if backend == Backend::Svm {
-        // A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back).
+    if matches!(backend, Backend::Svm | Backend::Vmx) {
+        // A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back:
+        // the LAPIC timer on SVM, the VMX-preemption timer on VMX).
         v.push(hostile(
             "attack=spin libvmm.timeout_ms=300",
             StopCode::GuestError as u8,

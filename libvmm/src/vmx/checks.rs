@@ -421,7 +421,10 @@ mod tests {
                 Check::VirtualNmisWithoutNmiExiting,
             ),
             (
-                |c| c.exit |= exit::SAVE_PREEMPTION_TIMER,
+                |c| {
+                    c.pin &= !pin::PREEMPTION_TIMER;
+                    c.exit |= exit::SAVE_PREEMPTION_TIMER;
+                },
                 Check::SavePreemptionTimerWithoutTimer,
             ),
             (|c| c.proc2 |= proc2::PML, Check::UnsupportedControl),

@@ -102,10 +102,8 @@ fn boot_and_run(entry: boot::EntryState, mut con: Serial, payload: &crate::Paylo
     };
     let mut platform = X86Platform::new(con, entry.tsc);
     if let Some(ms) = crate::cmdline::number(facts.cmdline, "timeout_ms") {
-        if BACKEND != libvmm_abi::BackendId::Svm {
-            return StopReason::Unsupported(
-                "libvmm.timeout_ms is implemented for the SVM backend only",
-            );
+        if BACKEND == libvmm_abi::BackendId::Tdx {
+            return StopReason::Unsupported("libvmm.timeout_ms: the TDX image runs no guest");
         }
         if let Err(e) = platform.set_time_limit(ms) {
             return StopReason::Unsupported(e);
