@@ -118,10 +118,3 @@ pub fn build_image_cmd(a: &Args) -> Result<u8, String> {
     }
     Ok(0)
 }
-
-/// Whether this checkout can build an image for `backend` (its backend code has landed).
-pub fn backend_builds(backend: Backend) -> bool {
-    match backend {
-        Backend::Svm | Backend::Vmx | Backend::Tdx | Backend::Riscv => true,
-    }
-}
