@@ -69,35 +69,28 @@ vmx_mem_op!(vmxon, "vmxon");
 vmx_mem_op!(vmclear, "vmclear");
 vmx_mem_op!(vmptrld, "vmptrld");
 
-/// INVEPT all-context (type 2): drops every EPT-derived translation.
-pub fn invept_all() -> Result<(), VmFail> {
-    let desc = [0u64; 2];
-    let (cf, zf): (u8, u8);
-    // SAFETY: INVEPT reads the 16-byte descriptor on the stack and only invalidates TLB entries.
-    unsafe {
-        core::arch::asm!(
-            "invept {k}, [{d}]", "setc {cf}", "setz {zf}",
-            k = in(reg) 2u64, d = in(reg) &desc, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
-            options(nostack)
-        )
+macro_rules! vmx_invalidate_all {
+    ($name:ident, $insn:literal, $what:literal) => {
+        #[doc = concat!($insn, " all-context (type 2): drops every ", $what, ".")]
+        pub fn $name() -> Result<(), VmFail> {
+            let desc = [0u64; 2];
+            let (cf, zf): (u8, u8);
+            // SAFETY: the instruction reads the 16-byte descriptor on the stack and only invalidates
+            // TLB entries.
+            unsafe {
+                core::arch::asm!(
+                    concat!($insn, " {k}, [{d}]"), "setc {cf}", "setz {zf}",
+                    k = in(reg) 2u64, d = in(reg) &desc, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+                    options(nostack)
+                )
+            };
+            status(cf, zf)
+        }
     };
-    status(cf, zf)
 }
 
-/// INVVPID all-context (type 2): drops every VPID-tagged linear translation.
-pub fn invvpid_all() -> Result<(), VmFail> {
-    let desc = [0u64; 2];
-    let (cf, zf): (u8, u8);
-    // SAFETY: INVVPID reads the 16-byte descriptor on the stack and only invalidates TLB entries.
-    unsafe {
-        core::arch::asm!(
-            "invvpid {k}, [{d}]", "setc {cf}", "setz {zf}",
-            k = in(reg) 2u64, d = in(reg) &desc, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
-            options(nostack)
-        )
-    };
-    status(cf, zf)
-}
+vmx_invalidate_all!(invept_all, "invept", "EPT-derived translation");
+vmx_invalidate_all!(invvpid_all, "invvpid", "VPID-tagged linear translation");
 
 pub fn read_cr0() -> u64 {
     let v;
