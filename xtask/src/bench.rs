@@ -51,39 +51,6 @@ pub fn image_sizes(image: &Path) -> Result<Sizes, String> {
     Ok(s)
 }
 
-/// Checks the x86 boot headers: a PVH note (Xen, type 18) in a PT_NOTE segment and a multiboot2 header
-/// in the first 32 KiB of the file. RISC-V images have neither (OpenSBI jumps to the entry).
-pub fn check_image_headers(backend: Backend, image: &Path) -> Result<(), String> {
-    if backend == Backend::Riscv {
-        return Ok(());
-    }
-    let data = std::fs::read(image).map_err(|e| e.to_string())?;
-    let elf = object::File::parse(&*data).map_err(|e| e.to_string())?;
-    let note = elf
-        .section_by_name(".note.pvh")
-        .ok_or("no .note.pvh section")?;
-    let d = note.data().map_err(|e| e.to_string())?;
-    let u32_at = |o: usize| u32::from_le_bytes(d[o..o + 4].try_into().unwrap());
-    if d.len() < 20 || u32_at(0) != 4 || u32_at(8) != 18 || &d[12..16] != b"Xen\0" {
-        return Err("the PVH note is not a Xen note of type 18".into());
-    }
-    let mb2 = (0..32768usize.min(data.len().saturating_sub(16)))
-        .step_by(8)
-        .find(|&o| {
-            let w = |i: usize| u32::from_le_bytes(data[o + i..o + i + 4].try_into().unwrap());
-            w(0) == 0xE852_50D6
-                && w(0)
-                    .wrapping_add(w(4))
-                    .wrapping_add(w(8))
-                    .wrapping_add(w(12))
-                    == 0
-        });
-    if mb2.is_none() {
-        return Err("no valid multiboot2 header in the first 32 KiB".into());
-    }
-    Ok(())
-}
-
 /// The `bench: key=value` lines of a run.
 fn bench_lines(output: &str) -> BTreeMap<String, i64> {
     output
