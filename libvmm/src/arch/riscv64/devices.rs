@@ -53,6 +53,7 @@ impl embedded_io::Write for Uart {
         for &b in buf {
             Self::put(b);
         }
+        crate::console::note_written(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> Result<(), Self::Error> {

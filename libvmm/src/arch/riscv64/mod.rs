@@ -13,7 +13,7 @@ pub(crate) mod entry;
 pub(crate) mod hart;
 pub(crate) mod start;
 
-use libvmm_abi::stop::{StopCode, STOP_LINE_PREFIX};
+use libvmm_abi::stop::StopCode;
 
 /// A trap while the VMM itself runs (not from the guest): a libvmm bug. Reports and stops.
 #[no_mangle]
@@ -21,25 +21,23 @@ extern "C" fn libvmm_riscv64_host_trap() -> ! {
     let mut con = devices::Uart;
     crate::vmm_print!(
         &mut con,
-        "libvmm: VMM trap scause={:#x} sepc={:#x} stval={:#x}\n{} {} VMM trap\n",
+        "libvmm: VMM trap scause={:#x} sepc={:#x} stval={:#x}\n",
         csr::scause(),
         csr::sepc(),
         csr::stval(),
-        STOP_LINE_PREFIX,
-        StopCode::VmmPanic as u8
     );
+    crate::console::stop_line(&mut con, StopCode::VmmPanic as u8, format_args!("VMM trap"));
     devices::exit(StopCode::VmmPanic as u8)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut con = devices::Uart;
-    crate::vmm_print!(
+    crate::vmm_print!(&mut con, "libvmm: panic: {}\n", info,);
+    crate::console::stop_line(
         &mut con,
-        "libvmm: panic: {}\n{} {} VMM panic\n",
-        info,
-        STOP_LINE_PREFIX,
-        StopCode::VmmPanic as u8
+        StopCode::VmmPanic as u8,
+        format_args!("VMM panic"),
     );
     devices::exit(StopCode::VmmPanic as u8)
 }

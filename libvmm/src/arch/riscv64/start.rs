@@ -4,7 +4,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use libvmm_abi::layout::riscv64 as layout;
-use libvmm_abi::stop::{StopCode, STOP_LINE_PREFIX};
+use libvmm_abi::stop::StopCode;
 use libvmm_abi::BackendId;
 
 use super::devices::{self, Uart};
@@ -78,13 +78,18 @@ struct Fail(StopCode, &'static str);
 #[no_mangle]
 extern "C" fn libvmm_riscv64_main(hartid: u64, dtb: u64, entry_cycles: u64) -> ! {
     let mut con = Uart;
+    // The `time` counter at entry is the only entropy an S-mode VMM has here (no Zkr on QEMU's rv64).
+    crate::console::announce_token(
+        &mut con,
+        crate::console::make_token(csr::time() ^ entry_cycles << 32 ^ dtb),
+    );
     let code = match boot(hartid, dtb, entry_cycles) {
         Ok(stop) => {
-            crate::vmm_print!(&mut con, "{} {} {}\n", STOP_LINE_PREFIX, stop.code(), stop);
+            crate::console::stop_line(&mut con, stop.code(), format_args!("{stop}"));
             stop.code()
         }
         Err(Fail(code, what)) => {
-            crate::vmm_print!(&mut con, "{} {} {}\n", STOP_LINE_PREFIX, code as u8, what);
+            crate::console::stop_line(&mut con, code as u8, format_args!("{what}"));
             code as u8
         }
     };

@@ -10,6 +10,20 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// 64 bits from RDRAND when the CPU has it (retried as the SDM advises), else the time-stamp counter.
+pub fn entropy() -> u64 {
+    if cpuid(1, 0)[2] & (1 << 30) != 0 {
+        for _ in 0..10 {
+            let mut v = 0u64;
+            // SAFETY: RDRAND exists (CPUID.1:ECX.RDRAND); it writes `v` and reports success in CF.
+            if unsafe { core::arch::x86_64::_rdrand64_step(&mut v) } == 1 {
+                return v ^ rdtsc();
+            }
+        }
+    }
+    rdtsc()
+}
+
 /// RDMSR. Only called for MSRs the VMM checked exist (architectural or CPUID-gated).
 pub fn rdmsr(msr: u32) -> u64 {
     // SAFETY: the caller reads an MSR that exists on this CPU (see each call site).

@@ -53,6 +53,7 @@ impl embedded_io::Write for Serial {
         for &b in buf {
             self.put(b);
         }
+        crate::console::note_written(buf);
         Ok(buf.len())
     }
 

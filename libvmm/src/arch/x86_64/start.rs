@@ -6,7 +6,7 @@
 use core::fmt::Arguments;
 
 use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_SIZE};
-use libvmm_abi::stop::{StopCode, STOP_LINE_PREFIX};
+use libvmm_abi::stop::StopCode;
 
 use super::serial::Serial;
 use super::{boot, exit_device, platform::X86Platform, tables};
@@ -61,6 +61,7 @@ extern "C" fn libvmm_x86_entry() -> ! {
         BACKEND.name(),
         payload.name
     );
+    crate::console::announce_token(&mut con, crate::console::make_token(super::cpu::entropy()));
     let stop = boot_and_run(entry, con, payload);
     let mut con = Serial;
     stop_machine(&mut con, stop.code(), format_args!("{stop}"))
@@ -150,7 +151,7 @@ fn selftest(cmdline: &[u8]) {
 
 /// Prints the stop line and ends the machine.
 pub fn stop_machine(con: &mut Serial, code: u8, reason: Arguments<'_>) -> ! {
-    crate::vmm_print!(con, "{} {} {}\n", STOP_LINE_PREFIX, code, reason);
+    crate::console::stop_line(con, code, reason);
     con.drain();
     exit_device::exit(code)
 }
