@@ -7,5 +7,9 @@ pub const VMM_STACK_SIZE: usize = 64 * 1024;
 /// Guest ASID (SVM) / VPID (VMX) / VMID (RISC-V) of the one guest. 0 is the host's on every vendor.
 pub const GUEST_TAG: u16 = 1;
 
+/// Denied I/O accesses printed per VM before the VMM goes quiet about them (a hostile guest must not be
+/// able to flood the console).
+pub const IO_LOG_LIMIT: u32 = 4;
+
 static_assertions::const_assert!(VMM_STACK_SIZE.is_multiple_of(4096));
 static_assertions::const_assert!(GUEST_TAG != 0);

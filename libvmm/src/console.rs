@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn stop_lines_parse_back_with_their_token_only() {
-        let mut out = crate::vcpu::tests::RecordingConsole::default();
+        let mut out = crate::testing::RecordingConsole::default();
         announce_token(&mut out, make_token(7));
         stop_line(&mut out, 3, format_args!("payload exited with status 3"));
         let text = std::string::String::from_utf8(out.0).unwrap();

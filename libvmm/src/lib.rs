@@ -38,16 +38,19 @@ pub(crate) mod console;
 pub(crate) mod exit;
 pub(crate) mod guest_mem;
 pub(crate) mod policy;
+#[cfg(test)]
+pub(crate) mod testing;
 pub(crate) mod vcpu;
+pub(crate) mod vm;
 
 pub(crate) mod loader;
-#[cfg(any(test, not(target_os = "none"), target_arch = "x86_64"))]
 pub(crate) mod x86;
 
 #[cfg(any(test, feature = "riscv", target_arch = "riscv64"))]
 pub(crate) mod riscv;
 #[cfg(any(test, not(target_os = "none"), target_arch = "x86_64"))]
 pub mod svm;
+#[cfg(any(test, not(target_os = "none"), target_arch = "x86_64"))]
 pub mod tdx;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vmx;

@@ -2,134 +2,11 @@
 //! decision, reply or stop. Every backend (SVM, VMX, RISC-V H, TDX) runs through this same loop.
 #![forbid(unsafe_code)]
 
-use libvmm_abi::stop::{self, StopCode};
-
-use crate::backend::{Backend, BackendError};
-use crate::exit::{Access, Exit, Fault, Output, Reply};
-use crate::guest_mem::GuestMemory;
+use crate::backend::Backend;
+use crate::config::IO_LOG_LIMIT;
+use crate::exit::{Exit, Fault, Output, Reply};
 use crate::policy::{cpuid, hypercall, io, msr, sbi};
-
-/// Host services the loop needs, provided by `arch` on the target and by models in tests.
-pub(crate) trait Platform {
-    type Console: embedded_io::Write;
-    fn console(&mut self) -> &mut Self::Console;
-    /// Runs the host's CPUID (x86; other architectures return zeros).
-    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
-    /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
-    fn clock_ns(&self, clock: u64) -> Option<u64>;
-    /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
-    /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.
-    fn time_limit_exceeded(&self) -> Option<u64> {
-        None
-    }
-}
-
-/// Generic per-VM state the loop and the policies work on.
-pub(crate) struct Vm<'m, P: Platform> {
-    pub mem: GuestMemory<'m>,
-    pub platform: P,
-    /// VM exits handled so far.
-    pub exits: u64,
-    /// How many denied port accesses were logged (logging stops at [`IO_LOG_LIMIT`]).
-    pub io_logged: u32,
-}
-
-/// Denied I/O accesses printed per VM before the VMM goes quiet about them (a hostile guest must not be
-/// able to flood the console).
-pub const IO_LOG_LIMIT: u32 = 4;
-
-impl<'m, P: Platform> Vm<'m, P> {
-    pub fn new(mem: GuestMemory<'m>, platform: P) -> Self {
-        Self {
-            mem,
-            platform,
-            exits: 0,
-            io_logged: 0,
-        }
-    }
-}
-
-/// Why a VM stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    PayloadExit(i64),
-    PayloadAbort,
-    GuestMemoryViolation {
-        gpa: u64,
-        access: Access,
-    },
-    TripleFault,
-    /// HLT/WFI with nothing that could ever wake the guest.
-    GuestHalted,
-    UnhandledExit {
-        code: u64,
-        info1: u64,
-        info2: u64,
-    },
-    Backend(BackendError),
-    /// The CPU or firmware lacks something the backend needs (the reason names the bit or leaf).
-    Unsupported(&'static str),
-    /// A boot-time platform problem (memory map, device tree, payload does not fit).
-    Platform(&'static str),
-    /// The guest ran past its time limit (milliseconds).
-    TimeLimit {
-        ms: u64,
-    },
-}
-
-impl StopReason {
-    /// The stop code the image exits with.
-    pub fn code(&self) -> u8 {
-        match self {
-            Self::PayloadExit(s) => stop::payload(*s),
-            Self::PayloadAbort => StopCode::PayloadAbort as u8,
-            Self::GuestMemoryViolation { .. } => StopCode::GuestMemoryViolation as u8,
-            Self::TripleFault => StopCode::TripleFault as u8,
-            Self::GuestHalted | Self::UnhandledExit { .. } | Self::TimeLimit { .. } => {
-                StopCode::GuestError as u8
-            }
-            Self::Backend(BackendError::ConsistencyCheck { .. }) => {
-                StopCode::ConsistencyCheck as u8
-            }
-            Self::Backend(_) => StopCode::BackendError as u8,
-            Self::Unsupported(_) => StopCode::Unsupported as u8,
-            Self::Platform(_) => StopCode::PlatformError as u8,
-        }
-    }
-}
-
-impl core::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::PayloadExit(s) => write!(f, "payload exited with status {s}"),
-            Self::PayloadAbort => write!(f, "payload aborted"),
-            Self::GuestMemoryViolation { gpa, access } => {
-                write!(
-                    f,
-                    "guest memory violation: {} of guest-physical {gpa:#x} outside guest memory",
-                    access.name()
-                )
-            }
-            Self::TripleFault => write!(f, "guest triple fault (shutdown)"),
-            Self::GuestHalted => write!(f, "guest halted with no interrupt source to wake it"),
-            Self::UnhandledExit { code, info1, info2 } => {
-                write!(f, "unhandled exit {code:#x} (info {info1:#x}, {info2:#x})")
-            }
-            Self::Backend(BackendError::EntryFailed { code, what }) => {
-                write!(f, "VM entry failed: {what} ({code:#x})")
-            }
-            Self::Backend(BackendError::ConsistencyCheck { what }) => {
-                write!(f, "VM-entry consistency check failed: {what}")
-            }
-            Self::Backend(BackendError::Firmware { code, what }) => {
-                write!(f, "firmware error: {what} ({code:#x})")
-            }
-            Self::Unsupported(what) => write!(f, "unsupported: {what}"),
-            Self::Platform(what) => write!(f, "platform error: {what}"),
-            Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
-        }
-    }
-}
+pub(crate) use crate::vm::{Platform, StopReason, Vm};
 
 /// Decides the reply to one exit, or that the VM stops.
 ///
@@ -212,72 +89,16 @@ pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> S
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::exit::{IoAccess, VirtInsn, VirtualMsr};
-    use libvmm_abi::{BackendId, Errno, Hypercall};
+    use crate::exit::Access;
+    use crate::exit::{IoAccess, VirtInsn};
+    use crate::guest_mem::GuestMemory;
+    use crate::testing::{ModelPlatform, ScriptedBackend};
+    use crate::vm::StopReason;
+    use libvmm_abi::stop::StopCode;
+    use libvmm_abi::{Errno, Hypercall};
     use std::vec::Vec;
-
-    /// A console that records bytes.
-    #[derive(Default)]
-    pub struct RecordingConsole(pub Vec<u8>);
-    impl embedded_io::ErrorType for RecordingConsole {
-        type Error = core::convert::Infallible;
-    }
-    impl embedded_io::Write for RecordingConsole {
-        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-            self.0.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> Result<(), Self::Error> {
-            Ok(())
-        }
-    }
-
-    #[derive(Default)]
-    pub struct ModelPlatform {
-        pub console: RecordingConsole,
-    }
-    impl Platform for ModelPlatform {
-        type Console = RecordingConsole;
-        fn console(&mut self) -> &mut RecordingConsole {
-            &mut self.console
-        }
-        fn host_cpuid(&self, _: u32, _: u32) -> [u32; 4] {
-            [u32::MAX; 4]
-        }
-        fn clock_ns(&self, _: u64) -> Option<u64> {
-            Some(42)
-        }
-    }
-
-    /// A backend that plays a script of exits and records the replies.
-    pub struct ScriptedBackend {
-        pub script: Vec<Exit>,
-        pub replies: Vec<(Exit, Reply)>,
-        pub last: Option<Exit>,
-    }
-    impl Backend for ScriptedBackend {
-        const ID: BackendId = BackendId::Svm;
-        fn run(&mut self) -> Result<Exit, BackendError> {
-            if self.script.is_empty() {
-                return Err(BackendError::EntryFailed {
-                    code: 0,
-                    what: "script ended",
-                });
-            }
-            let e = self.script.remove(0);
-            self.last = Some(e);
-            Ok(e)
-        }
-        fn reply(&mut self, reply: Reply) {
-            self.replies
-                .push((self.last.expect("reply without an exit"), reply));
-        }
-        fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
-            Some(msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME)
-        }
-    }
 
     const BASE: u64 = 0x200_0000;
 
@@ -399,10 +220,14 @@ pub(crate) mod tests {
                 string: false,
             }),
             Exit::MsrWrite {
-                msr: msr::MSR_EFER,
-                value: msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME,
+                msr: crate::x86::msr::EFER,
+                value: crate::x86::msr::EFER_LME
+                    | crate::x86::msr::EFER_LMA
+                    | crate::x86::msr::EFER_SVME,
             },
-            Exit::MsrRead { msr: msr::MSR_EFER },
+            Exit::MsrRead {
+                msr: crate::x86::msr::EFER,
+            },
             hc(Hypercall::ExitCount, [0; 4]),
             hc(Hypercall::Exit, [0; 4]),
         ];
@@ -412,7 +237,9 @@ pub(crate) mod tests {
         assert_eq!(cpu.replies[2].1, Reply::Inject(Fault::GeneralProtection(0)));
         assert_eq!(
             cpu.replies[3].1,
-            Reply::Complete(Output::MsrValue(msr::EFER_LME | msr::EFER_LMA))
+            Reply::Complete(Output::MsrValue(
+                crate::x86::msr::EFER_LME | crate::x86::msr::EFER_LMA
+            ))
         );
         assert_eq!(cpu.replies[4].1, Reply::Complete(Output::Hypercall(5)));
         assert!(String::from_utf8(out)

@@ -5,7 +5,7 @@
 
 use libvmm_abi::{Errno, Hypercall, ABI_VERSION, CLOCK_MONOTONIC, CLOCK_REALTIME};
 
-use crate::vcpu::{Platform, StopReason, Vm};
+use crate::vm::{Platform, StopReason, Vm};
 
 /// What a hypercall did.
 #[derive(Debug, PartialEq, Eq)]

@@ -8,17 +8,12 @@
 
 use crate::exit::{Fault, Output, Reply, VirtualMsr};
 
-pub const MSR_EFER: u32 = 0xC000_0080;
-pub const MSR_FS_BASE: u32 = 0xC000_0100;
-pub const MSR_GS_BASE: u32 = 0xC000_0101;
-pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
-pub const MSR_PAT: u32 = 0x277;
-
-pub const EFER_SCE: u64 = 1 << 0;
-pub const EFER_LME: u64 = 1 << 8;
-pub const EFER_LMA: u64 = 1 << 10;
-pub const EFER_NXE: u64 = 1 << 11;
-pub const EFER_SVME: u64 = 1 << 12;
+#[cfg(test)]
+use crate::x86::msr::EFER_SVME;
+use crate::x86::msr::{
+    EFER as MSR_EFER, EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, FS_BASE as MSR_FS_BASE,
+    GS_BASE as MSR_GS_BASE, IA32_PAT as MSR_PAT, KERNEL_GS_BASE as MSR_KERNEL_GS_BASE,
+};
 /// EFER bits a guest may hold.
 pub const EFER_GUEST_BITS: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
 

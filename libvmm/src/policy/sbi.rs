@@ -18,7 +18,7 @@
 use libvmm_abi::{ABI_VERSION, SBI_EXT_LIBVMM};
 
 use crate::exit::{Output, Reply};
-use crate::vcpu::{Platform, StopReason, Vm};
+use crate::vm::{Platform, StopReason, Vm};
 
 pub const SBI_SUCCESS: i64 = 0;
 pub const SBI_ERR_NOT_SUPPORTED: i64 = -2;
@@ -141,7 +141,7 @@ fn console_write<P: Platform>(len: u64, lo: u64, hi: u64, vm: &mut Vm<'_, P>) ->
 mod tests {
     use super::*;
     use crate::guest_mem::GuestMemory;
-    use crate::vcpu::tests::ModelPlatform;
+    use crate::testing::ModelPlatform;
 
     const BASE: u64 = 0x8400_0000;
 

@@ -3,102 +3,12 @@
 use super::*;
 use crate::exit::Fault;
 use crate::guest_mem::GuestMemory;
-use crate::vcpu::tests::ModelPlatform;
+use crate::testing::ModelPlatform;
 use crate::vcpu::{self, StopReason, Vm};
 use libvmm_abi::{Errno, Hypercall};
-use std::collections::HashMap;
 use std::vec::Vec;
 
-/// One trap the model delivers: scause, stval, htval, and guest registers to set first.
-#[derive(Clone)]
-struct Trap {
-    scause: u64,
-    stval: u64,
-    htval: u64,
-    regs: Vec<(usize, u64)>,
-}
-
-fn ecall(a7: u64, a6: u64, args: &[u64]) -> Trap {
-    let mut regs = vec![(A7, a7), (A6, a6)];
-    regs.extend(args.iter().enumerate().map(|(i, v)| (A0 + i, *v)));
-    Trap {
-        scause: csr::EXC_ECALL_VS,
-        stval: 0,
-        htval: 0,
-        regs,
-    }
-}
-
-fn hypercall(nr: Hypercall, args: &[u64]) -> Trap {
-    ecall(SBI_EXT_LIBVMM, nr as u64, args)
-}
-
-fn trap(scause: u64, stval: u64, htval: u64) -> Trap {
-    Trap {
-        scause,
-        stval,
-        htval,
-        regs: vec![],
-    }
-}
-
-#[derive(Default)]
-struct ModelHart {
-    script: Vec<Trap>,
-    csrs: HashMap<&'static str, u64>,
-    /// (a0, a1, sepc) seen at each entry after the first.
-    entries: Vec<(u64, u64, u64)>,
-    host_timer: Vec<u64>,
-    waited: u32,
-}
-
-fn key(c: Csr) -> &'static str {
-    match c {
-        Csr::Sepc => "sepc",
-        Csr::Sstatus => "sstatus",
-        Csr::Stval => "stval",
-        Csr::Htval => "htval",
-        Csr::Hvip => "hvip",
-        Csr::Vsstatus => "vsstatus",
-        Csr::Vstvec => "vstvec",
-        Csr::Vsepc => "vsepc",
-        Csr::Vscause => "vscause",
-        Csr::Vstval => "vstval",
-    }
-}
-
-impl Hart for ModelHart {
-    fn enter(&mut self, ctx: &mut GuestContext) -> u64 {
-        self.entries
-            .push((ctx.x[A0], ctx.x[A1], self.csr(Csr::Sepc)));
-        if self.script.is_empty() {
-            // Nothing left: the guest exits with status 77 so a test that runs off its script notices.
-            ctx.x[A7] = SBI_EXT_LIBVMM;
-            ctx.x[A6] = Hypercall::Exit as u64;
-            ctx.x[A0] = 77;
-            return csr::EXC_ECALL_VS;
-        }
-        let t = self.script.remove(0);
-        for (r, v) in t.regs {
-            ctx.x[r] = v;
-        }
-        self.csrs.insert("stval", t.stval);
-        self.csrs.insert("htval", t.htval);
-        t.scause
-    }
-    fn csr(&self, c: Csr) -> u64 {
-        self.csrs.get(key(c)).copied().unwrap_or(0)
-    }
-    fn set_csr(&mut self, c: Csr, v: u64) {
-        self.csrs.insert(key(c), v);
-    }
-    fn set_host_timer(&mut self, deadline: u64) {
-        self.host_timer.push(deadline);
-    }
-    fn wait_for_host_timer(&mut self) {
-        self.waited += 1;
-    }
-}
+use crate::testing::hart::{ecall, hypercall, trap, ModelHart, Trap};
 
 const MEM_BASE: u64 = 0x8400_0000;
 const ENTRY: u64 = 0x8401_0000;

@@ -61,7 +61,7 @@ impl Backend for SvmVcpu {
 /// Brings SVM up on this CPU and runs the guest until it stops.
 pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> StopReason {
     let vm_cr = if cpu::cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0 {
-        cpu::rdmsr(super::MSR_VM_CR)
+        cpu::rdmsr(crate::x86::msr::VM_CR)
     } else {
         0
     };
@@ -103,7 +103,7 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
         return StopReason::Platform("nested tables would expose VMM memory");
     }
     // And the permission maps deny what the policy must see: every MSR and port exits.
-    if !st.msrpm.intercepts(crate::policy::msr::MSR_EFER, true) || !st.iopm.intercepts(0xF4) {
+    if !st.msrpm.intercepts(crate::x86::msr::EFER, true) || !st.iopm.intercepts(0xF4) {
         return StopReason::Platform("permission maps do not intercept EFER and port I/O");
     }
 

@@ -22,16 +22,14 @@ pub(crate) mod sev_snp;
 pub(crate) mod vmcb;
 
 use crate::exit::{Fault, Output, Reply, VirtualMsr};
-use crate::policy::msr::EFER_SVME;
 use crate::x86::gprs::Gprs;
 use crate::x86::guest_setup::InitialState;
+use crate::x86::msr::{EFER_SVME, VM_CR_SVMDIS};
 use crate::x86::segment::svm_attrib;
 use vmcb::{intercept, Vmcb, VmcbSegment};
 
 pub const CPUID_EXT_FEATURES: u32 = 0x8000_0001;
 pub const CPUID_SVM_FEATURES: u32 = 0x8000_000A;
-pub const MSR_VM_CR: u32 = 0xC001_0114;
-pub const VM_CR_SVMDIS: u64 = 1 << 4;
 
 /// Checks that the CPU can run the SVM backend, naming the missing bit when it cannot.
 pub fn check_support(cpuid: impl Fn(u32, u32) -> [u32; 4], vm_cr: u64) -> Result<(), &'static str> {

@@ -13,7 +13,7 @@ use super::probe;
 use super::seamcall::tdh;
 use super::tdmr::ModuleInfo;
 use crate::arch::x86_64::{cpu, seamcall};
-use crate::vcpu::{Platform, StopReason, Vm};
+use crate::vm::{Platform, StopReason, Vm};
 
 /// Call from the x86 boot flow of a `--features tdx` image, in place of a backend run loop.
 pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>) -> StopReason {

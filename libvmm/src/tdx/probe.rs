@@ -10,9 +10,10 @@
 //! which MSRs each CPU kind makes it read.
 #![forbid(unsafe_code)]
 
-pub const MSR_MTRRCAP: u32 = 0xFE;
-pub const MSR_SEAMRR_PHYS_BASE: u32 = 0x1400;
-pub const MSR_SEAMRR_PHYS_MASK: u32 = 0x1401;
+pub use crate::x86::msr::{
+    IA32_MTRRCAP as MSR_MTRRCAP, IA32_SEAMRR_PHYS_BASE as MSR_SEAMRR_PHYS_BASE,
+    IA32_SEAMRR_PHYS_MASK as MSR_SEAMRR_PHYS_MASK,
+};
 pub const MTRRCAP_SEAMRR: u64 = 1 << 15;
 pub const SEAMRR_BASE_CONFIGURED: u64 = 1 << 3;
 pub const SEAMRR_MASK_LOCKED: u64 = 1 << 10;

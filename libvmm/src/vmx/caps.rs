@@ -6,30 +6,9 @@
 //! values Bochs' `corei7_skylake_x` reports.
 #![forbid(unsafe_code)]
 
-/// MSR numbers (SDM Vol. 3D App. A; `x86::msr` has them too, the TRUE_* ones are spelled out here).
-pub(crate) mod msr {
-    pub const FEATURE_CONTROL: u32 = 0x3A;
-    pub const VMX_BASIC: u32 = 0x480;
-    pub const VMX_PINBASED_CTLS: u32 = 0x481;
-    pub const VMX_PROCBASED_CTLS: u32 = 0x482;
-    pub const VMX_EXIT_CTLS: u32 = 0x483;
-    pub const VMX_ENTRY_CTLS: u32 = 0x484;
-    pub const VMX_MISC: u32 = 0x485;
-    pub const VMX_CR0_FIXED0: u32 = 0x486;
-    pub const VMX_CR0_FIXED1: u32 = 0x487;
-    pub const VMX_CR4_FIXED0: u32 = 0x488;
-    pub const VMX_CR4_FIXED1: u32 = 0x489;
-    pub const VMX_PROCBASED_CTLS2: u32 = 0x48B;
-    pub const VMX_EPT_VPID_CAP: u32 = 0x48C;
-    pub const VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
-    pub const VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
-    pub const VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
-    pub const VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
-}
-
-/// IA32_FEATURE_CONTROL bits.
-pub(crate) const FEATURE_CONTROL_LOCK: u64 = 1 << 0;
-pub(crate) const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+/// MSR numbers (SDM Vol. 3D App. A), from the one MSR module.
+pub(crate) use crate::x86::msr;
+pub(crate) use crate::x86::msr::{FEATURE_CONTROL_LOCK, FEATURE_CONTROL_VMX_OUTSIDE_SMX};
 /// CR4.VMXE.
 pub(crate) const CR4_VMXE: u64 = 1 << 13;
 /// IA32_VMX_BASIC[55]: the TRUE_* control MSRs exist.

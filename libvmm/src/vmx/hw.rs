@@ -15,10 +15,9 @@ use super::setup::{self, parse_options, Addrs, HostState, Tweak};
 use super::vcpu::{EntryDiagnosis, Vmx};
 use super::vmcs::{instruction_error_name, Vmcs};
 
-const MSR_FS_BASE: u32 = 0xC000_0100;
-const MSR_GS_BASE: u32 = 0xC000_0101;
-const MSR_EFER: u32 = 0xC000_0080;
-const MSR_PAT: u32 = 0x277;
+use crate::x86::msr::{
+    EFER as MSR_EFER, FS_BASE as MSR_FS_BASE, GS_BASE as MSR_GS_BASE, IA32_PAT as MSR_PAT,
+};
 
 fn cmdline<'a, P: Platform>(vm: &'a Vm<'_, P>) -> &'a [u8] {
     let gpa = WINDOW_BASE + BOOT_INFO_OFFSET;
@@ -36,9 +35,9 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
     if cpu::cpuid(1, 0)[2] & (1 << 5) == 0 {
         return StopReason::Unsupported(caps::VmxonBlocker::NoVmxCpuid.name());
     }
-    match caps::feature_control_update(cpu::rdmsr(msr::FEATURE_CONTROL)) {
+    match caps::feature_control_update(cpu::rdmsr(msr::IA32_FEATURE_CONTROL)) {
         Ok(None) => {}
-        Ok(Some(v)) => cpu::wrmsr(msr::FEATURE_CONTROL, v),
+        Ok(Some(v)) => cpu::wrmsr(msr::IA32_FEATURE_CONTROL, v),
         Err(e) => return StopReason::Unsupported(e.name()),
     }
     let max_pa = if cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {

@@ -11,9 +11,9 @@ use super::fields as f;
 use super::vmcs::{instruction_error_name, GuestRegs, VmFail, Vmcs, VmxOps};
 use crate::backend::{Backend, BackendError};
 use crate::exit::{Exit, Fault, Output, Reply, VirtualMsr};
-use crate::policy::msr::{EFER_LMA, EFER_LME};
+use crate::x86::msr::{EFER_LMA, EFER_LME};
 
-const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+use crate::x86::msr::KERNEL_GS_BASE as MSR_KERNEL_GS_BASE;
 
 /// Debug switches (VMM command line `vmx.skip-checks`, `vmx.report-missed`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -279,11 +279,11 @@ mod tests {
     use super::*;
     use crate::exit::{Access, IoAccess};
     use crate::guest_mem::GuestMemory;
-    use crate::vcpu::tests::ModelPlatform;
+    use crate::testing::vmcs::{ModelVmcs, Step};
+    use crate::testing::ModelPlatform;
     use crate::vcpu::{self, StopReason, Vm};
     use crate::vmx::caps::tests::skylake_x;
     use crate::vmx::setup::{self, Addrs, Tweak};
-    use crate::vmx::vmcs::model::{ModelVmcs, Step};
     use libvmm_abi::{Hypercall, ABI_VERSION};
 
     fn exit(reason: u32, len: u64, q: u64, gpa: u64, regs: GuestRegs) -> Step {

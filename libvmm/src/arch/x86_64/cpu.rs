@@ -54,9 +54,9 @@ pub fn outl(port: u16, v: u32) {
 /// Sets EFER.NXE when the CPU has NX: with it, nested page faults report instruction fetches as such
 /// (the fetch bit of the #PF-style error code is defined only with NX enabled).
 pub fn enable_nx() {
-    const EFER: u32 = 0xC000_0080;
+    use crate::x86::msr::{EFER, EFER_NXE};
     if cpuid(0x8000_0000, 0)[0] >= 0x8000_0001 && cpuid(0x8000_0001, 0)[3] & (1 << 20) != 0 {
-        wrmsr(EFER, rdmsr(EFER) | (1 << 11));
+        wrmsr(EFER, rdmsr(EFER) | EFER_NXE);
     }
 }
 

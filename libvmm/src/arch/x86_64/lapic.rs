@@ -8,8 +8,7 @@ use volatile::VolatilePtr;
 
 use super::cpu::{cpuid, outb, rdmsr, wrmsr};
 
-const MSR_APIC_BASE: u32 = 0x1B;
-const APIC_BASE_ENABLE: u64 = 1 << 11;
+use crate::x86::msr::{APIC_BASE_ENABLE, IA32_APIC_BASE as MSR_APIC_BASE};
 const REG_EOI: usize = 0xB0;
 const REG_SVR: usize = 0xF0;
 const REG_LVT_TIMER: usize = 0x320;

@@ -14,14 +14,12 @@ use super::cpu::{rdmsr, wrmsr};
 use crate::tdx::errno::{self, Status};
 use crate::tdx::seamcall::{Args, Seamcall};
 
-const IA32_FEATURE_CONTROL: u32 = 0x3A;
-const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
-const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
-const IA32_VMX_BASIC: u32 = 0x480;
-const IA32_VMX_CR0_FIXED0: u32 = 0x486;
-const IA32_VMX_CR0_FIXED1: u32 = 0x487;
-const IA32_VMX_CR4_FIXED0: u32 = 0x488;
-const IA32_VMX_CR4_FIXED1: u32 = 0x489;
+use crate::x86::msr::{
+    FEATURE_CONTROL_LOCK as FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX,
+    IA32_FEATURE_CONTROL, VMX_BASIC as IA32_VMX_BASIC, VMX_CR0_FIXED0 as IA32_VMX_CR0_FIXED0,
+    VMX_CR0_FIXED1 as IA32_VMX_CR0_FIXED1, VMX_CR4_FIXED0 as IA32_VMX_CR4_FIXED0,
+    VMX_CR4_FIXED1 as IA32_VMX_CR4_FIXED1,
+};
 const CR4_VMXE: u64 = 1 << 13;
 
 #[repr(C, align(4096))]

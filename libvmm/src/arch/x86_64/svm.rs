@@ -9,9 +9,7 @@ use crate::svm::permission_maps::{IoPermissionMap, MsrPermissionMap};
 use crate::svm::vmcb::Vmcb;
 use crate::x86::gprs::Gprs;
 
-const MSR_EFER: u32 = 0xC000_0080;
-const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
-const EFER_SVME: u64 = 1 << 12;
+use crate::x86::msr::{EFER as MSR_EFER, EFER_SVME, VM_HSAVE_PA as MSR_VM_HSAVE_PA};
 
 /// Everything the SVM backend needs, in .bss (zeroed at boot).
 #[repr(C, align(4096))]

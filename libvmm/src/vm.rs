@@ -1,0 +1,128 @@
+//! The VM as the run loop and the policies see it: generic per-VM state ([`Vm`]), the host services it
+//! needs ([`Platform`]) and why a VM stops ([`StopReason`]). Below both the loop (`vcpu`) and the
+//! policies (`policy/`), so neither imports the other for these.
+#![forbid(unsafe_code)]
+
+use libvmm_abi::stop::{self, StopCode};
+
+use crate::backend::BackendError;
+use crate::exit::Access;
+use crate::guest_mem::GuestMemory;
+
+/// Host services the loop needs, provided by `arch` on the target and by models in tests.
+pub(crate) trait Platform {
+    type Console: embedded_io::Write;
+    fn console(&mut self) -> &mut Self::Console;
+    /// Runs the host's CPUID (x86; other architectures return zeros).
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
+    fn clock_ns(&self, clock: u64) -> Option<u64>;
+    /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
+    /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.
+    fn time_limit_exceeded(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Generic per-VM state the loop and the policies work on.
+pub(crate) struct Vm<'m, P: Platform> {
+    pub mem: GuestMemory<'m>,
+    pub platform: P,
+    /// VM exits handled so far.
+    pub exits: u64,
+    /// How many denied port accesses were logged (logging stops at [`crate::config::IO_LOG_LIMIT`]).
+    pub io_logged: u32,
+}
+
+impl<'m, P: Platform> Vm<'m, P> {
+    pub fn new(mem: GuestMemory<'m>, platform: P) -> Self {
+        Self {
+            mem,
+            platform,
+            exits: 0,
+            io_logged: 0,
+        }
+    }
+}
+
+/// Why a VM stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    PayloadExit(i64),
+    PayloadAbort,
+    GuestMemoryViolation {
+        gpa: u64,
+        access: Access,
+    },
+    TripleFault,
+    /// HLT/WFI with nothing that could ever wake the guest.
+    GuestHalted,
+    UnhandledExit {
+        code: u64,
+        info1: u64,
+        info2: u64,
+    },
+    Backend(BackendError),
+    /// The CPU or firmware lacks something the backend needs (the reason names the bit or leaf).
+    Unsupported(&'static str),
+    /// A boot-time platform problem (memory map, device tree, payload does not fit).
+    Platform(&'static str),
+    /// The guest ran past its time limit (milliseconds).
+    TimeLimit {
+        ms: u64,
+    },
+}
+
+impl StopReason {
+    /// The stop code the image exits with.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::PayloadExit(s) => stop::payload(*s),
+            Self::PayloadAbort => StopCode::PayloadAbort as u8,
+            Self::GuestMemoryViolation { .. } => StopCode::GuestMemoryViolation as u8,
+            Self::TripleFault => StopCode::TripleFault as u8,
+            Self::GuestHalted | Self::UnhandledExit { .. } | Self::TimeLimit { .. } => {
+                StopCode::GuestError as u8
+            }
+            Self::Backend(BackendError::ConsistencyCheck { .. }) => {
+                StopCode::ConsistencyCheck as u8
+            }
+            Self::Backend(_) => StopCode::BackendError as u8,
+            Self::Unsupported(_) => StopCode::Unsupported as u8,
+            Self::Platform(_) => StopCode::PlatformError as u8,
+        }
+    }
+}
+
+impl core::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::PayloadExit(s) => write!(f, "payload exited with status {s}"),
+            Self::PayloadAbort => write!(f, "payload aborted"),
+            Self::GuestMemoryViolation { gpa, access } => {
+                write!(
+                    f,
+                    "guest memory violation: {} of guest-physical {gpa:#x} outside guest memory",
+                    access.name()
+                )
+            }
+            Self::TripleFault => write!(f, "guest triple fault (shutdown)"),
+            Self::GuestHalted => write!(f, "guest halted with no interrupt source to wake it"),
+            Self::UnhandledExit { code, info1, info2 } => {
+                write!(f, "unhandled exit {code:#x} (info {info1:#x}, {info2:#x})")
+            }
+            Self::Backend(BackendError::EntryFailed { code, what }) => {
+                write!(f, "VM entry failed: {what} ({code:#x})")
+            }
+            Self::Backend(BackendError::ConsistencyCheck { what }) => {
+                write!(f, "VM-entry consistency check failed: {what}")
+            }
+            Self::Backend(BackendError::Firmware { code, what }) => {
+                write!(f, "firmware error: {what} ({code:#x})")
+            }
+            Self::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Self::Platform(what) => write!(f, "platform error: {what}"),
+            Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
+        }
+    }
+}
