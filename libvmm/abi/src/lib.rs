@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod layout;
+pub mod sbi;
 pub mod stop;
 
 use static_assertions::const_assert_eq;

@@ -20,14 +20,10 @@ use libvmm_abi::{ABI_VERSION, SBI_EXT_LIBVMM};
 use crate::exit::{Output, Reply};
 use crate::vm::{Platform, StopReason, Vm};
 
-pub const SBI_SUCCESS: i64 = 0;
-pub const SBI_ERR_NOT_SUPPORTED: i64 = -2;
-pub const SBI_ERR_INVALID_PARAM: i64 = -3;
-
-pub const EXT_BASE: u64 = 0x10;
-pub const EXT_TIME: u64 = 0x5449_4D45;
-pub const EXT_SRST: u64 = 0x5352_5354;
-pub const EXT_DBCN: u64 = 0x4442_434E;
+pub use libvmm_abi::sbi::{
+    ERR_INVALID_PARAM as SBI_ERR_INVALID_PARAM, ERR_NOT_SUPPORTED as SBI_ERR_NOT_SUPPORTED,
+    EXT_BASE, EXT_DBCN, EXT_SRST, EXT_TIME, SUCCESS as SBI_SUCCESS,
+};
 
 /// SBI specification version reported by BASE: 2.0 (major in bits 30:24).
 pub const SPEC_VERSION: i64 = 2 << 24;

@@ -38,8 +38,7 @@ use libvmm_abi::{BackendId, SBI_EXT_LIBVMM};
 use crate::backend::{Backend, BackendError};
 use crate::exit::{Access, Exit, Output, Reply, VirtualMsr};
 
-/// SBI TIME extension id ("TIME").
-pub const SBI_EXT_TIME: u64 = 0x5449_4D45;
+use libvmm_abi::sbi::{EXT_TIME as SBI_EXT_TIME, TIME_SET_TIMER};
 
 /// The guest's general registers while it is not running: `x[1..=31]` (x0 unused), plus the host's
 /// registers the world switch keeps while the guest runs. The layout is the assembly's (offsets below).
@@ -268,7 +267,7 @@ impl<H: Hart> Backend for RiscvH<H> {
             }
             Reply::Complete(Output::Sbi { error, value }) => {
                 let x = &self.ctx.x;
-                let set_timer = error == 0 && x[A7] == SBI_EXT_TIME && x[A6] == 0;
+                let set_timer = error == 0 && x[A7] == SBI_EXT_TIME && x[A6] == TIME_SET_TIMER;
                 let deadline = x[A0];
                 self.ctx.x[A0] = error as u64;
                 self.ctx.x[A1] = value as u64;

@@ -87,11 +87,11 @@ fn sbi_calls_reach_the_policy_and_unknown_extensions_are_not_supported() {
     let mut mem = vec![0u8; 0x100];
     mem[..4].copy_from_slice(b"dbcn");
     let script = vec![
-        ecall(0x10, 0, &[]),                         // BASE spec version
-        ecall(0x4442_434E, 0, &[4, MEM_BASE, 0]),    // DBCN write
+        ecall(libvmm_abi::sbi::EXT_BASE, 0, &[]), // BASE spec version
+        ecall(0x4442_434E, 0, &[4, MEM_BASE, 0]), // DBCN write
         ecall(0x4442_434E, 0, &[4, 0x8020_0000, 0]), // DBCN wild pointer
-        ecall(0x0BAD_0000, 0, &[]),                  // unknown extension
-        ecall(0x5352_5354, 0, &[0, 0]),              // SRST shutdown
+        ecall(0x0BAD_0000, 0, &[]),               // unknown extension
+        ecall(libvmm_abi::sbi::EXT_SRST, 0, &[0, 0]), // SRST shutdown
     ];
     let (stop, cpu, out) = run(script, &mut mem);
     assert_eq!(stop, StopReason::PayloadExit(0));

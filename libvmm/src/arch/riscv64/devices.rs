@@ -79,7 +79,18 @@ pub fn exit(code: u8) -> ! {
     for i in 0..50_000_000u32 {
         core::hint::black_box(i);
     }
-    sbi_call(0x5352_5354, 0, 0, if code == 0 { 0 } else { 1 });
+    use libvmm_abi::sbi;
+    let reason = if code == 0 {
+        sbi::SRST_REASON_NONE
+    } else {
+        sbi::SRST_REASON_FAILURE
+    };
+    sbi_call(
+        sbi::EXT_SRST,
+        sbi::SRST_SYSTEM_RESET,
+        sbi::SRST_TYPE_SHUTDOWN,
+        reason,
+    );
     loop {
         super::csr::wfi();
     }
@@ -99,5 +110,10 @@ fn sbi_call(ext: u64, fid: u64, a0: u64, a1: u64) -> (i64, u64) {
 
 /// SBI TIME set_timer: programs the host's supervisor timer (also clears a pending STIP).
 pub fn set_timer(deadline: u64) {
-    sbi_call(0x5449_4D45, 0, deadline, 0);
+    sbi_call(
+        libvmm_abi::sbi::EXT_TIME,
+        libvmm_abi::sbi::TIME_SET_TIMER,
+        deadline,
+        0,
+    );
 }

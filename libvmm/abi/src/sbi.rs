@@ -1,0 +1,28 @@
+//! RISC-V SBI extension ids, function ids and error codes (SBI specification v2.0): the one home of this
+//! vocabulary for the VMM (its SBI policy, its own calls to OpenSBI), the guest runtime and payloads.
+
+/// BASE extension ("base").
+pub const EXT_BASE: u64 = 0x10;
+/// TIME extension ("TIME"): function 0 is `set_timer(stime_value)`.
+pub const EXT_TIME: u64 = 0x5449_4D45;
+/// System reset extension ("SRST"): function 0 is `system_reset(type, reason)`.
+pub const EXT_SRST: u64 = 0x5352_5354;
+/// Debug console extension ("DBCN").
+pub const EXT_DBCN: u64 = 0x4442_434E;
+/// libvmm hypercalls (firmware-specific range 0x0A00_0000..=0x0AFF_FFFF); same value as
+/// [`crate::SBI_EXT_LIBVMM`].
+pub const EXT_LIBVMM: u64 = crate::SBI_EXT_LIBVMM;
+
+/// TIME `set_timer`.
+pub const TIME_SET_TIMER: u64 = 0;
+/// SRST `system_reset`, its types and reasons.
+pub const SRST_SYSTEM_RESET: u64 = 0;
+pub const SRST_TYPE_SHUTDOWN: u64 = 0;
+pub const SRST_REASON_NONE: u64 = 0;
+pub const SRST_REASON_FAILURE: u64 = 1;
+
+/// Error codes (returned in a0).
+pub const SUCCESS: i64 = 0;
+pub const ERR_FAILED: i64 = -1;
+pub const ERR_NOT_SUPPORTED: i64 = -2;
+pub const ERR_INVALID_PARAM: i64 = -3;
