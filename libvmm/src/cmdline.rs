@@ -1,22 +1,122 @@
-//! The VMM's own options on the image's command line: words `libvmm.KEY=VALUE` (the payload receives
-//! the whole line and ignores them). Parsed here, once, into typed values.
+//! The VMM's own options on the image's command line: words `libvmm.KEY=VALUE` (the payload receives the
+//! whole line and ignores them). Parsed here, once, into one typed [`Options`] that boot hands to the
+//! backends by reference; nothing else reads the command line for the VMM.
+//!
+//! An option the VMM does not know, or a value it cannot parse, is refused at boot with the option's
+//! name: never silently ignored (a user who asked for a time limit must not get a run without one).
 #![forbid(unsafe_code)]
 
-/// The value of `libvmm.<key>=` in `cmdline`.
-pub fn value<'a>(cmdline: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    cmdline.split(|b| b.is_ascii_whitespace()).find_map(|w| {
-        let rest = w.strip_prefix(b"libvmm.")?.strip_prefix(key.as_bytes())?;
-        rest.strip_prefix(b"=")
-    })
+/// `libvmm.selftest=`: make the VMM fail on purpose (tests of its panic and exception paths).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selftest {
+    Panic,
+    Fault,
 }
 
-/// A decimal `u64` option; `None` when absent or malformed.
-pub fn number(cmdline: &[u8], key: &str) -> Option<u64> {
-    let v = value(cmdline, key)?;
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+/// Every VMM option, typed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options<'a> {
+    /// `libvmm.timeout_ms=N`: stop the guest after N ms.
+    pub timeout_ms: Option<u64>,
+    /// `libvmm.selftest=panic|fault`.
+    pub selftest: Option<Selftest>,
+    /// RISC-V `libvmm.isa=-ext,+ext,...`: per-guest ISA extension changes.
+    pub isa: Option<&'a str>,
+    /// VMX debug: `libvmm.vmx.bad=NAME` builds a deliberately invalid configuration.
+    pub vmx_bad: Option<&'a str>,
+    /// VMX debug: `libvmm.vmx.skip-checks`: bypass the software VM-entry checks.
+    pub vmx_skip_checks: bool,
+    /// VMX debug: `libvmm.vmx.report-missed`: report entries the CPU refused that the checks passed.
+    pub vmx_report_missed: bool,
+}
+
+/// Why the command line was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionError {
+    Unknown,
+    BadValue,
+}
+
+/// The first refused `libvmm.` word and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused<'a> {
+    pub word: &'a str,
+    pub why: OptionError,
+}
+
+impl core::fmt::Display for Refused<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.why {
+            OptionError::Unknown => write!(f, "unknown VMM option `{}`", self.word),
+            OptionError::BadValue => write!(f, "bad value in VMM option `{}`", self.word),
+        }
+    }
+}
+
+fn decimal(v: &str) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(v.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
+    v.parse().ok()
+}
+
+fn flag(v: Option<&str>) -> Option<bool> {
+    match v {
+        None | Some("1") | Some("on") => Some(true),
+        Some("0") | Some("off") => Some(false),
+        _ => None,
+    }
+}
+
+impl<'a> Options<'a> {
+    /// Parses every `libvmm.` word of `cmdline`; other words are the payload's.
+    pub fn parse(cmdline: &'a [u8]) -> Result<Self, Refused<'a>> {
+        let mut o = Options {
+            vmx_report_missed: cfg!(debug_assertions),
+            ..Options::default()
+        };
+        for word in cmdline.split(|b| b.is_ascii_whitespace()) {
+            let Some(opt) = word.strip_prefix(b"libvmm.") else {
+                continue;
+            };
+            let Ok(word) = core::str::from_utf8(word) else {
+                return Err(Refused {
+                    word: "libvmm.(not UTF-8)",
+                    why: OptionError::BadValue,
+                });
+            };
+            let opt = &word[word.len() - opt.len()..];
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            let bad = Refused {
+                word,
+                why: OptionError::BadValue,
+            };
+            match key {
+                "timeout_ms" => o.timeout_ms = Some(value.and_then(decimal).ok_or(bad)?),
+                "selftest" => {
+                    o.selftest = Some(match value {
+                        Some("panic") => Selftest::Panic,
+                        Some("fault") => Selftest::Fault,
+                        _ => return Err(bad),
+                    })
+                }
+                "isa" => o.isa = Some(value.ok_or(bad)?),
+                "vmx.bad" => o.vmx_bad = Some(value.ok_or(bad)?),
+                "vmx.skip-checks" => o.vmx_skip_checks = flag(value).ok_or(bad)?,
+                "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
+                _ => {
+                    return Err(Refused {
+                        word,
+                        why: OptionError::Unknown,
+                    })
+                }
+            }
+        }
+        Ok(o)
+    }
 }
 
 #[cfg(test)]
@@ -25,27 +125,32 @@ mod tests {
 
     #[test]
     fn finds_libvmm_options_among_payload_words() {
-        let c = b"attack=spin libvmm.timeout_ms=250 libvmm.selftest=panic";
-        assert_eq!(value(c, "selftest"), Some(&b"panic"[..]));
-        assert_eq!(number(c, "timeout_ms"), Some(250));
-        assert_eq!(value(c, "attack"), None);
-        assert_eq!(value(b"libvmm.timeout_msx=1", "timeout_ms"), None);
+        let o = Options::parse(b"attack=spin libvmm.timeout_ms=250 libvmm.selftest=panic").unwrap();
+        assert_eq!(o.timeout_ms, Some(250));
+        assert_eq!(o.selftest, Some(Selftest::Panic));
+        let o = Options::parse(b"libvmm.vmx.bad=tpr-vtpr libvmm.vmx.skip-checks libvmm.isa=-zicboz")
+            .unwrap();
+        assert_eq!(o.vmx_bad, Some("tpr-vtpr"));
+        assert!(o.vmx_skip_checks);
+        assert_eq!(o.isa, Some("-zicboz"));
+        assert_eq!(Options::parse(b"").unwrap().timeout_ms, None);
     }
 
     #[test]
-    fn malformed_numbers_are_none() {
+    fn unknown_options_and_bad_values_are_refused_by_name() {
+        let e = Options::parse(b"x libvmm.timeout_msx=1").unwrap_err();
+        assert_eq!((e.word, e.why), ("libvmm.timeout_msx=1", OptionError::Unknown));
         for c in [
             &b"libvmm.timeout_ms="[..],
+            b"libvmm.timeout_ms",
             b"libvmm.timeout_ms=-1",
             b"libvmm.timeout_ms=1e3",
             b"libvmm.timeout_ms=99999999999999999999",
+            b"libvmm.selftest=maybe",
+            b"libvmm.vmx.skip-checks=yes",
         ] {
-            assert_eq!(
-                number(c, "timeout_ms"),
-                None,
-                "{}",
-                String::from_utf8_lossy(c)
-            );
+            let e = Options::parse(c).unwrap_err();
+            assert_eq!(e.why, OptionError::BadValue, "{}", String::from_utf8_lossy(c));
         }
     }
 }

@@ -67,6 +67,8 @@ pub enum StopReason {
     Unsupported(&'static str),
     /// A boot-time platform problem (memory map, device tree, payload does not fit).
     Platform(&'static str),
+    /// A `libvmm.` option on the command line that the image cannot honour.
+    Option(crate::cmdline::Refused<'static>),
     /// The guest ran past its time limit (milliseconds).
     TimeLimit {
         ms: u64,
@@ -88,7 +90,7 @@ impl StopReason {
                 StopCode::ConsistencyCheck as u8
             }
             Self::Backend(_) => StopCode::BackendError as u8,
-            Self::Unsupported(_) => StopCode::Unsupported as u8,
+            Self::Unsupported(_) | Self::Option(_) => StopCode::Unsupported as u8,
             Self::Platform(_) => StopCode::PlatformError as u8,
         }
     }
@@ -122,6 +124,7 @@ impl core::fmt::Display for StopReason {
             }
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Platform(what) => write!(f, "platform error: {what}"),
+            Self::Option(refused) => write!(f, "unsupported: {refused}"),
             Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
         }
     }

@@ -1,103 +1,80 @@
-//! SVM on the real instruction: bring-up on this CPU and the [`Backend`] implementation the generic loop
-//! drives. Safe code over `arch::x86_64::svm`.
-//!
-//! The state VMLOAD/VMSAVE move (FS, GS, TR, LDTR, KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*)
-//! is loaded into the CPU once, before the first VMRUN, and stays there across exits: the VMM never uses
-//! those registers, so nothing needs swapping on the exit path (KVM likewise defers the host's VMLOAD).
-//! The VMCB copy is refreshed with VMSAVE on MSR exits, where the policy may read those MSRs, and
-//! written back with VMLOAD when the policy changes one.
+//! SVM bring-up on this CPU, over the [`SvmHw`] trait: the support checks, EFER.SVME and the host save
+//! area, nested tables for the guest window (and a self-check that no VMM address is reachable through
+//! them), permission maps that deny everything, the VMCB, then the generic run loop. The trait's real
+//! implementation ([`RealSvm`], target only) is a thin layer over `arch::x86_64::svm`; the host tests run
+//! the same bring-up and exit path against `testing::svm::ModelSvm`.
 #![forbid(unsafe_code)]
 
-use crate::arch::x86_64::{boot as boot_info, cpu, svm as hw};
-use crate::backend::{Backend, BackendError};
-use crate::exit::{Exit, Output, Reply, VirtualMsr};
-use crate::vcpu::{self, Platform, StopReason, Vm};
+use crate::vcpu;
+use crate::vm::{Platform, StopReason, Vm};
 use crate::x86::gprs::Gprs;
 use crate::x86::guest_setup::InitialState;
 
-use super::decode::{self, code};
+use super::vcpu::SvmVcpu;
 use super::vmcb::Vmcb;
+use super::SvmStorage;
 
-pub(crate) struct SvmVcpu {
-    vmcb: &'static mut Vmcb,
-    gprs: Gprs,
+/// The SVM hardware under the backend: the instructions and MSRs bring-up and the exit path use.
+pub(crate) trait SvmHw {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    fn rdmsr(&self, msr: u32) -> u64;
+    /// Sets EFER.SVME and VM_HSAVE_PA.
+    fn enable(&mut self, host_save_pa: u64);
+    /// Whether EFER.SVME is set in the hardware now.
+    fn svme_is_set(&self) -> bool;
+    /// The physical address of a VMM object.
+    fn pa<T>(&self, r: &T) -> u64;
+    /// VMRUN: runs the guest until the next #VMEXIT, GPRs other than RAX/RSP through `gprs`.
+    fn run(&mut self, gprs: &mut Gprs, vmcb: &mut Vmcb);
+    /// VMLOAD / VMSAVE of the guest's FS/GS/TR/LDTR/syscall state.
+    fn vmload(&mut self, vmcb: &Vmcb);
+    fn vmsave(&mut self, vmcb: &mut Vmcb);
 }
 
-impl Backend for SvmVcpu {
-    const ID: libvmm_abi::BackendId = libvmm_abi::BackendId::Svm;
-
-    fn run(&mut self) -> Result<Exit, BackendError> {
-        hw::run(&mut self.gprs, self.vmcb);
-        super::after_exit(self.vmcb);
-        if self.vmcb.control.exit_code == code::MSR {
-            hw::vmsave(self.vmcb);
-        }
-        if self.vmcb.control.exit_code & 0xFFFF_FFFF == code::INVALID {
-            return Err(BackendError::EntryFailed {
-                code: self.vmcb.control.exit_code,
-                what: "VMRUN refused the guest state (VMEXIT_INVALID)",
-            });
-        }
-        Ok(decode::decode(&super::exit_info(self.vmcb), &self.gprs))
-    }
-
-    #[inline(always)]
-    fn reply(&mut self, reply: Reply) {
-        super::apply_reply(self.vmcb, &mut self.gprs, reply);
-        if let Reply::Complete(Output::SetVirtualMsr(
-            VirtualMsr::FsBase | VirtualMsr::GsBase | VirtualMsr::KernelGsBase,
-            _,
-        )) = reply
-        {
-            hw::vmload(self.vmcb);
-        }
-    }
-
-    fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
-        Some(super::virtual_msr(self.vmcb, msr))
-    }
-}
-
-/// Brings SVM up on this CPU and runs the guest until it stops.
-pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> StopReason {
-    let vm_cr = if cpu::cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0 {
-        cpu::rdmsr(crate::x86::msr::VM_CR)
+/// Brings SVM up with `hw` on `st` and runs the guest until it stops. `vmm_addrs` are VMM addresses
+/// (image, stacks) the nested tables must not reach.
+pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
+    vm: &mut Vm<'_, P>,
+    state: &InitialState,
+    mut hw: H,
+    st: &mut SvmStorage,
+    vmm_addrs: &[u64],
+) -> StopReason {
+    let vm_cr = if hw.cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0 {
+        hw.rdmsr(crate::x86::msr::VM_CR)
     } else {
         0
     };
-    if let Err(why) = super::check_support(cpu::cpuid, vm_cr) {
+    if let Err(why) = super::check_support(|l, s| hw.cpuid(l, s), vm_cr) {
         return StopReason::Unsupported(why);
     }
     // AVIC: decided by KVM's policy and reported; not activated (libvmm has no virtual APIC yet, and TCG
     // offers no AVIC to test it on).
     let avic = super::avic::decide(
         super::avic::AvicParam::Auto,
-        &super::avic::HostFacts::from_cpuid(cpu::cpuid, true),
+        &super::avic::HostFacts::from_cpuid(|l, s| hw.cpuid(l, s), true),
     );
     crate::vmm_print!(
         vm.platform.console(),
         "libvmm: AVIC policy: {:?}\n",
         avic.mode
     );
-    let Some(st) = hw::take_storage() else {
-        return StopReason::Platform("SVM storage already in use");
-    };
-    hw::enable(hw::pa(&st.host_save));
-    let (pdpt_pa, pd_pa) = (hw::pa(&st.npt.pdpt), hw::pa(&st.npt.pd));
+    st.msrpm.deny_all();
+    st.iopm.deny_all();
+    hw.enable(hw.pa(&st.host_save));
+    let (pdpt_pa, pd_pa) = (hw.pa(&st.npt.pdpt), hw.pa(&st.npt.pd));
     super::npt::map_window(&mut st.npt, pdpt_pa, pd_pa);
 
     // Self-check: no VMM structure is reachable through the nested tables.
-    let (img_start, img_end) = boot_info::image_range();
-    let vmm_addrs = [
-        img_start,
-        img_end - 1,
-        hw::pa(&st.guest_vmcb),
-        hw::pa(&st.npt),
+    let own = [
+        hw.pa(&st.guest_vmcb),
+        hw.pa(&st.npt),
         pdpt_pa,
-        boot_info::stack_address(),
+        hw.pa(&st.host_save),
     ];
-    if vmm_addrs
+    if own
         .iter()
+        .chain(vmm_addrs)
         .any(|&a| st.npt.translate(a, pdpt_pa, pd_pa).is_some())
     {
         return StopReason::Platform("nested tables would expose VMM memory");
@@ -108,19 +85,146 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
     }
 
     let links = super::VmcbLinks {
-        iopm_pa: hw::pa(&st.iopm),
-        msrpm_pa: hw::pa(&st.msrpm),
-        ncr3: hw::pa(&st.npt.pml4),
+        iopm_pa: hw.pa(&st.iopm),
+        msrpm_pa: hw.pa(&st.msrpm),
+        ncr3: hw.pa(&st.npt.pml4),
     };
     super::init_vmcb(&mut st.guest_vmcb, state, links);
-    hw::vmload(&st.guest_vmcb);
+    hw.vmload(&st.guest_vmcb);
     let mut cpu = SvmVcpu {
+        hw,
         vmcb: &mut st.guest_vmcb,
         gprs: super::initial_gprs(state),
     };
     let stop = vcpu::run(&mut cpu, vm);
-    if !hw::svme_is_set() {
+    if !cpu.hw.svme_is_set() {
         return StopReason::Platform("EFER.SVME was cleared under the VMM");
     }
     stop
+}
+
+/// Brings SVM up on this CPU with its static storage and runs the guest until it stops.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) fn boot<P: Platform>(
+    vm: &mut Vm<'_, P>,
+    state: &InitialState,
+    _options: &crate::cmdline::Options<'_>,
+) -> StopReason {
+    use crate::arch::x86_64::entry;
+    let Some(st) = super::STORAGE.take() else {
+        return StopReason::Platform("SVM storage already in use");
+    };
+    let (img_start, img_end) = entry::image_range();
+    let vmm = [img_start, img_end - 1, entry::stack_address()];
+    bring_up_and_run(vm, state, RealSvm, st, &vmm)
+}
+
+/// The SVM instructions of this CPU.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) struct RealSvm;
+
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+impl SvmHw for RealSvm {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        crate::arch::x86_64::cpu::cpuid(leaf, subleaf)
+    }
+    fn rdmsr(&self, msr: u32) -> u64 {
+        crate::arch::x86_64::cpu::rdmsr(msr)
+    }
+    fn enable(&mut self, host_save_pa: u64) {
+        crate::arch::x86_64::svm::enable(host_save_pa)
+    }
+    fn svme_is_set(&self) -> bool {
+        crate::arch::x86_64::svm::svme_is_set()
+    }
+    fn pa<T>(&self, r: &T) -> u64 {
+        crate::arch::x86_64::svm::pa(r)
+    }
+    #[inline(always)]
+    fn run(&mut self, gprs: &mut Gprs, vmcb: &mut Vmcb) {
+        crate::arch::x86_64::svm::run(gprs, vmcb)
+    }
+    fn vmload(&mut self, vmcb: &Vmcb) {
+        crate::arch::x86_64::svm::vmload(vmcb)
+    }
+    fn vmsave(&mut self, vmcb: &mut Vmcb) {
+        crate::arch::x86_64::svm::vmsave(vmcb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest_mem::GuestMemory;
+    use crate::loader::Loaded;
+    use crate::svm::decode::code;
+    use crate::testing::svm::{ModelSvm, SvmExit};
+    use crate::testing::ModelPlatform;
+    use crate::x86::guest_setup::build;
+    use libvmm_abi::layout::x86_64::WINDOW_BASE;
+    use libvmm_abi::Hypercall;
+
+    fn run(model: ModelSvm) -> (StopReason, std::vec::Vec<u8>) {
+        let mut buf = vec![0u8; 0x10_0000];
+        let mut mem = GuestMemory::new(WINDOW_BASE, &mut buf);
+        let state = build(
+            &mut mem,
+            &Loaded {
+                entry: WINDOW_BASE + 0x1_0000,
+                stack_top: WINDOW_BASE + 0x8_0000,
+                boot_info: WINDOW_BASE,
+            },
+        )
+        .unwrap();
+        let mut st = Box::new(SvmStorage::zeroed());
+        let mut vm = Vm::new(mem, ModelPlatform::default());
+        let stop = bring_up_and_run(&mut vm, &state, model, &mut st, &[]);
+        (stop, vm.platform.console.0)
+    }
+
+    #[test]
+    fn bring_up_then_cpuid_and_exit_hypercall_through_the_generic_loop() {
+        let cpuid = SvmExit {
+            code: code::CPUID,
+            rax: 0x4000_0000,
+            ..Default::default()
+        };
+        let mut exit = SvmExit {
+            code: code::VMMCALL,
+            rax: Hypercall::Exit as u64,
+            ..Default::default()
+        };
+        exit.gprs.rdi = 7;
+        let model = ModelSvm {
+            script: vec![cpuid, exit],
+            ..Default::default()
+        };
+        let (stop, out) = run(model);
+        assert_eq!(stop, StopReason::PayloadExit(7));
+        assert!(String::from_utf8(out).unwrap().contains("AVIC policy"));
+    }
+
+    #[test]
+    fn a_cpu_without_svm_is_refused_before_anything_is_enabled() {
+        let (stop, _) = run(ModelSvm {
+            no_svm: true,
+            ..Default::default()
+        });
+        assert!(matches!(stop, StopReason::Unsupported(w) if w.contains("ECX bit 2")));
+    }
+
+    #[test]
+    fn a_refused_vmrun_is_an_entry_failure_not_a_guest_exit() {
+        let (stop, _) = run(ModelSvm {
+            script: vec![SvmExit {
+                code: code::INVALID,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(matches!(
+            stop,
+            StopReason::Backend(crate::backend::BackendError::EntryFailed { .. })
+        ));
+    }
 }

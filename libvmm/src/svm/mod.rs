@@ -1,8 +1,11 @@
 //! AMD SVM backend: VMCB set-up, nested paging, permission maps, exit decoding and replies.
 //!
-//! Everything here is safe code over typed structures; the instructions (VMRUN, VMLOAD, VMSAVE, the
-//! EFER/VM_HSAVE_PA writes) are behind safe wrappers in `arch::x86_64::svm`. The generic run loop drives
-//! [`SvmVcpu`] through [`crate::backend::Backend`].
+//! Files, as in every backend: this one (what SVM is here, the VMCB set-up, the storage), [`decode`]
+//! (#VMEXIT -> generic `Exit`), [`vcpu`] (the `Backend` the generic loop drives, over the [`SvmHw`] trait,
+//! and the replies), [`hw`] (bring-up on this CPU over the same trait, and the real instructions behind
+//! it); vendor extras: [`vmcb`], [`npt`], [`permission_maps`], [`avic`]. Everything here is safe code; the
+//! instructions are behind safe wrappers in `arch::x86_64::svm`, and the host tests run bring-up and the
+//! exit path against a model of the hardware (`testing::svm`).
 //!
 //! Instruction lengths: QEMU's TCG offers no NRIPS (NEXT_RIP stays 0), so when NEXT_RIP is 0 the guest
 //! RIP advances by the architectural length of the intercepted instruction (IOIO uses EXITINFO2, which
@@ -15,18 +18,53 @@
 
 pub(crate) mod avic;
 pub(crate) mod decode;
+pub(crate) mod hw;
 pub(crate) mod npt;
 pub(crate) mod permission_maps;
+#[cfg(any(test, feature = "kvm-models"))]
 pub(crate) mod sev_es;
+#[cfg(any(test, feature = "kvm-models"))]
 pub(crate) mod sev_snp;
+pub(crate) mod vcpu;
 pub(crate) mod vmcb;
 
-use crate::exit::{Fault, Output, Reply, VirtualMsr};
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) use hw::boot;
+
 use crate::x86::gprs::Gprs;
 use crate::x86::guest_setup::InitialState;
 use crate::x86::msr::{EFER_SVME, VM_CR_SVMDIS};
 use crate::x86::segment::svm_attrib;
+use npt::NestedTables;
+use permission_maps::{IoPermissionMap, MsrPermissionMap};
 use vmcb::{intercept, Vmcb, VmcbSegment};
+
+/// Everything the SVM backend runs on, one page-aligned block (in `.bss` on the machine, boxed in tests).
+#[repr(C, align(4096))]
+pub struct SvmStorage {
+    pub guest_vmcb: Vmcb,
+    pub host_save: [u8; 4096],
+    pub msrpm: MsrPermissionMap,
+    pub iopm: IoPermissionMap,
+    pub npt: NestedTables,
+}
+
+impl SvmStorage {
+    pub const fn zeroed() -> Self {
+        Self {
+            guest_vmcb: Vmcb::zeroed(),
+            host_save: [0; 4096],
+            msrpm: MsrPermissionMap([0; permission_maps::MSRPM_SIZE]),
+            iopm: IoPermissionMap([0; permission_maps::IOPM_SIZE]),
+            npt: NestedTables::new(),
+        }
+    }
+}
+
+/// This CPU's SVM storage, handed out once to the bring-up.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<SvmStorage> =
+    crate::arch::take_once::TakeOnce::new(SvmStorage::zeroed());
 
 pub const CPUID_EXT_FEATURES: u32 = 0x8000_0001;
 pub const CPUID_SVM_FEATURES: u32 = 0x8000_000A;
@@ -146,106 +184,11 @@ pub fn initial_gprs(s: &InitialState) -> Gprs {
     }
 }
 
-/// Work to do on the VMCB right after every #VMEXIT, before decoding: stop re-flushing the TLB and
-/// re-queue an event whose delivery the exit interrupted (EXITINTINFO), as KVM does.
-pub fn after_exit(v: &mut Vmcb) {
-    let c = &mut v.control;
-    c.tlb_control = 0;
-    c.event_inj = 0;
-    if c.exit_int_info & vmcb::EVENTINJ_VALID != 0 {
-        c.event_inj = c.exit_int_info;
-        c.event_inj_err = c.exit_int_info_err;
-    }
-}
-
-/// The exit as the decoder sees it.
-pub fn exit_info(v: &Vmcb) -> decode::ExitInfo {
-    decode::ExitInfo {
-        code: v.control.exit_code,
-        info1: v.control.exit_info1,
-        info2: v.control.exit_info2,
-        rax: v.save.rax,
-    }
-}
-
-/// Reads an MSR kept in the VMCB.
-pub fn virtual_msr(v: &Vmcb, msr: VirtualMsr) -> u64 {
-    match msr {
-        VirtualMsr::Efer => v.save.efer,
-        VirtualMsr::FsBase => v.save.fs.base,
-        VirtualMsr::GsBase => v.save.gs.base,
-        VirtualMsr::KernelGsBase => v.save.kernel_gs_base,
-        VirtualMsr::Pat => v.save.g_pat,
-    }
-}
-
-/// Carries out the loop's reply on the VMCB and the saved registers.
-#[inline(always)]
-pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
-    match reply {
-        Reply::Resume => {}
-        Reply::Inject(fault) => {
-            let (vector, error) = match fault {
-                Fault::InvalidOpcode => (6u32, None),
-                Fault::GeneralProtection(e) => (13, Some(e)),
-            };
-            let mut inj = vector | vmcb::EVENTINJ_TYPE_EXCEPTION | vmcb::EVENTINJ_VALID;
-            if let Some(e) = error {
-                inj |= vmcb::EVENTINJ_EV;
-                v.control.event_inj_err = e;
-            }
-            v.control.event_inj = inj;
-        }
-        Reply::Complete(out) => {
-            match out {
-                Output::Nothing | Output::Sbi { .. } => {}
-                Output::Cpuid([a, b, c, d]) => {
-                    v.save.rax = a as u64;
-                    g.rbx = b as u64;
-                    g.rcx = c as u64;
-                    g.rdx = d as u64;
-                }
-                Output::Hypercall(r) => v.save.rax = r as u64,
-                Output::MsrValue(val) => {
-                    v.save.rax = val & 0xFFFF_FFFF;
-                    g.rdx = val >> 32;
-                }
-                Output::IoIn { value: val, size } => {
-                    v.save.rax = match size {
-                        1 => (v.save.rax & !0xFF) | (val as u64 & 0xFF),
-                        2 => (v.save.rax & !0xFFFF) | (val as u64 & 0xFFFF),
-                        _ => val as u64,
-                    };
-                }
-                Output::SetVirtualMsr(msr, val) => match msr {
-                    // The hardware bit stays set underneath: VMRUN refuses a guest with EFER.SVME clear.
-                    VirtualMsr::Efer => v.save.efer = val | EFER_SVME,
-                    VirtualMsr::FsBase => v.save.fs.base = val,
-                    VirtualMsr::GsBase => v.save.gs.base = val,
-                    VirtualMsr::KernelGsBase => v.save.kernel_gs_base = val,
-                    VirtualMsr::Pat => v.save.g_pat = val,
-                },
-            }
-            let c = &v.control;
-            v.save.rip = if c.exit_code == decode::code::IOIO {
-                c.exit_info2
-            } else if c.next_rip != 0 {
-                c.next_rip
-            } else {
-                v.save.rip.wrapping_add(decode::insn_len(c.exit_code))
-            };
-        }
-    }
-}
-
-#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
-mod hw;
-#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
-pub(crate) use hw::boot;
-
 #[cfg(test)]
 mod tests {
+    use super::vcpu::{after_exit, apply_reply};
     use super::*;
+    use crate::exit::{Fault, Output, Reply, VirtualMsr};
     use crate::guest_mem::GuestMemory;
     use crate::loader::Loaded;
     use crate::x86::guest_setup::{build, InitialState};

@@ -35,9 +35,9 @@ pub mod tdmr;
 pub mod sim;
 
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "tdx"))]
-mod boot;
+mod hw;
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "tdx"))]
-pub(crate) use boot::boot;
+pub(crate) use hw::boot;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -5,6 +5,7 @@
 use std::vec::Vec;
 
 pub(crate) mod hart;
+pub(crate) mod svm;
 pub(crate) mod vmcs;
 
 use libvmm_abi::BackendId;

@@ -100,7 +100,6 @@ pub(crate) struct EptTables {
 static_assertions::const_assert_eq!(core::mem::size_of::<EptTables>(), 3 * 4096);
 
 impl EptTables {
-    #[cfg(test)]
     pub const fn new() -> Self {
         Self {
             pml4: Table([0; ENTRIES]),

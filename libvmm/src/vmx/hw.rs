@@ -1,37 +1,32 @@
-//! VMX on the real instructions: bring-up on this CPU and the run of the guest through the generic
-//! loop. Safe code over `arch::x86_64::vmx`; mirrors the SVM bring-up.
+//! VMX on the real instructions: [`HwVmcs`], the hardware implementation of [`VmxOps`] (the trait the
+//! exit path and the host-test model share), and the bring-up on this CPU that ends in the generic run
+//! loop. Safe code over `arch::x86_64::vmx`. Target-only: the bring-up reads the CPU's capability MSRs
+//! and control registers directly; its decisions (`caps`, `setup`, `ept`, `checks`) are host-tested.
 #![forbid(unsafe_code)]
 
-use libvmm_abi::layout::{x86_64::WINDOW_BASE, BOOT_INFO_OFFSET};
-use libvmm_abi::BootInfo;
-
-use crate::arch::x86_64::{boot as boot_info, cpu, tables, vmx as hw};
-use crate::vcpu::{self, Platform, StopReason, Vm};
+use crate::arch::x86_64::{cpu, entry as boot_info, tables, vmx as hw};
+use crate::cmdline::Options;
+use crate::vcpu;
+use crate::vm::{Platform, StopReason, Vm};
 use crate::x86::guest_setup::InitialState;
 
 use super::caps::{self, msr, Caps, CR4_VMXE};
 use super::ept::{self, MmuRole, MT_WB};
-use super::setup::{self, parse_options, Addrs, HostState, Tweak};
+use super::pages::Page;
+use super::setup::{self, Addrs, HostState, Tweak};
 use super::vcpu::{EntryDiagnosis, Vmx};
-use super::vmcs::{instruction_error_name, Vmcs};
+use super::vmcs::{instruction_error_name, GuestRegs, VmFail, Vmcs, VmxOps};
 
 use crate::x86::msr::{
     EFER as MSR_EFER, FS_BASE as MSR_FS_BASE, GS_BASE as MSR_GS_BASE, IA32_PAT as MSR_PAT,
 };
 
-fn cmdline<'a, P: Platform>(vm: &'a Vm<'_, P>) -> &'a [u8] {
-    let gpa = WINDOW_BASE + BOOT_INFO_OFFSET;
-    let Ok(raw) = vm.mem.slice(gpa, 64) else {
-        return &[];
-    };
-    let mut bytes = [0u8; 64];
-    bytes.copy_from_slice(raw);
-    let bi = BootInfo::from_bytes(&bytes);
-    vm.mem.slice(bi.cmdline_gpa, bi.cmdline_len).unwrap_or(&[])
-}
-
 /// Brings VMX up on this CPU and runs the guest until it stops.
-pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> StopReason {
+pub(crate) fn boot<P: Platform>(
+    vm: &mut Vm<'_, P>,
+    state: &InitialState,
+    options: &Options<'_>,
+) -> StopReason {
     if cpu::cpuid(1, 0)[2] & (1 << 5) == 0 {
         return StopReason::Unsupported(caps::VmxonBlocker::NoVmxCpuid.name());
     }
@@ -49,7 +44,7 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
     if caps.region_size() > 4096 {
         return StopReason::Unsupported(caps::VmxonBlocker::RegionTooLarge.name());
     }
-    let (opts, tweak) = parse_options(cmdline(vm));
+    let (opts, tweak) = setup::debug_options(options);
     if tweak != Tweak::None || opts.skip_checks {
         crate::vmm_print!(
             vm.platform.console(),
@@ -59,7 +54,7 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
         );
     }
 
-    let Some(pages) = hw::take_storage() else {
+    let Some(pages) = super::STORAGE.take() else {
         return StopReason::Platform("VMX storage already in use");
     };
     pages.reset(caps.revision_id());
@@ -125,8 +120,8 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>, state: &InitialState) -> Sto
         Err(e) => return StopReason::Unsupported(e.0),
     };
 
-    let mut vmcs = Vmcs(hw::HwVmcs {
-        vapic: pages.virtual_apic.0.as_ptr(),
+    let mut vmcs = Vmcs(HwVmcs {
+        vapic: &pages.virtual_apic,
     });
     let [cs, ss, ds, es, fs, gs, tr] = hw::selectors();
     let host = HostState {
@@ -184,5 +179,51 @@ fn report<P: Platform>(vm: &mut Vm<'_, P>, d: Option<EntryDiagnosis>) {
             instruction_error_name(error),
             check.name()
         ),
+    }
+}
+
+// The world switch writes HOST_RSP by its encoding; it must be the typed field's.
+const _: () = assert!(hw::HOST_RSP_ENCODING == super::fields::HOST_RSP_ENCODING);
+
+fn fail(f: hw::Fail) -> VmFail {
+    match f {
+        hw::Fail::Invalid => VmFail::Invalid,
+        hw::Fail::Valid => VmFail::Valid,
+    }
+}
+
+/// The current VMCS of this CPU, through the real instructions.
+pub(crate) struct HwVmcs<'p> {
+    /// The virtual-APIC page (read for VTPR while TPR shadow is on).
+    vapic: &'p Page,
+}
+
+impl VmxOps for HwVmcs<'_> {
+    fn vmread(&self, encoding: u32) -> Result<u64, VmFail> {
+        hw::vmread(encoding).map_err(fail)
+    }
+    fn vmwrite(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
+        hw::vmwrite(encoding, value).map_err(fail)
+    }
+    #[inline(always)]
+    fn vmread_basic(&self, encoding: u32) -> u64 {
+        hw::vmread_basic(encoding)
+    }
+    #[inline(always)]
+    fn vmwrite_basic(&mut self, encoding: u32, value: u64) {
+        hw::vmwrite_basic(encoding, value)
+    }
+    #[inline(always)]
+    fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail> {
+        hw::enter(regs, launched).map_err(fail)
+    }
+    fn wrmsr(&mut self, msr: u32, value: u64) {
+        cpu::wrmsr(msr, value)
+    }
+    fn take_host_interrupt(&mut self) {
+        hw::take_host_interrupt()
+    }
+    fn read_vtpr(&self) -> u8 {
+        hw::read_vtpr(self.vapic)
     }
 }

@@ -26,3 +26,9 @@ pub(crate) mod vcpu;
 pub(crate) mod vmcs;
 #[cfg(all(feature = "vmx", target_os = "none"))]
 pub(crate) use hw::boot;
+
+/// The pages the VMX backend runs on (VMXON region, VMCS, bitmaps, virtual-APIC page, EPT), in `.bss`,
+/// handed out once to the bring-up.
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<pages::VmxPages> =
+    crate::arch::take_once::TakeOnce::new(pages::VmxPages::zeroed());

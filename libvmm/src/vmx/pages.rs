@@ -11,11 +11,11 @@ use super::ept::EptTables;
 #[repr(C, align(4096))]
 pub(crate) struct Page(pub [u8; 4096]);
 
-#[cfg(test)]
 impl Page {
     pub const fn zeroed() -> Self {
         Self([0; 4096])
     }
+    #[cfg(test)]
     pub const fn all_ones() -> Self {
         Self([0xFF; 4096])
     }
@@ -35,6 +35,19 @@ pub(crate) struct VmxPages {
 static_assertions::const_assert_eq!(core::mem::size_of::<VmxPages>(), 9 * 4096);
 
 impl VmxPages {
+    /// All zero, so a static of it lands in `.bss`; [`VmxPages::reset`] sets it up at bring-up.
+    pub const fn zeroed() -> Self {
+        Self {
+            vmxon: Page::zeroed(),
+            vmcs: Page::zeroed(),
+            msr_bitmap: Page::zeroed(),
+            io_bitmap_a: Page::zeroed(),
+            io_bitmap_b: Page::zeroed(),
+            virtual_apic: Page::zeroed(),
+            ept: EptTables::new(),
+        }
+    }
+
     #[cfg(test)]
     pub const fn new() -> Self {
         Self {

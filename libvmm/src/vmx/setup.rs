@@ -327,28 +327,14 @@ pub(crate) fn write_guest<H: VmxOps>(
     Ok(())
 }
 
-/// Debug options from the command line: `vmx.skip-checks`, `vmx.report-missed`, `vmx.bad=<tweak>`.
-/// `report-missed` is on by default in debug builds.
-pub(crate) fn parse_options(cmdline: &[u8]) -> (super::vcpu::Options, Tweak) {
-    let mut opts = super::vcpu::Options {
-        skip_checks: false,
-        report_missed: cfg!(debug_assertions),
+/// The VMX debug options (`libvmm.vmx.skip-checks`, `libvmm.vmx.report-missed`, `libvmm.vmx.bad=<tweak>`,
+/// parsed by `cmdline`) as the backend uses them. An unknown tweak name builds the normal configuration.
+pub(crate) fn debug_options(o: &crate::cmdline::Options<'_>) -> (super::vcpu::Options, Tweak) {
+    let opts = super::vcpu::Options {
+        skip_checks: o.vmx_skip_checks,
+        report_missed: o.vmx_report_missed,
     };
-    let mut tweak = Tweak::None;
-    for word in cmdline.split(|b| b.is_ascii_whitespace()) {
-        match word {
-            b"vmx.skip-checks" => opts.skip_checks = true,
-            b"vmx.report-missed" => opts.report_missed = true,
-            _ => {
-                if let Some(v) = word.strip_prefix(b"vmx.bad=") {
-                    tweak = core::str::from_utf8(v)
-                        .ok()
-                        .and_then(Tweak::parse)
-                        .unwrap_or(Tweak::None);
-                }
-            }
-        }
-    }
+    let tweak = o.vmx_bad.and_then(Tweak::parse).unwrap_or(Tweak::None);
     (opts, tweak)
 }
 
@@ -383,10 +369,11 @@ mod tests {
 
     #[test]
     fn options_parse_from_the_command_line() {
-        let (o, t) = parse_options(b"quiet vmx.bad=tpr-threshold vmx.skip-checks");
+        let parse = |c: &'static [u8]| debug_options(&crate::cmdline::Options::parse(c).unwrap());
+        let (o, t) = parse(b"quiet libvmm.vmx.bad=tpr-threshold libvmm.vmx.skip-checks");
         assert!(o.skip_checks);
         assert_eq!(t, Tweak::TprThresholdHigh);
-        let (o, t) = parse_options(b"");
+        let (o, t) = parse(b"");
         assert!(!o.skip_checks);
         assert_eq!(t, Tweak::None);
     }

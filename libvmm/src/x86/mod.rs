@@ -14,5 +14,5 @@ pub(crate) mod gprs;
 pub(crate) mod guest_setup;
 #[cfg(any(test, not(target_os = "none"), target_arch = "x86_64"))]
 pub(crate) mod segment;
-#[cfg(any(test, not(target_os = "none"), target_arch = "x86_64"))]
+#[cfg(any(test, feature = "kvm-models"))]
 pub(crate) mod user_return_msr;

@@ -60,6 +60,12 @@ pub fn enable_nx() {
     }
 }
 
+/// Raises #UD in the VMM on purpose (`libvmm.selftest=fault`: a test of the VMM's exception handlers).
+pub fn deliberate_fault() {
+    // SAFETY: UD2 raises #UD, which the VMM's IDT reports and ends the machine with; nothing resumes.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

@@ -105,18 +105,17 @@ extern "C" fn libvmm_x86_exception(frame: &ExceptionFrame) -> ! {
     let mut con = super::serial::Serial;
     crate::vmm_print!(
         &mut con,
-        "\nlibvmm: VMM exception {} (error {:#x}) at rip {:#x}, rsp {:#x}, cr2 {:#x}\n",
+        "libvmm: VMM exception {} (error {:#x}) at rip {:#x}, rsp {:#x}, cr2 {:#x}\n",
         frame.vector,
         frame.error,
         frame.rip,
         frame.rsp,
         cr2()
     );
-    super::start::stop_machine(
-        &mut con,
-        libvmm_abi::stop::StopCode::VmmPanic as u8,
-        format_args!("VMM exception {}", frame.vector),
-    )
+    let code = libvmm_abi::stop::StopCode::VmmPanic as u8;
+    crate::console::stop_line(&mut con, code, format_args!("VMM exception {}", frame.vector));
+    con.drain();
+    super::exit_device::exit(code)
 }
 
 fn cr2() -> u64 {

@@ -1,6 +1,7 @@
-//! x86-64 bare-metal layer: boot entry (PVH and multiboot2), CPU instruction wrappers, the COM1 console,
-//! the VMM's own GDT/TSS and exception handlers, the exit device, and per-vendor world switches.
-//! `start` is the x86 boot flow from the first Rust instruction to the stop line.
+//! x86-64 primitives: the PVH / multiboot2 entry and boot tables ([`entry`]), CPU instruction wrappers
+//! ([`cpu`]), the COM1 console ([`serial`]), the local APIC ([`lapic`]), the VMM's own GDT/TSS/IDT and
+//! exception handler ([`tables`], [`idt`]), the exit device, and the instructions and world switches of
+//! each vendor ([`svm`], [`vmx`], [`seamcall`]). The boot flow that uses them is `boot::x86_64`.
 #![allow(unsafe_code)]
 
 /// The guest register moves both x86 world switches share (SVM and VMX): RBX, RCX, RDX, RSI, RBP and
@@ -49,16 +50,14 @@ macro_rules! store_guest_gprs_to_rdi {
     };
 }
 
-pub(crate) mod boot;
 pub(crate) mod cpu;
+pub(crate) mod entry;
 pub(crate) mod exit_device;
 pub(crate) mod idt;
 pub(crate) mod lapic;
-pub(crate) mod platform;
 #[cfg(feature = "tdx")]
 pub(crate) mod seamcall;
 pub(crate) mod serial;
-pub(crate) mod start;
 #[cfg(feature = "svm")]
 pub(crate) mod svm;
 pub(crate) mod tables;

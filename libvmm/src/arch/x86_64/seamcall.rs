@@ -1,5 +1,6 @@
-//! The real SEAMCALL instruction (the hardware implementation of `tdx::seamcall::Seamcall`), and the
-//! VMXON it needs first. Only bare-metal x86_64 images contain this; host tests use the simulated module.
+//! The real SEAMCALL instruction and the VMXON it needs first. `tdx::hw` implements the backend's
+//! `Seamcall` trait over these wrappers. Only bare-metal x86_64 images contain this; host tests use the
+//! simulated module.
 //!
 //! SEAMCALL (`66 0F 01 CF`, Linux `tdxcall.S`) raises #UD outside VMX operation or without SEAM, and
 //! #GP when TDX is not enabled, so [`Real`] can only be made by [`enter`], after `tdx::probe::detect`
@@ -11,8 +12,6 @@
 use core::arch::asm;
 
 use super::cpu::{rdmsr, wrmsr};
-use crate::tdx::errno::{self, Status};
-use crate::tdx::seamcall::{Args, Seamcall};
 
 use crate::x86::msr::{
     FEATURE_CONTROL_LOCK as FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX,
@@ -28,14 +27,26 @@ struct VmxonRegion([u8; 4096]);
 /// The VMXON region of the boot CPU (the VMM is identity-mapped, so its address is its physical one).
 static mut VMXON_REGION: VmxonRegion = VmxonRegion([0; 4096]);
 
-/// Proof that SEAMCALL may be executed on this CPU.
-pub(crate) struct Real {
+/// Proof that SEAMCALL may be executed on this CPU (made only by [`enter`]).
+pub(crate) struct InVmx {
     _entered: (),
+}
+
+/// The registers a SEAMCALL leaf takes and returns besides RAX (TDX module ABI; Linux
+/// `struct tdx_module_args`, non-"saved" variant).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeamRegs {
+    pub rcx: u64,
+    pub rdx: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
 }
 
 /// Enters VMX operation on this CPU (IA32_FEATURE_CONTROL, CR0/CR4 fixed bits, VMXON) so SEAMCALL can
 /// be issued. Call only after `tdx::probe::detect` succeeded (an Intel CPU with VMX and SEAM).
-pub(crate) fn enter() -> Result<Real, &'static str> {
+pub(crate) fn enter() -> Result<InVmx, &'static str> {
     // The MSRs below exist on every CPU with CPUID.1:ECX.VMX, which detection checked.
     let fc = rdmsr(IA32_FEATURE_CONTROL);
     if fc & FEATURE_CONTROL_LOCKED == 0 {
@@ -76,14 +87,16 @@ pub(crate) fn enter() -> Result<Real, &'static str> {
     if failed != 0 {
         return Err("VMXON failed");
     }
-    Ok(Real { _entered: () })
+    Ok(InVmx { _entered: () })
 }
 
-impl Seamcall for Real {
-    fn call(&self, leaf: u64, args: &mut Args) -> Status {
+/// SEAMCALL `leaf` with `args`: RAX (the completion status) on return, or `None` for VMfailInvalid (CF=1:
+/// no module loaded in the SEAM range).
+pub(crate) fn seamcall(_proof: &InVmx, leaf: u64, args: &mut SeamRegs) -> Option<u64> {
+    {
         let mut rax = leaf;
         let cf: u8;
-        // SAFETY: `Real` exists only after `enter` put this CPU in VMX operation on a CPU whose BIOS set
+        // SAFETY: `InVmx` exists only after `enter` put this CPU in VMX operation on a CPU whose BIOS set
         // up a SEAM range, so SEAMCALL does not #UD/#GP for missing SEAM or VMX. The leaves libvmm issues
         // read and write RAX, RCX, RDX, R8-R11 only (TDX module ABI; Linux `struct tdx_module_args`
         // non-"saved" variant) and touch memory only through the page operands their callers own.
@@ -103,8 +116,8 @@ impl Seamcall for Real {
             );
         }
         if cf != 0 {
-            return Status(errno::SEAMCALL_VMFAILINVALID);
+            return None;
         }
-        Status(rax)
+        Some(rax)
     }
 }

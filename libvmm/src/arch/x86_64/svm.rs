@@ -1,40 +1,14 @@
-//! SVM instructions and the world switch, plus the fixed storage the SVM backend runs on (VMCBs, host
-//! save area, permission maps, nested tables: all static, page-aligned, handed out once).
+//! SVM instructions and the world switch: VMRUN (with the guest GPR moves), VMLOAD, VMSAVE, and the
+//! EFER.SVME / VM_HSAVE_PA writes that enable SVM. The storage they work on (VMCB, host save area,
+//! permission maps, nested tables) belongs to the SVM backend (`svm/mod.rs`); these wrappers take it by
+//! reference, and check at compile time that a VMCB is one 4 KiB-aligned page.
 
-use core::ptr::addr_of_mut;
-use core::sync::atomic::{AtomicBool, Ordering};
-
-use crate::svm::npt::NestedTables;
-use crate::svm::permission_maps::{IoPermissionMap, MsrPermissionMap};
-use crate::svm::vmcb::Vmcb;
 use crate::x86::gprs::Gprs;
-
 use crate::x86::msr::{EFER as MSR_EFER, EFER_SVME, VM_HSAVE_PA as MSR_VM_HSAVE_PA};
 
-/// Everything the SVM backend needs, in .bss (zeroed at boot).
-#[repr(C, align(4096))]
-pub struct SvmStorage {
-    pub guest_vmcb: Vmcb,
-    pub host_save: [u8; 4096],
-    pub msrpm: MsrPermissionMap,
-    pub iopm: IoPermissionMap,
-    pub npt: NestedTables,
-}
-
-static mut STORAGE: core::mem::MaybeUninit<SvmStorage> = core::mem::MaybeUninit::zeroed();
-static TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// Hands out the storage once (`None` afterwards), with the permission maps set to deny everything.
-pub fn take_storage() -> Option<&'static mut SvmStorage> {
-    if TAKEN.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    // SAFETY: zeroed memory is a valid SvmStorage (plain integers only); the flag above makes this the
-    // only reference ever created.
-    let s = unsafe { (*addr_of_mut!(STORAGE)).assume_init_mut() };
-    s.msrpm.deny_all();
-    s.iopm.deny_all();
-    Some(s)
+/// A VMCB as these wrappers need it: one page, page-aligned (its layout is checked in `svm::vmcb`).
+const fn assert_page<V>() {
+    assert!(core::mem::size_of::<V>() == 4096 && core::mem::align_of::<V>() == 4096);
 }
 
 /// Physical address of a VMM object (the VMM runs identity-mapped).
@@ -55,13 +29,16 @@ pub fn svme_is_set() -> bool {
 }
 
 /// VMSAVE: stores the CPU's FS/GS/TR/LDTR/KERNEL_GS_BASE/syscall state into the VMCB.
-pub fn vmsave(vmcb: &mut Vmcb) {
+pub fn vmsave<V>(vmcb: &mut V) {
+    const { assert_page::<V>() };
     // SAFETY: `vmcb` is a page-aligned VMCB owned by the VMM (the `&mut` keeps Rust off it); SVME is on.
     unsafe { core::arch::asm!("vmsave rax", in("rax") pa(vmcb), options(nostack)) }
 }
 
-/// VMLOAD: loads that state from the VMCB into the CPU.
-pub fn vmload(vmcb: &Vmcb) {
+/// VMLOAD: loads that state from the VMCB into the CPU. The VMCB's values were written by the VMM or
+/// validated by the policy (canonical bases).
+pub fn vmload<V>(vmcb: &V) {
+    const { assert_page::<V>() };
     // SAFETY: as `vmsave`; the VMCB holds state written by `init_vmcb`/VMSAVE or validated by the policy
     // (canonical bases), and the VMM itself never uses the registers VMLOAD changes.
     unsafe { core::arch::asm!("vmload rax", in("rax") pa(vmcb), options(nostack)) }
@@ -114,9 +91,10 @@ extern "C" {
 /// host interrupt (the LAPIC timer) then ends the guest's run with an INTR exit and is taken by the VMM
 /// right after STGI, before `cli`; the VMM's own code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
 /// `gprs`. The VMLOAD/VMSAVE part of the guest state stays in the CPU between runs (see `svm::hw`).
-pub fn run(gprs: &mut Gprs, guest: &mut Vmcb) {
+pub fn run<V>(gprs: &mut Gprs, guest: &mut V) {
+    const { assert_page::<V>() };
     let guest_pa = pa(guest);
-    // SAFETY: `guest` is a VMCB initialised by `svm::init_vmcb` (VMRUN validates it and reports bad
+    // SAFETY: `guest` is a page-aligned VMCB page (checked above) that the SVM backend initialised (VMRUN validates it and reports bad
     // state as VMEXIT_INVALID), SVME and HSAVE are set, and the `&mut` borrows keep Rust from touching
     // the registers or the VMCB while the CPU owns them.
     unsafe { libvmm_svm_world_switch(gprs, guest_pa) }

@@ -1,4 +1,6 @@
-//! VMX instructions and the world switch, plus the fixed storage the VMX backend runs on.
+//! VMX instructions and the world switch. The pages they work on (VMXON region, VMCS, bitmaps, EPT)
+//! belong to the VMX backend (`vmx/mod.rs`), which also implements its `VmxOps` trait over these
+//! wrappers (`vmx/hw.rs`).
 //!
 //! Hand-written rather than `x86::bits64::vmx`: that crate reads RFLAGS in a separate asm block after
 //! each instruction, which the compiler is free to separate from it; here every instruction captures
@@ -6,24 +8,17 @@
 //! GPRs, executes VMLAUNCH or VMRESUME, and on VM exit (HOST_RIP = `libvmm_vmx_exit`, HOST_RSP written
 //! on every entry) saves them back and returns to the caller.
 
-use core::ptr::addr_of_mut;
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::x86::gprs::Gprs;
 
-use crate::vmx::fields::HOST_RSP_ENCODING;
-use crate::vmx::pages::VmxPages;
-use crate::vmx::vmcs::{GuestRegs, VmFail, VmxOps};
+/// The VMCS encoding of HOST_RSP (SDM Vol. 3D App. B.4.4), which the world switch writes on every
+/// entry; `vmx::hw` checks at compile time that it equals the typed field's encoding.
+pub const HOST_RSP_ENCODING: u32 = 0x6C14;
 
-static mut STORAGE: core::mem::MaybeUninit<VmxPages> = core::mem::MaybeUninit::zeroed();
-static TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// Hands out the VMX pages once (`None` afterwards).
-pub fn take_storage() -> Option<&'static mut VmxPages> {
-    if TAKEN.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    // SAFETY: zeroed memory is a valid VmxPages (plain integers only); the flag above makes this the
-    // only reference ever created.
-    Some(unsafe { (*addr_of_mut!(STORAGE)).assume_init_mut() })
+/// How a VMX instruction failed (SDM "Conventions": VMfailInvalid sets CF, VMfailValid sets ZF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fail {
+    Invalid,
+    Valid,
 }
 
 /// Physical address of a VMM object (the VMM runs identity-mapped).
@@ -36,11 +31,11 @@ pub fn pa_ptr(p: *const u8) -> u64 {
     p as u64
 }
 
-fn status(cf: u8, zf: u8) -> Result<(), VmFail> {
+fn status(cf: u8, zf: u8) -> Result<(), Fail> {
     if cf != 0 {
-        Err(VmFail::Invalid)
+        Err(Fail::Invalid)
     } else if zf != 0 {
-        Err(VmFail::Valid)
+        Err(Fail::Valid)
     } else {
         Ok(())
     }
@@ -49,9 +44,9 @@ fn status(cf: u8, zf: u8) -> Result<(), VmFail> {
 macro_rules! vmx_mem_op {
     ($name:ident, $insn:literal) => {
         /// Executes the instruction on the 4 KiB region at physical address `pa`.
-        pub fn $name(pa: u64) -> Result<(), VmFail> {
+        pub fn $name(pa: u64) -> Result<(), Fail> {
             let (cf, zf): (u8, u8);
-            // SAFETY: `pa` is a page of `VmxPages` owned by the VMM for VMX use only; the instruction
+            // SAFETY: `pa` is a page the VMX backend owns for this instruction's use only; the instruction
             // reads the 64-bit operand from the stack slot and touches no other Rust memory.
             unsafe {
                 core::arch::asm!(
@@ -72,7 +67,7 @@ vmx_mem_op!(vmptrld, "vmptrld");
 macro_rules! vmx_invalidate_all {
     ($name:ident, $insn:literal, $what:literal) => {
         #[doc = concat!($insn, " all-context (type 2): drops every ", $what, ".")]
-        pub fn $name() -> Result<(), VmFail> {
+        pub fn $name() -> Result<(), Fail> {
             let desc = [0u64; 2];
             let (cf, zf): (u8, u8);
             // SAFETY: the instruction reads the 16-byte descriptor on the stack and only invalidates
@@ -142,83 +137,83 @@ pub fn selectors() -> [u16; 7] {
     [cs, ss, ds, es, fs, gs, tr]
 }
 
-/// Executes VMREAD and VMWRITE on the current VMCS, and enters the guest.
-pub struct HwVmcs {
-    /// The virtual-APIC page (read for VTPR while TPR shadow is on).
-    pub vapic: *const u8,
+/// VMREAD of the current VMCS.
+pub fn vmread(encoding: u32) -> Result<u64, Fail> {
+    let (v, cf, zf): (u64, u8, u8);
+    // SAFETY: VMREAD only reads the current VMCS into a register.
+    unsafe {
+        core::arch::asm!(
+            "vmread {v}, {f}", "setc {cf}", "setz {zf}",
+            f = in(reg) encoding as u64, v = out(reg) v, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+            options(nostack, nomem)
+        )
+    };
+    status(cf, zf).map(|_| v)
 }
 
-impl VmxOps for HwVmcs {
-    fn vmread(&self, encoding: u32) -> Result<u64, VmFail> {
-        let (v, cf, zf): (u64, u8, u8);
-        // SAFETY: VMREAD only reads the current VMCS into a register.
-        unsafe {
-            core::arch::asm!(
-                "vmread {v}, {f}", "setc {cf}", "setz {zf}",
-                f = in(reg) encoding as u64, v = out(reg) v, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
-                options(nostack, nomem)
-            )
-        };
-        status(cf, zf).map(|_| v)
-    }
+/// VMWRITE of the current VMCS.
+pub fn vmwrite(encoding: u32, value: u64) -> Result<(), Fail> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: VMWRITE only writes the current VMCS; the typed layer chose a writable field.
+    unsafe {
+        core::arch::asm!(
+            "vmwrite {f}, {v}", "setc {cf}", "setz {zf}",
+            f = in(reg) encoding as u64, v = in(reg) value, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+            options(nostack, nomem)
+        )
+    };
+    status(cf, zf)
+}
 
-    fn vmwrite(&mut self, encoding: u32, value: u64) -> Result<(), VmFail> {
-        let (cf, zf): (u8, u8);
-        // SAFETY: VMWRITE only writes the current VMCS; the typed layer chose a writable field.
-        unsafe {
-            core::arch::asm!(
-                "vmwrite {f}, {v}", "setc {cf}", "setz {zf}",
-                f = in(reg) encoding as u64, v = in(reg) value, cf = out(reg_byte) cf, zf = out(reg_byte) zf,
-                options(nostack, nomem)
-            )
-        };
-        status(cf, zf)
-    }
+/// VMREAD without capturing the flags (for fields that cannot fail: see `VmxOps::vmread_basic`).
+#[inline(always)]
+pub fn vmread_basic(encoding: u32) -> u64 {
+    let v: u64;
+    // SAFETY: as `vmread`; the flags are not captured (see `VmxOps::vmread_basic`).
+    unsafe {
+        core::arch::asm!("vmread {v}, {f}", f = in(reg) encoding as u64, v = out(reg) v, options(nostack, nomem))
+    };
+    v
+}
 
-    fn vmread_basic(&self, encoding: u32) -> u64 {
-        let v: u64;
-        // SAFETY: as `vmread`; the flags are not captured (see `VmxOps::vmread_basic`).
-        unsafe {
-            core::arch::asm!("vmread {v}, {f}", f = in(reg) encoding as u64, v = out(reg) v, options(nostack, nomem))
-        };
-        v
-    }
+/// VMWRITE without capturing the flags (see `VmxOps::vmwrite_basic`).
+#[inline(always)]
+pub fn vmwrite_basic(encoding: u32, value: u64) {
+    // SAFETY: as `vmwrite`; the flags are not captured (see `VmxOps::vmwrite_basic`).
+    unsafe {
+        core::arch::asm!("vmwrite {f}, {v}", f = in(reg) encoding as u64, v = in(reg) value, options(nostack, nomem))
+    };
+}
 
-    fn vmwrite_basic(&mut self, encoding: u32, value: u64) {
-        // SAFETY: as `vmwrite`; the flags are not captured (see `VmxOps::vmwrite_basic`).
-        unsafe {
-            core::arch::asm!("vmwrite {f}, {v}", f = in(reg) encoding as u64, v = in(reg) value, options(nostack, nomem))
-        };
+/// VMLAUNCH (first entry) or VMRESUME, with the guest GPRs moved from and back to `regs`.
+pub fn enter(regs: &mut Gprs, launched: bool) -> Result<(), Fail> {
+    // SAFETY: `regs` is a valid, exclusive Gprs; the world switch saves and restores every
+    // callee-saved register and returns normally both on VM exit and on VMfail.
+    let r = unsafe { libvmm_vmx_enter(regs, launched as u64) };
+    match r {
+        0 => Ok(()),
+        1 => Err(Fail::Invalid),
+        _ => Err(Fail::Valid),
     }
+}
 
-    fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail> {
-        // SAFETY: `regs` is a valid, exclusive GuestRegs; the world switch saves and restores every
-        // callee-saved register and returns normally both on VM exit and on VMfail.
-        let r = unsafe { libvmm_vmx_enter(regs, launched as u64) };
-        match r {
-            0 => Ok(()),
-            1 => Err(VmFail::Invalid),
-            _ => Err(VmFail::Valid),
-        }
-    }
 
-    fn wrmsr(&mut self, msr: u32, value: u64) {
-        super::cpu::wrmsr(msr, value)
-    }
+/// Ends a host interrupt that caused a VM exit (the LAPIC timer): its EOI.
+pub fn take_host_interrupt() {
+    // "Acknowledge interrupt on exit" already took the interrupt from the local APIC (its vector is
+    // in the exit interruption information); the only unmasked source is the LAPIC timer, which
+    // needs nothing but the end-of-interrupt.
+    // SAFETY: `libvmm_lapic_eoi` (lapic.rs) writes the LAPIC EOI register and nothing else.
+    unsafe { libvmm_lapic_eoi() };
+}
 
-    fn take_host_interrupt(&mut self) {
-        // "Acknowledge interrupt on exit" already took the interrupt from the local APIC (its vector is
-        // in the exit interruption information); the only unmasked source is the LAPIC timer, which
-        // needs nothing but the end-of-interrupt.
-        // SAFETY: `libvmm_lapic_eoi` (lapic.rs) writes the LAPIC EOI register and nothing else.
-        unsafe { libvmm_lapic_eoi() };
-    }
-
-    fn read_vtpr(&self) -> u8 {
-        // SAFETY: `vapic` points at the VMM's page-aligned virtual-APIC page; the CPU may write it
-        // while the guest runs, so it is read volatile and only between runs.
-        unsafe { core::ptr::read_volatile(self.vapic.add(0x80)) }
-    }
+/// VTPR: byte 0x80 of the virtual-APIC page, which the CPU writes while the guest runs with TPR shadow.
+pub fn read_vtpr<P>(vapic: &P) -> u8 {
+    const { assert!(core::mem::size_of::<P>() == 4096) };
+    let p = vapic as *const P as *const u8;
+    // SAFETY: `vapic` is a 4 KiB page (checked above) borrowed from its owner; the CPU may write it
+    // while the guest runs, so it is read volatile, and only between runs.
+    unsafe { core::ptr::read_volatile(p.add(0x80)) }
 }
 
 /// Address of the VM-exit entry point (HOST_RIP).
@@ -228,7 +223,7 @@ pub fn exit_entry() -> u64 {
 
 extern "C" {
     fn libvmm_lapic_eoi();
-    fn libvmm_vmx_enter(regs: *mut GuestRegs, launched: u64) -> u64;
+    fn libvmm_vmx_enter(regs: *mut Gprs, launched: u64) -> u64;
     fn libvmm_vmx_exit();
 }
 
@@ -238,7 +233,7 @@ core::arch::global_asm!(
 .section .text.vmx, "ax"
 .global libvmm_vmx_enter
 .global libvmm_vmx_exit
-// rdi = &mut GuestRegs, rsi = launched; returns 0 on VM exit, 1 VMfailInvalid, 2 VMfailValid
+// rdi = &mut Gprs, rsi = launched; returns 0 on VM exit, 1 VMfailInvalid, 2 VMfailValid
 libvmm_vmx_enter:
     push rbp
     push rbx

@@ -56,7 +56,7 @@ libvmm_boot_info: .long 0
 .Lpdpt: .skip 4096
 .Lpd: .skip 16384
 .global libvmm_boot_stack
-libvmm_boot_stack: .skip 65536
+libvmm_boot_stack: .skip {stack_size}
 .global libvmm_boot_stack_top
 libvmm_boot_stack_top:
 
@@ -140,7 +140,8 @@ _start32:
     cli
     hlt
     jmp .Lhalt
-"#
+"#,
+    stack_size = const crate::config::VMM_STACK_SIZE,
 );
 
 extern "C" {
@@ -177,6 +178,19 @@ pub fn image_range() -> (u64, u64) {
         core::ptr::addr_of!(__image_start) as u64,
         core::ptr::addr_of!(__image_end) as u64,
     )
+}
+
+/// Physical memory below 4 GiB (identity-mapped by the boot tables), read-only, bounds-checked: how the
+/// loader's information (multiboot2 tags, PVH start info, command line) is read.
+pub fn phys(addr: u64, len: usize) -> Option<&'static [u8]> {
+    let end = addr.checked_add(len as u64)?;
+    if addr == 0 || end > 1 << 32 {
+        return None;
+    }
+    // SAFETY: the boot page tables map 0..4 GiB; loaders place their information in RAM there, and the
+    // VMM only reads it, before any guest runs (the guest window is zeroed only after the last read of
+    // the command line is copied into the guest).
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
 }
 
 /// Address of the boot stack (a VMM address the guest must not reach).

@@ -12,6 +12,8 @@ use super::errno;
 use super::probe;
 use super::seamcall::tdh;
 use super::tdmr::ModuleInfo;
+use super::errno::Status;
+use super::seamcall::{Args, Seamcall};
 use crate::arch::x86_64::{cpu, seamcall};
 use crate::vm::{Platform, StopReason, Vm};
 
@@ -36,7 +38,7 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>) -> StopReason {
         range.mask
     );
     let sc = match seamcall::enter() {
-        Ok(sc) => sc,
+        Ok(proof) => Real(proof),
         Err(e) => return StopReason::Unsupported(e),
     };
     let s = tdh::sys_init(&sc);
@@ -84,4 +86,26 @@ pub(crate) fn boot<P: Platform>(vm: &mut Vm<'_, P>) -> StopReason {
         }
     }
     StopReason::Unsupported("TDX module found; TDMR set-up and TD launch on hardware are not implemented (simulated only)")
+}
+
+/// The real SEAMCALL, once this CPU is in VMX operation.
+struct Real(seamcall::InVmx);
+
+impl Seamcall for Real {
+    fn call(&self, leaf: u64, args: &mut Args) -> Status {
+        let mut r = seamcall::SeamRegs {
+            rcx: args.rcx,
+            rdx: args.rdx,
+            r8: args.r8,
+            r9: args.r9,
+            r10: args.r10,
+            r11: args.r11,
+        };
+        let Some(rax) = seamcall::seamcall(&self.0, leaf, &mut r) else {
+            return Status(errno::SEAMCALL_VMFAILINVALID);
+        };
+        (args.rcx, args.rdx, args.r8, args.r9, args.r10, args.r11) =
+            (r.rcx, r.rdx, r.r8, r.r9, r.r10, r.r11);
+        Status(rax)
+    }
 }

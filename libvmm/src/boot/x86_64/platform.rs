@@ -1,14 +1,16 @@
-//! Host services for the generic loop on x86: the COM1 console, the real CPUID, and clocks.
+//! The x86 machine as the generic loop sees it ([`Platform`]): the COM1 console, the real CPUID, and clocks.
 //!
 //! Clocks: the TSC frequency is calibrated against PIT channel 0 (~10 ms) the first time a guest asks for
 //! a clock, not at boot, so payloads that never read the time pay nothing (CPUID 0x15/0x16 are junk under
 //! TCG). Realtime adds the CMOS RTC read at calibration to the monotonic clock.
+#![forbid(unsafe_code)]
 
 use core::cell::Cell;
 
-use super::cpu::{cpuid, inb, outb, rdtsc};
-use super::serial::Serial;
-use crate::vcpu::Platform;
+use crate::arch::x86_64::cpu::{cpuid, inb, outb, rdtsc};
+use crate::arch::x86_64::lapic;
+use crate::arch::x86_64::serial::Serial;
+use crate::vm::Platform;
 use libvmm_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME};
 
 pub struct X86Platform {
@@ -40,7 +42,7 @@ impl X86Platform {
         let ticks = (hz as u128 * ms as u128 / 1000).min(u64::MAX as u128) as u64;
         self.limit = Some((ms, rdtsc().saturating_add(ticks)));
         // ~1 ms periods where the APIC timer runs at 1 GHz (QEMU); longer on slower APIC clocks.
-        if !super::lapic::start_periodic_timer(62_500) {
+        if !lapic::start_periodic_timer(62_500) {
             return Err("libvmm.timeout_ms needs a local APIC");
         }
         Ok(())

@@ -1,0 +1,99 @@
+//! The composition root: the one place that knows every layer and puts them together, from the first
+//! Rust instruction to the stop line. The flow is one skeleton for every architecture ([`run`]):
+//!
+//! ```text
+//! platform facts (loader info / device tree) -> VMM options (parsed once) -> guest window, zeroed
+//!   -> payload loaded -> architecture's guest set-up -> Vm -> backend bring-up -> generic run loop
+//!   -> stop line (with the boot token) -> exit device
+//! ```
+//!
+//! What truly differs per architecture is a [`Machine`]: `x86_64` (PVH / multiboot2 entry, COM1, the
+//! SVM / VMX / TDX backend this image was built for) and `riscv64` (OpenSBI hand-off, the device tree,
+//! the H-extension backend). The panic handlers and the stop line live here too.
+// `deny`, not `forbid` as in every other generic module: the per-architecture entry symbol needs
+// `#[no_mangle]`, which the lint counts as unsafe, and allows it on that one item. No `unsafe` block.
+#![deny(unsafe_code)]
+
+#[cfg(target_arch = "riscv64")]
+mod riscv64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+use libvmm_abi::BackendId;
+
+use crate::cmdline::{Options, Selftest};
+use crate::guest_mem::GuestMemory;
+use crate::loader::Loaded;
+use crate::vm::{Platform, StopReason, Vm};
+
+/// What one architecture contributes to the boot skeleton.
+pub(crate) trait Machine {
+    type Platform: Platform;
+    /// The architecture's initial guest state, handed to the backend.
+    type Guest;
+    const BACKEND: BackendId;
+
+    /// Reads the platform facts (memory map, device tree) and returns the image's command line.
+    fn facts(&mut self) -> Result<&'static [u8], StopReason>;
+    /// A time stamp of the VMM's entry, in the clock the payload's boot info reports.
+    fn entry_time(&self) -> u64;
+    /// Checks the guest window against the platform and the VMM's own addresses; hands its bytes out.
+    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason>;
+    /// Raises an exception in the VMM on purpose (`libvmm.selftest=fault`).
+    fn deliberate_fault(&mut self);
+    /// The architecture's guest set-up once the payload is loaded (x86: page tables and register state;
+    /// RISC-V: the guest ISA and device tree).
+    fn prepare(
+        &mut self,
+        mem: &mut GuestMemory<'static>,
+        loaded: &Loaded,
+        options: &Options<'static>,
+    ) -> Result<Self::Guest, StopReason>;
+    /// The host services of the run loop, with the options that concern them (time limit).
+    fn platform(&mut self, options: &Options<'static>) -> Result<Self::Platform, StopReason>;
+    /// Brings the backend up and runs the guest until it stops.
+    fn run(
+        vm: &mut Vm<'static, Self::Platform>,
+        guest: &Self::Guest,
+        options: &Options<'static>,
+    ) -> StopReason;
+}
+
+/// The boot skeleton, the same on every architecture.
+pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> StopReason {
+    let cmdline = match m.facts() {
+        Ok(c) => c,
+        Err(stop) => return stop,
+    };
+    let options = match Options::parse(cmdline) {
+        Ok(o) => o,
+        Err(refused) => return StopReason::Option(refused),
+    };
+    match options.selftest {
+        Some(Selftest::Panic) => panic!("deliberate VMM panic (libvmm.selftest=panic)"),
+        Some(Selftest::Fault) => m.deliberate_fault(),
+        None => {}
+    }
+    let (base, window) = match m.guest_window() {
+        Ok(w) => w,
+        Err(stop) => return stop,
+    };
+    // No stale host memory is ever shown to a guest.
+    window.fill(0);
+    let mut mem = GuestMemory::new(base, window);
+    let loaded =
+        match crate::loader::load(payload, &mut mem, M::BACKEND, cmdline, m.entry_time()) {
+            Ok(l) => l,
+            Err(e) => return StopReason::Platform(e.describe()),
+        };
+    let guest = match m.prepare(&mut mem, &loaded, &options) {
+        Ok(g) => g,
+        Err(stop) => return stop,
+    };
+    let platform = match m.platform(&options) {
+        Ok(p) => p,
+        Err(stop) => return stop,
+    };
+    let mut vm = Vm::new(mem, platform);
+    M::run(&mut vm, &guest, &options)
+}

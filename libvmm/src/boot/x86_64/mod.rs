@@ -1,0 +1,177 @@
+//! The x86 machine: entry from PVH or multiboot2 (`arch::x86_64::entry`), COM1, the VMM's own tables,
+//! loader facts, the guest window checks, the initial long-mode guest state, and the backend this image
+//! was built for (SVM or VMX; TDX reports that no module is present). The panic handler is here.
+#![deny(unsafe_code)] // see boot/mod.rs
+
+mod platform;
+
+use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_SIZE};
+use libvmm_abi::stop::StopCode;
+use libvmm_abi::BackendId;
+
+use crate::arch::x86_64::serial::Serial;
+use crate::arch::x86_64::{cpu, entry, exit_device, lapic, tables};
+use crate::cmdline::Options;
+use crate::guest_mem::GuestMemory;
+use crate::loader::Loaded;
+use crate::vm::{StopReason, Vm};
+use crate::x86::bootproto;
+use crate::x86::guest_setup::InitialState;
+
+use platform::X86Platform;
+
+#[cfg(feature = "svm")]
+const BACKEND: BackendId = BackendId::Svm;
+#[cfg(feature = "vmx")]
+const BACKEND: BackendId = BackendId::Vmx;
+#[cfg(feature = "tdx")]
+const BACKEND: BackendId = BackendId::Tdx;
+#[cfg(not(any(feature = "svm", feature = "vmx", feature = "tdx")))]
+compile_error!("an x86 image needs exactly one backend feature: svm, vmx or tdx");
+
+struct X86Machine {
+    entry: entry::EntryState,
+    con: Serial,
+    facts: Option<bootproto::BootFacts<'static>>,
+}
+
+impl super::Machine for X86Machine {
+    type Platform = X86Platform;
+    type Guest = InitialState;
+    const BACKEND: BackendId = BACKEND;
+
+    fn facts(&mut self) -> Result<&'static [u8], StopReason> {
+        let facts = bootproto::parse(self.entry.magic, self.entry.info, entry::phys)
+            .map_err(StopReason::Platform)?;
+        let (img_start, img_end) = entry::image_range();
+        crate::vmm_print!(
+            &mut self.con,
+            "libvmm: booted via {}, image {:#x}..{:#x}, guest window {:#x}..{:#x}\n",
+            facts.protocol.name(),
+            img_start,
+            img_end,
+            WINDOW_BASE,
+            WINDOW_BASE + WINDOW_SIZE
+        );
+        let cmdline = facts.cmdline;
+        self.facts = Some(facts);
+        Ok(cmdline)
+    }
+
+    fn entry_time(&self) -> u64 {
+        self.entry.tsc
+    }
+
+    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason> {
+        let (img_start, img_end) = entry::image_range();
+        if img_end > WINDOW_BASE && img_start < WINDOW_BASE + WINDOW_SIZE {
+            return Err(StopReason::Platform(
+                "the VMM image overlaps the guest window",
+            ));
+        }
+        let facts = self.facts.as_ref().ok_or(StopReason::Platform("no loader facts"))?;
+        if !facts.ram.is_empty() && !facts.is_ram(WINDOW_BASE, WINDOW_SIZE) {
+            return Err(StopReason::Platform(
+                "the guest window is not RAM in the loader's memory map (give the machine at least 64 MiB)",
+            ));
+        }
+        let window = crate::arch::guest_window(WINDOW_BASE, WINDOW_SIZE)
+            .ok_or(StopReason::Platform("the guest window was handed out twice"))?;
+        Ok((WINDOW_BASE, window))
+    }
+
+    fn deliberate_fault(&mut self) {
+        cpu::deliberate_fault()
+    }
+
+    fn prepare(
+        &mut self,
+        mem: &mut GuestMemory<'static>,
+        loaded: &Loaded,
+        _options: &Options<'static>,
+    ) -> Result<InitialState, StopReason> {
+        crate::x86::guest_setup::build(mem, loaded)
+            .map_err(|_| StopReason::Platform("guest page tables do not fit in the guest window"))
+    }
+
+    fn platform(&mut self, options: &Options<'static>) -> Result<X86Platform, StopReason> {
+        let mut platform = X86Platform::new(Serial, self.entry.tsc);
+        if let Some(ms) = options.timeout_ms {
+            if BACKEND == BackendId::Tdx {
+                return Err(StopReason::Unsupported(
+                    "libvmm.timeout_ms: the TDX image runs no guest",
+                ));
+            }
+            platform.set_time_limit(ms).map_err(StopReason::Unsupported)?;
+        }
+        Ok(platform)
+    }
+
+    fn run(
+        vm: &mut Vm<'static, X86Platform>,
+        guest: &InitialState,
+        options: &Options<'static>,
+    ) -> StopReason {
+        #[cfg(feature = "svm")]
+        return crate::svm::boot(vm, guest, options);
+        #[cfg(feature = "vmx")]
+        return crate::vmx::boot(vm, guest, options);
+        #[cfg(feature = "tdx")]
+        {
+            let _ = (guest, options);
+            crate::tdx::boot(vm)
+        }
+    }
+}
+
+/// Called by `arch::x86_64::entry` in long mode on the boot stack, with the BSS zeroed.
+#[allow(unsafe_code)] // `#[no_mangle]` only: the symbol the entry assembly calls.
+#[no_mangle]
+extern "C" fn libvmm_x86_entry() -> ! {
+    let entry = entry::entry_state();
+    let mut con = Serial::init();
+    tables::init();
+    lapic::mask_legacy_pics();
+    cpu::enable_nx();
+    let payload = crate::arch::payload();
+    crate::vmm_print!(
+        &mut con,
+        "libvmm {}: backend {}, payload {}\n",
+        env!("CARGO_PKG_VERSION"),
+        BACKEND.name(),
+        payload.name
+    );
+    crate::console::announce_token(&mut con, crate::console::make_token(cpu::entropy()));
+    let mut machine = X86Machine {
+        entry,
+        con,
+        facts: None,
+    };
+    let stop = super::run(&mut machine, payload);
+    stop_machine(stop.code(), format_args!("{stop}"))
+}
+
+/// Prints the stop line and ends the machine.
+fn stop_machine(code: u8, reason: core::fmt::Arguments<'_>) -> ! {
+    let mut con = Serial;
+    crate::console::stop_line(&mut con, code, reason);
+    con.drain();
+    exit_device::exit(code)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut con = Serial;
+    match info.location() {
+        Some(l) => crate::vmm_print!(
+            &mut con,
+            "libvmm: VMM panic at {}:{}: {}\n",
+            l.file(),
+            l.line(),
+            info.message()
+        ),
+        None => crate::vmm_print!(&mut con, "libvmm: VMM panic: {}\n", info.message()),
+    }
+    stop_machine(StopCode::VmmPanic as u8, format_args!("VMM panic"))
+}

@@ -1,0 +1,76 @@
+//! A model of the SVM hardware for host tests: CPUID and MSRs of a capable CPU, EFER.SVME state, and
+//! VMRUN that plays a script of #VMEXITs (exit code, EXITINFO1/2, guest RAX and GPRs) into the VMCB,
+//! recording the guest state at each entry.
+use std::vec::Vec;
+
+use crate::svm::hw::SvmHw;
+use crate::svm::vmcb::Vmcb;
+use crate::x86::gprs::Gprs;
+
+/// One #VMEXIT the model delivers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SvmExit {
+    pub code: u64,
+    pub info1: u64,
+    pub info2: u64,
+    pub rax: u64,
+    pub gprs: Gprs,
+}
+
+#[derive(Default)]
+pub struct ModelSvm {
+    pub script: Vec<SvmExit>,
+    pub svme: bool,
+    pub host_save_pa: u64,
+    /// (guest RIP, guest RAX, RBX) at each VMRUN.
+    pub entries: Vec<(u64, u64, u64)>,
+    pub vmloads: u32,
+    /// CPUID 0x8000_0001 ECX bit 2 (SVM) cleared when set.
+    pub no_svm: bool,
+}
+
+impl SvmHw for ModelSvm {
+    fn cpuid(&self, leaf: u32, _: u32) -> [u32; 4] {
+        match leaf {
+            0x8000_0000 => [0x8000_001F, 0, 0, 0],
+            0x8000_0001 => [0, 0, if self.no_svm { 0 } else { 1 << 2 }, 0],
+            0x8000_000A => [1, 16, 0, 1],
+            _ => [0; 4],
+        }
+    }
+    fn rdmsr(&self, _: u32) -> u64 {
+        0
+    }
+    fn enable(&mut self, host_save_pa: u64) {
+        self.svme = true;
+        self.host_save_pa = host_save_pa;
+    }
+    fn svme_is_set(&self) -> bool {
+        self.svme
+    }
+    fn pa<T>(&self, r: &T) -> u64 {
+        r as *const T as u64
+    }
+    fn run(&mut self, gprs: &mut Gprs, vmcb: &mut Vmcb) {
+        assert!(self.svme, "VMRUN with EFER.SVME clear is #UD");
+        self.entries.push((vmcb.save.rip, vmcb.save.rax, gprs.rbx));
+        // Off the end of the script: a guest SHUTDOWN, so a test that runs past it notices.
+        let e = if self.script.is_empty() {
+            SvmExit {
+                code: crate::svm::decode::code::SHUTDOWN,
+                ..Default::default()
+            }
+        } else {
+            self.script.remove(0)
+        };
+        vmcb.control.exit_code = e.code;
+        vmcb.control.exit_info1 = e.info1;
+        vmcb.control.exit_info2 = e.info2;
+        vmcb.save.rax = e.rax;
+        *gprs = e.gprs;
+    }
+    fn vmload(&mut self, _: &Vmcb) {
+        self.vmloads += 1;
+    }
+    fn vmsave(&mut self, _: &mut Vmcb) {}
+}
