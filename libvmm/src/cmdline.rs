@@ -128,8 +128,9 @@ mod tests {
         let o = Options::parse(b"attack=spin libvmm.timeout_ms=250 libvmm.selftest=panic").unwrap();
         assert_eq!(o.timeout_ms, Some(250));
         assert_eq!(o.selftest, Some(Selftest::Panic));
-        let o = Options::parse(b"libvmm.vmx.bad=tpr-vtpr libvmm.vmx.skip-checks libvmm.isa=-zicboz")
-            .unwrap();
+        let o =
+            Options::parse(b"libvmm.vmx.bad=tpr-vtpr libvmm.vmx.skip-checks libvmm.isa=-zicboz")
+                .unwrap();
         assert_eq!(o.vmx_bad, Some("tpr-vtpr"));
         assert!(o.vmx_skip_checks);
         assert_eq!(o.isa, Some("-zicboz"));
@@ -139,7 +140,10 @@ mod tests {
     #[test]
     fn unknown_options_and_bad_values_are_refused_by_name() {
         let e = Options::parse(b"x libvmm.timeout_msx=1").unwrap_err();
-        assert_eq!((e.word, e.why), ("libvmm.timeout_msx=1", OptionError::Unknown));
+        assert_eq!(
+            (e.word, e.why),
+            ("libvmm.timeout_msx=1", OptionError::Unknown)
+        );
         for c in [
             &b"libvmm.timeout_ms="[..],
             b"libvmm.timeout_ms",
@@ -150,7 +154,12 @@ mod tests {
             b"libvmm.vmx.skip-checks=yes",
         ] {
             let e = Options::parse(c).unwrap_err();
-            assert_eq!(e.why, OptionError::BadValue, "{}", String::from_utf8_lossy(c));
+            assert_eq!(
+                e.why,
+                OptionError::BadValue,
+                "{}",
+                String::from_utf8_lossy(c)
+            );
         }
     }
 }

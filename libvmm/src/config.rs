@@ -4,6 +4,12 @@
 /// VMM stack per CPU (bytes).
 pub const VMM_STACK_SIZE: usize = 64 * 1024;
 
+/// Stack for reporting a trap taken by the VMM itself (RISC-V), bytes.
+pub const TRAP_STACK_SIZE: usize = 4096;
+
+/// Largest host device tree the RISC-V VMM accepts from OpenSBI, bytes.
+pub const HOST_DTB_MAX: u32 = 1 << 20;
+
 /// Guest ASID (SVM) / VPID (VMX) / VMID (RISC-V) of the one guest. 0 is the host's on every vendor.
 pub const GUEST_TAG: u16 = 1;
 

@@ -31,9 +31,12 @@
 
 pub use libvmm_abi as abi;
 
-#[cfg(all(target_os = "none", any(target_arch = "x86_64", target_arch = "riscv64")))]
-pub(crate) mod boot;
 pub(crate) mod backend;
+#[cfg(all(
+    target_os = "none",
+    any(target_arch = "x86_64", target_arch = "riscv64")
+))]
+pub(crate) mod boot;
 pub(crate) mod cmdline;
 pub mod config;
 pub(crate) mod console;

@@ -81,11 +81,10 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
     // No stale host memory is ever shown to a guest.
     window.fill(0);
     let mut mem = GuestMemory::new(base, window);
-    let loaded =
-        match crate::loader::load(payload, &mut mem, M::BACKEND, cmdline, m.entry_time()) {
-            Ok(l) => l,
-            Err(e) => return StopReason::Platform(e.describe()),
-        };
+    let loaded = match crate::loader::load(payload, &mut mem, M::BACKEND, cmdline, m.entry_time()) {
+        Ok(l) => l,
+        Err(e) => return StopReason::Platform(e.describe()),
+    };
     let guest = match m.prepare(&mut mem, &loaded, &options) {
         Ok(g) => g,
         Err(stop) => return stop,

@@ -31,7 +31,15 @@ pub(crate) mod gstage;
 pub(crate) mod guest_dt;
 pub(crate) mod guest_isa;
 pub(crate) mod host_dt;
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+pub(crate) mod hw;
 pub(crate) mod isa;
+
+/// The G-stage tables (one level-1 table: the window lies inside one gigabyte), in `.bss`, handed out
+/// once to the bring-up.
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+pub(crate) static GSTAGE: crate::arch::take_once::TakeOnce<gstage::GStage<1>> =
+    crate::arch::take_once::TakeOnce::new(gstage::GStage::new());
 
 use libvmm_abi::{BackendId, SBI_EXT_LIBVMM};
 

@@ -150,4 +150,3 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
         }
     }
 }
-

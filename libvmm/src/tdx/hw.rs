@@ -9,11 +9,11 @@
 #![forbid(unsafe_code)]
 
 use super::errno;
+use super::errno::Status;
 use super::probe;
 use super::seamcall::tdh;
-use super::tdmr::ModuleInfo;
-use super::errno::Status;
 use super::seamcall::{Args, Seamcall};
+use super::tdmr::ModuleInfo;
 use crate::arch::x86_64::{cpu, seamcall};
 use crate::vm::{Platform, StopReason, Vm};
 

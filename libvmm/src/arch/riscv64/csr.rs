@@ -4,8 +4,6 @@
 //! Reading or writing these CSRs in HS-mode has no memory effects Rust could observe; what the values do
 //! to the guest is the backend's business, so the wrappers are safe.
 
-use crate::riscv::Csr;
-
 macro_rules! csr_rw {
     ($($read:ident $write:ident $num:literal;)*) => {$(
         #[inline(always)]
@@ -81,38 +79,4 @@ pub fn hfence_gvma_all() {
 pub fn wfi() {
     // SAFETY: WFI only stalls the hart.
     unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
-}
-
-/// Reads a backend CSR by name.
-#[inline(always)]
-pub fn read(c: Csr) -> u64 {
-    match c {
-        Csr::Sepc => sepc(),
-        Csr::Sstatus => sstatus(),
-        Csr::Stval => stval(),
-        Csr::Htval => htval(),
-        Csr::Hvip => hvip(),
-        Csr::Vsstatus => vsstatus(),
-        Csr::Vstvec => vstvec(),
-        Csr::Vsepc => vsepc(),
-        Csr::Vscause => vscause(),
-        Csr::Vstval => vstval(),
-    }
-}
-
-/// Writes a backend CSR by name.
-#[inline(always)]
-pub fn write(c: Csr, v: u64) {
-    match c {
-        Csr::Sepc => set_sepc(v),
-        Csr::Sstatus => set_sstatus(v),
-        Csr::Stval => set_stval(v),
-        Csr::Htval => set_htval(v),
-        Csr::Hvip => set_hvip(v),
-        Csr::Vsstatus => set_vsstatus(v),
-        Csr::Vstvec => set_vstvec(v),
-        Csr::Vsepc => set_vsepc(v),
-        Csr::Vscause => set_vscause(v),
-        Csr::Vstval => set_vstval(v),
-    }
 }

@@ -2,7 +2,7 @@
 //! switch into VS-mode.
 //!
 //! One trap vector serves both worlds, told apart by `sscratch` (the Linux idiom): while the guest runs,
-//! `sscratch` holds the [`GuestContext`] address; while the VMM runs it is 0. A trap from the guest saves
+//! `sscratch` holds the guest context's address; while the VMM runs it is 0. A trap from the guest saves
 //! its 31 registers into the context and resumes the host right after its `sret` (the address and the
 //! registers Rust cannot declare clobbered: sp, s0, s1 are in `GuestContext::host`). Everything else the
 //! host needs is declared clobbered on the `asm!` of [`enter`], so the compiler saves only what is live
@@ -15,11 +15,28 @@
 //! not start with the firmware's values. A trap taken while the VMM itself runs is a VMM bug: it goes to
 //! `libvmm_riscv64_host_trap` on its own stack, which reports and stops.
 //!
-//! Offsets below are those of [`GuestContext`]: `x[i]` at `8 * i`, `host[j]` at `256 + 8 * j`.
+//! Offsets below are those of the backend's guest context (`riscv::GuestContext`): `x[i]` at `8 * i`,
+//! `host[j]` at [`CTX_HOST_OFFSET`]` + 8 * j`; at least [`CTX_SIZE`] bytes in all. `riscv::hw` checks at compile time
+//! that its type has exactly this layout; [`enter`] checks the size and alignment of what it is given.
 
-use crate::riscv::{GuestContext, CTX_HOST_OFFSET};
+/// Byte offset of the host save slots in the guest context.
+pub const CTX_HOST_OFFSET: usize = 256;
+/// Size of the guest context: 32 guest registers and 6 host slots.
+pub const CTX_SIZE: usize = CTX_HOST_OFFSET + 6 * 8;
 
-static_assertions::const_assert_eq!(CTX_HOST_OFFSET, 256);
+/// The VMM's own stack and the stack for reporting a VMM trap (symbols used by the assembly).
+#[repr(C, align(16))]
+struct Stack<const N: usize>([u8; N]);
+
+#[no_mangle]
+#[link_section = ".bss.stack"]
+static mut LIBVMM_STACK: Stack<{ crate::config::VMM_STACK_SIZE }> =
+    Stack([0; crate::config::VMM_STACK_SIZE]);
+
+#[no_mangle]
+#[link_section = ".bss.stack"]
+static mut LIBVMM_TRAP_STACK: Stack<{ crate::config::TRAP_STACK_SIZE }> =
+    Stack([0; crate::config::TRAP_STACK_SIZE]);
 
 core::arch::global_asm!(
     r#"
@@ -93,7 +110,7 @@ __libvmm_trap:
     j 8b
 "#,
     stack_size = const crate::config::VMM_STACK_SIZE,
-    trap_stack_size = const super::start::TRAP_STACK_SIZE,
+    trap_stack_size = const crate::config::TRAP_STACK_SIZE,
 );
 
 /// Runs the guest from `sepc` until the next trap into HS-mode; returns scause.
@@ -101,9 +118,13 @@ __libvmm_trap:
 /// Preconditions (set once by the boot code): `stvec` is `__libvmm_trap`, `sstatus.SPP = 1`,
 /// `hstatus.SPV = 1`, `sscratch = 0`, and the G-stage tables in hgatp map only guest memory.
 #[inline(always)]
-pub fn enter(ctx: &mut GuestContext) -> u64 {
+pub fn enter<C>(ctx: &mut C) -> u64 {
+    const {
+        assert!(core::mem::size_of::<C>() >= CTX_SIZE && core::mem::align_of::<C>() >= 8);
+    };
     let scause: u64;
-    // SAFETY: the asm saves the host registers Rust cannot declare clobbered (sp, s0, s1; gp/tp are never
+    // SAFETY: `ctx` is a guest context of the layout above (size checked here, offsets by `riscv::hw`).
+    // The asm saves the host registers Rust cannot declare clobbered (sp, s0, s1; gp/tp are never
     // used by the VMM, see the module doc) and the
     // resume address into `ctx.host`, loads the guest's registers from `ctx.x` and `sret`s into VS-mode.
     // The trap vector stores the guest's registers back into the same `ctx` (through sscratch), restores
@@ -149,7 +170,7 @@ pub fn enter(ctx: &mut GuestContext) -> u64 {
             "sret",
             "1:",
             "csrr a0, scause",
-            inout("a0") ctx as *mut GuestContext => scause,
+            inout("a0") ctx as *mut C => scause,
             out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
             out("s8") _, out("s9") _, out("s10") _, out("s11") _,
             clobber_abi("C"),

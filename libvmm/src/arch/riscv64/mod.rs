@@ -1,21 +1,22 @@
-//! RISC-V (HS-mode under OpenSBI) architecture layer: the only RISC-V code with inline assembly and raw
+//! RISC-V (HS-mode under OpenSBI) primitives: the only RISC-V code with inline assembly and raw
 //! pointers, each block with a `SAFETY:` note.
 //!
 //! - [`entry`]: `_start` (OpenSBI jumps to 0x8020_0000 in HS-mode with a0 = hart id, a1 = device tree),
-//!   the trap vector and the world switch into VS-mode;
+//!   the stacks, the trap vector and the world switch into VS-mode;
 //! - [`csr`]: safe CSR wrappers; [`devices`]: UART console, sifive_test exit, SBI calls to OpenSBI;
-//! - [`start`]: the boot flow from device tree to `vcpu::run`, and [`hart::HwHart`], the real
-//!   [`crate::riscv::Hart`].
+//! - here: the device tree OpenSBI handed over, the image's end, a deliberate fault, and the handler of
+//!   a trap taken by the VMM itself.
+//!
+//! The boot flow that uses them is `boot::riscv64`; the backend's `Hart` over them is `riscv::hw`.
 
 pub(crate) mod csr;
 pub(crate) mod devices;
 pub(crate) mod entry;
-pub(crate) mod hart;
-pub(crate) mod start;
 
 use libvmm_abi::stop::StopCode;
 
-/// A trap while the VMM itself runs (not from the guest): a libvmm bug. Reports and stops.
+/// A trap while the VMM itself runs (not from the guest): a libvmm bug (or `libvmm.selftest=fault`).
+/// Reports and stops.
 #[no_mangle]
 extern "C" fn libvmm_riscv64_host_trap() -> ! {
     let mut con = devices::Uart;
@@ -30,14 +31,36 @@ extern "C" fn libvmm_riscv64_host_trap() -> ! {
     devices::exit(StopCode::VmmPanic as u8)
 }
 
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    let mut con = devices::Uart;
-    crate::vmm_print!(&mut con, "libvmm: panic: {}\n", info,);
-    crate::console::stop_line(
-        &mut con,
-        StopCode::VmmPanic as u8,
-        format_args!("VMM panic"),
-    );
-    devices::exit(StopCode::VmmPanic as u8)
+extern "C" {
+    static __image_end: u8;
+}
+
+/// The end of the VMM image (a linker-script symbol; only its address is taken).
+pub fn image_end() -> u64 {
+    core::ptr::addr_of!(__image_end) as u64
+}
+
+/// The flattened device tree OpenSBI passed in a1, as bytes (header checked, size bounded by `max`).
+pub fn host_dtb(addr: u64, max: u32) -> Result<&'static [u8], &'static str> {
+    if addr == 0 || !addr.is_multiple_of(8) {
+        return Err("no device tree in a1");
+    }
+    // SAFETY: OpenSBI hands over the address of the flattened device tree in a1 (8-byte aligned, in RAM
+    // it does not reuse). Its 8-byte header is read first; the size it states is bounded before the whole
+    // tree is viewed as a byte slice, which nothing writes afterwards.
+    let header = unsafe { core::slice::from_raw_parts(addr as *const u8, 8) };
+    let size = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if u32::from_be_bytes([header[0], header[1], header[2], header[3]]) != 0xd00d_feed
+        || !(40..=max).contains(&size)
+    {
+        return Err("bad device tree header");
+    }
+    // SAFETY: as above, now with the checked size.
+    Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) })
+}
+
+/// Raises an illegal-instruction trap in the VMM on purpose (`libvmm.selftest=fault`).
+pub fn deliberate_fault() {
+    // SAFETY: `unimp` traps into the VMM's own trap handler, which reports and ends the machine.
+    unsafe { core::arch::asm!("unimp", options(nomem, nostack)) }
 }

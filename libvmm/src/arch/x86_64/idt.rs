@@ -113,7 +113,11 @@ extern "C" fn libvmm_x86_exception(frame: &ExceptionFrame) -> ! {
         cr2()
     );
     let code = libvmm_abi::stop::StopCode::VmmPanic as u8;
-    crate::console::stop_line(&mut con, code, format_args!("VMM exception {}", frame.vector));
+    crate::console::stop_line(
+        &mut con,
+        code,
+        format_args!("VMM exception {}", frame.vector),
+    );
     con.drain();
     super::exit_device::exit(code)
 }

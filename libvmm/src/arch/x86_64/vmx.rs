@@ -197,7 +197,6 @@ pub fn enter(regs: &mut Gprs, launched: bool) -> Result<(), Fail> {
     }
 }
 
-
 /// Ends a host interrupt that caused a VM exit (the LAPIC timer): its EOI.
 pub fn take_host_interrupt() {
     // "Acknowledge interrupt on exit" already took the interrupt from the local APIC (its vector is

@@ -1,0 +1,296 @@
+//! The RISC-V machine: OpenSBI's hand-off (hart id and device tree in a0/a1, `arch::riscv64::entry`),
+//! the host device tree (memory, UART, test device, timebase, ISA), the guest window checks, the
+//! per-guest ISA and the guest's device tree, and the H-extension backend. The panic handler is here.
+#![deny(unsafe_code)] // see boot/mod.rs
+
+use libvmm_abi::layout::riscv64 as layout;
+use libvmm_abi::stop::StopCode;
+use libvmm_abi::BackendId;
+
+use crate::arch::riscv64::devices::{self, Uart};
+use crate::arch::riscv64::{self as arch, csr};
+use crate::cmdline::Options;
+use crate::guest_mem::GuestMemory;
+use crate::loader::Loaded;
+use crate::riscv::guest_isa::GuestIsa;
+use crate::riscv::host_dt::HostPlatform;
+use crate::riscv::isa::Ext;
+use crate::riscv::{guest_dt, hw, RiscvH};
+use crate::vcpu;
+use crate::vm::{Platform, StopReason, Vm};
+
+/// The Platform of the run loop on this machine.
+struct RiscvPlatform {
+    console: Uart,
+    timebase_hz: u64,
+}
+
+impl Platform for RiscvPlatform {
+    type Console = Uart;
+    fn console(&mut self) -> &mut Uart {
+        &mut self.console
+    }
+    fn host_cpuid(&self, _: u32, _: u32) -> [u32; 4] {
+        [0; 4]
+    }
+    /// Both clocks are the `time` counter scaled by the timebase (no RTC is read: "realtime" is time
+    /// since boot).
+    fn clock_ns(&self, _clock: u64) -> Option<u64> {
+        if self.timebase_hz == 0 {
+            return None;
+        }
+        Some((csr::time() as u128 * 1_000_000_000 / self.timebase_hz as u128) as u64)
+    }
+}
+
+/// What the guest starts with besides its memory.
+struct RiscvGuest {
+    entry: u64,
+    boot_info: u64,
+    stack_top: u64,
+    dtb_gpa: u64,
+    isa: crate::riscv::guest_isa::HwConfig,
+    /// The host has Sstc (vstimecmp exists).
+    sstc: bool,
+}
+
+struct RiscvMachine {
+    hartid: u64,
+    dtb_addr: u64,
+    entry_cycles: u64,
+    con: Uart,
+    host: Option<HostPlatform>,
+    dtb_len: u64,
+    bootargs: &'static str,
+}
+
+impl super::Machine for RiscvMachine {
+    type Platform = RiscvPlatform;
+    type Guest = RiscvGuest;
+    const BACKEND: BackendId = BackendId::RiscvH;
+
+    fn facts(&mut self) -> Result<&'static [u8], StopReason> {
+        let dtb = arch::host_dtb(self.dtb_addr, crate::config::HOST_DTB_MAX)
+            .map_err(StopReason::Platform)?;
+        let host = HostPlatform::parse(dtb).map_err(|e| StopReason::Platform(e.what()))?;
+        devices::set_addresses(host.uart, host.test_device);
+        crate::vmm_print!(
+            &mut self.con,
+            "libvmm: RISC-V H backend on hart {} ({} hart(s), timebase {} Hz, RAM {:#x}+{:#x})\n",
+            self.hartid,
+            host.harts,
+            host.timebase_hz,
+            host.memory.0,
+            host.memory.1
+        );
+        crate::vmm_print!(
+            &mut self.con,
+            "libvmm: host ISA ({}): {}\n",
+            if host.from_extension_list {
+                "riscv,isa-extensions"
+            } else {
+                "riscv,isa"
+            },
+            host.exts()
+        );
+        if !host.exts().contains(Ext::H) {
+            return Err(StopReason::Unsupported("the CPU has no H extension"));
+        }
+        self.bootargs = fdt::Fdt::new(dtb)
+            .ok()
+            .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str())
+            .unwrap_or("");
+        self.dtb_len = dtb.len() as u64;
+        self.host = Some(host);
+        Ok(self.bootargs.as_bytes())
+    }
+
+    fn entry_time(&self) -> u64 {
+        self.entry_cycles
+    }
+
+    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason> {
+        let host = self
+            .host
+            .as_ref()
+            .ok_or(StopReason::Platform("no device tree"))?;
+        let (ram_base, ram_size) = host.memory;
+        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
+        if base < ram_base
+            || base + size > ram_base + ram_size
+            || arch::image_end() > base
+            || (self.dtb_addr < base + size && self.dtb_addr + self.dtb_len > base)
+        {
+            return Err(StopReason::Platform("guest window is not free RAM"));
+        }
+        let window = crate::arch::guest_window(base, size).ok_or(StopReason::Platform(
+            "the guest window was handed out twice",
+        ))?;
+        Ok((base, window))
+    }
+
+    fn deliberate_fault(&mut self) {
+        arch::deliberate_fault()
+    }
+
+    fn prepare(
+        &mut self,
+        mem: &mut GuestMemory<'static>,
+        loaded: &Loaded,
+        options: &Options<'static>,
+    ) -> Result<RiscvGuest, StopReason> {
+        let host = self
+            .host
+            .as_ref()
+            .ok_or(StopReason::Platform("no device tree"))?;
+        // Per-guest ISA: every host extension that may be given, as KVM does by default.
+        let mut isa = GuestIsa::new(host.exts());
+        configure_isa(&mut isa, options.isa.unwrap_or(""), &mut self.con);
+        isa.freeze();
+        crate::vmm_print!(&mut self.con, "libvmm: guest ISA: {}\n", isa.enabled());
+        crate::vmm_print!(
+            &mut self.con,
+            "libvmm: guest ISA cannot hide: {}\n",
+            isa.unhideable()
+        );
+        let mut gdt = [0u8; layout::DTB_MAX as usize];
+        let tree = guest_dt::GuestTree {
+            mem_base: layout::WINDOW_BASE,
+            mem_size: layout::WINDOW_SIZE,
+            timebase_hz: host.timebase_hz as u32,
+            exts: isa.enabled(),
+            bootargs: self.bootargs,
+        };
+        let n = guest_dt::build(&tree, &mut gdt)
+            .map_err(|_| StopReason::Platform("guest device tree too big"))?;
+        let dtb_gpa = layout::WINDOW_BASE + layout::DTB_OFFSET;
+        mem.write(dtb_gpa, &gdt[..n])
+            .map_err(|_| StopReason::Platform("guest device tree does not fit"))?;
+        Ok(RiscvGuest {
+            entry: loaded.entry,
+            boot_info: loaded.boot_info,
+            stack_top: loaded.stack_top,
+            dtb_gpa,
+            isa: isa.hw(),
+            sstc: host.exts().contains(Ext::Sstc),
+        })
+    }
+
+    fn platform(&mut self, options: &Options<'static>) -> Result<RiscvPlatform, StopReason> {
+        if options.timeout_ms.is_some() {
+            return Err(StopReason::Unsupported(
+                "libvmm.timeout_ms is not implemented on RISC-V yet",
+            ));
+        }
+        let host = self
+            .host
+            .as_ref()
+            .ok_or(StopReason::Platform("no device tree"))?;
+        Ok(RiscvPlatform {
+            console: Uart,
+            timebase_hz: host.timebase_hz,
+        })
+    }
+
+    fn run(
+        vm: &mut Vm<'static, RiscvPlatform>,
+        guest: &RiscvGuest,
+        _options: &Options<'static>,
+    ) -> StopReason {
+        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
+        if let Err(stop) = hw::bring_up(base, size, &guest.isa, guest.sstc) {
+            return stop;
+        }
+        crate::vmm_print!(
+            vm.platform.console(),
+            "libvmm: G-stage Sv39x4 VMID {} maps {:#x}..{:#x} only; payload {} entry {:#x}\n",
+            crate::config::GUEST_TAG,
+            base,
+            base + size,
+            crate::arch::payload().name,
+            guest.entry
+        );
+        let mut cpu = RiscvH::new(
+            hw::HwHart,
+            guest.entry,
+            0,
+            guest.boot_info,
+            guest.dtb_gpa,
+            guest.stack_top,
+        );
+        vcpu::run(&mut cpu, vm)
+    }
+}
+
+/// Applies `libvmm.isa=-ext,+ext,...` from the command line through the per-guest ISA registers (the
+/// KVM ONE_REG way: by register id), reporting each refusal, then lists the registers (get-reg-list).
+fn configure_isa(isa: &mut GuestIsa, spec: &str, con: &mut Uart) {
+    use crate::riscv::guest_isa::Reg;
+    for item in spec.split(',').filter(|s| !s.is_empty()) {
+        let (on, name) = match item.as_bytes()[0] {
+            b'-' => (false, &item[1..]),
+            b'+' => (true, &item[1..]),
+            _ => (true, item),
+        };
+        let result = match Ext::from_name(name) {
+            Some(e) => isa.set_reg(Reg::IsaExt(e).id(), on as u64),
+            None => Err(crate::riscv::guest_isa::IsaCtlError::NotPresent),
+        };
+        match result {
+            Ok(()) => crate::vmm_print!(
+                con,
+                "libvmm: guest ISA: {} {name}\n",
+                if on { "enabled" } else { "hid" }
+            ),
+            Err(e) => crate::vmm_print!(
+                con,
+                "libvmm: guest ISA: cannot {} {name}: {e:?}\n",
+                if on { "enable" } else { "hide" }
+            ),
+        }
+    }
+    let regs = isa.reg_list().count();
+    let visible = isa
+        .reg_list()
+        .filter(|r| isa.get_reg(r.id()) == Ok(1))
+        .count();
+    crate::vmm_print!(
+        con,
+        "libvmm: guest ISA registers (get-reg-list): {regs}, {visible} set\n"
+    );
+}
+
+#[allow(unsafe_code)] // `#[no_mangle]` only: the symbol the entry assembly calls.
+#[no_mangle]
+extern "C" fn libvmm_riscv64_main(hartid: u64, dtb: u64, entry_cycles: u64) -> ! {
+    let mut con = Uart;
+    // The `time` counter at entry is the only entropy an S-mode VMM has here (no Zkr on QEMU's rv64).
+    crate::console::announce_token(
+        &mut con,
+        crate::console::make_token(csr::time() ^ entry_cycles << 32 ^ dtb),
+    );
+    let mut machine = RiscvMachine {
+        hartid,
+        dtb_addr: dtb,
+        entry_cycles,
+        con,
+        host: None,
+        dtb_len: 0,
+        bootargs: "",
+    };
+    let stop = super::run(&mut machine, crate::arch::payload());
+    crate::console::stop_line(&mut Uart, stop.code(), format_args!("{stop}"));
+    devices::exit(stop.code())
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut con = Uart;
+    crate::vmm_print!(&mut con, "libvmm: panic: {}\n", info);
+    crate::console::stop_line(
+        &mut con,
+        StopCode::VmmPanic as u8,
+        format_args!("VMM panic"),
+    );
+    devices::exit(StopCode::VmmPanic as u8)
+}

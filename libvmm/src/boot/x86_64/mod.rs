@@ -69,14 +69,18 @@ impl super::Machine for X86Machine {
                 "the VMM image overlaps the guest window",
             ));
         }
-        let facts = self.facts.as_ref().ok_or(StopReason::Platform("no loader facts"))?;
+        let facts = self
+            .facts
+            .as_ref()
+            .ok_or(StopReason::Platform("no loader facts"))?;
         if !facts.ram.is_empty() && !facts.is_ram(WINDOW_BASE, WINDOW_SIZE) {
             return Err(StopReason::Platform(
                 "the guest window is not RAM in the loader's memory map (give the machine at least 64 MiB)",
             ));
         }
-        let window = crate::arch::guest_window(WINDOW_BASE, WINDOW_SIZE)
-            .ok_or(StopReason::Platform("the guest window was handed out twice"))?;
+        let window = crate::arch::guest_window(WINDOW_BASE, WINDOW_SIZE).ok_or(
+            StopReason::Platform("the guest window was handed out twice"),
+        )?;
         Ok((WINDOW_BASE, window))
     }
 
@@ -102,7 +106,9 @@ impl super::Machine for X86Machine {
                     "libvmm.timeout_ms: the TDX image runs no guest",
                 ));
             }
-            platform.set_time_limit(ms).map_err(StopReason::Unsupported)?;
+            platform
+                .set_time_limit(ms)
+                .map_err(StopReason::Unsupported)?;
         }
         Ok(platform)
     }

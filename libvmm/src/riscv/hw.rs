@@ -1,0 +1,134 @@
+//! The RISC-V H extension on this hart: [`HwHart`], the hardware implementation of the [`Hart`] trait
+//! (CSR instructions and the world switch of `arch::riscv64`), and the bring-up that precedes the run
+//! loop: the G-stage tables for the guest window, checked hgatp (Sv39x4, VMID), and the H-extension CSRs
+//! (delegation, counters, henvcfg/hstateen from the guest's ISA, the VS-mode start state). Target only;
+//! the trap path it serves is host-tested on `testing::hart::ModelHart`.
+#![forbid(unsafe_code)]
+
+use crate::arch::riscv64::{csr, devices, entry};
+use crate::vm::StopReason;
+
+use super::csr as bits;
+use super::guest_isa::HwConfig;
+use super::{Csr, GuestContext, Hart, CTX_HOST_OFFSET};
+
+// The world switch's layout is the context's.
+const _: () = assert!(CTX_HOST_OFFSET == entry::CTX_HOST_OFFSET);
+const _: () = assert!(core::mem::size_of::<GuestContext>() >= entry::CTX_SIZE);
+
+/// This hart, after [`bring_up`] has set the H-extension CSRs up.
+pub(crate) struct HwHart;
+
+impl Hart for HwHart {
+    #[inline(always)]
+    fn enter(&mut self, ctx: &mut GuestContext) -> u64 {
+        entry::enter(ctx)
+    }
+    #[inline(always)]
+    fn csr(&self, c: Csr) -> u64 {
+        match c {
+            Csr::Sepc => csr::sepc(),
+            Csr::Sstatus => csr::sstatus(),
+            Csr::Stval => csr::stval(),
+            Csr::Htval => csr::htval(),
+            Csr::Hvip => csr::hvip(),
+            Csr::Vsstatus => csr::vsstatus(),
+            Csr::Vstvec => csr::vstvec(),
+            Csr::Vsepc => csr::vsepc(),
+            Csr::Vscause => csr::vscause(),
+            Csr::Vstval => csr::vstval(),
+        }
+    }
+    #[inline(always)]
+    fn set_csr(&mut self, c: Csr, v: u64) {
+        match c {
+            Csr::Sepc => csr::set_sepc(v),
+            Csr::Sstatus => csr::set_sstatus(v),
+            Csr::Stval => csr::set_stval(v),
+            Csr::Htval => csr::set_htval(v),
+            Csr::Hvip => csr::set_hvip(v),
+            Csr::Vsstatus => csr::set_vsstatus(v),
+            Csr::Vstvec => csr::set_vstvec(v),
+            Csr::Vsepc => csr::set_vsepc(v),
+            Csr::Vscause => csr::set_vscause(v),
+            Csr::Vstval => csr::set_vstval(v),
+        }
+    }
+    fn set_host_timer(&mut self, deadline: u64) {
+        devices::set_timer(deadline);
+    }
+    fn wait_for_host_timer(&mut self) {
+        while csr::sip() & (1 << bits::IRQ_S_TIMER) == 0 {
+            csr::wfi();
+        }
+    }
+}
+
+/// Maps the guest window in the G-stage tables (identity, nothing else), installs them with the guest's
+/// VMID, and sets the H-extension CSRs for a guest with the ISA `hw` describes. `sstc`: the host has
+/// Sstc (vstimecmp exists).
+pub(crate) fn bring_up(
+    window_base: u64,
+    window_size: u64,
+    hw: &HwConfig,
+    sstc: bool,
+) -> Result<(), StopReason> {
+    let gstage = super::GSTAGE
+        .take()
+        .ok_or(StopReason::Platform("G-stage tables already in use"))?;
+    gstage
+        .map(window_base, window_base, window_size)
+        .map_err(|_| StopReason::Platform("G-stage mapping failed"))?;
+    let hgatp = gstage.hgatp(crate::config::GUEST_TAG);
+    csr::set_hgatp(hgatp);
+    if csr::hgatp() >> 60 != 8 {
+        return Err(StopReason::Unsupported("hgatp does not take Sv39x4"));
+    }
+    if (csr::hgatp() & bits::HGATP_VMID_MASK) >> bits::HGATP_VMID_SHIFT
+        != crate::config::GUEST_TAG as u64
+    {
+        return Err(StopReason::Unsupported(
+            "VMID 1 not implemented (VMIDLEN 0)",
+        ));
+    }
+    csr::hfence_gvma_all();
+
+    // H-extension set-up for the guest.
+    csr::set_hedeleg(bits::HEDELEG_GUEST);
+    csr::set_hideleg(bits::HIDELEG_GUEST);
+    csr::set_hcounteren(bits::HCOUNTEREN_CY_TM_IR);
+    if sstc {
+        // vstimecmp resets to 0, which is "already due": with it, QEMU keeps VSTIP pending for good (it
+        // compares vstimecmp whenever htimedelta is written). Nothing is due until the guest says so.
+        csr::set_vstimecmp(u64::MAX);
+    }
+    csr::set_htimedelta(0);
+    csr::set_henvcfg(hw.henvcfg);
+    if let Some(h) = hw.hstateen0 {
+        csr::set_hstateen0(h);
+    }
+    csr::set_hvip(0);
+    csr::set_hie(0);
+    csr::set_hstatus(
+        bits::HSTATUS_VSXL_64 | bits::HSTATUS_SPV | bits::HSTATUS_SPVP | bits::HSTATUS_VTW,
+    );
+    csr::set_vsatp(0);
+    csr::set_vstvec(0);
+    let mut vsstatus = 0;
+    let mut sstatus = csr::sstatus()
+        & !(bits::SSTATUS_SIE | bits::SSTATUS_SPIE | bits::SSTATUS_FS | bits::SSTATUS_VS);
+    sstatus |= bits::SSTATUS_SPP;
+    if hw.fp {
+        sstatus |= bits::SSTATUS_FS_INITIAL;
+        vsstatus |= bits::SSTATUS_FS_INITIAL;
+    }
+    if hw.vector {
+        sstatus |= bits::SSTATUS_VS_INITIAL;
+        vsstatus |= bits::SSTATUS_VS_INITIAL;
+    }
+    csr::set_vsstatus(vsstatus);
+    csr::set_sstatus(sstatus);
+    devices::set_timer(u64::MAX);
+    csr::set_sie(1 << bits::IRQ_S_TIMER);
+    Ok(())
+}
