@@ -72,6 +72,7 @@ impl<'m> GuestMemory<'m> {
         Ok(u64::from_le_bytes(w))
     }
 
+    #[cfg(any(test, target_arch = "x86_64"))]
     pub fn write_u64(&mut self, gpa: u64, v: u64) -> Result<(), MemError> {
         self.write(gpa, &v.to_le_bytes())
     }

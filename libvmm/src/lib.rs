@@ -5,64 +5,94 @@
 //! The flow, one direction:
 //! ```text
 //! boot (PVH / multiboot2 / OpenSBI) -> platform facts (memory map, CPU features, DTB)
-//!   -> backend bring-up (SVM | VMX | TDX | RISC-V H), chosen at compile time by a cargo feature
-//!   -> guest memory + nested tables (only the payload's window is mapped)
-//!   -> vcpu::run (one generic loop) -> vendor exit -> exit::Exit -> policy -> Reply or Stop
+//!   -> options (cmdline, parsed once) -> guest memory + payload -> backend bring-up (SVM | VMX | TDX |
+//!   RISC-V H, chosen at compile time by a cargo feature) -> vcpu::run (one generic loop)
+//!   -> vendor exit -> exit::Exit -> policy -> Reply or Stop -> stop line
 //! ```
-//! Layering (after the Linux KVM split of generic code and vendor modules behind one ops table, here a
-//! trait resolved at compile time, so no vtable sits on the exit path):
-//! - `exit`, `backend`, `vcpu`, `policy`, `guest_mem`: generic, `#![forbid(unsafe_code)]`.
-//! - `svm`, `vmx`, `tdx`, `riscv`: vendor backends. They translate; they never decide policy.
-//! - `arch`: the only place with inline assembly and raw pointers, each block with a `SAFETY:` note.
+//! Layers, top to bottom (after Linux KVM's split of generic code and vendor modules behind one ops
+//! table; here a trait resolved at compile time, so no vtable sits on the exit path):
+//! - `boot`: the composition root: one skeleton plus a small machine per architecture; the panic
+//!   handlers and the stop line.
+//! - `vcpu`: the one generic run loop; `policy`: what the guest is answered (CPUID, MSRs, I/O,
+//!   hypercalls, SBI); `vm`: the VM state, host services and stop reasons both use.
+//! - `svm`, `vmx`, `tdx`, `riscv`: vendor backends, each in the same files (`mod.rs`, `decode.rs`,
+//!   `vcpu.rs`, `hw.rs`, extras by name). They translate; they never decide policy.
+//! - Vocabularies below them: `exit`, `backend`, `guest_mem`, `cmdline`, `config`, `console`, `x86`.
+//! - `arch`: instruction wrappers and raw-pointer primitives, the only place with `unsafe` (each block
+//!   with a `SAFETY:` note); it imports nothing above it.
 //!
-//! The public surface is small: [`Payload`] and the [`image!`] macro for the image crate, and the
-//! re-exported ABI. Backend internals are `pub(crate)`.
+//! Every module outside `arch` is `#![forbid(unsafe_code)]` (`boot` is `deny`: its entry symbols need
+//! `#[no_mangle]`). The public surface is small: [`Payload`] and the [`image!`] macro for the image
+//! crate, the re-exported ABI, and [`config`]. Backend internals are `pub(crate)`: this does not compile:
+//! ```compile_fail
+//! use libvmm::svm::vmcb::Vmcb;
+//! ```
+//! nor does this:
+//! ```compile_fail
+//! use libvmm::vmx::vmcs::VmxOps;
+//! ```
+//! (The TDX backend is public only with the `tdx-sim` feature, for its model-based integration tests and
+//! the DPAMT bench; images never enable it.)
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Dead code is judged by the four image builds (clippy -D warnings per backend). The unit-test build
+// has no `boot`, which is what uses the boot-time half of many modules.
+#![cfg_attr(test, allow(dead_code))]
 // On the host, libvmm is built for its tests and software models only; nothing there calls the boot
 // path, so dead-code analysis is left to the bare-metal builds (which clippy checks per backend).
-#![cfg_attr(not(target_os = "none"), allow(dead_code))]
 // On RISC-V the x86-only parts of the generic vocabulary (CPUID/MSR/I/O exits, VMX/SVM instructions) are
 // never constructed; the x86 builds check them.
-#![cfg_attr(all(target_os = "none", target_arch = "riscv64"), allow(dead_code))]
 // The TDX image stops at SEAM-module detection (no emulator here has one, and TD entry on hardware is
 // not implemented), so the generic loop and policies it would drive are unused in that build only.
-#![cfg_attr(feature = "tdx", allow(dead_code))]
 
 pub use libvmm_abi as abi;
 
+// A host build that is not a test build is the dependency of the TDX integration tests and the DPAMT
+// bench: it contains `tdx` (with `tdx-sim`) and what that needs, nothing else, so every other module is
+// compiled only where something uses it (the images and the unit tests).
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod backend;
 #[cfg(all(
     target_os = "none",
     any(target_arch = "x86_64", target_arch = "riscv64")
 ))]
 pub(crate) mod boot;
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod cmdline;
 pub mod config;
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod console;
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod exit;
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod guest_mem;
+#[cfg(any(test, target_os = "none"))]
+pub(crate) mod loader;
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod policy;
 #[cfg(test)]
 pub(crate) mod testing;
+// The TDX image stops at SEAM-module detection (TD entry on hardware is not implemented): it runs no
+// guest, so it contains no run loop.
+#[cfg(any(test, all(target_os = "none", not(feature = "tdx"))))]
 pub(crate) mod vcpu;
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod vm;
-
-pub(crate) mod loader;
 pub(crate) mod x86;
 
-#[cfg(any(test, feature = "riscv", target_arch = "riscv64"))]
+#[cfg(any(test, all(target_os = "none", target_arch = "riscv64")))]
 pub(crate) mod riscv;
-#[cfg(any(test, not(target_os = "none"), target_arch = "x86_64"))]
-pub mod svm;
-#[cfg(any(test, not(target_os = "none"), target_arch = "x86_64"))]
+#[cfg(any(test, feature = "svm"))]
+pub(crate) mod svm;
+#[cfg(all(
+    feature = "tdx-sim",
+    any(not(target_os = "none"), target_arch = "x86_64")
+))]
 pub mod tdx;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(not(feature = "tdx-sim"), any(test, feature = "tdx")))]
+pub(crate) mod tdx;
+#[cfg(any(test, feature = "vmx"))]
 pub(crate) mod vmx;
-
-#[cfg(not(test))]
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
-const _: () = ();
 
 #[cfg(all(
     target_os = "none",

@@ -2,6 +2,8 @@
 //! needs ([`Platform`]) and why a VM stops ([`StopReason`]). Below both the loop (`vcpu`) and the
 //! policies (`policy/`), so neither imports the other for these.
 #![forbid(unsafe_code)]
+// The TDX image runs no guest: it uses the stop reasons of bring-up only.
+#![cfg_attr(all(target_os = "none", feature = "tdx"), allow(dead_code))]
 
 use libvmm_abi::stop::{self, StopCode};
 

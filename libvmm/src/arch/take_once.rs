@@ -1,6 +1,9 @@
 //! Static storage handed out once: the VMM's control blocks, tables and windows live in `.bss` (no heap),
 //! and each is borrowed mutably exactly once, by whoever brings its backend up. This is the one place
 //! that turns a `static` into a `&'static mut`.
+// The TDX image hands out no backend storage (it runs no guest).
+#![cfg_attr(feature = "tdx", allow(dead_code))]
+
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 

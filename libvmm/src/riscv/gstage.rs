@@ -158,6 +158,7 @@ impl<const N: usize> GStage<N> {
     }
 
     /// Tables in use (for the boot log).
+    #[cfg(test)]
     pub fn tables_used(&self) -> usize {
         self.used
     }

@@ -128,6 +128,7 @@ impl GuestIsa {
         }
     }
 
+    #[cfg(test)]
     pub fn host(&self) -> ExtSet {
         self.host
     }

@@ -185,15 +185,18 @@ impl ExtSet {
     pub fn remove(&mut self, e: Ext) {
         self.0 &= !(1u128 << e as u8);
     }
+    #[cfg(test)]
     pub const fn with(self, e: Ext) -> ExtSet {
         ExtSet(self.0 | (1u128 << e as u8))
     }
     pub const fn intersect(self, o: ExtSet) -> ExtSet {
         ExtSet(self.0 & o.0)
     }
+    #[cfg(test)]
     pub const fn len(self) -> u32 {
         self.0.count_ones()
     }
+    #[cfg(test)]
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -201,6 +204,7 @@ impl ExtSet {
     pub fn iter(self) -> impl Iterator<Item = Ext> {
         Ext::ALL.iter().copied().filter(move |e| self.contains(*e))
     }
+    #[cfg(test)]
     pub fn from_slice(exts: &[Ext]) -> ExtSet {
         let mut s = ExtSet::EMPTY;
         for e in exts {

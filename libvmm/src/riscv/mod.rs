@@ -133,10 +133,12 @@ impl<H: Hart> RiscvH<H> {
         }
     }
 
+    #[cfg(test)]
     pub fn hart(&self) -> &H {
         &self.hart
     }
 
+    #[cfg(test)]
     pub fn regs(&self) -> &GuestContext {
         &self.ctx
     }

@@ -148,6 +148,7 @@ extern "C" {
     static libvmm_boot_tsc: u64;
     static libvmm_boot_magic: u32;
     static libvmm_boot_info: u32;
+    #[cfg(any(feature = "svm", feature = "vmx"))]
     static libvmm_boot_stack: u8;
     static __image_start: u8;
     static __image_end: u8;
@@ -193,6 +194,7 @@ pub fn phys(addr: u64, len: usize) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
 }
 
+#[cfg(any(feature = "svm", feature = "vmx"))]
 /// Address of the boot stack (a VMM address the guest must not reach).
 pub fn stack_address() -> u64 {
     core::ptr::addr_of!(libvmm_boot_stack) as u64
