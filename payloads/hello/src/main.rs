@@ -97,13 +97,23 @@ fn run_illegal_instruction() -> (u64, u64) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: UD2 raises #UD, which `on_illegal` handles by skipping it; only RAX (declared) changes.
     unsafe {
-        core::arch::asm!("lea {pc}, [rip + 2f]", "2: ud2", pc = out(reg) pc, inout("rax") BEFORE => marker)
+        core::arch::asm!(
+            "lea {pc}, [rip + 2f]",
+            "2: ud2",
+            pc = out(reg) pc,
+            inout("rax") BEFORE => marker,
+        )
     };
     #[cfg(target_arch = "riscv64")]
     // SAFETY: the 32-bit UNIMP (a write to the read-only `cycle` CSR) raises an illegal-instruction
     // exception, which `on_illegal` handles by skipping it; only a0 (declared) changes.
     unsafe {
-        core::arch::asm!("lla {pc}, 2f", "2: .4byte 0xc0001073", pc = out(reg) pc, inout("a0") BEFORE => marker)
+        core::arch::asm!(
+            "lla {pc}, 2f",
+            "2: .4byte 0xc0001073",
+            pc = out(reg) pc,
+            inout("a0") BEFORE => marker,
+        )
     };
     (pc, marker)
 }

@@ -7,7 +7,7 @@
 //! - this file: reading the boot info and the command line the VMM wrote before entry, calling the
 //!   payload's `main` (a symbol `entry!` defines in the payload crate), and the table of trap handlers
 //!   (function pointers kept in atomics);
-//! - [`abi_exports`]: the `#[no_mangle] extern "C" fn sys_*` symbols hermit-abi links against (an exported
+//! - `abi_exports.rs`: the `#[no_mangle] extern "C" fn sys_*` symbols hermit-abi links against (an exported
 //!   unmangled symbol counts as unsafe code, and `sys_clock_gettime` writes through the caller's pointer);
 //! - `x86_64.rs` / `riscv64.rs`: the entry and trap stubs (`global_asm!`), the IDT, the hypercall
 //!   instruction, counters, probes.

@@ -10,7 +10,9 @@
 //! `probe` runs single instructions that may trap (CSR accesses the guest may not make, hypervisor
 //! fences, Zalasr loads) and returns the exception cause they raised: the trap handler resumes after the
 //! probed instruction when a probe is armed. A supervisor timer interrupt is counted ([`timer_ticks`])
-//! and its timer disarmed; any other trap is reported and aborts the payload.
+//! and its timer disarmed. Otherwise the payload's handler for the exception cause runs, if it installed
+//! one ([`crate::set_trap_handler`]; the trap stub saves every integer register in a [`TrapFrame`]); any
+//! other trap is reported and aborts the payload.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

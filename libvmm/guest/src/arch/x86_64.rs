@@ -4,9 +4,11 @@
 //! memory and RDI = boot-info address. `_start` reads the TSC first (so a payload can measure the cost of
 //! getting here), installs an IDT for vectors 0..31 and calls into Rust.
 //!
-//! `probe` runs single instructions that may fault (VMRUN, WRMSR, IN ...) and returns the vector they
-//! raised: the exception handler resumes after the probed instruction when a probe is armed; any other
-//! exception is reported and aborts the payload.
+//! Every exception goes through one stub that saves all general-purpose registers ([`TrapFrame`]) and
+//! calls `trap`. `probe` runs single instructions that may fault (VMRUN, WRMSR, IN ...) and returns the
+//! vector they raised: the exception handler resumes after the probed instruction when a probe is armed.
+//! Otherwise the payload's handler for the vector runs, if it installed one ([`crate::set_trap_handler`]);
+//! any other exception is reported and aborts the payload.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
