@@ -37,7 +37,12 @@ pub use trap::{
     clear_trap_handler, set_trap_handler, Trap, TrapAction, TrapError, TrapFrame, TrapHandler,
 };
 
+use core::sync::atomic::AtomicU64;
 use libvmm_abi::{BootInfo, Hypercall, BOOT_INFO_MAGIC};
+
+/// The boot-info address the VMM passed at entry (0: none); stored once by `arch`'s entry, before
+/// anything reads it.
+static BOOT_INFO: AtomicU64 = AtomicU64::new(0);
 
 /// The boot info the VMM wrote, if valid.
 pub fn boot_info() -> Option<BootInfo> {

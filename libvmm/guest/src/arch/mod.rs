@@ -11,7 +11,7 @@
 //!   unmangled symbol counts as unsafe code, and `sys_clock_gettime` writes through the caller's pointer);
 //! - `x86_64.rs` / `riscv64.rs`: the entry and trap stubs (`global_asm!`), the IDT, the hypercall
 //!   instruction, counters, probes.
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use libvmm_abi::BootInfo;
 
@@ -26,24 +26,21 @@ pub use riscv64::*;
 
 mod abi_exports;
 
-/// The boot-info address the VMM passed at entry (0: none).
-static BOOT_INFO_GPA: AtomicU64 = AtomicU64::new(0);
-
 /// Called by the architecture's `rust_start` with the boot-info address the VMM passed.
 fn enter(boot_info_gpa: u64) -> ! {
-    BOOT_INFO_GPA.store(boot_info_gpa, Ordering::Relaxed);
+    crate::BOOT_INFO.store(boot_info_gpa, Ordering::Relaxed);
     crate::start()
 }
 
 /// The 64 bytes of boot info at the address the VMM passed at entry, if it passed one.
 pub(crate) fn boot_info_bytes() -> Option<[u8; 64]> {
-    let addr = BOOT_INFO_GPA.load(Ordering::Relaxed);
+    let addr = crate::BOOT_INFO.load(Ordering::Relaxed);
     if addr == 0 {
         return None;
     }
-    // SAFETY: the only address stored is the one the VMM passed at entry; it wrote 64 bytes of boot info
-    // there, in guest memory that is identity-mapped and stays mapped for the payload's life. An unaligned
-    // read: nothing promises alignment.
+    // SAFETY: only `enter` stores to `crate::BOOT_INFO` (private to the crate): the address the VMM passed
+    // at entry, where it wrote 64 bytes of boot info, in guest memory that is identity-mapped and stays
+    // mapped for the payload's life. An unaligned read: nothing promises alignment.
     Some(unsafe { (addr as *const [u8; 64]).read_unaligned() })
 }
 
