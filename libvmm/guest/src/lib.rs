@@ -13,47 +13,48 @@
 //! The payload talks to the world through hermit-abi ([`hermit_abi`] is re-exported): this crate
 //! provides the `sys_*` symbols hermit-abi declares (`sys_write`, `sys_exit`, `sys_abort`,
 //! `sys_clock_gettime`, `sys_getpid`, `sys_read`, `sys_usleep`) as libvmm hypercalls (see
-//! `docs/hypercall-abi.md`). It also sets up the payload's exception handlers and offers `arch::probe`,
-//! which runs one instruction and reports the exception it raised, for tests of what the VMM lets a guest
-//! do. Guest virtual addresses equal guest-physical ones (identity paging on x86, bare mode on RISC-V), so
-//! pointers go to the VMM unchanged.
+//! `docs/hypercall-abi.md`). It also sets up the payload's exception handlers, lets a payload install its
+//! own for a vector or cause ([`set_trap_handler`]), and offers `arch::probe`, which runs one instruction
+//! and reports the exception it raised, for tests of what the VMM lets a guest do. Guest virtual
+//! addresses equal guest-physical ones (identity paging on x86, bare mode on RISC-V), so pointers go to
+//! the VMM unchanged.
+//!
+//! `unsafe` code lives in [`arch`] only (see its documentation for what and why); every other module is
+//! `#![forbid(unsafe_code)]`, and this crate root denies it.
 #![no_std]
+#![deny(unsafe_code)]
 
 pub use hermit_abi;
 pub use libvmm_abi as abi;
 
+#[allow(unsafe_code)]
 pub mod arch;
 mod hermit;
 pub mod io;
+pub mod trap;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+pub use trap::{
+    clear_trap_handler, set_trap_handler, Trap, TrapAction, TrapError, TrapFrame, TrapHandler,
+};
+
+use core::sync::atomic::AtomicU64;
 use libvmm_abi::{BootInfo, Hypercall, BOOT_INFO_MAGIC};
 
+/// The boot-info address the VMM passed at entry (0: none); stored once by `arch`'s entry, before
+/// anything reads it.
 static BOOT_INFO: AtomicU64 = AtomicU64::new(0);
 
 /// The boot info the VMM wrote, if valid.
 pub fn boot_info() -> Option<BootInfo> {
-    let addr = BOOT_INFO.load(Ordering::Relaxed);
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: the VMM wrote 64 bytes of boot info at this guest address before entry.
-    let raw = unsafe { &*(addr as *const [u8; 64]) };
-    let bi = BootInfo::from_bytes(raw);
+    let bi = BootInfo::from_bytes(&arch::boot_info_bytes()?);
     (bi.magic == BOOT_INFO_MAGIC).then_some(bi)
 }
 
 /// The command line the image was booted with (empty if none).
 pub fn cmdline() -> &'static str {
     match boot_info() {
-        Some(bi) if bi.cmdline_gpa != 0 && bi.cmdline_len <= libvmm_abi::layout::CMDLINE_MAX => {
-            // SAFETY: the VMM wrote `cmdline_len` bytes there (bounded by CMDLINE_MAX).
-            let b = unsafe {
-                core::slice::from_raw_parts(bi.cmdline_gpa as *const u8, bi.cmdline_len as usize)
-            };
-            core::str::from_utf8(b).unwrap_or("")
-        }
-        _ => "",
+        Some(bi) => core::str::from_utf8(arch::cmdline_bytes(&bi)).unwrap_or(""),
+        None => "",
     }
 }
 
@@ -88,9 +89,8 @@ pub fn exit(status: i32) -> ! {
     arch::halt_forever()
 }
 
-/// Called by the architecture's `_start` with the boot-info address.
-pub(crate) fn start(boot_info_gpa: u64) -> ! {
-    BOOT_INFO.store(boot_info_gpa, Ordering::Relaxed);
+/// Called by the architecture's entry once it has recorded the boot-info address.
+pub(crate) fn start() -> ! {
     arch::init(boot_info().map(|b| b.hypercall).unwrap_or(0));
     if let Some(bi) = boot_info() {
         if bi.abi_version >> 16 != libvmm_abi::ABI_MAJOR {
@@ -102,12 +102,7 @@ pub(crate) fn start(boot_info_gpa: u64) -> ! {
             exit(libvmm_abi::stop::PAYLOAD_MAX as i32);
         }
     }
-    extern "Rust" {
-        fn __libvmm_payload_main() -> i32;
-    }
-    // SAFETY: defined by `entry!` in the payload crate.
-    let status = unsafe { __libvmm_payload_main() };
-    exit(status)
+    exit(arch::call_payload_main())
 }
 
 /// Declares the payload's main function: `fn main() -> i32`, the exit status.
@@ -126,6 +121,5 @@ macro_rules! entry {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("payload panicked: {}", info);
-    // SAFETY: provided by this crate (hermit.rs).
-    unsafe { hermit_abi::abort() }
+    hermit::abort()
 }

@@ -1,4 +1,20 @@
-//! The payload-side architecture layer: entry, exception handling, the hypercall instruction.
+//! The payload-side architecture layer: entry, exception handling, the hypercall instruction — and the
+//! only place in this crate with `unsafe` code.
+//!
+//! Every other module of the crate starts with `#![forbid(unsafe_code)]` (the crate root denies it and
+//! allows it for this module only). What needs `unsafe` lives here as small wrappers, each `unsafe`
+//! block with a `SAFETY:` note:
+//! - this file: reading the boot info and the command line the VMM wrote before entry, calling the
+//!   payload's `main` (a symbol `entry!` defines in the payload crate), and the table of trap handlers
+//!   (function pointers kept in atomics);
+//! - `abi_exports.rs`: the `#[no_mangle] extern "C" fn sys_*` symbols hermit-abi links against (an exported
+//!   unmangled symbol counts as unsafe code, and `sys_clock_gettime` writes through the caller's pointer);
+//! - `x86_64.rs` / `riscv64.rs`: the entry and trap stubs (`global_asm!`), the IDT, the hypercall
+//!   instruction, counters, probes.
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use libvmm_abi::BootInfo;
+
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
@@ -7,3 +23,79 @@ pub use x86_64::*;
 mod riscv64;
 #[cfg(target_arch = "riscv64")]
 pub use riscv64::*;
+
+mod abi_exports;
+
+/// Called by the architecture's `rust_start` with the boot-info address the VMM passed.
+fn enter(boot_info_gpa: u64) -> ! {
+    crate::BOOT_INFO.store(boot_info_gpa, Ordering::Relaxed);
+    crate::start()
+}
+
+/// The 64 bytes of boot info at the address the VMM passed at entry, if it passed one.
+pub(crate) fn boot_info_bytes() -> Option<[u8; 64]> {
+    let addr = crate::BOOT_INFO.load(Ordering::Relaxed);
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: only `enter` stores to `crate::BOOT_INFO` (private to the crate): the address the VMM passed
+    // at entry, where it wrote 64 bytes of boot info, in guest memory that is identity-mapped and stays
+    // mapped for the payload's life. An unaligned read: nothing promises alignment.
+    Some(unsafe { (addr as *const [u8; 64]).read_unaligned() })
+}
+
+/// The command line `bi` describes, if it lies inside the guest memory `bi` describes and is at most
+/// `CMDLINE_MAX` bytes long; otherwise empty. `bi` must come from [`boot_info_bytes`].
+pub(crate) fn cmdline_bytes(bi: &BootInfo) -> &'static [u8] {
+    let (gpa, len) = (bi.cmdline_gpa, bi.cmdline_len);
+    let mem_end = bi.mem_base.saturating_add(bi.mem_size);
+    let inside = gpa != 0
+        && len <= libvmm_abi::layout::CMDLINE_MAX
+        && gpa >= bi.mem_base
+        && gpa.checked_add(len).is_some_and(|end| end <= mem_end);
+    if !inside {
+        return &[];
+    }
+    // SAFETY: the VMM wrote `len` bytes of command line at `gpa` before entry, inside the payload's guest
+    // memory (checked above), which is identity-mapped and never written by the runtime afterwards; a
+    // payload that overwrites it through its own raw pointers breaks this, like any aliasing.
+    unsafe { core::slice::from_raw_parts(gpa as *const u8, len as usize) }
+}
+
+/// Calls the payload's `main`, which `entry!` defines as `__libvmm_payload_main`.
+pub(crate) fn call_payload_main() -> i32 {
+    extern "Rust" {
+        fn __libvmm_payload_main() -> i32;
+    }
+    // SAFETY: defined by `entry!` in the payload crate as `fn() -> i32` (a payload without `entry!`
+    // fails to link, naming the symbol).
+    unsafe { __libvmm_payload_main() }
+}
+
+/// Slots of the trap-handler table: x86 vectors 0..=31, RISC-V exception causes 0..=63.
+pub(crate) const TRAP_SLOTS: usize = 64;
+
+/// The installed trap handlers, as `TrapHandler` function pointers (0: none). A fixed table, no heap.
+static TRAP_HANDLERS: [AtomicUsize; TRAP_SLOTS] = [const { AtomicUsize::new(0) }; TRAP_SLOTS];
+
+/// Installs (or with `None` removes) the handler of `slot` (< [`TRAP_SLOTS`]); returns the previous one.
+pub(crate) fn swap_trap_handler(
+    slot: usize,
+    handler: Option<crate::trap::TrapHandler>,
+) -> Option<crate::trap::TrapHandler> {
+    let new = handler.map_or(0, |h| h as usize);
+    from_slot(TRAP_HANDLERS[slot].swap(new, Ordering::SeqCst))
+}
+
+/// The handler of `slot` (< [`TRAP_SLOTS`]), if one is installed.
+pub(crate) fn trap_handler(slot: usize) -> Option<crate::trap::TrapHandler> {
+    from_slot(TRAP_HANDLERS[slot].load(Ordering::SeqCst))
+}
+
+fn from_slot(raw: usize) -> Option<crate::trap::TrapHandler> {
+    (raw != 0).then(|| {
+        // SAFETY: the table only ever holds 0 or a `TrapHandler` stored by `swap_trap_handler` as
+        // `usize` (function pointers and `usize` have the same size on both targets).
+        unsafe { core::mem::transmute::<usize, crate::trap::TrapHandler>(raw) }
+    })
+}

@@ -10,7 +10,9 @@
 //! `probe` runs single instructions that may trap (CSR accesses the guest may not make, hypervisor
 //! fences, Zalasr loads) and returns the exception cause they raised: the trap handler resumes after the
 //! probed instruction when a probe is armed. A supervisor timer interrupt is counted ([`timer_ticks`])
-//! and its timer disarmed; any other trap is reported and aborts the payload.
+//! and its timer disarmed. Otherwise the payload's handler for the exception cause runs, if it installed
+//! one ([`crate::set_trap_handler`]; the trap stub saves every integer register in a [`TrapFrame`]); any
+//! other trap is reported and aborts the payload.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -50,75 +52,153 @@ _start:
 .section .text.trap, "ax"
 .balign 4
 3:
-    addi sp, sp, -128
-    sd ra, 0(sp)
-    sd t0, 8(sp)
-    sd t1, 16(sp)
-    sd t2, 24(sp)
-    sd a0, 32(sp)
-    sd a1, 40(sp)
-    sd a2, 48(sp)
-    sd a3, 56(sp)
-    sd a4, 64(sp)
-    sd a5, 72(sp)
-    sd a6, 80(sp)
-    sd a7, 88(sp)
-    sd t3, 96(sp)
-    sd t4, 104(sp)
-    sd t5, 112(sp)
-    sd t6, 120(sp)
-    csrr a0, scause
-    csrr a1, sepc
-    csrr a2, stval
+    addi sp, sp, -{frame}
+    sd x1, 8(sp)
+    sd x3, 24(sp)
+    sd x4, 32(sp)
+    sd x5, 40(sp)
+    sd x6, 48(sp)
+    sd x7, 56(sp)
+    sd x8, 64(sp)
+    sd x9, 72(sp)
+    sd x10, 80(sp)
+    sd x11, 88(sp)
+    sd x12, 96(sp)
+    sd x13, 104(sp)
+    sd x14, 112(sp)
+    sd x15, 120(sp)
+    sd x16, 128(sp)
+    sd x17, 136(sp)
+    sd x18, 144(sp)
+    sd x19, 152(sp)
+    sd x20, 160(sp)
+    sd x21, 168(sp)
+    sd x22, 176(sp)
+    sd x23, 184(sp)
+    sd x24, 192(sp)
+    sd x25, 200(sp)
+    sd x26, 208(sp)
+    sd x27, 216(sp)
+    sd x28, 224(sp)
+    sd x29, 232(sp)
+    sd x30, 240(sp)
+    sd x31, 248(sp)
+    addi t0, sp, {frame}
+    sd t0, 16(sp)
+    sd zero, 0(sp)
+    csrr t0, sepc
+    sd t0, 256(sp)
+    csrr t0, scause
+    sd t0, 264(sp)
+    csrr t0, stval
+    sd t0, 272(sp)
+    mv a0, sp
     call {trap}
-    csrw sepc, a0
-    ld ra, 0(sp)
-    ld t0, 8(sp)
-    ld t1, 16(sp)
-    ld t2, 24(sp)
-    ld a0, 32(sp)
-    ld a1, 40(sp)
-    ld a2, 48(sp)
-    ld a3, 56(sp)
-    ld a4, 64(sp)
-    ld a5, 72(sp)
-    ld a6, 80(sp)
-    ld a7, 88(sp)
-    ld t3, 96(sp)
-    ld t4, 104(sp)
-    ld t5, 112(sp)
-    ld t6, 120(sp)
-    addi sp, sp, 128
+    ld t0, 256(sp)
+    csrw sepc, t0
+    ld x1, 8(sp)
+    ld x3, 24(sp)
+    ld x4, 32(sp)
+    ld x5, 40(sp)
+    ld x6, 48(sp)
+    ld x7, 56(sp)
+    ld x8, 64(sp)
+    ld x9, 72(sp)
+    ld x10, 80(sp)
+    ld x11, 88(sp)
+    ld x12, 96(sp)
+    ld x13, 104(sp)
+    ld x14, 112(sp)
+    ld x15, 120(sp)
+    ld x16, 128(sp)
+    ld x17, 136(sp)
+    ld x18, 144(sp)
+    ld x19, 152(sp)
+    ld x20, 160(sp)
+    ld x21, 168(sp)
+    ld x22, 176(sp)
+    ld x23, 184(sp)
+    ld x24, 192(sp)
+    ld x25, 200(sp)
+    ld x26, 208(sp)
+    ld x27, 216(sp)
+    ld x28, 224(sp)
+    ld x29, 232(sp)
+    ld x30, 240(sp)
+    ld x31, 248(sp)
+    ld sp, 16(sp)
     sret
 "#,
     first = sym FIRST_CYCLES,
     dtb = sym DTB,
     rust_start = sym rust_start,
     trap = sym trap,
+    frame = const core::mem::size_of::<TrapFrame>(),
 );
 
 extern "C" fn rust_start(boot_info: u64) -> ! {
-    crate::start(boot_info)
+    super::enter(boot_info)
 }
 
-/// Returns the address to continue at.
-extern "C" fn trap(scause: u64, sepc: u64, stval: u64) -> u64 {
+/// The saved state of the interrupted code, as the trap stub leaves it on the stack: every integer
+/// register, and `sepc`, `scause`, `stval`. A trap handler ([`crate::set_trap_handler`]) may change any
+/// field: the stub restores the registers from it (all but `x0`; `x2` last, so a handler may switch
+/// stacks) and returns with `sret` to `sepc`; `scause` and `stval` are only read.
+#[repr(C, align(16))]
+#[derive(Debug)]
+pub struct TrapFrame {
+    /// `x0..x31` by register number: `x[1]` = ra, `x[2]` = sp at the trap, `x[10..18]` = a0..a7
+    /// (`x[0]` reads 0 and is not restored).
+    pub x: [u64; 32],
+    /// Where the trap happened (the faulting instruction; for ECALL and EBREAK, that instruction).
+    pub sepc: u64,
+    /// The cause: an exception code (bit 63 clear), 2 = illegal instruction, 3 = breakpoint ...
+    pub scause: u64,
+    /// The faulting address, or the instruction bits of an illegal instruction when the CPU reports
+    /// them, else 0.
+    pub stval: u64,
+}
+
+impl TrapFrame {
+    /// The pc the trap returns to.
+    pub fn pc(&self) -> u64 {
+        self.sepc
+    }
+
+    /// Sets where the trap returns to (e.g. past the faulting instruction).
+    pub fn set_pc(&mut self, pc: u64) {
+        self.sepc = pc;
+    }
+
+    /// Which trap this is.
+    pub fn trap(&self) -> crate::Trap {
+        crate::Trap::Riscv(self.scause)
+    }
+}
+
+/// Every trap: the supervisor timer interrupt is counted and disarmed; an armed probe takes an exception;
+/// then the payload's handler for the cause, if any; the default reports it and aborts the payload.
+extern "C" fn trap(frame: &mut TrapFrame) {
+    let (scause, sepc, stval) = (frame.scause, frame.sepc, frame.stval);
     if scause == INTERRUPT | IRQ_S_TIMER {
         TIMER_TICKS.fetch_add(1, Ordering::SeqCst);
         // Disarm (this also clears the pending bit).
         sbi_call(SBI_EXT_TIME, 0, [u64::MAX, 0, 0, 0, 0, 0]);
-        return sepc;
+        return;
     }
     let resume = LIBVMM_GUEST_PROBE_RESUME.swap(0, Ordering::SeqCst);
     if resume != 0 && scause & INTERRUPT == 0 {
         PROBE_CAUSE.store(scause, Ordering::SeqCst);
-        return resume;
+        frame.sepc = resume;
+        return;
+    }
+    if scause & INTERRUPT == 0 && crate::trap::dispatch(frame.trap(), frame) {
+        return;
     }
     crate::println!(
         "payload: unexpected exception {scause:#x} (stval {stval:#x}) at sepc {sepc:#x}"
     );
-    // SAFETY: provided by this crate.
-    unsafe { hermit_abi::abort() }
+    crate::hermit::abort()
 }
 
 /// Nothing to set up beyond `_start` (the hypercall instruction is always ECALL).

@@ -4,9 +4,11 @@
 //! memory and RDI = boot-info address. `_start` reads the TSC first (so a payload can measure the cost of
 //! getting here), installs an IDT for vectors 0..31 and calls into Rust.
 //!
-//! `probe` runs single instructions that may fault (VMRUN, WRMSR, IN ...) and returns the vector they
-//! raised: the exception handler resumes after the probed instruction when a probe is armed; any other
-//! exception is reported and aborts the payload.
+//! Every exception goes through one stub that saves all general-purpose registers ([`TrapFrame`]) and
+//! calls `trap`. `probe` runs single instructions that may fault (VMRUN, WRMSR, IN ...) and returns the
+//! vector they raised: the exception handler resumes after the probed instruction when a probe is armed.
+//! Otherwise the payload's handler for the vector runs, if it installed one ([`crate::set_trap_handler`]);
+//! any other exception is reported and aborts the payload.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -76,24 +78,36 @@ LIBVMM_GUEST_ISR 30, 1
 LIBVMM_GUEST_ISR 31, 0
 .Lgisr_common:
     push rax
+    push rbx
     push rcx
     push rdx
     push rsi
     push rdi
+    push rbp
     push r8
     push r9
     push r10
     push r11
-    lea rdi, [rsp + 72]
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
     call {trap}
+    pop r15
+    pop r14
+    pop r13
+    pop r12
     pop r11
     pop r10
     pop r9
     pop r8
+    pop rbp
     pop rdi
     pop rsi
     pop rdx
     pop rcx
+    pop rbx
     pop rax
     add rsp, 16
     iretq
@@ -122,26 +136,71 @@ struct Idt([[u64; 2]; 32]);
 static mut IDT: Idt = Idt([[0; 2]; 32]);
 
 extern "C" fn rust_start(boot_info: u64) -> ! {
-    crate::start(boot_info)
+    super::enter(boot_info)
 }
 
-/// The interrupt frame as the stubs leave it.
+/// The saved state of the interrupted code, as the ISR stubs leave it on the stack: every general-purpose
+/// register, the vector, the error code (0 for vectors without one), and the CPU's interrupt frame. A
+/// trap handler ([`crate::set_trap_handler`]) may change any field: the stubs restore the registers from
+/// it and `IRETQ` to `rip`, `cs`, `rflags`, `rsp`, `ss` (change the last four only if you know why).
 #[repr(C)]
-struct TrapFrame {
-    vector: u64,
-    error: u64,
-    rip: u64,
-    cs: u64,
-    rflags: u64,
-    rsp: u64,
-    ss: u64,
+#[derive(Debug)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// The exception vector, 0..=31.
+    pub vector: u64,
+    /// The error code the CPU pushed (#DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP, #VC, #SX), else 0.
+    pub error: u64,
+    /// Where the exception happened (for a fault, the faulting instruction; for a trap such as #BP, the
+    /// next one).
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
 }
 
+impl TrapFrame {
+    /// The instruction pointer the trap returns to.
+    pub fn pc(&self) -> u64 {
+        self.rip
+    }
+
+    /// Sets where the trap returns to (e.g. past the faulting instruction).
+    pub fn set_pc(&mut self, pc: u64) {
+        self.rip = pc;
+    }
+
+    /// Which trap this is.
+    pub fn trap(&self) -> crate::Trap {
+        crate::Trap::X86(self.vector as u8)
+    }
+}
+
+/// Every exception: an armed probe takes it; then the payload's handler for the vector, if any; the
+/// default reports it and aborts the payload.
 extern "C" fn trap(frame: &mut TrapFrame) {
     let resume = LIBVMM_GUEST_PROBE_RESUME.swap(0, Ordering::SeqCst);
     if resume != 0 {
         PROBE_VECTOR.store(frame.vector as u8, Ordering::SeqCst);
         frame.rip = resume;
+        return;
+    }
+    if crate::trap::dispatch(frame.trap(), frame) {
         return;
     }
     crate::println!(
@@ -150,8 +209,7 @@ extern "C" fn trap(frame: &mut TrapFrame) {
         frame.error,
         frame.rip
     );
-    // SAFETY: provided by this crate.
-    unsafe { hermit_abi::abort() }
+    crate::hermit::abort()
 }
 
 /// Called once from `crate::start`: records the hypercall instruction and loads the IDT.
