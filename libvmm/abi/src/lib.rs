@@ -27,6 +27,16 @@ pub const CPUID_MAX_HV_LEAF: u32 = 0x4000_0001;
 /// RISC-V: the SBI extension id of libvmm hypercalls (firmware-specific range 0x0A00_0000..=0x0AFF_FFFF).
 pub const SBI_EXT_LIBVMM: u64 = 0x0A00_4C56;
 
+/// The x86 hypercall register convention, in one place: the number in RAX (and the result), the
+/// arguments in these registers, in order. The VMM's decoders read them through `Gprs::hypercall_args`
+/// (checked against this list by its tests); the guest runtime's `vmmcall`/`vmcall` asm binds the same
+/// registers.
+pub const X86_HYPERCALL_NR: &str = "rax";
+pub const X86_HYPERCALL_ARGS: [&str; 4] = ["rdi", "rsi", "rdx", "r10"];
+/// The RISC-V convention: `a7` = [`SBI_EXT_LIBVMM`], `a6` = number, these argument registers, `a0` = SBI
+/// error, `a1` = result.
+pub const RISCV_HYPERCALL_ARGS: [&str; 4] = ["a0", "a1", "a2", "a3"];
+
 /// Hypercall numbers. x86: number in RAX, arguments in RDI, RSI, RDX, R10, result in RAX.
 /// RISC-V: `a7` = [`SBI_EXT_LIBVMM`], `a6` = number, arguments in a0..a3; `a0` = SBI error (0), `a1` = result.
 /// A result is an `i64`: `>= 0` is success, `< 0` is a negated [`Errno`].

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod csr;
+pub(crate) mod decode;
 pub(crate) mod gstage;
 pub(crate) mod guest_dt;
 pub(crate) mod guest_isa;
@@ -34,19 +35,13 @@ pub(crate) mod host_dt;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 pub(crate) mod hw;
 pub(crate) mod isa;
+pub(crate) mod vcpu;
 
 /// The G-stage tables (one level-1 table: the window lies inside one gigabyte), in `.bss`, handed out
 /// once to the bring-up.
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 pub(crate) static GSTAGE: crate::arch::take_once::TakeOnce<gstage::GStage<1>> =
     crate::arch::take_once::TakeOnce::new(gstage::GStage::new());
-
-use libvmm_abi::{BackendId, SBI_EXT_LIBVMM};
-
-use crate::backend::{Backend, BackendError};
-use crate::exit::{Access, Exit, Output, Reply, VirtualMsr};
-
-use libvmm_abi::sbi::{EXT_TIME as SBI_EXT_TIME, TIME_SET_TIMER};
 
 /// The guest's general registers while it is not running: `x[1..=31]` (x0 unused), plus the host's
 /// registers the world switch keeps while the guest runs. The layout is the assembly's (offsets below).
@@ -111,8 +106,8 @@ pub(crate) trait Hart {
 
 /// The RISC-V H backend over a hart.
 pub(crate) struct RiscvH<H: Hart> {
-    hart: H,
-    ctx: GuestContext,
+    pub(super) hart: H,
+    pub(super) ctx: GuestContext,
     /// The guest's armed deadline (SBI TIME), in `time` ticks.
     timer: Option<u64>,
 }
@@ -141,164 +136,6 @@ impl<H: Hart> RiscvH<H> {
     #[cfg(test)]
     pub fn regs(&self) -> &GuestContext {
         &self.ctx
-    }
-
-    fn decode(&mut self, scause: u64) -> Exit {
-        if scause == csr::EXC_ECALL_VS {
-            let x = &self.ctx.x;
-            if x[A7] == SBI_EXT_LIBVMM {
-                return Exit::Hypercall {
-                    nr: x[A6],
-                    args: [x[A0], x[A0 + 1], x[A0 + 2], x[A0 + 3]],
-                };
-            }
-            unlikely_path();
-            return Exit::Sbi {
-                ext: x[A7],
-                fid: x[A6],
-                args: [x[A0], x[A0 + 1], x[A0 + 2], x[A0 + 3], x[A0 + 4], x[A0 + 5]],
-            };
-        }
-        if scause & csr::CAUSE_INTERRUPT != 0 {
-            if scause & !csr::CAUSE_INTERRUPT == csr::IRQ_S_TIMER {
-                self.guest_timer_fired();
-            }
-            return Exit::HostEvent;
-        }
-        let access = match scause {
-            csr::EXC_INSN_GUEST_PAGE_FAULT => Access::Execute,
-            csr::EXC_LOAD_GUEST_PAGE_FAULT => Access::Read,
-            csr::EXC_STORE_GUEST_PAGE_FAULT => Access::Write,
-            csr::EXC_VIRTUAL_INSN => return self.virtual_instruction(),
-            csr::EXC_ILLEGAL_INSN => {
-                return Exit::IllegalInsn {
-                    raw: self.hart.csr(Csr::Stval),
-                }
-            }
-            _ => {
-                return Exit::Unknown {
-                    code: scause,
-                    info1: self.hart.csr(Csr::Stval),
-                    info2: self.hart.csr(Csr::Htval),
-                }
-            }
-        };
-        let gpa = (self.hart.csr(Csr::Htval) << 2) | (self.hart.csr(Csr::Stval) & 3);
-        Exit::GuestMemoryFault { gpa, access }
-    }
-
-    /// A virtual-instruction trap: stval holds the instruction bits.
-    fn virtual_instruction(&mut self) -> Exit {
-        let insn = self.hart.csr(Csr::Stval);
-        if insn != csr::INSN_WFI {
-            return Exit::IllegalInsn { raw: insn };
-        }
-        if self.timer.is_none() {
-            return Exit::Halt;
-        }
-        // A WFI with the guest's timer armed: wait for it, then continue after the WFI.
-        self.hart.wait_for_host_timer();
-        self.guest_timer_fired();
-        self.advance();
-        Exit::HostEvent
-    }
-
-    fn guest_timer_fired(&mut self) {
-        self.hart.set_host_timer(u64::MAX);
-        self.timer = None;
-        let hvip = self.hart.csr(Csr::Hvip);
-        self.hart
-            .set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_TIMER));
-    }
-
-    fn set_guest_timer(&mut self, deadline: u64) {
-        let hvip = self.hart.csr(Csr::Hvip);
-        self.hart
-            .set_csr(Csr::Hvip, hvip & !(1 << csr::IRQ_VS_TIMER));
-        self.timer = (deadline != u64::MAX).then_some(deadline);
-        self.hart.set_host_timer(deadline);
-    }
-
-    fn advance(&mut self) {
-        let pc = self.hart.csr(Csr::Sepc);
-        self.hart.set_csr(Csr::Sepc, pc.wrapping_add(4));
-    }
-
-    /// Delivers an illegal-instruction exception to VS-mode (privileged spec: the trap a VS-mode handler
-    /// would have seen had the instruction trapped there).
-    fn inject_illegal(&mut self, tval: u64) {
-        let h = &mut self.hart;
-        let pc = h.csr(Csr::Sepc);
-        let vsstatus = h.csr(Csr::Vsstatus);
-        let from_vs = h.csr(Csr::Sstatus) & csr::SSTATUS_SPP != 0;
-        let sie = vsstatus & csr::SSTATUS_SIE != 0;
-        let mut v = vsstatus & !(csr::SSTATUS_SPP | csr::SSTATUS_SPIE | csr::SSTATUS_SIE);
-        if from_vs {
-            v |= csr::SSTATUS_SPP;
-        }
-        if sie {
-            v |= csr::SSTATUS_SPIE;
-        }
-        h.set_csr(Csr::Vsstatus, v);
-        h.set_csr(Csr::Vsepc, pc);
-        h.set_csr(Csr::Vscause, csr::EXC_ILLEGAL_INSN);
-        h.set_csr(Csr::Vstval, tval);
-        // The guest's handler runs in VS-mode: SRET from HS goes to V=1 (hstatus.SPV is still set) with
-        // privilege S.
-        let sstatus = h.csr(Csr::Sstatus);
-        h.set_csr(Csr::Sstatus, sstatus | csr::SSTATUS_SPP);
-        h.set_csr(Csr::Sepc, h.csr(Csr::Vstvec) & !3);
-    }
-}
-
-/// Marks the path that calls it as unlikely (a stable stand-in for `likely`/`unlikely` hints): SBI calls
-/// other than libvmm hypercalls are rare, so the hypercall test comes first on the exit path.
-#[cold]
-#[inline(always)]
-fn unlikely_path() {}
-
-impl<H: Hart> Backend for RiscvH<H> {
-    const ID: BackendId = BackendId::RiscvH;
-
-    #[inline(always)]
-    fn run(&mut self) -> Result<Exit, BackendError> {
-        let scause = self.hart.enter(&mut self.ctx);
-        Ok(self.decode(scause))
-    }
-
-    /// The exit itself is not passed back: what a reply needs is still in the guest's registers (a7/a6/a0
-    /// of an SBI call) or in stval (the bits of a trapped instruction) until the next guest entry.
-    #[inline(always)]
-    fn reply(&mut self, reply: Reply) {
-        match reply {
-            Reply::Complete(Output::Hypercall(v)) => {
-                self.ctx.x[A0] = 0;
-                self.ctx.x[A1] = v as u64;
-            }
-            Reply::Complete(Output::Sbi { error, value }) => {
-                let x = &self.ctx.x;
-                let set_timer = error == 0 && x[A7] == SBI_EXT_TIME && x[A6] == TIME_SET_TIMER;
-                let deadline = x[A0];
-                self.ctx.x[A0] = error as u64;
-                self.ctx.x[A1] = value as u64;
-                if set_timer {
-                    self.set_guest_timer(deadline);
-                }
-            }
-            Reply::Complete(Output::Nothing) => {}
-            Reply::Complete(_) | Reply::Inject(_) => {
-                // x86-only outputs cannot complete a RISC-V exit; faults are illegal instructions here,
-                // with the trapped instruction's bits (stval of a virtual-instruction trap) as vstval.
-                let tval = self.hart.csr(Csr::Stval);
-                return self.inject_illegal(tval);
-            }
-            Reply::Resume => return,
-        }
-        self.advance();
-    }
-
-    fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
-        None
     }
 }
 

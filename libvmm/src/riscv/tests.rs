@@ -1,10 +1,14 @@
 //! The RISC-V trap path under the generic run loop, on a model hart: each scripted trap sets the CSRs and
 //! registers a real trap would, and the test checks what the backend wrote back.
 use super::*;
+use crate::backend::Backend;
 use crate::exit::Fault;
+use crate::exit::{Access, Reply};
 use crate::guest_mem::GuestMemory;
 use crate::testing::ModelPlatform;
 use crate::vcpu::{self, StopReason, Vm};
+use libvmm_abi::sbi::EXT_TIME as SBI_EXT_TIME;
+use libvmm_abi::SBI_EXT_LIBVMM;
 use libvmm_abi::{Errno, Hypercall};
 use std::vec::Vec;
 

@@ -52,7 +52,7 @@ pub fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
         },
         code::VMMCALL => Exit::Hypercall {
             nr: e.rax,
-            args: [g.rdi, g.rsi, g.rdx, g.r10],
+            args: g.hypercall_args(),
         },
         code::HLT => Exit::Halt,
         code::MSR => {

@@ -70,7 +70,7 @@ pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs) -> Exit {
         HLT => Exit::Halt,
         VMCALL => Exit::Hypercall {
             nr: regs.rax,
-            args: [regs.rdi, regs.rsi, regs.rdx, regs.r10],
+            args: regs.hypercall_args(),
         },
         VMCLEAR => Exit::VirtInsn(VirtInsn::Vmclear),
         VMLAUNCH => Exit::VirtInsn(VirtInsn::Vmlaunch),

@@ -23,6 +23,40 @@ pub struct Gprs {
     pub r15: u64,
 }
 
+impl Gprs {
+    /// The hypercall arguments, in the registers `libvmm_abi::X86_HYPERCALL_ARGS` names.
+    #[cfg(any(test, feature = "svm", feature = "vmx"))]
+    #[inline(always)]
+    pub fn hypercall_args(&self) -> [u64; 4] {
+        [self.rdi, self.rsi, self.rdx, self.r10]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypercall_arguments_are_the_abi_registers() {
+        let named = |r: &str| {
+            let mut g = Gprs::default();
+            match r {
+                "rdi" => g.rdi = 1,
+                "rsi" => g.rsi = 1,
+                "rdx" => g.rdx = 1,
+                "r10" => g.r10 = 1,
+                _ => panic!("unknown register {r}"),
+            }
+            g
+        };
+        for (i, r) in libvmm_abi::X86_HYPERCALL_ARGS.iter().enumerate() {
+            let mut want = [0; 4];
+            want[i] = 1;
+            assert_eq!(named(r).hypercall_args(), want, "{r}");
+        }
+    }
+}
+
 static_assertions::const_assert_eq!(core::mem::offset_of!(Gprs, rbx), 8);
 static_assertions::const_assert_eq!(core::mem::offset_of!(Gprs, rdi), 40);
 static_assertions::const_assert_eq!(core::mem::offset_of!(Gprs, r8), 56);

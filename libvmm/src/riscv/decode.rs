@@ -1,0 +1,77 @@
+//! RISC-V trap -> generic [`Exit`]: the trap translation the module doc of `riscv` describes
+//! (environment calls, guest-page faults, virtual instructions, the host timer).
+#![forbid(unsafe_code)]
+
+use libvmm_abi::SBI_EXT_LIBVMM;
+
+use crate::exit::{Access, Exit};
+
+use super::{csr, Csr, Hart, RiscvH, A0, A6, A7};
+
+impl<H: Hart> RiscvH<H> {
+    pub(super) fn decode(&mut self, scause: u64) -> Exit {
+        if scause == csr::EXC_ECALL_VS {
+            let x = &self.ctx.x;
+            if x[A7] == SBI_EXT_LIBVMM {
+                return Exit::Hypercall {
+                    nr: x[A6],
+                    args: [x[A0], x[A0 + 1], x[A0 + 2], x[A0 + 3]],
+                };
+            }
+            unlikely_path();
+            return Exit::Sbi {
+                ext: x[A7],
+                fid: x[A6],
+                args: [x[A0], x[A0 + 1], x[A0 + 2], x[A0 + 3], x[A0 + 4], x[A0 + 5]],
+            };
+        }
+        if scause & csr::CAUSE_INTERRUPT != 0 {
+            if scause & !csr::CAUSE_INTERRUPT == csr::IRQ_S_TIMER {
+                self.guest_timer_fired();
+            }
+            return Exit::HostEvent;
+        }
+        let access = match scause {
+            csr::EXC_INSN_GUEST_PAGE_FAULT => Access::Execute,
+            csr::EXC_LOAD_GUEST_PAGE_FAULT => Access::Read,
+            csr::EXC_STORE_GUEST_PAGE_FAULT => Access::Write,
+            csr::EXC_VIRTUAL_INSN => return self.virtual_instruction(),
+            csr::EXC_ILLEGAL_INSN => {
+                return Exit::IllegalInsn {
+                    raw: self.hart.csr(Csr::Stval),
+                }
+            }
+            _ => {
+                return Exit::Unknown {
+                    code: scause,
+                    info1: self.hart.csr(Csr::Stval),
+                    info2: self.hart.csr(Csr::Htval),
+                }
+            }
+        };
+        let gpa = (self.hart.csr(Csr::Htval) << 2) | (self.hart.csr(Csr::Stval) & 3);
+        Exit::GuestMemoryFault { gpa, access }
+    }
+
+    /// A virtual-instruction trap: stval holds the instruction bits.
+    pub(super) fn virtual_instruction(&mut self) -> Exit {
+        let insn = self.hart.csr(Csr::Stval);
+        if insn != csr::INSN_WFI {
+            return Exit::IllegalInsn { raw: insn };
+        }
+        if self.timer.is_none() {
+            return Exit::Halt;
+        }
+        // A WFI with the guest's timer armed: wait for it, then continue after the WFI.
+        self.hart.wait_for_host_timer();
+        self.guest_timer_fired();
+        self.advance();
+        Exit::HostEvent
+    }
+}
+
+/// Marks the path that calls it as unlikely (a stable stand-in for `likely`/`unlikely` hints): SBI calls
+/// other than libvmm hypercalls are rare, so the hypercall test comes first on the exit path.
+#[cold]
+#[inline(always)]
+fn unlikely_path() {}

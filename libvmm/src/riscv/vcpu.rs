@@ -1,0 +1,106 @@
+//! The RISC-V vCPU the generic loop drives: [`RiscvH`] implements [`Backend`] over the [`Hart`] trait
+//! (`hw::HwHart` on the machine, `testing::hart::ModelHart` in host tests) and carries out the loop's
+//! replies (a0/a1, sepc, injected illegal-instruction exceptions, the guest's timer).
+#![forbid(unsafe_code)]
+
+use libvmm_abi::sbi::{EXT_TIME as SBI_EXT_TIME, TIME_SET_TIMER};
+use libvmm_abi::BackendId;
+
+use crate::backend::{Backend, BackendError};
+use crate::exit::{Exit, Output, Reply, VirtualMsr};
+
+use super::{csr, Csr, Hart, RiscvH, A0, A1, A6, A7};
+
+impl<H: Hart> RiscvH<H> {
+    pub(super) fn guest_timer_fired(&mut self) {
+        self.hart.set_host_timer(u64::MAX);
+        self.timer = None;
+        let hvip = self.hart.csr(Csr::Hvip);
+        self.hart
+            .set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_TIMER));
+    }
+
+    pub(super) fn set_guest_timer(&mut self, deadline: u64) {
+        let hvip = self.hart.csr(Csr::Hvip);
+        self.hart
+            .set_csr(Csr::Hvip, hvip & !(1 << csr::IRQ_VS_TIMER));
+        self.timer = (deadline != u64::MAX).then_some(deadline);
+        self.hart.set_host_timer(deadline);
+    }
+
+    pub(super) fn advance(&mut self) {
+        let pc = self.hart.csr(Csr::Sepc);
+        self.hart.set_csr(Csr::Sepc, pc.wrapping_add(4));
+    }
+
+    /// Delivers an illegal-instruction exception to VS-mode (privileged spec: the trap a VS-mode handler
+    /// would have seen had the instruction trapped there).
+    pub(super) fn inject_illegal(&mut self, tval: u64) {
+        let h = &mut self.hart;
+        let pc = h.csr(Csr::Sepc);
+        let vsstatus = h.csr(Csr::Vsstatus);
+        let from_vs = h.csr(Csr::Sstatus) & csr::SSTATUS_SPP != 0;
+        let sie = vsstatus & csr::SSTATUS_SIE != 0;
+        let mut v = vsstatus & !(csr::SSTATUS_SPP | csr::SSTATUS_SPIE | csr::SSTATUS_SIE);
+        if from_vs {
+            v |= csr::SSTATUS_SPP;
+        }
+        if sie {
+            v |= csr::SSTATUS_SPIE;
+        }
+        h.set_csr(Csr::Vsstatus, v);
+        h.set_csr(Csr::Vsepc, pc);
+        h.set_csr(Csr::Vscause, csr::EXC_ILLEGAL_INSN);
+        h.set_csr(Csr::Vstval, tval);
+        // The guest's handler runs in VS-mode: SRET from HS goes to V=1 (hstatus.SPV is still set) with
+        // privilege S.
+        let sstatus = h.csr(Csr::Sstatus);
+        h.set_csr(Csr::Sstatus, sstatus | csr::SSTATUS_SPP);
+        h.set_csr(Csr::Sepc, h.csr(Csr::Vstvec) & !3);
+    }
+}
+
+impl<H: Hart> Backend for RiscvH<H> {
+    const ID: BackendId = BackendId::RiscvH;
+
+    #[inline(always)]
+    fn run(&mut self) -> Result<Exit, BackendError> {
+        let scause = self.hart.enter(&mut self.ctx);
+        Ok(self.decode(scause))
+    }
+
+    /// The exit itself is not passed back: what a reply needs is still in the guest's registers (a7/a6/a0
+    /// of an SBI call) or in stval (the bits of a trapped instruction) until the next guest entry.
+    #[inline(always)]
+    fn reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Complete(Output::Hypercall(v)) => {
+                self.ctx.x[A0] = 0;
+                self.ctx.x[A1] = v as u64;
+            }
+            Reply::Complete(Output::Sbi { error, value }) => {
+                let x = &self.ctx.x;
+                let set_timer = error == 0 && x[A7] == SBI_EXT_TIME && x[A6] == TIME_SET_TIMER;
+                let deadline = x[A0];
+                self.ctx.x[A0] = error as u64;
+                self.ctx.x[A1] = value as u64;
+                if set_timer {
+                    self.set_guest_timer(deadline);
+                }
+            }
+            Reply::Complete(Output::Nothing) => {}
+            Reply::Complete(_) | Reply::Inject(_) => {
+                // x86-only outputs cannot complete a RISC-V exit; faults are illegal instructions here,
+                // with the trapped instruction's bits (stval of a virtual-instruction trap) as vstval.
+                let tval = self.hart.csr(Csr::Stval);
+                return self.inject_illegal(tval);
+            }
+            Reply::Resume => return,
+        }
+        self.advance();
+    }
+
+    fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
+        None
+    }
+}
