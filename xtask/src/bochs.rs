@@ -132,7 +132,7 @@ pub fn launch(
 
 /// The VM-entry consistency-check cases, both ways: with the software checks on, each bad
 /// configuration stops before the CPU sees it (stop code 103, the rule named); with them bypassed
-/// (`vmx.skip-checks`), Bochs refuses the same entry with VM-instruction error 7 and the debug report
+/// (`libvmm.vmx.skip-checks`), Bochs refuses the same entry with VM-instruction error 7 and the debug report
 /// names the software check that would have caught it. Last, a host-state fault the checks do not
 /// cover shows the "missed consistency check" report (error 8).
 pub fn consistency_cases() -> Vec<Case> {
@@ -164,25 +164,25 @@ pub fn consistency_cases() -> Vec<Case> {
     const TPR_VTPR: &str = "TPR_THRESHOLD[3:0] must not exceed VTPR[7:4]";
     const TSC: &str = "TSC_MULTIPLIER must not be 0 with use-TSC-scaling on";
     vec![
-        caught("vmx.bad=tpr-threshold", TPR_HIGH),
+        caught("libvmm.vmx.bad=tpr-threshold", TPR_HIGH),
         cpu_refuses(
-            "vmx.bad=tpr-threshold vmx.skip-checks vmx.report-missed",
+            "libvmm.vmx.bad=tpr-threshold libvmm.vmx.skip-checks libvmm.vmx.report-missed",
             TPR_HIGH,
         ),
-        caught("vmx.bad=tpr-vtpr", TPR_VTPR),
+        caught("libvmm.vmx.bad=tpr-vtpr", TPR_VTPR),
         cpu_refuses(
-            "vmx.bad=tpr-vtpr vmx.skip-checks vmx.report-missed",
+            "libvmm.vmx.bad=tpr-vtpr libvmm.vmx.skip-checks libvmm.vmx.report-missed",
             TPR_VTPR,
         ),
-        caught("vmx.bad=tsc-multiplier", TSC),
+        caught("libvmm.vmx.bad=tsc-multiplier", TSC),
         cpu_refuses(
-            "vmx.bad=tsc-multiplier vmx.skip-checks vmx.report-missed",
+            "libvmm.vmx.bad=tsc-multiplier libvmm.vmx.skip-checks libvmm.vmx.report-missed",
             TSC,
         ),
         Case {
             dtb: None,
             payload: "hello",
-            cmdline: "vmx.bad=host-tr vmx.report-missed",
+            cmdline: "libvmm.vmx.bad=host-tr libvmm.vmx.report-missed",
             cpu: None,
             code: be,
             expect: vec![
@@ -214,7 +214,7 @@ pub fn consistency_cases() -> Vec<Case> {
         Case {
             dtb: None,
             payload: "hello",
-            cmdline: "vmx.report-missed",
+            cmdline: "libvmm.vmx.report-missed",
             cpu: None,
             code: 0,
             expect: vec!["Hello from a libvmm guest!".into()],
@@ -231,8 +231,8 @@ mod tests {
     fn command_lines_get_distinct_iso_names() {
         assert_eq!(cmdline_tag(""), "");
         assert_ne!(
-            cmdline_tag("vmx.bad=tpr-threshold"),
-            cmdline_tag("vmx.bad=tsc-multiplier")
+            cmdline_tag("libvmm.vmx.bad=tpr-threshold"),
+            cmdline_tag("libvmm.vmx.bad=tsc-multiplier")
         );
     }
 

@@ -52,7 +52,7 @@ fn vmm_cases() -> Vec<Case> {
             "libvmm.selftest=panic",
             None,
             StopCode::VmmPanic,
-            "libvmm: VMM panic at libvmm/src/arch/x86_64/start.rs:",
+            "libvmm: VMM panic at libvmm/src/boot/mod.rs:",
         ),
         case(
             "libvmm.selftest=fault",
