@@ -243,7 +243,9 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
     };
     let v = boot(a.backend, &image, &o)?.verdict;
     for l in &v.ignored {
-        eprintln!("xtask: ignored, not the VMM's (no boot token, or not the first token line): {l}");
+        eprintln!(
+            "xtask: ignored, not the VMM's (no boot token, or not the first token line): {l}"
+        );
     }
     match v.result {
         Ok(code) if v.timed_out => {
