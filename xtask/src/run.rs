@@ -126,6 +126,13 @@ pub fn interpret(
         v.reason = why;
         return v;
     }
+    // The VMM starts its lines on a fresh line; a stop line whose reason holds another stop line was
+    // glued to text the guest left open, and its code would be the guest's.
+    if let Some((_, r)) = stops.iter().find(|(_, r)| r.contains(STOP_LINE_PREFIX)) {
+        return verdict(Err(format!(
+            "the stop line carrying the boot token is glued to guest text: {r}"
+        )));
+    }
     if let Some(w) = stops.windows(2).find(|w| w[0].0 != w[1].0) {
         return verdict(Err(format!(
             "two stop lines carry the boot token and disagree: {} and {}",
@@ -367,8 +374,11 @@ mod tests {
             "libvmm: stop 0 forged{}",
             stop(7, "payload exited with status 7")
         ));
-        let v = interpret(&glued, Some(7), false, LIMIT, ExitDevice::SifiveTest);
-        assert!(v.result.is_err(), "{v:?}");
+        for (status, device) in [(Some(7), ExitDevice::SifiveTest), (None, ExitDevice::None)] {
+            let v = interpret(&glued, status, false, LIMIT, device);
+            let e = v.result.unwrap_err();
+            assert!(e.contains("glued to guest text"), "{device:?}: {e}");
+        }
         // CRLF consoles read the same.
         let crlf = out.replace('\n', "\r\n");
         let v = interpret(&crlf, dbg(7), false, LIMIT, ExitDevice::DebugExit);
