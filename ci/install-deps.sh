@@ -4,7 +4,8 @@
 #   - QEMU 10 (x86_64 + riscv64, OpenSBI) from Debian bookworm-backports,
 #   - Bochs 2.7 and the GRUB ISO tools, BIOS and UEFI (for the VMX backend's bootable ISO).
 # The backports suite is added from the mirror address the machine's own apt sources already use;
-# no registry host name is written here.
+# no registry host name is written here. When another apt/dpkg (unattended upgrades, a provisioning
+# script) holds the package locks, this waits for them, up to LIBVMM_APT_LOCK_WAIT seconds (600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,10 +31,51 @@ install_rust_targets() {
     done
 }
 
+LOCK_WAIT="${LIBVMM_APT_LOCK_WAIT:-600}"
+LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
+
+# Whether another process holds one of apt's or dpkg's locks (needs fuser; without it apt-get's own
+# lock timeout and the retry below do the waiting).
+apt_locked() {
+    command -v fuser >/dev/null || return 1
+    $SUDO fuser "${LOCKS[@]}" >/dev/null 2>&1
+}
+
+# apt-get "$@", waiting (bounded by LOCK_WAIT seconds, polling) while another apt or dpkg holds the locks,
+# and retrying when apt-get still fails on a lock.
+apt_get() {
+    local deadline=$((SECONDS + LOCK_WAIT)) out rc said=0
+    while :; do
+        while apt_locked && [ "$SECONDS" -lt "$deadline" ]; do
+            [ "$said" = 1 ] || echo "ci: another apt/dpkg holds the package locks: waiting (up to ${LOCK_WAIT} s)"
+            said=1
+            sleep 3
+        done
+        local left=$((deadline - SECONDS))
+        [ "$left" -gt 0 ] || left=1
+        out=$($SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$left" "$@" 2>&1) && rc=0 || rc=$?
+        if [ "$rc" = 0 ]; then
+            return 0
+        fi
+        if grep -qiE 'could not get lock|unable to acquire|unable to lock|is another process using it' <<<"$out" \
+            && [ "$SECONDS" -lt "$deadline" ]; then
+            [ "$said" = 1 ] || echo "ci: apt/dpkg lock busy: retrying (up to ${LOCK_WAIT} s)"
+            said=1
+            sleep 3
+            continue
+        fi
+        printf '%s\n' "$out" >&2
+        if grep -qiE 'could not get lock|unable to acquire|unable to lock' <<<"$out"; then
+            echo "ci: the apt/dpkg lock was still held after ${LOCK_WAIT} s" >&2
+        fi
+        return "$rc"
+    done
+}
+
 apt_updated=0
 apt_update() {
     if [ "$apt_updated" = 0 ]; then
-        $SUDO apt-get update -qq
+        apt_get update -qq
         apt_updated=1
     fi
 }
@@ -61,22 +103,21 @@ install_qemu() {
     fi
     add_backports
     apt_update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports \
-        qemu-system-x86 qemu-system-misc >/dev/null
+    apt_get install -y -qq -t bookworm-backports qemu-system-x86 qemu-system-misc
 }
 
 install_bochs() {
     local pkgs=()
     command -v bochs >/dev/null || pkgs+=(bochs bochsbios vgabios)
     command -v grub-mkrescue >/dev/null || pkgs+=(grub-pc-bin grub-common xorriso mtools)
-        [ -d /usr/lib/grub/i386-pc ] || pkgs+=(grub-pc-bin)
+    [ -d /usr/lib/grub/i386-pc ] || pkgs+=(grub-pc-bin)
     # UEFI as well: grub-mkrescue then makes one ISO that boots on BIOS and UEFI machines.
     [ -d /usr/lib/grub/x86_64-efi ] || pkgs+=(grub-efi-amd64-bin)
     command -v xorriso >/dev/null || pkgs+=(xorriso)
     command -v mformat >/dev/null || pkgs+=(mtools)
     [ ${#pkgs[@]} -gt 0 ] || return 0
     apt_update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    apt_get install -y -qq --no-install-recommends "${pkgs[@]}"
 }
 
 case "$want" in

@@ -5,6 +5,25 @@ use std::path::PathBuf;
 
 use crate::backend::Backend;
 use crate::cmd::{cargo, root, status, target_dir};
+
+/// Runs a cargo build with its output captured: on failure the compiler's messages are the error; on
+/// success any warnings are printed at once, before anything boots, so that compiler output never lands
+/// in the middle of a VM's console output.
+fn build_quietly(mut c: std::process::Command, what: &str) -> Result<(), String> {
+    let o = c
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: cannot start cargo: {e}"))?;
+    let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&o.stderr));
+    if !o.status.success() {
+        return Err(format!("{what} failed ({}):\n{text}", o.status));
+    }
+    if !text.trim().is_empty() {
+        eprint!("{text}");
+    }
+    Ok(())
+}
 use crate::Args;
 
 pub const PAYLOADS: [&str; 3] = ["hello", "hostile", "exitbench"];
@@ -52,7 +71,7 @@ pub fn build_payload(backend: Backend, payload: &str) -> Result<PathBuf, String>
         "--",
     ])
     .arg(format!("-Clink-arg=-T{}", script.display()));
-    status(c, &format!("building payload {payload}"))?;
+    build_quietly(c, &format!("building payload {payload}"))?;
     Ok(target_dir()
         .join(backend.target())
         .join("release")
@@ -76,7 +95,7 @@ pub fn build_image(backend: Backend, payload: &str) -> Result<PathBuf, String> {
     ])
     .env("LIBVMM_PAYLOAD_ELF", &elf)
     .env("LIBVMM_PAYLOAD_NAME", payload);
-    status(c, &format!("building the {backend} image"))?;
+    build_quietly(c, &format!("building the {backend} image"))?;
     let built = target_dir()
         .join(backend.target())
         .join("release")

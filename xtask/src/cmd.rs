@@ -86,6 +86,18 @@ pub fn run_bounded(mut c: Command, limit: Duration, echo: bool) -> Result<Finish
             break Some(s);
         }
         if start.elapsed() > limit {
+            // SIGTERM first (an emulator writing its console to a file flushes it), SIGKILL after 2 s.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+            let grace = Instant::now();
+            while grace.elapsed() < Duration::from_secs(2) {
+                if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = child.kill();
             let _ = child.wait();
             timed_out = true;
@@ -108,6 +120,23 @@ pub fn have(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
+}
+
+/// Installs everything any command or test case needs (Rust targets, QEMU, Bochs, the GRUB ISO tools)
+/// with `ci/install-deps.sh all`, which installs only what is missing. Called once, before anything is
+/// built or booted, so that its output never lands in a VM's console output.
+pub fn install_deps() -> Result<(), String> {
+    let mut c = Command::new("bash");
+    c.arg(root().join("ci/install-deps.sh")).arg("all");
+    status(c, "ci/install-deps.sh all")
+}
+
+/// Fails, naming the first missing program, unless all of `programs` are on PATH.
+pub fn require(programs: &[&str]) -> Result<(), String> {
+    match programs.iter().find(|p| !have(p)) {
+        Some(p) => Err(format!("{p} is missing: run ci/install-deps.sh")),
+        None => Ok(()),
+    }
 }
 
 /// Makes sure the project's external tools are there, installing them with `ci/install-deps.sh`.

@@ -85,13 +85,47 @@ pub fn build_iso(image: &Path, out: &Path, cmdline: &str) -> Result<Firmware, St
     Ok(fw)
 }
 
+/// A short stable name for a command line (ISOs of the same image with different command lines
+/// coexist).
+fn cmdline_tag(cmdline: &str) -> String {
+    if cmdline.is_empty() {
+        return String::new();
+    }
+    let h = cmdline.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("-{:08x}", h as u32)
+}
+
+/// Builds the GRUB ISO that boots `image` with `cmdline`, beside the image: `<image stem>[-<tag>].iso`,
+/// the tag naming the command line. Returns its path.
+pub fn iso_for(image: &Path, cmdline: &str) -> Result<PathBuf, String> {
+    crate::cmd::require(&["grub-mkrescue", "xorriso"])?;
+    let stem = image
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image");
+    let iso = image.with_file_name(format!("{stem}{}.iso", cmdline_tag(cmdline)));
+    build_iso(image, &iso, cmdline)?;
+    Ok(iso)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn command_lines_get_distinct_iso_names() {
+        assert_eq!(cmdline_tag(""), "");
+        assert_ne!(
+            cmdline_tag("libvmm.vmx.bad=tpr-threshold"),
+            cmdline_tag("libvmm.vmx.bad=tsc-multiplier")
+        );
+    }
+
+    #[test]
     fn grub_cfg_boots_the_image_with_the_command_line_and_no_menu() {
-        let c = grub_cfg("vmx.bad=tpr-threshold \"x\"\n");
+        let c = grub_cfg("libvmm.vmx.bad=tpr-threshold \"x\"\n");
         assert!(c.contains("set timeout=0"));
         assert!(c.contains("multiboot2 /boot/libvmm.elf vmx.bad=tpr-threshold  x "));
         assert!(!c.contains('"') || c.matches('"').count() == 2);

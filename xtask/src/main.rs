@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME] [--format iso]   prints the image path
-//! cargo xtask run [--backend B] [--payload P] [--cmdline "..."]           boots it, exits with its status
+//! cargo xtask run [--backend B] [--payload P] [--cmdline "..."] [--timeout SECS]
+//!                                                                         boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
 //! ```
@@ -10,6 +11,7 @@ mod backend;
 mod bench;
 mod bochs;
 mod build;
+mod cases;
 mod cmd;
 mod iso;
 mod qemu;
@@ -24,6 +26,8 @@ pub struct Args {
     pub backend: Backend,
     pub payload: String,
     pub cmdline: String,
+    /// `run`: the host's time limit in seconds (default `run::DEFAULT_TIMEOUT_SECS`).
+    pub timeout: Option<u64>,
     pub rest: Vec<String>,
 }
 
@@ -32,6 +36,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         backend: Backend::Svm,
         payload: "hello".into(),
         cmdline: String::new(),
+        timeout: None,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -45,6 +50,15 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--backend" => a.backend = Backend::parse(&value("--backend")?)?,
             "--payload" => a.payload = value("--payload")?,
             "--cmdline" => a.cmdline = value("--cmdline")?,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                a.timeout = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| format!("--timeout needs a number of seconds, not {v}"))?,
+                );
+            }
             other => a.rest.push(other.to_string()),
         }
     }
@@ -52,7 +66,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT]";
+    "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +81,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Everything any command or test case needs is installed once, before anything is built or booted.
+    if matches!(sub.as_str(), "run" | "test" | "bench") {
+        if let Err(e) = cmd::install_deps() {
+            eprintln!("xtask: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let result = match sub.as_str() {
         "build-image" => build::build_image_cmd(&args),
         "run" => run::run_cmd(&args),

@@ -1,33 +1,47 @@
-//! QEMU runners. x86: `-kernel` boots the image through its PVH note on the `microvm` machine (the
-//! fastest x86 machine type here) with `-cpu max` (SVM with nested paging under TCG), COM1 on stdout,
-//! and `isa-debug-exit` at 0xF4 for the stop code. RISC-V: the `virt` machine with `-cpu rv64` (H
-//! extension), OpenSBI (`-bios default`) handing over to the image at 0x8020_0000 in HS-mode, the UART on
-//! stdout, the stop code from the sifive_test device; `-dtb` replaces QEMU's device tree (how the Zalasr
-//! discovery is booted: QEMU 10.0.2 does not implement Zalasr, a tree can still list it).
+//! QEMU launchers: each takes an image and options, runs QEMU bounded in time and returns what it printed
+//! and its exit status; what that means is `run.rs`'s business.
+//!
+//! x86: `-kernel` boots the image through its PVH note on the `microvm` machine (the fastest x86 machine
+//! type here) with `-cpu max` (SVM with nested paging under TCG), COM1 on stdout, and `isa-debug-exit`
+//! at 0xF4 (QEMU exits with `(code << 1) | 1`). An ISO boots on the `pc` machine (SeaBIOS, CD-ROM, GRUB,
+//! multiboot2). RISC-V: the `virt` machine with `-cpu rv64` (H extension), OpenSBI (`-bios default`)
+//! handing over to the image at 0x8020_0000 in HS-mode, the UART on stdout, the sifive_test device
+//! (QEMU exits with the code); `-dtb` replaces QEMU's device tree (how the Zalasr discovery is booted:
+//! QEMU 10.0.2 does not implement Zalasr, a tree can still list it).
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::cmd::{ensure_tools, run_bounded, Finished};
+use crate::cmd::{require, run_bounded, Finished};
 
 /// Deterministic instruction counting (emulators.md): one guest TSC tick per emulated instruction.
 pub const ICOUNT: [&str; 4] = ["-icount", "shift=0,sleep=off", "-seed", "1"];
 
-pub fn x86(
-    image: &Path,
-    cmdline: &str,
-    cpu: Option<&str>,
-    icount: bool,
-    echo: bool,
-    limit: Duration,
-) -> Result<Finished, String> {
-    ensure_tools("qemu", &["qemu-system-x86_64"])?;
+/// How to run QEMU.
+pub struct Options<'a> {
+    /// `-append`.
+    pub cmdline: &'a str,
+    /// `-cpu`, instead of the machine's default model.
+    pub cpu: Option<&'a str>,
+    /// RISC-V: `-dtb`.
+    pub dtb: Option<&'a Path>,
+    /// Deterministic instruction counting ([`ICOUNT`]).
+    pub icount: bool,
+    /// Echo the console as it comes.
+    pub echo: bool,
+    /// Killed after this long.
+    pub limit: Duration,
+}
+
+/// An x86 image through PVH (`-kernel`) on `microvm`.
+pub fn x86(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
+    require(&["qemu-system-x86_64"])?;
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-accel",
         "tcg",
         "-cpu",
-        cpu.unwrap_or("max"),
+        o.cpu.unwrap_or("max"),
         "-M",
         "microvm",
         "-m",
@@ -45,30 +59,24 @@ pub fn x86(
         "-kernel",
     ])
     .arg(image);
-    if !cmdline.is_empty() {
-        c.args(["-append", cmdline]);
+    if !o.cmdline.is_empty() {
+        c.args(["-append", o.cmdline]);
     }
-    if icount {
+    if o.icount {
         c.args(ICOUNT);
     }
-    run_bounded(c, limit, echo)
+    run_bounded(c, o.limit, o.echo)
 }
 
-pub fn riscv(
-    image: &Path,
-    cmdline: &str,
-    dtb: Option<&Path>,
-    icount: bool,
-    echo: bool,
-    limit: Duration,
-) -> Result<Finished, String> {
-    ensure_tools("qemu", &["qemu-system-riscv64"])?;
+/// A RISC-V image on `virt` under OpenSBI.
+pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
+    require(&["qemu-system-riscv64"])?;
     let mut c = Command::new("qemu-system-riscv64");
     c.args([
         "-M",
         "virt",
         "-cpu",
-        "rv64",
+        o.cpu.unwrap_or("rv64"),
         "-smp",
         "1",
         "-m",
@@ -85,27 +93,37 @@ pub fn riscv(
         "-kernel",
     ])
     .arg(image);
-    if !cmdline.is_empty() {
-        c.args(["-append", cmdline]);
+    if !o.cmdline.is_empty() {
+        c.args(["-append", o.cmdline]);
     }
-    if let Some(d) = dtb {
+    if let Some(d) = o.dtb {
         c.arg("-dtb").arg(d);
     }
-    if icount {
+    if o.icount {
         c.args(ICOUNT);
     } else {
         c.args(["-seed", "1"]);
     }
-    run_bounded(c, limit, echo)
+    run_bounded(c, o.limit, o.echo)
 }
 
-/// Boots an x86 GRUB ISO on QEMU's `pc` machine (SeaBIOS, CD-ROM): the multiboot2 path of the same
-/// image that `-kernel` starts through PVH.
-pub fn x86_iso(iso: &Path, echo: bool, limit: Duration) -> Result<Finished, String> {
-    ensure_tools("qemu", &["qemu-system-x86_64"])?;
+/// An x86 GRUB ISO on QEMU's `pc` machine (SeaBIOS, CD-ROM): the multiboot2 path of the same image that
+/// `-kernel` starts through PVH. The command line is GRUB's (in the ISO), not QEMU's.
+pub fn x86_iso(iso: &Path, o: &Options<'_>) -> Result<Finished, String> {
+    require(&["qemu-system-x86_64"])?;
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
-        "-accel", "tcg", "-cpu", "max", "-M", "pc", "-m", "128", "-display", "none", "-serial",
+        "-accel",
+        "tcg",
+        "-cpu",
+        o.cpu.unwrap_or("max"),
+        "-M",
+        "pc",
+        "-m",
+        "128",
+        "-display",
+        "none",
+        "-serial",
         "stdio",
     ])
     .args([
@@ -117,5 +135,8 @@ pub fn x86_iso(iso: &Path, echo: bool, limit: Duration) -> Result<Finished, Stri
         "-cdrom",
     ])
     .arg(iso);
-    run_bounded(c, limit, echo)
+    if o.icount {
+        c.args(ICOUNT);
+    }
+    run_bounded(c, o.limit, o.echo)
 }

@@ -1,119 +1,430 @@
-//! Booting an image on its emulator and reading how it stopped: every backend prints a final
-//! `libvmm: stop <code> <reason>` line; where the emulator can also exit with the code (QEMU's
-//! isa-debug-exit, RISC-V's test device) the two must agree.
+//! Booting an image on its emulator and deciding how the run ended.
+//!
+//! The result of a run is what the VMM says, and only the VMM: before the payload's first instruction it
+//! prints one line `libvmm: token <16 hex>` (the guest cannot print before it), and every stop line ends
+//! with ` [<token>]`. The host trusts the **first** token line of the run and only stop lines that
+//! `libvmm_abi::stop::parse_stop_line` accepts with that token; any other line that looks like a stop
+//! or token line (a payload can print anything) is ignored. Where the emulator has an out-of-band exit
+//! (QEMU x86 `isa-debug-exit`: status `(code << 1) | 1`; RISC-V `sifive_test`: status = code), that is
+//! trusted first and the token-carrying stop line must agree; a disagreement, or no trusted stop line,
+//! is a failure that says so. A run killed at the host's time limit is never a success: its result is
+//! `HOST_TIMED_OUT` (252), which no stop code (0..=127) can be.
 use std::path::Path;
 use std::time::Duration;
 
-use libvmm_stop::{stop_line, StopCodeSource};
+use libvmm_abi::stop::{
+    from_qemu_debug_exit, parse_stop_line, parse_token_line, Token, HOST_TIMED_OUT,
+    STOP_LINE_PREFIX, TOKEN_LINE_PREFIX,
+};
 
 use crate::backend::Backend;
 use crate::build::build_image;
-use crate::cmd::Finished;
 use crate::Args;
 
-/// The stop-line and exit-code helpers, kept in one place.
-pub mod libvmm_stop {
-    pub const PREFIX: &str = "libvmm: stop ";
+/// What, besides the console, tells how the machine stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitDevice {
+    /// QEMU x86 `isa-debug-exit`: process status `(code << 1) | 1`.
+    DebugExit,
+    /// RISC-V `sifive_test`: the process status is the code.
+    SifiveTest,
+    /// Bochs: nothing; only the console's stop line tells.
+    None,
+}
 
-    /// The last stop line's code and reason.
-    pub fn stop_line(output: &str) -> Option<(u8, String)> {
-        let line = output
-            .lines()
-            .rev()
-            .find_map(|l| l.trim_end_matches('\r').strip_prefix(PREFIX))?;
-        let (code, reason) = line.split_once(' ').unwrap_or((line, ""));
-        Some((code.parse().ok()?, reason.to_string()))
-    }
-
-    pub enum StopCodeSource {
-        /// QEMU x86: status (code << 1) | 1.
-        DebugExit,
-        /// RISC-V sifive_test: the status is the code.
-        Direct,
-        /// Bochs: only the stop line tells.
-        ConsoleOnly,
+impl ExitDevice {
+    pub fn of(backend: Backend) -> ExitDevice {
+        match backend {
+            Backend::Svm | Backend::Tdx => ExitDevice::DebugExit,
+            Backend::Riscv => ExitDevice::SifiveTest,
+            Backend::Vmx => ExitDevice::None,
+        }
     }
 }
 
-/// How a boot ended.
+/// How a run ended, as the host decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// `Ok(code)`: the trusted stop code, or `HOST_TIMED_OUT` when the emulator was killed at the time
+    /// limit. `Err(why)`: no trustworthy result.
+    pub result: Result<u8, String>,
+    /// The reason on the trusted stop line (empty when there is none).
+    pub reason: String,
+    pub timed_out: bool,
+    /// Lines that looked like stop or token lines but were not trusted (forged, or after the first token
+    /// line).
+    pub ignored: Vec<String>,
+}
+
+/// The reason of a trusted stop line `libvmm: stop <code> <reason> [<token>]`.
+fn stop_reason(line: &str, token: u64) -> String {
+    let suffix = format!(" [{}]", Token(token));
+    line.trim_end()
+        .strip_prefix(STOP_LINE_PREFIX)
+        .and_then(|r| r.strip_suffix(suffix.as_str()))
+        .map(|r| r.trim_start())
+        .and_then(|r| r.split_once(' ').map(|(_, reason)| reason))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Decides a run from its console `output`, the emulator's exit `status` (`None`: killed by a signal)
+/// and whether the host killed it at its time limit (`limit`).
+pub fn interpret(
+    output: &str,
+    status: Option<i32>,
+    timed_out: bool,
+    limit: Duration,
+    device: ExitDevice,
+) -> Verdict {
+    let lines: Vec<&str> = output
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .collect();
+    let first_token = lines
+        .iter()
+        .enumerate()
+        .find_map(|(i, l)| parse_token_line(l).map(|t| (i, t)));
+    let mut ignored = Vec::new();
+    let mut stops: Vec<(u8, String)> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let trusted = match first_token {
+            Some((at, token)) if i > at => {
+                parse_stop_line(l, token).map(|c| (c, stop_reason(l, token)))
+            }
+            _ => None,
+        };
+        match trusted {
+            Some(s) => stops.push(s),
+            None if first_token.map(|(at, _)| at) != Some(i)
+                && (l.contains(STOP_LINE_PREFIX) || l.contains(TOKEN_LINE_PREFIX)) =>
+            {
+                ignored.push(l.to_string())
+            }
+            None => {}
+        }
+    }
+    let no_token = if first_token.is_none() {
+        " (the run printed no `libvmm: token` line)"
+    } else {
+        ""
+    };
+    let reason = stops.first().map(|s| s.1.clone()).unwrap_or_default();
+    let verdict = |result| Verdict {
+        result,
+        reason: reason.clone(),
+        timed_out,
+        ignored: ignored.clone(),
+    };
+    if timed_out {
+        // Never a success, whatever the console says.
+        let mut why = format!("timed out after {} s", limit.as_secs());
+        if let Some((c, r)) = stops.first() {
+            why.push_str(&format!(" (after the VMM's stop line: {c} {r})"));
+        }
+        let mut v = verdict(Ok(HOST_TIMED_OUT));
+        v.reason = why;
+        return v;
+    }
+    // The VMM starts its lines on a fresh line; a stop line whose reason holds another stop line was
+    // glued to text the guest left open, and its code would be the guest's.
+    if let Some((_, r)) = stops.iter().find(|(_, r)| r.contains(STOP_LINE_PREFIX)) {
+        return verdict(Err(format!(
+            "the stop line carrying the boot token is glued to guest text: {r}"
+        )));
+    }
+    if let Some(w) = stops.windows(2).find(|w| w[0].0 != w[1].0) {
+        return verdict(Err(format!(
+            "two stop lines carry the boot token and disagree: {} and {}",
+            w[0].0, w[1].0
+        )));
+    }
+    let line = stops.first().map(|s| s.0);
+    let device_code = match (device, status) {
+        (ExitDevice::None, _) => None,
+        (ExitDevice::DebugExit, Some(s)) => match from_qemu_debug_exit(s) {
+            Some(c) => Some(c),
+            None => {
+                return verdict(Err(format!(
+                    "QEMU exited with status {s}, not through isa-debug-exit{}",
+                    line.map(|c| format!(" (the stop line says {c})"))
+                        .unwrap_or_default()
+                )))
+            }
+        },
+        (ExitDevice::SifiveTest, Some(s)) => match u8::try_from(s) {
+            Ok(c) => Some(c),
+            Err(_) => return verdict(Err(format!("QEMU exited with status {s}"))),
+        },
+        (_, None) => {
+            return verdict(Err(
+                "the emulator was killed by a signal, not stopped through its exit device".into(),
+            ))
+        }
+    };
+    match (device_code, line) {
+        (Some(d), Some(c)) if d == c => verdict(Ok(c)),
+        (Some(d), Some(c)) => verdict(Err(format!(
+            "the exit device reports {d} but the stop line carrying the boot token says {c}"
+        ))),
+        (Some(d), None) => verdict(Err(format!(
+            "the exit device reports {d} but no stop line carries the boot token{no_token}"
+        ))),
+        (None, Some(c)) => verdict(Ok(c)),
+        (None, None) => verdict(Err(format!(
+            "no stop line carries the boot token{no_token}"
+        ))),
+    }
+}
+
+/// How a boot ended: the console and the host's verdict.
 pub struct Outcome {
     pub output: String,
-    pub code: Option<u8>,
-    pub reason: String,
+    pub verdict: Verdict,
 }
 
 pub struct BootOptions<'a> {
     pub cmdline: &'a str,
     /// RISC-V: a device tree to boot with instead of QEMU's own.
     pub dtb: Option<&'a Path>,
-    /// Emulator CPU model instead of the backend's default (x86 QEMU: `-cpu`).
+    /// Emulator CPU model instead of the backend's default (x86 QEMU: `-cpu`; Bochs: `cpu: model=`).
     pub cpu: Option<&'a str>,
+    /// x86 QEMU: boot from a GRUB ISO (multiboot2) instead of `-kernel` (PVH). VMX always boots an ISO.
+    pub grub_iso: bool,
     pub icount: bool,
     pub echo: bool,
     pub limit: Duration,
 }
 
-fn source(backend: Backend) -> StopCodeSource {
-    match backend {
-        Backend::Svm | Backend::Tdx => StopCodeSource::DebugExit,
-        Backend::Riscv => StopCodeSource::Direct,
-        Backend::Vmx => StopCodeSource::ConsoleOnly,
-    }
-}
-
-fn launch(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Finished, String> {
-    match backend {
-        Backend::Svm | Backend::Tdx => {
-            crate::qemu::x86(image, o.cmdline, o.cpu, o.icount, o.echo, o.limit)
-        }
-        Backend::Riscv => crate::qemu::riscv(image, o.cmdline, o.dtb, o.icount, o.echo, o.limit),
-        Backend::Vmx => crate::bochs::launch(image, o.cmdline, o.cpu, o.echo, o.limit),
-    }
-}
-
-/// Boots `image` and decodes its stop.
+/// Boots `image` on the backend's emulator and decides how the run ended.
 pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outcome, String> {
-    let f = launch(backend, image, o)?;
-    let line = stop_line(&f.output);
-    let mut reason = line.as_ref().map(|l| l.1.clone()).unwrap_or_default();
-    let from_status = match (source(backend), f.code) {
-        (StopCodeSource::DebugExit, Some(s)) => libvmm_abi::stop::from_qemu_debug_exit(s),
-        (StopCodeSource::Direct, Some(s)) => u8::try_from(s).ok(),
-        _ => None,
+    let q = crate::qemu::Options {
+        cmdline: o.cmdline,
+        cpu: o.cpu,
+        dtb: o.dtb,
+        icount: o.icount,
+        echo: o.echo,
+        limit: o.limit,
     };
-    let code = match (line.as_ref().map(|l| l.0), from_status) {
-        (Some(a), Some(b)) if a != b => {
-            reason = format!("stop line says {a} but the emulator exited with code {b}: {reason}");
-            None
+    let f = match backend {
+        Backend::Svm | Backend::Tdx if o.grub_iso => {
+            crate::qemu::x86_iso(&crate::iso::iso_for(image, o.cmdline)?, &q)?
         }
-        (Some(a), _) => Some(a),
-        (None, b) => b,
+        Backend::Svm | Backend::Tdx => crate::qemu::x86(image, &q)?,
+        Backend::Riscv => crate::qemu::riscv(image, &q)?,
+        Backend::Vmx => crate::bochs::launch(
+            &crate::iso::iso_for(image, o.cmdline)?,
+            o.cpu,
+            o.echo,
+            o.limit,
+        )?,
     };
-    if f.timed_out {
-        reason = format!("timed out after {:?}; {reason}", o.limit);
-    } else if line.is_none() {
-        reason = format!("no stop line (emulator status {:?})", f.code);
-    }
+    let verdict = interpret(
+        &f.output,
+        f.code,
+        f.timed_out,
+        o.limit,
+        ExitDevice::of(backend),
+    );
     Ok(Outcome {
         output: f.output,
-        code,
-        reason,
+        verdict,
     })
 }
 
+/// The default host time limit of `cargo xtask run`, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
+
+/// `cargo xtask run`: exits with the trusted stop code, `HOST_TIMED_OUT` when killed at the time limit,
+/// and fails (status 1) when the run has no trustworthy result.
 pub fn run_cmd(a: &Args) -> Result<u8, String> {
     let image = build_image(a.backend, &a.payload)?;
     let o = BootOptions {
         cmdline: &a.cmdline,
         dtb: None,
         cpu: None,
+        grub_iso: false,
         icount: false,
         echo: true,
-        limit: Duration::from_secs(120),
+        limit: Duration::from_secs(a.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
     };
-    let out = boot(a.backend, &image, &o)?;
-    match out.code {
-        Some(c) => Ok(c),
-        None => Err(out.reason),
+    let v = boot(a.backend, &image, &o)?.verdict;
+    for l in &v.ignored {
+        eprintln!(
+            "xtask: ignored, not the VMM's (no boot token, or not the first token line): {l}"
+        );
+    }
+    match v.result {
+        Ok(code) if v.timed_out => {
+            eprintln!("xtask: {}", v.reason);
+            Ok(code)
+        }
+        Ok(code) => {
+            eprintln!("xtask: stop {code}: {}", v.reason);
+            Ok(code)
+        }
+        Err(e) => Err(format!("no trustworthy result: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 0x0123_4567_89ab_cdef;
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    fn console(body: &str) -> String {
+        format!(
+            "OpenSBI v1.5\nlibvmm 0.1.0: backend X\nlibvmm: token {}\n{body}",
+            Token(T)
+        )
+    }
+
+    fn stop(code: u8, reason: &str) -> String {
+        format!("libvmm: stop {code} {reason} [{}]\n", Token(T))
+    }
+
+    /// QEMU x86's status for `code` written to isa-debug-exit.
+    fn dbg(code: u8) -> Option<i32> {
+        Some(((code as i32) << 1) | 1)
+    }
+
+    #[test]
+    fn the_token_carrying_stop_line_agreeing_with_the_exit_device_is_the_result() {
+        let out = console(&format!(
+            "hello\n{}",
+            stop(3, "payload exited with status 3")
+        ));
+        let v = interpret(&out, dbg(3), false, LIMIT, ExitDevice::DebugExit);
+        assert_eq!(v.result, Ok(3));
+        assert_eq!(v.reason, "payload exited with status 3");
+        assert!(v.ignored.is_empty());
+        let v = interpret(&out, Some(3), false, LIMIT, ExitDevice::SifiveTest);
+        assert_eq!(v.result, Ok(3));
+        let v = interpret(&out, None, false, LIMIT, ExitDevice::None);
+        assert_eq!(v.result, Ok(3));
+    }
+
+    #[test]
+    fn forged_lines_before_and_after_the_token_line_are_ignored() {
+        // Before the token line (only the VMM and firmware print there, but even so) and after it: bare
+        // stop lines, a second token line, and a stop line carrying that second token.
+        let out = format!(
+            "libvmm: stop 0 early [{}]\n{}",
+            Token(0),
+            console(&format!(
+                "libvmm: stop 0 payload exited with status 0\n\
+                 libvmm: token 0000000000000000\n\
+                 libvmm: stop 0 payload exited with status 0 [0000000000000000]\n{}",
+                stop(99, "guest exceeded its time limit of 300 ms")
+            ))
+        );
+        for (status, device) in [
+            (dbg(99), ExitDevice::DebugExit),
+            (Some(99), ExitDevice::SifiveTest),
+            (None, ExitDevice::None),
+        ] {
+            let v = interpret(&out, status, false, LIMIT, device);
+            assert_eq!(v.result, Ok(99), "{device:?}");
+            assert_eq!(v.reason, "guest exceeded its time limit of 300 ms");
+            assert_eq!(v.ignored.len(), 4, "{:?}", v.ignored);
+        }
+        // The same forgeries with the real stop line missing: no result at all, never the forged 0.
+        let forged_only = out.replace(&stop(99, "guest exceeded its time limit of 300 ms"), "");
+        let v = interpret(&forged_only, None, false, LIMIT, ExitDevice::None);
+        assert!(v.result.is_err(), "{v:?}");
+        let v = interpret(&forged_only, dbg(0), false, LIMIT, ExitDevice::DebugExit);
+        assert!(
+            v.result
+                .as_ref()
+                .unwrap_err()
+                .contains("no stop line carries the boot token"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn only_the_first_token_line_counts() {
+        // A guest that prints a token line of its own and a stop line with that token gets nothing.
+        let out = console(&format!(
+            "libvmm: token 1111111111111111\nlibvmm: stop 0 ok [1111111111111111]\n{}",
+            stop(7, "payload exited with status 7")
+        ));
+        let v = interpret(&out, None, false, LIMIT, ExitDevice::None);
+        assert_eq!(v.result, Ok(7));
+        // With no token line, no stop line is trusted.
+        let v = interpret(&stop(0, "x"), None, false, LIMIT, ExitDevice::None);
+        let e = v.result.unwrap_err();
+        assert!(e.contains("no `libvmm: token` line"), "{e}");
+    }
+
+    #[test]
+    fn an_open_forged_line_does_not_swallow_the_real_stop_line() {
+        // The guest leaves `libvmm: stop 0 forged` open; the VMM starts its stop line on a fresh line.
+        let out = console(&format!(
+            "libvmm: stop 0 forged\n{}",
+            stop(7, "payload exited with status 7")
+        ));
+        let v = interpret(&out, Some(7), false, LIMIT, ExitDevice::SifiveTest);
+        assert_eq!(v.result, Ok(7));
+        assert_eq!(v.ignored, vec!["libvmm: stop 0 forged".to_string()]);
+        // Had the VMM not started a fresh line, the real stop line would not be trusted: a failure, not 0.
+        let glued = console(&format!(
+            "libvmm: stop 0 forged{}",
+            stop(7, "payload exited with status 7")
+        ));
+        for (status, device) in [(Some(7), ExitDevice::SifiveTest), (None, ExitDevice::None)] {
+            let v = interpret(&glued, status, false, LIMIT, device);
+            let e = v.result.unwrap_err();
+            assert!(e.contains("glued to guest text"), "{device:?}: {e}");
+        }
+        // CRLF consoles read the same.
+        let crlf = out.replace('\n', "\r\n");
+        let v = interpret(&crlf, dbg(7), false, LIMIT, ExitDevice::DebugExit);
+        assert_eq!(v.result, Ok(7));
+    }
+
+    #[test]
+    fn disagreement_with_the_exit_device_is_a_failure_that_says_so() {
+        let out = console(&stop(0, "payload exited with status 0"));
+        let e = interpret(&out, dbg(7), false, LIMIT, ExitDevice::DebugExit)
+            .result
+            .unwrap_err();
+        assert!(
+            e.contains("exit device reports 7") && e.contains("says 0"),
+            "{e}"
+        );
+        let e = interpret(&out, Some(98), false, LIMIT, ExitDevice::SifiveTest)
+            .result
+            .unwrap_err();
+        assert!(e.contains("exit device reports 98"), "{e}");
+        // QEMU x86 exiting other than through the device (status 0, or killed) is no result either.
+        let e = interpret(&out, Some(0), false, LIMIT, ExitDevice::DebugExit)
+            .result
+            .unwrap_err();
+        assert!(e.contains("not through isa-debug-exit"), "{e}");
+        assert!(interpret(&out, None, false, LIMIT, ExitDevice::DebugExit)
+            .result
+            .is_err());
+    }
+
+    #[test]
+    fn a_run_killed_at_the_time_limit_is_never_a_success() {
+        let out = console(&format!(
+            "libvmm: stop 0 payload exited with status 0\n{}",
+            stop(0, "payload exited with status 0")
+        ));
+        for device in [
+            ExitDevice::DebugExit,
+            ExitDevice::SifiveTest,
+            ExitDevice::None,
+        ] {
+            let v = interpret(&out, None, true, Duration::from_secs(20), device);
+            assert_eq!(v.result, Ok(HOST_TIMED_OUT));
+            assert!(v.timed_out);
+            assert!(v.reason.starts_with("timed out after 20 s"), "{}", v.reason);
+        }
+        const { assert!(HOST_TIMED_OUT > 127) };
     }
 }

@@ -1,305 +1,18 @@
 //! `cargo xtask test`: host unit tests, formatting, clippy (host and bare-metal targets), image checks,
-//! and every payload booted on every backend that boots here, each checked for its expected console
-//! lines and stop code. Ends with `N passed, N failed`.
+//! and every boot case of `cases` (every payload on every backend that boots here), each checked for its
+//! expected console lines and its result as `run.rs` decides it. Ends with `N passed, N failed`.
 use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSection};
 
 use crate::backend::Backend;
 use crate::build::{build_image, PAYLOADS};
+use crate::cases::Case;
 use crate::cmd::{cargo, run_bounded};
 use crate::run::{boot, BootOptions};
 use crate::Args;
 
-use libvmm_abi::stop::StopCode;
-
-/// One boot of one image and what it must show.
-pub struct Case {
-    pub payload: &'static str,
-    pub cmdline: &'static str,
-    /// Emulator CPU model, when the case needs another than the backend's default.
-    pub cpu: Option<&'static str>,
-    pub code: u8,
-    pub expect: Vec<String>,
-    pub forbid: Vec<&'static str>,
-    /// RISC-V: boot with this device tree (path from the repository root) instead of QEMU's.
-    pub dtb: Option<&'static str>,
-}
-
-/// The device tree that lists Zalasr (QEMU 10.0.2's own tree plus `zalasr`): see its `.dts` beside it.
-pub const ZALASR_DTB: &str = "libvmm/src/riscv/testdata/qemu-virt-rv64-zalasr.dtb";
-
-const HOSTILE_FORBID: [&str; 3] = [
-    "hostile: FAIL",
-    "libvmm: VMM",
-    "payload: unexpected exception",
-];
-
-/// The boot cases of a backend. `name` is how the guest names the backend.
-/// Cases about the VMM itself on x86 QEMU: its panic and exception handlers, and CPUs without SVM.
-fn vmm_cases() -> Vec<Case> {
-    let case = |cmdline, cpu, code: StopCode, expect: &str| Case {
-        dtb: None,
-        payload: "hello",
-        cmdline,
-        cpu,
-        code: code as u8,
-        expect: vec![expect.to_string()],
-        forbid: vec!["Hello from a libvmm guest"],
-    };
-    vec![
-        case(
-            "libvmm.selftest=panic",
-            None,
-            StopCode::VmmPanic,
-            "libvmm: VMM panic at libvmm/src/boot/mod.rs:",
-        ),
-        case(
-            "libvmm.selftest=fault",
-            None,
-            StopCode::VmmPanic,
-            "libvmm: VMM exception 6 (error 0x0) at rip 0x",
-        ),
-        case(
-            "",
-            Some("qemu64,-svm"),
-            StopCode::Unsupported,
-            "SVM missing: CPUID 0x8000_0001 ECX bit 2 (SVM) is clear",
-        ),
-        case(
-            "",
-            Some("qemu64,+svm,-npt"),
-            StopCode::Unsupported,
-            "nested paging missing: CPUID 0x8000_000A EDX bit 0 (NP) is clear",
-        ),
-    ]
-}
-
-pub fn cases(backend: Backend) -> Vec<Case> {
-    if backend == Backend::Tdx {
-        return tdx_cases();
-    }
-    let name = match backend {
-        Backend::Svm => "AMD SVM",
-        Backend::Vmx => "Intel VMX",
-        Backend::Tdx => "Intel TDX",
-        Backend::Riscv => "RISC-V H",
-    };
-    let gmv = StopCode::GuestMemoryViolation as u8;
-    let (vmm_base, window_end) = match backend {
-        Backend::Riscv => (
-            libvmm_abi::layout::riscv64::VMM_IMAGE_BASE,
-            libvmm_abi::layout::riscv64::WINDOW_BASE + libvmm_abi::layout::riscv64::WINDOW_SIZE,
-        ),
-        _ => (
-            libvmm_abi::layout::x86_64::VMM_IMAGE_BASE,
-            libvmm_abi::layout::x86_64::WINDOW_BASE + libvmm_abi::layout::x86_64::WINDOW_SIZE,
-        ),
-    };
-    let hostile = |cmdline: &'static str, code: u8, expect: String| Case {
-        payload: "hostile",
-        cmdline,
-        cpu: None,
-        code,
-        expect: vec![" recoverable checks passed, 0 failed".into(), expect],
-        forbid: HOSTILE_FORBID.to_vec(),
-        dtb: None,
-    };
-    if backend == Backend::Riscv {
-        return riscv_cases(name, hostile);
-    }
-    let mut v = if backend == Backend::Svm {
-        vmm_cases()
-    } else {
-        Vec::new()
-    };
-    if matches!(backend, Backend::Svm | Backend::Vmx) {
-        // A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back:
-        // the LAPIC timer on SVM, the VMX-preemption timer on VMX).
-        v.push(hostile(
-            "attack=spin libvmm.timeout_ms=300",
-            StopCode::GuestError as u8,
-            "guest exceeded its time limit of 300 ms".into(),
-        ));
-    }
-    v.extend([
-        Case {
-            payload: "hello",
-            cmdline: "",
-            cpu: None,
-            code: 0,
-            expect: vec![
-                format!("Hello from a libvmm guest! This payload runs deprivileged on {name}."),
-                "libvmm: stop 0 payload exited with status 0".into(),
-            ],
-            forbid: vec!["panic"],
-            dtb: None,
-        },
-        hostile(
-            "",
-            gmv,
-            format!(
-                "guest memory violation: read of guest-physical {vmm_base:#x} outside guest memory"
-            ),
-        ),
-        hostile(
-            "attack=vmm-write",
-            gmv,
-            format!(
-                "guest memory violation: write of guest-physical {:#x}",
-                vmm_base + 0x1000
-            ),
-        ),
-        hostile(
-            "attack=vmm-exec",
-            gmv,
-            format!("guest memory violation: execute of guest-physical {vmm_base:#x}"),
-        ),
-        hostile(
-            "attack=beyond-window",
-            gmv,
-            format!("guest memory violation: read of guest-physical {window_end:#x}"),
-        ),
-        hostile(
-            "attack=triple-fault",
-            StopCode::TripleFault as u8,
-            "guest triple fault".into(),
-        ),
-        hostile(
-            "attack=halt",
-            StopCode::GuestError as u8,
-            "guest halted with no interrupt source".into(),
-        ),
-        exitbench_case(),
-    ]);
-    if backend == Backend::Vmx {
-        v.extend(crate::bochs::consistency_cases());
-    }
-    v
-}
-
-/// The RISC-V boot cases: the same payloads and checks, with the RISC-V forms of the fatal attacks.
-fn riscv_cases(name: &str, hostile: impl Fn(&'static str, u8, String) -> Case) -> Vec<Case> {
-    use libvmm_abi::layout::riscv64::{VMM_IMAGE_BASE, WINDOW_BASE, WINDOW_SIZE};
-    let gmv = StopCode::GuestMemoryViolation as u8;
-    let violation = |what: &str, gpa: u64| {
-        format!("guest memory violation: {what} of guest-physical {gpa:#x} outside guest memory")
-    };
-    let hello = |dtb: Option<&'static str>, extra: &str| Case {
-        cpu: None,
-        payload: "hello",
-        cmdline: "",
-        code: 0,
-        expect: vec![
-            format!("Hello from a libvmm guest! This payload runs deprivileged on {name}."),
-            "libvmm: stop 0 payload exited with status 0".into(),
-            extra.into(),
-        ],
-        forbid: vec!["panic"],
-        dtb,
-    };
-    let mut zalasr = hostile(
-        "attack=vmm-read",
-        gmv,
-        "hostile: info guest device tree lists zalasr: yes; lw.aq trapped (illegal instruction)"
-            .into(),
-    );
-    zalasr.dtb = Some(ZALASR_DTB);
-    zalasr.expect.push(" zaamo zalasr zalrsc ".into());
-    let mut plain = hostile("", gmv, violation("read", VMM_IMAGE_BASE));
-    plain
-        .expect
-        .push("hostile: info guest device tree lists zalasr: no".into());
-    vec![
-        hello(
-            None,
-            "libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only",
-        ),
-        hello(
-            Some(ZALASR_DTB),
-            "libvmm: host ISA (riscv,isa-extensions): i m a f d c h",
-        ),
-        plain,
-        zalasr,
-        {
-            // Per-guest ISA control from the command line: Zicboz hidden (cbo.zero must trap), I cannot be.
-            let mut c = hostile(
-                "libvmm.isa=-zicboz,-i attack=vmm-read",
-                gmv,
-                "hostile: info zicboz listed: no".into(),
-            );
-            c.expect.push("libvmm: guest ISA: hid zicboz".into());
-            c.expect
-                .push("libvmm: guest ISA: cannot hide i: NotAllowed".into());
-            c
-        },
-        hostile(
-            "attack=vmm-write",
-            gmv,
-            violation("write", VMM_IMAGE_BASE + 0x1000),
-        ),
-        hostile(
-            "attack=beyond-window",
-            gmv,
-            violation("read", WINDOW_BASE + WINDOW_SIZE),
-        ),
-        hostile("attack=opensbi-read", gmv, violation("read", 0x8000_0000)),
-        hostile("attack=test-device", gmv, violation("write", 0x10_0000)),
-        hostile("attack=uart", gmv, violation("write", 0x1000_0000)),
-        hostile(
-            "attack=halt",
-            StopCode::GuestError as u8,
-            "guest halted with no interrupt source".into(),
-        ),
-        hostile(
-            "attack=sbi-shutdown-failure",
-            StopCode::PayloadAbort as u8,
-            "payload aborted".into(),
-        ),
-        exitbench_case(),
-    ]
-}
-
-/// `exitbench` on any backend: it runs to the end and every `write`, whatever its length, is one exit.
-fn exitbench_case() -> Case {
-    Case {
-        payload: "exitbench",
-        cmdline: "",
-        cpu: None,
-        code: 0,
-        expect: vec![
-            "exitbench: done".into(),
-            "bench: exits_per_write_1=1".into(),
-            "bench: exits_per_write_65536=1".into(),
-        ],
-        forbid: vec!["panic"],
-        dtb: None,
-    }
-}
-
-/// Backends whose `exitbench` runs (TDX cannot run a payload on any emulator here).
-pub const BENCHED: [Backend; 3] = [Backend::Svm, Backend::Vmx, Backend::Riscv];
-
-/// The TDX image boots on QEMU and must stop at module detection, naming what is missing; it never
-/// executes SEAMCALL without a SEAM module (that would #UD).
-fn tdx_cases() -> Vec<Case> {
-    let case = |cpu, expect: &str| Case {
-        dtb: None,
-        payload: "hello",
-        cmdline: "",
-        cpu,
-        code: StopCode::Unsupported as u8,
-        expect: vec![format!("libvmm: TDX: no TDX module: {expect}")],
-        forbid: vec!["libvmm: VMM", "Hello from a libvmm guest"],
-    };
-    vec![
-        case(None, "the CPU vendor is not GenuineIntel"),
-        case(
-            Some("max,vendor=GenuineIntel"),
-            "CPUID.1:ECX bit 5 (VMX) is clear",
-        ),
-    ]
-}
+use libvmm_abi::stop::HOST_TIMED_OUT;
 
 struct Tally {
     passed: u32,
@@ -387,38 +100,62 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
     steps
 }
 
-fn check_case(backend: Backend, image: &std::path::Path, case: &Case) -> Result<(), String> {
+/// The host time limit of a case that sets none.
+fn default_limit(backend: Backend) -> Duration {
+    Duration::from_secs(if backend == Backend::Vmx { 60 } else { 30 })
+}
+
+fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
     let dtb = case.dtb.map(|d| crate::cmd::root().join(d));
     let o = BootOptions {
         cmdline: case.cmdline,
         dtb: dtb.as_deref(),
         cpu: case.cpu,
+        grub_iso: case.grub_iso,
         icount: false,
         echo: false,
-        limit: Duration::from_secs(if backend == Backend::Vmx { 60 } else { 30 }),
+        limit: case.limit.unwrap_or(default_limit(case.backend)),
     };
-    let out = boot(backend, image, &o)?;
+    let out = boot(case.backend, image, &o)?;
+    let v = &out.verdict;
+    let console = out.output.replace('\r', "");
     let mut problems = Vec::new();
-    if out.code != Some(case.code) {
-        problems.push(format!(
-            "stop code {:?}, expected {} ({})",
-            out.code, case.code, out.reason
-        ));
+    let describe = |c: u8| {
+        if c == HOST_TIMED_OUT {
+            "a host time-out".to_string()
+        } else {
+            format!("stop code {c}")
+        }
+    };
+    match &v.result {
+        Ok(c) if *c == case.code => {}
+        Ok(c) => problems.push(format!(
+            "{}, expected {} ({})",
+            describe(*c),
+            describe(case.code),
+            v.reason
+        )),
+        Err(e) => problems.push(format!("no trustworthy result: {e}")),
+    }
+    if let Some(r) = case.reason {
+        if !v.timed_out && v.reason != r {
+            problems.push(format!("stop reason {:?}, expected {r:?}", v.reason));
+        }
     }
     for e in &case.expect {
-        if !out.output.contains(e.as_str()) {
+        if !console.contains(e.as_str()) {
             problems.push(format!("missing line {e:?}"));
         }
     }
     for f in &case.forbid {
-        if out.output.contains(f) {
+        if console.contains(f.as_str()) {
             problems.push(format!("forbidden text {f:?}"));
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        let tail: Vec<&str> = out.output.lines().rev().take(30).collect();
+        let tail: Vec<&str> = console.lines().rev().take(30).collect();
         Err(format!(
             "{}\n--- console (last lines) ---\n{}",
             problems.join("; "),
@@ -440,7 +177,7 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
     }
     // Every backend's image boots on an emulator here (TDX's stops at SEAM-module detection).
     for backend in Backend::ALL {
-        let cases = cases(backend);
+        let cases = crate::cases::all(backend);
         for payload in PAYLOADS
             .into_iter()
             .filter(|p| cases.iter().any(|c| c.payload == *p))
@@ -460,45 +197,16 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
                     s,
                     check_image_headers(backend, &image),
                 );
-                if backend == Backend::Svm {
-                    let s = Instant::now();
-                    t.record(
-                        "svm: boot hello from the GRUB ISO (multiboot2, QEMU pc)",
-                        s,
-                        svm_iso_case(&image),
-                    );
-                }
             }
             for case in cases.iter().filter(|c| c.payload == payload) {
                 let s = Instant::now();
-                let cpu = case.cpu.map(|c| format!(" (cpu {c})")).unwrap_or_default();
-                let dtb = case.dtb.map(|d| format!(" (-dtb {d})")).unwrap_or_default();
-                let name = format!("{backend}: boot {payload} {}{cpu}{dtb}", case.cmdline)
-                    .trim_end()
-                    .to_string();
-                let r = check_case(backend, &image, case);
-                t.record(&name, s, r);
+                let r = check_case(&image, case);
+                t.record(&format!("{backend}: {}", case.name), s, r);
             }
         }
     }
     println!("{} passed, {} failed", t.passed, t.failed);
     Ok(if t.failed == 0 { 0 } else { 1 })
-}
-
-/// The SVM image booted by GRUB from an ISO: the multiboot2 entry, where `-kernel` uses PVH.
-fn svm_iso_case(image: &std::path::Path) -> Result<(), String> {
-    let iso = image.with_extension("iso");
-    crate::iso::build_iso(image, &iso, "")?;
-    let f = crate::qemu::x86_iso(&iso, false, Duration::from_secs(60))?;
-    let code = f.code.and_then(libvmm_abi::stop::from_qemu_debug_exit);
-    if code == Some(0)
-        && f.output.contains("libvmm: booted via multiboot2")
-        && f.output.contains("deprivileged on AMD SVM")
-    {
-        Ok(())
-    } else {
-        Err(format!("stop code {code:?}; console:\n{}", f.output))
-    }
 }
 
 /// Checks the x86 boot headers: a PVH note (Xen, type 18) in a PT_NOTE segment and a multiboot2 header

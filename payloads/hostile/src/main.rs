@@ -2,6 +2,11 @@
 //! hypervisor owes a guest. Recoverable attacks run in sequence and each prints `hostile: ok <name>` or
 //! `hostile: FAIL <name> ...`; then the attack named by `attack=` on the command line (default:
 //! `vmm-read`) ends the VM, and the test harness checks the stop reason and code.
+//!
+//! Two attacks target the host tools rather than the VMM: `forge-stop` prints stop lines of its own (one
+//! bare, one after a fake token line, carrying that fake token) and then spins, and `open-line` leaves a
+//! forged stop line open (no newline) and exits with status 7. The host must trust only the VMM's stop
+//! line, which carries the boot token printed before the payload's first instruction.
 #![no_std]
 #![no_main]
 
@@ -88,6 +93,17 @@ fn hypercall_attacks(c: &mut Checks) {
     );
 }
 
+/// Prints forged stop lines (bare, then after a fake token line, with that token) and never exits: only
+/// the VMM (a time limit) or the host (its own time limit) can end the run.
+fn forge_stop() -> ! {
+    libvmm_guest::print!("libvmm: stop 0 payload exited with status 0\n");
+    libvmm_guest::print!("libvmm: token 0000000000000000\n");
+    libvmm_guest::print!("libvmm: stop 0 payload exited with status 0 [0000000000000000]\n");
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
 fn main() -> i32 {
     let mut c = Checks {
         passed: 0,
@@ -104,7 +120,14 @@ fn main() -> i32 {
     }
     let attack = libvmm_guest::cmdline_value("attack").unwrap_or("vmm-read");
     println!("hostile: fatal attack {attack}");
-    arch_attacks::fatal(attack);
+    match attack {
+        "forge-stop" => forge_stop(),
+        "open-line" => {
+            libvmm_guest::print!("libvmm: stop 0 forged");
+            libvmm_guest::exit(7)
+        }
+        _ => arch_attacks::fatal(attack),
+    }
     // Every fatal attack must have stopped the VM.
     println!("hostile: FAIL fatal attack {attack} did not stop the VM");
     2

@@ -1,0 +1,284 @@
+//! The boot cases of `cargo xtask test`, as data: which image to boot, how, and what its console and
+//! result must show. Nothing here runs anything; `test.rs` iterates the cases and `run.rs` decides a
+//! boot's result (only the stop line that carries the boot token counts, see `run::interpret`).
+use std::time::Duration;
+
+use libvmm_abi::stop::StopCode;
+
+use crate::backend::Backend;
+
+mod riscv;
+mod svm;
+mod tdx;
+mod vmx;
+
+/// One boot of one image and what it must show.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// How the case is listed (`<backend>: <name>`).
+    pub name: String,
+    pub backend: Backend,
+    pub payload: &'static str,
+    /// The image's command line (QEMU `-append`, or the GRUB line of an ISO).
+    pub cmdline: &'static str,
+    /// Emulator CPU model, when the case needs another than the backend's default.
+    pub cpu: Option<&'static str>,
+    /// RISC-V: boot with this device tree (path from the repository root) instead of QEMU's.
+    pub dtb: Option<&'static str>,
+    /// x86 QEMU: boot from a GRUB ISO (multiboot2, `pc` machine) instead of `-kernel` (PVH). VMX images
+    /// always boot from an ISO (in Bochs).
+    pub grub_iso: bool,
+    /// Text the console must contain.
+    pub expect: Vec<String>,
+    /// Text the console must not contain.
+    pub forbid: Vec<String>,
+    /// The trusted stop line's reason must be exactly this, when set.
+    pub reason: Option<&'static str>,
+    /// The run's result: a stop code (0..=127), or `HOST_TIMED_OUT` for a case that must be killed at
+    /// its host time limit.
+    pub code: u8,
+    /// The host's time limit for this case, instead of the backend's default.
+    pub limit: Option<Duration>,
+}
+
+impl Case {
+    /// A case named `boot <payload> <cmdline>` with nothing expected yet.
+    pub fn new(backend: Backend, payload: &'static str, cmdline: &'static str, code: u8) -> Case {
+        Case {
+            name: format!("boot {payload} {cmdline}").trim_end().to_string(),
+            backend,
+            payload,
+            cmdline,
+            cpu: None,
+            dtb: None,
+            grub_iso: false,
+            expect: Vec::new(),
+            forbid: Vec::new(),
+            reason: None,
+            code,
+            limit: None,
+        }
+    }
+
+    pub fn expect(mut self, lines: &[&str]) -> Case {
+        self.expect.extend(lines.iter().map(|l| l.to_string()));
+        self
+    }
+
+    pub fn expect_line(mut self, line: String) -> Case {
+        self.expect.push(line);
+        self
+    }
+
+    pub fn forbid(mut self, lines: &[&str]) -> Case {
+        self.forbid.extend(lines.iter().map(|l| l.to_string()));
+        self
+    }
+
+    pub fn cpu(mut self, cpu: &'static str) -> Case {
+        self.cpu = Some(cpu);
+        self.name = format!("{} (cpu {cpu})", self.name);
+        self
+    }
+
+    pub fn dtb(mut self, dtb: &'static str) -> Case {
+        self.dtb = Some(dtb);
+        self.name = format!("{} (-dtb {dtb})", self.name);
+        self
+    }
+
+    pub fn reason(mut self, reason: &'static str) -> Case {
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn limit(mut self, limit: Duration) -> Case {
+        self.limit = Some(limit);
+        self
+    }
+
+    pub fn named(mut self, name: &str) -> Case {
+        self.name = name.to_string();
+        self
+    }
+}
+
+/// Every boot case of a backend.
+pub fn all(backend: Backend) -> Vec<Case> {
+    match backend {
+        Backend::Svm => svm::cases(),
+        Backend::Vmx => vmx::cases(),
+        Backend::Riscv => riscv::cases(),
+        Backend::Tdx => tdx::cases(),
+    }
+}
+
+/// How the guest names the backend (`libvmm_guest::backend_name`).
+fn guest_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Svm => "AMD SVM",
+        Backend::Vmx => "Intel VMX",
+        Backend::Tdx => "Intel TDX",
+        Backend::Riscv => "RISC-V H",
+    }
+}
+
+const HOSTILE_FORBID: [&str; 3] = [
+    "hostile: FAIL",
+    "libvmm: VMM",
+    "payload: unexpected exception",
+];
+
+/// A fatal attack of the hostile payload: every recoverable check passed, then `expect`.
+fn hostile(backend: Backend, cmdline: &'static str, code: u8, expect: String) -> Case {
+    Case::new(backend, "hostile", cmdline, code)
+        .expect(&[" recoverable checks passed, 0 failed"])
+        .expect_line(expect)
+        .forbid(&HOSTILE_FORBID)
+}
+
+/// `hello`: it greets from the backend and exits with status 0.
+fn hello(backend: Backend) -> Case {
+    Case::new(backend, "hello", "", 0)
+        .expect_line(format!(
+            "Hello from a libvmm guest! This payload runs deprivileged on {}.",
+            guest_name(backend)
+        ))
+        .expect(&["libvmm: stop 0 payload exited with status 0"])
+        .forbid(&["panic"])
+}
+
+/// `exitbench` on any backend: it runs to the end and every `write`, whatever its length, is one exit.
+fn exitbench(backend: Backend) -> Case {
+    Case::new(backend, "exitbench", "", 0)
+        .expect(&[
+            "exitbench: done",
+            "bench: exits_per_write_1=1",
+            "bench: exits_per_write_65536=1",
+        ])
+        .forbid(&["panic"])
+}
+
+/// A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back: the
+/// LAPIC timer on SVM, the VMX-preemption timer on VMX).
+fn timed_spin(backend: Backend) -> Vec<Case> {
+    vec![hostile(
+        backend,
+        "attack=spin libvmm.timeout_ms=300",
+        StopCode::GuestError as u8,
+        "guest exceeded its time limit of 300 ms".into(),
+    )]
+}
+
+/// The fatal attacks of the hostile payload on x86 (SVM, VMX): memory outside the guest window, a triple
+/// fault, a halt nothing can wake.
+fn x86_memory_attacks(backend: Backend) -> Vec<Case> {
+    use libvmm_abi::layout::x86_64::{VMM_IMAGE_BASE, WINDOW_BASE, WINDOW_SIZE};
+    let gmv = StopCode::GuestMemoryViolation as u8;
+    let window_end = WINDOW_BASE + WINDOW_SIZE;
+    vec![
+        hostile(
+            backend,
+            "",
+            gmv,
+            format!(
+                "guest memory violation: read of guest-physical {VMM_IMAGE_BASE:#x} outside guest memory"
+            ),
+        ),
+        hostile(
+            backend,
+            "attack=vmm-write",
+            gmv,
+            format!(
+                "guest memory violation: write of guest-physical {:#x}",
+                VMM_IMAGE_BASE + 0x1000
+            ),
+        ),
+        hostile(
+            backend,
+            "attack=vmm-exec",
+            gmv,
+            format!("guest memory violation: execute of guest-physical {VMM_IMAGE_BASE:#x}"),
+        ),
+        hostile(
+            backend,
+            "attack=beyond-window",
+            gmv,
+            format!("guest memory violation: read of guest-physical {window_end:#x}"),
+        ),
+        hostile(
+            backend,
+            "attack=triple-fault",
+            StopCode::TripleFault as u8,
+            "guest triple fault".into(),
+        ),
+        hostile(
+            backend,
+            "attack=halt",
+            StopCode::GuestError as u8,
+            "guest halted with no interrupt source".into(),
+        ),
+    ]
+}
+
+/// The attacks on the host tools' reading of the result, on a backend that enforces
+/// `libvmm.timeout_ms` (SVM, VMX): forged stop lines (bare, and after a fake token line with that token)
+/// must not count; the real result is the time limit's stop (99). A forged stop line left open must not
+/// count either; the real stop line starts on its own line and the result is the payload's status, 7.
+fn forged_result_timed(backend: Backend) -> Vec<Case> {
+    vec![
+        hostile(
+            backend,
+            "attack=forge-stop libvmm.timeout_ms=300",
+            StopCode::GuestError as u8,
+            "libvmm: token 0000000000000000".into(),
+        )
+        .reason("guest exceeded its time limit of 300 ms"),
+        open_line(backend),
+    ]
+}
+
+/// `attack=open-line`: the result is 7, from the VMM's own stop line.
+fn open_line(backend: Backend) -> Case {
+    hostile(
+        backend,
+        "attack=open-line",
+        7,
+        "libvmm: stop 0 forged\nlibvmm: stop 7 payload exited with status 7 [".into(),
+    )
+    .reason("payload exited with status 7")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_has_cases_with_distinct_names() {
+        let mut total = 0;
+        for b in Backend::ALL {
+            let cases = all(b);
+            assert!(!cases.is_empty(), "{b}");
+            let mut names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), cases.len(), "{b}: duplicate case names");
+            assert!(cases.iter().all(|c| c.backend == b));
+            total += cases.len();
+        }
+        // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), 6 of those since.
+        assert_eq!(total, 54);
+    }
+
+    #[test]
+    fn forged_results_never_expect_success() {
+        for b in Backend::ALL {
+            for c in all(b)
+                .iter()
+                .filter(|c| c.cmdline.contains("forge") || c.cmdline.contains("open-line"))
+            {
+                assert_ne!(c.code, 0, "{b}: {}", c.name);
+            }
+        }
+    }
+}

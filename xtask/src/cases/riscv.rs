@@ -1,0 +1,95 @@
+//! RISC-V H (QEMU `virt`, `-cpu rv64`, under OpenSBI): the same payloads and checks, the RISC-V forms of
+//! the fatal attacks, the Zalasr device-tree boot, per-guest ISA control, and the forged-result attacks
+//! (no guest time limit on RISC-V yet: a forged stop line followed by a spin ends at the host's limit).
+use std::time::Duration;
+
+use libvmm_abi::layout::riscv64::{VMM_IMAGE_BASE, WINDOW_BASE, WINDOW_SIZE};
+use libvmm_abi::stop::{StopCode, HOST_TIMED_OUT};
+
+use super::{exitbench, hello, hostile, open_line, Case};
+use crate::backend::Backend;
+
+const B: Backend = Backend::Riscv;
+
+/// The device tree that lists Zalasr (QEMU 10.0.2's own tree plus `zalasr`): see its `.dts` beside it.
+pub const ZALASR_DTB: &str = "libvmm/src/riscv/testdata/qemu-virt-rv64-zalasr.dtb";
+
+pub fn cases() -> Vec<Case> {
+    let gmv = StopCode::GuestMemoryViolation as u8;
+    let violation = |what: &str, gpa: u64| {
+        format!("guest memory violation: {what} of guest-physical {gpa:#x} outside guest memory")
+    };
+    let zalasr = hostile(
+        B,
+        "attack=vmm-read",
+        gmv,
+        "hostile: info guest device tree lists zalasr: yes; lw.aq trapped (illegal instruction)"
+            .into(),
+    )
+    .expect(&[" zaamo zalasr zalrsc "])
+    .dtb(ZALASR_DTB);
+    let plain = hostile(B, "", gmv, violation("read", VMM_IMAGE_BASE))
+        .expect(&["hostile: info guest device tree lists zalasr: no"]);
+    vec![
+        hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"]),
+        hello(B)
+            .expect(&["libvmm: host ISA (riscv,isa-extensions): i m a f d c h"])
+            .dtb(ZALASR_DTB),
+        plain,
+        zalasr,
+        // Per-guest ISA control from the command line: Zicboz hidden (cbo.zero must trap), I cannot be.
+        hostile(
+            B,
+            "libvmm.isa=-zicboz,-i attack=vmm-read",
+            gmv,
+            "hostile: info zicboz listed: no".into(),
+        )
+        .expect(&[
+            "libvmm: guest ISA: hid zicboz",
+            "libvmm: guest ISA: cannot hide i: NotAllowed",
+        ]),
+        hostile(
+            B,
+            "attack=vmm-write",
+            gmv,
+            violation("write", VMM_IMAGE_BASE + 0x1000),
+        ),
+        hostile(
+            B,
+            "attack=beyond-window",
+            gmv,
+            violation("read", WINDOW_BASE + WINDOW_SIZE),
+        ),
+        hostile(
+            B,
+            "attack=opensbi-read",
+            gmv,
+            violation("read", 0x8000_0000),
+        ),
+        hostile(B, "attack=test-device", gmv, violation("write", 0x10_0000)),
+        hostile(B, "attack=uart", gmv, violation("write", 0x1000_0000)),
+        hostile(
+            B,
+            "attack=halt",
+            StopCode::GuestError as u8,
+            "guest halted with no interrupt source".into(),
+        ),
+        hostile(
+            B,
+            "attack=sbi-shutdown-failure",
+            StopCode::PayloadAbort as u8,
+            "payload aborted".into(),
+        ),
+        exitbench(B),
+        // Forged stop lines, then a spin nothing ends but the host: the result is the host's time-out,
+        // never the forged 0.
+        hostile(
+            B,
+            "attack=forge-stop",
+            HOST_TIMED_OUT,
+            "libvmm: token 0000000000000000".into(),
+        )
+        .limit(Duration::from_secs(20)),
+        open_line(B),
+    ]
+}
