@@ -127,7 +127,7 @@ mod tests {
     fn grub_cfg_boots_the_image_with_the_command_line_and_no_menu() {
         let c = grub_cfg("libvmm.vmx.bad=tpr-threshold \"x\"\n");
         assert!(c.contains("set timeout=0"));
-        assert!(c.contains("multiboot2 /boot/libvmm.elf vmx.bad=tpr-threshold  x "));
+        assert!(c.contains("multiboot2 /boot/libvmm.elf libvmm.vmx.bad=tpr-threshold  x "));
         assert!(!c.contains('"') || c.matches('"').count() == 2);
     }
 }

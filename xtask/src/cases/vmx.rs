@@ -19,7 +19,7 @@ pub fn cases() -> Vec<Case> {
 
 /// The VM-entry consistency-check cases, both ways: with the software checks on, each bad
 /// configuration stops before the CPU sees it (stop code 103, the rule named); with them bypassed
-/// (`vmx.skip-checks`), Bochs refuses the same entry with VM-instruction error 7 and the debug report
+/// (`libvmm.vmx.skip-checks`), Bochs refuses the same entry with VM-instruction error 7 and the debug report
 /// names the software check that would have caught it. Last, a host-state fault the checks do not
 /// cover shows the "missed consistency check" report (error 8).
 fn consistency_checks() -> Vec<Case> {
