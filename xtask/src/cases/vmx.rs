@@ -57,12 +57,17 @@ fn consistency_checks() -> Vec<Case> {
             "libvmm.vmx.bad=tsc-multiplier libvmm.vmx.skip-checks libvmm.vmx.report-missed",
             TSC,
         ),
-        Case::new(B, "hello", "libvmm.vmx.bad=host-tr libvmm.vmx.report-missed", be)
-            .expect(&[
-                "!!! MISSED CONSISTENCY CHECK !!!",
-                "VM entry with invalid host-state field(s) (0x8)",
-            ])
-            .forbid(&["Hello from"]),
+        Case::new(
+            B,
+            "hello",
+            "libvmm.vmx.bad=host-tr libvmm.vmx.report-missed",
+            be,
+        )
+        .expect(&[
+            "!!! MISSED CONSISTENCY CHECK !!!",
+            "VM entry with invalid host-state field(s) (0x8)",
+        ])
+        .forbid(&["Hello from"]),
         // A VMX CPU whose EPT lacks what libvmm needs (Penryn) and one without VMX (an AMD model): refused
         // by name.
         Case::new(B, "hello", "", unsupported)
