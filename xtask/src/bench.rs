@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use object::{Object, ObjectSection};
 
+use crate::args::Args;
 use crate::backend::Backend;
 use crate::build::build_image;
 use crate::cmd::target_dir;
 use crate::run::{boot, BootOptions};
-use crate::Args;
 
 /// VMM size by section class, in bytes.
 #[derive(Default, Debug)]

@@ -24,7 +24,7 @@ fn build_quietly(mut c: std::process::Command, what: &str) -> Result<(), String>
     }
     Ok(())
 }
-use crate::Args;
+use crate::args::Args;
 
 pub const PAYLOADS: [&str; 3] = ["hello", "hostile", "exitbench"];
 

@@ -7,6 +7,7 @@
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
 //! ```
+mod args;
 mod backend;
 mod bench;
 mod bochs;
@@ -20,51 +21,6 @@ mod test;
 
 use std::process::ExitCode;
 
-use backend::Backend;
-
-pub struct Args {
-    pub backend: Backend,
-    pub payload: String,
-    pub cmdline: String,
-    /// `run`: the host's time limit in seconds (default `run::DEFAULT_TIMEOUT_SECS`).
-    pub timeout: Option<u64>,
-    pub rest: Vec<String>,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args {
-        backend: Backend::Svm,
-        payload: "hello".into(),
-        cmdline: String::new(),
-        timeout: None,
-        rest: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--backend" => a.backend = Backend::parse(&value("--backend")?)?,
-            "--payload" => a.payload = value("--payload")?,
-            "--cmdline" => a.cmdline = value("--cmdline")?,
-            "--timeout" => {
-                let v = value("--timeout")?;
-                a.timeout = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|s| *s > 0)
-                        .ok_or_else(|| format!("--timeout needs a number of seconds, not {v}"))?,
-                );
-            }
-            other => a.rest.push(other.to_string()),
-        }
-    }
-    Ok(a)
-}
-
 const USAGE: &str =
     "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS]";
 
@@ -74,7 +30,7 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let args = match parse(rest) {
+    let args = match args::parse(rest) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("xtask: {e}\n{USAGE}");

@@ -17,9 +17,9 @@ use libvmm_abi::stop::{
     STOP_LINE_PREFIX, TOKEN_LINE_PREFIX,
 };
 
+use crate::args::Args;
 use crate::backend::Backend;
 use crate::build::build_image;
-use crate::Args;
 
 /// What, besides the console, tells how the machine stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSection};
 
+use crate::args::Args;
 use crate::backend::Backend;
 use crate::build::{build_image, PAYLOADS};
 use crate::cases::Case;
 use crate::cmd::{cargo, run_bounded};
 use crate::run::{boot, BootOptions};
-use crate::Args;
 
 use libvmm_abi::stop::HOST_TIMED_OUT;
 

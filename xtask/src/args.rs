@@ -1,0 +1,66 @@
+//! The command line of `cargo xtask`.
+use crate::backend::Backend;
+
+/// What every subcommand is given.
+pub struct Args {
+    pub backend: Backend,
+    pub payload: String,
+    pub cmdline: String,
+    /// `run`: the host's time limit in seconds (default `run::DEFAULT_TIMEOUT_SECS`).
+    pub timeout: Option<u64>,
+    pub rest: Vec<String>,
+}
+
+pub fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        backend: Backend::Svm,
+        payload: "hello".into(),
+        cmdline: String::new(),
+        timeout: None,
+        rest: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--backend" => a.backend = Backend::parse(&value("--backend")?)?,
+            "--payload" => a.payload = value("--payload")?,
+            "--cmdline" => a.cmdline = value("--cmdline")?,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                a.timeout = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| format!("--timeout needs a number of seconds, not {v}"))?,
+                );
+            }
+            other => a.rest.push(other.to_string()),
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn timeout_is_a_positive_number_of_seconds() {
+        let a = parse(&strings(&["--backend", "riscv", "--timeout", "20"])).unwrap();
+        assert_eq!(a.backend, Backend::Riscv);
+        assert_eq!(a.timeout, Some(20));
+        assert_eq!(parse(&[]).unwrap().timeout, None);
+        assert!(parse(&strings(&["--timeout", "0"])).is_err());
+        assert!(parse(&strings(&["--timeout", "soon"])).is_err());
+        assert!(parse(&strings(&["--timeout"])).is_err());
+    }
+}
