@@ -27,7 +27,7 @@ impl<H: Hart> RiscvH<H> {
         }
         if scause & csr::CAUSE_INTERRUPT != 0 {
             if scause & !csr::CAUSE_INTERRUPT == csr::IRQ_S_TIMER {
-                self.guest_timer_fired();
+                self.host_timer_fired();
             }
             return Exit::HostEvent;
         }
@@ -62,10 +62,14 @@ impl<H: Hart> RiscvH<H> {
         if self.timer.is_none() {
             return Exit::Halt;
         }
-        // A WFI with the guest's timer armed: wait for it, then continue after the WFI.
+        // A WFI with the guest's timer armed: wait for the host timer (the guest's deadline or its time
+        // limit, whichever is first). The WFI retires once the guest's timer is pending; otherwise it
+        // is re-executed after the loop has looked at the limit.
         self.hart.wait_for_host_timer();
-        self.guest_timer_fired();
-        self.advance();
+        self.host_timer_fired();
+        if self.timer.is_none() {
+            self.advance();
+        }
         Exit::HostEvent
     }
 }

@@ -57,6 +57,9 @@ impl Hart for HwHart {
     fn set_host_timer(&mut self, deadline: u64) {
         devices::set_timer(deadline);
     }
+    fn time(&self) -> u64 {
+        csr::time()
+    }
     fn wait_for_host_timer(&mut self) {
         while csr::sip() & (1 << bits::IRQ_S_TIMER) == 0 {
             csr::wfi();

@@ -13,8 +13,9 @@
 //! - virtual instruction (22): WFI (trapped by hstatus.VTW) waits for the guest's timer when one is armed
 //!   and is [`Exit::Halt`] when nothing could wake the guest; every other instruction (hypervisor CSRs,
 //!   `hfence`, ... from VS) is [`Exit::IllegalInsn`];
-//! - the host's supervisor timer interrupt means the guest's deadline passed: the backend raises VSTIP
-//!   (hvip) and the loop just re-enters.
+//! - the host's supervisor timer interrupt means the guest's deadline or the guest's time limit
+//!   (`libvmm.timeout_ms=`) passed: the host timer is armed for the earlier of the two; the backend raises
+//!   VSTIP (hvip) when the guest's deadline is due, and the loop asks the platform about the limit.
 //!
 //! Replies: `a0`/`a1` written and `sepc` advanced past the `ecall`; an injected fault is an illegal-
 //! instruction exception delivered into VS as the privileged spec has HS do it (vsepc/vscause/vstval,
@@ -102,6 +103,8 @@ pub(crate) trait Hart {
     fn set_host_timer(&mut self, deadline: u64);
     /// Waits (host WFI) until the host timer interrupt is pending.
     fn wait_for_host_timer(&mut self);
+    /// The `time` counter now.
+    fn time(&self) -> u64;
 }
 
 /// The RISC-V H backend over a hart.
@@ -110,6 +113,8 @@ pub(crate) struct RiscvH<H: Hart> {
     pub(super) ctx: GuestContext,
     /// The guest's armed deadline (SBI TIME), in `time` ticks.
     timer: Option<u64>,
+    /// The end of the guest's time limit (`libvmm.timeout_ms=`), in `time` ticks, until it has passed.
+    limit: Option<u64>,
 }
 
 impl<H: Hart> RiscvH<H> {
@@ -125,7 +130,15 @@ impl<H: Hart> RiscvH<H> {
             hart,
             ctx,
             timer: None,
+            limit: None,
         }
+    }
+
+    /// Ends the guest's run at `deadline` (`time` ticks) even if it never traps on its own: the host
+    /// timer fires then and the loop asks the platform whether the limit has passed.
+    pub fn set_time_limit(&mut self, deadline: u64) {
+        self.limit = Some(deadline);
+        self.arm_host_timer();
     }
 
     #[cfg(test)]

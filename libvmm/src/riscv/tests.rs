@@ -3,7 +3,7 @@
 use super::*;
 use crate::backend::Backend;
 use crate::exit::Fault;
-use crate::exit::{Access, Reply};
+use crate::exit::{Access, Exit, Reply};
 use crate::guest_mem::GuestMemory;
 use crate::testing::ModelPlatform;
 use crate::vcpu::{self, StopReason, Vm};
@@ -219,4 +219,37 @@ fn unknown_traps_stop_the_vm_with_the_cause() {
             info2: 0
         }
     );
+}
+
+#[test]
+fn a_guest_that_never_traps_is_stopped_at_its_time_limit_and_the_guest_timer_still_works() {
+    let mut mem = vec![0u8; 0x100];
+    let script = vec![
+        ecall(SBI_EXT_TIME, 0, &[100]), // the guest's own timer, before the limit
+        trap(csr::CAUSE_INTERRUPT | csr::IRQ_S_TIMER, 0, 0), // its deadline: VSTIP, limit still ahead
+        trap(csr::CAUSE_INTERRUPT | csr::IRQ_S_TIMER, 0, 0), // the limit: the loop asks the platform
+    ];
+    let hart = ModelHart {
+        script,
+        ..Default::default()
+    };
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, 0);
+    cpu.set_time_limit(500);
+    let mut vm = Vm::new(
+        GuestMemory::new(MEM_BASE, &mut mem),
+        ModelPlatform::default(),
+    );
+    // The first host event comes before the limit: the platform says "not yet", the guest goes on.
+    let exit = cpu.run().unwrap();
+    assert!(vcpu::handle(exit, &mut cpu, &mut vm).is_ok());
+    let exit = cpu.run().unwrap();
+    assert_eq!(exit, Exit::HostEvent);
+    assert!(vcpu::handle(exit, &mut cpu, &mut vm).is_ok());
+    assert_ne!(cpu.hart().csr(Csr::Hvip) & (1 << csr::IRQ_VS_TIMER), 0);
+    // The host timer was armed for the guest's deadline first, then for the limit.
+    assert_eq!(cpu.hart().host_timer[..3], [500, 100, 500]);
+    vm.platform.limit_passed = Some(300);
+    let stop = vcpu::run(&mut cpu, &mut vm);
+    assert_eq!(stop, StopReason::TimeLimit { ms: 300 });
+    assert!(cpu.hart().now >= 500);
 }

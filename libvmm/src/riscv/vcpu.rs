@@ -12,12 +12,29 @@ use crate::exit::{Exit, Output, Reply, VirtualMsr};
 use super::{csr, Csr, Hart, RiscvH, A0, A1, A6, A7};
 
 impl<H: Hart> RiscvH<H> {
-    pub(super) fn guest_timer_fired(&mut self) {
-        self.hart.set_host_timer(u64::MAX);
-        self.timer = None;
-        let hvip = self.hart.csr(Csr::Hvip);
-        self.hart
-            .set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_TIMER));
+    /// Programs the host timer for the earlier of the guest's deadline and its time limit.
+    pub(super) fn arm_host_timer(&mut self) {
+        let at = self
+            .timer
+            .unwrap_or(u64::MAX)
+            .min(self.limit.unwrap_or(u64::MAX));
+        self.hart.set_host_timer(at);
+    }
+
+    /// The host timer fired (or a WFI waited for it): raises VSTIP if the guest's deadline is due, drops
+    /// the limit once it has passed (the loop stops the VM on it), and re-arms for what remains.
+    pub(super) fn host_timer_fired(&mut self) {
+        let now = self.hart.time();
+        if self.timer.is_some_and(|t| now >= t) {
+            self.timer = None;
+            let hvip = self.hart.csr(Csr::Hvip);
+            self.hart
+                .set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_TIMER));
+        }
+        if self.limit.is_some_and(|l| now >= l) {
+            self.limit = None;
+        }
+        self.arm_host_timer();
     }
 
     pub(super) fn set_guest_timer(&mut self, deadline: u64) {
@@ -25,7 +42,7 @@ impl<H: Hart> RiscvH<H> {
         self.hart
             .set_csr(Csr::Hvip, hvip & !(1 << csr::IRQ_VS_TIMER));
         self.timer = (deadline != u64::MAX).then_some(deadline);
-        self.hart.set_host_timer(deadline);
+        self.arm_host_timer();
     }
 
     pub(super) fn advance(&mut self) {

@@ -48,6 +48,8 @@ pub struct ModelHart {
     pub entries: Vec<(u64, u64, u64)>,
     pub host_timer: Vec<u64>,
     pub waited: u32,
+    /// The model's `time` counter.
+    pub now: u64,
 }
 
 fn key(c: Csr) -> &'static str {
@@ -82,6 +84,10 @@ impl Hart for ModelHart {
         }
         self.csrs.insert("stval", t.stval);
         self.csrs.insert("htval", t.htval);
+        // A host timer interrupt arrives when the clock reached the armed deadline.
+        if t.scause == csr::CAUSE_INTERRUPT | csr::IRQ_S_TIMER {
+            self.now = self.now.max(self.host_timer.last().copied().unwrap_or(0));
+        }
         t.scause
     }
     fn csr(&self, c: Csr) -> u64 {
@@ -93,7 +99,12 @@ impl Hart for ModelHart {
     fn set_host_timer(&mut self, deadline: u64) {
         self.host_timer.push(deadline);
     }
+    /// Waiting ends when the armed deadline is reached: the model's clock jumps there.
     fn wait_for_host_timer(&mut self) {
         self.waited += 1;
+        self.now = self.now.max(self.host_timer.last().copied().unwrap_or(0));
+    }
+    fn time(&self) -> u64 {
+        self.now
     }
 }

@@ -34,6 +34,8 @@ impl embedded_io::Write for RecordingConsole {
 #[derive(Default)]
 pub struct ModelPlatform {
     pub console: RecordingConsole,
+    /// What `time_limit_exceeded` answers (the limit in ms once "passed").
+    pub limit_passed: Option<u64>,
 }
 impl Platform for ModelPlatform {
     type Console = RecordingConsole;
@@ -45,6 +47,9 @@ impl Platform for ModelPlatform {
     }
     fn clock_ns(&self, _: u64) -> Option<u64> {
         Some(42)
+    }
+    fn time_limit_exceeded(&self) -> Option<u64> {
+        self.limit_passed
     }
 }
 

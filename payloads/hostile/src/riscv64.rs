@@ -162,6 +162,9 @@ pub fn fatal(attack: &str) {
         // The test device would end QEMU with "pass" if the guest could reach it.
         "test-device" => write(0x10_0000, 0x5555),
         "uart" => write(0x1000_0000, b'!' as u32),
+        "spin" => loop {
+            core::hint::spin_loop();
+        },
         "halt" => {
             // SAFETY: WFI with interrupts masked and no timer armed: nothing can wake the guest.
             unsafe { core::arch::asm!("csrci sstatus, 2", "wfi") };

@@ -1,12 +1,12 @@
 //! RISC-V H (QEMU `virt`, `-cpu rv64`, under OpenSBI): the same payloads and checks, the RISC-V forms of
-//! the fatal attacks, the Zalasr device-tree boot, per-guest ISA control, and the forged-result attacks
-//! (no guest time limit on RISC-V yet: a forged stop line followed by a spin ends at the host's limit).
+//! the fatal attacks, the Zalasr device-tree boot, per-guest ISA control, the guest time limit, and the
+//! forged-result attacks (with the guest time limit, and without it, where the host's limit ends the run).
 use std::time::Duration;
 
 use libvmm_abi::layout::riscv64::{VMM_IMAGE_BASE, WINDOW_BASE, WINDOW_SIZE};
 use libvmm_abi::stop::{StopCode, HOST_TIMED_OUT};
 
-use super::{exitbench, hello, hostile, open_line, Case};
+use super::{exitbench, hello, hostile, Case};
 use crate::backend::Backend;
 
 const B: Backend = Backend::Riscv;
@@ -30,7 +30,7 @@ pub fn cases() -> Vec<Case> {
     .dtb(ZALASR_DTB);
     let plain = hostile(B, "", gmv, violation("read", VMM_IMAGE_BASE))
         .expect(&["hostile: info guest device tree lists zalasr: no"]);
-    vec![
+    let mut v = vec![
         hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"]),
         hello(B)
             .expect(&["libvmm: host ISA (riscv,isa-extensions): i m a f d c h"])
@@ -81,15 +81,19 @@ pub fn cases() -> Vec<Case> {
             "payload aborted".into(),
         ),
         exitbench(B),
-        // Forged stop lines, then a spin nothing ends but the host: the result is the host's time-out,
-        // never the forged 0.
+    ];
+    v.extend(super::timed_spin(B));
+    v.extend(super::forged_result_timed(B));
+    // With no guest time limit, forged stop lines followed by a spin end at the host's limit: the result
+    // is the host's time-out, never the forged 0.
+    v.push(
         hostile(
             B,
             "attack=forge-stop",
             HOST_TIMED_OUT,
             "libvmm: token 0000000000000000".into(),
         )
-        .limit(Duration::from_secs(20)),
-        open_line(B),
-    ]
+        .limit(Duration::from_secs(10)),
+    );
+    v
 }

@@ -23,6 +23,8 @@ use crate::vm::{Platform, StopReason, Vm};
 struct RiscvPlatform {
     console: Uart,
     timebase_hz: u64,
+    /// (limit in ms, `time` at which it ends) when `libvmm.timeout_ms=` is set.
+    limit: Option<(u64, u64)>,
 }
 
 impl Platform for RiscvPlatform {
@@ -40,6 +42,10 @@ impl Platform for RiscvPlatform {
             return None;
         }
         Some((csr::time() as u128 * 1_000_000_000 / self.timebase_hz as u128) as u64)
+    }
+    fn time_limit_exceeded(&self) -> Option<u64> {
+        let (ms, end) = self.limit?;
+        (csr::time() >= end).then_some(ms)
     }
 }
 
@@ -177,18 +183,26 @@ impl super::Machine for RiscvMachine {
     }
 
     fn platform(&mut self, options: &Options<'static>) -> Result<RiscvPlatform, StopReason> {
-        if options.timeout_ms.is_some() {
-            return Err(StopReason::Unsupported(
-                "libvmm.timeout_ms is not implemented on RISC-V yet",
-            ));
-        }
         let host = self
             .host
             .as_ref()
             .ok_or(StopReason::Platform("no device tree"))?;
+        let limit = match options.timeout_ms {
+            None => None,
+            Some(_) if host.timebase_hz == 0 => {
+                return Err(StopReason::Unsupported(
+                    "libvmm.timeout_ms needs the timebase-frequency of the device tree",
+                ))
+            }
+            Some(ms) => {
+                let ticks = (host.timebase_hz as u128 * ms as u128 / 1000).min(u64::MAX as u128);
+                Some((ms, csr::time().saturating_add(ticks as u64)))
+            }
+        };
         Ok(RiscvPlatform {
             console: Uart,
             timebase_hz: host.timebase_hz,
+            limit,
         })
     }
 
@@ -218,6 +232,9 @@ impl super::Machine for RiscvMachine {
             guest.dtb_gpa,
             guest.stack_top,
         );
+        if let Some((_, end)) = vm.platform.limit {
+            cpu.set_time_limit(end);
+        }
         vcpu::run(&mut cpu, vm)
     }
 }
