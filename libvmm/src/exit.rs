@@ -16,6 +16,11 @@ pub enum Access {
     Read,
     Write,
     Execute,
+    /// The CPU's own read of a guest page-table entry while translating a guest virtual address (RISC-V
+    /// reports it through an htinst pseudo-instruction).
+    PageTableRead,
+    /// The CPU's own update of a guest page-table entry (accessed/dirty bits).
+    PageTableWrite,
 }
 
 impl Access {
@@ -24,6 +29,8 @@ impl Access {
             Access::Read => "read",
             Access::Write => "write",
             Access::Execute => "execute",
+            Access::PageTableRead => "page-table read",
+            Access::PageTableWrite => "page-table write",
         }
     }
 }

@@ -47,6 +47,13 @@ pub const EXC_STORE_PAGE_FAULT: u64 = 15;
 pub const EXC_INSN_GUEST_PAGE_FAULT: u64 = 20;
 pub const EXC_LOAD_GUEST_PAGE_FAULT: u64 = 21;
 pub const EXC_VIRTUAL_INSN: u64 = 22;
+/// htinst pseudo-instructions for guest-page faults on implicit VS-stage page-table accesses (privileged
+/// spec, "Transformed Instruction or Pseudoinstruction for mtinst or htinst"): 32- and 64-bit reads and
+/// writes.
+pub const HTINST_PT_READ_32: u64 = 0x0000_2000;
+pub const HTINST_PT_WRITE_32: u64 = 0x0000_2020;
+pub const HTINST_PT_READ_64: u64 = 0x0000_3000;
+pub const HTINST_PT_WRITE_64: u64 = 0x0000_3020;
 pub const EXC_STORE_GUEST_PAGE_FAULT: u64 = 23;
 
 /// Exceptions a VS-mode guest handles itself (KVM's set): delegated straight to VS through hedeleg, so they

@@ -49,7 +49,21 @@ impl<H: Hart> RiscvH<H> {
                 }
             }
         };
-        let gpa = (self.hart.csr(Csr::Htval) << 2) | (self.hart.csr(Csr::Stval) & 3);
+        // A fault on the guest's own VS-stage page-table walk is not the access the instruction made:
+        // htinst holds a pseudo-instruction then, and htval the entry's address (its low bits are 0).
+        let implicit = match self.hart.csr(Csr::Htinst) {
+            csr::HTINST_PT_READ_32 | csr::HTINST_PT_READ_64 => Some(Access::PageTableRead),
+            csr::HTINST_PT_WRITE_32 | csr::HTINST_PT_WRITE_64 => Some(Access::PageTableWrite),
+            _ => None,
+        };
+        let htval = self.hart.csr(Csr::Htval);
+        if let Some(access) = implicit {
+            return Exit::GuestMemoryFault {
+                gpa: htval << 2,
+                access,
+            };
+        }
+        let gpa = (htval << 2) | (self.hart.csr(Csr::Stval) & 3);
         Exit::GuestMemoryFault { gpa, access }
     }
 

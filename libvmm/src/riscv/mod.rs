@@ -85,6 +85,7 @@ pub enum Csr {
     Sstatus,
     Stval,
     Htval,
+    Htinst,
     Hvip,
     Vsstatus,
     Vstvec,

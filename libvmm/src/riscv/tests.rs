@@ -253,3 +253,37 @@ fn a_guest_that_never_traps_is_stopped_at_its_time_limit_and_the_guest_timer_sti
     assert_eq!(stop, StopReason::TimeLimit { ms: 300 });
     assert!(cpu.hart().now >= 500);
 }
+
+#[test]
+fn faults_on_the_guests_own_page_table_walk_name_the_implicit_access_and_its_address() {
+    for (htinst, access) in [
+        (csr::HTINST_PT_READ_64, Access::PageTableRead),
+        (csr::HTINST_PT_READ_32, Access::PageTableRead),
+        (csr::HTINST_PT_WRITE_64, Access::PageTableWrite),
+        (csr::HTINST_PT_WRITE_32, Access::PageTableWrite),
+    ] {
+        let mut mem = vec![0u8; 0x100];
+        // An instruction fetch at 0x8401_0002 whose walk read the root entry at 0x8480_0010.
+        let mut t = trap(
+            csr::EXC_INSN_GUEST_PAGE_FAULT,
+            0x8401_0002,
+            0x8480_0010 >> 2,
+        );
+        t.htinst = htinst;
+        let (stop, ..) = run(vec![t], &mut mem);
+        assert_eq!(
+            stop,
+            StopReason::GuestMemoryViolation {
+                gpa: 0x8480_0010,
+                access
+            },
+            "htinst {htinst:#x}"
+        );
+    }
+    assert!(StopReason::GuestMemoryViolation {
+        gpa: 0x8480_0010,
+        access: Access::PageTableRead
+    }
+    .to_string()
+    .contains("page-table read of guest-physical 0x84800010"));
+}

@@ -13,6 +13,8 @@ pub struct Trap {
     pub scause: u64,
     pub stval: u64,
     pub htval: u64,
+    /// htinst: 0, or a pseudo-instruction for a fault on the guest's own page-table walk.
+    pub htinst: u64,
     pub regs: Vec<(usize, u64)>,
 }
 
@@ -23,6 +25,7 @@ pub fn ecall(a7: u64, a6: u64, args: &[u64]) -> Trap {
         scause: csr::EXC_ECALL_VS,
         stval: 0,
         htval: 0,
+        htinst: 0,
         regs,
     }
 }
@@ -36,6 +39,7 @@ pub fn trap(scause: u64, stval: u64, htval: u64) -> Trap {
         scause,
         stval,
         htval,
+        htinst: 0,
         regs: vec![],
     }
 }
@@ -58,6 +62,7 @@ fn key(c: Csr) -> &'static str {
         Csr::Sstatus => "sstatus",
         Csr::Stval => "stval",
         Csr::Htval => "htval",
+        Csr::Htinst => "htinst",
         Csr::Hvip => "hvip",
         Csr::Vsstatus => "vsstatus",
         Csr::Vstvec => "vstvec",
@@ -84,6 +89,7 @@ impl Hart for ModelHart {
         }
         self.csrs.insert("stval", t.stval);
         self.csrs.insert("htval", t.htval);
+        self.csrs.insert("htinst", t.htinst);
         // A host timer interrupt arrives when the clock reached the armed deadline.
         if t.scause == csr::CAUSE_INTERRUPT | csr::IRQ_S_TIMER {
             self.now = self.now.max(self.host_timer.last().copied().unwrap_or(0));

@@ -162,6 +162,14 @@ pub fn fatal(attack: &str) {
         // The test device would end QEMU with "pass" if the guest could reach it.
         "test-device" => write(0x10_0000, 0x5555),
         "uart" => write(0x1000_0000, b'!' as u32),
+        "pt-outside" => {
+            // Sv39 with a root table just past guest memory: the next fetch's walk reads the root entry
+            // there (index VA[38:30]), and that implicit read is what the VMM must name.
+            let satp = (8u64 << 60) | ((WINDOW_BASE + WINDOW_SIZE) >> 12);
+            // SAFETY: deliberately points the guest's own translation outside its memory; nothing after
+            // this instruction can run.
+            unsafe { core::arch::asm!("csrw satp, {0}", "sfence.vma", in(reg) satp) };
+        }
         "spin" => loop {
             core::hint::spin_loop();
         },

@@ -82,6 +82,14 @@ pub fn cases() -> Vec<Case> {
         ),
         exitbench(B),
     ];
+    // The guest's own page-table walk leaves its memory: the stop names the implicit read of the root
+    // entry (index 2 for the payload's addresses at 0x8400_0000..) at its guest-physical address.
+    v.push(hostile(
+        B,
+        "attack=pt-outside",
+        gmv,
+        violation("page-table read", WINDOW_BASE + WINDOW_SIZE + 16),
+    ));
     v.extend(super::timed_spin(B));
     v.extend(super::forged_result_timed(B));
     // With no guest time limit, forged stop lines followed by a spin end at the host's limit: the result

@@ -48,6 +48,7 @@ csr_rw! {
     henvcfg set_henvcfg "0x60A";
     hstateen0 set_hstateen0 "0x60C";
     htval set_htval "0x643";
+    htinst set_htinst "0x64A";
     hvip set_hvip "0x645";
     hgatp set_hgatp "0x680";
 }
