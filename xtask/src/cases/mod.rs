@@ -148,6 +148,43 @@ fn hello(backend: Backend) -> Case {
         .forbid(&["panic"])
 }
 
+/// The guest API for a payload's own trap handlers (`libvmm_guest::set_trap_handler`): `hello traps=1`
+/// installs an illegal-instruction handler, executes `ud2` / an illegal instruction, skips it and goes
+/// on; `traps=default` installs one that declines, so the runtime's default (report and abort) runs.
+fn traps(backend: Backend) -> Vec<Case> {
+    let declined = match backend {
+        Backend::Riscv => vec![
+            "hello: trap handler declines Riscv(2)",
+            "payload: unexpected exception 0x2 (stval ",
+        ],
+        _ => vec![
+            "hello: trap handler declines X86(6)",
+            "payload: unexpected exception 6 (error 0x0) at rip 0x",
+        ],
+    };
+    vec![
+        Case::new(backend, "hello", "traps=1", 0)
+            .expect(&[
+                "hello: trap handler ok",
+                "libvmm: stop 0 payload exited with status 0",
+            ])
+            .forbid(&[
+                "hello: trap handler FAILED",
+                "payload: unexpected exception",
+                "panic",
+            ]),
+        Case::new(
+            backend,
+            "hello",
+            "traps=default",
+            StopCode::PayloadAbort as u8,
+        )
+        .expect(&declined)
+        .expect(&["libvmm: stop 98 payload aborted"])
+        .forbid(&["hello: trap handler FAILED"]),
+    ]
+}
+
 /// `exitbench` on any backend: it runs to the end and every `write`, whatever its length, is one exit.
 fn exitbench(backend: Backend) -> Case {
     Case::new(backend, "exitbench", "", 0)

@@ -90,6 +90,7 @@ pub fn cases() -> Vec<Case> {
         gmv,
         violation("page-table read", WINDOW_BASE + WINDOW_SIZE + 16),
     ));
+    v.extend(super::traps(B));
     v.extend(super::timed_spin(B));
     v.extend(super::forged_result_timed(B));
     // With no guest time limit, forged stop lines followed by a spin end at the host's limit: the result

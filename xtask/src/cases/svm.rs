@@ -41,6 +41,7 @@ pub fn cases() -> Vec<Case> {
     ];
     v.extend(super::timed_spin(B));
     v.push(hello(B));
+    v.extend(super::traps(B));
     // The same image booted by GRUB from an ISO: the multiboot2 entry, where `-kernel` uses PVH.
     let mut iso = Case::new(B, "hello", "", 0)
         .expect(&["libvmm: booted via multiboot2", "deprivileged on AMD SVM"])
