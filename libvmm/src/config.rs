@@ -17,5 +17,30 @@ pub const GUEST_TAG: u16 = 1;
 /// able to flood the console).
 pub const IO_LOG_LIMIT: u32 = 4;
 
+/// RAM ranges kept from the loader's memory map (x86); more are dropped.
+pub const MAX_RAM_RANGES: usize = 32;
+
+/// Bytes of the loader's command line the VMM reads (x86 PVH / multiboot2); the guest is given at most
+/// `layout::CMDLINE_MAX` of them.
+pub const HOST_CMDLINE_READ: usize = 4096;
+
+/// The generated guest device tree (RISC-V): its strings block and its ISA strings.
+pub const GUEST_DT_STRINGS_MAX: usize = 512;
+pub const GUEST_DT_ISA_STRING_MAX: usize = 1024;
+
+/// TDX (simulated module): TDMRs, TDCS pages per TD, vCPUs per TD and TDCX pages per vCPU the VMM's
+/// fixed pools hold (a module that needs more is refused with an error, never a panic).
+pub const TDX_MAX_TDMRS: usize = 8;
+pub const TDX_MAX_TDCS: usize = 8;
+pub const TDX_MAX_VCPUS: usize = 8;
+pub const TDX_MAX_TDCX: usize = 8;
+
 static_assertions::const_assert!(VMM_STACK_SIZE.is_multiple_of(4096));
 static_assertions::const_assert!(GUEST_TAG != 0);
+static_assertions::const_assert!(TRAP_STACK_SIZE.is_multiple_of(16) && TRAP_STACK_SIZE >= 1024);
+static_assertions::const_assert!(HOST_CMDLINE_READ as u64 >= libvmm_abi::layout::CMDLINE_MAX);
+static_assertions::const_assert!(HOST_DTB_MAX as u64 >= libvmm_abi::layout::riscv64::DTB_MAX);
+static_assertions::const_assert!(
+    GUEST_DT_ISA_STRING_MAX <= libvmm_abi::layout::riscv64::DTB_MAX as usize
+);
+static_assertions::const_assert!(MAX_RAM_RANGES >= 1 && TDX_MAX_TDMRS >= 1 && TDX_MAX_VCPUS >= 1);

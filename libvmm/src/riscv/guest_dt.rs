@@ -17,7 +17,7 @@ const FDT_PROP: u32 = 3;
 const FDT_END: u32 = 9;
 const HEADER_LEN: usize = 40;
 const RSVMAP_LEN: usize = 16;
-const STRINGS_MAX: usize = 512;
+use crate::config::GUEST_DT_STRINGS_MAX as STRINGS_MAX;
 
 /// The buffer is too small (or the strings table is full).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +166,7 @@ pub struct GuestTree<'a> {
 }
 
 /// Longest `riscv,isa` string we generate.
-const ISA_STRING_MAX: usize = 1024;
+use crate::config::GUEST_DT_ISA_STRING_MAX as ISA_STRING_MAX;
 
 /// Builds the guest's `riscv,isa` string from the set (single letters, then `_`-separated names).
 pub fn isa_string(exts: ExtSet, out: &mut heapless::String<ISA_STRING_MAX>) -> Result<(), NoSpace> {

@@ -27,11 +27,10 @@ pub const SEPT_LEVELS: usize = 3;
 pub const DPAMT_POOL: usize = 2 * (SEPT_LEVELS + 1) + 2;
 /// External S-EPT page cache per vCPU.
 pub const SEPT_POOL: usize = SEPT_LEVELS;
-/// TDCS pages libvmm can hold (the module's count must fit).
-pub const MAX_TDCS: usize = 8;
-/// vCPUs per TD and TDCX pages per vCPU.
-pub const MAX_VCPUS: usize = 8;
-pub const MAX_TDCX: usize = 8;
+/// TDCS pages libvmm can hold (the module's count must fit), vCPUs per TD, TDCX pages per vCPU.
+pub use crate::config::{
+    TDX_MAX_TDCS as MAX_TDCS, TDX_MAX_TDCX as MAX_TDCX, TDX_MAX_VCPUS as MAX_VCPUS,
+};
 /// BUSY retries of removal/teardown SEAMCALLs (paths that must not fail) before the error is returned.
 pub const REMOVE_RETRIES: u32 = 16;
 

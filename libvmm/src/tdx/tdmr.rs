@@ -17,7 +17,7 @@ pub const SZ_2M: u64 = 1 << 21;
 pub const SZ_1G: u64 = 1 << 30;
 
 /// TDMRs libvmm supports (the module reports its own limit in `MAX_TDMRS`).
-pub const MAX_TDMRS: usize = 8;
+pub use crate::config::TDX_MAX_TDMRS as MAX_TDMRS;
 
 /// PAMT and control-structure facts read from the module (TDH.SYS.RD).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,8 +9,7 @@
 
 pub const PVH_MAGIC: u32 = 0x336E_C578;
 pub const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
-pub const MAX_RAM_RANGES: usize = 32;
-const CMDLINE_READ: usize = 4096;
+pub use crate::config::{HOST_CMDLINE_READ as CMDLINE_READ, MAX_RAM_RANGES};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {

@@ -6,11 +6,9 @@ use libvmm_guest::arch::{probe, sbi_call, time, wait_for_timer};
 use crate::Checks;
 
 const ILLEGAL: u64 = probe::ILLEGAL;
-const ERR_NOT_SUPPORTED: i64 = -2;
-const ERR_INVALID_PARAM: i64 = -3;
-const BASE: u64 = 0x10;
-const DBCN: u64 = 0x4442_434E;
-const SRST: u64 = 0x5352_5354;
+use libvmm_guest::abi::sbi::{
+    ERR_INVALID_PARAM, ERR_NOT_SUPPORTED, EXT_BASE as BASE, EXT_DBCN as DBCN, EXT_SRST as SRST,
+};
 
 pub fn recoverable(c: &mut Checks) {
     // Hypervisor CSRs and instructions: virtual-instruction traps in the VMM, injected back as illegal

@@ -28,8 +28,8 @@ const NO_TRAP: u64 = u64::MAX;
 const INTERRUPT: u64 = 1 << 63;
 const IRQ_S_TIMER: u64 = 5;
 
-/// SBI TIME extension.
-pub const SBI_EXT_TIME: u64 = 0x5449_4D45;
+/// SBI TIME extension (the one SBI vocabulary is `libvmm_abi::sbi`).
+pub use libvmm_abi::sbi::EXT_TIME as SBI_EXT_TIME;
 
 core::arch::global_asm!(
     r#"
