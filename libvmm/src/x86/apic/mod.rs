@@ -219,7 +219,7 @@ impl VirtualApic {
     /// The APIC of the vCPU with x2APIC ID `id` after RESET: xAPIC mode at the default base (BSP flag
     /// for the bootstrap vCPU), registers as the SDM's "Local APIC State After Power-Up or Reset".
     /// `maxphyaddr` is the guest's physical-address width (CPUID 0x8000_0008), `min_period` the shortest
-    /// periodic timer period in TSC ticks (`config::APIC_MIN_TIMER_PERIOD_US` converted by the caller).
+    /// periodic timer period in TSC ticks ([`Self::min_period_ticks`]).
     pub fn new(id: u32, bsp: bool, maxphyaddr: u8, min_period: u64) -> Self {
         let width = u32::from(maxphyaddr.clamp(32, 52));
         let addr_bits = ((1u64 << width) - 1) & !0xFFF;
@@ -246,6 +246,12 @@ impl VirtualApic {
         };
         apic.reset_registers();
         apic
+    }
+
+    /// The shortest periodic-timer period in guest TSC ticks for a TSC of `tsc_khz`
+    /// ([`crate::config::APIC_MIN_TIMER_PERIOD_US`]), the `min_period` of [`Self::new`].
+    pub fn min_period_ticks(tsc_khz: u64) -> u64 {
+        crate::config::APIC_MIN_TIMER_PERIOD_US.saturating_mul(tsc_khz) / 1000
     }
 
     /// Everything but the ID and IA32_APIC_BASE back to the reset values.

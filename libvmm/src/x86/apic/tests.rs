@@ -721,6 +721,14 @@ fn periodic_period_is_at_least_the_minimum() {
 }
 
 #[test]
+fn minimum_period_follows_the_tsc_frequency() {
+    // 200 us at 2 GHz and at 1 MHz.
+    assert_eq!(VirtualApic::min_period_ticks(2_000_000), 400_000);
+    assert_eq!(VirtualApic::min_period_ticks(1_000), 200);
+    assert_eq!(VirtualApic::min_period_ticks(u64::MAX), u64::MAX / 1000);
+}
+
+#[test]
 fn masked_one_shot_expires_without_raising() {
     let mut a = x2();
     wr(&mut a, X2APIC_TIMER_DIVIDE, 0b1011);
