@@ -35,6 +35,10 @@ pub const TDX_MAX_TDCS: usize = 8;
 pub const TDX_MAX_VCPUS: usize = 8;
 pub const TDX_MAX_TDCX: usize = 8;
 
+/// Shortest period of a guest's periodic APIC timer, microseconds (KVM's `min_timer_period_us`): a
+/// shorter period is stretched to this, so a guest cannot make the VMM spend its time on timer exits.
+pub const APIC_MIN_TIMER_PERIOD_US: u64 = 200;
+
 static_assertions::const_assert!(VMM_STACK_SIZE.is_multiple_of(4096));
 static_assertions::const_assert!(GUEST_TAG != 0);
 static_assertions::const_assert!(TRAP_STACK_SIZE.is_multiple_of(16) && TRAP_STACK_SIZE >= 1024);

@@ -7,6 +7,8 @@
 pub(crate) mod msr;
 
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+pub(crate) mod apic;
+#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod bootproto;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod gprs;

@@ -5,8 +5,55 @@
 #![allow(dead_code)]
 
 pub const IA32_APIC_BASE: u32 = 0x1B;
+/// IA32_APIC_BASE.BSP: this processor is the bootstrap processor.
+pub const APIC_BASE_BSP: u64 = 1 << 8;
+/// IA32_APIC_BASE.EXTD: x2APIC mode (with EN).
+pub const APIC_BASE_EXTD: u64 = 1 << 10;
 /// IA32_APIC_BASE.EN: the local APIC is enabled.
 pub const APIC_BASE_ENABLE: u64 = 1 << 11;
+/// IA32_APIC_BASE bits 12..MAXPHYADDR-1: the xAPIC MMIO page; its reset value.
+pub const APIC_BASE_DEFAULT_ADDR: u64 = 0xFEE0_0000;
+
+/// IA32_TSC_DEADLINE: the local APIC timer's deadline in TSC-deadline mode.
+pub const IA32_TSC_DEADLINE: u32 = 0x6E0;
+
+/// The x2APIC register MSRs (SDM Vol. 3A "Extended XAPIC (x2APIC)", table "Local APIC Register Address
+/// Map Supported by x2APIC": MSR = 0x800 + xAPIC offset / 16). Every MSR of the range not named here
+/// raises #GP in x2APIC mode; the range as a whole is what the MSR permission maps cover.
+pub const X2APIC_FIRST: u32 = 0x800;
+pub const X2APIC_LAST: u32 = 0x8FF;
+pub const X2APIC_ID: u32 = 0x802;
+pub const X2APIC_VERSION: u32 = 0x803;
+pub const X2APIC_TPR: u32 = 0x808;
+/// Arbitration priority (xAPIC only: #GP in x2APIC mode).
+pub const X2APIC_APR: u32 = 0x809;
+pub const X2APIC_PPR: u32 = 0x80A;
+pub const X2APIC_EOI: u32 = 0x80B;
+/// Remote read (xAPIC only: #GP in x2APIC mode).
+pub const X2APIC_RRD: u32 = 0x80C;
+pub const X2APIC_LDR: u32 = 0x80D;
+/// Destination format (xAPIC only: #GP in x2APIC mode).
+pub const X2APIC_DFR: u32 = 0x80E;
+pub const X2APIC_SVR: u32 = 0x80F;
+/// ISR, TMR, IRR: eight 32-bit MSRs each, lowest vectors first.
+pub const X2APIC_ISR0: u32 = 0x810;
+pub const X2APIC_TMR0: u32 = 0x818;
+pub const X2APIC_IRR0: u32 = 0x820;
+pub const X2APIC_ESR: u32 = 0x828;
+pub const X2APIC_LVT_CMCI: u32 = 0x82F;
+pub const X2APIC_ICR: u32 = 0x830;
+/// The xAPIC ICR high half (xAPIC only: #GP in x2APIC mode, where the ICR is one 64-bit MSR).
+pub const X2APIC_ICR_HI: u32 = 0x831;
+pub const X2APIC_LVT_TIMER: u32 = 0x832;
+pub const X2APIC_LVT_THERMAL: u32 = 0x833;
+pub const X2APIC_LVT_PMI: u32 = 0x834;
+pub const X2APIC_LVT_LINT0: u32 = 0x835;
+pub const X2APIC_LVT_LINT1: u32 = 0x836;
+pub const X2APIC_LVT_ERROR: u32 = 0x837;
+pub const X2APIC_TIMER_INITIAL: u32 = 0x838;
+pub const X2APIC_TIMER_CURRENT: u32 = 0x839;
+pub const X2APIC_TIMER_DIVIDE: u32 = 0x83E;
+pub const X2APIC_SELF_IPI: u32 = 0x83F;
 
 pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
 /// IA32_FEATURE_CONTROL bits.
