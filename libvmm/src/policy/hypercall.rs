@@ -1,6 +1,6 @@
 //! libvmm hypercalls (docs/hypercall-abi.md): decode the number, validate every argument at the
 //! boundary, act. Guest pointers are guest-physical and reach host memory only through
-//! [`GuestMemory::slice`]; a bad pointer or an overflowing length is `-EFAULT` and the VM keeps running.
+//! `GuestMemory::slice`; a bad pointer or an overflowing length is `-EFAULT` and the VM keeps running.
 #![forbid(unsafe_code)]
 
 use libvmm_abi::{Errno, Hypercall, ABI_VERSION, CLOCK_MONOTONIC, CLOCK_REALTIME};

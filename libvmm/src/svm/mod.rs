@@ -1,7 +1,7 @@
 //! AMD SVM backend: VMCB set-up, nested paging, permission maps, exit decoding and replies.
 //!
 //! Files, as in every backend: this one (what SVM is here, the VMCB set-up, the storage), [`decode`]
-//! (#VMEXIT -> generic `Exit`), [`vcpu`] (the `Backend` the generic loop drives, over the [`SvmHw`] trait,
+//! (#VMEXIT -> generic `Exit`), [`vcpu`] (the `Backend` the generic loop drives, over the [`SvmHw`](hw::SvmHw) trait,
 //! and the replies), [`hw`] (bring-up on this CPU over the same trait, and the real instructions behind
 //! it); vendor extras: [`vmcb`], [`npt`], [`permission_maps`], [`avic`]. Everything here is safe code; the
 //! instructions are behind safe wrappers in `arch::x86_64::svm`, and the host tests run bring-up and the

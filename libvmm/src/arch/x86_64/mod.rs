@@ -1,7 +1,8 @@
 //! x86-64 primitives: the PVH / multiboot2 entry and boot tables ([`entry`]), CPU instruction wrappers
 //! ([`cpu`]), the COM1 console ([`serial`]), the local APIC ([`lapic`]), the VMM's own GDT/TSS/IDT and
 //! exception handler ([`tables`], [`idt`]), the exit device, and the instructions and world switches of
-//! each vendor ([`svm`], [`vmx`], [`seamcall`]). The boot flow that uses them is `boot::x86_64`.
+//! each vendor (`svm`, `vmx`, `seamcall`: each compiled into its own image only). The boot flow that
+//! uses them is `boot::x86_64`.
 #![allow(unsafe_code)]
 
 /// The guest register moves both x86 world switches share (SVM and VMX): RBX, RCX, RDX, RSI, RBP and
