@@ -71,6 +71,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
         cmdline: "",
         dtb: None,
         cpu: None,
+        machine: None,
         grub_iso: false,
         icount: true,
         echo: false,

@@ -25,12 +25,22 @@ pub struct Options<'a> {
     pub cpu: Option<&'a str>,
     /// RISC-V: `-dtb`.
     pub dtb: Option<&'a Path>,
+    /// Machine properties appended to `-M` (x86 `-kernel` boots: `pit=off` gives a microvm without a PIT).
+    pub machine: Option<&'a str>,
     /// Deterministic instruction counting ([`ICOUNT`]).
     pub icount: bool,
     /// Echo the console as it comes.
     pub echo: bool,
     /// Killed after this long.
     pub limit: Duration,
+}
+
+/// `-M` with extra machine properties.
+fn machine(name: &str, props: Option<&str>) -> String {
+    match props {
+        Some(p) => format!("{name},{p}"),
+        None => name.to_string(),
+    }
 }
 
 /// An x86 image through PVH (`-kernel`) on `microvm`.
@@ -43,7 +53,7 @@ pub fn x86(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
         "-cpu",
         o.cpu.unwrap_or("max"),
         "-M",
-        "microvm",
+        &machine("microvm", o.machine),
         "-m",
         "128",
         "-display",

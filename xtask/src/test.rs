@@ -111,6 +111,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         cmdline: case.cmdline,
         dtb: dtb.as_deref(),
         cpu: case.cpu,
+        machine: case.machine,
         grub_iso: case.grub_iso,
         icount: false,
         echo: false,

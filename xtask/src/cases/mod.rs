@@ -23,6 +23,8 @@ pub struct Case {
     pub cmdline: &'static str,
     /// Emulator CPU model, when the case needs another than the backend's default.
     pub cpu: Option<&'static str>,
+    /// x86 QEMU `-kernel` boots: machine properties appended to `-M microvm` (`pit=off`).
+    pub machine: Option<&'static str>,
     /// RISC-V: boot with this device tree (path from the repository root) instead of QEMU's.
     pub dtb: Option<&'static str>,
     /// x86 QEMU: boot from a GRUB ISO (multiboot2, `pc` machine) instead of `-kernel` (PVH). VMX images
@@ -50,6 +52,7 @@ impl Case {
             payload,
             cmdline,
             cpu: None,
+            machine: None,
             dtb: None,
             grub_iso: false,
             expect: Vec::new(),
@@ -78,6 +81,12 @@ impl Case {
     pub fn cpu(mut self, cpu: &'static str) -> Case {
         self.cpu = Some(cpu);
         self.name = format!("{} (cpu {cpu})", self.name);
+        self
+    }
+
+    pub fn machine(mut self, props: &'static str) -> Case {
+        self.machine = Some(props);
+        self.name = format!("{} (-M microvm,{props})", self.name);
         self
     }
 
@@ -266,8 +275,9 @@ mod tests {
             assert!(cases.iter().all(|c| c.backend == b));
             total += cases.len();
         }
-        // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), 6 of those since.
-        assert_eq!(total, 54);
+        // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), 6 of those since, the
+        // two SVM boots without a PIT.
+        assert_eq!(total, 56);
     }
 
     #[test]

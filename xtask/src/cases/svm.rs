@@ -41,6 +41,29 @@ pub fn cases() -> Vec<Case> {
     ];
     v.extend(super::timed_spin(B));
     v.push(hello(B));
+    // No legacy timer (Cloud Hypervisor has none): the PIT's absence is detected at once, the clock still
+    // reads, and the boot takes as long as with a PIT (it took 33 s when the PIT loop spun to its limit).
+    v.push(
+        hello(B)
+            .machine("pit=off")
+            .expect(&[
+                "hello: monotonic clock reads ",
+                "libvmm: clock: TSC ",
+                "from the CMOS RTC's 1024 Hz periodic flag (~10 ms); CLOCK_REALTIME: the CMOS RTC",
+            ])
+            .forbid(&["no clock"])
+            .limit(Duration::from_secs(10)),
+    );
+    // Neither a PIT nor an RTC: no clock, said at once, cached, and the payload still runs to the end.
+    v.push(
+        hello(B)
+            .machine("pit=off,rtc=off")
+            .expect(&[
+                "PIT: absent (its read-back status reads 0xff); RTC: absent (register D reads 0xff)): clocks answer EINVAL",
+                "hello: no clock (-22)",
+            ])
+            .limit(Duration::from_secs(10)),
+    );
     // The same image booted by GRUB from an ISO: the multiboot2 entry, where `-kernel` uses PVH.
     let mut iso = Case::new(B, "hello", "", 0)
         .expect(&["libvmm: booted via multiboot2", "deprivileged on AMD SVM"])
