@@ -168,6 +168,21 @@ fn exitbench(backend: Backend) -> Case {
         .forbid(&["panic"])
 }
 
+/// `exitbench` with `libvmm.stats=1`: the exits by reason and their total, printed just before the
+/// stop line (`reasons`: the exact `libvmm: stats: exit ...` lines, in order).
+fn exitbench_stats(backend: Backend, reasons: &[&str]) -> Case {
+    let mut lines = String::new();
+    for r in reasons {
+        lines.push_str(&format!("libvmm: stats: exit {r}\n"));
+    }
+    lines
+        .push_str("libvmm: stats: total 2047 exits\nlibvmm: stop 0 payload exited with status 0 [");
+    Case::new(backend, "exitbench", "libvmm.stats=1", 0)
+        .expect(&["exitbench: done"])
+        .expect_line(lines)
+        .forbid(&["panic"])
+}
+
 /// A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back: the
 /// LAPIC timer on SVM, the VMX-preemption timer on VMX).
 fn timed_spin(backend: Backend) -> Vec<Case> {
@@ -276,8 +291,8 @@ mod tests {
             total += cases.len();
         }
         // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), 6 of those since, the
-        // two SVM boots without a PIT.
-        assert_eq!(total, 56);
+        // two SVM boots without a PIT, the exit statistics on three backends.
+        assert_eq!(total, 59);
     }
 
     #[test]
