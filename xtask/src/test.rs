@@ -176,6 +176,14 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
         let r = step(c, &name);
         t.record(&name, s, r);
     }
+    // The promises of SPECIFICATION.md (deterministic counts, not timings).
+    let s = Instant::now();
+    println!("---- bench --check (SPECIFICATION.md)");
+    t.record(
+        "bench --check (SPECIFICATION.md)",
+        s,
+        crate::bench::check().map(|_| ()),
+    );
     // Every backend's image boots on an emulator here (TDX's stops at SEAM-module detection).
     for backend in Backend::ALL {
         let cases = crate::cases::all(backend);
