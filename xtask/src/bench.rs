@@ -72,6 +72,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
         dtb: None,
         cpu: None,
         machine: None,
+        uefi: false,
         grub_iso: false,
         icount: true,
         echo: false,

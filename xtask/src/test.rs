@@ -112,6 +112,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         dtb: dtb.as_deref(),
         cpu: case.cpu,
         machine: case.machine,
+        uefi: case.uefi,
         grub_iso: case.grub_iso,
         icount: false,
         echo: false,

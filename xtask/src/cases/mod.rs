@@ -23,6 +23,8 @@ pub struct Case {
     pub cmdline: &'static str,
     /// Emulator CPU model, when the case needs another than the backend's default.
     pub cpu: Option<&'static str>,
+    /// x86 QEMU ISO boots (`grub_iso`): UEFI (OVMF, `q35`) instead of SeaBIOS (`pc`).
+    pub uefi: bool,
     /// x86 QEMU `-kernel` boots: machine properties appended to `-M microvm` (`pit=off`).
     pub machine: Option<&'static str>,
     /// RISC-V: boot with this device tree (path from the repository root) instead of QEMU's.
@@ -53,6 +55,7 @@ impl Case {
             cmdline,
             cpu: None,
             machine: None,
+            uefi: false,
             dtb: None,
             grub_iso: false,
             expect: Vec::new(),
@@ -291,8 +294,8 @@ mod tests {
             total += cases.len();
         }
         // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), 6 of those since, the
-        // two SVM boots without a PIT, the exit statistics on three backends.
-        assert_eq!(total, 59);
+        // two SVM boots without a PIT, the exit statistics on three backends, the ISO under OVMF.
+        assert_eq!(total, 60);
     }
 
     #[test]

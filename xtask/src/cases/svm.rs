@@ -70,7 +70,13 @@ pub fn cases() -> Vec<Case> {
         .named("boot hello from the GRUB ISO (multiboot2, QEMU pc)")
         .limit(Duration::from_secs(60));
     iso.grub_iso = true;
-    v.push(iso);
+    v.push(iso.clone());
+    // The same ISO under UEFI firmware (OVMF on q35): GRUB's EFI path, then the same multiboot2 entry.
+    let mut uefi = iso
+        .named("boot hello from the GRUB ISO under UEFI (OVMF, QEMU q35)")
+        .limit(Duration::from_secs(90));
+    uefi.uefi = true;
+    v.push(uefi);
     v.extend(x86_memory_attacks(B));
     v.push(exitbench(B));
     v.push(super::exitbench_stats(B, &["cpuid 1001", "hypercall 1046"]));
