@@ -115,6 +115,8 @@ install_bochs() {
     [ -d /usr/lib/grub/x86_64-efi ] || pkgs+=(grub-efi-amd64-bin)
     command -v xorriso >/dev/null || pkgs+=(xorriso)
     command -v mformat >/dev/null || pkgs+=(mtools)
+    # UEFI firmware for QEMU: the ISO's UEFI path is booted by `cargo xtask test` under OVMF.
+    [ -f /usr/share/OVMF/OVMF_CODE.fd ] || pkgs+=(ovmf)
     [ ${#pkgs[@]} -gt 0 ] || return 0
     apt_update
     apt_get install -y -qq --no-install-recommends "${pkgs[@]}"

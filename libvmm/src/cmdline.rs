@@ -20,6 +20,8 @@ pub struct Options<'a> {
     pub timeout_ms: Option<u64>,
     /// `libvmm.selftest=panic|fault`.
     pub selftest: Option<Selftest>,
+    /// `libvmm.stats=1`: print the exits by reason and their total before the stop line.
+    pub stats: bool,
     /// RISC-V `libvmm.isa=-ext,+ext,...`: per-guest ISA extension changes.
     pub isa: Option<&'a str>,
     /// VMX debug: `libvmm.vmx.bad=NAME` builds a deliberately invalid configuration.
@@ -103,6 +105,7 @@ impl<'a> Options<'a> {
                         _ => return Err(bad),
                     })
                 }
+                "stats" => o.stats = flag(value).ok_or(bad)?,
                 "isa" => o.isa = Some(value.ok_or(bad)?),
                 "vmx.bad" => o.vmx_bad = Some(value.ok_or(bad)?),
                 "vmx.skip-checks" => o.vmx_skip_checks = flag(value).ok_or(bad)?,
@@ -135,6 +138,9 @@ mod tests {
         assert!(o.vmx_skip_checks);
         assert_eq!(o.isa, Some("-zicboz"));
         assert_eq!(Options::parse(b"").unwrap().timeout_ms, None);
+        assert!(Options::parse(b"libvmm.stats=1").unwrap().stats);
+        assert!(!Options::parse(b"libvmm.stats=0").unwrap().stats);
+        assert!(!Options::parse(b"").unwrap().stats);
     }
 
     #[test]
@@ -152,6 +158,7 @@ mod tests {
             b"libvmm.timeout_ms=99999999999999999999",
             b"libvmm.selftest=maybe",
             b"libvmm.vmx.skip-checks=yes",
+            b"libvmm.stats=2",
         ] {
             let e = Options::parse(c).unwrap_err();
             assert_eq!(

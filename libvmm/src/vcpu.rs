@@ -6,9 +6,10 @@ use crate::backend::Backend;
 use crate::config::IO_LOG_LIMIT;
 use crate::exit::{Exit, Fault, Output, Reply};
 use crate::policy::{cpuid, hypercall, io, msr, sbi};
-pub(crate) use crate::vm::{Platform, StopReason, Vm};
+pub(crate) use crate::vm::{ExitReason, Platform, StopReason, Vm};
 
-/// Decides the reply to one exit, or that the VM stops.
+/// Decides the reply to one exit, or that the VM stops. Every arm but the hypercall and SBI ones counts
+/// its exit by reason (`vm.stats`; those are the loop's total minus the rest).
 ///
 /// The hot exits (CPUID, hypercalls, SBI calls) hand their reply to the backend from their own arm: the
 /// compiler then specialises the backend's `reply` for the one output each produces, instead of joining
@@ -20,6 +21,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
 ) -> Result<(), StopReason> {
     let reply = match exit {
         Exit::Cpuid { leaf, subleaf } => {
+            vm.stats.add(ExitReason::Cpuid);
             let host = |l, s| vm.platform.host_cpuid(l, s);
             cpu.reply(Reply::Complete(Output::Cpuid(cpuid::answer(
                 leaf,
@@ -41,9 +43,16 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             cpu.reply(r);
             return Ok(());
         }
-        Exit::MsrRead { msr } => msr::read(msr, |v| cpu.virtual_msr(v)),
-        Exit::MsrWrite { msr, value } => msr::write(msr, value, |v| cpu.virtual_msr(v)),
+        Exit::MsrRead { msr } => {
+            vm.stats.add(ExitReason::MsrRead);
+            msr::read(msr, |v| cpu.virtual_msr(v))
+        }
+        Exit::MsrWrite { msr, value } => {
+            vm.stats.add(ExitReason::MsrWrite);
+            msr::write(msr, value, |v| cpu.virtual_msr(v))
+        }
         Exit::Io(access) => {
+            vm.stats.add(ExitReason::Io);
             if vm.io_logged < IO_LOG_LIMIT {
                 vm.io_logged += 1;
                 crate::vmm_print!(
@@ -57,17 +66,35 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             io::decide(&access)
         }
         Exit::GuestMemoryFault { gpa, access } => {
-            return Err(StopReason::GuestMemoryViolation { gpa, access })
+            vm.stats.add(ExitReason::GuestMemoryFault);
+            return Err(StopReason::GuestMemoryViolation { gpa, access });
         }
-        Exit::Halt => return Err(StopReason::GuestHalted),
-        Exit::VirtInsn(_) | Exit::IllegalInsn { .. } => Reply::Inject(Fault::InvalidOpcode),
-        Exit::TripleFault => return Err(StopReason::TripleFault),
-        Exit::HostEvent => match vm.platform.time_limit_exceeded() {
-            Some(ms) => return Err(StopReason::TimeLimit { ms }),
-            None => Reply::Resume,
-        },
+        Exit::Halt => {
+            vm.stats.add(ExitReason::Halt);
+            return Err(StopReason::GuestHalted);
+        }
+        Exit::VirtInsn(_) => {
+            vm.stats.add(ExitReason::VirtInsn);
+            Reply::Inject(Fault::InvalidOpcode)
+        }
+        Exit::IllegalInsn { .. } => {
+            vm.stats.add(ExitReason::IllegalInsn);
+            Reply::Inject(Fault::InvalidOpcode)
+        }
+        Exit::TripleFault => {
+            vm.stats.add(ExitReason::TripleFault);
+            return Err(StopReason::TripleFault);
+        }
+        Exit::HostEvent => {
+            vm.stats.add(ExitReason::HostEvent);
+            match vm.platform.time_limit_exceeded() {
+                Some(ms) => return Err(StopReason::TimeLimit { ms }),
+                None => Reply::Resume,
+            }
+        }
         Exit::Unknown { code, info1, info2 } => {
-            return Err(StopReason::UnhandledExit { code, info1, info2 })
+            vm.stats.add(ExitReason::Unknown);
+            return Err(StopReason::UnhandledExit { code, info1, info2 });
         }
     };
     cpu.reply(reply);
@@ -245,6 +272,51 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("denied write of port 0xf4"));
+    }
+
+    #[test]
+    fn exits_are_counted_by_reason_and_printed_with_their_total() {
+        let mut mem = vec![0u8; 0x100];
+        let mut cpu = ScriptedBackend {
+            script: vec![
+                Exit::Cpuid {
+                    leaf: 0,
+                    subleaf: 0,
+                },
+                Exit::Cpuid {
+                    leaf: 1,
+                    subleaf: 0,
+                },
+                Exit::HostEvent,
+                hc(Hypercall::ExitCount, [0; 4]),
+                Exit::VirtInsn(VirtInsn::Vmrun),
+                hc(Hypercall::Exit, [0; 4]),
+            ],
+            replies: Vec::new(),
+            last: None,
+        };
+        let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), ModelPlatform::default());
+        let stop = run(&mut cpu, &mut vm);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        assert_eq!(cpu.replies[3].1, Reply::Complete(Output::Hypercall(4)));
+        assert_eq!(vm.exits, 6);
+        let seen: Vec<(&str, u64)> = vm.stats.seen(vm.exits).collect();
+        assert_eq!(
+            seen,
+            [
+                ("cpuid", 2),
+                ("hypercall", 2),
+                ("virt-insn", 1),
+                ("host-event", 1)
+            ]
+        );
+        vm.stats.print(vm.exits, vm.platform.console());
+        assert_eq!(
+            String::from_utf8(vm.platform.console.0.clone()).unwrap(),
+            "libvmm: stats: exit cpuid 2\nlibvmm: stats: exit hypercall 2\n\
+             libvmm: stats: exit virt-insn 1\nlibvmm: stats: exit host-event 1\n\
+             libvmm: stats: total 6 exits\n"
+        );
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
         cmdline: "",
         dtb: None,
         cpu: None,
+        machine: None,
+        uefi: false,
         grub_iso: false,
         icount: true,
         echo: false,
@@ -131,7 +133,103 @@ const ROWS: [(&str, &str, &str); 11] = [
     ("vmm_bss_bytes", "VMM .bss bytes", ""),
 ];
 
-pub fn bench_cmd(_a: &Args) -> Result<u8, String> {
+/// The promises of SPECIFICATION.md: (backend or `dpamt`, figure, ceiling). Every one is a
+/// deterministic count, so `--check` compares exactly: a figure above its ceiling fails, and so does a
+/// promised figure the bench did not produce.
+pub const PROMISES: [(&str, &str, i64); 22] = [
+    ("svm", "cpuid_round_trip", 150),
+    ("vmx", "cpuid_round_trip", 150),
+    ("riscv", "ecall_round_trip", 120),
+    ("svm", "null_hypercall_round_trip", 120),
+    ("vmx", "null_hypercall_round_trip", 130),
+    ("riscv", "null_hypercall_round_trip", 115),
+    ("svm", "exits_per_write_1", 1),
+    ("svm", "exits_per_write_4096", 1),
+    ("svm", "exits_per_write_65536", 1),
+    ("vmx", "exits_per_write_1", 1),
+    ("vmx", "exits_per_write_4096", 1),
+    ("vmx", "exits_per_write_65536", 1),
+    ("riscv", "exits_per_write_1", 1),
+    ("riscv", "exits_per_write_4096", 1),
+    ("riscv", "exits_per_write_65536", 1),
+    ("svm", "vmm_text_rodata_data_bytes", 131_072),
+    ("vmx", "vmm_text_rodata_data_bytes", 131_072),
+    ("riscv", "vmm_text_rodata_data_bytes", 131_072),
+    ("svm", "vmm_entry_to_payload", 1_300_000),
+    ("vmx", "vmm_entry_to_payload", 2_100_000),
+    ("riscv", "vmm_entry_to_payload", 4_000_000),
+    ("dpamt", "dynamic_peak_bytes", 1_572_864),
+];
+
+/// Compares figures with [`PROMISES`]; returns one line per promise and whether all were kept.
+pub fn check_promises(results: &BTreeMap<String, BTreeMap<String, i64>>) -> (Vec<String>, bool) {
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for (b, key, ceiling) in PROMISES {
+        match results.get(b).and_then(|f| f.get(key)) {
+            Some(v) if *v <= ceiling => {
+                lines.push(format!("ok       {b:<6} {key} = {v} <= {ceiling}"))
+            }
+            Some(v) => {
+                ok = false;
+                lines.push(format!("EXCEEDED {b:<6} {key} = {v} > {ceiling}"));
+            }
+            None => {
+                ok = false;
+                lines.push(format!(
+                    "MISSING  {b:<6} {key}: the bench did not produce it"
+                ));
+            }
+        }
+    }
+    (lines, ok)
+}
+
+/// The top-level integer fields of a flat JSON object (the dpamt figures).
+fn json_ints(json: &str) -> BTreeMap<String, i64> {
+    let head = json.split("\"runs\"").next().unwrap_or(json);
+    head.split(',')
+        .filter_map(|kv| kv.split_once(':'))
+        .filter_map(|(k, v)| {
+            let k = k.trim().trim_start_matches('{').trim().trim_matches('"');
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `cargo xtask bench --check` (also a step of `cargo xtask test`): runs the deterministic benches and
+/// compares them with the promises; Ok(lines) when every promise holds.
+pub fn check() -> Result<Vec<String>, String> {
+    let mut results: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for backend in BENCHED {
+        results.insert(backend.name().to_string(), bench_backend(backend)?);
+    }
+    let (_, json) = dpamt_bench()?;
+    results.insert("dpamt".into(), json_ints(&json));
+    let (lines, ok) = check_promises(&results);
+    if ok {
+        Ok(lines)
+    } else {
+        Err(lines.join("\n"))
+    }
+}
+
+pub fn bench_cmd(a: &Args) -> Result<u8, String> {
+    if a.rest.iter().any(|r| r == "--check") {
+        return match check() {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                println!("every promise of SPECIFICATION.md holds");
+                Ok(0)
+            }
+            Err(e) => {
+                println!("{e}");
+                Err("a promise of SPECIFICATION.md is broken".into())
+            }
+        };
+    }
     let mut results: BTreeMap<&'static str, BTreeMap<String, i64>> = BTreeMap::new();
     let mut failures = Vec::new();
     for backend in BENCHED {
@@ -239,4 +337,38 @@ fn dpamt_bench() -> Result<(String, String), String> {
         .filter(|l| !l.starts_with("DPAMT_JSON "))
         .collect();
     Ok((text.join("\n"), json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promises_fail_when_exceeded_or_missing() {
+        let mut r: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for (b, k, c) in PROMISES {
+            r.entry(b.to_string()).or_default().insert(k.to_string(), c);
+        }
+        assert!(check_promises(&r).1);
+        r.get_mut("svm")
+            .unwrap()
+            .insert("cpuid_round_trip".into(), 151);
+        let (lines, ok) = check_promises(&r);
+        assert!(!ok);
+        assert!(lines.iter().any(|l| l.starts_with("EXCEEDED svm")));
+        r.get_mut("svm").unwrap().remove("cpuid_round_trip");
+        assert!(check_promises(&r)
+            .0
+            .iter()
+            .any(|l| l.starts_with("MISSING")));
+    }
+
+    #[test]
+    fn dpamt_json_top_level_integers() {
+        let j = r#"{"bench":"dpamt","simulated":true,"mem_bytes":4294967296,"dynamic_peak_bytes":1224704,"static_pct":0.3915,"runs":[{"threads":1}]}"#;
+        let m = json_ints(j);
+        assert_eq!(m.get("dynamic_peak_bytes"), Some(&1_224_704));
+        assert_eq!(m.get("mem_bytes"), Some(&4_294_967_296));
+        assert!(!m.contains_key("threads"));
+    }
 }

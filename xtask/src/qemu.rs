@@ -25,12 +25,24 @@ pub struct Options<'a> {
     pub cpu: Option<&'a str>,
     /// RISC-V: `-dtb`.
     pub dtb: Option<&'a Path>,
+    /// ISO boots: UEFI (OVMF on `q35`) instead of SeaBIOS on `pc`.
+    pub uefi: bool,
+    /// Machine properties appended to `-M` (x86 `-kernel` boots: `pit=off` gives a microvm without a PIT).
+    pub machine: Option<&'a str>,
     /// Deterministic instruction counting ([`ICOUNT`]).
     pub icount: bool,
     /// Echo the console as it comes.
     pub echo: bool,
     /// Killed after this long.
     pub limit: Duration,
+}
+
+/// `-M` with extra machine properties.
+fn machine(name: &str, props: Option<&str>) -> String {
+    match props {
+        Some(p) => format!("{name},{p}"),
+        None => name.to_string(),
+    }
 }
 
 /// An x86 image through PVH (`-kernel`) on `microvm`.
@@ -43,7 +55,7 @@ pub fn x86(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
         "-cpu",
         o.cpu.unwrap_or("max"),
         "-M",
-        "microvm",
+        &machine("microvm", o.machine),
         "-m",
         "128",
         "-display",
@@ -107,8 +119,12 @@ pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     run_bounded(c, o.limit, o.echo)
 }
 
-/// An x86 GRUB ISO on QEMU's `pc` machine (SeaBIOS, CD-ROM): the multiboot2 path of the same image that
-/// `-kernel` starts through PVH. The command line is GRUB's (in the ISO), not QEMU's.
+/// Debian's `ovmf` package: the UEFI firmware an ISO boots from with `uefi`.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+
+/// An x86 GRUB ISO on QEMU's `pc` machine (SeaBIOS, CD-ROM), or with `uefi` on `q35` under OVMF: the
+/// multiboot2 path of the same image that `-kernel` starts through PVH. The command line is GRUB's (in
+/// the ISO), not QEMU's.
 pub fn x86_iso(iso: &Path, o: &Options<'_>) -> Result<Finished, String> {
     require(&["qemu-system-x86_64"])?;
     let mut c = Command::new("qemu-system-x86_64");
@@ -118,9 +134,9 @@ pub fn x86_iso(iso: &Path, o: &Options<'_>) -> Result<Finished, String> {
         "-cpu",
         o.cpu.unwrap_or("max"),
         "-M",
-        "pc",
+        if o.uefi { "q35" } else { "pc" },
         "-m",
-        "128",
+        if o.uefi { "256" } else { "128" },
         "-display",
         "none",
         "-serial",
@@ -135,6 +151,14 @@ pub fn x86_iso(iso: &Path, o: &Options<'_>) -> Result<Finished, String> {
         "-cdrom",
     ])
     .arg(iso);
+    if o.uefi {
+        if !Path::new(OVMF_CODE).is_file() {
+            return Err(format!(
+                "{OVMF_CODE} is missing: apt-get install ovmf (ci/install-deps.sh does)"
+            ));
+        }
+        c.args(["-bios", OVMF_CODE]);
+    }
     if o.icount {
         c.args(ICOUNT);
     }

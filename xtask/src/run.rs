@@ -189,6 +189,10 @@ pub struct BootOptions<'a> {
     pub dtb: Option<&'a Path>,
     /// Emulator CPU model instead of the backend's default (x86 QEMU: `-cpu`; Bochs: `cpu: model=`).
     pub cpu: Option<&'a str>,
+    /// x86 QEMU ISO boots: UEFI (OVMF) instead of SeaBIOS.
+    pub uefi: bool,
+    /// x86 QEMU `-kernel` boots: machine properties (`pit=off`).
+    pub machine: Option<&'a str>,
     /// x86 QEMU: boot from a GRUB ISO (multiboot2) instead of `-kernel` (PVH). VMX always boots an ISO.
     pub grub_iso: bool,
     pub icount: bool,
@@ -202,6 +206,8 @@ pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outco
         cmdline: o.cmdline,
         cpu: o.cpu,
         dtb: o.dtb,
+        machine: o.machine,
+        uefi: o.uefi,
         icount: o.icount,
         echo: o.echo,
         limit: o.limit,
@@ -243,6 +249,8 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
         cmdline: &a.cmdline,
         dtb: None,
         cpu: None,
+        machine: None,
+        uefi: false,
         grub_iso: false,
         icount: false,
         echo: true,

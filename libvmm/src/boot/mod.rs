@@ -4,7 +4,7 @@
 //! ```text
 //! platform facts (loader info / device tree) -> VMM options (parsed once) -> guest window, zeroed
 //!   -> payload loaded -> architecture's guest set-up -> Vm -> backend bring-up -> generic run loop
-//!   -> stop line (with the boot token) -> exit device
+//!   -> exit statistics (`libvmm.stats=1`) -> stop line (with the boot token) -> exit device
 //! ```
 //!
 //! What truly differs per architecture is a [`Machine`]: `x86_64` (PVH / multiboot2 entry, COM1, the
@@ -94,5 +94,9 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
         Err(stop) => return stop,
     };
     let mut vm = Vm::new(mem, platform);
-    M::run(&mut vm, &guest, &options)
+    let stop = M::run(&mut vm, &guest, &options);
+    if options.stats {
+        vm.stats.print(vm.exits, vm.platform.console());
+    }
+    stop
 }

@@ -11,6 +11,8 @@ pub(crate) mod apic;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod bootproto;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+pub(crate) mod clock;
+#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod gprs;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod guest_setup;

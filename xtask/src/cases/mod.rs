@@ -23,6 +23,10 @@ pub struct Case {
     pub cmdline: &'static str,
     /// Emulator CPU model, when the case needs another than the backend's default.
     pub cpu: Option<&'static str>,
+    /// x86 QEMU ISO boots (`grub_iso`): UEFI (OVMF, `q35`) instead of SeaBIOS (`pc`).
+    pub uefi: bool,
+    /// x86 QEMU `-kernel` boots: machine properties appended to `-M microvm` (`pit=off`).
+    pub machine: Option<&'static str>,
     /// RISC-V: boot with this device tree (path from the repository root) instead of QEMU's.
     pub dtb: Option<&'static str>,
     /// x86 QEMU: boot from a GRUB ISO (multiboot2, `pc` machine) instead of `-kernel` (PVH). VMX images
@@ -50,6 +54,8 @@ impl Case {
             payload,
             cmdline,
             cpu: None,
+            machine: None,
+            uefi: false,
             dtb: None,
             grub_iso: false,
             expect: Vec::new(),
@@ -78,6 +84,12 @@ impl Case {
     pub fn cpu(mut self, cpu: &'static str) -> Case {
         self.cpu = Some(cpu);
         self.name = format!("{} (cpu {cpu})", self.name);
+        self
+    }
+
+    pub fn machine(mut self, props: &'static str) -> Case {
+        self.machine = Some(props);
+        self.name = format!("{} (-M microvm,{props})", self.name);
         self
     }
 
@@ -196,6 +208,21 @@ fn exitbench(backend: Backend) -> Case {
         .forbid(&["panic"])
 }
 
+/// `exitbench` with `libvmm.stats=1`: the exits by reason and their total, printed just before the
+/// stop line (`reasons`: the exact `libvmm: stats: exit ...` lines, in order).
+fn exitbench_stats(backend: Backend, reasons: &[&str]) -> Case {
+    let mut lines = String::new();
+    for r in reasons {
+        lines.push_str(&format!("libvmm: stats: exit {r}\n"));
+    }
+    lines
+        .push_str("libvmm: stats: total 2047 exits\nlibvmm: stop 0 payload exited with status 0 [");
+    Case::new(backend, "exitbench", "libvmm.stats=1", 0)
+        .expect(&["exitbench: done"])
+        .expect_line(lines)
+        .forbid(&["panic"])
+}
+
 /// A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back: the
 /// LAPIC timer on SVM, the VMX-preemption timer on VMX, the supervisor timer on RISC-V).
 fn timed_spin(backend: Backend) -> Vec<Case> {
@@ -303,9 +330,9 @@ mod tests {
             assert!(cases.iter().all(|c| c.backend == b));
             total += cases.len();
         }
-        // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), 6 of those, then the
-        // RISC-V time limit's 2. Cases are added, never silently lost.
-        assert!(total >= 56, "{total} boot cases");
+        // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), 6 of those, the RISC-V time
+        // limit's 2, the SVM boots without a PIT, exit statistics, the ISO under OVMF, the trap API, page walks. Cases are added, never silently lost.
+        assert!(total >= 60, "{total} boot cases");
     }
 
     #[test]

@@ -42,15 +42,45 @@ pub fn cases() -> Vec<Case> {
     v.extend(super::timed_spin(B));
     v.push(hello(B));
     v.extend(super::traps(B));
+    // No legacy timer (Cloud Hypervisor has none): the PIT's absence is detected at once, the clock still
+    // reads, and the boot takes as long as with a PIT (it took 33 s when the PIT loop spun to its limit).
+    v.push(
+        hello(B)
+            .machine("pit=off")
+            .expect(&[
+                "hello: monotonic clock reads ",
+                "libvmm: clock: TSC ",
+                "from the CMOS RTC's 1024 Hz periodic flag (~10 ms); CLOCK_REALTIME: the CMOS RTC",
+            ])
+            .forbid(&["no clock"])
+            .limit(Duration::from_secs(10)),
+    );
+    // Neither a PIT nor an RTC: no clock, said at once, cached, and the payload still runs to the end.
+    v.push(
+        hello(B)
+            .machine("pit=off,rtc=off")
+            .expect(&[
+                "PIT: absent (its read-back status reads 0xff); RTC: absent (register D reads 0xff)): clocks answer EINVAL",
+                "hello: no clock (-22)",
+            ])
+            .limit(Duration::from_secs(10)),
+    );
     // The same image booted by GRUB from an ISO: the multiboot2 entry, where `-kernel` uses PVH.
     let mut iso = Case::new(B, "hello", "", 0)
         .expect(&["libvmm: booted via multiboot2", "deprivileged on AMD SVM"])
         .named("boot hello from the GRUB ISO (multiboot2, QEMU pc)")
         .limit(Duration::from_secs(60));
     iso.grub_iso = true;
-    v.push(iso);
+    v.push(iso.clone());
+    // The same ISO under UEFI firmware (OVMF on q35): GRUB's EFI path, then the same multiboot2 entry.
+    let mut uefi = iso
+        .named("boot hello from the GRUB ISO under UEFI (OVMF, QEMU q35)")
+        .limit(Duration::from_secs(90));
+    uefi.uefi = true;
+    v.push(uefi);
     v.extend(x86_memory_attacks(B));
     v.push(exitbench(B));
+    v.push(super::exitbench_stats(B, &["cpuid 1001", "hypercall 1046"]));
     v.extend(forged_result_timed(B));
     v
 }

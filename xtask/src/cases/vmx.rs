@@ -13,6 +13,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(super::traps(B));
     v.extend(x86_memory_attacks(B));
     v.push(exitbench(B));
+    v.push(super::exitbench_stats(B, &["cpuid 1001", "hypercall 1046"]));
     v.extend(consistency_checks());
     v.extend(forged_result_timed(B));
     v

@@ -1,8 +1,17 @@
 //! The x86 machine as the generic loop sees it ([`Platform`]): the COM1 console, the real CPUID, and clocks.
 //!
-//! Clocks: the TSC frequency is calibrated against PIT channel 0 (~10 ms) the first time a guest asks for
-//! a clock, not at boot, so payloads that never read the time pay nothing (CPUID 0x15/0x16 are junk under
-//! TCG). Realtime adds the CMOS RTC read at calibration to the monotonic clock.
+//! Clocks: the TSC frequency is found the first time a guest asks for a clock (or a time limit is set),
+//! not at boot, so payloads that never read the time pay nothing. The sources and their order are in
+//! `x86::clock`: CPUID 0x15 (Intel), the hypervisor timing leaf 0x4000_0010, the PIT (~10 ms), whose
+//! absence is detected at once from its read-back status, the CMOS RTC's periodic flag (~10 ms), and
+//! last an estimate from CPUID 0x16. The outcome, failure included, is
+//! cached: a machine without any source pays one check, not one calibration per clock call. The line
+//! `libvmm: clock: ...` says which source was used (or why none), once.
+//!
+//! CLOCK_REALTIME is the CMOS RTC read at calibration plus the TSC since then. Without an RTC (register
+//! D reads 0xFF: QEMU microvm under KVM, Cloud Hypervisor) the VMM does not know the date:
+//! CLOCK_REALTIME then counts from the Unix epoch at the VMM's entry (it equals CLOCK_MONOTONIC), and
+//! the clock line says so.
 #![forbid(unsafe_code)]
 
 use core::cell::Cell;
@@ -11,15 +20,30 @@ use crate::arch::x86_64::cpu::{cpuid, inb, outb, rdtsc};
 use crate::arch::x86_64::lapic;
 use crate::arch::x86_64::serial::Serial;
 use crate::vm::Platform;
+use crate::x86::clock::{self, TscSource};
 use libvmm_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME};
+
+/// The calibration's outcome, cached after the first attempt.
+#[derive(Clone, Copy)]
+enum Calibration {
+    NotYet,
+    /// No source offered a TSC frequency: clocks answer EINVAL from then on, at no further cost.
+    Failed,
+    Done {
+        /// TSC ticks per second.
+        hz: u64,
+        /// Unix nanoseconds at `tsc_at` (from the RTC; without one, the time since entry).
+        unix_ns_at: u64,
+        tsc_at: u64,
+    },
+}
 
 pub struct X86Platform {
     serial: Serial,
     boot_tsc: u64,
     /// (limit in ms, TSC deadline) when a time limit is set.
     limit: Option<(u64, u64)>,
-    /// (TSC ticks per second, Unix seconds at `calibrated_at`, TSC at calibration); 0 = not yet.
-    calib: Cell<(u64, u64, u64)>,
+    calib: Cell<Calibration>,
 }
 
 impl X86Platform {
@@ -28,7 +52,7 @@ impl X86Platform {
             serial,
             boot_tsc,
             limit: None,
-            calib: Cell::new((0, 0, 0)),
+            calib: Cell::new(Calibration::NotYet),
         }
     }
 
@@ -38,7 +62,7 @@ impl X86Platform {
     pub fn set_time_limit(&mut self, ms: u64) -> Result<(), &'static str> {
         let (hz, ..) = self
             .calibration()
-            .ok_or("libvmm.timeout_ms needs a calibrated TSC (no PIT found)")?;
+            .ok_or("libvmm.timeout_ms needs a TSC frequency (no CPUID leaf, hypervisor leaf or PIT offers one)")?;
         let ticks = (hz as u128 * ms as u128 / 1000).min(u64::MAX as u128) as u64;
         self.limit = Some((ms, rdtsc().saturating_add(ticks)));
         // ~1 ms periods where the APIC timer runs at 1 GHz (QEMU); longer on slower APIC clocks.
@@ -48,14 +72,74 @@ impl X86Platform {
         Ok(())
     }
 
+    /// (TSC Hz, Unix ns at `tsc_at`, `tsc_at`), calibrating on the first call only.
     fn calibration(&self) -> Option<(u64, u64, u64)> {
-        if self.calib.get().0 == 0 {
-            let hz = pit_calibrate()?;
-            let now = rdtsc();
-            self.calib.set((hz, rtc_unix_seconds().unwrap_or(0), now));
+        if let Calibration::NotYet = self.calib.get() {
+            self.calib.set(self.calibrate());
         }
-        Some(self.calib.get())
+        match self.calib.get() {
+            Calibration::Done {
+                hz,
+                unix_ns_at,
+                tsc_at,
+            } => Some((hz, unix_ns_at, tsc_at)),
+            _ => None,
+        }
     }
+
+    fn calibrate(&self) -> Calibration {
+        let mut con = Serial;
+        let found = clock::tsc_hz_from_cpuid(cpuid).map(Ok).unwrap_or_else(|| {
+            pit_calibrate()
+                .map(|hz| (hz, TscSource::Pit))
+                .or_else(|pit| match rtc_calibrate() {
+                    Ok(hz) => Ok((hz, TscSource::RtcPeriodic)),
+                    Err(rtc) => clock::tsc_hz_estimate(cpuid).ok_or((pit, rtc)),
+                })
+        });
+        let (hz, source) = match found {
+            Ok(f) => f,
+            Err((pit, rtc)) => {
+                crate::vmm_print!(
+                    &mut con,
+                    "libvmm: clock: no TSC frequency (no CPUID 0x15/0x16 or hypervisor leaf 0x4000_0010; PIT: {pit}; RTC: {rtc}): clocks answer EINVAL\n"
+                );
+                return Calibration::Failed;
+            }
+        };
+        let tsc_at = rdtsc();
+        let (unix_ns_at, realtime) = match rtc_unix_seconds() {
+            Ok(s) => (s.saturating_mul(1_000_000_000), "the CMOS RTC"),
+            Err(why) => {
+                let since_entry = ticks_to_ns(tsc_at.wrapping_sub(self.boot_tsc), hz);
+                (
+                    since_entry,
+                    match why {
+                        RtcError::Absent => "no CMOS RTC (register D reads 0xff): counts from the Unix epoch at VMM entry",
+                        RtcError::Stuck => "CMOS RTC update never ends: counts from the Unix epoch at VMM entry",
+                        RtcError::Invalid => "CMOS RTC date invalid: counts from the Unix epoch at VMM entry",
+                    },
+                )
+            }
+        };
+        crate::vmm_print!(
+            &mut con,
+            "libvmm: clock: TSC {}.{:03} MHz from {}; CLOCK_REALTIME: {}\n",
+            hz / 1_000_000,
+            hz / 1000 % 1000,
+            source.describe(),
+            realtime
+        );
+        Calibration::Done {
+            hz,
+            unix_ns_at,
+            tsc_at,
+        }
+    }
+}
+
+fn ticks_to_ns(t: u64, hz: u64) -> u64 {
+    ((t as u128 * 1_000_000_000) / hz as u128) as u64
 }
 
 impl Platform for X86Platform {
@@ -70,13 +154,12 @@ impl Platform for X86Platform {
     }
 
     fn clock_ns(&self, clock: u64) -> Option<u64> {
-        let (hz, unix_at_calib, tsc_at_calib) = self.calibration()?;
-        let ticks_to_ns = |t: u64| ((t as u128 * 1_000_000_000) / hz as u128) as u64;
+        let (hz, unix_ns_at, tsc_at) = self.calibration()?;
         match clock {
-            CLOCK_MONOTONIC => Some(ticks_to_ns(rdtsc().wrapping_sub(self.boot_tsc))),
-            CLOCK_REALTIME => Some(
-                unix_at_calib * 1_000_000_000 + ticks_to_ns(rdtsc().wrapping_sub(tsc_at_calib)),
-            ),
+            CLOCK_MONOTONIC => Some(ticks_to_ns(rdtsc().wrapping_sub(self.boot_tsc), hz)),
+            CLOCK_REALTIME => {
+                Some(unix_ns_at.saturating_add(ticks_to_ns(rdtsc().wrapping_sub(tsc_at), hz)))
+            }
             _ => None,
         }
     }
@@ -88,9 +171,10 @@ impl Platform for X86Platform {
 }
 
 /// TSC ticks per second, measured over ~10 ms of PIT channel 0 read back through the latch command
-/// (QEMU's microvm has no port 0x61 speaker gate, so the usual channel-2 method cannot be used); `None` when the PIT does
-/// not count.
-fn pit_calibrate() -> Option<u64> {
+/// (QEMU's microvm has no port 0x61 speaker gate, so the usual channel-2 method cannot be used). An
+/// absent PIT is refused before the loop from its read-back status; a counter that stops moving is
+/// given up on after `clock::PIT_STUCK_READS` reads.
+fn pit_calibrate() -> Result<u64, &'static str> {
     const PIT_HZ: u64 = 1_193_182;
     const WAIT: u16 = (PIT_HZ / 100) as u16;
     let read = || {
@@ -102,19 +186,32 @@ fn pit_calibrate() -> Option<u64> {
     outb(0x43, 0x30); // channel 0, lobyte/hibyte, mode 0, binary
     outb(0x40, 0xFF);
     outb(0x40, 0xFF);
+    outb(0x43, 0xE2); // read-back: latch the status of channel 0 only
+    if !clock::pit_status_ok(inb(0x40)) {
+        return Err("absent (its read-back status reads 0xff)");
+    }
     let start = read();
     let t0 = rdtsc();
-    let mut spins: u64 = 0;
+    let (mut last, mut unchanged) = (start, 0u32);
     loop {
-        let elapsed = start.wrapping_sub(read());
+        let now = read();
+        let elapsed = start.wrapping_sub(now);
         if (WAIT..0x8000).contains(&elapsed) {
             let t1 = rdtsc();
             let hz = (t1.wrapping_sub(t0) as u128 * PIT_HZ as u128 / elapsed as u128) as u64;
-            return (hz > 1_000_000).then_some(hz);
+            return if hz > 1_000_000 {
+                Ok(hz)
+            } else {
+                Err("the TSC runs slower than 1 MHz against it")
+            };
         }
-        spins += 1;
-        if spins > 10_000_000 {
-            return None;
+        if now == last {
+            unchanged += 1;
+            if unchanged > clock::PIT_STUCK_READS {
+                return Err("its counter does not move");
+            }
+        } else {
+            (last, unchanged) = (now, 0);
         }
     }
 }
@@ -124,43 +221,80 @@ fn cmos(reg: u8) -> u8 {
     inb(0x71)
 }
 
-/// The CMOS RTC as Unix seconds (UTC assumed, as QEMU and Bochs keep it).
-fn rtc_unix_seconds() -> Option<u64> {
-    let mut spins = 0;
+fn cmos_write(reg: u8, v: u8) {
+    outb(0x70, reg);
+    outb(0x71, v);
+}
+
+/// TSC ticks per second counted over `clock::RTC_PERIODS` periods of the RTC's periodic flag (register
+/// C bit 6, set every 1/1024 s while register B's PIE bit is set; reading C clears it). Polled: no
+/// interrupt is taken (the VMM runs with interrupts off and the IRQ is not routed). Registers A and B
+/// are restored afterwards.
+fn rtc_calibrate() -> Result<u64, &'static str> {
+    const PF: u8 = 1 << 6;
+    const PIE: u8 = 1 << 6;
+    if !clock::rtc_present(cmos(0x0D)) {
+        return Err("absent (register D reads 0xff)");
+    }
+    let (a, b) = (cmos(0x0A), cmos(0x0B));
+    cmos_write(0x0A, (a & 0xF0) | clock::RTC_RATE_CODE);
+    cmos_write(0x0B, b | PIE);
+    let _ = cmos(0x0C);
+    // Waits for the next periodic flag; false when none comes within the bound.
+    let next_flag = || {
+        let t0 = rdtsc();
+        while cmos(0x0C) & PF == 0 {
+            if rdtsc().wrapping_sub(t0) > clock::RTC_PERIOD_WAIT_TICKS {
+                return false;
+            }
+        }
+        true
+    };
+    let mut result = Err("its periodic flag never sets");
+    if next_flag() {
+        let t0 = rdtsc();
+        if (0..clock::RTC_PERIODS).all(|_| next_flag()) {
+            result = clock::hz_from_periods(
+                rdtsc().wrapping_sub(t0),
+                clock::RTC_PERIODS,
+                clock::RTC_RATE_HZ,
+            )
+            .ok_or("the TSC rate against it is implausible");
+        }
+    }
+    cmos_write(0x0B, b);
+    cmos_write(0x0A, a);
+    let _ = cmos(0x0C);
+    result
+}
+
+enum RtcError {
+    Absent,
+    Stuck,
+    Invalid,
+}
+
+/// The CMOS RTC as Unix seconds (UTC assumed, as QEMU and Bochs keep it). Absence is detected from
+/// status register D before any wait; the update-in-progress wait is bounded.
+fn rtc_unix_seconds() -> Result<u64, RtcError> {
+    if !clock::rtc_present(cmos(0x0D)) {
+        return Err(RtcError::Absent);
+    }
+    let mut reads = 0;
     while cmos(0x0A) & 0x80 != 0 {
-        spins += 1;
-        if spins > 1_000_000 {
-            return None;
+        reads += 1;
+        if reads > clock::RTC_UIP_READS {
+            return Err(RtcError::Stuck);
         }
     }
     let status_b = cmos(0x0B);
     let bcd = status_b & 0x04 == 0;
-    let conv = |v: u8| {
-        if bcd {
-            (v & 0x0F) as u64 + ((v >> 4) as u64) * 10
-        } else {
-            v as u64
-        }
-    };
+    let conv = |v: u8| if bcd { clock::from_bcd(v) } else { v as u64 };
     let sec = conv(cmos(0x00));
     let min = conv(cmos(0x02));
     let hour = conv(cmos(0x04) & 0x7F);
     let day = conv(cmos(0x07));
     let month = conv(cmos(0x08));
     let year = 2000 + conv(cmos(0x09));
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + min * 60 + sec)
+    clock::unix_seconds(year, month, day, hour, min, sec).ok_or(RtcError::Invalid)
 }

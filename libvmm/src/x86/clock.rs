@@ -1,0 +1,313 @@
+//! Where the x86 VMM's clocks come from, as pure decisions over values read from the machine (CPUID
+//! leaves, PIT and CMOS registers), so that every rule is tested on the host; the reads themselves are
+//! in `boot/x86_64/platform.rs`.
+//!
+//! Why not only the PIT: machines without legacy devices have none (Cloud Hypervisor; QEMU
+//! `-M microvm,pit=off`), and a PIT loop that waits for a counter that never moves costs millions of
+//! exits. The TSC frequency is taken, in order, from
+//! 1. CPUID 0x15 with all three values (TSC / crystal ratio times the crystal frequency in ECX).
+//!    Intel-defined, trusted only on a GenuineIntel CPU (QEMU's TCG returns junk there on its AMD
+//!    models);
+//! 2. the hypervisor timing leaf 0x4000_0010 (EAX = TSC kHz; VMware's convention, which QEMU under KVM
+//!    offers with `vmware-cpuid-freq`; whether Cloud Hypervisor offers it was not checked here), when
+//!    CPUID 1 says a hypervisor is present and its leaf range reaches it;
+//! 3. the PIT, after an exact presence check (its read-back status byte; an absent device reads 0xFF);
+//! 4. the CMOS RTC's periodic flag (1024 Hz, ~10 ms), when the RTC is there (QEMU `microvm,pit=off`
+//!    keeps its RTC); each wait for the flag is bounded in TSC ticks, so an RTC without a periodic timer
+//!    costs a fraction of a second at most;
+//! 5. last, an estimate: 0x15's ratio with the crystal derived from 0x16's base MHz (what Linux's
+//!    `native_calibrate_tsc` does when ECX is 0). Last because it is not a measurement: Bochs reports
+//!    a 3.5 GHz base there while its TSC counts emulated instructions, and its PIT says so.
+//!
+//! Each value must be plausible (between 1 MHz and 100 GHz) to be taken. Hand-written rather than a
+//! crate: the well-kept ones (`raw-cpuid`) parse the leaves but make none of these decisions.
+#![forbid(unsafe_code)]
+
+/// Where the TSC frequency came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TscSource {
+    Cpuid15,
+    Cpuid16Estimate,
+    HypervisorLeaf,
+    Pit,
+    RtcPeriodic,
+}
+
+impl TscSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Cpuid15 => "CPUID 0x15 (TSC/crystal ratio)",
+            Self::Cpuid16Estimate => {
+                "CPUID 0x16's base frequency (an estimate: nothing could be measured)"
+            }
+            Self::HypervisorLeaf => "hypervisor timing leaf CPUID 0x4000_0010",
+            Self::Pit => "PIT channel 0 (~10 ms)",
+            Self::RtcPeriodic => "the CMOS RTC's 1024 Hz periodic flag (~10 ms)",
+        }
+    }
+}
+
+const MIN_HZ: u64 = 1_000_000;
+const MAX_HZ: u64 = 100_000_000_000;
+
+fn plausible(hz: u64) -> Option<u64> {
+    (MIN_HZ..=MAX_HZ).contains(&hz).then_some(hz)
+}
+
+/// The TSC frequency from CPUID alone, or `None` when no leaf offers a plausible one.
+pub(crate) fn tsc_hz_from_cpuid(cpuid: impl Fn(u32, u32) -> [u32; 4]) -> Option<(u64, TscSource)> {
+    let [max_basic, b, c, d] = cpuid(0, 0);
+    let intel = [b, d, c] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]; // "Genu" "ineI" "ntel"
+    if intel && max_basic >= 0x15 {
+        let [den, num, crystal, _] = cpuid(0x15, 0);
+        if den != 0 && num != 0 && crystal != 0 {
+            if let Some(hz) = plausible(crystal as u64 * num as u64 / den as u64) {
+                return Some((hz, TscSource::Cpuid15));
+            }
+        }
+    }
+    let hypervisor = cpuid(1, 0)[2] & (1 << 31) != 0;
+    if hypervisor {
+        let max_hv = cpuid(0x4000_0000, 0)[0];
+        if (0x4000_0010..0x4000_0100).contains(&max_hv) {
+            let khz = cpuid(0x4000_0010, 0)[0];
+            if let Some(hz) = plausible(khz as u64 * 1000) {
+                return Some((hz, TscSource::HypervisorLeaf));
+            }
+        }
+    }
+    None
+}
+
+/// The last resort: 0x15 gives the ratio but no crystal, 0x16 the base frequency, which the TSC runs at
+/// on the CPUs that report it this way (crystal = base * den / num, TSC = crystal * num / den = base).
+pub(crate) fn tsc_hz_estimate(cpuid: impl Fn(u32, u32) -> [u32; 4]) -> Option<(u64, TscSource)> {
+    let [max_basic, b, c, d] = cpuid(0, 0);
+    let intel = [b, d, c] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e];
+    if !intel || max_basic < 0x16 {
+        return None;
+    }
+    let [den, num, ..] = cpuid(0x15, 0);
+    let mhz = cpuid(0x16, 0)[0] & 0xFFFF;
+    if den == 0 || num == 0 {
+        return None;
+    }
+    plausible(mhz as u64 * 1_000_000).map(|hz| (hz, TscSource::Cpuid16Estimate))
+}
+
+/// The PIT's read-back status byte for channel 0 after `0x30` (lobyte/hibyte, mode 0, binary) was
+/// programmed: bits 5:4 = 11 (access), 3:1 = 000 (mode), 0 = 0 (binary); bits 7:6 (output, null count)
+/// vary. An absent PIT reads 0xFF, which fails the check at once.
+pub(crate) fn pit_status_ok(status: u8) -> bool {
+    status & 0x3F == 0x30
+}
+
+/// Whether a PIT counter that has not moved for `unchanged` consecutive reads should be given up on:
+/// a counting PIT (1.19 MHz) moves within a few reads on hardware and under emulation.
+pub(crate) const PIT_STUCK_READS: u32 = 100_000;
+
+/// The CMOS RTC is there when status register D reads with its reserved bits 6:0 clear (bit 7 is
+/// "valid RAM and time"); an absent RTC reads 0xFF.
+pub(crate) fn rtc_present(status_d: u8) -> bool {
+    status_d & 0x7F == 0 && status_d & 0x80 != 0
+}
+
+/// The RTC's periodic rate used for calibration: rate code 6 = 1024 Hz, counted over
+/// [`RTC_PERIODS`] periods (~9.8 ms).
+pub(crate) const RTC_RATE_CODE: u8 = 6;
+pub(crate) const RTC_RATE_HZ: u64 = 1024;
+pub(crate) const RTC_PERIODS: u64 = 10;
+/// The longest wait for one periodic flag, in TSC ticks (40 ms at 5 GHz, 200 ms at 1 GHz: dozens of
+/// periods): an RTC whose periodic timer does not run is given up on quickly.
+pub(crate) const RTC_PERIOD_WAIT_TICKS: u64 = 200_000_000;
+
+/// TSC ticks per second from `ticks` counted over `periods` RTC periods at `rate_hz`.
+pub(crate) fn hz_from_periods(ticks: u64, periods: u64, rate_hz: u64) -> Option<u64> {
+    if periods == 0 {
+        return None;
+    }
+    plausible((ticks as u128 * rate_hz as u128 / periods as u128) as u64)
+}
+
+/// How many reads of status register A the VMM waits for "update in progress" to clear: an update
+/// takes under 2 ms, far fewer reads than this on hardware.
+pub(crate) const RTC_UIP_READS: u32 = 100_000;
+
+/// The RTC's date and time registers (binary already) as Unix seconds, or `None` when out of range.
+pub(crate) fn unix_seconds(
+    year: u64,
+    month: u64,
+    day: u64,
+    hour: u64,
+    min: u64,
+    sec: u64,
+) -> Option<u64> {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+        || year < 1970
+    {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + min * 60 + sec)
+}
+
+/// A BCD register value as binary.
+pub(crate) fn from_bcd(v: u8) -> u64 {
+    (v & 0x0F) as u64 + ((v >> 4) as u64) * 10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTEL: [u32; 3] = [0x756e_6547, 0x6c65_746e, 0x4965_6e69]; // ebx, ecx, edx
+    const AMD: [u32; 3] = [0x6874_7541, 0x444d_4163, 0x6974_6e65];
+
+    /// A CPUID model: the vendor, max basic leaf and a few leaves.
+    fn model(
+        vendor: [u32; 3],
+        max: u32,
+        leaves: &'static [(u32, [u32; 4])],
+    ) -> impl Fn(u32, u32) -> [u32; 4] {
+        move |leaf, _| {
+            if leaf == 0 {
+                return [max, vendor[0], vendor[1], vendor[2]];
+            }
+            leaves
+                .iter()
+                .find(|(l, _)| *l == leaf)
+                .map(|(_, r)| *r)
+                .unwrap_or([0; 4])
+        }
+    }
+
+    #[test]
+    fn intel_leaf_0x15_with_crystal_wins() {
+        // 24 MHz crystal, ratio 2/176 -> 2.112 GHz.
+        let c = model(
+            INTEL,
+            0x16,
+            &[(0x15, [2, 176, 24_000_000, 0]), (0x16, [3000, 0, 0, 0])],
+        );
+        assert_eq!(
+            tsc_hz_from_cpuid(c),
+            Some((2_112_000_000, TscSource::Cpuid15))
+        );
+    }
+
+    #[test]
+    fn intel_without_crystal_is_only_an_estimate_from_0x16() {
+        let c = model(
+            INTEL,
+            0x16,
+            &[(0x15, [2, 176, 0, 0]), (0x16, [3000, 0, 0, 0])],
+        );
+        assert_eq!(tsc_hz_from_cpuid(&c), None);
+        assert_eq!(
+            tsc_hz_estimate(&c),
+            Some((3_000_000_000, TscSource::Cpuid16Estimate))
+        );
+        // 0x16 without a ratio in 0x15 is not even an estimate.
+        let c = model(INTEL, 0x16, &[(0x16, [3500, 3500, 100, 0])]);
+        assert_eq!(tsc_hz_estimate(&c), None);
+        // Below the maximum basic leaf, the leaves are not read.
+        let c = model(
+            INTEL,
+            0x14,
+            &[(0x15, [2, 176, 24_000_000, 0]), (0x16, [3000, 0, 0, 0])],
+        );
+        assert_eq!(tsc_hz_from_cpuid(&c), None);
+        assert_eq!(tsc_hz_estimate(&c), None);
+    }
+
+    #[test]
+    fn amd_ignores_the_intel_leaves_and_junk_is_refused() {
+        // TCG's AMD models return junk in 0x15/0x16: never taken.
+        let c = model(
+            AMD,
+            0x16,
+            &[(0x15, [1, 1, 1_000_000_000, 0]), (0x16, [9999, 0, 0, 0])],
+        );
+        assert_eq!(tsc_hz_from_cpuid(&c), None);
+        assert_eq!(tsc_hz_estimate(&c), None);
+        // Implausible values on Intel: 0x15 giving 10 Hz.
+        let c = model(INTEL, 0x16, &[(0x15, [100, 1, 1000, 0])]);
+        assert_eq!(tsc_hz_from_cpuid(c), None);
+    }
+
+    #[test]
+    fn the_hypervisor_leaf_needs_the_hypervisor_bit_and_the_range() {
+        let leaves: &[(u32, [u32; 4])] = &[
+            (1, [0, 0, 1 << 31, 0]),
+            (0x4000_0000, [0x4000_0010, 0, 0, 0]),
+            (0x4000_0010, [2_500_000, 1_000_000, 0, 0]),
+        ];
+        assert_eq!(
+            tsc_hz_from_cpuid(model(AMD, 0xd, leaves)),
+            Some((2_500_000_000, TscSource::HypervisorLeaf))
+        );
+        // No hypervisor bit: not read.
+        let no_bit: &[(u32, [u32; 4])] = &[
+            (0x4000_0000, [0x4000_0010, 0, 0, 0]),
+            (0x4000_0010, [2_500_000, 0, 0, 0]),
+        ];
+        assert_eq!(tsc_hz_from_cpuid(model(AMD, 0xd, no_bit)), None);
+        // Range that stops below the leaf, or garbage (Intel CPUs echo the highest basic leaf).
+        let short: &[(u32, [u32; 4])] = &[
+            (1, [0, 0, 1 << 31, 0]),
+            (0x4000_0000, [0x4000_0001, 0, 0, 0]),
+            (0x4000_0010, [2_500_000, 0, 0, 0]),
+        ];
+        assert_eq!(tsc_hz_from_cpuid(model(AMD, 0xd, short)), None);
+        let echo: &[(u32, [u32; 4])] = &[
+            (1, [0, 0, 1 << 31, 0]),
+            (0x4000_0000, [0xd, 0, 0, 0]),
+            (0x4000_0010, [0xd, 0, 0, 0]),
+        ];
+        assert_eq!(tsc_hz_from_cpuid(model(AMD, 0xd, echo)), None);
+    }
+
+    #[test]
+    fn absent_devices_read_all_ones_and_are_detected_at_once() {
+        assert!(!pit_status_ok(0xFF));
+        assert!(pit_status_ok(0x30));
+        assert!(pit_status_ok(0xB0)); // output high
+        assert!(pit_status_ok(0x70)); // null count
+        assert!(!pit_status_ok(0x34)); // mode 2: not what was programmed
+        assert!(!rtc_present(0xFF));
+        assert!(rtc_present(0x80));
+        assert!(!rtc_present(0x00));
+    }
+
+    #[test]
+    fn rtc_periods_give_the_frequency() {
+        // 10 periods of 1/1024 s at 2 GHz.
+        assert_eq!(hz_from_periods(19_531_250, 10, 1024), Some(2_000_000_000));
+        assert_eq!(hz_from_periods(5, 10, 1024), None);
+        assert_eq!(hz_from_periods(5, 0, 1024), None);
+    }
+
+    #[test]
+    fn rtc_dates_become_unix_seconds() {
+        assert_eq!(unix_seconds(1970, 1, 1, 0, 0, 0), Some(0));
+        assert_eq!(unix_seconds(2025, 1, 1, 0, 0, 0), Some(1_735_689_600));
+        assert_eq!(unix_seconds(2024, 2, 29, 12, 30, 15), Some(1_709_209_815));
+        assert_eq!(unix_seconds(2025, 13, 1, 0, 0, 0), None);
+        assert_eq!(unix_seconds(2165, 165, 165, 165, 165, 165), None); // 0xFF in BCD
+        assert_eq!(from_bcd(0x59), 59);
+    }
+}
