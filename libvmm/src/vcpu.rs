@@ -5,7 +5,7 @@
 use crate::backend::Backend;
 use crate::config::IO_LOG_LIMIT;
 use crate::exit::{Exit, Fault, Output, Reply};
-use crate::policy::{cpuid, hypercall, io, msr, sbi};
+use crate::policy::{cpuid, cr, hypercall, io, msr, sbi};
 pub(crate) use crate::vm::{Platform, StopReason, Vm};
 
 /// Decides the reply to one exit, or that the VM stops.
@@ -19,12 +19,13 @@ pub(crate) fn handle<B: Backend, P: Platform>(
     vm: &mut Vm<'_, P>,
 ) -> Result<(), StopReason> {
     let reply = match exit {
-        Exit::Cpuid { leaf, subleaf } => {
+        Exit::Cpuid { leaf, subleaf, cr4 } => {
             let host = |l, s| vm.platform.host_cpuid(l, s);
             cpu.reply(Reply::Complete(Output::Cpuid(cpuid::answer(
                 leaf,
                 subleaf,
                 B::ID,
+                cr4,
                 host,
             ))));
             return Ok(());
@@ -60,6 +61,29 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             return Err(StopReason::GuestMemoryViolation { gpa, access })
         }
         Exit::Halt => return Err(StopReason::GuestHalted),
+        // The checks look at the guest's CPUID, as the guest sees it.
+        Exit::CrWrite { cr, value, state } => {
+            let guest =
+                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            cr::write(cr, value, &state, guest)?
+        }
+        Exit::Xsetbv {
+            index,
+            value,
+            state,
+        } => {
+            let guest =
+                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            cr::xsetbv(index, value, &state, guest)
+        }
+        // `run` below finishes these before they get here; a backend that returns one again is broken.
+        Exit::NeedsGuestMemory => {
+            return Err(StopReason::UnhandledExit {
+                code: u64::MAX,
+                info1: 0,
+                info2: 0,
+            })
+        }
         Exit::VirtInsn(_) | Exit::IllegalInsn { .. } => Reply::Inject(Fault::InvalidOpcode),
         Exit::TripleFault => return Err(StopReason::TripleFault),
         Exit::HostEvent => match vm.platform.time_limit_exceeded() {
@@ -77,10 +101,13 @@ pub(crate) fn handle<B: Backend, P: Platform>(
 /// Runs the vCPU until the VM stops.
 pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> StopReason {
     loop {
-        let exit = match cpu.run() {
+        let mut exit = match cpu.run() {
             Ok(exit) => exit,
             Err(e) => return StopReason::Backend(e),
         };
+        if matches!(exit, Exit::NeedsGuestMemory) {
+            exit = cpu.decode_with_memory(&vm.mem);
+        }
         vm.exits += 1;
         if let Err(stop) = handle(exit, cpu, vm) {
             return stop;

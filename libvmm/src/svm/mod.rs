@@ -19,6 +19,7 @@
 pub(crate) mod avic;
 pub(crate) mod decode;
 pub(crate) mod hw;
+pub(crate) mod insn;
 pub(crate) mod npt;
 pub(crate) mod permission_maps;
 #[cfg(any(test, feature = "kvm-models"))]
@@ -106,6 +107,8 @@ fn seg(selector: u16, desc: u64) -> VmcbSegment {
 /// Fills a zeroed VMCB for the first VMRUN: intercepts, maps, ASID, nested paging, guest state.
 pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     let c = &mut v.control;
+    // Guest CR0/CR4 writes and XSETBV are checked by the policy (`policy::cr`), never left to VMRUN.
+    c.intercept_cr = intercept::CR0_WRITE | intercept::CR4_WRITE;
     c.intercept_misc1 = intercept::INTR
         | intercept::CPUID
         | intercept::HLT
@@ -122,7 +125,8 @@ pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
         | intercept::SKINIT
         | intercept::MONITOR
         | intercept::MWAIT
-        | intercept::MWAIT_COND;
+        | intercept::MWAIT_COND
+        | intercept::XSETBV;
     c.iopm_base_pa = links.iopm_pa;
     c.msrpm_base_pa = links.msrpm_pa;
     c.asid = crate::config::GUEST_TAG as u32;
