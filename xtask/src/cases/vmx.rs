@@ -14,6 +14,8 @@ pub fn cases() -> Vec<Case> {
     v.push(exitbench(B));
     v.extend(consistency_checks());
     v.extend(forged_result_timed(B));
+    // The same control-register rules as on SVM, with the same answers.
+    v.push(super::svm::control_registers(B));
     v
 }
 
