@@ -3,9 +3,14 @@
 //! Files, as in every backend: this one (what SVM is here, the VMCB set-up, the storage), [`decode`]
 //! (#VMEXIT -> generic `Exit`), [`vcpu`] (the `Backend` the generic loop drives, over the [`SvmHw`] trait,
 //! and the replies), [`hw`] (bring-up on this CPU over the same trait, and the real instructions behind
-//! it); vendor extras: [`vmcb`], [`npt`], [`permission_maps`], [`avic`]. Everything here is safe code; the
-//! instructions are behind safe wrappers in `arch::x86_64::svm`, and the host tests run bring-up and the
-//! exit path against a model of the hardware (`testing::svm`).
+//! it); vendor extras: [`vmcb`], [`npt`], [`permission_maps`], [`avic`], [`insn`]. Everything here is
+//! safe code; the instructions are behind safe wrappers in `arch::x86_64::svm`, and the host tests run
+//! bring-up and the exit path against a model of the hardware (`testing::svm`).
+//!
+//! Guest CR0/CR4 writes and XSETBV are intercepted and answered by the generic control-register policy
+//! (`policy::cr`), never left to VMRUN's own checks (which refuse the whole guest, VMEXIT_INVALID, where
+//! the instruction owed the guest a #GP). Without decode assists the MOV CR / CLTS / LMSW is read from
+//! guest memory ([`insn`]).
 //!
 //! Instruction lengths: QEMU's TCG offers no NRIPS (NEXT_RIP stays 0), so when NEXT_RIP is 0 the guest
 //! RIP advances by the architectural length of the intercepted instruction (IOIO uses EXITINFO2, which
