@@ -76,14 +76,25 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                 |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
             cr::xsetbv(index, value, &state, guest)
         }
-        // `run` below finishes these before they get here; a backend that returns one again is broken.
-        Exit::NeedsGuestMemory => {
-            return Err(StopReason::UnhandledExit {
-                code: u64::MAX,
-                info1: 0,
-                info2: 0,
-            })
-        }
+        // SVM without decode assists: read the instruction from guest memory, then answer it.
+        Exit::NeedsGuestMemory => match cpu.decode_with_memory(&vm.mem) {
+            Exit::CrWrite { cr, value, state } => {
+                let guest = |l, s| {
+                    cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s))
+                };
+                cr::write(cr, value, &state, guest)?
+            }
+            Exit::Unknown { code, info1, info2 } => {
+                return Err(StopReason::UnhandledExit { code, info1, info2 })
+            }
+            _ => {
+                return Err(StopReason::UnhandledExit {
+                    code: u64::MAX,
+                    info1: 0,
+                    info2: 0,
+                })
+            }
+        },
         Exit::VirtInsn(_) | Exit::IllegalInsn { .. } => Reply::Inject(Fault::InvalidOpcode),
         Exit::TripleFault => return Err(StopReason::TripleFault),
         Exit::HostEvent => match vm.platform.time_limit_exceeded() {
@@ -101,13 +112,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(
 /// Runs the vCPU until the VM stops.
 pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> StopReason {
     loop {
-        let mut exit = match cpu.run() {
+        let exit = match cpu.run() {
             Ok(exit) => exit,
             Err(e) => return StopReason::Backend(e),
         };
-        if matches!(exit, Exit::NeedsGuestMemory) {
-            exit = cpu.decode_with_memory(&vm.mem);
-        }
         vm.exits += 1;
         if let Err(stop) = handle(exit, cpu, vm) {
             return stop;

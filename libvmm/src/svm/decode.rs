@@ -80,6 +80,7 @@ pub fn gpr(n: u8, g: &Gprs, rax: u64, rsp: u64) -> u64 {
 
 /// Decodes one exit. Never fails: what it does not know becomes `Exit::Unknown`. `state` reads the
 /// guest's control state from the VMCB, for the exits whose checks need it.
+#[inline(always)]
 pub fn decode(e: &ExitInfo, g: &Gprs, state: impl FnOnce() -> CrState) -> Exit {
     match e.code {
         code::CPUID => Exit::Cpuid {

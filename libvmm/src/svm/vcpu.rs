@@ -84,15 +84,17 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
     #[inline(always)]
     fn reply(&mut self, reply: Reply) {
         apply_reply(self.vmcb, &mut self.gprs, reply);
-        match reply {
-            Reply::Complete(Output::SetVirtualMsr(
-                VirtualMsr::FsBase | VirtualMsr::GsBase | VirtualMsr::KernelGsBase,
-                _,
-            )) => self.hw.vmload(self.vmcb),
-            // XCR0 is not part of the VMCB: the guest's value stays loaded in the CPU (the VMM uses no
-            // extended state), exactly as the guest's own XSETBV would have left it.
-            Reply::Complete(Output::SetXcr0(v)) => self.hw.xsetbv(v),
-            _ => {}
+        if let Reply::Complete(Output::SetVirtualMsr(
+            VirtualMsr::FsBase | VirtualMsr::GsBase | VirtualMsr::KernelGsBase,
+            _,
+        )) = reply
+        {
+            self.hw.vmload(self.vmcb);
+        }
+        // XCR0 is not part of the VMCB: the guest's value stays loaded in the CPU (the VMM uses no
+        // extended state), exactly as the guest's own XSETBV would have left it.
+        if let Reply::Complete(Output::SetXcr0(v)) = reply {
+            self.hw.xsetbv(v);
         }
     }
 

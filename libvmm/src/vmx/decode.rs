@@ -123,6 +123,7 @@ fn cr_access(q: u64, regs: &GuestRegs, ctx: impl FnOnce() -> CrContext) -> Exit 
 
 /// Decodes one exit. Exits that must never reach the loop (entry failures) are handled by the caller.
 /// `ctx` reads the guest's control state, for the exits whose checks need it.
+#[inline(always)]
 pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs, ctx: impl FnOnce() -> CrContext) -> Exit {
     use reason::*;
     let q = raw.qualification;
