@@ -9,6 +9,7 @@
 #![cfg_attr(target_os = "none", allow(dead_code))]
 
 use crate::exit::{Exit, Reply};
+use crate::guest_mem::GuestMemory;
 
 /// Why a backend could not run the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,18 @@ pub(crate) trait Backend {
     /// Carries out the loop's reply to the last exit. (The reply carries everything it needs, so the
     /// exit need not be kept in memory across the call: that keeps the exit path short.)
     fn reply(&mut self, reply: Reply);
+
+    /// Finishes decoding an exit that [`Backend::run`] returned as [`Exit::NeedsGuestMemory`]: SVM
+    /// without decode assists reads the intercepted MOV to CR0/CR4 from guest memory (through the
+    /// guest's page tables, every access checked by `GuestMemory`). Backends that decode everything in
+    /// `run` keep this default, which is never called for them.
+    fn decode_with_memory(&mut self, _mem: &GuestMemory<'_>) -> Exit {
+        Exit::Unknown {
+            code: u64::MAX,
+            info1: 0,
+            info2: 0,
+        }
+    }
 
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
     fn virtual_msr(&self, msr: crate::exit::VirtualMsr) -> Option<u64>;

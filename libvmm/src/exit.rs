@@ -86,6 +86,32 @@ pub enum VirtInsn {
     Vmfunc,
 }
 
+/// A control register whose writes libvmm checks (x86). CR3 and CR8 are the guest's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cr {
+    Cr0,
+    Cr4,
+}
+
+/// The guest's control state when it writes a control register or XCR0 (x86), as the backend read it
+/// from its control structure: what the architectural checks of the write depend on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrState {
+    /// CR0 and CR4 as the guest sees them (VMX: the read shadows' view, no VMX fixed bits).
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    /// The guest's EFER (LME, LMA).
+    pub efer: u64,
+    /// CS.L: the guest runs 64-bit code (else compatibility mode, when EFER.LMA is set).
+    pub cs_l: bool,
+    /// Current privilege level.
+    pub cpl: u8,
+    /// The CR4 bits this CPU can run a guest with at all (VMX: IA32_VMX_CR4_FIXED1 without VMXE; SVM:
+    /// every bit). The policy allows a bit only when the guest's CPUID offers it *and* it is here.
+    pub cr4_hw: u64,
+}
+
 /// One VM exit, decoded and validated by the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -93,6 +119,8 @@ pub enum Exit {
     Cpuid {
         leaf: u32,
         subleaf: u32,
+        /// The guest's CR4: leaf 1 ECX.OSXSAVE and leaf 7 ECX.OSPKE reflect it, as on hardware.
+        cr4: u64,
     },
     /// libvmm hypercall (VMMCALL / VMCALL / ECALL to the libvmm SBI extension).
     Hypercall {
@@ -121,6 +149,22 @@ pub enum Exit {
     },
     /// HLT (x86) / WFI (RISC-V).
     Halt,
+    /// MOV to CR0/CR4, CLTS or LMSW (x86): `value` is the whole new register value the instruction
+    /// asks for (for CLTS and LMSW, computed from the current CR0).
+    CrWrite {
+        cr: Cr,
+        value: u64,
+        state: CrState,
+    },
+    /// XSETBV (x86): ECX and EDX:EAX.
+    Xsetbv {
+        index: u32,
+        value: u64,
+        state: CrState,
+    },
+    /// SVM without decode assists: the exit needs the intercepted instruction read from guest memory
+    /// (see [`crate::backend::Backend::decode_with_memory`]). Never reaches the policy.
+    NeedsGuestMemory,
     /// A virtualization instruction executed by the guest.
     VirtInsn(VirtInsn),
     /// An instruction the guest may not execute in its mode and libvmm does not emulate (e.g. a CSR the
@@ -167,6 +211,11 @@ pub enum Output {
     IoIn { value: u32, size: u8 },
     /// A write to an MSR the backend keeps (the policy has validated the value).
     SetVirtualMsr(VirtualMsr, u64),
+    /// A checked control-register value for the guest (x86): the backend loads it (and flushes the
+    /// guest's TLB, as the instruction would).
+    SetCr(Cr, u64),
+    /// A checked XCR0 for the guest (x86): the backend loads it with XSETBV.
+    SetXcr0(u64),
 }
 
 /// The run loop's answer to an exit.

@@ -5,7 +5,7 @@
 use crate::backend::Backend;
 use crate::config::IO_LOG_LIMIT;
 use crate::exit::{Exit, Fault, Output, Reply};
-use crate::policy::{cpuid, hypercall, io, msr, sbi};
+use crate::policy::{cpuid, cr, hypercall, io, msr, sbi};
 pub(crate) use crate::vm::{ExitReason, Platform, StopReason, Vm};
 
 /// Decides the reply to one exit, or that the VM stops. Every arm but the hypercall and SBI ones counts
@@ -20,13 +20,14 @@ pub(crate) fn handle<B: Backend, P: Platform>(
     vm: &mut Vm<'_, P>,
 ) -> Result<(), StopReason> {
     let reply = match exit {
-        Exit::Cpuid { leaf, subleaf } => {
+        Exit::Cpuid { leaf, subleaf, cr4 } => {
             vm.stats.add(ExitReason::Cpuid);
             let host = |l, s| vm.platform.host_cpuid(l, s);
             cpu.reply(Reply::Complete(Output::Cpuid(cpuid::answer(
                 leaf,
                 subleaf,
                 B::ID,
+                cr4,
                 host,
             ))));
             return Ok(());
@@ -90,6 +91,45 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             match vm.platform.time_limit_exceeded() {
                 Some(ms) => return Err(StopReason::TimeLimit { ms }),
                 None => Reply::Resume,
+            }
+        }
+        // The checks look at the guest's CPUID, as the guest sees it.
+        Exit::CrWrite { cr, value, state } => {
+            vm.stats.add(ExitReason::CrWrite);
+            let guest =
+                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            cr::write(cr, value, &state, guest)?
+        }
+        Exit::Xsetbv {
+            index,
+            value,
+            state,
+        } => {
+            vm.stats.add(ExitReason::Xsetbv);
+            let guest =
+                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            cr::xsetbv(index, value, &state, guest)
+        }
+        // SVM without decode assists: read the instruction from guest memory, then answer it.
+        Exit::NeedsGuestMemory => {
+            vm.stats.add(ExitReason::CrWrite);
+            match cpu.decode_with_memory(&vm.mem) {
+                Exit::CrWrite { cr, value, state } => {
+                    let guest = |l, s| {
+                        cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s))
+                    };
+                    cr::write(cr, value, &state, guest)?
+                }
+                Exit::Unknown { code, info1, info2 } => {
+                    return Err(StopReason::UnhandledExit { code, info1, info2 })
+                }
+                _ => {
+                    return Err(StopReason::UnhandledExit {
+                        code: u64::MAX,
+                        info1: 0,
+                        info2: 0,
+                    })
+                }
             }
         }
         Exit::Unknown { code, info1, info2 } => {
@@ -282,10 +322,12 @@ mod tests {
                 Exit::Cpuid {
                     leaf: 0,
                     subleaf: 0,
+                    cr4: 0,
                 },
                 Exit::Cpuid {
                     leaf: 1,
                     subleaf: 0,
+                    cr4: 0,
                 },
                 Exit::HostEvent,
                 hc(Hypercall::ExitCount, [0; 4]),

@@ -66,11 +66,14 @@ pub(crate) enum ExitReason {
     IllegalInsn,
     TripleFault,
     HostEvent,
+    /// x86 MOV to CR0/CR4 (and CLTS, LMSW) the VMM checks.
+    CrWrite,
+    Xsetbv,
     Unknown,
 }
 
 /// How the statistics name each [`ExitReason`].
-pub(crate) const EXIT_REASONS: [&str; 12] = [
+pub(crate) const EXIT_REASONS: [&str; 14] = [
     "cpuid",
     if cfg!(target_arch = "riscv64") {
         "ecall"
@@ -86,6 +89,8 @@ pub(crate) const EXIT_REASONS: [&str; 12] = [
     "illegal-insn",
     "triple-fault",
     "host-event",
+    "cr-write",
+    "xsetbv",
     "unknown",
 ];
 

@@ -19,11 +19,13 @@ mod bit {
     pub const VMX: u32 = 1 << 5;
     pub const SMX: u32 = 1 << 6;
     pub const X2APIC: u32 = 1 << 21;
+    pub const OSXSAVE: u32 = 1 << 27;
     pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const HYPERVISOR: u32 = 1 << 31;
     // Leaf 1 EDX
     pub const APIC: u32 = 1 << 9;
     // Leaf 7.0 ECX
+    pub const OSPKE: u32 = 1 << 4;
     pub const WAITPKG: u32 = 1 << 5;
     // Leaf 0x8000_0001 ECX
     pub const SVM: u32 = 1 << 2;
@@ -40,13 +42,18 @@ pub const fn hypercall_insn(backend: BackendId) -> HypercallInsn {
     }
 }
 
-/// The guest's CPUID answer for `leaf`/`subleaf`; `host` runs the real instruction.
+/// The guest's CPUID answer for `leaf`/`subleaf`; `host` runs the real instruction. `guest_cr4` is the
+/// guest's CR4: the OS-enable bits (leaf 1 ECX.OSXSAVE, leaf 7 ECX.OSPKE) mirror the guest's CR4.OSXSAVE
+/// and CR4.PKE as on hardware, never the host's.
 pub fn answer(
     leaf: u32,
     subleaf: u32,
     backend: BackendId,
+    guest_cr4: u64,
     host: impl Fn(u32, u32) -> [u32; 4],
 ) -> [u32; 4] {
+    use super::cr::cr4;
+    let os_bit = |word: u32, bit: u32, on: bool| if on { word | bit } else { word & !bit };
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     match leaf {
         0 => {
@@ -59,6 +66,7 @@ pub fn answer(
             let b = b & 0x00FF_FFFF;
             let c = (c & !(bit::MONITOR | bit::VMX | bit::SMX | bit::X2APIC | bit::TSC_DEADLINE))
                 | bit::HYPERVISOR;
+            let c = os_bit(c, bit::OSXSAVE, guest_cr4 & cr4::OSXSAVE != 0);
             let d = d & !bit::APIC;
             [a, b, c, d]
         }
@@ -67,7 +75,8 @@ pub fn answer(
             let [a, b, c, d] = host(7, 0);
             // EAX: max subleaf; only subleaf 0 is shown.
             let _ = a;
-            [0, b, c & !bit::WAITPKG, d]
+            let c = os_bit(c & !bit::WAITPKG, bit::OSPKE, guest_cr4 & cr4::PKE != 0);
+            [0, b, c, d]
         }
         0x4000_0000 => [
             CPUID_MAX_HV_LEAF,
@@ -109,7 +118,7 @@ mod tests {
 
     #[test]
     fn hypervisor_leaf_carries_the_libvmm_signature() {
-        let r = answer(0x4000_0000, 0, BackendId::Svm, all_ones);
+        let r = answer(0x4000_0000, 0, BackendId::Svm, 0, all_ones);
         let mut sig = [0u8; 12];
         sig[0..4].copy_from_slice(&r[1].to_le_bytes());
         sig[4..8].copy_from_slice(&r[2].to_le_bytes());
@@ -121,25 +130,41 @@ mod tests {
     #[test]
     fn leaf_4000_0001_names_backend_and_hypercall_insn() {
         assert_eq!(
-            answer(0x4000_0001, 0, BackendId::Svm, all_ones),
+            answer(0x4000_0001, 0, BackendId::Svm, 0, all_ones),
             [ABI_VERSION, 1, 1, 0]
         );
         assert_eq!(
-            answer(0x4000_0001, 0, BackendId::Vmx, all_ones),
+            answer(0x4000_0001, 0, BackendId::Vmx, 0, all_ones),
             [ABI_VERSION, 2, 2, 0]
         );
     }
 
     #[test]
     fn virtualization_is_hidden_and_hypervisor_bit_set() {
-        let l1 = answer(1, 0, BackendId::Vmx, all_ones);
+        let l1 = answer(1, 0, BackendId::Vmx, 0, all_ones);
         assert_eq!(l1[2] & bit::VMX, 0);
         assert_ne!(l1[2] & bit::HYPERVISOR, 0);
         assert_eq!(l1[3] & bit::APIC, 0);
         assert_eq!(l1[1] >> 24, 0);
-        let e1 = answer(0x8000_0001, 0, BackendId::Svm, all_ones);
+        let e1 = answer(0x8000_0001, 0, BackendId::Svm, 0, all_ones);
         assert_eq!(e1[2] & bit::SVM, 0);
-        assert_eq!(answer(0x8000_000A, 0, BackendId::Svm, all_ones), [0; 4]);
+        assert_eq!(answer(0x8000_000A, 0, BackendId::Svm, 0, all_ones), [0; 4]);
+    }
+
+    #[test]
+    fn os_enable_bits_follow_the_guests_cr4_not_the_hosts() {
+        use crate::policy::cr::cr4;
+        let l1 = |cr4| answer(1, 0, BackendId::Svm, cr4, all_ones)[2] & bit::OSXSAVE;
+        assert_eq!(l1(cr4::PAE), 0, "host has OSXSAVE set, the guest has not");
+        assert_eq!(l1(cr4::PAE | cr4::OSXSAVE), bit::OSXSAVE);
+        let none = |_, _| [0u32; 4];
+        assert_eq!(
+            answer(1, 0, BackendId::Vmx, cr4::OSXSAVE, none)[2] & bit::OSXSAVE,
+            bit::OSXSAVE
+        );
+        let l7 = |cr4| answer(7, 0, BackendId::Vmx, cr4, all_ones)[2] & bit::OSPKE;
+        assert_eq!(l7(cr4::PAE), 0);
+        assert_eq!(l7(cr4::PAE | cr4::PKE), bit::OSPKE);
     }
 
     #[test]
@@ -156,14 +181,14 @@ mod tests {
             0xFFFF_FFFF,
         ] {
             assert_eq!(
-                answer(leaf, 0, BackendId::Svm, all_ones),
+                answer(leaf, 0, BackendId::Svm, 0, all_ones),
                 [0; 4],
                 "leaf {leaf:#x}"
             );
         }
-        assert_eq!(answer(0, 0, BackendId::Svm, all_ones)[0], MAX_BASIC_LEAF);
+        assert_eq!(answer(0, 0, BackendId::Svm, 0, all_ones)[0], MAX_BASIC_LEAF);
         assert_eq!(
-            answer(0x8000_0000, 0, BackendId::Svm, all_ones)[0],
+            answer(0x8000_0000, 0, BackendId::Svm, 0, all_ones)[0],
             MAX_EXT_LEAF
         );
     }

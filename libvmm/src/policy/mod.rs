@@ -6,6 +6,7 @@
 #![cfg_attr(all(target_os = "none", feature = "tdx"), allow(dead_code))]
 
 pub(crate) mod cpuid;
+pub(crate) mod cr;
 pub(crate) mod hypercall;
 pub(crate) mod io;
 pub(crate) mod msr;

@@ -3,10 +3,12 @@
 //! of the intercepted instruction; see the module doc of `svm` for the prefix caveat).
 #![forbid(unsafe_code)]
 
-use crate::exit::{Access, Exit, IoAccess, VirtInsn};
+use crate::exit::{Access, Cr, CrState, Exit, IoAccess, VirtInsn};
 use crate::x86::gprs::Gprs;
 
 pub mod code {
+    pub const CR0_WRITE: u64 = 0x010;
+    pub const CR4_WRITE: u64 = 0x014;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
@@ -28,6 +30,7 @@ pub mod code {
     pub const MONITOR: u64 = 0x8A;
     pub const MWAIT: u64 = 0x8B;
     pub const MWAIT_COND: u64 = 0x8C;
+    pub const XSETBV: u64 = 0x8D;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID: the low 32 bits read 0xFFFF_FFFF (emulators.md).
     pub const INVALID: u64 = 0xFFFF_FFFF;
@@ -39,16 +42,73 @@ pub struct ExitInfo {
     pub code: u64,
     pub info1: u64,
     pub info2: u64,
-    /// Guest RAX (kept in the VMCB).
+    /// Guest RAX and RSP (kept in the VMCB).
     pub rax: u64,
+    pub rsp: u64,
+    /// Guest CR4 (CPUID's OS-enable bits follow it).
+    pub cr4: u64,
+    /// NEXT_RIP (0 without NRIPS).
+    pub next_rip: u64,
 }
 
-/// Decodes one exit. Never fails: what it does not know becomes `Exit::Unknown`.
-pub fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
+/// EXITINFO1 of a MOV-to-CR intercept with decode assists: bit 63 = MOV CRn (not CLTS/LMSW), bits 3:0
+/// = the source GPR (APM Vol. 2 §15.33.1).
+const CR_INFO_MOV: u64 = 1 << 63;
+
+/// A general-purpose register by its encoding number (0 = RAX ... 15 = R15); RAX and RSP live in the
+/// VMCB.
+pub fn gpr(n: u8, g: &Gprs, rax: u64, rsp: u64) -> u64 {
+    match n & 15 {
+        0 => rax,
+        1 => g.rcx,
+        2 => g.rdx,
+        3 => g.rbx,
+        4 => rsp,
+        5 => g.rbp,
+        6 => g.rsi,
+        7 => g.rdi,
+        8 => g.r8,
+        9 => g.r9,
+        10 => g.r10,
+        11 => g.r11,
+        12 => g.r12,
+        13 => g.r13,
+        14 => g.r14,
+        _ => g.r15,
+    }
+}
+
+/// Decodes one exit. Never fails: what it does not know becomes `Exit::Unknown`. `state` reads the
+/// guest's control state from the VMCB, for the exits whose checks need it.
+#[inline(always)]
+pub fn decode(e: &ExitInfo, g: &Gprs, state: impl FnOnce() -> CrState) -> Exit {
     match e.code {
         code::CPUID => Exit::Cpuid {
             leaf: e.rax as u32,
             subleaf: g.rcx as u32,
+            cr4: e.cr4,
+        },
+        // With decode assists and NRIPS the exit names the register and the next RIP; otherwise the
+        // instruction is read from guest memory (`insn`, through `Backend::decode_with_memory`).
+        code::CR0_WRITE | code::CR4_WRITE => {
+            if e.info1 & CR_INFO_MOV != 0 && e.next_rip != 0 {
+                Exit::CrWrite {
+                    cr: if e.code == code::CR0_WRITE {
+                        Cr::Cr0
+                    } else {
+                        Cr::Cr4
+                    },
+                    value: gpr(e.info1 as u8, g, e.rax, e.rsp),
+                    state: state(),
+                }
+            } else {
+                Exit::NeedsGuestMemory
+            }
+        }
+        code::XSETBV => Exit::Xsetbv {
+            index: g.rcx as u32,
+            value: (g.rdx << 32) | (e.rax & 0xFFFF_FFFF),
+            state: state(),
         },
         code::VMMCALL => Exit::Hypercall {
             nr: e.rax,
@@ -122,6 +182,7 @@ pub const fn insn_len(code: u64) -> u64 {
     match code {
         code::HLT => 1,
         code::CPUID | code::MSR => 2,
+        code::XSETBV => 3,
         code::VMRUN
         | code::VMMCALL
         | code::VMLOAD
@@ -147,7 +208,85 @@ mod tests {
             info1,
             info2,
             rax,
+            rsp: 0x5000,
+            cr4: 0x20,
+            next_rip: 0,
         }
+    }
+
+    fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
+        super::decode(e, g, state)
+    }
+
+    fn state() -> CrState {
+        CrState {
+            cr0: 0x8001_0033,
+            cr4: 0x20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decodes_cr_writes_with_decode_assists_else_asks_for_guest_memory() {
+        let g = Gprs {
+            r9: 0x6_0020,
+            ..Default::default()
+        };
+        let mut e = info(code::CR4_WRITE, CR_INFO_MOV | 9, 0, 0);
+        assert_eq!(decode(&e, &g), Exit::NeedsGuestMemory, "no NEXT_RIP");
+        e.next_rip = 0x1003;
+        assert_eq!(
+            decode(&e, &g),
+            Exit::CrWrite {
+                cr: Cr::Cr4,
+                value: 0x6_0020,
+                state: state()
+            }
+        );
+        let e = ExitInfo {
+            next_rip: 0x1003,
+            ..info(code::CR0_WRITE, CR_INFO_MOV | 4, 0, 0)
+        };
+        assert!(matches!(
+            decode(&e, &g),
+            Exit::CrWrite {
+                cr: Cr::Cr0,
+                value: 0x5000,
+                ..
+            }
+        ));
+        // CLTS / LMSW (bit 63 clear) and TCG (EXITINFO1 0): read the instruction.
+        let e = ExitInfo {
+            next_rip: 0x1002,
+            ..info(code::CR0_WRITE, 0, 0, 0)
+        };
+        assert_eq!(decode(&e, &g), Exit::NeedsGuestMemory);
+    }
+
+    #[test]
+    fn decodes_xsetbv_and_cpuid_carries_cr4() {
+        let g = Gprs {
+            rcx: 0xFFFF_FFFF_0000_0000,
+            rdx: 0x2,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&info(code::XSETBV, 0, 0, 0xFFFF_FFFF_0000_0007), &g),
+            Exit::Xsetbv {
+                index: 0,
+                value: 0x2_0000_0007,
+                state: state()
+            }
+        );
+        assert_eq!(insn_len(code::XSETBV), 3);
+        assert_eq!(
+            decode(&info(code::CPUID, 0, 0, 1), &g),
+            Exit::Cpuid {
+                leaf: 1,
+                subleaf: 0,
+                cr4: 0x20
+            }
+        );
     }
 
     #[test]
@@ -164,7 +303,8 @@ mod tests {
             decode(&info(code::CPUID, 0, 0, 0x4000_0000), &g),
             Exit::Cpuid {
                 leaf: 0x4000_0000,
-                subleaf: 0xC000_0080
+                subleaf: 0xC000_0080,
+                cr4: 0x20
             }
         );
         assert_eq!(

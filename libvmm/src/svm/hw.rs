@@ -29,6 +29,10 @@ pub(crate) trait SvmHw {
     /// VMLOAD / VMSAVE of the guest's FS/GS/TR/LDTR/syscall state.
     fn vmload(&mut self, vmcb: &Vmcb);
     fn vmsave(&mut self, vmcb: &mut Vmcb);
+    /// Sets the host's CR4.OSXSAVE when the CPU has XSAVE (so XSETBV works in the VMM).
+    fn enable_xsave(&mut self) -> bool;
+    /// XSETBV of XCR0 with a value the policy checked (for the guest: XCR0 is not in the VMCB).
+    fn xsetbv(&mut self, xcr0: u64);
 }
 
 /// Brings SVM up with `hw` on `st` and runs the guest until it stops. `vmm_addrs` are VMM addresses
@@ -62,6 +66,8 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     st.msrpm.deny_all();
     st.iopm.deny_all();
     hw.enable(hw.pa(&st.host_save));
+    // A guest's checked XSETBV is carried out by the VMM, which needs CR4.OSXSAVE for it.
+    hw.enable_xsave();
     let (pdpt_pa, pd_pa) = (hw.pa(&st.npt.pdpt), hw.pa(&st.npt.pd));
     super::npt::map_window(&mut st.npt, pdpt_pa, pd_pa);
 
@@ -149,6 +155,12 @@ impl SvmHw for RealSvm {
     }
     fn vmsave(&mut self, vmcb: &mut Vmcb) {
         crate::arch::x86_64::svm::vmsave(vmcb)
+    }
+    fn enable_xsave(&mut self) -> bool {
+        crate::arch::x86_64::cpu::enable_xsave()
+    }
+    fn xsetbv(&mut self, xcr0: u64) {
+        crate::arch::x86_64::cpu::xsetbv0(xcr0)
     }
 }
 

@@ -3,9 +3,14 @@
 //! Files, as in every backend: this one (what SVM is here, the VMCB set-up, the storage), [`decode`]
 //! (#VMEXIT -> generic `Exit`), [`vcpu`] (the `Backend` the generic loop drives, over the [`SvmHw`](hw::SvmHw) trait,
 //! and the replies), [`hw`] (bring-up on this CPU over the same trait, and the real instructions behind
-//! it); vendor extras: [`vmcb`], [`npt`], [`permission_maps`], [`avic`]. Everything here is safe code; the
-//! instructions are behind safe wrappers in `arch::x86_64::svm`, and the host tests run bring-up and the
-//! exit path against a model of the hardware (`testing::svm`).
+//! it); vendor extras: [`vmcb`], [`npt`], [`permission_maps`], [`avic`], [`insn`]. Everything here is
+//! safe code; the instructions are behind safe wrappers in `arch::x86_64::svm`, and the host tests run
+//! bring-up and the exit path against a model of the hardware (`testing::svm`).
+//!
+//! Guest CR0/CR4 writes and XSETBV are intercepted and answered by the generic control-register policy
+//! (`policy::cr`), never left to VMRUN's own checks (which refuse the whole guest, VMEXIT_INVALID, where
+//! the instruction owed the guest a #GP). Without decode assists the MOV CR / CLTS / LMSW is read from
+//! guest memory ([`insn`]).
 //!
 //! Instruction lengths: QEMU's TCG offers no NRIPS (NEXT_RIP stays 0), so when NEXT_RIP is 0 the guest
 //! RIP advances by the architectural length of the intercepted instruction (IOIO uses EXITINFO2, which
@@ -19,6 +24,7 @@
 pub(crate) mod avic;
 pub(crate) mod decode;
 pub(crate) mod hw;
+pub(crate) mod insn;
 pub(crate) mod npt;
 pub(crate) mod permission_maps;
 #[cfg(any(test, feature = "kvm-models"))]
@@ -106,6 +112,8 @@ fn seg(selector: u16, desc: u64) -> VmcbSegment {
 /// Fills a zeroed VMCB for the first VMRUN: intercepts, maps, ASID, nested paging, guest state.
 pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     let c = &mut v.control;
+    // Guest CR0/CR4 writes and XSETBV are checked by the policy (`policy::cr`), never left to VMRUN.
+    c.intercept_cr = intercept::CR0_WRITE | intercept::CR4_WRITE;
     c.intercept_misc1 = intercept::INTR
         | intercept::CPUID
         | intercept::HLT
@@ -122,7 +130,8 @@ pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
         | intercept::SKINIT
         | intercept::MONITOR
         | intercept::MWAIT
-        | intercept::MWAIT_COND;
+        | intercept::MWAIT_COND
+        | intercept::XSETBV;
     c.iopm_base_pa = links.iopm_pa;
     c.msrpm_base_pa = links.msrpm_pa;
     c.asid = crate::config::GUEST_TAG as u32;

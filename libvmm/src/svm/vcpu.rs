@@ -10,12 +10,14 @@
 #![forbid(unsafe_code)]
 
 use crate::backend::{Backend, BackendError};
-use crate::exit::{Exit, Fault, Output, Reply, VirtualMsr};
+use crate::exit::{Cr, CrState, Exit, Fault, Output, Reply, VirtualMsr};
+use crate::guest_mem::GuestMemory;
 use crate::x86::gprs::Gprs;
 use crate::x86::msr::EFER_SVME;
 
 use super::decode::{self, code};
 use super::hw::SvmHw;
+use super::insn::{self, CrInsn};
 use super::vmcb::{self, Vmcb};
 
 pub(crate) struct SvmVcpu<'v, H: SvmHw> {
@@ -28,6 +30,9 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
     const ID: libvmm_abi::BackendId = libvmm_abi::BackendId::Svm;
 
     fn run(&mut self) -> Result<Exit, BackendError> {
+        // NEXT_RIP is an output of the CPU (with NRIPS) or of `decode_with_memory` for the one exit it
+        // completes: never left over for a later exit.
+        self.vmcb.control.next_rip = 0;
         self.hw.run(&mut self.gprs, self.vmcb);
         after_exit(self.vmcb);
         if self.vmcb.control.exit_code == code::MSR {
@@ -39,7 +44,41 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
                 what: "VMRUN refused the guest state (VMEXIT_INVALID)",
             });
         }
-        Ok(decode::decode(&exit_info(self.vmcb), &self.gprs))
+        let v = &*self.vmcb;
+        Ok(decode::decode(&exit_info(v), &self.gprs, || cr_state(v)))
+    }
+
+    /// A CR0/CR4 write intercept without decode assists: read the instruction at the guest's RIP, take
+    /// the value from its source register, and record its length as NEXT_RIP for the reply. What cannot
+    /// be read or is not a form libvmm emulates stops the VM as an unhandled exit (RIP in info2).
+    fn decode_with_memory(&mut self, mem: &GuestMemory<'_>) -> Exit {
+        let v = &mut *self.vmcb;
+        let unhandled = Exit::Unknown {
+            code: v.control.exit_code,
+            info1: v.control.exit_info1,
+            info2: v.save.rip,
+        };
+        let (cr, n) = match v.control.exit_code {
+            code::CR0_WRITE => (Cr::Cr0, 0),
+            code::CR4_WRITE => (Cr::Cr4, 4),
+            _ => return unhandled,
+        };
+        let mut bytes = [0u8; insn::MAX_LEN];
+        let len = insn::fetch(mem, v.save.cr3, v.save.rip, &mut bytes);
+        let Some((i, insn_len)) = insn::decode_cr_write(&bytes[..len]) else {
+            return unhandled;
+        };
+        let state = cr_state(v);
+        let reg = |r| decode::gpr(r, &self.gprs, v.save.rax, v.save.rsp);
+        let value = match i {
+            CrInsn::MovToCr { cr, gpr } if cr == n => reg(gpr),
+            CrInsn::Clts if n == 0 => state.cr0 & !crate::x86::cr::cr0::TS,
+            // LMSW loads CR0[3:0] from the source but cannot clear PE.
+            CrInsn::Lmsw { gpr } if n == 0 => (state.cr0 & !0xE) | (reg(gpr) & 0xF),
+            _ => return unhandled,
+        };
+        v.control.next_rip = v.save.rip.wrapping_add(insn_len);
+        Exit::CrWrite { cr, value, state }
     }
 
     #[inline(always)]
@@ -51,6 +90,11 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
         )) = reply
         {
             self.hw.vmload(self.vmcb);
+        }
+        // XCR0 is not part of the VMCB: the guest's value stays loaded in the CPU (the VMM uses no
+        // extended state), exactly as the guest's own XSETBV would have left it.
+        if let Reply::Complete(Output::SetXcr0(v)) = reply {
+            self.hw.xsetbv(v);
         }
     }
 
@@ -78,6 +122,27 @@ pub fn exit_info(v: &Vmcb) -> decode::ExitInfo {
         info1: v.control.exit_info1,
         info2: v.control.exit_info2,
         rax: v.save.rax,
+        rsp: v.save.rsp,
+        cr4: v.save.cr4,
+        next_rip: v.control.next_rip,
+    }
+}
+
+/// CS.L in the VMCB's packed segment attributes (descriptor bit 53 -> attribute bit 9).
+const ATTRIB_L: u16 = 1 << 9;
+
+/// The guest's control state: SVM keeps no shadows, the VMCB holds what the guest sees (but EFER.SVME,
+/// which is the VMM's, and which the guest reads as clear).
+pub fn cr_state(v: &Vmcb) -> CrState {
+    CrState {
+        cr0: v.save.cr0,
+        cr3: v.save.cr3,
+        cr4: v.save.cr4,
+        efer: v.save.efer & !EFER_SVME,
+        cs_l: v.save.cs.attrib & ATTRIB_L != 0,
+        cpl: v.save.cpl,
+        // VMRUN checks CR4 against this CPU's features, which the guest's CPUID never exceeds.
+        cr4_hw: u64::MAX,
     }
 }
 
@@ -130,6 +195,17 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
                         _ => val as u64,
                     };
                 }
+                // A changed CR0/CR4 may change how the guest's linear addresses translate (PG, WP, PGE,
+                // PCIDE, SMEP...): flush its TLB on the next VMRUN, as the instruction would.
+                Output::SetCr(Cr::Cr0, val) => {
+                    v.save.cr0 = val;
+                    v.control.tlb_control = vmcb::TLB_FLUSH_ALL;
+                }
+                Output::SetCr(Cr::Cr4, val) => {
+                    v.save.cr4 = val;
+                    v.control.tlb_control = vmcb::TLB_FLUSH_ALL;
+                }
+                Output::SetXcr0(_) => {}
                 Output::SetVirtualMsr(msr, val) => match msr {
                     // The hardware bit stays set underneath: VMRUN refuses a guest with EFER.SVME clear.
                     VirtualMsr::Efer => v.save.efer = val | EFER_SVME,
@@ -148,5 +224,200 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
                 v.save.rip.wrapping_add(decode::insn_len(c.exit_code))
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest_mem::GuestMemory;
+    use crate::loader::Loaded;
+    use crate::svm::hw::SvmHw;
+    use crate::testing::svm::{ModelSvm, SvmExit};
+    use crate::testing::ModelPlatform;
+    use crate::vcpu::{self, StopReason, Vm};
+    use crate::x86::cr::{cr0, cr4};
+    use crate::x86::guest_setup::build;
+    use libvmm_abi::layout::x86_64::WINDOW_BASE;
+    use libvmm_abi::Hypercall;
+
+    const ENTRY: u64 = WINDOW_BASE + 0x1_0000;
+    const GP: u32 = 13 | (3 << 8) | (1 << 11) | (1 << 31);
+    const UD: u32 = 6 | (3 << 8) | (1 << 31);
+
+    /// Runs `script` through the generic loop with `code` at the guest's entry (RIP).
+    fn run(script: Vec<SvmExit>, code: &[u8]) -> (StopReason, ModelSvm, Box<Vmcb>) {
+        let mut buf = vec![0u8; 0x10_0000];
+        buf[0x1_0000..0x1_0000 + code.len()].copy_from_slice(code);
+        let mut mem = GuestMemory::new(WINDOW_BASE, &mut buf);
+        let loaded = Loaded {
+            entry: ENTRY,
+            stack_top: WINDOW_BASE + 0x8_0000,
+            boot_info: WINDOW_BASE,
+        };
+        let state = build(&mut mem, &loaded).unwrap();
+        let mut vmcb = Box::new(Vmcb::zeroed());
+        let links = super::super::VmcbLinks {
+            iopm_pa: 0x1000,
+            msrpm_pa: 0x4000,
+            ncr3: 0x6000,
+        };
+        super::super::init_vmcb(&mut vmcb, &state, links);
+        let mut hw = ModelSvm {
+            script,
+            ..Default::default()
+        };
+        hw.enable(0x9000);
+        hw.enable_xsave();
+        let mut cpu = SvmVcpu {
+            hw,
+            vmcb: &mut vmcb,
+            gprs: Gprs::default(),
+        };
+        let mut vm = Vm::new(mem, ModelPlatform::default());
+        let stop = vcpu::run(&mut cpu, &mut vm);
+        let hw = core::mem::take(&mut cpu.hw);
+        (stop, hw, vmcb)
+    }
+
+    fn exit(code: u64, rax: u64, gprs: Gprs) -> SvmExit {
+        SvmExit {
+            code,
+            rax,
+            gprs,
+            ..Default::default()
+        }
+    }
+
+    fn leave() -> SvmExit {
+        exit(code::VMMCALL, Hypercall::Exit as u64, Gprs::default())
+    }
+
+    #[test]
+    fn intercepts_cr0_cr4_writes_and_xsetbv() {
+        let v = run(vec![], &[]).2;
+        assert_ne!(
+            v.control.intercept_cr & super::super::vmcb::intercept::CR0_WRITE,
+            0
+        );
+        assert_ne!(
+            v.control.intercept_cr & super::super::vmcb::intercept::CR4_WRITE,
+            0
+        );
+        assert_ne!(
+            v.control.intercept_misc2 & super::super::vmcb::intercept::XSETBV,
+            0
+        );
+    }
+
+    #[test]
+    fn cr_writes_are_read_from_guest_memory_checked_and_loaded_or_gp() {
+        // mov cr4, rcx | mov cr0, r9 (REX.B) | clts | lmsw bx | lmsw [rax]
+        let code = [
+            0x0F, 0x22, 0xE1, 0x41, 0x0F, 0x22, 0xC1, 0x0F, 0x06, 0x0F, 0x01, 0xF3, 0x0F, 0x01,
+            0x30,
+        ];
+        let good4 = cr4::PAE | cr4::OSFXSR | cr4::OSXSAVE;
+        let rcx = |v| Gprs {
+            rcx: v,
+            ..Default::default()
+        };
+        let r9 = |v| Gprs {
+            r9: v,
+            ..Default::default()
+        };
+        let script = vec![
+            exit(code::CR4_WRITE, 0, rcx(good4 | 1 << 63)), // reserved bit: #GP, RIP stays
+            exit(code::CR4_WRITE, 0, rcx(good4)),           // valid: loaded, RIP + 3
+            exit(code::CR0_WRITE, 0, r9(0xA001_0033)),      // NW without CD: #GP
+            exit(code::CR0_WRITE, 0, r9(1 << 32 | 0x8001_0033)), // bits 63:32: #GP
+            exit(code::CR0_WRITE, 0, r9(0x8001_003B)),      // TS set: loaded, RIP + 4
+            exit(code::CR0_WRITE, 0, Gprs::default()),      // CLTS: TS cleared, RIP + 2
+            exit(
+                code::CR0_WRITE,
+                0,
+                Gprs {
+                    rbx: 0xFFF4,
+                    ..Default::default()
+                },
+            ), // LMSW bx: EM set, RIP + 3
+            exit(code::CR0_WRITE, 0, Gprs::default()),      // LMSW [rax]: not emulated, stop
+        ];
+        let (stop, m, v) = run(script, &code);
+        let rips: Vec<u64> = m.entries.iter().map(|e| e.0).collect();
+        assert_eq!(
+            rips,
+            [
+                ENTRY,
+                ENTRY,
+                ENTRY + 3,
+                ENTRY + 3,
+                ENTRY + 3,
+                ENTRY + 7,
+                ENTRY + 9,
+                ENTRY + 12
+            ]
+        );
+        let inj: Vec<u32> = m.crs.iter().map(|c| c.3).collect();
+        assert_eq!(inj[1..5], [GP, 0, GP, GP]);
+        assert_eq!(m.crs[2].1, good4, "valid CR4 loaded");
+        assert_eq!(
+            m.crs[2].2,
+            super::super::vmcb::TLB_FLUSH_ALL,
+            "guest TLB flushed"
+        );
+        assert_eq!(m.crs[5].0, 0x8001_003B);
+        assert_eq!(m.crs[6].0, 0x8001_0033, "CLTS");
+        assert_eq!(
+            m.crs[7].0, 0x8001_0035,
+            "LMSW: EM from BX, MP cleared, PE kept"
+        );
+        assert_eq!(
+            stop,
+            StopReason::UnhandledExit {
+                code: code::CR0_WRITE,
+                info1: 0,
+                info2: ENTRY + 12
+            }
+        );
+        assert_eq!(v.save.cr0 & cr0::PG, cr0::PG);
+    }
+
+    #[test]
+    fn xsetbv_is_ud_without_osxsave_then_checked_and_loaded() {
+        let code = [0x0F, 0x22, 0xE1]; // mov cr4, rcx
+        let xsetbv = |rcx, edx_eax: u64| {
+            exit(
+                code::XSETBV,
+                edx_eax & 0xFFFF_FFFF,
+                Gprs {
+                    rcx,
+                    rdx: edx_eax >> 32,
+                    ..Default::default()
+                },
+            )
+        };
+        let script = vec![
+            xsetbv(0, 3),
+            exit(
+                code::CR4_WRITE,
+                0,
+                Gprs {
+                    rcx: cr4::PAE | cr4::OSXSAVE,
+                    ..Default::default()
+                },
+            ),
+            xsetbv(0, 2),
+            xsetbv(1, 3),
+            xsetbv(0, 7),
+            leave(),
+        ];
+        let (stop, m, _) = run(script, &code);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        let inj: Vec<u32> = m.crs.iter().map(|c| c.3).collect();
+        assert_eq!(inj[1..6], [UD, 0, GP, GP, 0]);
+        assert_eq!(m.xcr0, [7], "only the valid XCR0 reached XSETBV");
+        // The XSETBV that worked advanced RIP by its 3 bytes.
+        assert_eq!(m.entries[5].0, m.entries[4].0 + 3);
     }
 }

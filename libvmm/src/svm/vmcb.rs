@@ -219,6 +219,9 @@ const SEG0: VmcbSegment = VmcbSegment {
 
 // Intercept bits (svm.md §2).
 pub mod intercept {
+    // intercept_cr (word 0): bits 15:0 reads of CR0..CR15, bits 31:16 writes.
+    pub const CR0_WRITE: u32 = 1 << 16;
+    pub const CR4_WRITE: u32 = 1 << 20;
     // misc1 (word 3)
     pub const INTR: u32 = 1 << 0;
     pub const CPUID: u32 = 1 << 18;
@@ -238,6 +241,7 @@ pub mod intercept {
     pub const MONITOR: u32 = 1 << 10;
     pub const MWAIT: u32 = 1 << 11;
     pub const MWAIT_COND: u32 = 1 << 12;
+    pub const XSETBV: u32 = 1 << 13;
 }
 
 /// `int_ctl` bit 24: the guest's IF masks only virtual interrupts; physical ones follow the host's IF.

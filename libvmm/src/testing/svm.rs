@@ -27,6 +27,11 @@ pub struct ModelSvm {
     pub vmloads: u32,
     /// CPUID 0x8000_0001 ECX bit 2 (SVM) cleared when set.
     pub no_svm: bool,
+    /// Host CR4.OSXSAVE was set, and each XCR0 loaded with XSETBV.
+    pub xsave_enabled: bool,
+    pub xcr0: Vec<u64>,
+    /// (CR0, CR4, TLB_CONTROL, EVENTINJ) of the VMCB at each VMRUN.
+    pub crs: Vec<(u64, u64, u8, u32)>,
 }
 
 impl SvmHw for ModelSvm {
@@ -54,6 +59,12 @@ impl SvmHw for ModelSvm {
     fn run(&mut self, gprs: &mut Gprs, vmcb: &mut Vmcb) {
         assert!(self.svme, "VMRUN with EFER.SVME clear is #UD");
         self.entries.push((vmcb.save.rip, vmcb.save.rax, gprs.rbx));
+        self.crs.push((
+            vmcb.save.cr0,
+            vmcb.save.cr4,
+            vmcb.control.tlb_control,
+            vmcb.control.event_inj,
+        ));
         // Off the end of the script: a guest SHUTDOWN, so a test that runs past it notices.
         let e = if self.script.is_empty() {
             SvmExit {
@@ -73,4 +84,12 @@ impl SvmHw for ModelSvm {
         self.vmloads += 1;
     }
     fn vmsave(&mut self, _: &mut Vmcb) {}
+    fn enable_xsave(&mut self) -> bool {
+        self.xsave_enabled = true;
+        true
+    }
+    fn xsetbv(&mut self, xcr0: u64) {
+        assert!(self.xsave_enabled, "XSETBV with CR4.OSXSAVE clear is #UD");
+        self.xcr0.push(xcr0);
+    }
 }

@@ -17,6 +17,9 @@ pub struct ModelVmcs {
     pub entries: Vec<(bool, GuestRegs, BTreeMap<u32, u64>)>,
     pub msrs: Vec<(u32, u64)>,
     pub vtpr: u8,
+    /// Each XCR0 loaded with XSETBV, and how many guest TLB flushes were asked for.
+    pub xcr0: Vec<u64>,
+    pub tlb_flushes: u32,
 }
 
 impl VmxOps for ModelVmcs {
@@ -56,5 +59,11 @@ impl VmxOps for ModelVmcs {
     }
     fn read_vtpr(&self) -> u8 {
         self.vtpr
+    }
+    fn xsetbv(&mut self, xcr0: u64) {
+        self.xcr0.push(xcr0);
+    }
+    fn flush_guest_tlb(&mut self) {
+        self.tlb_flushes += 1;
     }
 }

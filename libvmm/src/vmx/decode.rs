@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use super::vmcs::GuestRegs;
-use crate::exit::{Access, Exit, IoAccess, VirtInsn};
+use crate::exit::{Access, Cr, CrState, Exit, IoAccess, VirtInsn};
 
 /// Basic exit reasons (SDM Vol. 3D App. C).
 #[allow(dead_code)]
@@ -54,10 +54,77 @@ pub(crate) struct RawExit {
     pub reason: u32,
     pub qualification: u64,
     pub guest_physical: u64,
+    /// The guest's CR4 as it sees it (CPUID's OS-enable bits follow it).
+    pub cr4: u64,
+}
+
+/// What a control-register or XSETBV exit needs besides the registers the world switch saved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CrContext {
+    pub state: CrState,
+    /// Guest RSP (in the VMCS).
+    pub rsp: u64,
+}
+
+/// A general-purpose register by its encoding number (0 = RAX ... 15 = R15); RSP lives in the VMCS.
+fn gpr(n: u64, r: &GuestRegs, rsp: u64) -> u64 {
+    match n & 15 {
+        0 => r.rax,
+        1 => r.rcx,
+        2 => r.rdx,
+        3 => r.rbx,
+        4 => rsp,
+        5 => r.rbp,
+        6 => r.rsi,
+        7 => r.rdi,
+        8 => r.r8,
+        9 => r.r9,
+        10 => r.r10,
+        11 => r.r11,
+        12 => r.r12,
+        13 => r.r13,
+        14 => r.r14,
+        _ => r.r15,
+    }
+}
+
+/// The control-register-access exit qualification (SDM Vol. 3C Table 28-3): CR number 3:0, access type
+/// 5:4 (0 MOV to CR, 1 MOV from CR, 2 CLTS, 3 LMSW), GPR 11:8, LMSW source data 31:16 (register or
+/// memory operand alike). Writes to CR0/CR4 become `CrWrite` with the whole new value; every other
+/// access (CR3 and CR8 moves, which libvmm does not let exit, or reads) stays #UD as before.
+fn cr_access(q: u64, regs: &GuestRegs, ctx: impl FnOnce() -> CrContext) -> Exit {
+    let cr = match q & 0xF {
+        0 => Cr::Cr0,
+        4 => Cr::Cr4,
+        _ => {
+            return Exit::IllegalInsn {
+                raw: reason::CR_ACCESS as u64,
+            }
+        }
+    };
+    let c = ctx();
+    let value = match ((q >> 4) & 3, cr) {
+        (0, _) => gpr(q >> 8, regs, c.rsp),
+        (2, Cr::Cr0) => c.state.cr0 & !(1 << 3),
+        // LMSW loads CR0[3:0] but cannot clear PE.
+        (3, Cr::Cr0) => (c.state.cr0 & !0xE) | ((q >> 16) & 0xF),
+        _ => {
+            return Exit::IllegalInsn {
+                raw: reason::CR_ACCESS as u64,
+            }
+        }
+    };
+    Exit::CrWrite {
+        cr,
+        value,
+        state: c.state,
+    }
 }
 
 /// Decodes one exit. Exits that must never reach the loop (entry failures) are handled by the caller.
-pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs) -> Exit {
+/// `ctx` reads the guest's control state, for the exits whose checks need it.
+#[inline(always)]
+pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs, ctx: impl FnOnce() -> CrContext) -> Exit {
     use reason::*;
     let q = raw.qualification;
     match raw.reason & 0xFFFF {
@@ -66,6 +133,13 @@ pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs) -> Exit {
         CPUID => Exit::Cpuid {
             leaf: regs.rax as u32,
             subleaf: regs.rcx as u32,
+            cr4: raw.cr4,
+        },
+        CR_ACCESS => cr_access(q, regs, ctx),
+        XSETBV => Exit::Xsetbv {
+            index: regs.rcx as u32,
+            value: (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF),
+            state: ctx().state,
         },
         HLT => Exit::Halt,
         VMCALL => Exit::Hypercall {
@@ -85,11 +159,9 @@ pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs) -> Exit {
         INVVPID => Exit::VirtInsn(VirtInsn::Invvpid),
         VMFUNC => Exit::VirtInsn(VirtInsn::Vmfunc),
         // Instructions that exit unconditionally or by a control libvmm sets, none emulated: #UD.
-        GETSEC | INVD | CR_ACCESS | MWAIT | MONITOR | XSETBV | ENCLS | SEAMCALL | TDCALL => {
-            Exit::IllegalInsn {
-                raw: raw.reason as u64,
-            }
-        }
+        GETSEC | INVD | MWAIT | MONITOR | ENCLS | SEAMCALL | TDCALL => Exit::IllegalInsn {
+            raw: raw.reason as u64,
+        },
         IO => {
             let size = (q & 7) as u8 + 1;
             let write = q & (1 << 3) == 0;
@@ -145,9 +217,69 @@ mod tests {
                 reason,
                 qualification: q,
                 guest_physical: gpa,
+                cr4: 0x20,
             },
             &regs,
+            ctx,
         )
+    }
+
+    fn ctx() -> CrContext {
+        CrContext {
+            state: CrState {
+                cr0: 0x8001_0039,
+                cr4: 0x20,
+                ..Default::default()
+            },
+            rsp: 0x7000,
+        }
+    }
+
+    #[test]
+    fn cr_access_qualification_becomes_the_new_value() {
+        let r = GuestRegs {
+            rax: 0x11,
+            r11: 0x6_0020,
+            ..Default::default()
+        };
+        let w = |cr, value| Exit::CrWrite {
+            cr,
+            value,
+            state: ctx().state,
+        };
+        // MOV CR4, R11; MOV CR0, RAX; MOV CR0, RSP.
+        assert_eq!(d(28, 4 | (11 << 8), 0, r), w(Cr::Cr4, 0x6_0020));
+        assert_eq!(d(28, 0, 0, r), w(Cr::Cr0, 0x11));
+        assert_eq!(d(28, 4 << 8, 0, r), w(Cr::Cr0, 0x7000));
+        // CLTS clears TS; LMSW loads bits 3:0 from its operand but keeps PE.
+        assert_eq!(d(28, 2 << 4, 0, r), w(Cr::Cr0, 0x8001_0031));
+        assert_eq!(
+            d(28, (3 << 4) | (0xFFF6 << 16), 0, r),
+            w(Cr::Cr0, 0x8001_0037)
+        );
+        assert_eq!(d(28, (3 << 4) | (1 << 6), 0, r), w(Cr::Cr0, 0x8001_0031));
+        // Reads and other registers: #UD as before.
+        assert!(matches!(d(28, 1 << 4, 0, r), Exit::IllegalInsn { .. }));
+        assert!(matches!(d(28, 8, 0, r), Exit::IllegalInsn { .. }));
+        assert!(matches!(d(28, 3, 0, r), Exit::IllegalInsn { .. }));
+    }
+
+    #[test]
+    fn xsetbv_takes_ecx_and_edx_eax() {
+        let r = GuestRegs {
+            rax: 0xFFFF_FFFF_0000_0007,
+            rdx: 0x2,
+            rcx: 0xFFFF_FFFF_0000_0001,
+            ..Default::default()
+        };
+        assert_eq!(
+            d(55, 0, 0, r),
+            Exit::Xsetbv {
+                index: 1,
+                value: 0x2_0000_0007,
+                state: ctx().state
+            }
+        );
     }
 
     #[test]
@@ -165,7 +297,8 @@ mod tests {
             d(10, 0, 0, r),
             Exit::Cpuid {
                 leaf: 0x4000_0000,
-                subleaf: 7
+                subleaf: 7,
+                cr4: 0x20
             }
         );
         assert_eq!(

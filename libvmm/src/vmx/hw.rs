@@ -62,6 +62,9 @@ pub(crate) fn boot<P: Platform>(
     // VMXON: CR0/CR4 fixed bits, CR4.VMXE.
     hw::write_cr0(caps.fix_cr0(hw::read_cr0()));
     hw::write_cr4(caps.fix_cr4(hw::read_cr4() | CR4_VMXE));
+    // A guest's checked XSETBV is carried out by the VMM, which needs CR4.OSXSAVE for it (before the
+    // host CR4 is read into the VMCS below).
+    cpu::enable_xsave();
     if hw::vmxon(hw::pa(&pages.vmxon)).is_err() {
         return StopReason::Unsupported("VMXON failed");
     }
@@ -225,5 +228,12 @@ impl VmxOps for HwVmcs<'_> {
     }
     fn read_vtpr(&self) -> u8 {
         hw::read_vtpr(self.vapic)
+    }
+    fn xsetbv(&mut self, xcr0: u64) {
+        cpu::xsetbv0(xcr0)
+    }
+    fn flush_guest_tlb(&mut self) {
+        // All contexts: the guest's VPID is the only one in use (INVVPID all-context ran at bring-up).
+        let _ = hw::invvpid_all();
     }
 }

@@ -234,9 +234,14 @@ pub(crate) fn write_host<H: VmxOps>(v: &mut Vmcs<H>, h: &HostState) -> Result<()
 const AR_TSS_BUSY: u32 = 0x008B;
 const AR_UNUSABLE: u32 = 1 << 16;
 
-/// Writes the guest state. CR0/CR4 get the VMX fixed bits; the bits the host forces (CR4.VMXE and
-/// CR0's fixed-1 bits) are host-owned through the guest/host masks so the guest reads its own values
-/// and any attempt to change them exits (and is refused).
+/// The CR0/CR4 guest/host masks: every bit host-owned. The guest reads its own values (the read
+/// shadows), and every MOV to CR0/CR4, CLTS or LMSW that changes a bit exits to the control-register
+/// policy (`policy::cr`), which answers as the architecture does; the bits VMX forces (CR0.PE/NE/PG,
+/// CR4.VMXE) stay set underneath.
+const CR_MASK_ALL: u64 = u64::MAX;
+
+/// Writes the guest state. CR0/CR4 get the VMX fixed bits; every bit is host-owned through the
+/// guest/host masks ([`CR_MASK_ALL`]).
 pub(crate) fn write_guest<H: VmxOps>(
     v: &mut Vmcs<H>,
     caps: &Caps,
@@ -245,16 +250,10 @@ pub(crate) fn write_guest<H: VmxOps>(
     let cr0 = caps.fix_cr0(g.cr0);
     let cr4 = caps.fix_cr4(g.cr4);
     v.write(f::GUEST_CR0, cr0)?;
-    v.write(
-        f::CR0_GUEST_HOST_MASK,
-        caps.cr0_fixed0 | !caps.cr0_fixed1 & 0xFFFF_FFFF,
-    )?;
+    v.write(f::CR0_GUEST_HOST_MASK, CR_MASK_ALL)?;
     v.write(f::CR0_READ_SHADOW, g.cr0)?;
     v.write(f::GUEST_CR4, cr4)?;
-    v.write(
-        f::CR4_GUEST_HOST_MASK,
-        caps.cr4_fixed0 | CR4_VMXE | (!caps.cr4_fixed1 & 0xFFFF_FFFF),
-    )?;
+    v.write(f::CR4_GUEST_HOST_MASK, CR_MASK_ALL)?;
     v.write(f::CR4_READ_SHADOW, g.cr4 & !CR4_VMXE)?;
     v.write(f::GUEST_CR3, g.cr3)?;
     v.write(f::GUEST_IA32_EFER, g.efer)?;

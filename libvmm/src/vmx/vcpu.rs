@@ -3,14 +3,14 @@
 //! VM-entry interruption-information field).
 #![forbid(unsafe_code)]
 
-use super::caps::Caps;
+use super::caps::{Caps, CR4_VMXE};
 use super::checks::{self, Check, GuestFacts};
 use super::controls::{intr_info, proc1, Controls};
-use super::decode::{self, reason, RawExit};
+use super::decode::{self, reason, CrContext, RawExit};
 use super::fields as f;
 use super::vmcs::{instruction_error_name, GuestRegs, VmFail, Vmcs, VmxOps};
 use crate::backend::{Backend, BackendError};
-use crate::exit::{Exit, Fault, Output, Reply, VirtualMsr};
+use crate::exit::{Cr, CrState, Exit, Fault, Output, Reply, VirtualMsr};
 use crate::x86::msr::{EFER_LMA, EFER_LME};
 
 use crate::x86::msr::KERNEL_GS_BASE as MSR_KERNEL_GS_BASE;
@@ -43,6 +43,10 @@ pub(crate) struct Vmx<H: VmxOps> {
     dirty: bool,
     opts: Options,
     kernel_gs_base: u64,
+    /// The guest's CR0 and CR4 as it sees them (= the read shadows). The guest/host masks cover every
+    /// bit, so every change exits and goes through the policy: these copies are always current.
+    guest_cr0: u64,
+    guest_cr4: u64,
     pub diagnosis: Option<EntryDiagnosis>,
 }
 
@@ -55,6 +59,8 @@ impl<H: VmxOps> Vmx<H> {
         opts: Options,
     ) -> Result<Self, BackendError> {
         super::setup::write_controls(&mut vmcs, &controls).map_err(|_| vmwrite_failed())?;
+        let guest_cr0 = vmcs.read(f::CR0_READ_SHADOW).unwrap_or(0);
+        let guest_cr4 = vmcs.read(f::CR4_READ_SHADOW).unwrap_or(0);
         Ok(Self {
             vmcs,
             regs: GuestRegs::default(),
@@ -64,6 +70,8 @@ impl<H: VmxOps> Vmx<H> {
             dirty: true,
             opts,
             kernel_gs_base: 0,
+            guest_cr0,
+            guest_cr4,
             diagnosis: None,
         })
     }
@@ -125,6 +133,50 @@ impl<H: VmxOps> Vmx<H> {
         self.dirty = true;
         let _ = self.vmcs.write(f::ENTRY_EXCEPTION_ERROR_CODE, ec);
         let _ = self.vmcs.write(f::ENTRY_INTERRUPTION_INFO, info);
+    }
+
+    /// The guest's control state for the CR and XSETBV checks.
+    fn cr_context(&self) -> CrContext {
+        const AR_L: u64 = 1 << 13;
+        let ss_ar = self.read_or_zero(f::GUEST_SS_AR);
+        CrContext {
+            state: CrState {
+                cr0: self.guest_cr0,
+                cr3: self.read_or_zero(f::GUEST_CR3),
+                cr4: self.guest_cr4,
+                efer: self.read_or_zero(f::GUEST_IA32_EFER),
+                cs_l: self.read_or_zero(f::GUEST_CS_AR) & AR_L != 0,
+                // CPL is SS.DPL (SDM Vol. 3C §25.4.1).
+                cpl: ((ss_ar >> 5) & 3) as u8,
+                // VMX cannot run a guest with a CR4 bit that IA32_VMX_CR4_FIXED1 has clear; VMXE is the
+                // VMM's (set underneath, hidden from the guest).
+                cr4_hw: self.caps.cr4_fixed1 & !CR4_VMXE,
+            },
+            rsp: self.read_or_zero(f::GUEST_RSP),
+        }
+    }
+
+    /// Loads a checked CR0/CR4: the guest's value in the read shadow, the value with the VMX fixed bits
+    /// (CR0.NE/PE/PG, CR4.VMXE) in the guest field; then the guest's VPID-tagged translations are
+    /// flushed, as the instruction itself would flush them.
+    fn set_cr(&mut self, cr: Cr, value: u64) -> Result<(), Fault> {
+        let r = match cr {
+            Cr::Cr0 => {
+                self.guest_cr0 = value;
+                self.vmcs
+                    .write(f::CR0_READ_SHADOW, value)
+                    .and_then(|_| self.vmcs.write(f::GUEST_CR0, self.caps.fix_cr0(value)))
+            }
+            Cr::Cr4 => {
+                self.guest_cr4 = value;
+                self.vmcs.write(f::CR4_READ_SHADOW, value).and_then(|_| {
+                    self.vmcs
+                        .write(f::GUEST_CR4, self.caps.fix_cr4(value | CR4_VMXE))
+                })
+            }
+        };
+        self.vmcs.0.flush_guest_tlb();
+        r.map_err(|_| Fault::GeneralProtection(0))
     }
 
     fn set_edx_eax(&mut self, v: u64) {
@@ -223,8 +275,9 @@ impl<H: VmxOps> Backend for Vmx<H> {
             } else {
                 0
             },
+            cr4: self.guest_cr4,
         };
-        Ok(decode::decode(&raw, &self.regs))
+        Ok(decode::decode(&raw, &self.regs, || self.cr_context()))
     }
 
     #[inline(always)]
@@ -258,6 +311,14 @@ impl<H: VmxOps> Backend for Vmx<H> {
                     return self.inject(fault);
                 }
             }
+            Output::SetCr(cr, value) => {
+                if let Err(fault) = self.set_cr(cr, value) {
+                    return self.inject(fault);
+                }
+            }
+            // XCR0 is not in the VMCS: the guest's value stays loaded in the CPU (the VMM uses no
+            // extended state).
+            Output::SetXcr0(value) => self.vmcs.0.xsetbv(value),
         }
         self.advance_rip();
     }
@@ -370,7 +431,8 @@ mod tests {
             e,
             Exit::Cpuid {
                 leaf: 0x4000_0000,
-                subleaf: 0
+                subleaf: 0,
+                cr4: 0
             }
         );
         v.reply(Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
@@ -544,5 +606,124 @@ mod tests {
             v.diagnosis,
             Some(EntryDiagnosis::MissedConsistencyCheck { error: 8 })
         );
+    }
+
+    fn vmx_with_crs(steps: Vec<Step>) -> Vmx<ModelVmcs> {
+        let caps = skylake_x();
+        let c = setup::controls(&caps, &Addrs::TEST, Tweak::None).unwrap();
+        let mut model = ModelVmcs {
+            steps,
+            ..Default::default()
+        };
+        for (field, v) in [
+            (f::GUEST_RIP.encoding(), 0x201_0000),
+            (f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA),
+            (f::CR0_READ_SHADOW.encoding(), 0x8001_0033),
+            (f::CR4_READ_SHADOW.encoding(), 0x20),
+            (f::GUEST_CS_AR.encoding(), 0xA09B),
+        ] {
+            model.fields.insert(field, v);
+        }
+        Vmx::new(Vmcs(model), caps, c, opts_none()).unwrap()
+    }
+
+    fn opts_none() -> Options {
+        Options::default()
+    }
+
+    const GP_INFO: u64 = (1 << 31) | (3 << 8) | (1 << 11) | 13;
+    const UD_INFO: u64 = (1 << 31) | (3 << 8) | 6;
+
+    #[test]
+    fn cr_writes_go_through_the_policy_and_load_shadow_and_guest_field() {
+        use crate::x86::cr::cr4;
+        let r = |rcx| GuestRegs {
+            rcx,
+            ..Default::default()
+        };
+        let good = cr4::PAE | cr4::OSFXSR;
+        let mut v = vmx_with_crs(vec![
+            exit(28, 3, 4 | (1 << 8), 0, r(good | 1 << 25)), // reserved bit 25: #GP
+            exit(28, 3, 4 | (1 << 8), 0, r(good | cr4::VMXE)), // VMXE: not the guest's, #GP
+            exit(28, 3, 4 | (1 << 8), 0, r(good)),           // valid
+            exit(28, 3, 1 << 8, 0, r(0xA001_0033)),          // CR0.NW without CD: #GP
+            exit(28, 3, 1 << 8, 0, r(0x0001_0033)),          // clearing PG in 64-bit mode: #GP
+            exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [0; 3])),
+        ]);
+        let (stop, _) = run(&mut v);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        let e = &v.vmcs.0.entries;
+        let inj = |i: usize| e[i].2[&f::ENTRY_INTERRUPTION_INFO.encoding()];
+        assert_eq!(
+            [inj(1), inj(2), inj(4), inj(5)],
+            [GP_INFO, GP_INFO, GP_INFO, GP_INFO]
+        );
+        assert_eq!(inj(3) & (1 << 31), 0, "the valid write injects nothing");
+        assert_eq!(e[3].2[&f::CR4_READ_SHADOW.encoding()], good);
+        assert_eq!(e[3].2[&f::GUEST_CR4.encoding()], good | CR4_VMXE);
+        assert_eq!(e[3].2[&f::GUEST_RIP.encoding()], 0x201_0003);
+        assert_eq!(
+            e[5].2[&f::GUEST_RIP.encoding()],
+            0x201_0003,
+            "#GP: no advance"
+        );
+        assert_eq!(v.vmcs.0.tlb_flushes, 1);
+        assert_eq!(v.vmcs.0.fields[&f::CR0_READ_SHADOW.encoding()], 0x8001_0033);
+    }
+
+    #[test]
+    fn every_cr0_and_cr4_bit_is_host_owned() {
+        let caps = skylake_x();
+        let mut vmcs = Vmcs(ModelVmcs::default());
+        let mut buf = vec![0u8; 0x10_0000];
+        let mut mem = GuestMemory::new(0x200_0000, &mut buf);
+        let st = crate::x86::guest_setup::build(
+            &mut mem,
+            &crate::loader::Loaded {
+                entry: 0x201_0000,
+                stack_top: 0x210_0000,
+                boot_info: 0x200_0000,
+            },
+        )
+        .unwrap();
+        setup::write_guest(&mut vmcs, &caps, &st).unwrap();
+        assert_eq!(vmcs.read(f::CR0_GUEST_HOST_MASK), Ok(u64::MAX));
+        assert_eq!(vmcs.read(f::CR4_GUEST_HOST_MASK), Ok(u64::MAX));
+        assert_eq!(vmcs.read(f::CR4_READ_SHADOW), Ok(st.cr4));
+    }
+
+    #[test]
+    fn xsetbv_is_ud_without_osxsave_then_checked_and_loaded() {
+        use crate::x86::cr::cr4;
+        let xs = |rcx, edx_eax: u64| GuestRegs {
+            rcx,
+            rax: edx_eax & 0xFFFF_FFFF,
+            rdx: edx_eax >> 32,
+            ..Default::default()
+        };
+        let mut v = vmx_with_crs(vec![
+            exit(55, 3, 0, 0, xs(0, 3)),
+            exit(
+                28,
+                3,
+                4,
+                0,
+                GuestRegs {
+                    rax: cr4::PAE | cr4::OSXSAVE,
+                    ..Default::default()
+                },
+            ),
+            exit(55, 3, 0, 0, xs(0, 4)), // AVX without SSE
+            exit(55, 3, 0, 0, xs(0, 7)),
+            exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [0; 3])),
+        ]);
+        let (stop, _) = run(&mut v);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        let e = &v.vmcs.0.entries;
+        let inj = |i: usize| e[i].2[&f::ENTRY_INTERRUPTION_INFO.encoding()];
+        assert_eq!(inj(1), UD_INFO);
+        assert_eq!(inj(3), GP_INFO);
+        assert_eq!(v.vmcs.0.xcr0, [7]);
+        assert_eq!(e[4].2[&f::GUEST_RIP.encoding()], 0x201_0006);
     }
 }

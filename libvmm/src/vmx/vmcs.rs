@@ -45,6 +45,10 @@ pub(crate) trait VmxOps {
     /// After an external-interrupt exit (not acknowledged on exit), lets the host take the pending
     /// interrupt through its own IDT (the LAPIC timer's handler acknowledges it).
     fn take_host_interrupt(&mut self) {}
+    /// XSETBV of XCR0 with a value the policy checked (the guest's: XCR0 is not in the VMCS).
+    fn xsetbv(&mut self, xcr0: u64);
+    /// Flushes the guest's VPID-tagged linear translations (after an emulated CR0/CR4 write).
+    fn flush_guest_tlb(&mut self) {}
 }
 
 /// The current VMCS, typed.

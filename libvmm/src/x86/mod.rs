@@ -3,6 +3,8 @@
 //! boot protocols, the initial guest state.
 #![forbid(unsafe_code)]
 
+// Control-register bits, shared by the CR policy and the backends.
+pub(crate) mod cr;
 // The MSR vocabulary is shared with the generic MSR policy, which every image compiles.
 pub(crate) mod msr;
 

@@ -82,5 +82,60 @@ pub fn cases() -> Vec<Case> {
     v.push(exitbench(B));
     v.push(super::exitbench_stats(B, &["cpuid 1001", "hypercall 1046"]));
     v.extend(forged_result_timed(B));
+    v.push(control_registers(B));
     v
+}
+
+/// The hostile payload's control-register checks, one `hostile: ok <rule>` line each: the guest's
+/// CR0/CR4 and XCR0 writes get the SDM/APM answer (#GP(0), #UD for XSETBV without CR4.OSXSAVE), valid
+/// ones take effect, and each checked write exits to the VMM. The same list on SVM and VMX: the same
+/// answers on both vendors. (`cr4-pcide-*` and `xsetbv-avx-*` depend on the emulated CPU: the payload
+/// checks the variant its CPUID allows.)
+pub const CR_RULES: &[&str] = &[
+    "hostile: ok cr0-bit63-is-gp",
+    "hostile: ok cr0-bit32-is-gp",
+    "hostile: ok cr0-nw-without-cd-is-gp",
+    "hostile: ok cr0-pg-without-pe-is-gp",
+    "hostile: ok cr0-clearing-pg-in-long-mode-is-gp",
+    "hostile: ok cr0-unchanged-after-refused-writes",
+    "hostile: ok cr0-cd-nw-write-takes-effect",
+    "hostile: ok cr0-write-exits-to-the-vmm",
+    "hostile: ok cr0-ts-set-then-clts",
+    "hostile: ok cr0-lmsw-takes-effect",
+    "hostile: ok cr4-reserved-bit-is-gp",
+    "hostile: ok cr4-clearing-pae-in-long-mode-is-gp",
+    "hostile: ok cr4-changing-la57-in-long-mode-is-gp",
+    "hostile: ok cr4-pcide-",
+    "hostile: ok cr4-valid-write-takes-effect",
+    "hostile: ok cr4-write-exits-to-the-vmm",
+    "hostile: ok cr4-unchanged-after-refused-writes",
+    "hostile: ok cpuid-osxsave-clear-while-cr4-osxsave-clear",
+    "hostile: ok xsetbv-without-cr4-osxsave-is-ud",
+    "hostile: ok cr4-osxsave-takes-effect-and-cpuid-follows",
+    "hostile: ok xsetbv-x87-clear-is-gp",
+    "hostile: ok xsetbv-avx-without-sse-is-gp",
+    "hostile: ok xsetbv-reserved-bit63-is-gp",
+    "hostile: ok xsetbv-bit-cpuid-0xd-does-not-offer-is-gp",
+    "hostile: ok xsetbv-xcr1-is-gp",
+    "hostile: ok xsetbv-sse-takes-effect",
+    "hostile: ok xsetbv-exits-to-the-vmm",
+    "hostile: ok xcr0-and-cr4-restored",
+];
+
+/// One boot of the hostile payload whose console must show every control-register rule answered.
+pub fn control_registers(backend: Backend) -> Case {
+    Case::new(
+        backend,
+        "hostile",
+        "attack=halt",
+        StopCode::GuestError as u8,
+    )
+    .expect(CR_RULES)
+    .expect(&[" recoverable checks passed, 0 failed"])
+    .forbid(&[
+        "hostile: FAIL",
+        "libvmm: VMM",
+        "payload: unexpected exception",
+    ])
+    .named("hostile guest CR0/CR4/XCR0 writes answered as the SDM/APM say")
 }

@@ -16,6 +16,8 @@ pub fn cases() -> Vec<Case> {
     v.push(super::exitbench_stats(B, &["cpuid 1001", "hypercall 1046"]));
     v.extend(consistency_checks());
     v.extend(forged_result_timed(B));
+    // The same control-register rules as on SVM, with the same answers.
+    v.push(super::svm::control_registers(B));
     v
 }
 

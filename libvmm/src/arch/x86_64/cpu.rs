@@ -73,3 +73,49 @@ pub fn halt_forever() -> ! {
         unsafe { core::arch::asm!("cli; hlt", options(nomem, nostack)) }
     }
 }
+
+/// CPUID.1:ECX.XSAVE.
+#[cfg(any(feature = "svm", feature = "vmx"))] // the guests of the x86 backends
+const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
+/// CR4.OSXSAVE.
+#[cfg(any(feature = "svm", feature = "vmx"))] // the guests of the x86 backends
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Sets CR4.OSXSAVE when the CPU has XSAVE, so that the VMM can load a guest's XCR0 with XSETBV (the
+/// VMM itself uses no extended state: its target has no SSE). Returns whether XSETBV is usable.
+#[cfg(any(feature = "svm", feature = "vmx"))] // the guests of the x86 backends
+pub fn enable_xsave() -> bool {
+    if cpuid(1, 0)[2] & CPUID_1_ECX_XSAVE == 0 {
+        return false;
+    }
+    // SAFETY: CR4.OSXSAVE is defined (CPUID.1:ECX.XSAVE); setting it only allows XGETBV/XSETBV and
+    // XSAVE-family instructions, which change no memory the VMM owns.
+    unsafe {
+        core::arch::asm!(
+            "mov {t}, cr4",
+            "or {t}, {bit}",
+            "mov cr4, {t}",
+            t = out(reg) _,
+            bit = in(reg) CR4_OSXSAVE,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    true
+}
+
+/// XSETBV of XCR0. Only with CR4.OSXSAVE set ([`enable_xsave`]) and a value the guest-CR policy checked
+/// against the CPUID leaf 0xD the guest sees (a subset of this CPU's).
+#[cfg(any(feature = "svm", feature = "vmx"))] // the guests of the x86 backends
+pub fn xsetbv0(value: u64) {
+    // SAFETY: CR4.OSXSAVE is set and the value holds only supported, consistent XCR0 bits (see above), so
+    // XSETBV does not fault; XCR0 governs only extended state, which the VMM does not use.
+    unsafe {
+        core::arch::asm!(
+            "xsetbv",
+            in("ecx") 0u32,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}
