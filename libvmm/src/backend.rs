@@ -30,23 +30,22 @@ pub(crate) trait Backend {
     /// Which backend this is (reported in CPUID and boot info).
     const ID: libvmm_abi::BackendId;
 
-    /// Enters the guest and runs it until the next exit, then decodes that exit.
-    fn run(&mut self) -> Result<Exit, BackendError>;
+    /// Enters the guest and runs it until the next exit, then decodes that exit. `mem` is the guest's
+    /// memory, for the rare exits whose instruction must be read from it (SVM without decode assists).
+    fn run(&mut self, mem: &GuestMemory<'_>) -> Result<Exit, BackendError>;
 
     /// Carries out the loop's reply to the last exit. (The reply carries everything it needs, so the
     /// exit need not be kept in memory across the call: that keeps the exit path short.)
     fn reply(&mut self, reply: Reply);
 
-    /// Finishes decoding an exit that [`Backend::run`] returned as [`Exit::NeedsGuestMemory`]: SVM
-    /// without decode assists reads the intercepted MOV to CR0/CR4 from guest memory (through the
-    /// guest's page tables, every access checked by `GuestMemory`). Backends that decode everything in
-    /// `run` keep this default, which is never called for them.
-    fn decode_with_memory(&mut self, _mem: &GuestMemory<'_>) -> Exit {
-        Exit::Unknown {
-            code: u64::MAX,
-            info1: 0,
-            info2: 0,
-        }
+    /// The guest's CR4 as it sees it (x86; CPUID's OS-enable bits follow it). One load on the CPUID exit.
+    fn guest_cr4(&self) -> u64 {
+        0
+    }
+
+    /// The guest's control state (x86), read when a CR or XCR0 write is checked.
+    fn cr_state(&self) -> crate::exit::CrState {
+        crate::exit::CrState::default()
     }
 
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).

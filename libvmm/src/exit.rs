@@ -116,11 +116,11 @@ pub struct CrState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// CPUID with the guest's EAX/ECX.
+    /// (Leaf 1 ECX.OSXSAVE and leaf 7 ECX.OSPKE reflect the guest's CR4, which the loop reads from the
+    /// backend: [`crate::backend::Backend::guest_cr4`].)
     Cpuid {
         leaf: u32,
         subleaf: u32,
-        /// The guest's CR4: leaf 1 ECX.OSXSAVE and leaf 7 ECX.OSPKE reflect it, as on hardware.
-        cr4: u64,
     },
     /// libvmm hypercall (VMMCALL / VMCALL / ECALL to the libvmm SBI extension).
     Hypercall {
@@ -151,20 +151,18 @@ pub enum Exit {
     Halt,
     /// MOV to CR0/CR4, CLTS or LMSW (x86): `value` is the whole new register value the instruction
     /// asks for (for CLTS and LMSW, computed from the current CR0).
+    /// The checks need the guest's control state, which the loop reads from the backend
+    /// ([`crate::backend::Backend::cr_state`]): carrying it here would make every `Exit` larger and cost
+    /// the hot exits (CPUID, hypercalls) their fused decode-and-dispatch.
     CrWrite {
         cr: Cr,
         value: u64,
-        state: CrState,
     },
     /// XSETBV (x86): ECX and EDX:EAX.
     Xsetbv {
         index: u32,
         value: u64,
-        state: CrState,
     },
-    /// SVM without decode assists: the exit needs the intercepted instruction read from guest memory
-    /// (see [`crate::backend::Backend::decode_with_memory`]). Never reaches the policy.
-    NeedsGuestMemory,
     /// A virtualization instruction executed by the guest.
     VirtInsn(VirtInsn),
     /// An instruction the guest may not execute in its mode and libvmm does not emulate (e.g. a CSR the

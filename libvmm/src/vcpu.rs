@@ -20,7 +20,8 @@ pub(crate) fn handle<B: Backend, P: Platform>(
     vm: &mut Vm<'_, P>,
 ) -> Result<(), StopReason> {
     let reply = match exit {
-        Exit::Cpuid { leaf, subleaf, cr4 } => {
+        Exit::Cpuid { leaf, subleaf } => {
+            let cr4 = cpu.guest_cr4();
             vm.stats.add(ExitReason::Cpuid);
             let host = |l, s| vm.platform.host_cpuid(l, s);
             cpu.reply(Reply::Complete(Output::Cpuid(cpuid::answer(
@@ -94,43 +95,19 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             }
         }
         // The checks look at the guest's CPUID, as the guest sees it.
-        Exit::CrWrite { cr, value, state } => {
+        Exit::CrWrite { cr, value } => {
             vm.stats.add(ExitReason::CrWrite);
+            let state = cpu.cr_state();
             let guest =
                 |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
             cr::write(cr, value, &state, guest)?
         }
-        Exit::Xsetbv {
-            index,
-            value,
-            state,
-        } => {
+        Exit::Xsetbv { index, value } => {
             vm.stats.add(ExitReason::Xsetbv);
+            let state = cpu.cr_state();
             let guest =
                 |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
             cr::xsetbv(index, value, &state, guest)
-        }
-        // SVM without decode assists: read the instruction from guest memory, then answer it.
-        Exit::NeedsGuestMemory => {
-            vm.stats.add(ExitReason::CrWrite);
-            match cpu.decode_with_memory(&vm.mem) {
-                Exit::CrWrite { cr, value, state } => {
-                    let guest = |l, s| {
-                        cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s))
-                    };
-                    cr::write(cr, value, &state, guest)?
-                }
-                Exit::Unknown { code, info1, info2 } => {
-                    return Err(StopReason::UnhandledExit { code, info1, info2 })
-                }
-                _ => {
-                    return Err(StopReason::UnhandledExit {
-                        code: u64::MAX,
-                        info1: 0,
-                        info2: 0,
-                    })
-                }
-            }
         }
         Exit::Unknown { code, info1, info2 } => {
             vm.stats.add(ExitReason::Unknown);
@@ -144,7 +121,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
 /// Runs the vCPU until the VM stops.
 pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> StopReason {
     loop {
-        let exit = match cpu.run() {
+        let exit = match cpu.run(&vm.mem) {
             Ok(exit) => exit,
             Err(e) => return StopReason::Backend(e),
         };
@@ -322,12 +299,10 @@ mod tests {
                 Exit::Cpuid {
                     leaf: 0,
                     subleaf: 0,
-                    cr4: 0,
                 },
                 Exit::Cpuid {
                     leaf: 1,
                     subleaf: 0,
-                    cr4: 0,
                 },
                 Exit::HostEvent,
                 hc(Hypercall::ExitCount, [0; 4]),

@@ -240,9 +240,9 @@ fn a_guest_that_never_traps_is_stopped_at_its_time_limit_and_the_guest_timer_sti
         ModelPlatform::default(),
     );
     // The first host event comes before the limit: the platform says "not yet", the guest goes on.
-    let exit = cpu.run().unwrap();
+    let exit = cpu.run(&vm.mem).unwrap();
     assert!(vcpu::handle(exit, &mut cpu, &mut vm).is_ok());
-    let exit = cpu.run().unwrap();
+    let exit = cpu.run(&vm.mem).unwrap();
     assert_eq!(exit, Exit::HostEvent);
     assert!(vcpu::handle(exit, &mut cpu, &mut vm).is_ok());
     assert_ne!(cpu.hart().csr(Csr::Hvip) & (1 << csr::IRQ_VS_TIMER), 0);

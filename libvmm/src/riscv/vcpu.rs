@@ -81,7 +81,7 @@ impl<H: Hart> Backend for RiscvH<H> {
     const ID: BackendId = BackendId::RiscvH;
 
     #[inline(always)]
-    fn run(&mut self) -> Result<Exit, BackendError> {
+    fn run(&mut self, _mem: &crate::guest_mem::GuestMemory<'_>) -> Result<Exit, BackendError> {
         let scause = self.hart.enter(&mut self.ctx);
         Ok(self.decode(scause))
     }

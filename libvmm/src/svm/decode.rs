@@ -3,7 +3,7 @@
 //! of the intercepted instruction; see the module doc of `svm` for the prefix caveat).
 #![forbid(unsafe_code)]
 
-use crate::exit::{Access, Cr, CrState, Exit, IoAccess, VirtInsn};
+use crate::exit::{Access, Cr, Exit, IoAccess, VirtInsn};
 use crate::x86::gprs::Gprs;
 
 pub mod code {
@@ -45,8 +45,6 @@ pub struct ExitInfo {
     /// Guest RAX and RSP (kept in the VMCB).
     pub rax: u64,
     pub rsp: u64,
-    /// Guest CR4 (CPUID's OS-enable bits follow it).
-    pub cr4: u64,
     /// NEXT_RIP (0 without NRIPS).
     pub next_rip: u64,
 }
@@ -78,37 +76,49 @@ pub fn gpr(n: u8, g: &Gprs, rax: u64, rsp: u64) -> u64 {
     }
 }
 
+/// A CR0/CR4 write intercept: with decode assists and NRIPS the exit names the register; otherwise the
+/// instruction is read from guest memory (`from_memory`).
+#[inline(always)]
+fn cr_write(
+    code: u64,
+    info1: u64,
+    next_rip: u64,
+    rax: u64,
+    rsp: u64,
+    g: &Gprs,
+    from_memory: impl FnOnce() -> Exit,
+) -> Exit {
+    if info1 & CR_INFO_MOV != 0 && next_rip != 0 {
+        Exit::CrWrite {
+            cr: if code == code::CR0_WRITE {
+                Cr::Cr0
+            } else {
+                Cr::Cr4
+            },
+            value: gpr(info1 as u8, g, rax, rsp),
+        }
+    } else {
+        from_memory()
+    }
+}
+
 /// Decodes one exit. Never fails: what it does not know becomes `Exit::Unknown`. `state` reads the
 /// guest's control state from the VMCB, for the exits whose checks need it.
 #[inline(always)]
-pub fn decode(e: &ExitInfo, g: &Gprs, state: impl FnOnce() -> CrState) -> Exit {
+pub fn decode(e: &ExitInfo, g: &Gprs, from_memory: impl FnOnce() -> Exit) -> Exit {
     match e.code {
         code::CPUID => Exit::Cpuid {
             leaf: e.rax as u32,
             subleaf: g.rcx as u32,
-            cr4: e.cr4,
         },
         // With decode assists and NRIPS the exit names the register and the next RIP; otherwise the
         // instruction is read from guest memory (`insn`, through `Backend::decode_with_memory`).
         code::CR0_WRITE | code::CR4_WRITE => {
-            if e.info1 & CR_INFO_MOV != 0 && e.next_rip != 0 {
-                Exit::CrWrite {
-                    cr: if e.code == code::CR0_WRITE {
-                        Cr::Cr0
-                    } else {
-                        Cr::Cr4
-                    },
-                    value: gpr(e.info1 as u8, g, e.rax, e.rsp),
-                    state: state(),
-                }
-            } else {
-                Exit::NeedsGuestMemory
-            }
+            cr_write(e.code, e.info1, e.next_rip, e.rax, e.rsp, g, from_memory)
         }
         code::XSETBV => Exit::Xsetbv {
             index: g.rcx as u32,
             value: (g.rdx << 32) | (e.rax & 0xFFFF_FFFF),
-            state: state(),
         },
         code::VMMCALL => Exit::Hypercall {
             nr: e.rax,
@@ -202,6 +212,17 @@ pub const fn insn_len(code: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// What the decoder returns when the instruction must be read from guest memory.
+    const FROM_MEMORY: Exit = Exit::Unknown {
+        code: 0xFEED,
+        info1: 0,
+        info2: 0,
+    };
+
+    fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
+        super::decode(e, g, || FROM_MEMORY)
+    }
+
     fn info(code: u64, info1: u64, info2: u64, rax: u64) -> ExitInfo {
         ExitInfo {
             code,
@@ -209,20 +230,7 @@ mod tests {
             info2,
             rax,
             rsp: 0x5000,
-            cr4: 0x20,
             next_rip: 0,
-        }
-    }
-
-    fn decode(e: &ExitInfo, g: &Gprs) -> Exit {
-        super::decode(e, g, state)
-    }
-
-    fn state() -> CrState {
-        CrState {
-            cr0: 0x8001_0033,
-            cr4: 0x20,
-            ..Default::default()
         }
     }
 
@@ -233,14 +241,13 @@ mod tests {
             ..Default::default()
         };
         let mut e = info(code::CR4_WRITE, CR_INFO_MOV | 9, 0, 0);
-        assert_eq!(decode(&e, &g), Exit::NeedsGuestMemory, "no NEXT_RIP");
+        assert_eq!(decode(&e, &g), FROM_MEMORY, "no NEXT_RIP");
         e.next_rip = 0x1003;
         assert_eq!(
             decode(&e, &g),
             Exit::CrWrite {
                 cr: Cr::Cr4,
-                value: 0x6_0020,
-                state: state()
+                value: 0x6_0020
             }
         );
         let e = ExitInfo {
@@ -260,11 +267,11 @@ mod tests {
             next_rip: 0x1002,
             ..info(code::CR0_WRITE, 0, 0, 0)
         };
-        assert_eq!(decode(&e, &g), Exit::NeedsGuestMemory);
+        assert_eq!(decode(&e, &g), FROM_MEMORY);
     }
 
     #[test]
-    fn decodes_xsetbv_and_cpuid_carries_cr4() {
+    fn decodes_xsetbv_and_cpuid() {
         let g = Gprs {
             rcx: 0xFFFF_FFFF_0000_0000,
             rdx: 0x2,
@@ -274,8 +281,7 @@ mod tests {
             decode(&info(code::XSETBV, 0, 0, 0xFFFF_FFFF_0000_0007), &g),
             Exit::Xsetbv {
                 index: 0,
-                value: 0x2_0000_0007,
-                state: state()
+                value: 0x2_0000_0007
             }
         );
         assert_eq!(insn_len(code::XSETBV), 3);
@@ -284,7 +290,6 @@ mod tests {
             Exit::Cpuid {
                 leaf: 1,
                 subleaf: 0,
-                cr4: 0x20
             }
         );
     }
@@ -304,7 +309,6 @@ mod tests {
             Exit::Cpuid {
                 leaf: 0x4000_0000,
                 subleaf: 0xC000_0080,
-                cr4: 0x20
             }
         );
         assert_eq!(

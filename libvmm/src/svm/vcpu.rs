@@ -29,7 +29,7 @@ pub(crate) struct SvmVcpu<'v, H: SvmHw> {
 impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
     const ID: libvmm_abi::BackendId = libvmm_abi::BackendId::Svm;
 
-    fn run(&mut self) -> Result<Exit, BackendError> {
+    fn run(&mut self, mem: &GuestMemory<'_>) -> Result<Exit, BackendError> {
         // NEXT_RIP is an output of the CPU (with NRIPS) or of `decode_with_memory` for the one exit it
         // completes: never left over for a later exit.
         self.vmcb.control.next_rip = 0;
@@ -44,41 +44,11 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
                 what: "VMRUN refused the guest state (VMEXIT_INVALID)",
             });
         }
-        let v = &*self.vmcb;
-        Ok(decode::decode(&exit_info(v), &self.gprs, || cr_state(v)))
-    }
-
-    /// A CR0/CR4 write intercept without decode assists: read the instruction at the guest's RIP, take
-    /// the value from its source register, and record its length as NEXT_RIP for the reply. What cannot
-    /// be read or is not a form libvmm emulates stops the VM as an unhandled exit (RIP in info2).
-    fn decode_with_memory(&mut self, mem: &GuestMemory<'_>) -> Exit {
-        let v = &mut *self.vmcb;
-        let unhandled = Exit::Unknown {
-            code: v.control.exit_code,
-            info1: v.control.exit_info1,
-            info2: v.save.rip,
-        };
-        let (cr, n) = match v.control.exit_code {
-            code::CR0_WRITE => (Cr::Cr0, 0),
-            code::CR4_WRITE => (Cr::Cr4, 4),
-            _ => return unhandled,
-        };
-        let mut bytes = [0u8; insn::MAX_LEN];
-        let len = insn::fetch(mem, v.save.cr3, v.save.rip, &mut bytes);
-        let Some((i, insn_len)) = insn::decode_cr_write(&bytes[..len]) else {
-            return unhandled;
-        };
-        let state = cr_state(v);
-        let reg = |r| decode::gpr(r, &self.gprs, v.save.rax, v.save.rsp);
-        let value = match i {
-            CrInsn::MovToCr { cr, gpr } if cr == n => reg(gpr),
-            CrInsn::Clts if n == 0 => state.cr0 & !crate::x86::cr::cr0::TS,
-            // LMSW loads CR0[3:0] from the source but cannot clear PE.
-            CrInsn::Lmsw { gpr } if n == 0 => (state.cr0 & !0xE) | (reg(gpr) & 0xF),
-            _ => return unhandled,
-        };
-        v.control.next_rip = v.save.rip.wrapping_add(insn_len);
-        Exit::CrWrite { cr, value, state }
+        let info = exit_info(self.vmcb);
+        let (vmcb, gprs) = (&mut *self.vmcb, &self.gprs);
+        Ok(decode::decode(&info, gprs, || {
+            cr_write_from_memory(vmcb, gprs, mem)
+        }))
     }
 
     #[inline(always)]
@@ -98,9 +68,52 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
         }
     }
 
+    #[inline(always)]
+    fn guest_cr4(&self) -> u64 {
+        self.vmcb.save.cr4
+    }
+
+    fn cr_state(&self) -> CrState {
+        cr_state(self.vmcb)
+    }
+
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
         Some(virtual_msr(self.vmcb, msr))
     }
+}
+
+/// A CR0/CR4 write intercept without decode assists: read the instruction at the guest's RIP, take
+/// the value from its source register, and record its length as NEXT_RIP for the reply. What cannot
+/// be read or is not a form libvmm emulates stops the VM as an unhandled exit (RIP in info2).
+#[cold]
+#[inline(never)]
+fn cr_write_from_memory(v: &mut Vmcb, gprs: &Gprs, mem: &GuestMemory<'_>) -> Exit {
+    let unhandled = Exit::Unknown {
+        code: v.control.exit_code,
+        info1: v.control.exit_info1,
+        info2: v.save.rip,
+    };
+    let (cr, n) = match v.control.exit_code {
+        code::CR0_WRITE => (Cr::Cr0, 0),
+        code::CR4_WRITE => (Cr::Cr4, 4),
+        _ => return unhandled,
+    };
+    let mut bytes = [0u8; insn::MAX_LEN];
+    let len = insn::fetch(mem, v.save.cr3, v.save.rip, &mut bytes);
+    let Some((i, insn_len)) = insn::decode_cr_write(&bytes[..len]) else {
+        return unhandled;
+    };
+    let state = cr_state(v);
+    let reg = |r| decode::gpr(r, gprs, v.save.rax, v.save.rsp);
+    let value = match i {
+        CrInsn::MovToCr { cr, gpr } if cr == n => reg(gpr),
+        CrInsn::Clts if n == 0 => state.cr0 & !crate::x86::cr::cr0::TS,
+        // LMSW loads CR0[3:0] from the source but cannot clear PE.
+        CrInsn::Lmsw { gpr } if n == 0 => (state.cr0 & !0xE) | (reg(gpr) & 0xF),
+        _ => return unhandled,
+    };
+    v.control.next_rip = v.save.rip.wrapping_add(insn_len);
+    Exit::CrWrite { cr, value }
 }
 
 /// Work to do on the VMCB right after every #VMEXIT, before decoding: stop re-flushing the TLB and
@@ -123,7 +136,6 @@ pub fn exit_info(v: &Vmcb) -> decode::ExitInfo {
         info2: v.control.exit_info2,
         rax: v.save.rax,
         rsp: v.save.rsp,
-        cr4: v.save.cr4,
         next_rip: v.control.next_rip,
     }
 }

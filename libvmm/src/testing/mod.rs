@@ -61,7 +61,7 @@ pub struct ScriptedBackend {
 }
 impl Backend for ScriptedBackend {
     const ID: BackendId = BackendId::Svm;
-    fn run(&mut self) -> Result<Exit, BackendError> {
+    fn run(&mut self, _mem: &crate::guest_mem::GuestMemory<'_>) -> Result<Exit, BackendError> {
         if self.script.is_empty() {
             return Err(BackendError::EntryFailed {
                 code: 0,

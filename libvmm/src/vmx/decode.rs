@@ -54,8 +54,6 @@ pub(crate) struct RawExit {
     pub reason: u32,
     pub qualification: u64,
     pub guest_physical: u64,
-    /// The guest's CR4 as it sees it (CPUID's OS-enable bits follow it).
-    pub cr4: u64,
 }
 
 /// What a control-register or XSETBV exit needs besides the registers the world switch saved.
@@ -114,11 +112,7 @@ fn cr_access(q: u64, regs: &GuestRegs, ctx: impl FnOnce() -> CrContext) -> Exit 
             }
         }
     };
-    Exit::CrWrite {
-        cr,
-        value,
-        state: c.state,
-    }
+    Exit::CrWrite { cr, value }
 }
 
 /// Decodes one exit. Exits that must never reach the loop (entry failures) are handled by the caller.
@@ -133,13 +127,11 @@ pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs, ctx: impl FnOnce() -> CrCo
         CPUID => Exit::Cpuid {
             leaf: regs.rax as u32,
             subleaf: regs.rcx as u32,
-            cr4: raw.cr4,
         },
         CR_ACCESS => cr_access(q, regs, ctx),
         XSETBV => Exit::Xsetbv {
             index: regs.rcx as u32,
             value: (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF),
-            state: ctx().state,
         },
         HLT => Exit::Halt,
         VMCALL => Exit::Hypercall {
@@ -217,7 +209,6 @@ mod tests {
                 reason,
                 qualification: q,
                 guest_physical: gpa,
-                cr4: 0x20,
             },
             &regs,
             ctx,
@@ -228,7 +219,6 @@ mod tests {
         CrContext {
             state: CrState {
                 cr0: 0x8001_0039,
-                cr4: 0x20,
                 ..Default::default()
             },
             rsp: 0x7000,
@@ -242,11 +232,7 @@ mod tests {
             r11: 0x6_0020,
             ..Default::default()
         };
-        let w = |cr, value| Exit::CrWrite {
-            cr,
-            value,
-            state: ctx().state,
-        };
+        let w = |cr, value| Exit::CrWrite { cr, value };
         // MOV CR4, R11; MOV CR0, RAX; MOV CR0, RSP.
         assert_eq!(d(28, 4 | (11 << 8), 0, r), w(Cr::Cr4, 0x6_0020));
         assert_eq!(d(28, 0, 0, r), w(Cr::Cr0, 0x11));
@@ -277,7 +263,6 @@ mod tests {
             Exit::Xsetbv {
                 index: 1,
                 value: 0x2_0000_0007,
-                state: ctx().state
             }
         );
     }
@@ -298,7 +283,6 @@ mod tests {
             Exit::Cpuid {
                 leaf: 0x4000_0000,
                 subleaf: 7,
-                cr4: 0x20
             }
         );
         assert_eq!(

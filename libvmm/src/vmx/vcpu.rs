@@ -224,7 +224,7 @@ fn vmwrite_failed() -> BackendError {
 impl<H: VmxOps> Backend for Vmx<H> {
     const ID: libvmm_abi::BackendId = libvmm_abi::BackendId::Vmx;
 
-    fn run(&mut self) -> Result<Exit, BackendError> {
+    fn run(&mut self, _mem: &crate::guest_mem::GuestMemory<'_>) -> Result<Exit, BackendError> {
         self.check_before_entry()?;
         if let Err(fail) = self.vmcs.0.enter(&mut self.regs, self.launched) {
             return Err(match fail {
@@ -275,7 +275,6 @@ impl<H: VmxOps> Backend for Vmx<H> {
             } else {
                 0
             },
-            cr4: self.guest_cr4,
         };
         Ok(decode::decode(&raw, &self.regs, || self.cr_context()))
     }
@@ -321,6 +320,15 @@ impl<H: VmxOps> Backend for Vmx<H> {
             Output::SetXcr0(value) => self.vmcs.0.xsetbv(value),
         }
         self.advance_rip();
+    }
+
+    #[inline(always)]
+    fn guest_cr4(&self) -> u64 {
+        self.guest_cr4
+    }
+
+    fn cr_state(&self) -> CrState {
+        self.cr_context().state
     }
 
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
@@ -426,13 +434,12 @@ mod tests {
             ..Default::default()
         };
         let mut v = vmx(Tweak::None, Options::default(), vec![exit(10, 2, 0, 0, r)]);
-        let e = v.run().unwrap();
+        let e = v.run(&GuestMemory::new(0, &mut [])).unwrap();
         assert_eq!(
             e,
             Exit::Cpuid {
                 leaf: 0x4000_0000,
                 subleaf: 0,
-                cr4: 0
             }
         );
         v.reply(Reply::Complete(Output::Cpuid([1, 2, 3, 4])));
@@ -486,7 +493,7 @@ mod tests {
                 exit(31, 2, 0, 0, rd),
             ],
         );
-        let e = v.run().unwrap();
+        let e = v.run(&GuestMemory::new(0, &mut [])).unwrap();
         assert_eq!(
             e,
             Exit::Io(IoAccess {
@@ -498,7 +505,7 @@ mod tests {
             })
         );
         v.reply(Reply::Complete(Output::Nothing));
-        let e = v.run().unwrap();
+        let e = v.run(&GuestMemory::new(0, &mut [])).unwrap();
         assert!(matches!(
             e,
             Exit::Io(IoAccess {
@@ -512,7 +519,7 @@ mod tests {
             size: 1,
         }));
         assert_eq!(v.regs.rax, 0x1234_5678_9abc_deff);
-        let e = v.run().unwrap();
+        let e = v.run(&GuestMemory::new(0, &mut [])).unwrap();
         assert_eq!(e, Exit::MsrRead { msr: 0x3A });
     }
 
