@@ -121,7 +121,8 @@ fn guest_page_faults_stop_with_the_guest_physical_address_from_htval() {
             stop,
             StopReason::GuestMemoryViolation {
                 gpa: 0x8020_0003,
-                access
+                access,
+                mapped: None
             }
         );
     }
