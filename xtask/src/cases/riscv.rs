@@ -30,7 +30,7 @@ pub fn cases() -> Vec<Case> {
     .dtb(ZALASR_DTB);
     let plain = hostile(B, "", gmv, violation("read", VMM_IMAGE_BASE))
         .expect(&["hostile: info guest device tree lists zalasr: no"]);
-    vec![
+    let mut v = vec![
         hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"]),
         hello(B)
             .expect(&["libvmm: host ISA (riscv,isa-extensions): i m a f d c h"])
@@ -91,5 +91,11 @@ pub fn cases() -> Vec<Case> {
         )
         .limit(Duration::from_secs(20)),
         open_line(B),
-    ]
+    ];
+    v.extend(super::wx_attacks(
+        B,
+        WINDOW_BASE,
+        libvmm_abi::layout::riscv64::PAYLOAD_BASE,
+    ));
+    v
 }

@@ -49,6 +49,11 @@ pub fn cases() -> Vec<Case> {
     iso.grub_iso = true;
     v.push(iso);
     v.extend(x86_memory_attacks(B));
+    v.extend(super::wx_attacks(
+        B,
+        libvmm_abi::layout::x86_64::WINDOW_BASE,
+        libvmm_abi::layout::x86_64::PAYLOAD_BASE,
+    ));
     v.push(exitbench(B));
     v.extend(forged_result_timed(B));
     v

@@ -11,6 +11,11 @@ pub fn cases() -> Vec<Case> {
     let mut v = super::timed_spin(B);
     v.push(hello(B));
     v.extend(x86_memory_attacks(B));
+    v.extend(super::wx_attacks(
+        B,
+        libvmm_abi::layout::x86_64::WINDOW_BASE,
+        libvmm_abi::layout::x86_64::PAYLOAD_BASE,
+    ));
     v.push(exitbench(B));
     v.extend(consistency_checks());
     v.extend(forged_result_timed(B));
