@@ -402,7 +402,7 @@ mod tests {
     fn a_map_needing_more_split_blocks_than_level0_tables_is_refused() {
         // Five maps of one 4 KiB page, each in its own 2 MiB block (so each needs a level-0 table), in a
         // pool of four level-0 tables.
-        let mut g: Box<GStage<1, 4>> = Box::new(GStage::new());
+        let mut g: Box<GStage<1, 4>> = Box::default();
         for b in 0..5 {
             let m = GuestMap::whole(0x8400_0000 + b * PAGE_2M, PAGE_4K, Perm::ReadOnly);
             let r = g.map_guest(&m);
