@@ -39,7 +39,24 @@ pub const TDX_MAX_TDCX: usize = 8;
 /// shorter period is stretched to this, so a guest cannot make the VMM spend its time on timer exits.
 pub const APIC_MIN_TIMER_PERIOD_US: u64 = 200;
 
+/// Loadable segments a payload may have. The payload linker scripts make three (text, read-only data,
+/// data+bss); one spare. More is refused at boot.
+pub const PAYLOAD_SEGMENTS_MAX: usize = 4;
+
+/// Regions of the guest's memory map (`loader::GuestMap`): every payload segment plus the read+write
+/// memory before, between and after them (boot info, guest page tables, heap, stack).
+pub const GUEST_MAP_REGIONS: usize = 2 * PAYLOAD_SEGMENTS_MAX + 1;
+
+/// 4 KiB-leaf tables per nested-table set (NPT, EPT, G-stage), in `.bss` with the backend's other
+/// tables. A 2 MiB block of the guest window whose permissions are uniform is one 2 MiB leaf; a block
+/// a region boundary crosses (the payload's segments are page-granular) is split into 4 KiB leaves
+/// through one of these. One per 2 MiB block of the 8 MiB window (checked against each architecture's
+/// window by its table module), so no payload layout can run out: 16 KiB per backend.
+pub const NESTED_PAGE_TABLES: usize = 4;
+
 static_assertions::const_assert!(VMM_STACK_SIZE.is_multiple_of(4096));
+static_assertions::const_assert!(PAYLOAD_SEGMENTS_MAX >= 3);
+static_assertions::const_assert!(NESTED_PAGE_TABLES >= 1);
 static_assertions::const_assert!(GUEST_TAG != 0);
 static_assertions::const_assert!(TRAP_STACK_SIZE.is_multiple_of(16) && TRAP_STACK_SIZE >= 1024);
 static_assertions::const_assert!(HOST_CMDLINE_READ as u64 >= libvmm_abi::layout::CMDLINE_MAX);

@@ -113,6 +113,30 @@ pub struct Payload {
     pub mem_size: u64,
     /// The file bytes.
     pub bytes: &'static [u8],
+    /// The loadable segments with their permissions (from the ELF program headers, in address order):
+    /// the nested tables map each one with exactly these rights, so payload text is never writable
+    /// and its data never executable. The loader refuses a malformed list at boot.
+    pub segments: &'static [PayloadSegment],
+}
+
+/// One loadable segment of a payload: `[gpa, gpa + mem_size)` with the ELF `p_flags` rights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadSegment {
+    /// Guest-physical start; must be 4 KiB aligned.
+    pub gpa: u64,
+    /// Bytes in memory (file bytes plus zeroed bss); the last page is rounded up.
+    pub mem_size: u64,
+    /// ELF `p_flags`: [`PayloadSegment::R`], [`PayloadSegment::W`], [`PayloadSegment::X`].
+    pub flags: u32,
+}
+
+impl PayloadSegment {
+    /// ELF `PF_X`.
+    pub const X: u32 = 1;
+    /// ELF `PF_W`.
+    pub const W: u32 = 2;
+    /// ELF `PF_R`.
+    pub const R: u32 = 4;
 }
 
 /// Declares the payload of an image. Used once, by the image crate (`linker/`).

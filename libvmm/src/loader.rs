@@ -1,12 +1,29 @@
-//! Puts the embedded payload into guest memory and writes the boot-info block: the same on every
-//! architecture. All writes go through [`GuestMemory`], so a payload that does not fit is an error here,
-//! at boot, not memory corruption.
+//! Puts the embedded payload into guest memory and writes the boot-info block, and draws the guest's
+//! memory map (what the nested tables allow where): the same on every architecture. All writes go
+//! through [`GuestMemory`], so a payload that does not fit is an error here, at boot, not memory
+//! corruption.
+//!
+//! **W^X.** [`guest_map`] turns the payload's segment list (its ELF program headers, recorded at build
+//! time by `linker/build.rs`) into a [`GuestMap`]: a fixed list of page-aligned regions that cover the
+//! guest window exactly, each read-only, read+write (never executable) or read+execute (never
+//! writable). Text is read+execute, read-only data read-only, data and bss read+write; everything else
+//! in the window (boot info, command line, the x86 guest page tables and GDT, the RISC-V guest device
+//! tree, heap, stack) is read+write and not executable. Every backend builds its nested tables from this
+//! one list, so even a compromised payload cannot write its code or run its data: the access is a
+//! nested fault and a clean stop. A malformed segment list (unaligned, overlapping, outside the payload,
+//! writable and executable, too many) is refused here with a message, before anything runs.
 #![forbid(unsafe_code)]
+// The TDX image runs no guest: it builds no nested tables from the map.
+#![cfg_attr(all(target_os = "none", feature = "tdx"), allow(dead_code))]
 
 use libvmm_abi::{layout, BackendId, BootInfo, ABI_VERSION, BOOT_INFO_MAGIC};
 
+use crate::config::{GUEST_MAP_REGIONS, PAYLOAD_SEGMENTS_MAX};
 use crate::guest_mem::{GuestMemory, MemError};
-use crate::Payload;
+use crate::{Payload, PayloadSegment};
+
+/// Granularity of the guest map: the smallest nested page.
+pub const PAGE: u64 = 4096;
 
 /// Why the payload could not be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +34,22 @@ pub enum LoadError {
     DoesNotFit,
     /// The entry point is outside the loaded payload.
     BadEntry,
+    /// The payload carries no segment list.
+    NoSegments,
+    /// More segments than `config::PAYLOAD_SEGMENTS_MAX`.
+    TooManySegments,
+    /// A segment does not start on a 4 KiB page.
+    SegmentUnaligned,
+    /// A segment is empty, or lies (rounded up to whole pages) outside the payload's memory.
+    SegmentOutside,
+    /// Two segments overlap (after rounding up to whole pages) or are out of address order.
+    SegmentOverlap,
+    /// A segment is both writable and executable.
+    SegmentWritableExecutable,
+    /// A segment is not readable.
+    SegmentNotReadable,
+    /// The entry point is not in an executable segment.
+    EntryNotExecutable,
 }
 
 impl LoadError {
@@ -25,8 +58,225 @@ impl LoadError {
             Self::Empty => "no payload is linked into this image",
             Self::DoesNotFit => "payload does not fit in the guest window",
             Self::BadEntry => "payload entry point lies outside the payload",
+            Self::NoSegments => "payload has no segment list",
+            Self::TooManySegments => "payload has more segments than config::PAYLOAD_SEGMENTS_MAX",
+            Self::SegmentUnaligned => "payload segment does not start on a 4 KiB page",
+            Self::SegmentOutside => "payload segment is empty or lies outside the payload's memory",
+            Self::SegmentOverlap => "payload segments overlap or are out of address order",
+            Self::SegmentWritableExecutable => {
+                "payload segment is both writable and executable (W^X)"
+            }
+            Self::SegmentNotReadable => "payload segment is not readable",
+            Self::EntryNotExecutable => "payload entry point is not in an executable segment",
         }
     }
+}
+
+/// What the nested tables allow on a region of guest memory. There is deliberately no
+/// read+write+execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // every permission includes read: the names say what else
+pub enum Perm {
+    ReadOnly,
+    /// Read and write, never execute.
+    ReadWrite,
+    /// Read and execute, never write.
+    ReadExecute,
+}
+
+impl Perm {
+    #[cfg(test)]
+    pub const fn writable(self) -> bool {
+        matches!(self, Self::ReadWrite)
+    }
+    pub const fn executable(self) -> bool {
+        matches!(self, Self::ReadExecute)
+    }
+    /// How a stop reason names it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "read-only",
+            Self::ReadWrite => "read+write, no execute",
+            Self::ReadExecute => "read+execute, no write",
+        }
+    }
+    /// `r--`, `rw-`, `r-x` for the boot log.
+    pub const fn short(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "r--",
+            Self::ReadWrite => "rw-",
+            Self::ReadExecute => "r-x",
+        }
+    }
+}
+
+/// `[start, end)` with one permission; both ends 4 KiB aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub perm: Perm,
+}
+
+/// The guest window as the nested tables map it: regions in address order, adjacent, covering the
+/// window exactly, neighbours of different permission. Fixed storage, no heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestMap {
+    regions: [Region; GUEST_MAP_REGIONS],
+    len: usize,
+}
+
+impl GuestMap {
+    /// The whole window `[base, base + size)` with one permission.
+    pub const fn whole(base: u64, size: u64, perm: Perm) -> Self {
+        let r = Region {
+            start: base,
+            end: base + size,
+            perm,
+        };
+        Self {
+            regions: [r; GUEST_MAP_REGIONS],
+            len: 1,
+        }
+    }
+
+    pub fn regions(&self) -> &[Region] {
+        &self.regions[..self.len]
+    }
+
+    pub fn base(&self) -> u64 {
+        self.regions[0].start
+    }
+
+    pub fn end(&self) -> u64 {
+        self.regions[self.len - 1].end
+    }
+
+    /// The permission at `gpa`, or `None` outside the window.
+    pub fn perm_at(&self, gpa: u64) -> Option<Perm> {
+        self.regions()
+            .iter()
+            .find(|r| r.start <= gpa && gpa < r.end)
+            .map(|r| r.perm)
+    }
+
+    /// The one permission of all of `[start, start + len)`, or `None` when a region boundary crosses it
+    /// or it is not wholly inside the window (the nested tables then split it into smaller pages).
+    pub fn uniform(&self, start: u64, len: u64) -> Option<Perm> {
+        let end = start.checked_add(len)?;
+        self.regions()
+            .iter()
+            .find(|r| r.start <= start && end <= r.end)
+            .map(|r| r.perm)
+    }
+
+    /// Appends `[start, end)`, merging with the last region when the permission is the same.
+    fn push(&mut self, start: u64, end: u64, perm: Perm) {
+        if start == end {
+            return;
+        }
+        if self.len > 0 {
+            let last = &mut self.regions[self.len - 1];
+            if last.perm == perm && last.end == start {
+                last.end = end;
+                return;
+            }
+        }
+        // At most one region per segment plus one per gap: GUEST_MAP_REGIONS = 2 * segments + 1.
+        self.regions[self.len] = Region { start, end, perm };
+        self.len += 1;
+    }
+}
+
+impl core::fmt::Display for GuestMap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, r) in self.regions().iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{:#x}..{:#x} {}", r.start, r.end, r.perm.short())?;
+        }
+        Ok(())
+    }
+}
+
+const fn page_up(v: u64) -> Option<u64> {
+    match v.checked_add(PAGE - 1) {
+        Some(x) => Some(x & !(PAGE - 1)),
+        None => None,
+    }
+}
+
+/// The permission an ELF segment asks for, refused when it breaks W^X or is not readable.
+fn segment_perm(s: &PayloadSegment) -> Result<Perm, LoadError> {
+    let (r, w, x) = (
+        s.flags & PayloadSegment::R != 0,
+        s.flags & PayloadSegment::W != 0,
+        s.flags & PayloadSegment::X != 0,
+    );
+    match (r, w, x) {
+        (_, true, true) => Err(LoadError::SegmentWritableExecutable),
+        (false, _, _) => Err(LoadError::SegmentNotReadable),
+        (true, true, false) => Ok(Perm::ReadWrite),
+        (true, false, true) => Ok(Perm::ReadExecute),
+        (true, false, false) => Ok(Perm::ReadOnly),
+    }
+}
+
+/// Validates the payload's segments against the window `[base, base + size)` and draws the guest map:
+/// each segment (its last page rounded up) with its own rights, read+write elsewhere.
+pub fn guest_map(payload: &Payload, base: u64, size: u64) -> Result<GuestMap, LoadError> {
+    let segs = payload.segments;
+    if segs.is_empty() {
+        return Err(LoadError::NoSegments);
+    }
+    if segs.len() > PAYLOAD_SEGMENTS_MAX {
+        return Err(LoadError::TooManySegments);
+    }
+    // Segments may use the payload's memory and its last page, never the stack below the window's top.
+    let payload_end = payload
+        .load_gpa
+        .checked_add(payload.mem_size)
+        .and_then(page_up)
+        .ok_or(LoadError::DoesNotFit)?;
+    let limit = (base + size).saturating_sub(layout::STACK_SIZE);
+    if payload.load_gpa < base + layout::PAYLOAD_OFFSET || payload_end > limit {
+        return Err(LoadError::DoesNotFit);
+    }
+    let mut map = GuestMap {
+        regions: [Region {
+            start: 0,
+            end: 0,
+            perm: Perm::ReadWrite,
+        }; GUEST_MAP_REGIONS],
+        len: 0,
+    };
+    let mut at = base;
+    let mut entry_ok = false;
+    for s in segs {
+        let perm = segment_perm(s)?;
+        if !s.gpa.is_multiple_of(PAGE) {
+            return Err(LoadError::SegmentUnaligned);
+        }
+        let end = s
+            .gpa
+            .checked_add(s.mem_size)
+            .and_then(page_up)
+            .ok_or(LoadError::SegmentOutside)?;
+        if s.mem_size == 0 || s.gpa < payload.load_gpa || end > payload_end {
+            return Err(LoadError::SegmentOutside);
+        }
+        if s.gpa < at {
+            return Err(LoadError::SegmentOverlap);
+        }
+        map.push(at, s.gpa, Perm::ReadWrite);
+        map.push(s.gpa, end, perm);
+        entry_ok |= perm.executable() && s.gpa <= payload.entry_gpa && payload.entry_gpa < end;
+        at = end;
+    }
+    map.push(at, base + size, Perm::ReadWrite);
+    if !entry_ok {
+        return Err(LoadError::EntryNotExecutable);
+    }
+    Ok(map)
 }
 
 /// Where the payload starts: entry point, stack top, and the boot-info address.
@@ -108,6 +358,7 @@ mod tests {
             entry_gpa: load,
             mem_size,
             bytes,
+            segments: &[],
         }
     }
 
@@ -176,5 +427,210 @@ mod tests {
         let mut raw = [0u8; 64];
         raw.copy_from_slice(mem.slice(BASE, 64).unwrap());
         assert_eq!(BootInfo::from_bytes(&raw).cmdline_len, layout::CMDLINE_MAX);
+    }
+
+    // --- the guest map (W^X) ---
+
+    const WBASE: u64 = 0x200_0000;
+    const WSIZE: u64 = 0x80_0000;
+    const LOAD: u64 = WBASE + layout::PAYLOAD_OFFSET;
+    const R: u32 = PayloadSegment::R;
+    const W: u32 = PayloadSegment::W;
+    const X: u32 = PayloadSegment::X;
+
+    fn seg(gpa: u64, mem_size: u64, flags: u32) -> PayloadSegment {
+        PayloadSegment {
+            gpa,
+            mem_size,
+            flags,
+        }
+    }
+
+    fn with(segments: &'static [PayloadSegment], mem_size: u64) -> Payload {
+        Payload {
+            name: "t",
+            load_gpa: LOAD,
+            entry_gpa: LOAD,
+            mem_size,
+            bytes: b"x",
+            segments,
+        }
+    }
+
+    fn leak(v: Vec<PayloadSegment>) -> &'static [PayloadSegment] {
+        Box::leak(v.into_boxed_slice())
+    }
+
+    /// What the linker scripts make: text, read-only data, data+bss, each page aligned.
+    fn typical() -> Payload {
+        with(
+            leak(vec![
+                seg(LOAD, 0x2345, R | X),
+                seg(LOAD + 0x3000, 0x800, R),
+                seg(LOAD + 0x4000, 0x1_2010, R | W),
+            ]),
+            0x4000 + 0x1_2010,
+        )
+    }
+
+    #[test]
+    fn text_is_rx_rodata_r_data_rw_and_the_rest_of_the_window_rw() {
+        let m = guest_map(&typical(), WBASE, WSIZE).unwrap();
+        let want = [
+            (WBASE, LOAD, Perm::ReadWrite),
+            (LOAD, LOAD + 0x3000, Perm::ReadExecute),
+            (LOAD + 0x3000, LOAD + 0x4000, Perm::ReadOnly),
+            // Data and bss (last page rounded up) merge with the heap and stack above them.
+            (LOAD + 0x4000, WBASE + WSIZE, Perm::ReadWrite),
+        ];
+        let got: Vec<_> = m
+            .regions()
+            .iter()
+            .map(|r| (r.start, r.end, r.perm))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!((m.base(), m.end()), (WBASE, WBASE + WSIZE));
+        assert_eq!(m.perm_at(WBASE), Some(Perm::ReadWrite));
+        assert_eq!(m.perm_at(LOAD + 0x2fff), Some(Perm::ReadExecute));
+        assert_eq!(m.perm_at(LOAD + 0x3000), Some(Perm::ReadOnly));
+        assert_eq!(m.perm_at(WBASE + WSIZE - 1), Some(Perm::ReadWrite));
+        assert_eq!(m.perm_at(WBASE - 1), None);
+        assert_eq!(m.perm_at(WBASE + WSIZE), None);
+        // 2 MiB blocks: the first is mixed, the others uniform read+write.
+        assert_eq!(m.uniform(WBASE, 0x20_0000), None);
+        assert_eq!(
+            m.uniform(WBASE + 0x20_0000, 0x20_0000),
+            Some(Perm::ReadWrite)
+        );
+        assert_eq!(m.uniform(LOAD, 0x1000), Some(Perm::ReadExecute));
+        assert_eq!(m.uniform(WBASE + WSIZE - 0x1000, 0x2000), None);
+        assert_eq!(m.uniform(u64::MAX, 2), None);
+        assert_eq!(
+            m.to_string(),
+            "0x2000000..0x2010000 rw- 0x2010000..0x2013000 r-x 0x2013000..0x2014000 r-- \
+             0x2014000..0x2800000 rw-"
+        );
+        // Never writable and executable anywhere.
+        assert!(m
+            .regions()
+            .iter()
+            .all(|r| !(r.perm.writable() && r.perm.executable())));
+    }
+
+    #[test]
+    fn regions_always_tile_the_window_exactly() {
+        // Gaps between segments and a read-only segment last: still a tiling, gaps read+write.
+        let p = with(
+            leak(vec![
+                seg(LOAD + 0x1000, 0x1000, R | X),
+                seg(LOAD + 0x5000, 0x10, R | W),
+                seg(LOAD + 0x9000, 0x1, R),
+            ]),
+            0x9001,
+        );
+        let mut p = p;
+        p.entry_gpa = LOAD + 0x1800;
+        let m = guest_map(&p, WBASE, WSIZE).unwrap();
+        let r = m.regions();
+        assert_eq!(r[0].start, WBASE);
+        assert_eq!(r[r.len() - 1].end, WBASE + WSIZE);
+        for w in r.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+            assert_ne!(w[0].perm, w[1].perm, "neighbours merge");
+        }
+        assert!(r.iter().all(|x| x.start % PAGE == 0 && x.end % PAGE == 0));
+        assert_eq!(m.perm_at(LOAD), Some(Perm::ReadWrite));
+        assert_eq!(m.perm_at(LOAD + 0x9000), Some(Perm::ReadOnly));
+        assert_eq!(m.perm_at(LOAD + 0xA000), Some(Perm::ReadWrite));
+    }
+
+    #[test]
+    fn malformed_segment_lists_are_refused_by_name() {
+        let cases: Vec<(Payload, LoadError)> = vec![
+            (with(&[], 0x1000), LoadError::NoSegments),
+            (
+                with(leak(vec![seg(LOAD, 0x1000, R | X); 5]), 0x1000),
+                LoadError::TooManySegments,
+            ),
+            (
+                with(leak(vec![seg(LOAD, 0x1000, R | W | X)]), 0x1000),
+                LoadError::SegmentWritableExecutable,
+            ),
+            (
+                with(leak(vec![seg(LOAD, 0x1000, X)]), 0x1000),
+                LoadError::SegmentNotReadable,
+            ),
+            (
+                with(
+                    leak(vec![seg(LOAD, 0x800, R | X), seg(LOAD + 0x800, 0x800, R)]),
+                    0x1000,
+                ),
+                LoadError::SegmentUnaligned,
+            ),
+            (
+                with(
+                    leak(vec![seg(LOAD, 0x1800, R | X), seg(LOAD + 0x1000, 0x800, R)]),
+                    0x2000,
+                ),
+                LoadError::SegmentOverlap,
+            ),
+            (
+                with(
+                    leak(vec![seg(LOAD + 0x1000, 0x800, R), seg(LOAD, 0x800, R | X)]),
+                    0x2000,
+                ),
+                LoadError::SegmentOverlap,
+            ),
+            (
+                with(
+                    leak(vec![seg(LOAD, 0x1000, R | X), seg(LOAD + 0x1000, 0, R)]),
+                    0x2000,
+                ),
+                LoadError::SegmentOutside,
+            ),
+            (
+                with(leak(vec![seg(LOAD - 0x1000, 0x2000, R | X)]), 0x1000),
+                LoadError::SegmentOutside,
+            ),
+            (
+                with(
+                    leak(vec![
+                        seg(LOAD, 0x1000, R | X),
+                        seg(LOAD + 0x1000, 0x2000, R | W),
+                    ]),
+                    0x2000,
+                ),
+                LoadError::SegmentOutside,
+            ),
+            (
+                with(leak(vec![seg(LOAD, u64::MAX, R | X)]), 0x1000),
+                LoadError::SegmentOutside,
+            ),
+            (
+                with(
+                    leak(vec![
+                        seg(LOAD, 0x1000, R),
+                        seg(LOAD + 0x1000, 0x1000, R | X),
+                    ]),
+                    0x2000,
+                ),
+                LoadError::EntryNotExecutable,
+            ),
+            (
+                with(leak(vec![seg(LOAD, 0x1000, R | X)]), WSIZE),
+                LoadError::DoesNotFit,
+            ),
+        ];
+        for (p, want) in cases {
+            assert_eq!(guest_map(&p, WBASE, WSIZE), Err(want), "{:x?}", p.segments);
+            assert!(!want.describe().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_whole_map_is_one_region() {
+        let m = GuestMap::whole(WBASE, WSIZE, Perm::ReadWrite);
+        assert_eq!(m.regions().len(), 1);
+        assert_eq!(m.uniform(WBASE, WSIZE), Some(Perm::ReadWrite));
     }
 }

@@ -69,7 +69,11 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::GuestMemoryFault { gpa, access } => {
             vm.stats.add(ExitReason::GuestMemoryFault);
-            return Err(StopReason::GuestMemoryViolation { gpa, access });
+            return Err(StopReason::GuestMemoryViolation {
+                gpa,
+                access,
+                mapped: vm.map.perm_at(gpa),
+            });
         }
         Exit::Halt => {
             vm.stats.add(ExitReason::Halt);
@@ -217,6 +221,24 @@ mod tests {
     }
 
     #[test]
+    fn a_fault_inside_guest_memory_names_what_the_map_allows_there() {
+        let mut mem = vec![0u8; 0x100];
+        let gmf = Exit::GuestMemoryFault {
+            gpa: BASE + 0x10,
+            access: Access::Execute,
+        };
+        let (stop, ..) = run_script(vec![gmf], &mut mem);
+        assert_eq!(
+            stop.to_string(),
+            format!(
+                "guest memory violation: execute of guest-physical {:#x}, mapped read+write, no execute (W^X)",
+                BASE + 0x10
+            )
+        );
+        assert_eq!(stop.code(), StopCode::GuestMemoryViolation as u8);
+    }
+
+    #[test]
     fn fatal_exits_stop_with_distinct_codes() {
         let mut mem = vec![0u8; 0x100];
         let gmf = Exit::GuestMemoryFault {
@@ -228,7 +250,8 @@ mod tests {
             stop,
             StopReason::GuestMemoryViolation {
                 gpa: 0x10_0000,
-                access: Access::Write
+                access: Access::Write,
+                mapped: None
             }
         );
         assert_eq!(stop.code(), StopCode::GuestMemoryViolation as u8);

@@ -10,6 +10,7 @@ use libvmm_abi::stop::{self, StopCode};
 use crate::backend::BackendError;
 use crate::exit::Access;
 use crate::guest_mem::GuestMemory;
+use crate::loader::{GuestMap, Perm};
 
 /// Host services the loop needs, provided by `arch` on the target and by models in tests.
 pub(crate) trait Platform {
@@ -36,16 +37,22 @@ pub(crate) struct Vm<'m, P: Platform> {
     pub stats: ExitStats,
     /// How many denied port accesses were logged (logging stops at [`crate::config::IO_LOG_LIMIT`]).
     pub io_logged: u32,
+    /// What the nested tables allow where in guest memory (W^X); the backends build their tables from
+    /// it. [`Vm::new`] starts with all of `mem` read+write and nothing executable; the boot sets the
+    /// payload's map.
+    pub map: GuestMap,
 }
 
 impl<'m, P: Platform> Vm<'m, P> {
     pub fn new(mem: GuestMemory<'m>, platform: P) -> Self {
+        let map = GuestMap::whole(mem.base(), mem.size(), Perm::ReadWrite);
         Self {
             mem,
             platform,
             exits: 0,
             stats: ExitStats::default(),
             io_logged: 0,
+            map,
         }
     }
 }
@@ -151,6 +158,8 @@ pub enum StopReason {
     GuestMemoryViolation {
         gpa: u64,
         access: Access,
+        /// What guest memory allows at `gpa` (a W^X violation), or `None`: outside guest memory.
+        mapped: Option<Perm>,
     },
     TripleFault,
     /// HLT/WFI with nothing that could ever wake the guest.
@@ -199,13 +208,23 @@ impl core::fmt::Display for StopReason {
         match self {
             Self::PayloadExit(s) => write!(f, "payload exited with status {s}"),
             Self::PayloadAbort => write!(f, "payload aborted"),
-            Self::GuestMemoryViolation { gpa, access } => {
-                write!(
+            Self::GuestMemoryViolation {
+                gpa,
+                access,
+                mapped,
+            } => match mapped {
+                None => write!(
                     f,
                     "guest memory violation: {} of guest-physical {gpa:#x} outside guest memory",
                     access.name()
-                )
-            }
+                ),
+                Some(p) => write!(
+                    f,
+                    "guest memory violation: {} of guest-physical {gpa:#x}, mapped {} (W^X)",
+                    access.name(),
+                    p.name()
+                ),
+            },
             Self::TripleFault => write!(f, "guest triple fault (shutdown)"),
             Self::GuestHalted => write!(f, "guest halted with no interrupt source to wake it"),
             Self::UnhandledExit { code, info1, info2 } => {

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! platform facts (loader info / device tree) -> VMM options (parsed once) -> guest window, zeroed
-//!   -> payload loaded -> architecture's guest set-up -> Vm -> backend bring-up -> generic run loop
+//!   -> payload loaded, its W^X memory map drawn -> architecture's guest set-up -> Vm
+//!   -> backend bring-up (nested tables from the map) -> generic run loop
 //!   -> exit statistics (`libvmm.stats=1`) -> stop line (with the boot token) -> exit device
 //! ```
 //!
@@ -85,6 +86,11 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
         Ok(l) => l,
         Err(e) => return StopReason::Platform(e.describe()),
     };
+    // W^X: what the nested tables will allow where (payload text r-x, read-only data r--, the rest rw-).
+    let map = match crate::loader::guest_map(payload, base, mem.size()) {
+        Ok(map) => map,
+        Err(e) => return StopReason::Platform(e.describe()),
+    };
     let guest = match m.prepare(&mut mem, &loaded, &options) {
         Ok(g) => g,
         Err(stop) => return stop,
@@ -94,6 +100,11 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
         Err(stop) => return stop,
     };
     let mut vm = Vm::new(mem, platform);
+    vm.map = map;
+    crate::vmm_print!(
+        vm.platform.console(),
+        "libvmm: guest memory map (W^X): {map}\n"
+    );
     let stop = M::run(&mut vm, &guest, &options);
     if options.stats {
         vm.stats.print(vm.exits, vm.platform.console());

@@ -69,12 +69,11 @@ impl Hart for HwHart {
     }
 }
 
-/// Maps the guest window in the G-stage tables (identity, nothing else), installs them with the guest's
-/// VMID, and sets the H-extension CSRs for a guest with the ISA `hw` describes. `sstc`: the host has
-/// Sstc (vstimecmp exists).
+/// Maps the guest window in the G-stage tables (identity, nothing else) with the guest's W^X `map`,
+/// installs them with the guest's VMID, and sets the H-extension CSRs for a guest with the ISA `hw`
+/// describes. `sstc`: the host has Sstc (vstimecmp exists).
 pub(crate) fn bring_up(
-    window_base: u64,
-    window_size: u64,
+    map: &crate::loader::GuestMap,
     hw: &HwConfig,
     sstc: bool,
 ) -> Result<(), StopReason> {
@@ -82,8 +81,13 @@ pub(crate) fn bring_up(
         .take()
         .ok_or(StopReason::Platform("G-stage tables already in use"))?;
     gstage
-        .map(window_base, window_base, window_size)
+        .map_guest(map)
         .map_err(|_| StopReason::Platform("G-stage mapping failed"))?;
+    if gstage.table_pas().any(|a| gstage.translate(a).is_some()) {
+        return Err(StopReason::Platform(
+            "G-stage tables would expose themselves",
+        ));
+    }
     let hgatp = gstage.hgatp(crate::config::GUEST_TAG);
     csr::set_hgatp(hgatp);
     if csr::hgatp() >> 60 != 8 {

@@ -121,7 +121,8 @@ fn guest_page_faults_stop_with_the_guest_physical_address_from_htval() {
             stop,
             StopReason::GuestMemoryViolation {
                 gpa: 0x8020_0003,
-                access
+                access,
+                mapped: None
             }
         );
     }
@@ -275,14 +276,16 @@ fn faults_on_the_guests_own_page_table_walk_name_the_implicit_access_and_its_add
             stop,
             StopReason::GuestMemoryViolation {
                 gpa: 0x8480_0010,
-                access
+                access,
+                mapped: None,
             },
             "htinst {htinst:#x}"
         );
     }
     assert!(StopReason::GuestMemoryViolation {
         gpa: 0x8480_0010,
-        access: Access::PageTableRead
+        access: Access::PageTableRead,
+        mapped: None,
     }
     .to_string()
     .contains("page-table read of guest-physical 0x84800010"));

@@ -68,20 +68,19 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     hw.enable(hw.pa(&st.host_save));
     // A guest's checked XSETBV is carried out by the VMM, which needs CR4.OSXSAVE for it.
     hw.enable_xsave();
-    let (pdpt_pa, pd_pa) = (hw.pa(&st.npt.pdpt), hw.pa(&st.npt.pd));
-    super::npt::map_window(&mut st.npt, pdpt_pa, pd_pa);
+    // The window with the guest's W^X map (payload text r-x, read-only data r--, the rest rw- NX).
+    if st.npt.map(&vm.map, |t| hw.pa(t)).is_err() {
+        return StopReason::Platform("nested tables cannot map the guest memory map");
+    }
 
     // Self-check: no VMM structure is reachable through the nested tables.
-    let own = [
-        hw.pa(&st.guest_vmcb),
-        hw.pa(&st.npt),
-        pdpt_pa,
-        hw.pa(&st.host_save),
-    ];
+    let tables = [&st.npt.pml4, &st.npt.pdpt, &st.npt.pd];
+    let own = [hw.pa(&st.guest_vmcb), hw.pa(&st.host_save)];
     if own
-        .iter()
-        .chain(vmm_addrs)
-        .any(|&a| st.npt.translate(a, pdpt_pa, pd_pa).is_some())
+        .into_iter()
+        .chain(tables.into_iter().chain(&st.npt.pt).map(|t| hw.pa(t)))
+        .chain(vmm_addrs.iter().copied())
+        .any(|a| st.npt.translate(a, |t| hw.pa(t)).is_some())
     {
         return StopReason::Platform("nested tables would expose VMM memory");
     }

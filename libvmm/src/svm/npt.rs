@@ -1,6 +1,11 @@
-//! Nested page tables (AMD NPT): map the guest window at guest-physical == host-physical with 2 MiB
-//! pages, and nothing else. One PML4, one PDPT, one PD: the window must lie inside one 1 GiB-aligned
-//! GiB (checked at compile time for the window libvmm uses).
+//! Nested page tables (AMD NPT): map the guest window at guest-physical == host-physical, and nothing
+//! else, with the permissions of the guest's W^X map ([`GuestMap`]): payload text read+execute, its
+//! read-only data read-only, everything else read+write and no-execute (NX, bit 63: the host runs with
+//! EFER.NXE, without which bit 63 is reserved and the NPF error code does not report fetches). One PML4,
+//! one PDPT, one PD: the window must lie inside one 1 GiB-aligned GiB (checked at compile time). A 2 MiB
+//! block with one permission is a 2 MiB leaf; a block that a region boundary crosses is split into
+//! 4 KiB leaves through one of `config::NESTED_PAGE_TABLES` page tables (one per block of the window, so
+//! the pool cannot run out).
 //!
 //! Nested walks are user accesses, so every entry carries U (emulators.md: without U the walk faults with
 //! EXITINFO1 bit 33).
@@ -8,29 +13,37 @@
 
 use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_SIZE};
 
+use crate::config::NESTED_PAGE_TABLES;
+use crate::loader::{GuestMap, Perm};
+
 const P: u64 = 1 << 0;
 const W: u64 = 1 << 1;
 const U: u64 = 1 << 2;
 const PS: u64 = 1 << 7;
+const NX: u64 = 1 << 63;
 const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+const PAGE_4K: u64 = 1 << 12;
 const PAGE_2M: u64 = 1 << 21;
 
 static_assertions::const_assert!(
     WINDOW_BASE.is_multiple_of(PAGE_2M) && WINDOW_SIZE.is_multiple_of(PAGE_2M)
 );
 static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_SIZE - 1) >> 30);
+// Every 2 MiB block of the window can be split: the pool never runs out.
+static_assertions::const_assert!(NESTED_PAGE_TABLES as u64 * PAGE_2M >= WINDOW_SIZE);
 
 #[repr(C, align(4096))]
 #[derive(Clone, Copy)]
 pub struct Table(pub [u64; 512]);
 
-/// The three table pages. `phys` gives each page's host-physical address (identity in the VMM; any
-/// injective function in tests).
+/// The table pages: PML4, PDPT, PD and the 4 KiB-leaf tables. `pa` gives each page's host-physical
+/// address (identity in the VMM; any injective function in tests).
 #[repr(C, align(4096))]
 pub struct NestedTables {
     pub pml4: Table,
     pub pdpt: Table,
     pub pd: Table,
+    pub pt: [Table; NESTED_PAGE_TABLES],
 }
 
 /// What a guest-physical address translates to.
@@ -38,6 +51,27 @@ pub struct NestedTables {
 pub struct Translation {
     pub hpa: u64,
     pub writable: bool,
+    pub executable: bool,
+    /// Mapped by a 4 KiB leaf (else 2 MiB).
+    pub small: bool,
+}
+
+/// Why the tables could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NptError {
+    /// The map is not 4 KiB aligned or leaves the one GiB the tables cover.
+    BadMap,
+    /// More 2 MiB blocks need 4 KiB leaves than `config::NESTED_PAGE_TABLES`.
+    NoTables,
+}
+
+/// The leaf bits of a permission (below the address; `PS` added for 2 MiB leaves).
+const fn leaf_bits(perm: Perm) -> u64 {
+    match perm {
+        Perm::ReadOnly => P | U | NX,
+        Perm::ReadWrite => P | W | U | NX,
+        Perm::ReadExecute => P | U,
+    }
 }
 
 impl NestedTables {
@@ -46,44 +80,86 @@ impl NestedTables {
             pml4: Table([0; 512]),
             pdpt: Table([0; 512]),
             pd: Table([0; 512]),
+            pt: [Table([0; 512]); NESTED_PAGE_TABLES],
         }
     }
 
-    /// Fills the tables so that `[base, base + size)` maps to itself, read/write/execute.
-    /// `pdpt_pa`/`pd_pa` are the host-physical addresses of `self.pdpt` and `self.pd`.
-    pub fn map_identity(&mut self, base: u64, size: u64, pdpt_pa: u64, pd_pa: u64) {
+    /// Fills the tables so that the map's window maps to itself with the map's permissions, and
+    /// nothing else is mapped. `pa` translates a table page to its host-physical address.
+    pub fn map(&mut self, map: &GuestMap, pa: impl Fn(&Table) -> u64) -> Result<(), NptError> {
+        let (base, end) = (map.base(), map.end());
+        if !(base | end).is_multiple_of(PAGE_4K) || base >= end || base >> 30 != (end - 1) >> 30 {
+            return Err(NptError::BadMap);
+        }
         self.pml4.0 = [0; 512];
         self.pdpt.0 = [0; 512];
         self.pd.0 = [0; 512];
-        self.pml4.0[((base >> 39) & 511) as usize] = pdpt_pa | P | W | U;
-        self.pdpt.0[((base >> 30) & 511) as usize] = pd_pa | P | W | U;
-        let mut gpa = base;
-        while gpa < base + size {
-            self.pd.0[((gpa >> 21) & 511) as usize] = gpa | P | W | U | PS;
-            gpa += PAGE_2M;
+        for t in self.pt.iter_mut() {
+            t.0 = [0; 512];
         }
+        self.pml4.0[((base >> 39) & 511) as usize] = pa(&self.pdpt) | P | W | U;
+        self.pdpt.0[((base >> 30) & 511) as usize] = pa(&self.pd) | P | W | U;
+        let mut used = 0;
+        let mut block = base & !(PAGE_2M - 1);
+        while block < end {
+            let pde = &mut self.pd.0[((block >> 21) & 511) as usize];
+            match map.uniform(block, PAGE_2M) {
+                Some(perm) => *pde = block | leaf_bits(perm) | PS,
+                None => {
+                    if used == NESTED_PAGE_TABLES {
+                        return Err(NptError::NoTables);
+                    }
+                    *pde = pa(&self.pt[used]) | P | W | U;
+                    for (i, e) in self.pt[used].0.iter_mut().enumerate() {
+                        let gpa = block + i as u64 * PAGE_4K;
+                        *e = match map.perm_at(gpa) {
+                            Some(perm) => gpa | leaf_bits(perm),
+                            None => 0,
+                        };
+                    }
+                    used += 1;
+                }
+            }
+            block += PAGE_2M;
+        }
+        Ok(())
     }
 
-    /// Walks the tables like the CPU would: `None` when the address is not mapped.
-    pub fn translate(&self, gpa: u64, pdpt_pa: u64, pd_pa: u64) -> Option<Translation> {
+    /// Walks the tables like the CPU would: `None` when the address is not mapped (or an entry points
+    /// at a page that is not one of these tables).
+    pub fn translate(&self, gpa: u64, pa: impl Fn(&Table) -> u64) -> Option<Translation> {
         if gpa >> 48 != 0 {
             return None;
         }
         let e4 = self.pml4.0[((gpa >> 39) & 511) as usize];
-        if e4 & P == 0 || e4 & ADDR != pdpt_pa {
+        if e4 & P == 0 || e4 & ADDR != pa(&self.pdpt) {
             return None;
         }
         let e3 = self.pdpt.0[((gpa >> 30) & 511) as usize];
-        if e3 & P == 0 || e3 & PS != 0 || e3 & ADDR != pd_pa {
+        if e3 & P == 0 || e3 & PS != 0 || e3 & ADDR != pa(&self.pd) {
             return None;
         }
         let e2 = self.pd.0[((gpa >> 21) & 511) as usize];
-        if e2 & P == 0 || e2 & PS == 0 {
+        if e2 & P == 0 {
             return None;
         }
+        let (leaf, size, small) = if e2 & PS != 0 {
+            (e2, PAGE_2M, false)
+        } else {
+            let t = self.pt.iter().find(|t| pa(t) == e2 & ADDR)?;
+            (t.0[((gpa >> 12) & 511) as usize], PAGE_4K, true)
+        };
+        if leaf & P == 0 {
+            return None;
+        }
+        // Every level must allow it (the CPU combines W and NX over the walk).
+        let w = e4 & e3 & e2 & leaf & W != 0;
+        let nx = (e4 | e3 | e2 | leaf) & NX != 0;
         Some(Translation {
-            hpa: (e2 & ADDR & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)),
-            writable: e2 & W != 0,
+            hpa: (leaf & ADDR & !(size - 1)) | (gpa & (size - 1)),
+            writable: w,
+            executable: !nx,
+            small,
         })
     }
 }
@@ -94,79 +170,190 @@ impl Default for NestedTables {
     }
 }
 
-/// Builds the tables for libvmm's x86 window.
-pub fn map_window(t: &mut NestedTables, pdpt_pa: u64, pd_pa: u64) {
-    t.map_identity(WINDOW_BASE, WINDOW_SIZE, pdpt_pa, pd_pa);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GUEST_MAP_REGIONS;
+    use crate::loader::{guest_map, PAGE};
+    use crate::{Payload, PayloadSegment};
+    use libvmm_abi::layout::{x86_64::PAYLOAD_BASE, STACK_SIZE};
 
-    const PDPT: u64 = 0x11_1000;
-    const PD: u64 = 0x11_2000;
+    /// Host-physical address of a table: its host address (the tables are boxed, so distinct).
+    fn pa(t: &Table) -> u64 {
+        t as *const Table as u64
+    }
 
-    fn tables() -> Box<NestedTables> {
+    const TEXT: u64 = PAYLOAD_BASE;
+    const RODATA: u64 = PAYLOAD_BASE + 0x5000;
+    const DATA: u64 = PAYLOAD_BASE + 0x7000;
+    const DATA_SIZE: u64 = 0x2_1800;
+
+    /// The map of a payload shaped like the linker scripts make them.
+    fn payload_map() -> GuestMap {
+        static SEGS: [PayloadSegment; 3] = [
+            PayloadSegment {
+                gpa: TEXT,
+                mem_size: 0x4321,
+                flags: PayloadSegment::R | PayloadSegment::X,
+            },
+            PayloadSegment {
+                gpa: RODATA,
+                mem_size: 0x1234,
+                flags: PayloadSegment::R,
+            },
+            PayloadSegment {
+                gpa: DATA,
+                mem_size: DATA_SIZE,
+                flags: PayloadSegment::R | PayloadSegment::W,
+            },
+        ];
+        let p = Payload {
+            name: "t",
+            load_gpa: TEXT,
+            entry_gpa: TEXT,
+            mem_size: DATA + DATA_SIZE - TEXT,
+            bytes: b"x",
+            segments: &SEGS,
+        };
+        guest_map(&p, WINDOW_BASE, WINDOW_SIZE).unwrap()
+    }
+
+    fn tables(map: &GuestMap) -> Box<NestedTables> {
         let mut t = Box::new(NestedTables::new());
-        map_window(&mut t, PDPT, PD);
+        t.map(map, pa).unwrap();
         t
     }
 
+    fn own_pages(t: &NestedTables) -> Vec<u64> {
+        let mut v = vec![pa(&t.pml4), pa(&t.pdpt), pa(&t.pd)];
+        v.extend(t.pt.iter().map(pa));
+        v
+    }
+
     #[test]
-    fn the_window_maps_to_itself() {
-        let t = tables();
-        for gpa in [
-            WINDOW_BASE,
-            WINDOW_BASE + 0x1234,
-            WINDOW_BASE + WINDOW_SIZE - 1,
-        ] {
-            assert_eq!(
-                t.translate(gpa, PDPT, PD),
-                Some(Translation {
-                    hpa: gpa,
-                    writable: true
-                })
-            );
+    fn the_window_maps_to_itself_with_the_maps_permissions_page_by_page() {
+        let map = payload_map();
+        let t = tables(&map);
+        // Every 4 KiB page of the window: identity, and exactly the map's rights.
+        let mut gpa = WINDOW_BASE;
+        while gpa < WINDOW_BASE + WINDOW_SIZE {
+            let perm = map.perm_at(gpa).unwrap();
+            let tr = t.translate(gpa + 0x123, pa).expect("mapped");
+            assert_eq!(tr.hpa, gpa + 0x123);
+            assert_eq!(tr.writable, perm.writable(), "{gpa:#x}");
+            assert_eq!(tr.executable, perm.executable(), "{gpa:#x}");
+            gpa += PAGE;
         }
+        // Text r-x, read-only data r--, data/bss rw-, boot info and stack rw-.
+        let at = |g| t.translate(g, pa).unwrap();
+        assert!(at(TEXT).executable && !at(TEXT).writable);
+        assert!(
+            at(TEXT + 0x4fff).executable,
+            "the text's last page, rounded up"
+        );
+        assert!(!at(RODATA).executable && !at(RODATA).writable);
+        assert!(!at(DATA).executable && at(DATA).writable);
+        assert!(!at(DATA + DATA_SIZE).executable && at(DATA + DATA_SIZE).writable);
+        assert!(!at(WINDOW_BASE).executable && at(WINDOW_BASE).writable);
+        let stack = WINDOW_BASE + WINDOW_SIZE - STACK_SIZE;
+        assert!(!at(stack).executable && at(stack).writable);
+    }
+
+    #[test]
+    fn only_blocks_a_boundary_crosses_are_split() {
+        let map = payload_map();
+        let t = tables(&map);
+        assert!(t.translate(WINDOW_BASE, pa).unwrap().small);
+        for block in 1..WINDOW_SIZE / PAGE_2M {
+            let tr = t.translate(WINDOW_BASE + block * PAGE_2M, pa).unwrap();
+            assert!(!tr.small, "block {block} is one 2 MiB leaf");
+        }
+        let split =
+            t.pd.0
+                .iter()
+                .filter(|e| **e & P != 0 && **e & PS == 0)
+                .count();
+        assert_eq!(split, 1);
+        // A whole-window map needs no 4 KiB table at all.
+        let t = tables(&GuestMap::whole(WINDOW_BASE, WINDOW_SIZE, Perm::ReadWrite));
+        assert!(t.pd.0.iter().all(|e| *e & P == 0 || *e & PS != 0));
     }
 
     #[test]
     fn nothing_outside_the_window_is_mapped() {
-        let t = tables();
+        let t = tables(&payload_map());
         // The VMM image, its tables, low memory, just around the window, high memory, non-canonical.
-        for gpa in [
+        let mut outside = vec![
             0,
             0x10_0000,
-            PDPT,
-            PD,
             WINDOW_BASE - 1,
             WINDOW_BASE + WINDOW_SIZE,
             0xFEE0_0000,
             1 << 40,
             u64::MAX,
-        ] {
-            assert_eq!(t.translate(gpa, PDPT, PD), None, "{gpa:#x}");
+        ];
+        outside.extend(own_pages(&t));
+        for gpa in outside {
+            assert_eq!(t.translate(gpa, pa), None, "{gpa:#x}");
         }
         // Exhaustive over 2 MiB steps of the first 4 GiB.
         let mapped = (0..(4u64 << 30))
             .step_by(PAGE_2M as usize)
-            .filter(|&g| t.translate(g, PDPT, PD).is_some())
+            .filter(|&g| t.translate(g, pa).is_some())
             .count();
         assert_eq!(mapped as u64, WINDOW_SIZE / PAGE_2M);
     }
 
     #[test]
-    fn every_entry_is_user_so_nested_walks_succeed() {
-        let t = tables();
-        for e in t
+    fn every_entry_is_user_and_no_leaf_is_writable_and_executable() {
+        let t = tables(&payload_map());
+        let all = t
             .pml4
             .0
             .iter()
             .chain(&t.pdpt.0)
             .chain(&t.pd.0)
-            .filter(|e| **e & P != 0)
-        {
+            .chain(t.pt.iter().flat_map(|p| p.0.iter()))
+            .filter(|e| **e & P != 0);
+        for e in all {
             assert_eq!(e & U, U);
+            let is_leaf = e & PS != 0 || t.pt.iter().any(|p| p.0.contains(e));
+            if is_leaf {
+                assert!(e & W == 0 || e & NX != 0, "W^X: {e:#x}");
+            }
         }
+    }
+
+    #[test]
+    fn a_map_needing_more_split_blocks_than_tables_is_refused() {
+        // Synthetic: segments that each start and end in the middle of a 2 MiB block, so every segment
+        // needs two split blocks: more than the pool (outside libvmm's own 8 MiB window, where the pool
+        // covers every block).
+        let base = 0x4000_0000;
+        let segs: Vec<_> = (0..crate::config::PAYLOAD_SEGMENTS_MAX as u64)
+            .map(|i| PayloadSegment {
+                gpa: base + 0x1_0000 + i * 2 * PAGE_2M,
+                mem_size: PAGE_2M,
+                flags: PayloadSegment::R | PayloadSegment::X,
+            })
+            .collect();
+        let n = segs.len() as u64;
+        let segs: &'static [PayloadSegment] = Box::leak(segs.into_boxed_slice());
+        let p = Payload {
+            name: "t",
+            load_gpa: base + 0x1_0000,
+            entry_gpa: base + 0x1_0000,
+            mem_size: (n - 1) * 2 * PAGE_2M + PAGE_2M,
+            bytes: b"x",
+            segments: segs,
+        };
+        let map = guest_map(&p, base, 16 * PAGE_2M).unwrap();
+        assert!(map.regions().len() <= GUEST_MAP_REGIONS);
+        assert!(2 * n as usize > NESTED_PAGE_TABLES);
+        let mut t = Box::new(NestedTables::new());
+        assert_eq!(t.map(&map, pa), Err(NptError::NoTables));
+        // A map across a GiB boundary is refused.
+        let wide = GuestMap::whole(0x3FE0_0000, 2 * PAGE_2M, Perm::ReadWrite);
+        assert_eq!(t.map(&wide, pa), Err(NptError::BadMap));
     }
 }

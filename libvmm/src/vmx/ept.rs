@@ -1,10 +1,14 @@
 //! EPT: the nested page tables that map the guest window `libvmm_abi::layout::x86_64` and nothing else,
-//! and the EPT pointer built from the root's own role.
+//! with the guest's W^X map, and the EPT pointer built from the root's own role.
 //!
-//! The tables are a fixed three pages (PML4, PDPT, PD) of 2 MiB leaves, identity (guest-physical ==
-//! host-physical, as on every libvmm backend), so a guest access anywhere outside the window — the VMM
-//! image at 1 MiB, the tables themselves, MMIO — is an EPT violation. Host tests walk the built tables
-//! the way the CPU does and prove exactly the window is mapped.
+//! The tables are a fixed set (PML4, PDPT, PD and `config::NESTED_PAGE_TABLES` page tables), identity
+//! (guest-physical == host-physical, as on every libvmm backend), so a guest access anywhere outside the
+//! window — the VMM image at 1 MiB, the tables themselves, MMIO — is an EPT violation. Inside it, the
+//! rights come from [`GuestMap`]: payload text read+execute, read-only data read, everything else
+//! read+write without execute, so a write to text or a fetch from data is an EPT violation too (exit
+//! qualification bits 0-2 name the access). A 2 MiB block with one permission is a 2 MiB leaf; a block a
+//! region boundary crosses is split into 4 KiB leaves. Host tests walk the built tables the way the CPU
+//! does and prove exactly the window is mapped, with exactly the map's rights.
 //!
 //! [`construct_eptp`] follows KVM's `construct_eptp()` after "KVM: VMX: Use kvm_mmu_page role to construct
 //! EPTP, not current vCPU state" (kvm-x86 2f723a863423): the memory type, walk length and A/D enable come
@@ -15,6 +19,10 @@
 
 use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_SIZE};
 
+use crate::config::NESTED_PAGE_TABLES;
+use crate::loader::{GuestMap, Perm};
+
+const PAGE_4K: u64 = 0x1000;
 const PAGE_2M: u64 = 0x20_0000;
 const ENTRIES: usize = 512;
 
@@ -50,6 +58,8 @@ static_assertions::const_assert!(
     WINDOW_BASE.is_multiple_of(PAGE_2M) && WINDOW_SIZE.is_multiple_of(PAGE_2M) && WINDOW_SIZE > 0
 );
 static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_SIZE - 1) >> 30);
+// Every 2 MiB block of the window can be split: the pool never runs out.
+static_assertions::const_assert!(NESTED_PAGE_TABLES as u64 * PAGE_2M >= WINDOW_SIZE);
 
 /// The role of an EPT root, fixed when the root is built (KVM's `kvm_mmu_page_role` subset that EPTP
 /// depends on).
@@ -89,15 +99,37 @@ pub(crate) const fn construct_eptp(root: Option<&EptRoot>) -> u64 {
 #[derive(Clone, Copy)]
 pub(crate) struct Table(pub [u64; ENTRIES]);
 
-/// The three tables of the guest window.
+/// The tables of the guest window.
 #[repr(C, align(4096))]
 pub(crate) struct EptTables {
     pub pml4: Table,
     pub pdpt: Table,
     pub pd: Table,
+    pub pt: [Table; NESTED_PAGE_TABLES],
 }
 
-static_assertions::const_assert_eq!(core::mem::size_of::<EptTables>(), 3 * 4096);
+static_assertions::const_assert_eq!(
+    core::mem::size_of::<EptTables>(),
+    (3 + NESTED_PAGE_TABLES) * 4096
+);
+
+/// Why the tables could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EptError {
+    /// The map is not the x86 guest window, or not 4 KiB aligned.
+    BadMap,
+    /// More 2 MiB blocks need 4 KiB leaves than `config::NESTED_PAGE_TABLES`.
+    NoTables,
+}
+
+/// The rights of a permission.
+const fn rights(perm: Perm) -> u64 {
+    match perm {
+        Perm::ReadOnly => pte::READ,
+        Perm::ReadWrite => pte::READ | pte::WRITE,
+        Perm::ReadExecute => pte::READ | pte::EXEC,
+    }
+}
 
 impl EptTables {
     pub const fn new() -> Self {
@@ -105,63 +137,117 @@ impl EptTables {
             pml4: Table([0; ENTRIES]),
             pdpt: Table([0; ENTRIES]),
             pd: Table([0; ENTRIES]),
+            pt: [Table([0; ENTRIES]); NESTED_PAGE_TABLES],
         }
     }
 
-    /// Host-physical addresses of the three tables; `phys` translates a host pointer.
-    fn addrs(&self, phys: &impl Fn(*const u8) -> u64) -> [u64; 3] {
-        [
-            phys(self.pml4.0.as_ptr().cast()),
-            phys(self.pdpt.0.as_ptr().cast()),
-            phys(self.pd.0.as_ptr().cast()),
-        ]
+    /// Host-physical addresses of every table page (PML4, PDPT, PD, then the page tables); `phys`
+    /// translates a host pointer.
+    fn addrs(&self, phys: &impl Fn(*const u8) -> u64) -> [u64; 3 + NESTED_PAGE_TABLES] {
+        let mut a = [0; 3 + NESTED_PAGE_TABLES];
+        a[0] = phys(self.pml4.0.as_ptr().cast());
+        a[1] = phys(self.pdpt.0.as_ptr().cast());
+        a[2] = phys(self.pd.0.as_ptr().cast());
+        for (i, t) in self.pt.iter().enumerate() {
+            a[3 + i] = phys(t.0.as_ptr().cast());
+        }
+        a
     }
 
-    /// Builds identity 2 MiB RWX write-back mappings of the guest window and nothing else.
-    pub fn build(&mut self, role: MmuRole, phys: impl Fn(*const u8) -> u64) -> EptRoot {
-        let [pml4, pdpt, pd] = self.addrs(&phys);
+    /// The table at host-physical `pa`, if it is one of these.
+    fn table_at(&self, pa: u64, phys: &impl Fn(*const u8) -> u64) -> Option<&Table> {
+        let i = self.addrs(phys).iter().position(|&a| a == pa)?;
+        Some(match i {
+            0 => &self.pml4,
+            1 => &self.pdpt,
+            2 => &self.pd,
+            n => &self.pt[n - 3],
+        })
+    }
+
+    /// Builds identity write-back mappings of the guest window with the map's rights (2 MiB leaves
+    /// where a block is uniform, 4 KiB leaves where a boundary crosses it) and nothing else.
+    pub fn build(
+        &mut self,
+        role: MmuRole,
+        map: &GuestMap,
+        phys: impl Fn(*const u8) -> u64,
+    ) -> Result<EptRoot, EptError> {
+        let (base, end) = (map.base(), map.end());
+        if base != WINDOW_BASE || end != WINDOW_BASE + WINDOW_SIZE {
+            return Err(EptError::BadMap);
+        }
+        let addrs = self.addrs(&phys);
         self.pml4.0 = [0; ENTRIES];
         self.pdpt.0 = [0; ENTRIES];
         self.pd.0 = [0; ENTRIES];
-        self.pml4.0[index(WINDOW_BASE, 39)] = pdpt | pte::RWX;
-        self.pdpt.0[index(WINDOW_BASE, 30)] = pd | pte::RWX;
-        let mut gpa = WINDOW_BASE;
-        while gpa < WINDOW_BASE + WINDOW_SIZE {
-            self.pd.0[index(gpa, 21)] = gpa | pte::RWX | pte::LARGE | (MT_WB << pte::MEMTYPE_SHIFT);
-            gpa += PAGE_2M;
+        for t in self.pt.iter_mut() {
+            t.0 = [0; ENTRIES];
         }
-        EptRoot { hpa: pml4, role }
+        self.pml4.0[index(WINDOW_BASE, 39)] = addrs[1] | pte::RWX;
+        self.pdpt.0[index(WINDOW_BASE, 30)] = addrs[2] | pte::RWX;
+        let wb = MT_WB << pte::MEMTYPE_SHIFT;
+        let mut used = 0;
+        let mut block = WINDOW_BASE;
+        while block < end {
+            self.pd.0[index(block, 21)] = match map.uniform(block, PAGE_2M) {
+                Some(perm) => block | rights(perm) | pte::LARGE | wb,
+                None => {
+                    if used == NESTED_PAGE_TABLES {
+                        return Err(EptError::NoTables);
+                    }
+                    for (i, e) in self.pt[used].0.iter_mut().enumerate() {
+                        let gpa = block + i as u64 * PAGE_4K;
+                        *e = match map.perm_at(gpa) {
+                            Some(perm) => gpa | rights(perm) | wb,
+                            None => 0,
+                        };
+                    }
+                    used += 1;
+                    addrs[2 + used] | pte::RWX
+                }
+            };
+            block += PAGE_2M;
+        }
+        Ok(EptRoot {
+            hpa: addrs[0],
+            role,
+        })
     }
 
-    /// Translates `gpa` like the CPU's 4-level EPT walk starting at `root`: `Some((hpa, rwx))` when
-    /// mapped. Following a pointer to a page that is not one of these tables is reported as `Err`.
+    /// Translates `gpa` like the CPU's 4-level EPT walk starting at `root`: `Some((hpa, rights))` when
+    /// mapped, the rights being what every level allows. Following a pointer to a page that is not one
+    /// of these tables is reported as `Err`.
     pub fn walk(
         &self,
         root: u64,
         gpa: u64,
         phys: impl Fn(*const u8) -> u64,
     ) -> Result<Option<(u64, u64)>, u64> {
-        let addrs = self.addrs(&phys);
-        let tables = [&self.pml4, &self.pdpt, &self.pd];
         let mut table = root & pte::ADDR_MASK;
-        for (level, shift) in [(4, 39), (3, 30), (2, 21)] {
-            let Some(i) = addrs.iter().position(|&a| a == table) else {
+        let mut allowed = pte::RWX;
+        for (level, shift) in [(4, 39), (3, 30), (2, 21), (1, 12)] {
+            let Some(t) = self.table_at(table, &phys) else {
                 return Err(table);
             };
-            let e = tables[i].0[index(gpa, shift)];
+            let e = t.0[index(gpa, shift)];
             if e & pte::RWX == 0 {
                 return Ok(None);
             }
-            if level == 2 {
-                if e & pte::LARGE == 0 {
-                    return Err(e);
+            allowed &= e & pte::RWX;
+            let size = match level {
+                1 => PAGE_4K,
+                2 if e & pte::LARGE != 0 => PAGE_2M,
+                3 if e & pte::LARGE != 0 => return Err(e),
+                _ => {
+                    table = e & pte::ADDR_MASK;
+                    continue;
                 }
-                return Ok(Some((
-                    (e & pte::ADDR_MASK & !(PAGE_2M - 1)) | (gpa & (PAGE_2M - 1)),
-                    e & pte::RWX,
-                )));
-            }
-            table = e & pte::ADDR_MASK;
+            };
+            return Ok(Some((
+                (e & pte::ADDR_MASK & !(size - 1)) | (gpa & (size - 1)),
+                allowed,
+            )));
         }
         Ok(None)
     }
@@ -211,12 +297,54 @@ mod tests {
         assert_eq!(construct_eptp(None), eptp::INVALID);
     }
 
+    /// The W^X map of a payload shaped like the linker scripts make them.
+    fn payload_map() -> GuestMap {
+        use crate::{Payload, PayloadSegment};
+        use libvmm_abi::layout::x86_64::PAYLOAD_BASE;
+        static SEGS: [PayloadSegment; 3] = [
+            PayloadSegment {
+                gpa: PAYLOAD_BASE,
+                mem_size: 0x4321,
+                flags: PayloadSegment::R | PayloadSegment::X,
+            },
+            PayloadSegment {
+                gpa: PAYLOAD_BASE + 0x5000,
+                mem_size: 0x1234,
+                flags: PayloadSegment::R,
+            },
+            PayloadSegment {
+                gpa: PAYLOAD_BASE + 0x7000,
+                mem_size: 0x2_1800,
+                flags: PayloadSegment::R | PayloadSegment::W,
+            },
+        ];
+        let p = Payload {
+            name: "t",
+            load_gpa: PAYLOAD_BASE,
+            entry_gpa: PAYLOAD_BASE,
+            mem_size: 0x7000 + 0x2_1800,
+            bytes: b"x",
+            segments: &SEGS,
+        };
+        crate::loader::guest_map(&p, WINDOW_BASE, WINDOW_SIZE).unwrap()
+    }
+
+    fn rights_of(perm: Perm) -> u64 {
+        match perm {
+            Perm::ReadOnly => pte::READ,
+            Perm::ReadWrite => pte::READ | pte::WRITE,
+            Perm::ReadExecute => pte::READ | pte::EXEC,
+        }
+    }
+
     #[test]
-    fn exactly_the_guest_window_is_mapped_identity_rwx() {
+    fn exactly_the_guest_window_is_mapped_identity_with_the_maps_rights() {
+        let map = payload_map();
         let mut t = Box::new(EptTables::new());
-        let root = t.build(ROLE, phys);
+        let root = t.build(ROLE, &map, phys).unwrap();
         // Every present leaf, enumerated from the root like the CPU would find it.
         let mut mapped = Vec::new();
+        let mut split = 0;
         for (i4, e4) in t.pml4.0.iter().enumerate() {
             if e4 & pte::RWX == 0 {
                 continue;
@@ -233,44 +361,95 @@ mod tests {
                         continue;
                     }
                     let gpa = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21);
-                    assert_eq!(e2 & pte::ADDR_MASK, gpa, "identity");
-                    assert_eq!(e2 & pte::LARGE, pte::LARGE);
-                    mapped.push(gpa);
+                    if e2 & pte::LARGE != 0 {
+                        assert_eq!(e2 & pte::ADDR_MASK, gpa, "identity");
+                        mapped.push((gpa, PAGE_2M, e2 & pte::RWX));
+                        continue;
+                    }
+                    split += 1;
+                    let pt =
+                        t.pt.iter()
+                            .find(|p| phys(p.0.as_ptr().cast()) == e2 & pte::ADDR_MASK)
+                            .expect("a split block points at a pool table");
+                    for (i1, e1) in pt.0.iter().enumerate() {
+                        assert_ne!(e1 & pte::RWX, 0, "the whole block is in the window");
+                        let g = gpa | (i1 as u64) << 12;
+                        assert_eq!(e1 & pte::ADDR_MASK, g, "identity");
+                        assert_eq!((e1 >> pte::MEMTYPE_SHIFT) & 7, MT_WB);
+                        mapped.push((g, PAGE_4K, e1 & pte::RWX));
+                    }
                 }
             }
         }
-        let want: Vec<u64> = (WINDOW_BASE..WINDOW_BASE + WINDOW_SIZE)
-            .step_by(PAGE_2M as usize)
-            .collect();
-        assert_eq!(mapped, want);
-
-        // Point walks: inside maps identity, outside (VMM image, the tables, zero, just past) does not.
-        for gpa in [
-            WINDOW_BASE,
-            WINDOW_BASE + 0x1234,
-            WINDOW_BASE + WINDOW_SIZE - 1,
-        ] {
-            assert_eq!(t.walk(root.hpa, gpa, phys), Ok(Some((gpa, pte::RWX))));
+        assert_eq!(
+            split, 1,
+            "only the block with the payload's boundaries is split"
+        );
+        // The leaves tile the window exactly, each with the map's rights, never write+execute.
+        let mut at = WINDOW_BASE;
+        for (gpa, size, rwx) in &mapped {
+            assert_eq!(*gpa, at);
+            assert_eq!(
+                *rwx,
+                rights_of(map.uniform(*gpa, *size).unwrap()),
+                "{gpa:#x}"
+            );
+            assert_ne!(*rwx & (pte::WRITE | pte::EXEC), pte::WRITE | pte::EXEC);
+            at += size;
         }
-        let table_pa = phys(t.pml4.0.as_ptr().cast());
-        for gpa in [
+        assert_eq!(at, WINDOW_BASE + WINDOW_SIZE);
+
+        // Point walks: text r-x, read-only data r--, data rw-, boot info and stack rw-.
+        use libvmm_abi::layout::x86_64::PAYLOAD_BASE;
+        for (gpa, want) in [
+            (PAYLOAD_BASE, pte::READ | pte::EXEC),
+            (PAYLOAD_BASE + 0x4fff, pte::READ | pte::EXEC),
+            (PAYLOAD_BASE + 0x5000, pte::READ),
+            (PAYLOAD_BASE + 0x7000, pte::READ | pte::WRITE),
+            (WINDOW_BASE, pte::READ | pte::WRITE),
+            (WINDOW_BASE + 0x1234, pte::READ | pte::WRITE),
+            (WINDOW_BASE + WINDOW_SIZE - 1, pte::READ | pte::WRITE),
+        ] {
+            assert_eq!(
+                t.walk(root.hpa, gpa, phys),
+                Ok(Some((gpa, want))),
+                "{gpa:#x}"
+            );
+        }
+        // Outside (VMM image, every table page, zero, just past) nothing is mapped.
+        let mut outside = vec![
             0,
             VMM_IMAGE_BASE,
             WINDOW_BASE - 1,
             WINDOW_BASE + WINDOW_SIZE,
-            table_pa,
             1 << 39,
             u64::MAX >> 12,
-        ] {
+        ];
+        outside.extend(t.addrs(&phys));
+        for gpa in outside {
             assert_eq!(t.walk(root.hpa, gpa, phys), Ok(None), "{gpa:#x}");
         }
     }
 
     #[test]
-    fn a_rebuild_clears_stale_entries() {
+    fn a_rebuild_clears_stale_entries_and_a_foreign_map_is_refused() {
         let mut t = Box::new(EptTables::new());
         t.pd.0[0] = pte::RWX | pte::LARGE;
-        let root = t.build(ROLE, phys);
+        t.pt[3].0[7] = pte::RWX;
+        let root = t
+            .build(
+                ROLE,
+                &GuestMap::whole(WINDOW_BASE, WINDOW_SIZE, Perm::ReadWrite),
+                phys,
+            )
+            .unwrap();
         assert_eq!(t.walk(root.hpa, 0, phys), Ok(None));
+        assert!(t.pt.iter().all(|p| p.0.iter().all(|e| *e == 0)));
+        assert_eq!(
+            t.walk(root.hpa, WINDOW_BASE, phys),
+            Ok(Some((WINDOW_BASE, pte::READ | pte::WRITE)))
+        );
+        let other = GuestMap::whole(WINDOW_BASE, WINDOW_SIZE / 2, Perm::ReadWrite);
+        assert_eq!(t.build(ROLE, &other, phys), Err(EptError::BadMap));
     }
 }

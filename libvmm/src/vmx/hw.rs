@@ -84,7 +84,11 @@ pub(crate) fn boot<P: Platform>(
         ad_disabled: caps.ept_vpid & caps::ept_cap::AD == 0,
         memtype: MT_WB,
     };
-    let root = pages.ept.build(role, hw::pa_ptr);
+    // The window with the guest's W^X map (payload text r-x, read-only data r--, the rest rw-).
+    let root = match pages.ept.build(role, &vm.map, hw::pa_ptr) {
+        Ok(root) => root,
+        Err(_) => return StopReason::Platform("EPT cannot map the guest memory map"),
+    };
     let (img_start, img_end) = boot_info::image_range();
     let vmm_addrs = [
         img_start,
@@ -94,7 +98,8 @@ pub(crate) fn boot<P: Platform>(
         root.hpa,
         boot_info::stack_address(),
     ];
-    if vmm_addrs.iter().any(|&a| {
+    let tables = pages.ept.pt.iter().map(hw::pa);
+    if vmm_addrs.into_iter().chain(tables).any(|a| {
         matches!(
             pages.ept.walk(root.hpa, a, hw::pa_ptr),
             Ok(Some(_)) | Err(_)

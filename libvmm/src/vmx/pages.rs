@@ -32,7 +32,10 @@ pub(crate) struct VmxPages {
     pub ept: EptTables,
 }
 
-static_assertions::const_assert_eq!(core::mem::size_of::<VmxPages>(), 9 * 4096);
+static_assertions::const_assert_eq!(
+    core::mem::size_of::<VmxPages>(),
+    (9 + crate::config::NESTED_PAGE_TABLES) * 4096
+);
 
 impl VmxPages {
     /// All zero, so a static of it lands in `.bss`; [`VmxPages::reset`] sets it up at bring-up.

@@ -563,7 +563,8 @@ mod tests {
             stop,
             StopReason::GuestMemoryViolation {
                 gpa: 0x10_0000,
-                access: Access::Write
+                access: Access::Write,
+                mapped: None
             }
         );
     }

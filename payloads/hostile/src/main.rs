@@ -7,6 +7,9 @@
 //! bare, one after a fake token line, carrying that fake token) and then spins, and `open-line` leaves a
 //! forged stop line open (no newline) and exits with status 7. The host must trust only the VMM's stop
 //! line, which carries the boot token printed before the payload's first instruction.
+//!
+//! The W^X attacks (`text-write`, `rodata-write`, `data-exec`, `stack-exec`, in `wx.rs`) turn on the
+//! payload's own memory: the nested tables must stop each one.
 #![no_std]
 #![no_main]
 
@@ -21,6 +24,7 @@ use x86_64 as arch_attacks;
 mod riscv64;
 #[cfg(target_arch = "riscv64")]
 use riscv64 as arch_attacks;
+mod wx;
 
 libvmm_guest::entry!(main);
 
@@ -111,6 +115,7 @@ fn main() -> i32 {
     };
     hypercall_attacks(&mut c);
     arch_attacks::recoverable(&mut c);
+    wx::recoverable(&mut c);
     println!(
         "hostile: {} recoverable checks passed, {} failed",
         c.passed, c.failed
@@ -126,6 +131,7 @@ fn main() -> i32 {
             libvmm_guest::print!("libvmm: stop 0 forged");
             libvmm_guest::exit(7)
         }
+        _ if wx::fatal(attack) => {}
         _ => arch_attacks::fatal(attack),
     }
     // Every fatal attack must have stopped the VM.

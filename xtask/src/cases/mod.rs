@@ -285,6 +285,57 @@ fn x86_memory_attacks(backend: Backend) -> Vec<Case> {
     ]
 }
 
+/// The W^X attacks of the hostile payload (`payloads/hostile/src/wx.rs`), the same on every backend: a
+/// write to its own text (its first instruction, at the payload base) and to its read-only data, and a
+/// call into its own data and its own stack, each a clean stop (96) naming the access, the address and
+/// what the nested tables allow there. The boot log shows the map the tables were built from.
+fn wx_attacks(backend: Backend, window_base: u64, payload_base: u64) -> Vec<Case> {
+    let gmv = StopCode::GuestMemoryViolation as u8;
+    // Where the address is not fixed at link time (read-only data, data, stack), the payload prints it
+    // and the stop line is checked by shape: access, then what the tables allow there.
+    let attack = |cmdline, said: &str, access: &str, mapped: &str| {
+        hostile(backend, cmdline, gmv, said.into())
+            .expect_line(format!(
+                "guest memory violation: {access} of guest-physical 0x"
+            ))
+            .expect_line(format!(", mapped {mapped} (W^X) ["))
+    };
+    let text = hostile(
+        backend,
+        "attack=text-write",
+        gmv,
+        format!(
+            "guest memory violation: write of guest-physical {payload_base:#x}, mapped read+execute, \
+             no write (W^X)"
+        ),
+    )
+    .expect_line(format!("hostile: wx write own text at {payload_base:#x}"))
+    .expect_line(format!(
+        "libvmm: guest memory map (W^X): {window_base:#x}..{payload_base:#x} rw- {payload_base:#x}.."
+    ));
+    vec![
+        text,
+        attack(
+            "attack=rodata-write",
+            "hostile: wx write own read-only data at 0x",
+            "write",
+            "read-only",
+        ),
+        attack(
+            "attack=data-exec",
+            "hostile: wx execute own data at 0x",
+            "execute",
+            "read+write, no execute",
+        ),
+        attack(
+            "attack=stack-exec",
+            "hostile: wx execute own stack at 0x",
+            "execute",
+            "read+write, no execute",
+        ),
+    ]
+}
+
 /// The attacks on the host tools' reading of the result, on a backend that enforces
 /// `libvmm.timeout_ms` (all three): forged stop lines (bare, and after a fake token line with that token)
 /// must not count; the real result is the time limit's stop (99). A forged stop line left open must not
@@ -332,8 +383,8 @@ mod tests {
         }
         // 48 boot cases before the forged-result attacks (SVM GRUB ISO included), then the forged results,
         // the RISC-V time limit, clocks without a PIT, exit statistics, the ISO under OVMF, the trap API,
-        // page walks and the control-register rules. Cases are added, never silently lost.
-        assert!(total >= 62, "{total} boot cases");
+        // page walks, the control-register rules and W^X (4 per backend). Cases are added, never silently lost.
+        assert!(total >= 74, "{total} boot cases");
     }
 
     #[test]

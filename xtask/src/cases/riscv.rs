@@ -106,5 +106,10 @@ pub fn cases() -> Vec<Case> {
         )
         .limit(Duration::from_secs(10)),
     );
+    v.extend(super::wx_attacks(
+        B,
+        WINDOW_BASE,
+        libvmm_abi::layout::riscv64::PAYLOAD_BASE,
+    ));
     v
 }

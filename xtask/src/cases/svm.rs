@@ -79,6 +79,11 @@ pub fn cases() -> Vec<Case> {
     uefi.uefi = true;
     v.push(uefi);
     v.extend(x86_memory_attacks(B));
+    v.extend(super::wx_attacks(
+        B,
+        libvmm_abi::layout::x86_64::WINDOW_BASE,
+        libvmm_abi::layout::x86_64::PAYLOAD_BASE,
+    ));
     v.push(exitbench(B));
     v.push(super::exitbench_stats(B, &["cpuid 1001", "hypercall 1046"]));
     v.extend(forged_result_timed(B));

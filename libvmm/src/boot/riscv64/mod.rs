@@ -212,7 +212,7 @@ impl super::Machine for RiscvMachine {
         _options: &Options<'static>,
     ) -> StopReason {
         let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
-        if let Err(stop) = hw::bring_up(base, size, &guest.isa, guest.sstc) {
+        if let Err(stop) = hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
             return stop;
         }
         crate::vmm_print!(
