@@ -2,14 +2,15 @@
 # Installs what libvmm's build and tests need beyond the pinned Rust toolchain, only when missing:
 #   - the Rust targets named in rust-toolchain.toml (RUSTUP_AUTO_INSTALL=0 on these machines),
 #   - QEMU 10 (x86_64 + riscv64, OpenSBI) from Debian bookworm-backports,
-#   - Bochs 2.7 and the GRUB ISO tools, BIOS and UEFI (for the VMX backend's bootable ISO).
+#   - Bochs 2.7 and the GRUB ISO tools, BIOS and UEFI (for the VMX backend's bootable ISO),
+#   - gdb and gdb-multiarch (`cargo xtask run --gdb`, and its batch test: RISC-V needs gdb-multiarch).
 # The backports suite is added from the mirror address the machine's own apt sources already use;
 # no registry host name is written here. When another apt/dpkg (unattended upgrades, a provisioning
 # script) holds the package locks, this waits for them, up to LIBVMM_APT_LOCK_WAIT seconds (600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want="${1:-all}"   # all | rust | qemu | bochs
+want="${1:-all}"   # all | rust | qemu | bochs | gdb
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -122,10 +123,20 @@ install_bochs() {
     apt_get install -y -qq --no-install-recommends "${pkgs[@]}"
 }
 
+install_gdb() {
+    local pkgs=()
+    command -v gdb >/dev/null || pkgs+=(gdb)
+    command -v gdb-multiarch >/dev/null || pkgs+=(gdb-multiarch)
+    [ ${#pkgs[@]} -gt 0 ] || return 0
+    apt_update
+    apt_get install -y -qq --no-install-recommends "${pkgs[@]}"
+}
+
 case "$want" in
-    all) install_rust_targets; install_qemu; install_bochs ;;
+    all) install_rust_targets; install_qemu; install_bochs; install_gdb ;;
     rust) install_rust_targets ;;
     qemu) install_qemu ;;
     bochs) install_bochs ;;
-    *) echo "usage: $0 [all|rust|qemu|bochs]" >&2; exit 2 ;;
+    gdb) install_gdb ;;
+    *) echo "usage: $0 [all|rust|qemu|bochs|gdb]" >&2; exit 2 ;;
 esac

@@ -77,6 +77,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
         icount: true,
         echo: false,
         limit: Duration::from_secs(120),
+        gdb: None,
     };
     let out = boot(backend, &image, &o)?;
     match &out.verdict.result {

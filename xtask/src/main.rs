@@ -14,6 +14,7 @@ mod bochs;
 mod build;
 mod cases;
 mod cmd;
+mod gdb;
 mod iso;
 mod qemu;
 mod run;

@@ -35,6 +35,16 @@ pub struct Options<'a> {
     pub echo: bool,
     /// Killed after this long.
     pub limit: Duration,
+    /// QEMU's gdb stub on 127.0.0.1:port, the CPU stopped before its first instruction (`-S`) until a
+    /// debugger continues it (`cargo xtask run --gdb`).
+    pub gdb: Option<u16>,
+}
+
+/// `-gdb tcp:127.0.0.1:PORT -S`: the stub listens on the loopback interface only.
+fn gdb_stub(c: &mut Command, o: &Options<'_>) {
+    if let Some(port) = o.gdb {
+        c.args(["-gdb", &format!("tcp:127.0.0.1:{port}"), "-S"]);
+    }
 }
 
 /// `-M` with extra machine properties.
@@ -77,6 +87,7 @@ pub fn x86(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     if o.icount {
         c.args(ICOUNT);
     }
+    gdb_stub(&mut c, o);
     run_bounded(c, o.limit, o.echo)
 }
 
@@ -116,6 +127,7 @@ pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     } else {
         c.args(["-seed", "1"]);
     }
+    gdb_stub(&mut c, o);
     run_bounded(c, o.limit, o.echo)
 }
 

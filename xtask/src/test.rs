@@ -117,6 +117,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         icount: false,
         echo: false,
         limit: case.limit.unwrap_or(default_limit(case.backend)),
+        gdb: None,
     };
     let out = boot(case.backend, image, &o)?;
     let v = &out.verdict;
@@ -185,6 +186,13 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
         s,
         crate::bench::check().map(|_| ()),
     );
+    // A payload and the VMM under gdb through QEMU's stub (`run --gdb`), in batch mode.
+    for backend in [Backend::Svm, Backend::Riscv] {
+        let name = format!("gdb batch ({backend} hello)");
+        let s = Instant::now();
+        println!("---- {name}");
+        t.record(&name, s, crate::gdb::batch_test(backend));
+    }
     // Every backend's image boots on an emulator here (TDX's stops at SEAM-module detection).
     for backend in Backend::ALL {
         let cases = crate::cases::all(backend);
