@@ -44,7 +44,13 @@ fn ensure_target(backend: Backend) -> Result<(), String> {
     }
     let mut c = std::process::Command::new("bash");
     c.arg(root().join("ci/install-deps.sh")).arg("rust");
-    status(c, "installing Rust targets")
+    status(c, "installing Rust targets").map_err(|e| {
+        format!(
+            "{e}: the Rust target {} is missing; install it with `rustup target add {}`",
+            backend.target(),
+            backend.target()
+        )
+    })
 }
 
 /// Builds the payload ELF with a cargo profile (`release`, or `gdb`: release with debug info); returns

@@ -114,20 +114,9 @@ pub fn gdb_args(backend: Backend, image: &Path, payload: &Path, port: u16) -> Ve
 
 /// A shell-quoted command line, for the user to paste.
 pub fn shell_line(program: &str, args: &[String]) -> String {
-    let mut s = program.to_string();
-    for a in args {
-        s.push(' ');
-        if a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@".contains(c))
-        {
-            s.push_str(a);
-        } else {
-            s.push('\'');
-            s.push_str(&a.replace('\'', "'\\''"));
-            s.push('\'');
-        }
-    }
-    s
+    let mut c = Command::new(program);
+    c.args(args);
+    crate::cmd::shell_line(&c)
 }
 
 /// A free TCP port on the loopback interface (bound, read, released).
@@ -326,6 +315,61 @@ pub fn batch_test(backend: Backend) -> Result<(), String> {
             problems.join("; "),
             g.output.trim_end(),
             out.output.trim_end()
+        ))
+    }
+}
+
+/// The Bochs counterpart of [`batch_test`] (VMX): Debian's Bochs has the internal debugger instead of a
+/// gdb stub, so its script sets a linear breakpoint at the payload's entry (`_start`, the ELF entry),
+/// continues, prints the registers there (in VMX non-root mode: RDI = the boot-info address, the
+/// window's base; RSP = the window's top) and continues to the end; the run must stop with status 0.
+pub fn bochs_debugger_test() -> Result<(), String> {
+    use libvmm_abi::layout::x86_64::{PAYLOAD_BASE, WINDOW_BASE, WINDOW_SIZE};
+    let image = crate::build::build_image(Backend::Vmx, "hello")?;
+    let iso = crate::iso::iso_for(&image, "")?;
+    crate::cmd::require(&["bochs"])?;
+    let workdir = crate::cmd::target_dir().join("bochs").join("debugger");
+    let script = format!("lb {PAYLOAD_BASE:#x}\nc\nr\nc\n");
+    let (f, dbg) = crate::bochs::run_debugger(
+        &iso,
+        &workdir,
+        crate::bochs::DEFAULT_CPU,
+        Duration::from_secs(60),
+        &script,
+    )?;
+    let v = crate::run::interpret(
+        &f.output,
+        f.code,
+        f.timed_out,
+        Duration::from_secs(60),
+        crate::run::ExitDevice::None,
+    );
+    let hex = |v: u64| format!("{:08x}_{:08x}", v >> 32, v & 0xffff_ffff);
+    let mut problems = Vec::new();
+    for e in [
+        format!("Breakpoint 1, {:#018x} in ??", PAYLOAD_BASE),
+        format!("rip: {}", hex(PAYLOAD_BASE)),
+        format!("rdi: {}", hex(WINDOW_BASE)),
+        format!("rsp: {}", hex(WINDOW_BASE + WINDOW_SIZE)),
+    ] {
+        if !dbg.contains(&e) {
+            problems.push(format!("the debugger did not print {e:?}"));
+        }
+    }
+    match &v.result {
+        Ok(0) => {}
+        Ok(c) => problems.push(format!("stop {c}: {}", v.reason)),
+        Err(e) => problems.push(format!("no trustworthy result: {e}")),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let tail: Vec<&str> = dbg.lines().rev().take(30).collect();
+        Err(format!(
+            "{}\n--- rerun alone ---\n{}\n--- debugger (last lines) ---\n{}",
+            problems.join("; "),
+            f.command,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ))
     }
 }

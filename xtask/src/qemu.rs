@@ -94,6 +94,7 @@ pub fn x86(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
 /// A RISC-V image on `virt` under OpenSBI.
 pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     require(&["qemu-system-riscv64"])?;
+    crate::cmd::require_file(OPENSBI, "opensbi")?;
     let mut c = Command::new("qemu-system-riscv64");
     c.args([
         "-M",
@@ -131,6 +132,9 @@ pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     run_bounded(c, o.limit, o.echo)
 }
 
+/// The OpenSBI firmware `-bios default` loads on `virt` (from qemu-system-misc's dependencies).
+pub const OPENSBI: &str = "/usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin";
+
 /// Debian's `ovmf` package: the UEFI firmware an ISO boots from with `uefi`.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 
@@ -164,11 +168,7 @@ pub fn x86_iso(iso: &Path, o: &Options<'_>) -> Result<Finished, String> {
     ])
     .arg(iso);
     if o.uefi {
-        if !Path::new(OVMF_CODE).is_file() {
-            return Err(format!(
-                "{OVMF_CODE} is missing: apt-get install ovmf (ci/install-deps.sh does)"
-            ));
-        }
+        crate::cmd::require_file(OVMF_CODE, "ovmf")?;
         c.args(["-bios", OVMF_CODE]);
     }
     if o.icount {

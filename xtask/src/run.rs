@@ -181,6 +181,8 @@ pub fn interpret(
 pub struct Outcome {
     pub output: String,
     pub verdict: Verdict,
+    /// The emulator's command line, to rerun the boot alone.
+    pub command: String,
 }
 
 pub struct BootOptions<'a> {
@@ -238,6 +240,7 @@ pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outco
     Ok(Outcome {
         output: f.output,
         verdict,
+        command: f.command,
     })
 }
 
