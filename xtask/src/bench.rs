@@ -248,6 +248,19 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
             None
         }
     };
+    // Linux KVM in the same emulator (a bench step, not a CI step): when it cannot run, say why and go on.
+    let kvm = if a.rest.iter().any(|r| r == "--vs-kvm") {
+        println!("measuring Linux KVM in the same emulator (about half a minute) ...");
+        match crate::kvm::measure() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                println!("KVM comparison not measured: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let backends: Vec<&str> = results.keys().copied().collect();
     let mut table = String::new();
     let _ = write!(table, "{:<50}", "figure");
@@ -287,6 +300,22 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
         }
         let _ = writeln!(json, "}}{}", if i + 1 == results.len() { "" } else { "," });
     }
+    if let Some(k) = &kvm {
+        if json.ends_with("}\n") && json.len() > 2 {
+            json.truncate(json.len() - 1);
+            json.push_str(",\n");
+        }
+        let fields: Vec<String> = k
+            .iter()
+            .map(|(key, v)| match v.parse::<f64>() {
+                Ok(_) if key != "kernel" && key != "npt" && key != "nrips" => {
+                    format!("\"{key}\": {v}")
+                }
+                _ => format!("\"{key}\": \"{v}\""),
+            })
+            .collect();
+        let _ = writeln!(json, "  \"kvm\": {{{}}}", fields.join(", "));
+    }
     if let Some((_, j)) = &dpamt {
         if json.ends_with("}\n") && json.len() > 2 {
             json.truncate(json.len() - 1);
@@ -299,6 +328,9 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
     std::fs::write(&path, json).map_err(|e| e.to_string())?;
     if let Some((text, _)) = &dpamt {
         println!("\n{text}");
+    }
+    if let Some(k) = &kvm {
+        println!("\n{}", crate::kvm::comparison(results.get("svm"), k));
     }
     println!("\nwrote {}", path.display());
     for f in &failures {

@@ -16,6 +16,7 @@ mod cases;
 mod cmd;
 mod gdb;
 mod iso;
+mod kvm;
 mod qemu;
 mod run;
 mod test;
