@@ -333,10 +333,55 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
         println!("\n{}", crate::kvm::comparison(results.get("svm"), k));
     }
     println!("\nwrote {}", path.display());
+    let svg = target_dir().join("bench.svg");
+    match crate::chart::draw(&svg, CHART_TITLE, &chart_bars(&results, kvm.as_ref())) {
+        Ok(()) => println!("wrote {}", svg.display()),
+        Err(e) => failures.push(format!("chart: {e}")),
+    }
     for f in &failures {
         eprintln!("bench failed: {f}");
     }
     Ok(if failures.is_empty() { 0 } else { 1 })
+}
+
+const CHART_TITLE: &str =
+    "libvmm exit round trips (QEMU TCG / Bochs, one tick = one emulated instruction)";
+
+/// The chart's bars: per exit (CPUID or SBI ecall, null hypercall), each backend, then KVM's CPUID and
+/// port I/O out to userspace (its exit to the VMM's device code) when measured.
+fn chart_bars(
+    results: &BTreeMap<&'static str, BTreeMap<String, i64>>,
+    kvm: Option<&BTreeMap<String, String>>,
+) -> Vec<crate::chart::Bar> {
+    let mut bars = Vec::new();
+    let exits = [
+        (
+            "CPUID / SBI ecall",
+            ["cpuid_round_trip", "ecall_round_trip"],
+        ),
+        (
+            "exit to the VMM's device code",
+            ["null_hypercall_round_trip", "null_hypercall_round_trip"],
+        ),
+    ];
+    for (group, keys) in exits {
+        for (b, figs) in results {
+            if let Some(v) = keys.iter().find_map(|k| figs.get(*k)) {
+                bars.push((group.to_string(), format!("libvmm {b}"), *v as f64));
+            }
+        }
+        if let Some(k) = kvm {
+            let key = if group.starts_with("CPUID") {
+                "cpuid"
+            } else {
+                "out"
+            };
+            if let Some(v) = k.get(key).and_then(|v| v.parse().ok()) {
+                bars.push((group.to_string(), "Linux KVM (svm)".to_string(), v));
+            }
+        }
+    }
+    bars
 }
 
 /// The TDX Dynamic PAMT figures (simulated TDX module): the `dpamt_bench` example prints a section and

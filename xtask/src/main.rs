@@ -13,6 +13,7 @@ mod bench;
 mod bochs;
 mod build;
 mod cases;
+mod chart;
 mod cmd;
 mod gdb;
 mod iso;
