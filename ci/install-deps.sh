@@ -2,14 +2,17 @@
 # Installs what libvmm's build and tests need beyond the pinned Rust toolchain, only when missing:
 #   - the Rust targets named in rust-toolchain.toml (RUSTUP_AUTO_INSTALL=0 on these machines),
 #   - QEMU 10 (x86_64 + riscv64, OpenSBI) from Debian bookworm-backports,
-#   - Bochs 2.7 and the GRUB ISO tools, BIOS and UEFI (for the VMX backend's bootable ISO).
+#   - Bochs 2.7 and the GRUB ISO tools, BIOS and UEFI (for the VMX backend's bootable ISO),
+#   - on request only (`kvm DIR`, run by `cargo xtask bench --vs-kvm`): Debian's current amd64 kernel
+#     package, fetched with `apt-get download` and unpacked into DIR (not installed),
+#   - gdb and gdb-multiarch (`cargo xtask run --gdb`, and its batch test: RISC-V needs gdb-multiarch).
 # The backports suite is added from the mirror address the machine's own apt sources already use;
 # no registry host name is written here. When another apt/dpkg (unattended upgrades, a provisioning
 # script) holds the package locks, this waits for them, up to LIBVMM_APT_LOCK_WAIT seconds (600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want="${1:-all}"   # all | rust | qemu | bochs
+want="${1:-all}"   # all | rust | qemu | bochs | gdb | kvm DIR
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -122,10 +125,37 @@ install_bochs() {
     apt_get install -y -qq --no-install-recommends "${pkgs[@]}"
 }
 
+install_gdb() {
+    local pkgs=()
+    command -v gdb >/dev/null || pkgs+=(gdb)
+    command -v gdb-multiarch >/dev/null || pkgs+=(gdb-multiarch)
+    [ ${#pkgs[@]} -gt 0 ] || return 0
+    apt_update
+    apt_get install -y -qq --no-install-recommends "${pkgs[@]}"
+}
+
+# Debian's kernel (the package linux-image-amd64 points at), unpacked into $1: boot/vmlinuz-* and the
+# plain .ko modules under lib/modules/*/kernel/. Only for the KVM comparison of the bench.
+fetch_kvm_kernel() {
+    local dir="$1" pkg
+    if compgen -G "$dir/root/boot/vmlinuz-*" >/dev/null; then
+        return 0
+    fi
+    mkdir -p "$dir"
+    apt_update
+    pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    [ -n "$pkg" ] || { echo "ci: apt-cache knows no linux-image-amd64 kernel" >&2; exit 1; }
+    echo "ci: apt-get download $pkg"
+    (cd "$dir" && apt-get download -qq "$pkg")
+    dpkg-deb -x "$dir"/"$pkg"_*.deb "$dir/root"
+}
+
 case "$want" in
-    all) install_rust_targets; install_qemu; install_bochs ;;
+    kvm) fetch_kvm_kernel "${2:?usage: $0 kvm DIR}" ;;
+    all) install_rust_targets; install_qemu; install_bochs; install_gdb ;;
     rust) install_rust_targets ;;
     qemu) install_qemu ;;
     bochs) install_bochs ;;
-    *) echo "usage: $0 [all|rust|qemu|bochs]" >&2; exit 2 ;;
+    gdb) install_gdb ;;
+    *) echo "usage: $0 [all|rust|qemu|bochs|gdb|kvm DIR]" >&2; exit 2 ;;
 esac

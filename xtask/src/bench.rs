@@ -77,6 +77,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
         icount: true,
         echo: false,
         limit: Duration::from_secs(120),
+        gdb: None,
     };
     let out = boot(backend, &image, &o)?;
     match &out.verdict.result {
@@ -247,6 +248,19 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
             None
         }
     };
+    // Linux KVM in the same emulator (a bench step, not a CI step): when it cannot run, say why and go on.
+    let kvm = if a.rest.iter().any(|r| r == "--vs-kvm") {
+        println!("measuring Linux KVM in the same emulator (about half a minute) ...");
+        match crate::kvm::measure() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                println!("KVM comparison not measured: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let backends: Vec<&str> = results.keys().copied().collect();
     let mut table = String::new();
     let _ = write!(table, "{:<50}", "figure");
@@ -286,6 +300,22 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
         }
         let _ = writeln!(json, "}}{}", if i + 1 == results.len() { "" } else { "," });
     }
+    if let Some(k) = &kvm {
+        if json.ends_with("}\n") && json.len() > 2 {
+            json.truncate(json.len() - 1);
+            json.push_str(",\n");
+        }
+        let fields: Vec<String> = k
+            .iter()
+            .map(|(key, v)| match v.parse::<f64>() {
+                Ok(_) if key != "kernel" && key != "npt" && key != "nrips" => {
+                    format!("\"{key}\": {v}")
+                }
+                _ => format!("\"{key}\": \"{v}\""),
+            })
+            .collect();
+        let _ = writeln!(json, "  \"kvm\": {{{}}}", fields.join(", "));
+    }
     if let Some((_, j)) = &dpamt {
         if json.ends_with("}\n") && json.len() > 2 {
             json.truncate(json.len() - 1);
@@ -299,11 +329,59 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
     if let Some((text, _)) = &dpamt {
         println!("\n{text}");
     }
+    if let Some(k) = &kvm {
+        println!("\n{}", crate::kvm::comparison(results.get("svm"), k));
+    }
     println!("\nwrote {}", path.display());
+    let svg = target_dir().join("bench.svg");
+    match crate::chart::draw(&svg, CHART_TITLE, &chart_bars(&results, kvm.as_ref())) {
+        Ok(()) => println!("wrote {}", svg.display()),
+        Err(e) => failures.push(format!("chart: {e}")),
+    }
     for f in &failures {
         eprintln!("bench failed: {f}");
     }
     Ok(if failures.is_empty() { 0 } else { 1 })
+}
+
+const CHART_TITLE: &str =
+    "libvmm exit round trips (QEMU TCG / Bochs, one tick = one emulated instruction)";
+
+/// The chart's bars: per exit (CPUID or SBI ecall, null hypercall), each backend, then KVM's CPUID and
+/// port I/O out to userspace (its exit to the VMM's device code) when measured.
+fn chart_bars(
+    results: &BTreeMap<&'static str, BTreeMap<String, i64>>,
+    kvm: Option<&BTreeMap<String, String>>,
+) -> Vec<crate::chart::Bar> {
+    let mut bars = Vec::new();
+    let exits = [
+        (
+            "CPUID / SBI ecall",
+            ["cpuid_round_trip", "ecall_round_trip"],
+        ),
+        (
+            "exit to the VMM's device code",
+            ["null_hypercall_round_trip", "null_hypercall_round_trip"],
+        ),
+    ];
+    for (group, keys) in exits {
+        for (b, figs) in results {
+            if let Some(v) = keys.iter().find_map(|k| figs.get(*k)) {
+                bars.push((group.to_string(), format!("libvmm {b}"), *v as f64));
+            }
+        }
+        if let Some(k) = kvm {
+            let key = if group.starts_with("CPUID") {
+                "cpuid"
+            } else {
+                "out"
+            };
+            if let Some(v) = k.get(key).and_then(|v| v.parse().ok()) {
+                bars.push((group.to_string(), "Linux KVM (svm)".to_string(), v));
+            }
+        }
+    }
+    bars
 }
 
 /// The TDX Dynamic PAMT figures (simulated TDX module): the `dpamt_bench` example prints a section and

@@ -50,6 +50,18 @@ pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, cpu: &str, ips: u64) -> Stri
 /// Boots `iso` in Bochs with a wall-clock limit; `workdir` receives bochsrc, console and log. The
 /// `Finished` output is the COM1 console; Bochs' exit status carries no stop code.
 pub fn run(iso: &Path, workdir: &Path, cpu: &str, limit: Duration) -> Result<Finished, String> {
+    run_debugger(iso, workdir, cpu, limit, "c\n").map(|(f, _)| f)
+}
+
+/// [`run`] with the internal debugger's commands `script` (Debian's Bochs is built with the debugger,
+/// not the gdb stub); returns the run and what the debugger printed (Bochs' stdout and stderr).
+pub fn run_debugger(
+    iso: &Path,
+    workdir: &Path,
+    cpu: &str,
+    limit: Duration,
+    script: &str,
+) -> Result<(Finished, String), String> {
     std::fs::create_dir_all(workdir).map_err(|e| e.to_string())?;
     let com1 = workdir.join("com1.txt");
     let log = workdir.join("bochs.log");
@@ -57,21 +69,25 @@ pub fn run(iso: &Path, workdir: &Path, cpu: &str, limit: Duration) -> Result<Fin
     let dbg = workdir.join("debugger.rc");
     let _ = std::fs::remove_file(&com1);
     std::fs::write(&rc, bochsrc(iso, &com1, &log, cpu, 50_000_000)).map_err(|e| e.to_string())?;
-    std::fs::write(&dbg, "c\n").map_err(|e| e.to_string())?;
+    std::fs::write(&dbg, script).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut c = Command::new("bochs");
     c.args(["-q", "-f"]).arg(&rc).arg("-rc").arg(&dbg);
-    // Bochs' own stdout/stderr (banner, debugger prompt) is not the console: dropped.
+    // Bochs' own stdout/stderr (banner, debugger prompt) is not the console: returned apart.
     let f = run_bounded(c, limit, false)?;
     let wall = start.elapsed();
     let mut output = std::fs::read_to_string(&com1).unwrap_or_default();
     // Bochs' wall time (boot included), for the record: the Bochs boot time figure of the VMX notes.
     output.push_str(&format!("xtask: bochs wall_ms={}\n", wall.as_millis()));
-    Ok(Finished {
-        output,
-        code: f.code,
-        timed_out: f.timed_out,
-    })
+    Ok((
+        Finished {
+            output,
+            code: f.code,
+            timed_out: f.timed_out,
+            command: f.command,
+        },
+        f.output,
+    ))
 }
 
 /// Boots a GRUB ISO (built by `iso::iso_for`) in Bochs on `cpu` (default [`DEFAULT_CPU`]), its work
@@ -84,6 +100,8 @@ pub fn launch(
     limit: Duration,
 ) -> Result<Finished, String> {
     require(&["bochs"])?;
+    crate::cmd::require_file("/usr/share/bochs/BIOS-bochs-latest", "bochsbios")?;
+    crate::cmd::require_file("/usr/share/bochs/VGABIOS-lgpl-latest", "vgabios")?;
     let name = iso.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let workdir = target_dir().join("bochs").join(format!(
         "{name}{}",

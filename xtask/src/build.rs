@@ -44,11 +44,22 @@ fn ensure_target(backend: Backend) -> Result<(), String> {
     }
     let mut c = std::process::Command::new("bash");
     c.arg(root().join("ci/install-deps.sh")).arg("rust");
-    status(c, "installing Rust targets")
+    status(c, "installing Rust targets").map_err(|e| {
+        format!(
+            "{e}: the Rust target {} is missing; install it with `rustup target add {}`",
+            backend.target(),
+            backend.target()
+        )
+    })
 }
 
-/// Builds the payload ELF.
-pub fn build_payload(backend: Backend, payload: &str) -> Result<PathBuf, String> {
+/// Builds the payload ELF with a cargo profile (`release`, or `gdb`: release with debug info); returns
+/// `target/<target>/<profile>/<payload>`, the ELF with its symbols, linked at its load address.
+pub fn build_payload_with(
+    backend: Backend,
+    payload: &str,
+    profile: &str,
+) -> Result<PathBuf, String> {
     if !root()
         .join("payloads")
         .join(payload)
@@ -63,7 +74,8 @@ pub fn build_payload(backend: Backend, payload: &str) -> Result<PathBuf, String>
     c.args([
         "rustc",
         "--quiet",
-        "--release",
+        "--profile",
+        profile,
         "-p",
         payload,
         "--target",
@@ -74,18 +86,25 @@ pub fn build_payload(backend: Backend, payload: &str) -> Result<PathBuf, String>
     build_quietly(c, &format!("building payload {payload}"))?;
     Ok(target_dir()
         .join(backend.target())
-        .join("release")
+        .join(profile)
         .join(payload))
 }
 
 /// Builds the image and returns its path.
 pub fn build_image(backend: Backend, payload: &str) -> Result<PathBuf, String> {
-    let elf = build_payload(backend, payload)?;
+    build_image_with(backend, payload, "release")
+}
+
+/// Builds the image with a cargo profile and returns its path: `target/images/<backend>-<payload>.elf`
+/// for `release`, `<backend>-<payload>-<profile>.elf` otherwise.
+pub fn build_image_with(backend: Backend, payload: &str, profile: &str) -> Result<PathBuf, String> {
+    let elf = build_payload_with(backend, payload, profile)?;
     let mut c = cargo();
     c.args([
         "build",
         "--quiet",
-        "--release",
+        "--profile",
+        profile,
         "-p",
         "libvmm-image",
         "--target",
@@ -98,11 +117,14 @@ pub fn build_image(backend: Backend, payload: &str) -> Result<PathBuf, String> {
     build_quietly(c, &format!("building the {backend} image"))?;
     let built = target_dir()
         .join(backend.target())
-        .join("release")
+        .join(profile)
         .join("libvmm-image");
     let dir = target_dir().join("images");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let out = dir.join(format!("{backend}-{payload}.elf"));
+    let out = match profile {
+        "release" => dir.join(format!("{backend}-{payload}.elf")),
+        p => dir.join(format!("{backend}-{payload}-{p}.elf")),
+    };
     std::fs::copy(&built, &out).map_err(|e| format!("copying {}: {e}", built.display()))?;
     Ok(out)
 }

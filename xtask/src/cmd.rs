@@ -42,10 +42,33 @@ pub struct Finished {
     /// Exit code, or None when killed by a signal or by the time limit.
     pub code: Option<i32>,
     pub timed_out: bool,
+    /// The command that ran, shell-quoted: what to paste to rerun it alone.
+    pub command: String,
+}
+
+/// A command as a shell line (program, then arguments quoted where needed).
+pub fn shell_line(c: &Command) -> String {
+    let quote = |a: &str| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
+        {
+            a.to_string()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let mut s = quote(&c.get_program().to_string_lossy());
+    for a in c.get_args() {
+        s.push(' ');
+        s.push_str(&quote(&a.to_string_lossy()));
+    }
+    s
 }
 
 /// Runs `c` with stdout+stderr captured (and echoed line by line when `echo`), killed after `limit`.
 pub fn run_bounded(mut c: Command, limit: Duration, echo: bool) -> Result<Finished, String> {
+    let command = shell_line(&c);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -112,6 +135,7 @@ pub fn run_bounded(mut c: Command, limit: Duration, echo: bool) -> Result<Finish
         output,
         code: status.and_then(|s| s.code()),
         timed_out,
+        command,
     })
 }
 
@@ -131,11 +155,44 @@ pub fn install_deps() -> Result<(), String> {
     status(c, "ci/install-deps.sh all")
 }
 
-/// Fails, naming the first missing program, unless all of `programs` are on PATH.
+/// How a program or file the runs need is installed (Debian packages; `ci/install-deps.sh` does it all).
+pub fn install_hint(what: &str) -> &'static str {
+    match what {
+        "qemu-system-x86_64" => {
+            "apt-get install -t bookworm-backports qemu-system-x86 (QEMU 10; ci/install-deps.sh qemu)"
+        }
+        "qemu-system-riscv64" | "opensbi" => {
+            "apt-get install -t bookworm-backports qemu-system-misc (QEMU 10 with OpenSBI; ci/install-deps.sh qemu)"
+        }
+        "bochs" | "bochsbios" | "vgabios" => {
+            "apt-get install bochs bochsbios vgabios (ci/install-deps.sh bochs)"
+        }
+        "grub-mkrescue" => {
+            "apt-get install grub-pc-bin grub-common grub-efi-amd64-bin (ci/install-deps.sh bochs)"
+        }
+        "xorriso" => "apt-get install xorriso (ci/install-deps.sh bochs)",
+        "mformat" => "apt-get install mtools (ci/install-deps.sh bochs)",
+        "ovmf" => "apt-get install ovmf (ci/install-deps.sh bochs)",
+        "gdb" => "apt-get install gdb (ci/install-deps.sh gdb)",
+        "gdb-multiarch" => "apt-get install gdb-multiarch (ci/install-deps.sh gdb)",
+        _ => "ci/install-deps.sh all",
+    }
+}
+
+/// Fails, naming the first missing program and how to install it, unless all of `programs` are on PATH.
 pub fn require(programs: &[&str]) -> Result<(), String> {
     match programs.iter().find(|p| !have(p)) {
-        Some(p) => Err(format!("{p} is missing: run ci/install-deps.sh")),
+        Some(p) => Err(format!("{p} is missing: {}", install_hint(p))),
         None => Ok(()),
+    }
+}
+
+/// Fails, naming the file and how to install it, unless `path` exists (firmware, BIOS images).
+pub fn require_file(path: &str, package: &str) -> Result<(), String> {
+    if Path::new(path).is_file() {
+        Ok(())
+    } else {
+        Err(format!("{path} is missing: {}", install_hint(package)))
     }
 }
 
@@ -150,7 +207,8 @@ pub fn ensure_tools(what: &str, programs: &[&str]) -> Result<(), String> {
     status(c, "ci/install-deps.sh")?;
     match programs.iter().find(|p| !have(p)) {
         Some(p) => Err(format!(
-            "{p} is still missing after ci/install-deps.sh {what}"
+            "{p} is still missing after ci/install-deps.sh {what}: {}",
+            install_hint(p)
         )),
         None => Ok(()),
     }

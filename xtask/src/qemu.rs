@@ -35,6 +35,16 @@ pub struct Options<'a> {
     pub echo: bool,
     /// Killed after this long.
     pub limit: Duration,
+    /// QEMU's gdb stub on 127.0.0.1:port, the CPU stopped before its first instruction (`-S`) until a
+    /// debugger continues it (`cargo xtask run --gdb`).
+    pub gdb: Option<u16>,
+}
+
+/// `-gdb tcp:127.0.0.1:PORT -S`: the stub listens on the loopback interface only.
+fn gdb_stub(c: &mut Command, o: &Options<'_>) {
+    if let Some(port) = o.gdb {
+        c.args(["-gdb", &format!("tcp:127.0.0.1:{port}"), "-S"]);
+    }
 }
 
 /// `-M` with extra machine properties.
@@ -77,12 +87,14 @@ pub fn x86(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     if o.icount {
         c.args(ICOUNT);
     }
+    gdb_stub(&mut c, o);
     run_bounded(c, o.limit, o.echo)
 }
 
 /// A RISC-V image on `virt` under OpenSBI.
 pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     require(&["qemu-system-riscv64"])?;
+    crate::cmd::require_file(OPENSBI, "opensbi")?;
     let mut c = Command::new("qemu-system-riscv64");
     c.args([
         "-M",
@@ -116,8 +128,12 @@ pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
     } else {
         c.args(["-seed", "1"]);
     }
+    gdb_stub(&mut c, o);
     run_bounded(c, o.limit, o.echo)
 }
+
+/// The OpenSBI firmware `-bios default` loads on `virt` (from qemu-system-misc's dependencies).
+pub const OPENSBI: &str = "/usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin";
 
 /// Debian's `ovmf` package: the UEFI firmware an ISO boots from with `uefi`.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
@@ -152,11 +168,7 @@ pub fn x86_iso(iso: &Path, o: &Options<'_>) -> Result<Finished, String> {
     ])
     .arg(iso);
     if o.uefi {
-        if !Path::new(OVMF_CODE).is_file() {
-            return Err(format!(
-                "{OVMF_CODE} is missing: apt-get install ovmf (ci/install-deps.sh does)"
-            ));
-        }
+        crate::cmd::require_file(OVMF_CODE, "ovmf")?;
         c.args(["-bios", OVMF_CODE]);
     }
     if o.icount {

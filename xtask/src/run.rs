@@ -181,6 +181,8 @@ pub fn interpret(
 pub struct Outcome {
     pub output: String,
     pub verdict: Verdict,
+    /// The emulator's command line, to rerun the boot alone.
+    pub command: String,
 }
 
 pub struct BootOptions<'a> {
@@ -198,6 +200,8 @@ pub struct BootOptions<'a> {
     pub icount: bool,
     pub echo: bool,
     pub limit: Duration,
+    /// QEMU (SVM, RISC-V): start with the gdb stub on 127.0.0.1:port, stopped (`run --gdb`).
+    pub gdb: Option<u16>,
 }
 
 /// Boots `image` on the backend's emulator and decides how the run ended.
@@ -211,6 +215,7 @@ pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outco
         icount: o.icount,
         echo: o.echo,
         limit: o.limit,
+        gdb: o.gdb,
     };
     let f = match backend {
         Backend::Svm | Backend::Tdx if o.grub_iso => {
@@ -235,6 +240,7 @@ pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outco
     Ok(Outcome {
         output: f.output,
         verdict,
+        command: f.command,
     })
 }
 
@@ -244,6 +250,9 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
 /// `cargo xtask run`: exits with the trusted stop code, `HOST_TIMED_OUT` when killed at the time limit,
 /// and fails (status 1) when the run has no trustworthy result.
 pub fn run_cmd(a: &Args) -> Result<u8, String> {
+    if let Some(mode) = crate::gdb::requested(&a.rest)? {
+        return crate::gdb::run_cmd(a, mode);
+    }
     let image = build_image(a.backend, &a.payload)?;
     let o = BootOptions {
         cmdline: &a.cmdline,
@@ -255,8 +264,13 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
         icount: false,
         echo: true,
         limit: Duration::from_secs(a.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+        gdb: None,
     };
-    let v = boot(a.backend, &image, &o)?.verdict;
+    report(boot(a.backend, &image, &o)?.verdict)
+}
+
+/// Prints what `run` prints about a verdict and returns its exit status.
+pub fn report(v: Verdict) -> Result<u8, String> {
     for l in &v.ignored {
         eprintln!(
             "xtask: ignored, not the VMM's (no boot token, or not the first token line): {l}"

@@ -28,7 +28,7 @@ impl Tally {
             }
             Err(e) => {
                 self.failed += 1;
-                println!("FAIL {name}: {e}");
+                println!("FAIL {name} ({:.1}s): {e}", started.elapsed().as_secs_f64());
             }
         }
     }
@@ -117,6 +117,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         icount: false,
         echo: false,
         limit: case.limit.unwrap_or(default_limit(case.backend)),
+        gdb: None,
     };
     let out = boot(case.backend, image, &o)?;
     let v = &out.verdict;
@@ -157,16 +158,27 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        let tail: Vec<&str> = console.lines().rev().take(30).collect();
-        Err(format!(
-            "{}\n--- console (last lines) ---\n{}",
-            problems.join("; "),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ))
+        Err(failure_report(&problems.join("; "), &out.command, &console))
     }
 }
 
+/// How a failed boot case is reported: what went wrong, the emulator command line that reruns it alone
+/// (the image, ISO and bochsrc it names stay in `target/`), and the last [`TAIL_LINES`] console lines.
+fn failure_report(problems: &str, command: &str, console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(TAIL_LINES)..];
+    format!(
+        "{problems}\n--- rerun alone ---\n{command}\n--- console (last {} lines) ---\n{}",
+        tail.len(),
+        tail.join("\n")
+    )
+}
+
+/// Console lines shown for a failed case.
+const TAIL_LINES: usize = 20;
+
 pub fn test_cmd(_a: &Args) -> Result<u8, String> {
+    let all = Instant::now();
     let mut t = Tally {
         passed: 0,
         failed: 0,
@@ -185,6 +197,17 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
         s,
         crate::bench::check().map(|_| ()),
     );
+    // A payload and the VMM under gdb through QEMU's stub (`run --gdb`), in batch mode.
+    for backend in [Backend::Svm, Backend::Riscv] {
+        let name = format!("gdb batch ({backend} hello)");
+        let s = Instant::now();
+        println!("---- {name}");
+        t.record(&name, s, crate::gdb::batch_test(backend));
+    }
+    let name = "Bochs debugger (vmx hello)";
+    let s = Instant::now();
+    println!("---- {name}");
+    t.record(name, s, crate::gdb::bochs_debugger_test());
     // Every backend's image boots on an emulator here (TDX's stops at SEAM-module detection).
     for backend in Backend::ALL {
         let cases = crate::cases::all(backend);
@@ -210,11 +233,13 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
             }
             for case in cases.iter().filter(|c| c.payload == payload) {
                 let s = Instant::now();
+                println!("---- {backend}: {}", case.name);
                 let r = check_case(&image, case);
                 t.record(&format!("{backend}: {}", case.name), s, r);
             }
         }
     }
+    println!("total wall time {:.0} s", all.elapsed().as_secs_f64());
     println!("{} passed, {} failed", t.passed, t.failed);
     Ok(if t.failed == 0 { 0 } else { 1 })
 }
@@ -250,4 +275,43 @@ fn check_image_headers(backend: Backend, image: &std::path::Path) -> Result<(), 
         return Err("no valid multiboot2 header in the first 32 KiB".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_case_names_its_rerun_command_and_its_last_console_lines() {
+        let console: String = (1..=50).map(|i| format!("line {i}\n")).collect();
+        let r = failure_report(
+            "stop code 3, expected 0",
+            "qemu-system-x86_64 -kernel x.elf",
+            &console,
+        );
+        assert!(r.starts_with(
+            "stop code 3, expected 0\n--- rerun alone ---\nqemu-system-x86_64 -kernel x.elf\n"
+        ));
+        assert!(
+            r.contains("--- console (last 20 lines) ---\nline 31\n"),
+            "{r}"
+        );
+        assert!(r.ends_with("line 50") && !r.contains("line 30\n"), "{r}");
+        let short = failure_report("x", "c", "only\n");
+        assert!(short.ends_with("(last 1 lines) ---\nonly"), "{short}");
+    }
+
+    #[test]
+    fn missing_tools_name_their_package() {
+        assert!(crate::cmd::install_hint("qemu-system-riscv64").contains("qemu-system-misc"));
+        assert!(crate::cmd::install_hint("gdb-multiarch").contains("apt-get install gdb-multiarch"));
+        let e = crate::cmd::require_file("/nonexistent/OVMF_CODE.fd", "ovmf").unwrap_err();
+        assert!(e.contains("apt-get install ovmf"), "{e}");
+        let mut c = std::process::Command::new("qemu-system-x86_64");
+        c.args(["-append", "a b", "-kernel", "x.elf"]);
+        assert_eq!(
+            crate::cmd::shell_line(&c),
+            "qemu-system-x86_64 -append 'a b' -kernel x.elf"
+        );
+    }
 }
