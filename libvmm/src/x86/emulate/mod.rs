@@ -8,7 +8,9 @@
 //! a VMM without a heap. `iced-x86` was evaluated and rejected: even with `no_std` + `decoder` only, its
 //! decoder builds its opcode-handler tables at first use into `Vec`/`Box` (`decoder/handlers.rs`,
 //! `decoder/table_de/`), i.e. it needs a global allocator. The decoder is an x86_64-only dependency, so
-//! the RISC-V image never links it.
+//! the RISC-V image never links it. Execution is hand-written: no well-kept `no_std` crate executes x86
+//! instructions against a caller's register file and a caller-walked guest address space (the x86
+//! emulators on crates.io are either bindings to C engines such as Unicorn, or need `std`).
 //!
 //! **Guest memory.** The emulator reaches guest memory only through [`GuestMemory`], after its own walk of
 //! the guest's 4-level page tables (`walk.rs`: present, R/W, U/S, NX with CR0.WP, EFER.NXE, SMEP and SMAP
@@ -33,7 +35,9 @@
 //! 32-bit modes (stop); 5-level paging (stop); protection keys; single-step (RFLAGS.TF) and debug
 //! registers; alignment checks; the LOCK prefix is honoured by decoding (LOCK where the ISA forbids it is
 //! #UD) but an emulated locked instruction is not atomic against other CPUs (libvmm runs one vCPU). Near
-//! branches ignore a 0x66 prefix, as Intel CPUs do in 64-bit mode (AMD honours it).
+//! branches ignore a 0x66 prefix, as Intel CPUs do in 64-bit mode (AMD honours it). The decoder drops
+//! CS/DS/ES/SS overrides (no-ops in 64-bit mode), so a non-canonical address with an explicit SS override
+//! is #GP(0) rather than #SS(0); RSP- and RBP-based addresses and stack operations are #SS(0).
 //!
 //! **Retirement.** Every outcome that completes an instruction carries a [`Retire`]: whether the
 //! instruction retired and whether it is a branch, so a virtual PMU can count exactly, the way KVM's
