@@ -8,9 +8,9 @@
 //! a VMM without a heap. `iced-x86` was evaluated and rejected: even with `no_std` + `decoder` only, its
 //! decoder builds its opcode-handler tables at first use into `Vec`/`Box` (`decoder/handlers.rs`,
 //! `decoder/table_de/`), i.e. it needs a global allocator. The decoder is an x86_64-only dependency, so
-//! the RISC-V image never links it. Execution is hand-written: no well-kept `no_std` crate executes x86
-//! instructions against a caller's register file and a caller-walked guest address space (the x86
-//! emulators on crates.io are either bindings to C engines such as Unicorn, or need `std`).
+//! the RISC-V image never links it. Execution is hand-written: no well-kept `no_std` crate was found that
+//! executes x86 instructions against a caller's register file and a caller-walked guest address space
+//! without an allocator (the Unicorn bindings wrap a C engine with its own memory model).
 //!
 //! **Guest memory.** The emulator reaches guest memory only through [`GuestMemory`], after its own walk of
 //! the guest's 4-level page tables (`walk.rs`: present, R/W, U/S, NX with CR0.WP, EFER.NXE, SMEP and SMAP
