@@ -33,7 +33,9 @@
 //! **Not emulated** (each is the guest's #UD, as the issue asks, or a clean stop): every other opcode
 //! (MOV to/from segment, control and debug registers included), far CALL/JMP/RET, IRET, INT n; 16- and
 //! 32-bit modes (stop); 5-level paging (stop); protection keys; single-step (RFLAGS.TF) and debug
-//! registers; alignment checks; the LOCK prefix is honoured by decoding (LOCK where the ISA forbids it is
+//! registers; alignment checks; I/O privilege (IOPL and the TSS I/O bitmap: on an I/O exit the CPU has
+//! checked them before exiting; under forced emulation they are not, and policy decides the port); the
+//! LOCK prefix is honoured by decoding (LOCK where the ISA forbids it is
 //! #UD) but an emulated locked instruction is not atomic against other CPUs (libvmm runs one vCPU). Near
 //! branches ignore a 0x66 prefix, as Intel CPUs do in 64-bit mode (AMD honours it). The decoder drops
 //! CS/DS/ES/SS overrides (no-ops in 64-bit mode), so a non-canonical address with an explicit SS override
