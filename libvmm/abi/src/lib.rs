@@ -24,6 +24,13 @@ pub const CPUID_SIGNATURE: [u8; 12] = *b"libvmmlibvmm";
 /// Highest hypervisor CPUID leaf libvmm answers.
 pub const CPUID_MAX_HV_LEAF: u32 = 0x4000_0001;
 
+/// x86 forced emulation: a payload puts these 5 bytes (`ud2` followed by ASCII `lvm`) before an
+/// instruction to have the VMM emulate that instruction instead of the CPU (as KVM's `ud2; .byte 'k','v','m'`
+/// prefix, with libvmm's own signature). The VMM recognises it on the #UD intercept only when
+/// `libvmm.force_emulation=1`; otherwise, and anywhere the bytes differ, the guest takes the #UD the `ud2`
+/// raises. An exception the emulated instruction raises is reported at that instruction, past the prefix.
+pub const FORCED_EMULATION_PREFIX: [u8; 5] = [0x0F, 0x0B, b'l', b'v', b'm'];
+
 /// RISC-V: the SBI extension id of libvmm hypercalls (firmware-specific range 0x0A00_0000..=0x0AFF_FFFF).
 pub const SBI_EXT_LIBVMM: u64 = 0x0A00_4C56;
 
