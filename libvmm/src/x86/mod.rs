@@ -13,10 +13,10 @@ pub(crate) mod apic;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod bootproto;
 // The instruction emulator; its decoder is an x86_64-only dependency.
-#[cfg(all(target_arch = "x86_64", any(test, target_os = "none")))]
-pub(crate) mod emulate;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod clock;
+#[cfg(all(target_arch = "x86_64", any(test, target_os = "none")))]
+pub(crate) mod emulate;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod gprs;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
