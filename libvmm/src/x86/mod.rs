@@ -6,13 +6,29 @@
 // The MSR vocabulary is shared with the generic MSR policy, which every image compiles.
 pub(crate) mod msr;
 
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod bootproto;
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod gprs;
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod guest_setup;
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod segment;
 #[cfg(any(test, feature = "kvm-models"))]
 pub(crate) mod user_return_msr;
