@@ -46,6 +46,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     #[cfg(feature = "kvm-models")]
     ("sev_snp", sev_snp),
     ("vmx_checks", vmx_checks),
+    ("x2apic", x2apic),
     ("cmdline", cmdline),
     ("loader", loader),
 ];
@@ -843,6 +844,86 @@ pub fn vmx_checks(data: &[u8]) -> u64 {
         caps.cr3_target_max(),
     );
     sig((r.map_err(|c| c.name()), e.map_err(|c| c.name())))
+}
+
+/// The AVIC / x2AVIC enable policy from random CPUID and parameters, and the x2APIC MSR pass-through
+/// over the MSR permission map: exactly the listed x2APIC MSRs change, every other MSR still exits.
+pub fn x2apic(data: &[u8]) -> u64 {
+    use crate::svm::avic::*;
+    use crate::svm::permission_maps::{MsrPermissionMap, MSRPM_SIZE};
+    let mut inp = Input { data };
+    let param = AvicParam::parse(if inp.bool() {
+        None
+    } else {
+        Some(inp.pick(&[
+            "auto", "1", "y", "on", "0", "off", "false", "", "maybe", "AUTO",
+        ]))
+    });
+    let regs: Vec<[u32; 4]> = (0..4)
+        .map(|_| [inp.u32(), inp.u32(), inp.u32(), inp.u32()])
+        .collect();
+    let mut h = HostFacts::from_cpuid(
+        |leaf, _| match leaf {
+            1 => regs[0],
+            0x8000_0000 => regs[1],
+            0x8000_000A => regs[2],
+            _ => regs[3],
+        },
+        inp.bool(),
+    );
+    h.force_avic = inp.bool();
+    h.snp_without_hv_inuse_wr = inp.bool();
+    let mut out = 0;
+    if let Some(p) = param {
+        let d = decide(p, &h);
+        if matches!(d.mode, AvicMode::X2avic | AvicMode::Hybrid) {
+            assert!(h.npt_enabled && (h.avic || h.force_avic) && p != AvicParam::Off);
+        }
+        let ext = inp.bool();
+        let id = inp.u32();
+        assert_eq!(
+            id_inhibits_avic(id, d.mode, ext),
+            id > max_physical_id(d.mode, ext)
+        );
+        out = sig((core::mem::discriminant(&d.mode), d.warning));
+    }
+    let mut map = MsrPermissionMap([0; MSRPM_SIZE]);
+    map.deny_all();
+    for _ in 0..inp.u8() % 8 {
+        let msr = inp.code(&[
+            0x802,
+            0x80B,
+            0x83E,
+            0x1FFF,
+            0xC000_0080,
+            0xC001_1FFF,
+            0x2000,
+            0x800,
+        ]) as u32;
+        let (r, w) = (inp.bool(), inp.bool());
+        if map.set_intercept(msr, r, w) {
+            assert_eq!(
+                (map.intercepts(msr, false), map.intercepts(msr, true)),
+                (r, w)
+            );
+        } else {
+            assert!(map.intercepts(msr, false) && map.intercepts(msr, true));
+        }
+    }
+    let before: Vec<(bool, bool)> = (0x800..0x900)
+        .map(|m| (map.intercepts(m, false), map.intercepts(m, true)))
+        .collect();
+    let intercept = inp.bool();
+    set_x2apic_msr_interception(&mut map, intercept);
+    for (i, m) in (0x800u32..0x900).enumerate() {
+        let now = (map.intercepts(m, false), map.intercepts(m, true));
+        if X2APIC_PASSTHROUGH.contains(&m) {
+            assert_eq!(now, (intercept, intercept));
+        } else {
+            assert_eq!(now, before[i], "MSR {m:#x} is not x2AVIC's to change");
+        }
+    }
+    out
 }
 
 /// The VMM's command-line options (`libvmm.*`, parsed once at boot).
