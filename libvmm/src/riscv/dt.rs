@@ -562,6 +562,28 @@ mod tests {
         }
     }
 
+    /// Regression against the reader this replaced: single-byte corruptions of the real tree that make
+    /// `fdt` 0.1.5 panic while walking it are a `Structure` error here.
+    #[test]
+    fn corruptions_that_panic_the_fdt_crate_are_errors_here() {
+        for (at, v) in [(60, 0xff), (60, 0x80), (67, 0x01), (68, 0xff)] {
+            let mut b = QEMU.to_vec();
+            b[at] = v;
+            let theirs = std::panic::catch_unwind(|| {
+                if let Ok(f) = fdt::Fdt::new(&b) {
+                    for n in f.all_nodes() {
+                        for p in n.properties() {
+                            let _ = p.as_str();
+                        }
+                    }
+                    let _ = f.find_node("/chosen");
+                }
+            });
+            assert!(theirs.is_err(), "fdt 0.1.5 panics on byte {at} = {v:#x}");
+            assert_eq!(Tree::new(&b).err(), Some(DtbError::Structure));
+        }
+    }
+
     /// Regression: a 47-byte input made `fdt` 0.1.5 slice out of range (issue 14).
     #[test]
     fn tiny_inputs_that_broke_fdt() {
