@@ -164,3 +164,35 @@ fn main() -> ExitCode {
         ExitCode::from(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_target_takes_the_empty_input_and_its_seeds() {
+        for (name, f) in TARGETS {
+            f(&[]);
+            for s in seeds(name).0 {
+                f(&s);
+            }
+        }
+    }
+
+    #[test]
+    fn the_dt_seeds_are_real_trees_and_differ_from_garbage() {
+        let (seeds, _) = seeds("dt");
+        let dt = TARGETS.iter().find(|(n, _)| *n == "dt").unwrap().1;
+        assert_ne!(dt(&seeds[0]), dt(&[]));
+    }
+
+    #[test]
+    fn the_command_line_is_checked() {
+        assert!(parse(&["--target".into(), "nope".into()]).is_err());
+        assert!(parse(&["--execs".into(), "x".into()]).is_err());
+        assert!(matches!(
+            parse(&["--secs".into(), "3".into()]).unwrap().budget,
+            Budget::Time(d) if d.as_secs() == 3
+        ));
+    }
+}
