@@ -59,7 +59,8 @@ pub mod fuzzing;
 
 // A host build that is not a test build is the dependency of the TDX integration tests and the DPAMT
 // bench: it contains `tdx` (with `tdx-sim`) and what that needs, nothing else, so every other module is
-// compiled only where something uses it (the images and the unit tests).
+// compiled only where something uses it (the images and the unit tests) or where the `fuzzing` feature
+// asks for it (the host fuzz targets, which drive the same modules the unit tests do).
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod backend;
 #[cfg(all(
