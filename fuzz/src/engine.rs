@@ -155,6 +155,7 @@ pub struct Stats {
     /// Distinct panic locations.
     pub distinct: Vec<String>,
     pub corpus: usize,
+    /// Distinct outcomes seen (counting stops at `SEEN_MAX`).
     pub signatures: usize,
     pub secs: f64,
 }
@@ -198,6 +199,9 @@ fn fnv(b: &[u8]) -> u64 {
 
 /// Corpus entries kept per target (the seeds plus inputs with new outcomes).
 const CORPUS_MAX: usize = 4096;
+/// Distinct outcomes remembered per target: bounds the memory of a long soak (a target whose outcome
+/// is nearly unique per input, like `vcpu_handle`, reached 10 million in 100 million executions).
+const SEEN_MAX: usize = 1 << 20;
 
 /// Fuzzes one target. Crashing inputs are written to `crash_dir/<name>-<hash>.bin` (with a `.txt` naming
 /// the panic), one per distinct panic location.
@@ -242,7 +246,7 @@ pub fn fuzz(
         stats.execs += 1;
         match run_one(f, &child) {
             Ok(sig) => {
-                if seen.insert(sig) && corpus.len() < CORPUS_MAX {
+                if seen.len() < SEEN_MAX && seen.insert(sig) && corpus.len() < CORPUS_MAX {
                     corpus.push(child.clone());
                 }
             }
