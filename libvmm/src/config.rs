@@ -10,6 +10,10 @@ pub const TRAP_STACK_SIZE: usize = 4096;
 /// Largest host device tree the RISC-V VMM accepts from OpenSBI, bytes.
 pub const HOST_DTB_MAX: u32 = 1 << 20;
 
+/// Deepest node nesting the device-tree reader accepts (QEMU's `virt` tree is 4 deep; the Linux
+/// kernel's own walker stops at 64). Bounds the reader's fixed stack of open nodes.
+pub const DT_MAX_DEPTH: usize = 16;
+
 /// Guest ASID (SVM) / VPID (VMX) / VMID (RISC-V) of the one guest. 0 is the host's on every vendor.
 pub const GUEST_TAG: u16 = 1;
 

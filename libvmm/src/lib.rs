@@ -37,7 +37,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 // Dead code is judged by the four image builds (clippy -D warnings per backend). The unit-test build
 // has no `boot`, which is what uses the boot-time half of many modules.
-#![cfg_attr(test, allow(dead_code))]
+#![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 // On the host, libvmm is built for its tests and software models only; nothing there calls the boot
 // path, so dead-code analysis is left to the bare-metal builds (which clippy checks per backend).
 // On RISC-V the x86-only parts of the generic vocabulary (CPUID/MSR/I/O exits, VMX/SVM instructions) are
@@ -47,42 +47,61 @@
 
 pub use libvmm_abi as abi;
 
+// The fuzz targets' entry points (host only): safe functions that take bytes and drive the real code.
+#[cfg(all(feature = "fuzzing", target_os = "none"))]
+compile_error!("the `fuzzing` feature is for the host fuzz targets, never for an image");
+#[cfg(feature = "fuzzing")]
+#[macro_use]
+extern crate std;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 // A host build that is not a test build is the dependency of the TDX integration tests and the DPAMT
 // bench: it contains `tdx` (with `tdx-sim`) and what that needs, nothing else, so every other module is
-// compiled only where something uses it (the images and the unit tests).
-#[cfg(any(test, target_os = "none"))]
+// compiled only where something uses it (the images and the unit tests) or where the `fuzzing` feature
+// asks for it (the host fuzz targets, which drive the same modules the unit tests do).
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod backend;
 #[cfg(all(
     target_os = "none",
     any(target_arch = "x86_64", target_arch = "riscv64")
 ))]
 pub(crate) mod boot;
-#[cfg(any(test, target_os = "none"))]
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod cmdline;
 pub mod config;
-#[cfg(any(test, target_os = "none"))]
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod console;
-#[cfg(any(test, target_os = "none"))]
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod exit;
-#[cfg(any(test, target_os = "none"))]
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod guest_mem;
-#[cfg(any(test, target_os = "none"))]
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod loader;
-#[cfg(any(test, target_os = "none"))]
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod policy;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod testing;
 // The TDX image stops at SEAM-module detection (TD entry on hardware is not implemented): it runs no
 // guest, so it contains no run loop.
-#[cfg(any(test, all(target_os = "none", not(feature = "tdx"))))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", not(feature = "tdx"))
+))]
 pub(crate) mod vcpu;
-#[cfg(any(test, target_os = "none"))]
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod vm;
 pub(crate) mod x86;
 
-#[cfg(any(test, all(target_os = "none", target_arch = "riscv64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "riscv64")
+))]
 pub(crate) mod riscv;
-#[cfg(any(test, feature = "svm"))]
+#[cfg(any(test, feature = "fuzzing", feature = "svm"))]
 pub(crate) mod svm;
 #[cfg(all(
     feature = "tdx-sim",
@@ -91,7 +110,7 @@ pub(crate) mod svm;
 pub mod tdx;
 #[cfg(all(not(feature = "tdx-sim"), any(test, feature = "tdx")))]
 pub(crate) mod tdx;
-#[cfg(any(test, feature = "vmx"))]
+#[cfg(any(test, feature = "fuzzing", feature = "vmx"))]
 pub(crate) mod vmx;
 
 #[cfg(all(

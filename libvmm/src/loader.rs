@@ -299,16 +299,19 @@ pub fn load(
         return Err(LoadError::Empty);
     }
     let base = mem.base();
-    let stack_top = base + mem.size();
-    let limit = stack_top - layout::STACK_SIZE;
+    // Checked: a window smaller than the stack, or at the top of the address space, does not fit
+    // (found by the `loader` fuzz target; it was an arithmetic overflow).
+    let stack_top = base.checked_add(mem.size());
+    let limit = stack_top.and_then(|t| t.checked_sub(layout::STACK_SIZE));
+    let first = base.checked_add(layout::PAYLOAD_OFFSET);
+    let (Some(stack_top), Some(limit), Some(first)) = (stack_top, limit, first) else {
+        return Err(LoadError::DoesNotFit);
+    };
     let end = payload
         .load_gpa
         .checked_add(payload.mem_size)
         .ok_or(LoadError::DoesNotFit)?;
-    if payload.load_gpa < base + layout::PAYLOAD_OFFSET
-        || end > limit
-        || (payload.bytes.len() as u64) > payload.mem_size
-    {
+    if payload.load_gpa < first || end > limit || (payload.bytes.len() as u64) > payload.mem_size {
         return Err(LoadError::DoesNotFit);
     }
     if payload.entry_gpa < payload.load_gpa || payload.entry_gpa >= end {
@@ -359,6 +362,29 @@ mod tests {
             mem_size,
             bytes,
             segments: &[],
+        }
+    }
+
+    /// Regression (fuzz target `loader`): a window smaller than the stack, or one that ends at the top
+    /// of the address space, is `DoesNotFit`, not an arithmetic overflow.
+    #[test]
+    fn windows_too_small_or_at_the_top_do_not_fit() {
+        let mut buf = vec![0u8; 0x100];
+        let mut mem = GuestMemory::new(BASE, &mut buf);
+        assert_eq!(
+            load(&payload(b"x", 1), &mut mem, BackendId::Svm, b"", 0),
+            Err(LoadError::DoesNotFit)
+        );
+        for base in [u64::MAX - 0x100, u64::MAX - 0x4_0000 + 1] {
+            let mut buf = vec![0u8; 0x100];
+            let mut mem = GuestMemory::new(base, &mut buf);
+            let mut p = payload(b"x", 1);
+            p.load_gpa = u64::MAX - 1;
+            p.entry_gpa = p.load_gpa;
+            assert_eq!(
+                load(&p, &mut mem, BackendId::Svm, b"", 0),
+                Err(LoadError::DoesNotFit)
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 //!                                                                         boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
+//! cargo xtask fuzz [--soak] [--secs N] [--target NAME]...                 every fuzz target (short, or a soak)
 //! ```
 mod args;
 mod backend;
@@ -15,6 +16,7 @@ mod build;
 mod cases;
 mod chart;
 mod cmd;
+mod fuzz;
 mod gdb;
 mod iso;
 mod kvm;
@@ -25,7 +27,7 @@ mod test;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS]";
+    "usage: cargo xtask <build-image|run|test|bench|fuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         "run" => run::run_cmd(&args),
         "test" => test::test_cmd(&args),
         "bench" => bench::bench_cmd(&args),
+        "fuzz" => fuzz::fuzz_cmd(&args.rest),
         _ => Err(format!("unknown command {sub}\n{USAGE}")),
     };
     match result {

@@ -79,6 +79,7 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
             "tdx::loom_tests",
         ]);
     steps.push(("loom model check (TDX Dynamic PAMT)".to_string(), c));
+    steps.extend(crate::fuzz::test_steps());
     for backend in Backend::ALL {
         let mut c = cargo();
         c.args([

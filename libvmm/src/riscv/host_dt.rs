@@ -1,15 +1,16 @@
 //! Platform facts from the host device tree OpenSBI hands over in a1: memory, harts, timebase, the UART,
-//! the test (exit) device and each hart's ISA. Parsing is done by the `fdt` crate (no_std, no alloc).
+//! the test (exit) device and each hart's ISA. Parsing is done by [`super::dt`], libvmm's validating
+//! reader (its module doc says why not the `fdt` crate, which panicked on corrupted trees).
 //!
-//! The tree comes from firmware, not from a guest; still, missing or odd properties are errors or
-//! defaults here, never panics: only `fdt`'s own structure walk would panic on a corrupt structure block
-//! (its header and sizes are checked by `Fdt::new` first), and we avoid its helpers that panic on missing
-//! properties (`Cpu::timebase_frequency`, `Cpu::ids`, `Fdt::memory`).
+//! The tree comes from firmware, not from a guest; still, a corrupt blob, missing or odd properties are
+//! errors or defaults here, never panics (the `dt` fuzz target runs [`HostPlatform::parse`] over
+//! mutated real trees).
 //!
 //! The host ISA is the intersection over all enabled harts (what every hart can run), from
 //! `riscv,isa-extensions` when a hart has it, else from `riscv,isa` (Linux's order of preference).
 #![forbid(unsafe_code)]
 
+use super::dt::{Node, Tree};
 use super::isa::{self, ExtSet, Isa, IsaError};
 
 /// Why the device tree was refused.
@@ -54,65 +55,49 @@ pub struct HostPlatform {
     pub from_extension_list: bool,
 }
 
-fn be_u64(v: &[u8]) -> Option<u64> {
-    match v.len() {
-        4 => Some(u32::from_be_bytes(v.try_into().ok()?) as u64),
-        8 => Some(u64::from_be_bytes(v.try_into().ok()?)),
-        _ => None,
-    }
+fn str_prop<'a>(node: &Node<'a>, name: &str) -> Option<&'a str> {
+    node.property(name).and_then(|p| p.as_str())
 }
 
-/// Reads a `reg` entry of two-cell address and size (the QEMU virt /soc and / layout).
-fn first_reg(node: &fdt::node::FdtNode<'_, '_>) -> Option<(u64, u64)> {
-    let r = node.reg()?.next()?;
-    Some((r.starting_address as u64, r.size.unwrap_or(0) as u64))
+fn timebase(node: &Node<'_>) -> u64 {
+    node.property("timebase-frequency")
+        .and_then(|p| p.as_u64())
+        .unwrap_or(0)
 }
 
 impl HostPlatform {
     pub fn parse(dtb: &[u8]) -> Result<Self, DtError> {
-        let fdt = fdt::Fdt::new(dtb).map_err(|_| DtError::Header)?;
-        let memory = fdt
-            .all_nodes()
-            .find(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))
-            .and_then(|n| first_reg(&n))
+        let tree = Tree::new(dtb).map_err(|_| DtError::Header)?;
+        let memory = tree
+            .nodes()
+            .find(|n| str_prop(n, "device_type") == Some("memory"))
+            .and_then(|n| n.first_reg())
             .filter(|m| m.1 != 0)
             .ok_or(DtError::NoMemory)?;
-        let cpus = fdt.find_node("/cpus").ok_or(DtError::NoHarts)?;
-        let mut timebase_hz = cpus
-            .property("timebase-frequency")
-            .and_then(|p| be_u64(p.value))
-            .unwrap_or(0);
+        let cpus = tree.find("/cpus").ok_or(DtError::NoHarts)?;
+        let mut timebase_hz = timebase(&cpus);
         let mut harts = 0;
         let mut common: Option<Isa> = None;
         let mut from_list = false;
         for cpu in cpus.children() {
-            if cpu.property("device_type").and_then(|p| p.as_str()) != Some("cpu") {
+            if str_prop(&cpu, "device_type") != Some("cpu") {
                 continue;
             }
-            if matches!(
-                cpu.property("status").and_then(|p| p.as_str()),
-                Some("disabled" | "fail")
-            ) {
+            if matches!(str_prop(&cpu, "status"), Some("disabled" | "fail")) {
                 continue;
             }
             if timebase_hz == 0 {
-                timebase_hz = cpu
-                    .property("timebase-frequency")
-                    .and_then(|p| be_u64(p.value))
-                    .unwrap_or(0);
+                timebase_hz = timebase(&cpu);
             }
             let hart_isa = if let Some(list) = cpu.property("riscv,isa-extensions") {
                 from_list = true;
-                let xlen = match cpu.property("riscv,isa-base").and_then(|p| p.as_str()) {
+                let xlen = match str_prop(&cpu, "riscv,isa-base") {
                     Some(b) if b.eq_ignore_ascii_case("rv32i") => 32,
                     _ => 64,
                 };
                 isa::parse_isa_extensions(xlen, isa::string_list(list.value))
             } else {
-                let s = cpu
-                    .property("riscv,isa")
-                    .and_then(|p| p.as_str())
-                    .ok_or(DtError::Isa(IsaError::NoBase))?;
+                let s = str_prop(&cpu, "riscv,isa").ok_or(DtError::Isa(IsaError::NoBase))?;
                 isa::parse_isa_string(s)
             }
             .map_err(DtError::Isa)?;
@@ -128,8 +113,8 @@ impl HostPlatform {
         }
         let isa = common.ok_or(DtError::NoHarts)?;
         let find = |compat: &str| {
-            fdt.find_compatible(&[compat])
-                .and_then(|n| first_reg(&n))
+            tree.find_compatible(compat)
+                .and_then(|n| n.first_reg())
                 .map(|r| r.0)
         };
         Ok(Self {

@@ -29,6 +29,7 @@
 
 pub(crate) mod csr;
 pub(crate) mod decode;
+pub(crate) mod dt;
 pub(crate) mod gstage;
 pub(crate) mod guest_dt;
 pub(crate) mod guest_isa;

@@ -1,5 +1,6 @@
 //! Test doubles, in one place: models of the hardware and of the host that the host tests drive the
-//! real code through (the generic loop, policies and every backend's exit path). Compiled for tests only.
+//! real code through (the generic loop, policies and every backend's exit path). Compiled for tests and
+//! for the fuzz targets (feature `fuzzing`, host only), never into an image.
 #![forbid(unsafe_code)]
 
 use std::vec::Vec;

@@ -25,7 +25,7 @@ pub struct Gprs {
 
 impl Gprs {
     /// The hypercall arguments, in the registers `libvmm_abi::X86_HYPERCALL_ARGS` names.
-    #[cfg(any(test, feature = "svm", feature = "vmx"))]
+    #[cfg(any(test, feature = "fuzzing", feature = "svm", feature = "vmx"))]
     #[inline(always)]
     pub fn hypercall_args(&self) -> [u64; 4] {
         [self.rdi, self.rsi, self.rdx, self.r10]

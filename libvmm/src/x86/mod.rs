@@ -10,18 +10,34 @@ pub(crate) mod msr;
 
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod apic;
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod bootproto;
-// The instruction emulator; its decoder is an x86_64-only dependency.
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod clock;
+// The instruction emulator; its decoder is an x86_64-only dependency.
 #[cfg(all(target_arch = "x86_64", any(test, target_os = "none")))]
 pub(crate) mod emulate;
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod gprs;
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod guest_setup;
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod segment;
 #[cfg(any(test, feature = "kvm-models"))]
 pub(crate) mod user_return_msr;

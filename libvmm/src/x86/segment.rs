@@ -7,7 +7,7 @@ pub const CODE64_DESC: u64 = 0x00AF_9B00_0000_FFFF;
 pub const DATA_DESC: u64 = 0x00CF_9300_0000_FFFF;
 
 /// The packed 12-bit SVM attribute form: type/S/DPL/P in 7:0, AVL/L/D/G in 11:8.
-#[cfg(any(test, feature = "svm"))]
+#[cfg(any(test, feature = "fuzzing", feature = "svm"))]
 pub const fn svm_attrib(desc: u64) -> u16 {
     (((desc >> 40) & 0xFF) | (((desc >> 52) & 0xF) << 8)) as u16
 }

@@ -102,9 +102,9 @@ impl super::Machine for RiscvMachine {
         if !host.exts().contains(Ext::H) {
             return Err(StopReason::Unsupported("the CPU has no H extension"));
         }
-        self.bootargs = fdt::Fdt::new(dtb)
+        self.bootargs = crate::riscv::dt::Tree::new(dtb)
             .ok()
-            .and_then(|f| f.find_node("/chosen")?.property("bootargs")?.as_str())
+            .and_then(|f| f.find("/chosen")?.property("bootargs")?.as_str())
             .unwrap_or("");
         self.dtb_len = dtb.len() as u64;
         self.host = Some(host);

@@ -1,0 +1,198 @@
+//! `libvmm-fuzz`: runs libvmm's fuzz targets (`libvmm::fuzzing::TARGETS`) with the engine in `engine.rs`.
+//!
+//! ```text
+//! libvmm-fuzz [--target NAME]... [--execs N | --secs S] [--seed N] [--crash-dir DIR]
+//! libvmm-fuzz --replay FILE --target NAME      runs one saved input (a crash reproducer)
+//! ```
+//! Prints one line per target: executions, time, rate, corpus, distinct outcomes, crashes; exits 1 if
+//! any target crashed. `cargo xtask fuzz` builds it with `--profile fuzz` and runs it.
+mod engine;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use engine::Budget;
+use libvmm::fuzzing::TARGETS;
+
+const QEMU_DTB: &[u8] = include_bytes!("../../libvmm/src/riscv/testdata/qemu-virt-rv64.dtb");
+const ZALASR_DTB: &[u8] =
+    include_bytes!("../../libvmm/src/riscv/testdata/qemu-virt-rv64-zalasr.dtb");
+
+/// Real inputs each target starts from, and its longest input.
+fn seeds(target: &str) -> (Vec<Vec<u8>>, usize) {
+    let v = |s: &[&[u8]]| s.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
+    match target {
+        "dt" => (v(&[QEMU_DTB, ZALASR_DTB]), 2 * QEMU_DTB.len().max(ZALASR_DTB.len())),
+        "isa" => (
+            v(&[
+                b"rv64imafdch_zicbom_zicboz_zicntr_zicsr_zifencei_zihintntl_zihintpause_zihpm_zawrs_zfa_zca_zcd_zba_zbb_zbc_zbs_sstc_svadu",
+                b"rv64gc",
+                b"rv32imac_zicsr_xfoo_sscofpmf",
+                b"i\0m\0a\0f\0d\0c\0h\0zicsr\0zifencei\0zalasr\0zicboz\0",
+                b"rv64IMA_Zba2p0_x",
+            ]),
+            512,
+        ),
+        "cmdline" => (
+            v(&[
+                b"libvmm.timeout_ms=100 console=ttyS0 x=1",
+                b"libvmm.isa=-zicboz,+zalasr libvmm.selftest=panic",
+                b"libvmm.vmx.bad=tpr-vtpr libvmm.vmx.skip-checks libvmm.vmx.report-missed=off",
+                b"libvmm.selftest=fault libvmm.timeout_ms=99999999999999999999",
+            ]),
+            512,
+        ),
+        "guest_dt" => (Vec::new(), 1024),
+        _ => (Vec::new(), 512),
+    }
+}
+
+struct Cli {
+    targets: Vec<String>,
+    budget: Budget,
+    seed: u64,
+    crash_dir: PathBuf,
+    replay: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Cli, String> {
+    let mut c = Cli {
+        targets: Vec::new(),
+        budget: Budget::Execs(100_000),
+        seed: 1,
+        crash_dir: PathBuf::from("target/fuzz-crashes"),
+        replay: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        let num = |s: String| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{a}: not a number: {s}"))
+        };
+        match a.as_str() {
+            "--target" => c.targets.push(val()?),
+            "--execs" => c.budget = Budget::Execs(num(val()?)?),
+            "--secs" => c.budget = Budget::Time(Duration::from_secs(num(val()?)?)),
+            "--seed" => c.seed = num(val()?)?,
+            "--crash-dir" => c.crash_dir = PathBuf::from(val()?),
+            "--replay" => c.replay = Some(PathBuf::from(val()?)),
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    for t in &c.targets {
+        if !TARGETS.iter().any(|(n, _)| n == t) {
+            let names: Vec<_> = TARGETS.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "unknown target {t} (targets: {})",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(c)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("libvmm-fuzz: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !cfg!(panic = "unwind") {
+        eprintln!("libvmm-fuzz: built with panic=abort; build it with --profile fuzz");
+        return ExitCode::from(2);
+    }
+    let selected: Vec<_> = TARGETS
+        .iter()
+        .filter(|(n, _)| cli.targets.is_empty() || cli.targets.iter().any(|t| t == n))
+        .collect();
+    if let Some(file) = &cli.replay {
+        let [(name, f)] = selected[..] else {
+            eprintln!("libvmm-fuzz: --replay needs exactly one --target");
+            return ExitCode::from(2);
+        };
+        let input = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("libvmm-fuzz: {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        };
+        // The default hook prints the panic with its location.
+        return match std::panic::catch_unwind(|| f(&input)) {
+            Ok(sig) => {
+                println!("{name}: no panic (outcome {sig:#018x})");
+                ExitCode::SUCCESS
+            }
+            Err(_) => ExitCode::from(1),
+        };
+    }
+    engine::quiet_panics();
+    let (mut execs, mut crashes) = (0u64, 0u64);
+    for (name, f) in selected {
+        let (seeds, max_len) = seeds(name);
+        let s = engine::fuzz(
+            name,
+            *f,
+            &seeds,
+            max_len,
+            cli.budget,
+            cli.seed,
+            &cli.crash_dir,
+        );
+        println!(
+            "fuzz {name:<12} {:>12} execs in {:>7.1} s ({:>9.0}/s), corpus {:>4}, outcomes {:>5}, crashes {} ({} distinct)",
+            s.execs,
+            s.secs,
+            s.execs as f64 / s.secs.max(1e-9),
+            s.corpus,
+            s.signatures,
+            s.crashes,
+            s.distinct.len()
+        );
+        execs += s.execs;
+        crashes += s.crashes;
+    }
+    println!("fuzz total: {execs} execs, {crashes} crashes");
+    if crashes == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_target_takes_the_empty_input_and_its_seeds() {
+        for (name, f) in TARGETS {
+            f(&[]);
+            for s in seeds(name).0 {
+                f(&s);
+            }
+        }
+    }
+
+    #[test]
+    fn the_dt_seeds_are_real_trees_and_differ_from_garbage() {
+        let (seeds, _) = seeds("dt");
+        let dt = TARGETS.iter().find(|(n, _)| *n == "dt").unwrap().1;
+        assert_ne!(dt(&seeds[0]), dt(&[]));
+    }
+
+    #[test]
+    fn the_command_line_is_checked() {
+        assert!(parse(&["--target".into(), "nope".into()]).is_err());
+        assert!(parse(&["--execs".into(), "x".into()]).is_err());
+        assert!(matches!(
+            parse(&["--secs".into(), "3".into()]).unwrap().budget,
+            Budget::Time(d) if d.as_secs() == 3
+        ));
+    }
+}
