@@ -269,9 +269,17 @@ pub fn svm_decode(data: &[u8]) -> u64 {
         info1: inp.u64(),
         info2: inp.u64(),
         rax: inp.u64(),
+        rsp: inp.u64(),
+        next_rip: if inp.bool() { inp.u64() } else { 0 },
     };
     let g = inp.gprs();
-    let exit = decode(&e, &g);
+    // Without decode assists the backend reads the instruction from guest memory (its own target would
+    // need a guest page walk): here that path answers with a marker.
+    let exit = decode(&e, &g, || Exit::Unknown {
+        code: u64::MAX,
+        info1: 0,
+        info2: 0,
+    });
     check_exit(&exit);
     assert!(insn_len(e.code) <= 15);
     exit_sig(&exit) ^ insn_len(e.code)
@@ -328,7 +336,16 @@ pub fn vmx_decode(data: &[u8]) -> u64 {
         guest_physical: inp.gpa(),
     };
     let regs = inp.gprs();
-    let exit = decode(&raw, &regs);
+    let rsp = inp.u64();
+    let ctx = crate::vmx::decode::CrContext {
+        state: crate::exit::CrState {
+            cr0: inp.u64(),
+            cr4: inp.u64(),
+            ..Default::default()
+        },
+        rsp,
+    };
+    let exit = decode(&raw, &regs, || ctx);
     check_exit(&exit);
     exit_sig(&exit)
 }
@@ -538,6 +555,7 @@ pub fn riscv_trap(data: &[u8]) -> u64 {
             scause,
             stval,
             htval: inp.u64(),
+            htinst: inp.code(&[0, 0x2000, 0x2020, 0x3000, 0x3020, 0x3003]),
             regs,
         });
     }
@@ -952,6 +970,80 @@ pub fn cmdline(data: &[u8]) -> u64 {
     }
 }
 
+/// Segment lists for the loader target, laid out for a payload at `MEM_BASE + PAYLOAD_OFFSET` (other load
+/// addresses make them fall outside the payload, which the loader must refuse by name): valid ones and
+/// each rule broken once (empty, unaligned, overlapping, out of order, writable+executable, unreadable).
+static SEGMENT_LISTS: [&[crate::PayloadSegment]; 8] = {
+    use crate::PayloadSegment as S;
+    const P: u64 = MEM_BASE + libvmm_abi::layout::PAYLOAD_OFFSET;
+    const RX: u32 = S::R | S::X;
+    const RW: u32 = S::R | S::W;
+    [
+        &[
+            S {
+                gpa: P,
+                mem_size: 0x2000,
+                flags: RX,
+            },
+            S {
+                gpa: P + 0x2000,
+                mem_size: 0x1000,
+                flags: S::R,
+            },
+            S {
+                gpa: P + 0x3000,
+                mem_size: 0x5000,
+                flags: RW,
+            },
+        ],
+        &[S {
+            gpa: P,
+            mem_size: 0x8000,
+            flags: RX,
+        }],
+        &[],
+        &[S {
+            gpa: P + 0x10,
+            mem_size: 0x1000,
+            flags: RX,
+        }],
+        &[
+            S {
+                gpa: P,
+                mem_size: 0x3000,
+                flags: RX,
+            },
+            S {
+                gpa: P + 0x2000,
+                mem_size: 0x1000,
+                flags: RW,
+            },
+        ],
+        &[
+            S {
+                gpa: P + 0x2000,
+                mem_size: 0x1000,
+                flags: RW,
+            },
+            S {
+                gpa: P,
+                mem_size: 0x1000,
+                flags: RX,
+            },
+        ],
+        &[S {
+            gpa: P,
+            mem_size: 0x1000,
+            flags: RW | S::X,
+        }],
+        &[S {
+            gpa: P,
+            mem_size: 0x1000,
+            flags: S::X,
+        }],
+    ]
+};
+
 /// Payload bytes the loader target copies (the loader only needs `&'static` bytes).
 static PAYLOAD_BYTES: [u8; 0x8000] = [0xa5; 0x8000];
 
@@ -995,6 +1087,7 @@ pub fn loader(data: &[u8]) -> u64 {
         entry_gpa,
         mem_size,
         bytes: &PAYLOAD_BYTES[..len],
+        segments: SEGMENT_LISTS[inp.u8() as usize % SEGMENT_LISTS.len()],
     };
     let cmdline = inp.bytes(usize::MAX);
     WINDOW.with(|w| {
