@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sev_snp", sev_snp),
     ("vmx_checks", vmx_checks),
     ("x2apic", x2apic),
+    ("apic", apic),
     ("cmdline", cmdline),
     ("loader", loader),
 ];
@@ -968,6 +969,57 @@ pub fn cmdline(data: &[u8]) -> u64 {
             sig((2u8, core::mem::discriminant(&refused.why)))
         }
     }
+}
+
+/// The virtual x2APIC model: random sequences of RDMSR/WRMSR over its whole MSR range (and APIC_BASE,
+/// TSC_DEADLINE, neighbours), timer ticks, entry and HLT decisions, with time moving forward. Invariants:
+/// no panic; a deadline is never in the past; an injected vector is one the guest can take (>= 16).
+pub fn apic(data: &[u8]) -> u64 {
+    use crate::x86::apic::delivery::{EntryAction, HaltAction, Interruptibility};
+    use crate::x86::apic::VirtualApic;
+    let mut inp = Input { data };
+    let mut a = VirtualApic::new(0, true, 39, 1000);
+    let mut now = inp.u64() >> 8;
+    let mut sig = 0u64;
+    for _ in 0..32 {
+        if inp.data.is_empty() {
+            break;
+        }
+        now = now.saturating_add(inp.u64() % 100_000);
+        let msr = inp.code(&[
+            0x1B, 0x6E0, 0x802, 0x803, 0x808, 0x80B, 0x80F, 0x828, 0x830, 0x832, 0x838, 0x839,
+            0x83E, 0x83F, 0x800, 0x8FF, 0x900,
+        ]) as u32;
+        let msr = if inp.bool() {
+            0x800 | (inp.u8() as u32)
+        } else {
+            msr
+        };
+        let cpu = Interruptibility {
+            interrupts_enabled: inp.bool(),
+            shadow: inp.bool(),
+        };
+        match inp.u8() % 6 {
+            0 | 1 => sig = sig.rotate_left(3) ^ a.write_msr(msr, inp.u64(), now).is_ok() as u64,
+            2 => sig = sig.rotate_left(3) ^ a.read_msr(msr, now).map_or(7, |v| v & 0xFF),
+            3 => sig ^= a.tick(now) as u64,
+            4 => {
+                if let EntryAction::Inject(v) = a.before_entry(cpu, inp.bool()) {
+                    assert!(v >= 16, "vector {v} injected");
+                    sig ^= v as u64;
+                }
+            }
+            _ => {
+                if let HaltAction::SleepUntil(t) = a.on_halt(now, cpu.interrupts_enabled) {
+                    assert!(t >= now, "sleep until {t} before now {now}");
+                }
+            }
+        }
+        if let Some(d) = a.next_deadline(now) {
+            assert!(d >= now, "deadline {d} before now {now}");
+        }
+    }
+    sig
 }
 
 /// Segment lists for the loader target, laid out for a payload at `MEM_BASE + PAYLOAD_OFFSET` (other load

@@ -8,7 +8,11 @@ pub(crate) mod cr;
 // The MSR vocabulary is shared with the generic MSR policy, which every image compiles.
 pub(crate) mod msr;
 
-#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod apic;
 #[cfg(any(
     test,
