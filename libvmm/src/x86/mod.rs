@@ -9,6 +9,8 @@ pub(crate) mod cr;
 pub(crate) mod msr;
 
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+pub(crate) mod acpi;
+#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod apic;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod bootproto;
