@@ -18,7 +18,6 @@ use crate::config::MAX_CPUS;
 /// Why the tables could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcpiError {
-    NoRsdp,
     RsdpChecksum,
     RsdpUnreadable,
     RootUnreadable,
@@ -33,7 +32,6 @@ pub enum AcpiError {
 impl AcpiError {
     pub fn what(self) -> &'static str {
         match self {
-            AcpiError::NoRsdp => "ACPI: no RSDP (loader gave none; none in the BIOS areas)",
             AcpiError::RsdpChecksum => "ACPI: RSDP checksum is wrong",
             AcpiError::RsdpUnreadable => "ACPI: RSDP is outside readable memory",
             AcpiError::RootUnreadable => "ACPI: RSDT/XSDT is outside readable memory",

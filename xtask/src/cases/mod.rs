@@ -43,6 +43,8 @@ pub struct Case {
     pub code: u8,
     /// The host's time limit for this case, instead of the backend's default.
     pub limit: Option<Duration>,
+    /// CPUs of the emulated machine (QEMU `-smp`, Bochs `cpu: count=`).
+    pub cpus: u32,
 }
 
 impl Case {
@@ -63,6 +65,7 @@ impl Case {
             reason: None,
             code,
             limit: None,
+            cpus: 1,
         }
     }
 
@@ -96,6 +99,12 @@ impl Case {
     pub fn dtb(mut self, dtb: &'static str) -> Case {
         self.dtb = Some(dtb);
         self.name = format!("{} (-dtb {dtb})", self.name);
+        self
+    }
+
+    pub fn cpus(mut self, n: u32) -> Case {
+        self.cpus = n;
+        self.name = format!("{} ({n} CPUs)", self.name);
         self
     }
 
