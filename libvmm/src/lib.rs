@@ -62,6 +62,7 @@ pub(crate) mod cmdline;
 pub mod config;
 #[cfg(any(test, target_os = "none"))]
 pub(crate) mod console;
+pub(crate) mod cpus;
 #[cfg(any(test, target_os = "none"))]
 pub(crate) mod exit;
 #[cfg(any(test, target_os = "none"))]

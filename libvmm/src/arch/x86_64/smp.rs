@@ -14,12 +14,12 @@
 //! 16 MiB), never an address inside the page.
 //!
 //! The boot CPU starts the APs one at a time: it writes the AP's index and stack top into two words,
-//! sends INIT-SIPI(-SIPI), and waits for the AP to check in ([`check_in`]) before the next. So one pair
+//! sends INIT-SIPI(-SIPI), and waits for the AP to check in (`crate::cpus`) before the next. So one pair
 //! of words serves every AP, and the APs' stacks (one per CPU, `config::VMM_STACK_SIZE` each) are never
 //! shared. The stacks are not zeroed at boot (`.bss.noinit`, outside the zeroed `.bss`): a stack needs
 //! no initial content, and the boot figure does not grow with `MAX_CPUS`.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::{AP_TRAMPOLINE_SIZE, MAX_CPUS, VMM_STACK_SIZE};
 
@@ -99,19 +99,6 @@ struct Stacks([[u8; VMM_STACK_SIZE]; MAX_CPUS - 1]);
 #[link_section = ".bss.noinit"]
 static mut AP_STACKS: Stacks = Stacks([[0; VMM_STACK_SIZE]; MAX_CPUS - 1]);
 
-/// Where each CPU's bring-up stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CpuState {
-    NotStarted = 0,
-    /// Started and checked in; its virtualization is on.
-    Ready = 1,
-    /// Started, but its own bring-up failed (it printed why).
-    Failed = 2,
-}
-
-static STATE: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
-
 /// Copies the trampoline to physical `page` (below 1 MiB, free RAM the caller chose); returns the SIPI
 /// vector, or `None` when the page is unusable.
 pub fn install_trampoline(page: u64) -> Option<u8> {
@@ -136,29 +123,7 @@ pub fn prepare(cpu: usize) -> bool {
     let top = base + (cpu * VMM_STACK_SIZE) as u64;
     LIBVMM_AP_STACK_TOP.store(top, Ordering::Release);
     LIBVMM_AP_CPU.store(cpu as u32, Ordering::Release);
-    STATE[cpu].store(CpuState::NotStarted as u8, Ordering::Release);
     true
-}
-
-/// Called by an AP once its bring-up is done (or failed): the boot CPU may start the next one.
-pub fn check_in(cpu: usize, ready: bool) {
-    if let Some(s) = STATE.get(cpu) {
-        let v = if ready {
-            CpuState::Ready
-        } else {
-            CpuState::Failed
-        };
-        s.store(v as u8, Ordering::Release);
-    }
-}
-
-/// Where CPU `cpu`'s bring-up stands.
-pub fn state(cpu: usize) -> CpuState {
-    match STATE.get(cpu).map(|s| s.load(Ordering::Acquire)) {
-        Some(1) => CpuState::Ready,
-        Some(2) => CpuState::Failed,
-        _ => CpuState::NotStarted,
-    }
 }
 
 /// Parks this CPU for good: interrupts off, halted.

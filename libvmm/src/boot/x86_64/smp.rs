@@ -12,10 +12,11 @@
 use libvmm_abi::CLOCK_MONOTONIC;
 
 use crate::arch::x86_64::serial::Serial;
-use crate::arch::x86_64::smp::{self, CpuState};
+use crate::arch::x86_64::smp;
 use crate::arch::x86_64::{cpu, entry, lapic, tables};
 use crate::cmdline::{ApFailure, Options};
 use crate::config::{AP_CHECKIN_TIMEOUT_US, MAX_CPUS};
+use crate::cpus::{self, CpuState};
 use crate::vm::{Platform, StopReason};
 use crate::x86::acpi;
 use crate::x86::bootproto::BootFacts;
@@ -109,14 +110,14 @@ pub(super) fn start_aps<P: Platform>(
                 lapic::send_startup(id, vector)
             }
             && {
-                wait_us(platform, 200, || smp::state(n) != CpuState::NotStarted)
+                wait_us(platform, 200, || cpus::state(n) != CpuState::NotStarted)
                     || lapic::send_startup(id, vector)
             };
         let state = if started {
             wait_us(platform, AP_CHECKIN_TIMEOUT_US, || {
-                smp::state(n) != CpuState::NotStarted
+                cpus::state(n) != CpuState::NotStarted
             });
-            smp::state(n)
+            cpus::state(n)
         } else {
             CpuState::NotStarted
         };
@@ -178,6 +179,6 @@ extern "C" fn libvmm_x86_ap_entry(cpu_index: u32) -> ! {
         ),
         Err(why) => crate::vmm_print!(&mut con, "libvmm: CPU {}: bring-up failed: {}\n", n, why),
     }
-    smp::check_in(n, result.is_ok());
+    cpus::check_in(n, result.is_ok());
     smp::park()
 }
