@@ -13,6 +13,16 @@ pub enum Selftest {
     Fault,
 }
 
+/// `libvmm.ap_failure=`: what a CPU that fails bring-up does to the boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApFailure {
+    /// Report the CPU by number and run on the rest (the default).
+    #[default]
+    Continue,
+    /// Stop the boot with the reason.
+    Stop,
+}
+
 /// Every VMM option, typed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options<'a> {
@@ -30,6 +40,8 @@ pub struct Options<'a> {
     pub vmx_skip_checks: bool,
     /// VMX debug: `libvmm.vmx.report-missed`: report entries the CPU refused that the checks passed.
     pub vmx_report_missed: bool,
+    /// `libvmm.ap_failure=continue|stop`: a CPU that fails bring-up is left out, or stops the boot.
+    pub ap_failure: ApFailure,
 }
 
 /// Why the command line was refused.
@@ -109,6 +121,13 @@ impl<'a> Options<'a> {
                 "isa" => o.isa = Some(value.ok_or(bad)?),
                 "vmx.bad" => o.vmx_bad = Some(value.ok_or(bad)?),
                 "vmx.skip-checks" => o.vmx_skip_checks = flag(value).ok_or(bad)?,
+                "ap_failure" => {
+                    o.ap_failure = match value {
+                        Some("continue") => ApFailure::Continue,
+                        Some("stop") => ApFailure::Stop,
+                        _ => return Err(bad),
+                    }
+                }
                 "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
                 _ => {
                     return Err(Refused {
@@ -141,6 +160,13 @@ mod tests {
         assert!(Options::parse(b"libvmm.stats=1").unwrap().stats);
         assert!(!Options::parse(b"libvmm.stats=0").unwrap().stats);
         assert!(!Options::parse(b"").unwrap().stats);
+        assert_eq!(Options::parse(b"").unwrap().ap_failure, ApFailure::Continue);
+        assert_eq!(
+            Options::parse(b"libvmm.ap_failure=stop")
+                .unwrap()
+                .ap_failure,
+            ApFailure::Stop
+        );
     }
 
     #[test]
@@ -159,6 +185,8 @@ mod tests {
             b"libvmm.selftest=maybe",
             b"libvmm.vmx.skip-checks=yes",
             b"libvmm.stats=2",
+            b"libvmm.ap_failure=maybe",
+            b"libvmm.ap_failure",
         ] {
             let e = Options::parse(c).unwrap_err();
             assert_eq!(

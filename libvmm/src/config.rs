@@ -4,6 +4,18 @@
 /// VMM stack per CPU (bytes).
 pub const VMM_STACK_SIZE: usize = 64 * 1024;
 
+/// The most CPUs (x86 APIC ids / RISC-V harts) the VMM brings up, the boot CPU included. Per-CPU
+/// storage (stacks, VMCB + host save area, VMXON region + VMCS, trap stacks) is an array of this many;
+/// CPUs the firmware lists beyond it are reported and left alone.
+pub const MAX_CPUS: usize = 8;
+
+/// Bytes of physical memory below 1 MiB the x86 AP trampoline occupies (one page, at a SIPI vector).
+pub const AP_TRAMPOLINE_SIZE: usize = 4096;
+
+/// How long the boot CPU waits for an x86 AP to check in after its SIPIs, or for a RISC-V hart after
+/// `hart_start`, before it counts the CPU as failed (microseconds).
+pub const AP_CHECKIN_TIMEOUT_US: u64 = 200_000;
+
 /// Stack for reporting a trap taken by the VMM itself (RISC-V), bytes.
 pub const TRAP_STACK_SIZE: usize = 4096;
 
@@ -59,6 +71,10 @@ pub const GUEST_MAP_REGIONS: usize = 2 * PAYLOAD_SEGMENTS_MAX + 1;
 pub const NESTED_PAGE_TABLES: usize = 4;
 
 static_assertions::const_assert!(VMM_STACK_SIZE.is_multiple_of(4096));
+// The RISC-V trap vector finds a hart's trap stack from its VMM stack by a shift.
+static_assertions::const_assert!(VMM_STACK_SIZE.is_power_of_two());
+static_assertions::const_assert!(MAX_CPUS >= 1 && MAX_CPUS <= 256);
+static_assertions::const_assert!(AP_TRAMPOLINE_SIZE == 4096);
 static_assertions::const_assert!(PAYLOAD_SEGMENTS_MAX >= 3);
 static_assertions::const_assert!(NESTED_PAGE_TABLES >= 1);
 static_assertions::const_assert!(GUEST_TAG != 0);

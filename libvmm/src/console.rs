@@ -19,9 +19,45 @@ impl<W: embedded_io::Write> fmt::Write for Fmt<'_, W> {
 #[doc(hidden)]
 macro_rules! vmm_print {
     ($w:expr, $($arg:tt)*) => {{
+        let _line = $crate::console::LineLock::acquire();
         $crate::console::fresh_line($w);
         let _ = core::fmt::Write::write_fmt(&mut $crate::console::Fmt($w), format_args!($($arg)*));
     }};
+}
+
+/// The console lock: one CPU's VMM line at a time, so lines from several CPUs arrive whole. A spin
+/// lock on an atomic (no heap, no OS). Acquiring gives up after a bounded number of spins and prints
+/// anyway: a CPU that died holding the lock (a fault or panic mid-line) must not silence the others'
+/// reports, the stop line above all.
+static LINE_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Spins before the console lock is taken over from a holder that never released it.
+const LINE_LOCK_SPINS: u32 = 1 << 24;
+
+/// Held for one `vmm_print!`; released on drop.
+pub struct LineLock(bool);
+
+impl LineLock {
+    pub fn acquire() -> Self {
+        for _ in 0..LINE_LOCK_SPINS {
+            if LINE_LOCK
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return LineLock(true);
+            }
+            core::hint::spin_loop();
+        }
+        LineLock(false)
+    }
+}
+
+impl Drop for LineLock {
+    fn drop(&mut self) {
+        if self.0 {
+            LINE_LOCK.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// Whether the console's last byte was not a newline (a guest left a line open). Set by the console

@@ -48,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("vmx_checks", vmx_checks),
     ("x2apic", x2apic),
     ("apic", apic),
+    ("acpi", acpi),
     ("cmdline", cmdline),
     ("loader", loader),
 ];
@@ -1020,6 +1021,33 @@ pub fn apic(data: &[u8]) -> u64 {
         }
     }
     sig
+}
+
+/// The ACPI reader (x86 CPU enumeration): a random MADT on its own, and a random RSDP -> RSDT/XSDT -> MADT
+/// chain in a model physical memory of 64 KiB (addresses outside it are unreadable). No panic; whatever
+/// it accepts has at most `MAX_CPUS` CPUs.
+pub fn acpi(data: &[u8]) -> u64 {
+    use crate::x86::acpi::{cpus_from_rsdp, parse_madt};
+    let sig = match parse_madt(data) {
+        Ok(c) => {
+            assert!(c.apic_ids.len() <= crate::config::MAX_CPUS);
+            c.apic_ids.len() as u64
+        }
+        Err(e) => e as u64 + 100,
+    };
+    let mut inp = Input { data };
+    let rsdp = inp.u64() % 0x1_0000;
+    let sig2 = match cpus_from_rsdp(rsdp, |addr, len| {
+        let end = addr.checked_add(len as u64)?;
+        if end > data.len() as u64 {
+            return None;
+        }
+        data.get(addr as usize..end as usize)
+    }) {
+        Ok(c) => c.apic_ids.len() as u64,
+        Err(e) => e as u64 + 100,
+    };
+    sig ^ (sig2 << 8)
 }
 
 /// Segment lists for the loader target, laid out for a payload at `MEM_BASE + PAYLOAD_OFFSET` (other load

@@ -73,6 +73,8 @@ pub(crate) mod cmdline;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod console;
+#[cfg(any(test, target_os = "none"))]
+pub(crate) mod cpus;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod exit;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]

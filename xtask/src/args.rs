@@ -8,6 +8,8 @@ pub struct Args {
     pub cmdline: String,
     /// `run`: the host's time limit in seconds (default `run::DEFAULT_TIMEOUT_SECS`).
     pub timeout: Option<u64>,
+    /// `run`: CPUs of the emulated machine (QEMU `-smp N`, Bochs `cpu: count=N`), 1 unless told.
+    pub cpus: u32,
     pub rest: Vec<String>,
 }
 
@@ -17,6 +19,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         payload: "hello".into(),
         cmdline: String::new(),
         timeout: None,
+        cpus: 1,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -38,6 +41,14 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                         .filter(|s| *s > 0)
                         .ok_or_else(|| format!("--timeout needs a number of seconds, not {v}"))?,
                 );
+            }
+            "--cpus" => {
+                let v = value("--cpus")?;
+                a.cpus = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| format!("--cpus needs a CPU count from 1 to 64, not {v}"))?;
             }
             other => a.rest.push(other.to_string()),
         }

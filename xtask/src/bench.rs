@@ -78,6 +78,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
         echo: false,
         limit: Duration::from_secs(120),
         gdb: None,
+        cpus: 1,
     };
     let out = boot(backend, &image, &o)?;
     match &out.verdict.result {

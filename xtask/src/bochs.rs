@@ -21,12 +21,13 @@ use crate::cmd::{require, run_bounded, target_dir, Finished};
 pub const DEFAULT_CPU: &str = "corei7_skylake_x";
 
 /// The bochsrc of a run.
-pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, cpu: &str, ips: u64) -> String {
+pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, cpu: &str, cpus: u32, ips: u64) -> String {
+    let cpus = cpus.max(1);
     format!(
         "megs: 128\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
-         cpu: model={cpu}, count=1, ips={ips}, reset_on_triple_fault=0\n\
+         cpu: model={cpu}, count={cpus}, ips={ips}, reset_on_triple_fault=0\n\
          clock: sync=none, time0=1\n\
          display_library: rfb, options=\"timeout=0\"\n\
          ata0-master: type=cdrom, path=\"{iso}\", status=inserted\n\
@@ -49,8 +50,14 @@ pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, cpu: &str, ips: u64) -> Stri
 
 /// Boots `iso` in Bochs with a wall-clock limit; `workdir` receives bochsrc, console and log. The
 /// `Finished` output is the COM1 console; Bochs' exit status carries no stop code.
-pub fn run(iso: &Path, workdir: &Path, cpu: &str, limit: Duration) -> Result<Finished, String> {
-    run_debugger(iso, workdir, cpu, limit, "c\n").map(|(f, _)| f)
+pub fn run(
+    iso: &Path,
+    workdir: &Path,
+    cpu: &str,
+    cpus: u32,
+    limit: Duration,
+) -> Result<Finished, String> {
+    run_debugger(iso, workdir, cpu, cpus, limit, "c\n").map(|(f, _)| f)
 }
 
 /// [`run`] with the internal debugger's commands `script` (Debian's Bochs is built with the debugger,
@@ -59,6 +66,7 @@ pub fn run_debugger(
     iso: &Path,
     workdir: &Path,
     cpu: &str,
+    cpus: u32,
     limit: Duration,
     script: &str,
 ) -> Result<(Finished, String), String> {
@@ -68,7 +76,8 @@ pub fn run_debugger(
     let rc = workdir.join("bochsrc");
     let dbg = workdir.join("debugger.rc");
     let _ = std::fs::remove_file(&com1);
-    std::fs::write(&rc, bochsrc(iso, &com1, &log, cpu, 50_000_000)).map_err(|e| e.to_string())?;
+    std::fs::write(&rc, bochsrc(iso, &com1, &log, cpu, cpus, 50_000_000))
+        .map_err(|e| e.to_string())?;
     std::fs::write(&dbg, script).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut c = Command::new("bochs");
@@ -96,6 +105,7 @@ pub fn run_debugger(
 pub fn launch(
     iso: &Path,
     cpu: Option<&str>,
+    cpus: u32,
     echo: bool,
     limit: Duration,
 ) -> Result<Finished, String> {
@@ -104,10 +114,15 @@ pub fn launch(
     crate::cmd::require_file("/usr/share/bochs/VGABIOS-lgpl-latest", "vgabios")?;
     let name = iso.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let workdir = target_dir().join("bochs").join(format!(
-        "{name}{}",
-        cpu.map(|c| format!("-{c}")).unwrap_or_default()
+        "{name}{}{}",
+        cpu.map(|c| format!("-{c}")).unwrap_or_default(),
+        if cpus > 1 {
+            format!("-smp{cpus}")
+        } else {
+            String::new()
+        }
     ));
-    let f = run(iso, &workdir, cpu.unwrap_or(DEFAULT_CPU), limit)?;
+    let f = run(iso, &workdir, cpu.unwrap_or(DEFAULT_CPU), cpus, limit)?;
     if echo {
         print!("{}", f.output);
         eprintln!(
@@ -129,8 +144,10 @@ mod tests {
             Path::new("c.txt"),
             Path::new("l.txt"),
             DEFAULT_CPU,
+            2,
             1,
         );
+        assert!(rc.contains("count=2"));
         assert!(rc.contains("model=corei7_skylake_x"));
         assert!(rc.contains("sync=none"));
         assert!(rc.contains("mode=file"));

@@ -153,6 +153,7 @@ fn boot_in_background(
             echo,
             limit,
             gdb: Some(port),
+            cpus: 1,
         };
         boot(backend, &image, &o)
     })
@@ -334,6 +335,7 @@ pub fn bochs_debugger_test() -> Result<(), String> {
         &iso,
         &workdir,
         crate::bochs::DEFAULT_CPU,
+        1,
         Duration::from_secs(60),
         &script,
     )?;

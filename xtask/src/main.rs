@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME] [--format iso]   prints the image path
-//! cargo xtask run [--backend B] [--payload P] [--cmdline "..."] [--timeout SECS]
+//! cargo xtask run [--backend B] [--payload P] [--cmdline "..."] [--timeout SECS] [--cpus N]
 //!                                                                         boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
@@ -27,7 +27,7 @@ mod test;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <build-image|run|test|bench|fuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS]";
+    "usage: cargo xtask <build-image|run|test|bench|fuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS] [--cpus N]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();

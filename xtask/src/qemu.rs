@@ -38,6 +38,8 @@ pub struct Options<'a> {
     /// QEMU's gdb stub on 127.0.0.1:port, the CPU stopped before its first instruction (`-S`) until a
     /// debugger continues it (`cargo xtask run --gdb`).
     pub gdb: Option<u16>,
+    /// `-smp N`: CPUs of the machine (1 unless told).
+    pub cpus: u32,
 }
 
 /// `-gdb tcp:127.0.0.1:PORT -S`: the stub listens on the loopback interface only.
@@ -66,6 +68,8 @@ pub fn x86(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
         o.cpu.unwrap_or("max"),
         "-M",
         &machine("microvm", o.machine),
+        "-smp",
+        &o.cpus.max(1).to_string(),
         "-m",
         "128",
         "-display",
@@ -102,7 +106,7 @@ pub fn riscv(image: &Path, o: &Options<'_>) -> Result<Finished, String> {
         "-cpu",
         o.cpu.unwrap_or("rv64"),
         "-smp",
-        "1",
+        &o.cpus.max(1).to_string(),
         "-m",
         "128M",
         "-display",
@@ -151,6 +155,8 @@ pub fn x86_iso(iso: &Path, o: &Options<'_>) -> Result<Finished, String> {
         o.cpu.unwrap_or("max"),
         "-M",
         if o.uefi { "q35" } else { "pc" },
+        "-smp",
+        &o.cpus.max(1).to_string(),
         "-m",
         if o.uefi { "256" } else { "128" },
         "-display",

@@ -202,6 +202,8 @@ pub struct BootOptions<'a> {
     pub limit: Duration,
     /// QEMU (SVM, RISC-V): start with the gdb stub on 127.0.0.1:port, stopped (`run --gdb`).
     pub gdb: Option<u16>,
+    /// CPUs of the emulated machine (QEMU `-smp N`, Bochs `cpu: count=N`).
+    pub cpus: u32,
 }
 
 /// Boots `image` on the backend's emulator and decides how the run ended.
@@ -216,6 +218,7 @@ pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outco
         echo: o.echo,
         limit: o.limit,
         gdb: o.gdb,
+        cpus: o.cpus,
     };
     let f = match backend {
         Backend::Svm | Backend::Tdx if o.grub_iso => {
@@ -226,6 +229,7 @@ pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outco
         Backend::Vmx => crate::bochs::launch(
             &crate::iso::iso_for(image, o.cmdline)?,
             o.cpu,
+            o.cpus,
             o.echo,
             o.limit,
         )?,
@@ -265,6 +269,7 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
         echo: true,
         limit: Duration::from_secs(a.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
         gdb: None,
+        cpus: a.cpus,
     };
     report(boot(a.backend, &image, &o)?.verdict)
 }

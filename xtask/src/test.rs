@@ -119,6 +119,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         echo: false,
         limit: case.limit.unwrap_or(default_limit(case.backend)),
         gdb: None,
+        cpus: case.cpus,
     };
     let out = boot(case.backend, image, &o)?;
     let v = &out.verdict;

@@ -9,6 +9,14 @@ pub const EXT_TIME: u64 = 0x5449_4D45;
 pub const EXT_SRST: u64 = 0x5352_5354;
 /// Debug console extension ("DBCN").
 pub const EXT_DBCN: u64 = 0x4442_434E;
+/// Hart state management extension ("HSM"): the VMM starts its own harts with `hart_start`.
+pub const EXT_HSM: u64 = 0x0048_534D;
+/// HSM `hart_start(hartid, start_addr, opaque)`, `hart_stop()`, `hart_get_status(hartid)`,
+/// `hart_suspend(type, resume_addr, opaque)`.
+pub const HSM_HART_START: u64 = 0;
+pub const HSM_HART_STOP: u64 = 1;
+pub const HSM_HART_GET_STATUS: u64 = 2;
+pub const HSM_HART_SUSPEND: u64 = 3;
 /// libvmm hypercalls (firmware-specific range 0x0A00_0000..=0x0AFF_FFFF); same value as
 /// [`crate::SBI_EXT_LIBVMM`].
 pub const EXT_LIBVMM: u64 = crate::SBI_EXT_LIBVMM;

@@ -43,6 +43,8 @@ pub struct HostPlatform {
     /// The first memory region (base, size).
     pub memory: (u64, u64),
     pub harts: u32,
+    /// Hart ids (`reg` of each enabled `/cpus/cpu@N`), the first `min(harts, MAX_CPUS)` of them.
+    pub hart_ids: [u64; crate::config::MAX_CPUS],
     /// `timebase-frequency` in Hz (10 MHz on QEMU virt); 0 when absent.
     pub timebase_hz: u64,
     /// MMIO base of the first ns16550a UART, if any.
@@ -77,6 +79,7 @@ impl HostPlatform {
         let cpus = tree.find("/cpus").ok_or(DtError::NoHarts)?;
         let mut timebase_hz = timebase(&cpus);
         let mut harts = 0;
+        let mut hart_ids = [0; crate::config::MAX_CPUS];
         let mut common: Option<Isa> = None;
         let mut from_list = false;
         for cpu in cpus.children() {
@@ -101,6 +104,12 @@ impl HostPlatform {
                 isa::parse_isa_string(s)
             }
             .map_err(DtError::Isa)?;
+            if let Some(slot) = hart_ids.get_mut(harts as usize) {
+                *slot = cpu
+                    .property("reg")
+                    .and_then(|p| p.as_u64())
+                    .ok_or(DtError::NoHarts)?;
+            }
             harts += 1;
             common = Some(match common {
                 None => hart_isa,
@@ -120,6 +129,7 @@ impl HostPlatform {
         Ok(Self {
             memory,
             harts,
+            hart_ids,
             timebase_hz,
             uart: find("ns16550a"),
             test_device: find("sifive,test0"),
@@ -146,6 +156,7 @@ mod tests {
         let p = HostPlatform::parse(QEMU).unwrap();
         assert_eq!(p.memory, (0x8000_0000, 128 << 20));
         assert_eq!(p.harts, 1);
+        assert_eq!(p.hart_ids[0], 0);
         assert_eq!(p.timebase_hz, 10_000_000);
         assert_eq!(p.uart, Some(0x1000_0000));
         assert_eq!(p.test_device, Some(0x10_0000));

@@ -69,6 +69,24 @@ impl Hart for HwHart {
     }
 }
 
+/// The H-extension CSRs a further hart sets by itself before it parks (guest SMP will give it a vCPU):
+/// delegation and counters as the boot hart sets them, no virtual interrupts, VS-mode translation off,
+/// G-stage off until a guest runs here (hgatp 0), the timer quiet.
+pub(crate) fn ap_bring_up() {
+    csr::set_hgatp(0);
+    csr::set_hedeleg(bits::HEDELEG_GUEST);
+    csr::set_hideleg(bits::HIDELEG_GUEST);
+    csr::set_hcounteren(bits::HCOUNTEREN_CY_TM_IR);
+    csr::set_htimedelta(0);
+    csr::set_hvip(0);
+    csr::set_hie(0);
+    csr::set_hstatus(
+        bits::HSTATUS_VSXL_64 | bits::HSTATUS_SPV | bits::HSTATUS_SPVP | bits::HSTATUS_VTW,
+    );
+    csr::set_vsatp(0);
+    csr::set_sie(0);
+}
+
 /// Maps the guest window in the G-stage tables (identity, nothing else) with the guest's W^X `map`,
 /// installs them with the guest's VMID, and sets the H-extension CSRs for a guest with the ISA `hw`
 /// describes. `sstc`: the host has Sstc (vstimecmp exists).

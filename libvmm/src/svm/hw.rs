@@ -108,6 +108,38 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     stop
 }
 
+/// Turns SVM on on an AP with its own storage: the same support checks as the boot CPU, EFER.SVME and
+/// VM_HSAVE_PA at the AP's own host save area. The VMCB stays zeroed until guest SMP gives it a vCPU.
+pub(crate) fn enable_on_ap<H: SvmHw>(
+    hw: &mut H,
+    st: &mut super::SvmCpuStorage,
+) -> Result<(), &'static str> {
+    let vm_cr = if hw.cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0 {
+        hw.rdmsr(crate::x86::msr::VM_CR)
+    } else {
+        0
+    };
+    super::check_support(|l, s| hw.cpuid(l, s), vm_cr)?;
+    st.vmcb = Vmcb::zeroed();
+    hw.enable(hw.pa(&st.host_save));
+    hw.enable_xsave();
+    if !hw.svme_is_set() {
+        return Err("EFER.SVME did not stay set");
+    }
+    Ok(())
+}
+
+/// Brings SVM up on AP `cpu` (1..MAX_CPUS) with its element of the per-CPU storage.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) fn ap_bring_up(cpu: usize) -> Result<(), &'static str> {
+    let st = cpu
+        .checked_sub(1)
+        .and_then(|i| super::AP_STORAGE.get(i))
+        .and_then(|s| s.take())
+        .ok_or("no SVM storage for this CPU (taken, or beyond MAX_CPUS)")?;
+    enable_on_ap(&mut RealSvm, st)
+}
+
 /// Brings SVM up on this CPU with its static storage and runs the guest until it stops.
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
 pub(crate) fn boot<P: Platform>(
@@ -213,6 +245,27 @@ mod tests {
         let (stop, out) = run(model);
         assert_eq!(stop, StopReason::PayloadExit(7));
         assert!(String::from_utf8(out).unwrap().contains("AVIC policy"));
+    }
+
+    #[test]
+    fn an_ap_enables_svm_with_its_own_host_save_area() {
+        let mut a = Box::new(super::super::SvmCpuStorage::zeroed());
+        let mut b = Box::new(super::super::SvmCpuStorage::zeroed());
+        let mut hw = ModelSvm::default();
+        enable_on_ap(&mut hw, &mut a).unwrap();
+        assert!(hw.svme);
+        assert_eq!(hw.host_save_pa, a.host_save.as_ptr() as u64);
+        let mut hw2 = ModelSvm::default();
+        enable_on_ap(&mut hw2, &mut b).unwrap();
+        assert_ne!(hw2.host_save_pa, hw.host_save_pa);
+        let mut no = ModelSvm {
+            no_svm: true,
+            ..Default::default()
+        };
+        assert!(enable_on_ap(&mut no, &mut a)
+            .unwrap_err()
+            .contains("ECX bit 2"));
+        assert!(!no.svme);
     }
 
     #[test]

@@ -72,6 +72,32 @@ impl SvmStorage {
 pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<SvmStorage> =
     crate::arch::take_once::TakeOnce::new(SvmStorage::zeroed());
 
+/// What each further CPU (AP) of the VMM needs for itself: its own host save area (VM_HSAVE_PA: each
+/// CPU with EFER.SVME set needs one) and its own VMCB. The nested tables and permission maps are the
+/// VM's, one set shared by every CPU ([`SvmStorage`], which also holds the boot CPU's VMCB and save
+/// area). The AP's VMCB waits for guest SMP: today an AP enables SVM and parks.
+#[repr(C, align(4096))]
+pub struct SvmCpuStorage {
+    pub vmcb: Vmcb,
+    pub host_save: [u8; 4096],
+}
+
+impl SvmCpuStorage {
+    pub const fn zeroed() -> Self {
+        Self {
+            vmcb: Vmcb::zeroed(),
+            host_save: [0; 4096],
+        }
+    }
+}
+
+/// Per-AP SVM storage: CPU n (n >= 1) takes element n - 1, once.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) static AP_STORAGE: [crate::arch::take_once::TakeOnce<SvmCpuStorage>;
+    crate::config::MAX_CPUS - 1] =
+    [const { crate::arch::take_once::TakeOnce::new(SvmCpuStorage::zeroed()) };
+        crate::config::MAX_CPUS - 1];
+
 pub const CPUID_EXT_FEATURES: u32 = 0x8000_0001;
 pub const CPUID_SVM_FEATURES: u32 = 0x8000_000A;
 

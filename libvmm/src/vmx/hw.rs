@@ -21,6 +21,46 @@ use crate::x86::msr::{
     EFER as MSR_EFER, FS_BASE as MSR_FS_BASE, GS_BASE as MSR_GS_BASE, IA32_PAT as MSR_PAT,
 };
 
+/// Enters VMX operation on AP `cpu` (1..MAX_CPUS) with its own VMXON region, and makes its own VMCS
+/// current: the same CPUID, IA32_FEATURE_CONTROL, capability and CR0/CR4 fixed-bit steps as the boot
+/// CPU. The VMCS is filled when guest SMP gives this CPU a vCPU.
+pub(crate) fn ap_bring_up(cpu_index: usize) -> Result<(), &'static str> {
+    if cpu::cpuid(1, 0)[2] & (1 << 5) == 0 {
+        return Err(caps::VmxonBlocker::NoVmxCpuid.name());
+    }
+    match caps::feature_control_update(cpu::rdmsr(msr::IA32_FEATURE_CONTROL)) {
+        Ok(None) => {}
+        Ok(Some(v)) => cpu::wrmsr(msr::IA32_FEATURE_CONTROL, v),
+        Err(e) => return Err(e.name()),
+    }
+    let max_pa = if cpu::cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
+        cpu::cpuid(0x8000_0008, 0)[0] as u8
+    } else {
+        36
+    };
+    let caps = Caps::read(cpu::rdmsr, max_pa);
+    if caps.region_size() > 4096 {
+        return Err(caps::VmxonBlocker::RegionTooLarge.name());
+    }
+    let pages = cpu_index
+        .checked_sub(1)
+        .and_then(|i| super::AP_STORAGE.get(i))
+        .and_then(|s| s.take())
+        .ok_or("no VMX pages for this CPU (taken, or beyond MAX_CPUS)")?;
+    pages.reset(caps.revision_id());
+    hw::write_cr0(caps.fix_cr0(hw::read_cr0()));
+    hw::write_cr4(caps.fix_cr4(hw::read_cr4() | CR4_VMXE));
+    cpu::enable_xsave();
+    if hw::vmxon(hw::pa(&pages.vmxon)).is_err() {
+        return Err("VMXON failed");
+    }
+    let vmcs_pa = hw::pa(&pages.vmcs);
+    if hw::vmclear(vmcs_pa).is_err() || hw::vmptrld(vmcs_pa).is_err() {
+        return Err("VMCLEAR/VMPTRLD of the VMCS failed");
+    }
+    Ok(())
+}
+
 /// Brings VMX up on this CPU and runs the guest until it stops.
 pub(crate) fn boot<P: Platform>(
     vm: &mut Vm<'_, P>,

@@ -32,3 +32,10 @@ pub(crate) use hw::boot;
 #[cfg(all(feature = "vmx", target_os = "none"))]
 pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<pages::VmxPages> =
     crate::arch::take_once::TakeOnce::new(pages::VmxPages::zeroed());
+
+/// Per-AP VMX pages (VMXON region, VMCS): CPU n (n >= 1) takes element n - 1, once.
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) static AP_STORAGE: [crate::arch::take_once::TakeOnce<pages::VmxCpuPages>;
+    crate::config::MAX_CPUS - 1] =
+    [const { crate::arch::take_once::TakeOnce::new(pages::VmxCpuPages::zeroed()) };
+        crate::config::MAX_CPUS - 1];

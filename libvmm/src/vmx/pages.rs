@@ -21,6 +21,33 @@ impl Page {
     }
 }
 
+/// What each further CPU (AP) of the VMM needs for itself: its own VMXON region and its own VMCS. The
+/// EPT tables and the bitmaps are the VM's, one set shared by every CPU ([`VmxPages`], which also holds
+/// the boot CPU's VMXON region and VMCS). The AP's VMCS waits for guest SMP: today an AP enters VMX
+/// operation, makes its VMCS current, and parks.
+#[repr(C, align(4096))]
+pub(crate) struct VmxCpuPages {
+    pub vmxon: Page,
+    pub vmcs: Page,
+}
+
+impl VmxCpuPages {
+    pub const fn zeroed() -> Self {
+        Self {
+            vmxon: Page::zeroed(),
+            vmcs: Page::zeroed(),
+        }
+    }
+
+    /// Zeroes both regions and writes the VMCS revision id into each.
+    pub fn reset(&mut self, revision_id: u32) {
+        self.vmxon.0 = [0; 4096];
+        self.vmcs.0 = [0; 4096];
+        self.vmxon.0[..4].copy_from_slice(&revision_id.to_le_bytes());
+        self.vmcs.0[..4].copy_from_slice(&revision_id.to_le_bytes());
+    }
+}
+
 #[repr(C, align(4096))]
 pub(crate) struct VmxPages {
     pub vmxon: Page,

@@ -32,6 +32,11 @@ pub struct BootFacts<'a> {
     pub cmdline: &'a [u8],
     /// RAM ranges (base, length) the loader reported; ranges beyond [`MAX_RAM_RANGES`] are dropped.
     pub ram: heapless::Vec<(u64, u64), MAX_RAM_RANGES>,
+    /// The ACPI RSDP the loader gave (PVH `rsdp_paddr`, or the copy inside multiboot2 tag 15 / 14).
+    pub rsdp: Option<u64>,
+    /// Physical ranges (base, length) of the loader's information the VMM still reads (the start info
+    /// or MBI, its memory map, the command line): nothing of the VMM's may be placed over them.
+    pub loader_ranges: heapless::Vec<(u64, u64), 4>,
 }
 
 impl BootFacts<'_> {
@@ -86,12 +91,19 @@ fn parse_pvh<'a>(
         until_nul(read(cmdline_pa, CMDLINE_READ).ok_or("PVH command line is unreadable")?)
     };
     let mut ram = heapless::Vec::new();
+    let mut loader_ranges = heapless::Vec::new();
+    let _ = loader_ranges.push((info, 56));
+    if cmdline_pa != 0 {
+        let _ = loader_ranges.push((cmdline_pa, cmdline.len() as u64 + 1));
+    }
+    let rsdp = u64_at(si, 32).filter(|&a| a != 0);
     if version >= 1 {
         let map_pa = u64_at(si, 40).ok_or(bad)?;
         let n = u32_at(si, 48).ok_or(bad)? as usize;
         if map_pa != 0 && n != 0 {
             let n = n.min(128);
             let map = read(map_pa, n * 24).ok_or("PVH memory map is unreadable")?;
+            let _ = loader_ranges.push((map_pa, (n * 24) as u64));
             for e in map.chunks_exact(24) {
                 if u32_at(e, 16) == Some(1) {
                     let _ = ram.push((u64_at(e, 0).ok_or(bad)?, u64_at(e, 8).ok_or(bad)?));
@@ -103,6 +115,8 @@ fn parse_pvh<'a>(
         protocol: Protocol::Pvh,
         cmdline,
         ram,
+        rsdp,
+        loader_ranges,
     })
 }
 
@@ -121,6 +135,7 @@ fn parse_multiboot2<'a>(
     let mbi = read(info, total).ok_or("multiboot2 information is unreadable")?;
     let mut cmdline = &[][..];
     let mut ram = heapless::Vec::new();
+    let (mut rsdp_old, mut rsdp_new) = (None, None);
     let mut off = 8;
     while off + 8 <= total {
         let ty = u32_at(mbi, off).unwrap_or(0);
@@ -134,6 +149,9 @@ fn parse_multiboot2<'a>(
         let tag = &mbi[off..off + size];
         match ty {
             1 => cmdline = until_nul(&tag[8..]),
+            // ACPI old / new RSDP: a copy of the structure inside the tag.
+            14 if size >= 8 + 20 => rsdp_old = Some(info + off as u64 + 8),
+            15 if size >= 8 + 36 => rsdp_new = Some(info + off as u64 + 8),
             6 if size >= 16 => {
                 let esize = u32_at(tag, 8).unwrap_or(0) as usize;
                 if esize >= 24 {
@@ -153,6 +171,8 @@ fn parse_multiboot2<'a>(
         protocol: Protocol::Multiboot2,
         cmdline,
         ram,
+        rsdp: rsdp_new.or(rsdp_old),
+        loader_ranges: heapless::Vec::from_slice(&[(info, total as u64)]).unwrap_or_default(),
     })
 }
 
@@ -195,6 +215,13 @@ mod tests {
         assert_eq!(f.cmdline, b"attack=npf");
         assert!(f.is_ram(0x200_0000, 0x80_0000));
         assert!(!f.is_ram(0x7F0_0000, 0x20_0000));
+        assert_eq!(f.rsdp, None);
+        assert_eq!(
+            &f.loader_ranges[..],
+            &[(0x1000, 56), (0x1100, 11), (0x1200, 48)]
+        );
+        put64(&mut m, 32, 0xF_5A40);
+        assert_eq!(parse(0, 0x1000, reader(&m)).unwrap().rsdp, Some(0xF_5A40));
     }
 
     #[test]
@@ -214,6 +241,11 @@ mod tests {
         put64(&mut m, o + 24, 0x3F00_0000);
         put32(&mut m, o + 32, 1);
         o += 40;
+        // ACPI new RSDP tag: the RSDP is copied into the tag.
+        put32(&mut m, o, 15);
+        put32(&mut m, o + 4, 8 + 36);
+        let rsdp_at = 0x1000 + o as u64 + 8;
+        o += 48;
         put32(&mut m, o, 0);
         put32(&mut m, o + 4, 8);
         put32(&mut m, 0, (o + 8) as u32);
@@ -221,6 +253,8 @@ mod tests {
         assert_eq!(f.protocol, Protocol::Multiboot2);
         assert_eq!(f.cmdline, b"x=1");
         assert!(f.is_ram(0x200_0000, 0x80_0000));
+        assert_eq!(f.rsdp, Some(rsdp_at));
+        assert_eq!(&f.loader_ranges[..], &[(0x1000, o as u64 + 8)]);
     }
 
     #[test]

@@ -13,6 +13,12 @@ pub(crate) mod msr;
     feature = "fuzzing",
     all(target_os = "none", target_arch = "x86_64")
 ))]
+pub(crate) mod acpi;
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_os = "none", target_arch = "x86_64")
+))]
 pub(crate) mod apic;
 #[cfg(any(
     test,

@@ -43,6 +43,8 @@ pub struct Case {
     pub code: u8,
     /// The host's time limit for this case, instead of the backend's default.
     pub limit: Option<Duration>,
+    /// CPUs of the emulated machine (QEMU `-smp`, Bochs `cpu: count=`).
+    pub cpus: u32,
 }
 
 impl Case {
@@ -63,6 +65,7 @@ impl Case {
             reason: None,
             code,
             limit: None,
+            cpus: 1,
         }
     }
 
@@ -96,6 +99,12 @@ impl Case {
     pub fn dtb(mut self, dtb: &'static str) -> Case {
         self.dtb = Some(dtb);
         self.name = format!("{} (-dtb {dtb})", self.name);
+        self
+    }
+
+    pub fn cpus(mut self, n: u32) -> Case {
+        self.cpus = n;
+        self.name = format!("{} ({n} CPUs)", self.name);
         self
     }
 
@@ -157,7 +166,35 @@ fn hello(backend: Backend) -> Case {
             guest_name(backend)
         ))
         .expect(&["libvmm: stop 0 payload exited with status 0"])
-        .forbid(&["panic"])
+        // One CPU: no AP is started, and nothing is said about APs.
+        .forbid(&["panic", "libvmm: CPU 1:"])
+}
+
+/// `hello` on a machine of `n` CPUs: the VMM starts every other CPU (x86 INIT-SIPI-SIPI from the MADT,
+/// RISC-V SBI HSM from the device tree), each enables virtualization itself and prints its ready line,
+/// then parks; the boot CPU runs the payload as on one CPU.
+fn smp_hello(backend: Backend, n: u32) -> Case {
+    let mut c = Case::new(backend, "hello", "", 0)
+        .expect_line(format!(
+            "Hello from a libvmm guest! This payload runs deprivileged on {}.",
+            guest_name(backend)
+        ))
+        .expect(&["libvmm: stop 0 payload exited with status 0"])
+        .forbid(&[
+            "panic",
+            "did not start",
+            "bring-up failed",
+            "hart_start refused",
+        ]);
+    for k in 1..n {
+        c = c.expect_line(format!("libvmm: CPU {k}: {} ready", guest_name(backend)));
+    }
+    c = c.expect_line(match backend {
+        Backend::Riscv => format!("libvmm: {n} hart(s) virtualized"),
+        _ => format!("libvmm: {n} CPU(s) virtualized"),
+    });
+    c.forbid.push(format!("libvmm: CPU {n}:"));
+    c.cpus(n)
 }
 
 /// The guest API for a payload's own trap handlers (`libvmm_guest::set_trap_handler`): `hello traps=1`

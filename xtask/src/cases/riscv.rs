@@ -32,6 +32,8 @@ pub fn cases() -> Vec<Case> {
         .expect(&["hostile: info guest device tree lists zalasr: no"]);
     let mut v = vec![
         hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"]),
+        super::smp_hello(B, 2),
+        super::smp_hello(B, 4),
         hello(B)
             .expect(&["libvmm: host ISA (riscv,isa-extensions): i m a f d c h"])
             .dtb(ZALASR_DTB),

@@ -41,6 +41,8 @@ pub fn cases() -> Vec<Case> {
     ];
     v.extend(super::timed_spin(B));
     v.push(hello(B));
+    v.push(super::smp_hello(B, 2));
+    v.push(super::smp_hello(B, 4));
     v.extend(super::traps(B));
     // No legacy timer (Cloud Hypervisor has none): the PIT's absence is detected at once, the clock still
     // reads, and the boot takes as long as with a PIT (it took 33 s when the PIT loop spun to its limit).
@@ -72,6 +74,13 @@ pub fn cases() -> Vec<Case> {
         .limit(Duration::from_secs(60));
     iso.grub_iso = true;
     v.push(iso.clone());
+    // Two CPUs from the ISO: the RSDP comes from GRUB's multiboot2 ACPI tag, not the PVH start info.
+    let mut iso_smp = super::smp_hello(B, 2)
+        .expect(&["libvmm: booted via multiboot2"])
+        .named("boot hello from the GRUB ISO (multiboot2, QEMU pc) on 2 CPUs")
+        .limit(Duration::from_secs(60));
+    iso_smp.grub_iso = true;
+    v.push(iso_smp);
     // The same ISO under UEFI firmware (OVMF on q35): GRUB's EFI path, then the same multiboot2 entry.
     let mut uefi = iso
         .named("boot hello from the GRUB ISO under UEFI (OVMF, QEMU q35)")

@@ -108,6 +108,20 @@ fn sbi_call(ext: u64, fid: u64, a0: u64, a1: u64) -> (i64, u64) {
     (err, val)
 }
 
+/// SBI HSM hart_start: starts `hartid` in S-mode at `start` with a0 = hartid, a1 = `opaque`, satp = 0
+/// and interrupts off. Returns the SBI error (0 = started or start pending).
+pub fn hart_start(hartid: u64, start: u64, opaque: u64) -> i64 {
+    let err: i64;
+    // SAFETY: ECALL into OpenSBI's HSM extension (SBI calling convention: only a0/a1 change). The
+    // started hart runs the image's own secondary entry on its own stack; nothing of ours is touched.
+    unsafe {
+        core::arch::asm!("ecall", inlateout("a0") hartid as i64 => err, inlateout("a1") start => _,
+            in("a2") opaque, in("a6") libvmm_abi::sbi::HSM_HART_START, in("a7") libvmm_abi::sbi::EXT_HSM,
+            options(nostack));
+    }
+    err
+}
+
 /// SBI TIME set_timer: programs the host's supervisor timer (also clears a pending STIP).
 pub fn set_timer(deadline: u64) {
     sbi_call(

@@ -24,19 +24,33 @@ pub const CTX_HOST_OFFSET: usize = 256;
 /// Size of the guest context: 32 guest registers and 6 host slots.
 pub const CTX_SIZE: usize = CTX_HOST_OFFSET + 6 * 8;
 
-/// The VMM's own stack and the stack for reporting a VMM trap (symbols used by the assembly).
+/// The VMM's stacks and the stacks for reporting a VMM trap, one of each per hart (slot 0: the boot
+/// hart; slot n: the n-th other hart the boot hart starts, `opaque` of its `hart_start`). Symbols used
+/// by the assembly. Not zeroed at boot (`.bss.noinit`: a stack needs no initial content). The trap
+/// vector finds a hart's trap stack from its stack pointer (slot = (sp - stacks) >> log2(stack size);
+/// a pointer outside every slot, a VMM stack overflow, reports on slot 0's trap stack).
 #[repr(C, align(16))]
-struct Stack<const N: usize>([u8; N]);
+struct Stacks<const N: usize>([[u8; N]; crate::config::MAX_CPUS]);
 
 #[no_mangle]
-#[link_section = ".bss.stack"]
-static mut LIBVMM_STACK: Stack<{ crate::config::VMM_STACK_SIZE }> =
-    Stack([0; crate::config::VMM_STACK_SIZE]);
+#[link_section = ".bss.noinit"]
+static mut LIBVMM_STACKS: Stacks<{ crate::config::VMM_STACK_SIZE }> =
+    Stacks([[0; crate::config::VMM_STACK_SIZE]; crate::config::MAX_CPUS]);
 
 #[no_mangle]
-#[link_section = ".bss.stack"]
-static mut LIBVMM_TRAP_STACK: Stack<{ crate::config::TRAP_STACK_SIZE }> =
-    Stack([0; crate::config::TRAP_STACK_SIZE]);
+#[link_section = ".bss.noinit"]
+static mut LIBVMM_TRAP_STACKS: Stacks<{ crate::config::TRAP_STACK_SIZE }> =
+    Stacks([[0; crate::config::TRAP_STACK_SIZE]; crate::config::MAX_CPUS]);
+
+const _: () = assert!(crate::config::TRAP_STACK_SIZE.is_power_of_two());
+
+/// The entry of a hart the boot hart starts with SBI HSM `hart_start` (a0 = hart id, a1 = its slot).
+pub fn secondary_entry() -> u64 {
+    extern "C" {
+        fn _start_hart();
+    }
+    _start_hart as *const () as u64
+}
 
 core::arch::global_asm!(
     r#"
@@ -50,7 +64,7 @@ _start:
     csrw stvec, t0
     csrw sscratch, zero
     rdcycle t2
-    la sp, LIBVMM_STACK + {stack_size}
+    la sp, LIBVMM_STACKS + {stack_size}
     la t0, __bss_start
     la t1, __bss_end
 1:  bgeu t0, t1, 2f
@@ -61,6 +75,26 @@ _start:
     call libvmm_riscv64_main
 3:  wfi
     j 3b
+
+    .globl _start_hart
+    .balign 4
+_start_hart:
+    li gp, 0
+    li tp, 0
+    csrw sie, zero
+    la t0, __libvmm_trap
+    csrw stvec, t0
+    csrw sscratch, zero
+    li t0, {max_cpus}
+    bgeu a1, t0, 4f
+    beqz a1, 4f
+    addi t1, a1, 1
+    slli t1, t1, {stack_shift}
+    la sp, LIBVMM_STACKS
+    add sp, sp, t1
+    call libvmm_riscv64_hart_main
+4:  wfi
+    j 4b
 
     .section .text.trap, "ax"
     .balign 4
@@ -104,13 +138,24 @@ __libvmm_trap:
     ld t0, 296(a0)
     jr t0
 9:  csrrw a0, sscratch, a0
-    la sp, LIBVMM_TRAP_STACK + {trap_stack_size}
+    la t0, LIBVMM_STACKS
+    sub t1, sp, t0
+    srli t1, t1, {stack_shift}
+    li t0, {max_cpus}
+    bltu t1, t0, 7f
+    li t1, 0
+7:  addi t1, t1, 1
+    slli t1, t1, {trap_stack_shift}
+    la sp, LIBVMM_TRAP_STACKS
+    add sp, sp, t1
     call libvmm_riscv64_host_trap
 8:  wfi
     j 8b
 "#,
     stack_size = const crate::config::VMM_STACK_SIZE,
-    trap_stack_size = const crate::config::TRAP_STACK_SIZE,
+    stack_shift = const crate::config::VMM_STACK_SIZE.trailing_zeros(),
+    trap_stack_shift = const crate::config::TRAP_STACK_SIZE.trailing_zeros(),
+    max_cpus = const crate::config::MAX_CPUS,
 );
 
 /// Runs the guest from `sepc` until the next trap into HS-mode; returns scause.

@@ -42,6 +42,8 @@ libvmm_boot_info: .long 0
 
 .section .rodata.boot, "a"
 .balign 16
+.global libvmm_boot_gdt
+libvmm_boot_gdt:
 .Lgdt:
     .quad 0
     .quad 0x00AF9B000000FFFF
@@ -52,6 +54,8 @@ libvmm_boot_info: .long 0
 
 .section .bss.boot, "aw", @nobits
 .balign 4096
+.global libvmm_boot_pml4
+libvmm_boot_pml4:
 .Lpml4: .skip 4096
 .Lpdpt: .skip 4096
 .Lpd: .skip 16384

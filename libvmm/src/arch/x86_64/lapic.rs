@@ -1,6 +1,8 @@
-//! The local APIC, used for one thing: a periodic timer that forces VM exits, so the VMM regains the
-//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`).
-//! Registers are MMIO at the base in IA32_APIC_BASE, reached through the `volatile` crate.
+//! The local APIC, used for two things: a periodic timer that forces VM exits, so the VMM regains the
+//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`);
+//! and the ICR, through which the boot CPU sends INIT and STARTUP IPIs to start the other CPUs.
+//! Registers are MMIO at the base in IA32_APIC_BASE, reached through the `volatile` crate, or MSRs
+//! when the firmware left the APIC in x2APIC mode (IA32_APIC_BASE.EXTD).
 //! The legacy PICs are masked first: nothing but this timer may interrupt the VMM.
 
 use core::ptr::NonNull;
@@ -31,6 +33,56 @@ fn reg(offset: usize) -> VolatilePtr<'static, u32> {
     // SAFETY: the xAPIC register page is identity-mapped by the boot tables (below 4 GiB), each register
     // is an aligned u32, and only the VMM touches it (the guest cannot reach it through nested paging).
     unsafe { VolatilePtr::new(NonNull::new_unchecked(addr as *mut u32)) }
+}
+
+const REG_ID: usize = 0x20;
+const REG_ICR_LOW: usize = 0x300;
+const REG_ICR_HIGH: usize = 0x310;
+const ICR_PENDING: u32 = 1 << 12;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
+/// IA32_APIC_BASE.EXTD: the APIC is in x2APIC mode.
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const MSR_X2APIC_ID: u32 = 0x802;
+const MSR_X2APIC_ICR: u32 = 0x830;
+
+fn x2apic_mode() -> bool {
+    rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD != 0
+}
+
+/// This CPU's APIC id.
+pub fn id() -> u32 {
+    if x2apic_mode() {
+        rdmsr(MSR_X2APIC_ID) as u32
+    } else {
+        reg(REG_ID).read() >> 24
+    }
+}
+
+/// Sends one IPI (`low` = the ICR's low word) to APIC id `dest`; waits, bounded, until an xAPIC has
+/// sent it. `false` when the id cannot be addressed in this mode or the ICR stayed busy.
+fn send_ipi(dest: u32, low: u32) -> bool {
+    if x2apic_mode() {
+        wrmsr(MSR_X2APIC_ICR, ((dest as u64) << 32) | low as u64);
+        return true;
+    }
+    if dest > 0xFF {
+        return false;
+    }
+    reg(REG_ICR_HIGH).write(dest << 24);
+    reg(REG_ICR_LOW).write(low);
+    (0..1_000_000).any(|_| reg(REG_ICR_LOW).read() & ICR_PENDING == 0)
+}
+
+/// INIT (level assert) to `dest`: the CPU resets into wait-for-SIPI.
+pub fn send_init(dest: u32) -> bool {
+    send_ipi(dest, ICR_INIT | ICR_ASSERT)
+}
+
+/// STARTUP with `vector` to `dest`: the CPU starts in real mode at `vector << 12`.
+pub fn send_startup(dest: u32, vector: u8) -> bool {
+    send_ipi(dest, ICR_STARTUP | ICR_ASSERT | vector as u32)
 }
 
 /// Masks both 8259 PICs (all IRQ lines).

@@ -59,6 +59,7 @@ pub(crate) mod lapic;
 #[cfg(feature = "tdx")]
 pub(crate) mod seamcall;
 pub(crate) mod serial;
+pub(crate) mod smp;
 #[cfg(feature = "svm")]
 pub(crate) mod svm;
 pub(crate) mod tables;

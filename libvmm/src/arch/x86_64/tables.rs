@@ -111,3 +111,38 @@ pub fn gdt_base() -> u64 {
 pub fn idt_base() -> u64 {
     addr_of!(IDT) as u64
 }
+
+/// On an AP: loads the GDT and IDT the boot CPU built ([`init`]) and reloads the segment registers.
+/// TR is not loaded: the one TSS is the boot CPU's (busy); an AP that runs a guest on VMX will need a
+/// TSS of its own (guest SMP, not yet).
+pub fn init_ap() {
+    let gdt = Pointer {
+        limit: (core::mem::size_of::<Gdt>() - 1) as u16,
+        base: addr_of!(GDT) as u64,
+    };
+    let idt = Pointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: addr_of!(IDT) as u64,
+    };
+    // SAFETY: the boot CPU filled both tables in `init` before starting any AP and never writes them
+    // again; loading them and the flat selectors changes nothing this CPU's code depends on.
+    unsafe {
+        core::arch::asm!(
+            "lgdt [{gdt}]",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ds, {ds:x}",
+            "mov es, {ds:x}",
+            "mov ss, {ds:x}",
+            "lidt [{idt}]",
+            gdt = in(reg) &gdt,
+            idt = in(reg) &idt,
+            cs = in(reg) CODE_SELECTOR as u64,
+            ds = in(reg) DATA_SELECTOR as u64,
+            tmp = out(reg) _,
+        );
+    }
+}

@@ -199,11 +199,13 @@ impl super::Machine for RiscvMachine {
                 Some((ms, csr::time().saturating_add(ticks as u64)))
             }
         };
-        Ok(RiscvPlatform {
+        let platform = RiscvPlatform {
             console: Uart,
             timebase_hz: host.timebase_hz,
             limit,
-        })
+        };
+        start_harts(host, self.hartid, options)?;
+        Ok(platform)
     }
 
     fn run(
@@ -236,6 +238,99 @@ impl super::Machine for RiscvMachine {
             cpu.set_time_limit(end);
         }
         vcpu::run(&mut cpu, vm)
+    }
+}
+
+/// Starts every other hart of the host device tree with SBI HSM `hart_start`, one at a time: hart n
+/// (n-th in the tree after the boot hart) gets stack slot n, sets its own H-extension CSRs, prints its
+/// ready line and checks in, then parks. A hart that `hart_start` refuses or that does not check in is
+/// reported by number; `libvmm.ap_failure=stop` stops the boot then.
+fn start_harts(
+    host: &HostPlatform,
+    boot_hart: u64,
+    options: &Options<'_>,
+) -> Result<(), StopReason> {
+    use crate::config::{AP_CHECKIN_TIMEOUT_US, MAX_CPUS};
+    use crate::cpus::{self, CpuState};
+    let mut con = Uart;
+    let listed = (host.harts as usize).min(MAX_CPUS);
+    if host.harts <= 1 {
+        return Ok(());
+    }
+    if host.harts as usize > MAX_CPUS {
+        crate::vmm_print!(
+            &mut con,
+            "libvmm: {} harts listed; harts beyond MAX_CPUS ({}) are left alone\n",
+            host.harts,
+            MAX_CPUS
+        );
+    }
+    let fail = || match options.ap_failure {
+        crate::cmdline::ApFailure::Continue => Ok(()),
+        crate::cmdline::ApFailure::Stop => Err(StopReason::Platform(
+            "a hart failed bring-up (libvmm.ap_failure=stop)",
+        )),
+    };
+    let ticks =
+        (host.timebase_hz.max(1) as u128 * AP_CHECKIN_TIMEOUT_US as u128 / 1_000_000) as u64;
+    let mut n = 0;
+    let mut ready = 1;
+    for &hart in host.hart_ids[..listed].iter().filter(|&&h| h != boot_hart) {
+        n += 1;
+        let err = devices::hart_start(hart, arch::entry::secondary_entry(), n as u64);
+        if err != 0 {
+            crate::vmm_print!(
+                &mut con,
+                "libvmm: CPU {} (hart {}): hart_start refused (SBI error {})\n",
+                n,
+                hart,
+                err
+            );
+            fail()?;
+            continue;
+        }
+        let end = csr::time().saturating_add(ticks);
+        while cpus::state(n) == CpuState::NotStarted && csr::time() < end {
+            core::hint::spin_loop();
+        }
+        match cpus::state(n) {
+            CpuState::Ready => ready += 1,
+            CpuState::Failed => fail()?,
+            CpuState::NotStarted => {
+                crate::vmm_print!(
+                    &mut con,
+                    "libvmm: CPU {} (hart {}): did not start\n",
+                    n,
+                    hart
+                );
+                fail()?;
+            }
+        }
+    }
+    crate::vmm_print!(
+        &mut con,
+        "libvmm: {} hart(s) virtualized; the others wait parked, hart {} runs the guest\n",
+        ready,
+        boot_hart
+    );
+    Ok(())
+}
+
+/// A hart started by [`start_harts`], on its own stack (slot `slot`, from `_start_hart`).
+#[allow(unsafe_code)] // `#[no_mangle]` only: the symbol the entry assembly calls.
+#[no_mangle]
+extern "C" fn libvmm_riscv64_hart_main(hartid: u64, slot: u64) -> ! {
+    hw::ap_bring_up();
+    crate::vmm_print!(
+        &mut Uart,
+        "libvmm: CPU {}: {} ready (hart {})\n",
+        slot,
+        BackendId::RiscvH.name(),
+        hartid
+    );
+    crate::cpus::check_in(slot as usize, true);
+    loop {
+        csr::wfi();
     }
 }
 

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)] // see boot/mod.rs
 
 mod platform;
+mod smp;
 
 use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_SIZE};
 use libvmm_abi::stop::StopCode;
@@ -100,6 +101,9 @@ impl super::Machine for X86Machine {
 
     fn platform(&mut self, options: &Options<'static>) -> Result<X86Platform, StopReason> {
         let mut platform = X86Platform::new(Serial, self.entry.tsc);
+        if let Some(facts) = self.facts.as_ref() {
+            smp::start_aps(facts, &mut platform, options)?;
+        }
         if let Some(ms) = options.timeout_ms {
             if BACKEND == BackendId::Tdx {
                 return Err(StopReason::Unsupported(
