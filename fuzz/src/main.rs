@@ -19,11 +19,30 @@ const QEMU_DTB: &[u8] = include_bytes!("../../libvmm/src/riscv/testdata/qemu-vir
 const ZALASR_DTB: &[u8] =
     include_bytes!("../../libvmm/src/riscv/testdata/qemu-virt-rv64-zalasr.dtb");
 
+/// A valid MADT with a local APIC and an x2APIC entry (checksum set), the `acpi` target's seed.
+fn madt_seed() -> Vec<u8> {
+    let mut t = b"APIC".to_vec();
+    t.extend_from_slice(&[0; 4]); // length, set below
+    t.extend_from_slice(&[3, 0]); // revision, checksum
+    t.extend_from_slice(b"LIBVMMFUZZTABLE1"); // OEM id, table id
+    t.extend_from_slice(&[0; 12]); // OEM revision, creator id and revision
+    t.extend_from_slice(&0xFEE0_0000u32.to_le_bytes()); // local APIC address
+    t.extend_from_slice(&1u32.to_le_bytes()); // flags: PC-AT compatible
+    t.extend_from_slice(&[0, 8, 0, 0, 1, 0, 0, 0]); // local APIC 0, enabled
+    t.extend_from_slice(&[9, 16, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]); // x2APIC 1, enabled
+    let len = t.len() as u32;
+    t[4..8].copy_from_slice(&len.to_le_bytes());
+    let sum = t.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    t[9] = 0u8.wrapping_sub(sum);
+    t
+}
+
 /// Real inputs each target starts from, and its longest input.
 fn seeds(target: &str) -> (Vec<Vec<u8>>, usize) {
     let v = |s: &[&[u8]]| s.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
     match target {
         "dt" => (v(&[QEMU_DTB, ZALASR_DTB]), 2 * QEMU_DTB.len().max(ZALASR_DTB.len())),
+        "acpi" => (vec![madt_seed()], 1024),
         "isa" => (
             v(&[
                 b"rv64imafdch_zicbom_zicboz_zicntr_zicsr_zifencei_zihintntl_zihintpause_zihpm_zawrs_zfa_zca_zcd_zba_zbb_zbc_zbs_sstc_svadu",
