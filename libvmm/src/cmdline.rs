@@ -30,6 +30,11 @@ pub struct Options<'a> {
     pub vmx_skip_checks: bool,
     /// VMX debug: `libvmm.vmx.report-missed`: report entries the CPU refused that the checks passed.
     pub vmx_report_missed: bool,
+    /// x86 `libvmm.force_emulation=1`: intercept #UD and emulate the instruction after libvmm's
+    /// forced-emulation prefix (`libvmm_abi::FORCED_EMULATION_PREFIX`). Off by default, like KVM's
+    /// `force_emulation_prefix` module parameter: without it the #UD is not intercepted at all, so the
+    /// default exit path is unchanged and the prefix is just the guest's #UD.
+    pub force_emulation: bool,
 }
 
 /// Why the command line was refused.
@@ -110,6 +115,7 @@ impl<'a> Options<'a> {
                 "vmx.bad" => o.vmx_bad = Some(value.ok_or(bad)?),
                 "vmx.skip-checks" => o.vmx_skip_checks = flag(value).ok_or(bad)?,
                 "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
+                "force_emulation" => o.force_emulation = flag(value).ok_or(bad)?,
                 _ => {
                     return Err(Refused {
                         word,
@@ -141,6 +147,12 @@ mod tests {
         assert!(Options::parse(b"libvmm.stats=1").unwrap().stats);
         assert!(!Options::parse(b"libvmm.stats=0").unwrap().stats);
         assert!(!Options::parse(b"").unwrap().stats);
+        assert!(
+            Options::parse(b"libvmm.force_emulation=1")
+                .unwrap()
+                .force_emulation
+        );
+        assert!(!Options::parse(b"").unwrap().force_emulation);
     }
 
     #[test]
@@ -159,6 +171,7 @@ mod tests {
             b"libvmm.selftest=maybe",
             b"libvmm.vmx.skip-checks=yes",
             b"libvmm.stats=2",
+            b"libvmm.force_emulation=yes",
         ] {
             let e = Options::parse(c).unwrap_err();
             assert_eq!(
