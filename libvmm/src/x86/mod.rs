@@ -8,6 +8,7 @@ pub(crate) mod cr;
 // The MSR vocabulary is shared with the generic MSR policy, which every image compiles.
 pub(crate) mod msr;
 // The virtual PMU (VMX guests): CPUID 0xA, the PMU MSRs, counting what the emulator retires.
+#[cfg(any(test, target_os = "none"))]
 pub(crate) mod pmu;
 
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
