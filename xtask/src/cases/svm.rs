@@ -195,10 +195,13 @@ pub fn emulator_cases(b: Backend) -> Vec<Case> {
         StopCode::GuestMemoryViolation,
         "guest memory violation: read of guest-physical 0x2ffffffc outside guest memory",
     ));
-    v.push(hostile(
-        "libvmm.force_emulation=1 emu=1 attack=emu-rep-forever",
-        StopCode::GuestError,
-        "instruction emulation stopped: emulated access to unmapped gpa 0x2800000",
-    ));
+    v.push(
+        hostile(
+            "libvmm.force_emulation=1 emu=1 attack=emu-rep-forever",
+            StopCode::GuestError,
+            "instruction emulation stopped: emulated access to unmapped gpa 0x2800000",
+        )
+        .limit(Duration::from_secs(150)),
+    );
     v
 }
