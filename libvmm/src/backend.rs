@@ -50,4 +50,12 @@ pub(crate) trait Backend {
 
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
     fn virtual_msr(&self, msr: crate::exit::VirtualMsr) -> Option<u64>;
+
+    /// The vCPU as the instruction emulator sees it (x86 backends; `None` elsewhere: the loop then stops
+    /// the VM instead of emulating). Called on the cold emulation exits only (string I/O, MMIO, forced
+    /// emulation), after the backend brought its copy of the guest state up to date.
+    #[cfg(target_arch = "x86_64")]
+    fn emulation(&mut self) -> Option<&mut dyn crate::x86::emulate::EmuCpu> {
+        None
+    }
 }

@@ -42,6 +42,11 @@ pub struct Options<'a> {
     pub vmx_report_missed: bool,
     /// `libvmm.ap_failure=continue|stop`: a CPU that fails bring-up is left out, or stops the boot.
     pub ap_failure: ApFailure,
+    /// x86 `libvmm.force_emulation=1`: intercept #UD and emulate the instruction after libvmm's
+    /// forced-emulation prefix (`libvmm_abi::FORCED_EMULATION_PREFIX`). Off by default, like KVM's
+    /// `force_emulation_prefix` module parameter: without it the #UD is not intercepted at all, so the
+    /// default exit path is unchanged and the prefix is just the guest's #UD.
+    pub force_emulation: bool,
 }
 
 /// Why the command line was refused.
@@ -129,6 +134,7 @@ impl<'a> Options<'a> {
                     }
                 }
                 "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
+                "force_emulation" => o.force_emulation = flag(value).ok_or(bad)?,
                 _ => {
                     return Err(Refused {
                         word,
@@ -167,6 +173,12 @@ mod tests {
                 .ap_failure,
             ApFailure::Stop
         );
+        assert!(
+            Options::parse(b"libvmm.force_emulation=1")
+                .unwrap()
+                .force_emulation
+        );
+        assert!(!Options::parse(b"").unwrap().force_emulation);
     }
 
     #[test]
@@ -187,6 +199,7 @@ mod tests {
             b"libvmm.stats=2",
             b"libvmm.ap_failure=maybe",
             b"libvmm.ap_failure",
+            b"libvmm.force_emulation=yes",
         ] {
             let e = Options::parse(c).unwrap_err();
             assert_eq!(

@@ -70,6 +70,24 @@ pub const GUEST_MAP_REGIONS: usize = 2 * PAYLOAD_SEGMENTS_MAX + 1;
 /// window by its table module), so no payload layout can run out: 16 KiB per backend.
 pub const NESTED_PAGE_TABLES: usize = 4;
 
+/// The instruction emulator (x86): device ranges one VM can register (MMIO through the emulator).
+pub const EMU_DEVICE_RANGES: usize = 4;
+
+/// The instruction emulator's string I/O batch, bytes: one exit moves at most this much (and never
+/// across a page), so a `rep insb` with RCX = 2^64-1 costs bounded work per exit; RIP stays on the
+/// instruction until RCX reaches zero.
+pub const EMU_IO_BATCH: usize = 256;
+
+/// The test register block every x86 guest gets (an emulated MMIO device, `policy/mmio.rs`): at
+/// [`libvmm_abi::layout::x86_64::TEST_DEVICE_BASE`], this many bytes, never mapped in the nested
+/// tables, so every access is a nested page fault the emulator decodes.
+pub const TEST_DEVICE_SIZE: u64 = 0x1000;
+
+/// General-purpose counters of the virtual PMU (VMX guests; `x86::pmu`).
+pub const PMU_GP_COUNTERS: usize = 4;
+
+static_assertions::const_assert!(EMU_IO_BATCH >= 8 && EMU_DEVICE_RANGES >= 1);
+static_assertions::const_assert!(PMU_GP_COUNTERS >= 1 && PMU_GP_COUNTERS <= 8);
 static_assertions::const_assert!(VMM_STACK_SIZE.is_multiple_of(4096));
 // The RISC-V trap vector finds a hart's trap stack from its VMM stack by a shift.
 static_assertions::const_assert!(VMM_STACK_SIZE.is_power_of_two());

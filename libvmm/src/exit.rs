@@ -44,7 +44,8 @@ pub struct IoAccess {
     pub write: bool,
     /// The value written (low `size` bytes), for OUT.
     pub value: u32,
-    /// INS/OUTS or REP: libvmm does not emulate string I/O.
+    /// INS/OUTS (with or without REP): the loop runs the instruction emulator, which reads the
+    /// instruction at RIP and asks the port policy once per element.
     pub string: bool,
 }
 
@@ -170,6 +171,10 @@ pub enum Exit {
     IllegalInsn {
         raw: u64,
     },
+    /// The guest raised #UD and the VMM intercepted it (x86, only with `libvmm.force_emulation=1`): the
+    /// loop checks for the forced-emulation prefix at RIP and emulates the instruction after it, or
+    /// reflects the #UD.
+    UdIntercept,
     /// The guest shut itself down by a triple fault.
     TripleFault,
     /// A host event (interrupt, timer) ended the run: nothing for the guest, just re-enter.

@@ -47,14 +47,34 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::MsrRead { msr } => {
             vm.stats.add(ExitReason::MsrRead);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(r) = vm.emu.pmu.read(msr) {
+                cpu.reply(match r {
+                    Ok(v) => Reply::Complete(Output::MsrValue(v)),
+                    Err(_) => Reply::Inject(Fault::GeneralProtection(0)),
+                });
+                return Ok(());
+            }
             msr::read(msr, |v| cpu.virtual_msr(v))
         }
         Exit::MsrWrite { msr, value } => {
             vm.stats.add(ExitReason::MsrWrite);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(r) = vm.emu.pmu.write(msr, value) {
+                cpu.reply(match r {
+                    Ok(()) => Reply::Complete(Output::Nothing),
+                    Err(_) => Reply::Inject(Fault::GeneralProtection(0)),
+                });
+                return Ok(());
+            }
             msr::write(msr, value, |v| cpu.virtual_msr(v))
         }
         Exit::Io(access) => {
             vm.stats.add(ExitReason::Io);
+            #[cfg(target_arch = "x86_64")]
+            if access.string {
+                return emulate(cpu, vm, false);
+            }
             if vm.io_logged < IO_LOG_LIMIT {
                 vm.io_logged += 1;
                 crate::vmm_print!(
@@ -69,6 +89,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::GuestMemoryFault { gpa, access } => {
             vm.stats.add(ExitReason::GuestMemoryFault);
+            #[cfg(target_arch = "x86_64")]
+            if vm.emu.emulator.is_device(gpa) {
+                return emulate(cpu, vm, false);
+            }
             return Err(StopReason::GuestMemoryViolation {
                 gpa,
                 access,
@@ -85,6 +109,14 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::IllegalInsn { .. } => {
             vm.stats.add(ExitReason::IllegalInsn);
+            Reply::Inject(Fault::InvalidOpcode)
+        }
+        Exit::UdIntercept => {
+            vm.stats.add(ExitReason::UdIntercept);
+            #[cfg(target_arch = "x86_64")]
+            if vm.emu.force {
+                return emulate(cpu, vm, true);
+            }
             Reply::Inject(Fault::InvalidOpcode)
         }
         Exit::TripleFault => {
@@ -119,6 +151,90 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
     };
     cpu.reply(reply);
+    Ok(())
+}
+
+/// The cold exits that run the instruction emulator (x86): string port I/O, a nested page fault on a
+/// device range (MMIO), and with `forced` the #UD intercept of forced emulation. The emulator works on
+/// the backend's guest state ([`Backend::emulation`]); what it needs answered goes to the same policies
+/// as the exits it stands for (port I/O, MMIO, CPUID), and what it retires is counted into the virtual
+/// PMU. Its exceptions are the guest's; its stops stop the VM with the reason.
+#[cfg(target_arch = "x86_64")]
+#[cold]
+#[inline(never)]
+fn emulate<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    forced: bool,
+) -> Result<(), StopReason> {
+    use crate::config::EMU_IO_BATCH;
+    use crate::exit::IoAccess;
+    use crate::x86::emulate::{GuestCpu, IoDir, Outcome};
+    let Some(mut g) = cpu.emulation() else {
+        return Err(StopReason::Unsupported(
+            "instruction emulation on this backend",
+        ));
+    };
+    let mut buf = [0u8; EMU_IO_BATCH];
+    let emu = &mut vm.emu;
+    let outcome = if forced {
+        emu.emulator.emulate_forced(&mut g, &mut vm.mem, &mut buf)
+    } else {
+        emu.emulator.emulate(&mut g, &mut vm.mem, &mut buf)
+    };
+    let retire = match outcome {
+        Outcome::Retired(r) => r,
+        Outcome::Mmio(m) => {
+            emu.mmio += 1;
+            let v = crate::policy::mmio::access(&mut emu.test_scratch, m.gpa, m.size, m.write);
+            m.complete(&mut g, v)
+        }
+        Outcome::Cpuid(c) => {
+            let cr4 = g.cr4();
+            let regs = cpuid::answer(c.leaf, c.subleaf, B::ID, cr4, |l, s| {
+                vm.platform.host_cpuid(l, s)
+            });
+            c.complete(&mut g, regs)
+        }
+        Outcome::PortIo(p) => {
+            let size = usize::from(p.size);
+            for (i, el) in buf[..p.bytes()].chunks_exact_mut(size).enumerate() {
+                let mut v = [0u8; 4];
+                v[..size].copy_from_slice(el);
+                let access = IoAccess {
+                    port: p.port,
+                    size: p.size,
+                    write: p.dir == IoDir::Out,
+                    value: u32::from_le_bytes(v),
+                    string: false,
+                };
+                match io::decide(&access) {
+                    Reply::Complete(Output::IoIn { value, .. }) => {
+                        el.copy_from_slice(&value.to_le_bytes()[..size])
+                    }
+                    Reply::Complete(_) => {}
+                    // The same answer for every element of one port: the first decides, nothing moved.
+                    _ => {
+                        debug_assert_eq!(i, 0);
+                        g.inject(crate::x86::emulate::Exception::GeneralProtection(0));
+                        return Ok(());
+                    }
+                }
+            }
+            emu.string_io += u64::from(p.count);
+            p.complete(&mut g, &mut vm.mem, &buf)
+                .map_err(StopReason::Emulation)?
+        }
+        Outcome::Exception(e) => {
+            g.inject(e);
+            return Ok(());
+        }
+        Outcome::Stop(s) => return Err(StopReason::Emulation(s)),
+    };
+    if retire.instruction {
+        emu.retired += 1;
+        emu.pmu.retire(true, retire.branch, g.cpl());
+    }
     Ok(())
 }
 

@@ -41,6 +41,63 @@ pub(crate) struct Vm<'m, P: Platform> {
     /// it. [`Vm::new`] starts with all of `mem` read+write and nothing executable; the boot sets the
     /// payload's map.
     pub map: GuestMap,
+    /// The instruction emulator and what it drives (x86).
+    #[cfg(target_arch = "x86_64")]
+    pub emu: EmuState,
+}
+
+/// The x86 VM's instruction emulator, its devices and its virtual PMU: one per VM, in generic code,
+/// used by both x86 backends through [`crate::x86::emulate::EmuCpu`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct EmuState {
+    pub emulator: crate::x86::emulate::Emulator<{ crate::config::EMU_DEVICE_RANGES }>,
+    /// `libvmm.force_emulation=1`: the backend intercepts #UD and the loop honours the prefix.
+    pub force: bool,
+    /// The virtual PMU (enabled for VMX guests by their bring-up).
+    pub pmu: crate::x86::pmu::Pmu,
+    /// The test register block's scratch register (`policy/mmio.rs`).
+    pub test_scratch: u64,
+    /// Instructions the emulator retired, and MMIO accesses and string I/O elements it carried out
+    /// (printed with `libvmm.stats=1`).
+    pub retired: u64,
+    pub mmio: u64,
+    pub string_io: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl EmuState {
+    /// An emulator for a guest with `maxphyaddr` physical-address bits, with the test register block
+    /// registered as device memory.
+    pub fn new(maxphyaddr: u8, force: bool, pmu: crate::x86::pmu::Pmu) -> Self {
+        let mut emulator = crate::x86::emulate::Emulator::new(maxphyaddr);
+        // One range into an empty table: cannot fail (config asserts room for it).
+        let _ = emulator.add_device(
+            libvmm_abi::layout::x86_64::TEST_DEVICE_BASE,
+            crate::config::TEST_DEVICE_SIZE,
+        );
+        Self {
+            emulator,
+            force,
+            pmu,
+            test_scratch: 0,
+            retired: 0,
+            mmio: 0,
+            string_io: 0,
+        }
+    }
+
+    /// Prints the emulator's counts (with `libvmm.stats=1`), when it ran at all.
+    pub fn print<W: embedded_io::Write>(&self, w: &mut W) {
+        if self.retired | self.mmio | self.string_io != 0 {
+            crate::vmm_print!(
+                w,
+                "libvmm: stats: emulated {} instructions, {} mmio accesses, {} string i/o elements\n",
+                self.retired,
+                self.mmio,
+                self.string_io
+            );
+        }
+    }
 }
 
 impl<'m, P: Platform> Vm<'m, P> {
@@ -53,6 +110,8 @@ impl<'m, P: Platform> Vm<'m, P> {
             stats: ExitStats::default(),
             io_logged: 0,
             map,
+            #[cfg(target_arch = "x86_64")]
+            emu: EmuState::new(48, false, crate::x86::pmu::Pmu::new(false, 0)),
         }
     }
 }
@@ -77,10 +136,12 @@ pub(crate) enum ExitReason {
     CrWrite,
     Xsetbv,
     Unknown,
+    /// x86: a #UD intercepted for forced emulation (`libvmm.force_emulation=1`).
+    UdIntercept,
 }
 
 /// How the statistics name each [`ExitReason`].
-pub(crate) const EXIT_REASONS: [&str; 14] = [
+pub(crate) const EXIT_REASONS: [&str; 15] = [
     "cpuid",
     if cfg!(target_arch = "riscv64") {
         "ecall"
@@ -99,6 +160,7 @@ pub(crate) const EXIT_REASONS: [&str; 14] = [
     "cr-write",
     "xsetbv",
     "unknown",
+    "ud",
 ];
 
 /// VM exits by reason, printed before the stop line when `libvmm.stats=1` ([`ExitStats::print`]).
@@ -180,6 +242,10 @@ pub enum StopReason {
     TimeLimit {
         ms: u64,
     },
+    /// The instruction emulator could not go on (an access outside guest memory and every device, a
+    /// mode it does not emulate): the reason names it.
+    #[cfg(target_arch = "x86_64")]
+    Emulation(crate::x86::emulate::Stop),
 }
 
 impl StopReason {
@@ -193,6 +259,8 @@ impl StopReason {
             Self::GuestHalted | Self::UnhandledExit { .. } | Self::TimeLimit { .. } => {
                 StopCode::GuestError as u8
             }
+            #[cfg(target_arch = "x86_64")]
+            Self::Emulation(_) => StopCode::GuestError as u8,
             Self::Backend(BackendError::ConsistencyCheck { .. }) => {
                 StopCode::ConsistencyCheck as u8
             }
@@ -243,6 +311,8 @@ impl core::fmt::Display for StopReason {
             Self::Platform(what) => write!(f, "platform error: {what}"),
             Self::Option(refused) => write!(f, "unsupported: {refused}"),
             Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
+            #[cfg(target_arch = "x86_64")]
+            Self::Emulation(s) => write!(f, "instruction emulation stopped: {s}"),
         }
     }
 }

@@ -154,8 +154,9 @@ pub const PROMISES: [(&str, &str, i64); 22] = [
     ("riscv", "exits_per_write_1", 1),
     ("riscv", "exits_per_write_4096", 1),
     ("riscv", "exits_per_write_65536", 1),
-    ("svm", "vmm_text_rodata_data_bytes", 131_072),
-    ("vmx", "vmm_text_rodata_data_bytes", 131_072),
+    // x86: the instruction emulator's decoder (yaxpeax-x86) is about 210 KiB of the image.
+    ("svm", "vmm_text_rodata_data_bytes", 327_680),
+    ("vmx", "vmm_text_rodata_data_bytes", 327_680),
     ("riscv", "vmm_text_rodata_data_bytes", 131_072),
     ("svm", "vmm_entry_to_payload", 1_300_000),
     ("vmx", "vmm_entry_to_payload", 2_600_000),
@@ -273,7 +274,7 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
     rows.push((
         "vmm_text_rodata_data_bytes",
         "VMM text+rodata+data bytes",
-        "<= 131072",
+        "<= 327680 x86, 131072 RISC-V",
     ));
     for (key, label, target) in rows {
         let _ = write!(table, "{label:<50}");

@@ -26,6 +26,16 @@ pub mod x86_64 {
     pub const PAYLOAD_BASE: u64 = WINDOW_BASE + super::PAYLOAD_OFFSET;
     /// Where the VMM image is linked (an address the hostile payload aims at).
     pub const VMM_IMAGE_BASE: u64 = 0x0010_0000;
+    /// The emulated test register block (since ABI 1.1): a device page outside guest RAM (inside the
+    /// initial page tables' identity map, never in the nested tables), so every access is a nested page
+    /// fault that the VMM's instruction emulator decodes (MOV only, 1-8 bytes, naturally inside one
+    /// register). Registers at offsets [`TEST_DEVICE_ID`] (read-only) and [`TEST_DEVICE_SCRATCH`].
+    pub const TEST_DEVICE_BASE: u64 = 0x3000_0000;
+    /// Read-only: reads [`TEST_DEVICE_ID_VALUE`]; writes are ignored.
+    pub const TEST_DEVICE_ID: u64 = 0x0;
+    /// Read+write: keeps the last value written (any width; a narrower write merges).
+    pub const TEST_DEVICE_SCRATCH: u64 = 0x8;
+    pub const TEST_DEVICE_ID_VALUE: u64 = u64::from_le_bytes(*b"libvmmT1");
 }
 
 pub mod riscv64 {

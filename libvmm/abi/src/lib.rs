@@ -17,12 +17,16 @@ use static_assertions::const_assert_eq;
 /// to run (the guest runtime checks [`Hypercall::Version`] at start-up).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 
 /// The 12-byte signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX) on x86.
 pub const CPUID_SIGNATURE: [u8; 12] = *b"libvmmlibvmm";
 /// Highest hypervisor CPUID leaf libvmm answers.
-pub const CPUID_MAX_HV_LEAF: u32 = 0x4000_0001;
+///
+/// 0x4000_0002 (since ABI 1.1): EAX bit 0 = the virtual PMU's instructions-retired counts may
+/// over-count, bit 1 = its branches-retired counts may (the host CPU model's errata; see
+/// `docs/hypercall-abi.md`).
+pub const CPUID_MAX_HV_LEAF: u32 = 0x4000_0002;
 
 /// x86 forced emulation: a payload puts these 5 bytes (`ud2` followed by ASCII `lvm`) before an
 /// instruction to have the VMM emulate that instruction instead of the CPU (as KVM's `ud2; .byte 'k','v','m'`

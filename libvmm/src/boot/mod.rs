@@ -107,6 +107,8 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
     );
     let stop = M::run(&mut vm, &guest, &options);
     if options.stats {
+        #[cfg(target_arch = "x86_64")]
+        vm.emu.print(vm.platform.console());
         vm.stats.print(vm.exits, vm.platform.console());
     }
     stop

@@ -3,7 +3,9 @@
 //!
 //! Leaves are allow-listed: anything not listed reads as zeros, so new host features never leak into a
 //! guest by default. Virtualization (VMX, SVM), the local APIC family (no APIC is emulated), MONITOR/MWAIT
-//! (intercepted as #UD) and the PMU (leaf 0xA: no virtual PMU yet) are hidden.
+//! (intercepted as #UD) are hidden. The PMU: VMX guests see libvmm's virtual PMU (`x86::pmu`: leaf 0xA,
+//! leaf 1 ECX.PDCM for PERF_CAPABILITIES, and the host model's over-count errata in leaf 0x4000_0002);
+//! every other guest sees none (leaf 0xA zero, PDCM and AMD's PerfCtrExtCore clear).
 #![forbid(unsafe_code)]
 
 use libvmm_abi::{BackendId, HypercallInsn, ABI_VERSION, CPUID_MAX_HV_LEAF, CPUID_SIGNATURE};
@@ -22,6 +24,7 @@ mod bit {
     pub const OSXSAVE: u32 = 1 << 27;
     pub const TSC_DEADLINE: u32 = 1 << 24;
     pub const HYPERVISOR: u32 = 1 << 31;
+    pub const PDCM: u32 = 1 << 15;
     // Leaf 1 EDX
     pub const APIC: u32 = 1 << 9;
     // Leaf 7.0 ECX
@@ -31,6 +34,7 @@ mod bit {
     pub const SVM: u32 = 1 << 2;
     pub const SKINIT: u32 = 1 << 12;
     pub const MONITORX: u32 = 1 << 29;
+    pub const PERFCTR_CORE: u32 = 1 << 23;
 }
 
 /// The hypercall instruction of a backend.
@@ -67,10 +71,12 @@ pub fn answer(
             let c = (c & !(bit::MONITOR | bit::VMX | bit::SMX | bit::X2APIC | bit::TSC_DEADLINE))
                 | bit::HYPERVISOR;
             let c = os_bit(c, bit::OSXSAVE, guest_cr4 & cr4::OSXSAVE != 0);
+            let c = os_bit(c, bit::PDCM, backend == BackendId::Vmx);
             let d = d & !bit::APIC;
             [a, b, c, d]
         }
         2 | 4 | 0xD => host(leaf, subleaf),
+        0xA if backend == BackendId::Vmx => crate::x86::pmu::cpuid_0a(),
         7 if subleaf == 0 => {
             let [a, b, c, d] = host(7, 0);
             // EAX: max subleaf; only subleaf 0 is shown.
@@ -90,13 +96,25 @@ pub fn answer(
             backend as u32,
             0,
         ],
+        0x4000_0002 => {
+            let errata = match backend {
+                BackendId::Vmx => crate::x86::pmu::errata(host(0, 0), host(1, 0)[0]),
+                _ => crate::x86::pmu::Errata::default(),
+            };
+            [errata.bits(), 0, 0, 0]
+        }
         0x8000_0000 => {
             let [max, b, c, d] = host(0x8000_0000, 0);
             [max.min(MAX_EXT_LEAF), b, c, d]
         }
         0x8000_0001 => {
             let [a, b, c, d] = host(leaf, 0);
-            [a, b, c & !(bit::SVM | bit::SKINIT | bit::MONITORX), d]
+            [
+                a,
+                b,
+                c & !(bit::SVM | bit::SKINIT | bit::MONITORX | bit::PERFCTR_CORE),
+                d,
+            ]
         }
         0x8000_0002..=0x8000_0008 => host(leaf, subleaf),
         _ => [0; 4],

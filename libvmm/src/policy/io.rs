@@ -1,7 +1,9 @@
 //! Port I/O policy: default deny. No port is assigned to a libvmm guest, so an IN reads all-ones (what an
 //! unclaimed ISA port returns on real hardware) and an OUT is dropped: the guest can neither talk to the
-//! host's devices (serial console, QEMU's debug-exit port) nor stop the VM through them. String I/O is
-//! not emulated: #GP(0).
+//! host's devices (serial console, QEMU's debug-exit port) nor stop the VM through them. String I/O
+//! (INS/OUTS, with or without REP) runs through the instruction emulator, which asks [`decide`] once per
+//! element with `string` clear: each element is answered as the same IN or OUT would be. An access
+//! still marked `string` (no emulator on this backend) is #GP(0).
 #![forbid(unsafe_code)]
 
 use crate::exit::{Fault, IoAccess, Output, Reply};

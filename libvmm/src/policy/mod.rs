@@ -9,5 +9,7 @@ pub(crate) mod cpuid;
 pub(crate) mod cr;
 pub(crate) mod hypercall;
 pub(crate) mod io;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod mmio;
 pub(crate) mod msr;
 pub(crate) mod sbi;

@@ -14,6 +14,8 @@ pub mod code {
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
+    /// Exception intercept of #UD (0x40 + vector 6): only with forced emulation on.
+    pub const EXCP_UD: u64 = 0x46;
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7A;
@@ -169,6 +171,7 @@ pub fn decode(e: &ExitInfo, g: &Gprs, from_memory: impl FnOnce() -> Exit) -> Exi
             }
         }
         code::SHUTDOWN => Exit::TripleFault,
+        code::EXCP_UD => Exit::UdIntercept,
         code::VMRUN => Exit::VirtInsn(VirtInsn::Vmrun),
         code::VMLOAD => Exit::VirtInsn(VirtInsn::Vmload),
         code::VMSAVE => Exit::VirtInsn(VirtInsn::Vmsave),

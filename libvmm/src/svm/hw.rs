@@ -95,6 +95,17 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
         ncr3: hw.pa(&st.npt.pml4),
     };
     super::init_vmcb(&mut st.guest_vmcb, state, links);
+    // The instruction emulator for this guest (no virtual PMU on SVM: see `x86::pmu`). #UD is
+    // intercepted only for forced emulation, so the default exit path is unchanged.
+    let max_pa = if hw.cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
+        hw.cpuid(0x8000_0008, 0)[0] as u8
+    } else {
+        36
+    };
+    vm.emu = crate::vm::EmuState::new(max_pa, vm.emu.force, crate::x86::pmu::Pmu::new(false, 0));
+    if vm.emu.force {
+        st.guest_vmcb.control.intercept_exceptions |= 1 << 6;
+    }
     hw.vmload(&st.guest_vmcb);
     let mut cpu = SvmVcpu {
         hw,
@@ -145,9 +156,10 @@ pub(crate) fn ap_bring_up(cpu: usize) -> Result<(), &'static str> {
 pub(crate) fn boot<P: Platform>(
     vm: &mut Vm<'_, P>,
     state: &InitialState,
-    _options: &crate::cmdline::Options<'_>,
+    options: &crate::cmdline::Options<'_>,
 ) -> StopReason {
     use crate::arch::x86_64::entry;
+    vm.emu.force = options.force_emulation;
     let Some(st) = super::STORAGE.take() else {
         return StopReason::Platform("SVM storage already in use");
     };

@@ -23,6 +23,7 @@
 
 pub(crate) mod avic;
 pub(crate) mod decode;
+pub(crate) mod emulate;
 pub(crate) mod hw;
 pub(crate) mod insn;
 pub(crate) mod npt;

@@ -98,6 +98,14 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
         Some(virtual_msr(self.vmcb, msr))
     }
+
+    #[cold]
+    fn emulation(&mut self) -> Option<&mut dyn crate::x86::emulate::EmuCpu> {
+        // FS/GS bases stay in the CPU across exits: bring the VMCB's copy up to date for the emulator's
+        // address computations (it never writes them, so no VMLOAD afterwards).
+        self.hw.vmsave(self.vmcb);
+        Some(self)
+    }
 }
 
 /// A CR0/CR4 write intercept without decode assists: read the instruction at the guest's RIP, take

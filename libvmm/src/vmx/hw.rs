@@ -202,6 +202,24 @@ pub(crate) fn boot<P: Platform>(
         Err(e) => return StopReason::Backend(e),
     };
     cpu.regs.rdi = state.rdi;
+    // The instruction emulator and the virtual PMU for this guest; PERF_CAPABILITIES' immutable bits
+    // are the host's (read only when CPUID says the MSR exists: PDCM). #UD is intercepted only for
+    // forced emulation, so the default exit path is unchanged.
+    let host_perf_caps = if cpu::cpuid(1, 0)[2] & (1 << 15) != 0 {
+        cpu::rdmsr(msr::IA32_PERF_CAPABILITIES)
+    } else {
+        0
+    };
+    vm.emu = crate::vm::EmuState::new(
+        max_pa,
+        options.force_emulation,
+        crate::x86::pmu::Pmu::new(true, host_perf_caps),
+    );
+    if options.force_emulation {
+        if let Err(e) = cpu.intercept_ud() {
+            return StopReason::Backend(e);
+        }
+    }
     let stop = vcpu::run(&mut cpu, vm);
     report(vm, cpu.diagnosis);
     stop
@@ -276,6 +294,9 @@ impl VmxOps for HwVmcs<'_> {
     }
     fn xsetbv(&mut self, xcr0: u64) {
         cpu::xsetbv0(xcr0)
+    }
+    fn set_guest_cr2(&mut self, cr2: u64) {
+        cpu::write_cr2(cr2)
     }
     fn flush_guest_tlb(&mut self) {
         // All contexts: the guest's VPID is the only one in use (INVVPID all-context ran at bring-up).

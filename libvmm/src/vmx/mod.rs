@@ -16,6 +16,7 @@ pub(crate) mod caps;
 pub(crate) mod checks;
 pub(crate) mod controls;
 pub(crate) mod decode;
+pub(crate) mod emulate;
 pub(crate) mod ept;
 pub(crate) mod fields;
 #[cfg(all(feature = "vmx", target_os = "none"))]

@@ -45,8 +45,8 @@ pub(crate) struct Vmx<H: VmxOps> {
     kernel_gs_base: u64,
     /// The guest's CR0 and CR4 as it sees them (= the read shadows). The guest/host masks cover every
     /// bit, so every change exits and goes through the policy: these copies are always current.
-    guest_cr0: u64,
-    guest_cr4: u64,
+    pub(super) guest_cr0: u64,
+    pub(super) guest_cr4: u64,
     pub diagnosis: Option<EntryDiagnosis>,
 }
 
@@ -133,6 +133,29 @@ impl<H: VmxOps> Vmx<H> {
         self.dirty = true;
         let _ = self.vmcs.write(f::ENTRY_EXCEPTION_ERROR_CODE, ec);
         let _ = self.vmcs.write(f::ENTRY_INTERRUPTION_INFO, info);
+    }
+
+    /// Injects hardware exception `vector` (with `error` pushed when given) on the next entry: the
+    /// instruction emulator's faults (`vmx/emulate.rs`).
+    pub(super) fn inject_exception(&mut self, vector: u8, error: Option<u32>) {
+        use intr_info::*;
+        let mut info = VALID | (TYPE_HW_EXCEPTION << TYPE_SHIFT) | u32::from(vector);
+        if error.is_some() {
+            info |= DELIVER_ERROR_CODE;
+        }
+        let ec = error.unwrap_or(0);
+        self.controls.entry_intr_info = info;
+        self.controls.entry_error_code = ec;
+        self.dirty = true;
+        let _ = self.vmcs.write(f::ENTRY_EXCEPTION_ERROR_CODE, ec);
+        let _ = self.vmcs.write(f::ENTRY_INTERRUPTION_INFO, info);
+    }
+
+    /// Intercepts #UD (exception bitmap bit 6) for forced emulation.
+    pub(crate) fn intercept_ud(&mut self) -> Result<(), BackendError> {
+        self.vmcs
+            .write(f::EXCEPTION_BITMAP, 1 << 6)
+            .map_err(|_| vmwrite_failed())
     }
 
     /// The guest's control state for the CR and XSETBV checks.
@@ -275,6 +298,14 @@ impl<H: VmxOps> Backend for Vmx<H> {
             }
             _ => {}
         }
+        // #UD, intercepted only with forced emulation on (exception bitmap bit 6); anything else arriving
+        // as an exception-or-NMI exit goes to the decoder (and stops the VM as unknown).
+        if basic == reason::EXCEPTION_NMI
+            && self.read_or_zero(f::EXIT_INTERRUPTION_INFO) & 0x7FF
+                == (intr_info::TYPE_HW_EXCEPTION << intr_info::TYPE_SHIFT | 6) as u64
+        {
+            return Ok(Exit::UdIntercept);
+        }
         // The other hot exits need no qualification: skip the VMREAD.
         let needs_q = !matches!(
             basic,
@@ -346,6 +377,11 @@ impl<H: VmxOps> Backend for Vmx<H> {
 
     fn cr_state(&self) -> CrState {
         self.cr_context().state
+    }
+
+    #[cold]
+    fn emulation(&mut self) -> Option<&mut dyn crate::x86::emulate::EmuCpu> {
+        Some(self)
     }
 
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {

@@ -49,6 +49,8 @@ pub(crate) trait VmxOps {
     fn xsetbv(&mut self, xcr0: u64);
     /// Flushes the guest's VPID-tagged linear translations (after an emulated CR0/CR4 write).
     fn flush_guest_tlb(&mut self) {}
+    /// Loads the guest's CR2 for a #PF the VMM injects (VM entry does not load CR2).
+    fn set_guest_cr2(&mut self, _cr2: u64) {}
 }
 
 /// The current VMCS, typed.

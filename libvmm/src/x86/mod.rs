@@ -7,6 +7,9 @@
 pub(crate) mod cr;
 // The MSR vocabulary is shared with the generic MSR policy, which every image compiles.
 pub(crate) mod msr;
+// The virtual PMU (VMX guests): CPUID 0xA, the PMU MSRs, counting what the emulator retires.
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+pub(crate) mod pmu;
 
 #[cfg(any(
     test,
@@ -29,7 +32,10 @@ pub(crate) mod bootproto;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 pub(crate) mod clock;
 // The instruction emulator; its decoder is an x86_64-only dependency.
-#[cfg(all(target_arch = "x86_64", any(test, target_os = "none")))]
+#[cfg(all(
+    target_arch = "x86_64",
+    any(test, feature = "fuzzing", target_os = "none")
+))]
 pub(crate) mod emulate;
 #[cfg(any(
     test,

@@ -99,3 +99,21 @@ pub const EFER_LME: u64 = 1 << 8;
 pub const EFER_LMA: u64 = 1 << 10;
 pub const EFER_NXE: u64 = 1 << 11;
 pub const EFER_SVME: u64 = 1 << 12;
+
+// Intel architectural performance monitoring (SDM Vol. 3B ch. 21; the virtual PMU, `x86::pmu`).
+/// IA32_PMC0: general-purpose counter 0 (the next ones follow).
+pub const IA32_PMC0: u32 = 0xC1;
+/// IA32_PERFEVTSEL0: event select of counter 0 (the next ones follow).
+pub const IA32_PERFEVTSEL0: u32 = 0x186;
+/// IA32_FIXED_CTR0: fixed counter 0, instructions retired (the next ones follow).
+pub const IA32_FIXED_CTR0: u32 = 0x309;
+pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
+pub const IA32_FIXED_CTR_CTRL: u32 = 0x38D;
+pub const IA32_PERF_GLOBAL_STATUS: u32 = 0x38E;
+pub const IA32_PERF_GLOBAL_CTRL: u32 = 0x38F;
+pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
+/// IA32_A_PMC0: full-width alias of IA32_PMC0 (with PERF_CAPABILITIES.FW_WRITE).
+pub const IA32_A_PMC0: u32 = 0x4C1;
+// AMD legacy performance counters (hidden from SVM guests: #GP).
+pub const AMD_PERF_CTL0: u32 = 0xC001_0000;
+pub const AMD_PERF_CTR3: u32 = 0xC001_0007;

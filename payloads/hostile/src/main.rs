@@ -17,6 +17,8 @@ use libvmm_guest::abi::{Errno, Hypercall};
 use libvmm_guest::{hypercall, hypercall_raw, println};
 
 #[cfg(target_arch = "x86_64")]
+mod emulation;
+#[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 use x86_64 as arch_attacks;
@@ -116,6 +118,13 @@ fn main() -> i32 {
     hypercall_attacks(&mut c);
     arch_attacks::recoverable(&mut c);
     wx::recoverable(&mut c);
+    // The emulator attacks need `libvmm.force_emulation=1` (their cases pass `emu=1` with it).
+    #[cfg(target_arch = "x86_64")]
+    let emu = libvmm_guest::cmdline_value("emu") == Some("1");
+    #[cfg(target_arch = "x86_64")]
+    if emu {
+        emulation::recoverable(&mut c);
+    }
     println!(
         "hostile: {} recoverable checks passed, {} failed",
         c.passed, c.failed
@@ -132,6 +141,8 @@ fn main() -> i32 {
             libvmm_guest::exit(7)
         }
         _ if wx::fatal(attack) => {}
+        #[cfg(target_arch = "x86_64")]
+        _ if emu && emulation::fatal(attack) => {}
         _ => arch_attacks::fatal(attack),
     }
     // Every fatal attack must have stopped the VM.

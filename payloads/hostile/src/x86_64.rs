@@ -144,8 +144,10 @@ pub fn recoverable(c: &mut Checks) {
         r == Ok(()),
         format_args!("got {r:?}"),
     );
+    // String I/O runs through the VMM's instruction emulator: an OUTS is answered as the same OUT is
+    // (dropped), never #GP any more.
     let r = probe::outsb(0x80, &0x55);
-    c.check("string-io-is-gp", r == Err(GP), format_args!("got {r:?}"));
+    c.check("string-io-emulated", r == Ok(()), format_args!("got {r:?}"));
     let _ = (VMM_IMAGE_BASE, WINDOW_SIZE);
 
     control_registers::checks(c);

@@ -43,6 +43,7 @@ pub fn cases() -> Vec<Case> {
     v.push(hello(B));
     v.push(super::smp_hello(B, 2));
     v.push(super::smp_hello(B, 4));
+    v.extend(emulator_cases(B));
     v.extend(super::traps(B));
     // No legacy timer (Cloud Hypervisor has none): the PIT's absence is detected at once, the clock still
     // reads, and the boot takes as long as with a PIT (it took 33 s when the PIT loop spun to its limit).
@@ -152,4 +153,70 @@ pub fn control_registers(backend: Backend) -> Case {
         "payload: unexpected exception",
     ])
     .named("hostile guest CR0/CR4/XCR0 writes answered as the SDM/APM say")
+}
+
+/// The instruction emulator (issue 13), on SVM and VMX alike: payload `pmu` with forced emulation on
+/// (forced-emulated branches, stack and arithmetic instructions, the MMIO test device, REP string I/O;
+/// the virtual PMU's checks on VMX, the PMU hidden on SVM), the same payload with forced emulation off
+/// (the prefix is the guest's own #UD), and the hostile payload's emulator attacks, recoverable and fatal.
+pub fn emulator_cases(b: Backend) -> Vec<Case> {
+    // VMX runs the 11 forced-emulated instructions twice (results, then counted by the vPMU).
+    let (checks, pmu_line, uds): (&str, &str, &str) = if b == Backend::Vmx {
+        (
+            "pmu: 12 checks passed, 0 failed",
+            "pmu: counted 11 instructions, 5 branches (fixed 11); errata 0x0",
+            "libvmm: stats: exit ud 22",
+        )
+    } else {
+        (
+            "pmu: 6 checks passed, 0 failed",
+            "pmu: ok svm-pmu-hidden",
+            "libvmm: stats: exit ud 11",
+        )
+    };
+    let mut v = vec![
+        Case::new(b, "pmu", "libvmm.force_emulation=1 libvmm.stats=1", 0)
+            .expect(&[
+                "pmu: ok forced-emulation-results",
+                "pmu: ok mmio-scratch-register",
+                "pmu: ok rep-insb",
+                checks,
+                pmu_line,
+                uds,
+            ])
+            .forbid(&["FAIL"]),
+        Case::new(b, "pmu", "", StopCode::PayloadAbort as u8)
+            .expect(&["payload: unexpected exception 6"])
+            .forbid(&["pmu: ok forced-emulation-results"])
+            .named("pmu without force_emulation: the prefix is the guest's #UD"),
+    ];
+    let hostile = |attack: &'static str, code: StopCode, expect: &str| {
+        Case::new(b, "hostile", attack, code as u8)
+            .expect(&[
+                " recoverable checks passed, 0 failed",
+                "hostile: ok emu-enter-huge-frame",
+                "hostile: ok emu-mmio-insn-across-page",
+            ])
+            .expect_line(expect.to_string())
+            .forbid(&["FAIL"])
+    };
+    v.push(hostile(
+        "libvmm.force_emulation=1 emu=1 attack=emu-vmm-read",
+        StopCode::GuestError,
+        "instruction emulation stopped: emulated access to unmapped gpa 0x100000",
+    ));
+    v.push(hostile(
+        "libvmm.force_emulation=1 emu=1 attack=emu-mmio-straddle",
+        StopCode::GuestMemoryViolation,
+        "guest memory violation: read of guest-physical 0x2ffffffc outside guest memory",
+    ));
+    v.push(
+        hostile(
+            "libvmm.force_emulation=1 emu=1 attack=emu-rep-forever",
+            StopCode::GuestError,
+            "instruction emulation stopped: emulated access to unmapped gpa 0x2800000",
+        )
+        .limit(Duration::from_secs(150)),
+    );
+    v
 }

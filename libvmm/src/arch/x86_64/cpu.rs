@@ -119,3 +119,14 @@ pub fn xsetbv0(value: u64) {
         )
     };
 }
+
+/// Loads CR2 with a VMX guest's page-fault address before the entry that delivers its #PF: VM entry does
+/// not load CR2, and the VMM itself never reads it (its own page faults are fatal and print it first).
+#[cfg(feature = "vmx")]
+pub fn write_cr2(value: u64) {
+    // SAFETY: CR2 only records the last page-fault address; writing it changes no translation or
+    // protection, and nothing in the VMM depends on its value.
+    unsafe {
+        core::arch::asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags))
+    };
+}

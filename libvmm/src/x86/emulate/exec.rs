@@ -78,6 +78,11 @@ impl<const N: usize> Emulator<N> {
             .map_err(|_| DeviceError::Full)
     }
 
+    /// `gpa` lies in a registered device range (a nested page fault there is MMIO).
+    pub fn is_device(&self, gpa: u64) -> bool {
+        self.device(gpa).is_some()
+    }
+
     /// The device range holding `gpa`, as `(base, end)`.
     fn device(&self, gpa: u64) -> Option<(u64, u64)> {
         self.devices

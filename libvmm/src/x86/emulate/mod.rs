@@ -47,9 +47,8 @@
 //! and LEAVE are not (they are stack operations: KVM commit "Don't treat ENTER and LEAVE as branches,
 //! because they aren't"). An instruction that faults does not retire.
 #![forbid(unsafe_code)]
-// Wired into the backends by the emulator work (the SVM/VMX exit paths are being changed separately);
-// until then only the host tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
+// The TDX image runs no guest (it stops at SEAM-module detection): nothing there emulates.
+#![cfg_attr(all(target_os = "none", feature = "tdx"), allow(dead_code))]
 
 mod alu;
 mod decode;
@@ -63,8 +62,9 @@ mod tests;
 
 use crate::guest_mem::GuestMemory;
 
-#[allow(unused_imports)] // the backends name it once wired
-pub use exec::{DeviceError, Emulator};
+#[cfg(test)]
+pub use exec::DeviceError;
+pub use exec::Emulator;
 
 /// RFLAGS bits the emulator reads or writes.
 pub mod rflags {
@@ -80,7 +80,8 @@ pub mod rflags {
     pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
 }
 
-/// Control-register and EFER bits the page walk honours.
+/// Control-register and EFER bits the page walk honours (and the tests set).
+#[cfg_attr(not(test), allow(dead_code))]
 pub mod ctl {
     pub const CR0_WP: u64 = 1 << 16;
     pub const CR0_PG: u64 = 1 << 31;
@@ -113,6 +114,63 @@ pub trait GuestCpu {
     fn cs_long(&self) -> bool;
     fn fs_base(&self) -> u64;
     fn gs_base(&self) -> u64;
+}
+
+/// A vCPU the run loop can emulate on: the emulator's [`GuestCpu`] plus delivering the exceptions it
+/// raises. The SVM and VMX backends implement it over their VMCB / VMCS (`svm/emulate.rs`,
+/// `vmx/emulate.rs`) and hand it to the loop as `&mut dyn EmuCpu` ([`crate::backend::Backend::emulation`]):
+/// emulation is the cold path (hundreds of emulated instructions per exit), so one indirect call per
+/// register access there costs nothing the hot exits pay.
+pub trait EmuCpu: GuestCpu {
+    /// Delivers `e` to the guest on the next entry (a #PF also sets the guest's CR2); RIP stays on the
+    /// faulting instruction.
+    fn inject(&mut self, e: Exception);
+}
+
+/// A borrowed vCPU is one too: the loop passes `&mut &mut dyn EmuCpu` to the emulator's generic calls.
+impl<T: GuestCpu + ?Sized> GuestCpu for &mut T {
+    fn gpr(&self, n: u8) -> u64 {
+        (**self).gpr(n)
+    }
+    fn set_gpr(&mut self, n: u8, value: u64) {
+        (**self).set_gpr(n, value)
+    }
+    fn rip(&self) -> u64 {
+        (**self).rip()
+    }
+    fn set_rip(&mut self, value: u64) {
+        (**self).set_rip(value)
+    }
+    fn rflags(&self) -> u64 {
+        (**self).rflags()
+    }
+    fn set_rflags(&mut self, value: u64) {
+        (**self).set_rflags(value)
+    }
+    fn cr0(&self) -> u64 {
+        (**self).cr0()
+    }
+    fn cr3(&self) -> u64 {
+        (**self).cr3()
+    }
+    fn cr4(&self) -> u64 {
+        (**self).cr4()
+    }
+    fn efer(&self) -> u64 {
+        (**self).efer()
+    }
+    fn cpl(&self) -> u8 {
+        (**self).cpl()
+    }
+    fn cs_long(&self) -> bool {
+        (**self).cs_long()
+    }
+    fn fs_base(&self) -> u64 {
+        (**self).fs_base()
+    }
+    fn gs_base(&self) -> u64 {
+        (**self).gs_base()
+    }
 }
 
 /// What an emulated instruction counts for a virtual PMU.

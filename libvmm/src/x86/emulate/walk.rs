@@ -214,6 +214,7 @@ pub struct Span {
 }
 
 impl Span {
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn len(&self) -> u64 {
         self.parts[0].1 + self.parts[1].1
     }
