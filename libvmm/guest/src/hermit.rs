@@ -58,3 +58,8 @@ pub(crate) fn usleep(usecs: u64) {
     let end = start.saturating_add((usecs as i64).saturating_mul(1000));
     while hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]) < end {}
 }
+
+/// The monotonic clock in nanoseconds (0 when the VMM has no clock).
+pub(crate) fn monotonic_ns() -> u64 {
+    hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]).max(0) as u64
+}
