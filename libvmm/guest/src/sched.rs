@@ -74,8 +74,10 @@ fn new_tls() -> Option<(u64, usize, usize, usize)> {
     if mem == 0 {
         return Some((0, 0, 0, 0));
     }
+    // The linker places the data `round_up(p_memsz, p_align)` below the thread pointer (x86 variant
+    // II) or at it (RISC-V variant I); the block itself is at least 16-byte aligned.
+    let len = mem.next_multiple_of(align.max(1));
     let align = align.max(16);
-    let len = mem.next_multiple_of(align);
     let size = len + 16;
     let block = heap::alloc(size, align);
     if block.is_null() {

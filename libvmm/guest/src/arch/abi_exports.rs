@@ -261,4 +261,39 @@ mod std_exports {
             -hermit_abi::errno::EBADF
         }
     }
+
+    // Networking: there is no network device. Every socket call answers -ENOSYS ("function not
+    // implemented"); std reports it as an io::Error with that raw OS error.
+    #[no_mangle]
+    pub extern "C" fn sys_socket(_domain: i32, _ty: i32, _protocol: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_connect(_s: i32, _name: usize, _len: u32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_getsockname(_s: i32, _name: usize, _len: usize) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_getpeername(_s: i32, _name: usize, _len: usize) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_getaddrinfo(
+        _node: usize,
+        _service: usize,
+        _hints: usize,
+        _res: usize,
+    ) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_freeaddrinfo(_ai: usize) {}
 }
