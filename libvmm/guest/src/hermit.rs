@@ -49,7 +49,9 @@ pub(crate) fn clock_gettime(clock: clockid_t) -> Result<timespec, i32> {
     })
 }
 
-/// Busy-waits on the monotonic clock (there is no timer interrupt to sleep on).
+/// Busy-waits on the monotonic clock (there is no timer interrupt to sleep on). `std` payloads sleep
+/// through the scheduler instead (`sched::usleep`), which runs other threads meanwhile.
+#[cfg_attr(target_os = "hermit", allow(dead_code))]
 pub(crate) fn usleep(usecs: u64) {
     let start = hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]);
     if start < 0 {

@@ -16,11 +16,11 @@ fn main() {
     }
     let sorted: BTreeMap<_, _> = m.iter().collect();
     println!(
-        "std-demo: words {} the={} first={:?} {:>6.2} {:#x} ok",
+        "std-demo: words {} the={} first={:?} {:>6.3} {:#x} ok",
         m.len(),
         m["the"],
         sorted.keys().next().unwrap(),
-        3.14159f64,
+        2.71828f64,
         255
     );
     // args and env.

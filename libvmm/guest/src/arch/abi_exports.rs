@@ -175,7 +175,7 @@ mod std_exports {
 
     #[no_mangle]
     pub extern "C" fn sys_join(tid: Tid) -> i32 {
-        sched::join(tid as u32)
+        sched::join(tid)
     }
 
     #[no_mangle]

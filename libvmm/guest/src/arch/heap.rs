@@ -58,8 +58,3 @@ pub(crate) fn realloc(ptr: *mut u8, size: usize, align: usize, new_size: usize) 
     }
     new
 }
-
-/// Bytes of heap still free (for tests and the bench).
-pub(crate) fn free_bytes() -> usize {
-    HEAP.lock().free()
-}

@@ -121,7 +121,7 @@ pub(crate) fn own_elf_headers() -> (u64, &'static [u8]) {
         let ehdr = &*core::ptr::addr_of!(__ehdr_start);
         let phoff = u64::from_le_bytes(ehdr[32..40].try_into().unwrap_or([0; 8])) as usize;
         let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]) as usize;
-        let len = if phoff >= 64 && phoff < 4096 && phnum <= 64 {
+        let len = if (64..4096).contains(&phoff) && phnum <= 64 {
             phoff + 56 * phnum
         } else {
             64

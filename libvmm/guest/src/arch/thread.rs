@@ -142,11 +142,11 @@ pub(crate) fn new_stack(
     {
         frame[2] = arg as u64;
         frame[3] = func as usize as u64;
-        frame[6] = libvmm_guest_thread_start as usize as u64;
+        frame[6] = libvmm_guest_thread_start as *const () as usize as u64;
     }
     #[cfg(target_arch = "riscv64")]
     {
-        frame[0] = libvmm_guest_thread_start as usize as u64;
+        frame[0] = libvmm_guest_thread_start as *const () as usize as u64;
         frame[1] = func as usize as u64;
         frame[2] = arg as u64;
     }
