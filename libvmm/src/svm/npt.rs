@@ -334,7 +334,7 @@ mod tests {
         let segs: &'static [PayloadSegment] = Box::leak(segs.into_boxed_slice());
         let p = (segs, base + 0x1_0000, (n - 1) * 2 * PAGE_2M + PAGE_2M);
         let map = map_segments(
-            &p.0[..],
+            p.0,
             p.1,
             p.1 + p.2,
             base + 0x1_0000,
