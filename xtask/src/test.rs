@@ -233,8 +233,10 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
     // Every backend's image boots on an emulator here (TDX's stops at SEAM-module detection).
     for backend in Backend::ALL {
         let cases = crate::cases::all(backend);
+        // The no_std payloads, then the std one (built once per target with -Zbuild-std).
         for payload in PAYLOADS
             .into_iter()
+            .chain(["std-demo"])
             .filter(|p| cases.iter().any(|c| c.payload == *p))
         {
             let s = Instant::now();

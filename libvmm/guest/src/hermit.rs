@@ -62,6 +62,7 @@ pub(crate) fn usleep(usecs: u64) {
 }
 
 /// The monotonic clock in nanoseconds (0 when the VMM has no clock).
+#[cfg(target_os = "hermit")]
 pub(crate) fn monotonic_ns() -> u64 {
     hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]).max(0) as u64
 }

@@ -333,15 +333,7 @@ mod tests {
         let n = segs.len() as u64;
         let segs: &'static [PayloadSegment] = Box::leak(segs.into_boxed_slice());
         let p = (segs, base + 0x1_0000, (n - 1) * 2 * PAGE_2M + PAGE_2M);
-        let map = map_segments(
-            p.0,
-            p.1,
-            p.1 + p.2,
-            base + 0x1_0000,
-            base,
-            16 * PAGE_2M,
-        )
-        .unwrap();
+        let map = map_segments(p.0, p.1, p.1 + p.2, base + 0x1_0000, base, 16 * PAGE_2M).unwrap();
         assert!(map.regions().len() <= GUEST_MAP_REGIONS);
         assert!(2 * n as usize > NESTED_PAGE_TABLES);
         let mut t = Box::new(NestedTables::new());

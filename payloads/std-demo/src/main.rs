@@ -20,7 +20,7 @@ fn main() {
         m.len(),
         m["the"],
         sorted.keys().next().unwrap(),
-        2.71828f64,
+        1.23456f64,
         255
     );
     // args and env.

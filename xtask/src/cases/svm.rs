@@ -27,7 +27,7 @@ pub fn cases() -> Vec<Case> {
         )
         .expect(&[
             "std-demo: hello from std",
-            "std-demo: words 9 the=3 first=\"brown\"  2.718 0xff ok",
+            "std-demo: words 9 the=3 first=\"brown\"  1.235 0xff ok",
             "std-demo: args [\"std-demo\", \"a\", \"b\"] env DEMO=Some(\"yes\") ok",
             "std-demo: slept >= 20 ms: true ok",
             "std-demo: threads counter 8000 sum 280 ok",
