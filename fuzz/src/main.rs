@@ -37,12 +37,48 @@ fn madt_seed() -> Vec<u8> {
     t
 }
 
+/// A minimal x86-64 payload ELF (`ET_EXEC`, one read+execute `PT_LOAD` at the `loader` target's payload
+/// address, entry at its start), the `loader` target's seed; mutations reach every rule of the parser.
+fn elf_seed() -> Vec<u8> {
+    // The fuzzing facade's model window starts at 0x8400_0000; the payload area follows the boot page.
+    let at: u64 = 0x8400_0000 + libvmm::abi::layout::PAYLOAD_OFFSET;
+    let body = [0x90u8, 0x90, 0xc3, 0];
+    let (ehsz, phsz) = (64u64, 56u64);
+    let off = ehsz + phsz;
+    let mut e = Vec::new();
+    e.extend_from_slice(b"\x7fELF");
+    e.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, version 1, SysV
+    e.extend_from_slice(&[0; 8]);
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&at.to_le_bytes()); // entry
+    e.extend_from_slice(&ehsz.to_le_bytes()); // phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    e.extend_from_slice(&0u32.to_le_bytes()); // flags
+    e.extend_from_slice(&(ehsz as u16).to_le_bytes());
+    e.extend_from_slice(&(phsz as u16).to_le_bytes());
+    e.extend_from_slice(&1u16.to_le_bytes()); // phnum
+    e.extend_from_slice(&[0; 6]); // shentsize, shnum, shstrndx
+    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e.extend_from_slice(&5u32.to_le_bytes()); // PF_R | PF_X
+    e.extend_from_slice(&off.to_le_bytes());
+    e.extend_from_slice(&at.to_le_bytes()); // vaddr
+    e.extend_from_slice(&at.to_le_bytes()); // paddr
+    e.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    e.extend_from_slice(&0x1000u64.to_le_bytes()); // memsz
+    e.extend_from_slice(&0x1000u64.to_le_bytes()); // align
+    e.extend_from_slice(&body);
+    e
+}
+
 /// Real inputs each target starts from, and its longest input.
 fn seeds(target: &str) -> (Vec<Vec<u8>>, usize) {
     let v = |s: &[&[u8]]| s.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
     match target {
         "dt" => (v(&[QEMU_DTB, ZALASR_DTB]), 2 * QEMU_DTB.len().max(ZALASR_DTB.len())),
         "acpi" => (vec![madt_seed()], 1024),
+        "loader" => (vec![elf_seed()], 4096),
         "isa" => (
             v(&[
                 b"rv64imafdch_zicbom_zicboz_zicntr_zicsr_zifencei_zihintntl_zihintpause_zihpm_zawrs_zfa_zca_zcd_zba_zbb_zbc_zbs_sstc_svadu",

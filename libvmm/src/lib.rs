@@ -121,29 +121,23 @@ pub(crate) mod vmx;
 ))]
 pub(crate) mod arch;
 
-/// A payload as the image crate embeds it: a flat image loaded at `load_gpa` inside the guest window.
+/// A payload as the image crate embeds it: its ELF file, unchanged (a static PIE or an executable linked
+/// at its load address). The VMM parses and validates it at boot (`loader::elf_image`): its loadable
+/// segments are mapped with their own rights (W^X), a PIE is placed at the window's payload offset and
+/// its relative relocations applied; a malformed ELF stops the boot with code 102 naming the rule.
 #[derive(Clone, Copy)]
 pub struct Payload {
     /// Crate name of the payload (printed at boot).
     pub name: &'static str,
-    /// Guest-physical load address of `bytes[0]`.
-    pub load_gpa: u64,
-    /// Guest-physical entry point.
-    pub entry_gpa: u64,
-    /// Bytes from `load_gpa` the payload occupies once loaded (file bytes plus zeroed bss).
-    pub mem_size: u64,
-    /// The file bytes.
-    pub bytes: &'static [u8],
-    /// The loadable segments with their permissions (from the ELF program headers, in address order):
-    /// the nested tables map each one with exactly these rights, so payload text is never writable
-    /// and its data never executable. The loader refuses a malformed list at boot.
-    pub segments: &'static [PayloadSegment],
+    /// The ELF file.
+    pub elf: &'static [u8],
 }
 
-/// One loadable segment of a payload: `[gpa, gpa + mem_size)` with the ELF `p_flags` rights.
+/// One loadable segment of a payload, as placed in guest memory: `[gpa, gpa + mem_size)` with the ELF
+/// `p_flags` rights (from its program header, read at boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PayloadSegment {
-    /// Guest-physical start; must be 4 KiB aligned.
+    /// Guest-physical start; its page may not be shared with another segment.
     pub gpa: u64,
     /// Bytes in memory (file bytes plus zeroed bss); the last page is rounded up.
     pub mem_size: u64,

@@ -1,10 +1,11 @@
-//! Puts the embedded payload into guest memory and writes the boot-info block, and draws the guest's
-//! memory map (what the nested tables allow where): the same on every architecture. All writes go
-//! through [`GuestMemory`], so a payload that does not fit is an error here, at boot, not memory
-//! corruption.
+//! Puts the embedded payload ELF into guest memory (its loadable segments, bss zeroed, relative
+//! relocations applied) and writes the boot-info block, and draws the guest's memory map (what the
+//! nested tables allow where): the same on every architecture. The ELF is parsed and validated by
+//! [`elf_image`] first; all writes go through [`GuestMemory`], so a payload that does not fit is an
+//! error here, at boot, not memory corruption.
 //!
-//! **W^X.** [`guest_map`] turns the payload's segment list (its ELF program headers, recorded at build
-//! time by `linker/build.rs`) into a [`GuestMap`]: a fixed list of page-aligned regions that cover the
+//! **W^X.** [`guest_map`] turns the payload's segment list (its ELF program headers, read at boot)
+//! into a [`GuestMap`]: a fixed list of page-aligned regions that cover the
 //! guest window exactly, each read-only, read+write (never executable) or read+execute (never
 //! writable). Text is read+execute, read-only data read-only, data and bss read+write; everything else
 //! in the window (boot info, command line, the x86 guest page tables and GDT, the RISC-V guest device
@@ -20,7 +21,10 @@ use libvmm_abi::{layout, BackendId, BootInfo, ABI_VERSION, BOOT_INFO_MAGIC};
 
 use crate::config::{GUEST_MAP_REGIONS, PAYLOAD_SEGMENTS_MAX};
 use crate::guest_mem::{GuestMemory, MemError};
-use crate::{Payload, PayloadSegment};
+use crate::PayloadSegment;
+
+pub mod elf_image;
+pub use elf_image::ElfImage;
 
 /// Granularity of the guest map: the smallest nested page.
 pub const PAGE: u64 = 4096;
@@ -34,12 +38,31 @@ pub enum LoadError {
     DoesNotFit,
     /// The entry point is outside the loaded payload.
     BadEntry,
-    /// The payload carries no segment list.
+    /// The payload has no loadable segment.
     NoSegments,
+    /// The payload is not an ELF file (bad magic, truncated header or program headers).
+    NotElf,
+    /// The payload is not a 64-bit ELF.
+    NotElf64,
+    /// The payload ELF is for another machine than this image's.
+    WrongMachine,
+    /// The payload ELF is neither `ET_EXEC` nor `ET_DYN`.
+    NotExecutable,
+    /// A segment's file size exceeds its memory size.
+    SegmentFileSize,
+    /// A segment's file bytes lie outside the file.
+    SegmentFileOutside,
+    /// `PT_TLS` is malformed (file size above memory size, alignment not a power of two, or its
+    /// initial image outside the loaded segments).
+    BadTls,
+    /// `PT_DYNAMIC` lies outside the file or is not a whole number of entries.
+    BadDynamic,
+    /// The `DT_RELA` table is malformed or a relocation's target is outside the loaded segments.
+    BadRelocation,
+    /// A relocation other than relative (`DT_REL`, `DT_RELR`, PLT, symbolic, ...).
+    UnsupportedRelocations,
     /// More segments than `config::PAYLOAD_SEGMENTS_MAX`.
     TooManySegments,
-    /// A segment does not start on a 4 KiB page.
-    SegmentUnaligned,
     /// A segment is empty, or lies (rounded up to whole pages) outside the payload's memory.
     SegmentOutside,
     /// Two segments overlap (after rounding up to whole pages) or are out of address order.
@@ -58,9 +81,22 @@ impl LoadError {
             Self::Empty => "no payload is linked into this image",
             Self::DoesNotFit => "payload does not fit in the guest window",
             Self::BadEntry => "payload entry point lies outside the payload",
-            Self::NoSegments => "payload has no segment list",
+            Self::NoSegments => "payload ELF has no loadable segment",
+            Self::NotElf => "payload is not an ELF file (bad magic, or truncated headers)",
+            Self::NotElf64 => "payload ELF is not 64-bit",
+            Self::WrongMachine => "payload ELF is for another machine than this image",
+            Self::NotExecutable => "payload ELF is neither ET_EXEC nor ET_DYN",
+            Self::SegmentFileSize => "payload segment has p_filesz above p_memsz",
+            Self::SegmentFileOutside => "payload segment's file bytes lie outside the ELF file",
+            Self::BadTls => "payload PT_TLS is malformed or outside the loaded segments",
+            Self::BadDynamic => "payload PT_DYNAMIC is malformed or outside the ELF file",
+            Self::BadRelocation => {
+                "payload relocation table or a relocation target lies outside the loaded segments"
+            }
+            Self::UnsupportedRelocations => {
+                "payload has relocations other than R_*_RELATIVE in DT_RELA (DT_REL, DT_RELR, PLT, symbolic)"
+            }
             Self::TooManySegments => "payload has more segments than config::PAYLOAD_SEGMENTS_MAX",
-            Self::SegmentUnaligned => "payload segment does not start on a 4 KiB page",
             Self::SegmentOutside => "payload segment is empty or lies outside the payload's memory",
             Self::SegmentOverlap => "payload segments overlap or are out of address order",
             Self::SegmentWritableExecutable => {
@@ -222,9 +258,28 @@ fn segment_perm(s: &PayloadSegment) -> Result<Perm, LoadError> {
 }
 
 /// Validates the payload's segments against the window `[base, base + size)` and draws the guest map:
-/// each segment (its last page rounded up) with its own rights, read+write elsewhere.
-pub fn guest_map(payload: &Payload, base: u64, size: u64) -> Result<GuestMap, LoadError> {
-    let segs = payload.segments;
+/// each segment (its first page rounded down, its last rounded up) with its own rights, read+write
+/// elsewhere.
+pub fn guest_map(img: &ElfImage<'_>, base: u64, size: u64) -> Result<GuestMap, LoadError> {
+    map_segments(
+        &img.payload_segments(),
+        img.lo,
+        img.hi,
+        img.entry,
+        base,
+        size,
+    )
+}
+
+/// [`guest_map`] over a segment list: `[lo, hi)` is the payload's memory, `entry` its entry point.
+pub fn map_segments(
+    segs: &[PayloadSegment],
+    lo: u64,
+    hi: u64,
+    entry: u64,
+    base: u64,
+    size: u64,
+) -> Result<GuestMap, LoadError> {
     if segs.is_empty() {
         return Err(LoadError::NoSegments);
     }
@@ -232,13 +287,9 @@ pub fn guest_map(payload: &Payload, base: u64, size: u64) -> Result<GuestMap, Lo
         return Err(LoadError::TooManySegments);
     }
     // Segments may use the payload's memory and its last page, never the stack below the window's top.
-    let payload_end = payload
-        .load_gpa
-        .checked_add(payload.mem_size)
-        .and_then(page_up)
-        .ok_or(LoadError::DoesNotFit)?;
+    let payload_end = page_up(hi).ok_or(LoadError::DoesNotFit)?;
     let limit = (base + size).saturating_sub(layout::STACK_SIZE);
-    if payload.load_gpa < base + layout::PAYLOAD_OFFSET || payload_end > limit {
+    if lo < base + layout::PAYLOAD_OFFSET || payload_end > limit || hi < lo {
         return Err(LoadError::DoesNotFit);
     }
     let mut map = GuestMap {
@@ -253,23 +304,21 @@ pub fn guest_map(payload: &Payload, base: u64, size: u64) -> Result<GuestMap, Lo
     let mut entry_ok = false;
     for s in segs {
         let perm = segment_perm(s)?;
-        if !s.gpa.is_multiple_of(PAGE) {
-            return Err(LoadError::SegmentUnaligned);
-        }
+        let start = s.gpa & !(PAGE - 1);
         let end = s
             .gpa
             .checked_add(s.mem_size)
             .and_then(page_up)
             .ok_or(LoadError::SegmentOutside)?;
-        if s.mem_size == 0 || s.gpa < payload.load_gpa || end > payload_end {
+        if s.mem_size == 0 || start < lo || end > payload_end {
             return Err(LoadError::SegmentOutside);
         }
-        if s.gpa < at {
+        if start < at {
             return Err(LoadError::SegmentOverlap);
         }
-        map.push(at, s.gpa, Perm::ReadWrite);
-        map.push(s.gpa, end, perm);
-        entry_ok |= perm.executable() && s.gpa <= payload.entry_gpa && payload.entry_gpa < end;
+        map.push(at, start, Perm::ReadWrite);
+        map.push(start, end, perm);
+        entry_ok |= perm.executable() && s.gpa <= entry && entry < s.gpa + s.mem_size;
         at = end;
     }
     map.push(at, base + size, Perm::ReadWrite);
@@ -287,17 +336,15 @@ pub struct Loaded {
     pub boot_info: u64,
 }
 
-/// Loads `payload` into `mem`, writes the command line (truncated to `CMDLINE_MAX`) and the boot info.
+/// Loads the payload ELF `img` into `mem` (segments, bss zeroed, relative relocations applied), writes
+/// the command line (truncated to `CMDLINE_MAX`) and the boot info.
 pub fn load(
-    payload: &Payload,
+    img: &ElfImage<'_>,
     mem: &mut GuestMemory<'_>,
     backend: BackendId,
     cmdline: &[u8],
     vmm_entry_cycles: u64,
 ) -> Result<Loaded, LoadError> {
-    if payload.bytes.is_empty() {
-        return Err(LoadError::Empty);
-    }
     let base = mem.base();
     // Checked: a window smaller than the stack, or at the top of the address space, does not fit
     // (found by the `loader` fuzz target; it was an arithmetic overflow).
@@ -307,20 +354,27 @@ pub fn load(
     let (Some(stack_top), Some(limit), Some(first)) = (stack_top, limit, first) else {
         return Err(LoadError::DoesNotFit);
     };
-    let end = payload
-        .load_gpa
-        .checked_add(payload.mem_size)
-        .ok_or(LoadError::DoesNotFit)?;
-    if payload.load_gpa < first || end > limit || (payload.bytes.len() as u64) > payload.mem_size {
+    if img.lo < first || img.hi > limit || img.hi < img.lo {
         return Err(LoadError::DoesNotFit);
     }
-    if payload.entry_gpa < payload.load_gpa || payload.entry_gpa >= end {
+    if img.entry < img.lo || img.entry >= img.hi {
         return Err(LoadError::BadEntry);
     }
     let fit = |_: MemError| LoadError::DoesNotFit;
-    mem.write(payload.load_gpa, payload.bytes).map_err(fit)?;
-    let bss = payload.load_gpa + payload.bytes.len() as u64;
-    mem.fill(bss, end - bss, 0).map_err(fit)?;
+    for s in &img.segments {
+        let (off, len) = (s.file_offset as usize, s.file_size as usize);
+        let bytes = img
+            .file
+            .get(off..off + len)
+            .ok_or(LoadError::SegmentFileOutside)?;
+        mem.write(s.seg.gpa, bytes).map_err(fit)?;
+        let bss = s.seg.gpa + s.file_size;
+        mem.fill(bss, s.seg.mem_size - s.file_size, 0)
+            .map_err(fit)?;
+    }
+    for (gpa, value) in img.relocations() {
+        mem.write(gpa, &value.to_le_bytes()).map_err(fit)?;
+    }
 
     let cmdline = &cmdline[..cmdline.len().min(layout::CMDLINE_MAX as usize)];
     let cmdline_gpa = base + layout::CMDLINE_OFFSET;
@@ -340,7 +394,7 @@ pub fn load(
     let boot_info = base + layout::BOOT_INFO_OFFSET;
     mem.write(boot_info, &info.to_bytes()).map_err(fit)?;
     Ok(Loaded {
-        entry: payload.entry_gpa,
+        entry: img.entry,
         stack_top,
         boot_info,
     })
@@ -350,39 +404,81 @@ pub fn load(
 mod tests {
     use super::*;
 
+    use elf_image::native;
+
     const BASE: u64 = 0x200_0000;
     const SIZE: usize = 0x4_0000;
+    const AT: u64 = BASE + layout::PAYLOAD_OFFSET;
 
-    fn payload(bytes: &'static [u8], mem_size: u64) -> Payload {
-        let load = BASE + layout::PAYLOAD_OFFSET;
-        Payload {
-            name: "t",
-            load_gpa: load,
-            entry_gpa: load,
-            mem_size,
-            bytes,
-            segments: &[],
+    /// A program header: (p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz, p_align).
+    type Ph = (u32, u32, u64, u64, u64, u64, u64);
+
+    /// A 64-bit little-endian ELF: header, program headers at 64, then `body` at offset 0x1000.
+    fn elf(e_type: u16, machine: u16, entry: u64, phdrs: &[Ph], body: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 0x1000];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2; // ELFCLASS64
+        f[5] = 1; // little endian
+        f[6] = 1; // EV_CURRENT
+        f[16..18].copy_from_slice(&e_type.to_le_bytes());
+        f[18..20].copy_from_slice(&machine.to_le_bytes());
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&entry.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        f[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        f[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        f[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        for (i, p) in phdrs.iter().enumerate() {
+            let o = 64 + 56 * i;
+            f[o..o + 4].copy_from_slice(&p.0.to_le_bytes());
+            f[o + 4..o + 8].copy_from_slice(&p.1.to_le_bytes());
+            for (k, v) in [p.2, p.3, p.3, p.4, p.5, p.6].iter().enumerate() {
+                f[o + 8 + 8 * k..o + 16 + 8 * k].copy_from_slice(&v.to_le_bytes());
+            }
         }
+        f.extend_from_slice(body);
+        f
+    }
+
+    const LOAD: u32 = elf::abi::PT_LOAD;
+    const DYNAMIC: u32 = elf::abi::PT_DYNAMIC;
+    const TLS: u32 = elf::abi::PT_TLS;
+    const R: u32 = PayloadSegment::R;
+    const W: u32 = PayloadSegment::W;
+    const X: u32 = PayloadSegment::X;
+
+    fn exec(body: &[u8], memsz: u64) -> Vec<u8> {
+        let n = body.len() as u64;
+        elf(
+            2,
+            native().0,
+            AT,
+            &[(LOAD, R | X, 0x1000, AT, n, memsz, 0x1000)],
+            body,
+        )
+    }
+
+    fn parse_native(f: &[u8]) -> Result<ElfImage<'_>, LoadError> {
+        elf_image::parse(f, AT, native())
     }
 
     /// Regression (fuzz target `loader`): a window smaller than the stack, or one that ends at the top
     /// of the address space, is `DoesNotFit`, not an arithmetic overflow.
     #[test]
     fn windows_too_small_or_at_the_top_do_not_fit() {
+        let f = exec(b"\x90\xc3", 16);
+        let img = parse_native(&f).unwrap();
         let mut buf = vec![0u8; 0x100];
         let mut mem = GuestMemory::new(BASE, &mut buf);
         assert_eq!(
-            load(&payload(b"x", 1), &mut mem, BackendId::Svm, b"", 0),
+            load(&img, &mut mem, BackendId::Svm, b"", 0),
             Err(LoadError::DoesNotFit)
         );
         for base in [u64::MAX - 0x100, u64::MAX - 0x4_0000 + 1] {
             let mut buf = vec![0u8; 0x100];
             let mut mem = GuestMemory::new(base, &mut buf);
-            let mut p = payload(b"x", 1);
-            p.load_gpa = u64::MAX - 1;
-            p.entry_gpa = p.load_gpa;
             assert_eq!(
-                load(&p, &mut mem, BackendId::Svm, b"", 0),
+                load(&img, &mut mem, BackendId::Svm, b"", 0),
                 Err(LoadError::DoesNotFit)
             );
         }
@@ -392,9 +488,11 @@ mod tests {
     fn loads_bytes_zeroes_bss_and_writes_boot_info() {
         let mut buf = vec![0xAAu8; SIZE];
         let mut mem = GuestMemory::new(BASE, &mut buf);
-        let p = payload(b"\x90\x90\xc3", 16);
-        let l = load(&p, &mut mem, BackendId::Svm, b"attack=x", 77).unwrap();
-        assert_eq!(l.entry, BASE + layout::PAYLOAD_OFFSET);
+        let f = exec(b"\x90\x90\xc3", 16);
+        let img = parse_native(&f).unwrap();
+        assert_eq!(img.bias, 0);
+        let l = load(&img, &mut mem, BackendId::Svm, b"attack=x", 77).unwrap();
+        assert_eq!(l.entry, AT);
         assert_eq!(l.stack_top, BASE + SIZE as u64);
         assert_eq!(mem.slice(l.entry, 3).unwrap(), b"\x90\x90\xc3");
         assert!(mem.slice(l.entry + 3, 13).unwrap().iter().all(|&b| b == 0));
@@ -409,38 +507,224 @@ mod tests {
         );
     }
 
+    /// A static PIE as rust-lld makes one, in miniature: text at vaddr 0, data at 0x1000 holding a
+    /// pointer, PT_DYNAMIC with one R_*_RELATIVE entry for it, PT_TLS in the data segment.
+    fn pie(rel_type: u32, rel_target: u64) -> Vec<u8> {
+        let mut body = vec![0u8; 0x1000]; // text: file 0x1000, vaddr 0
+        body[..2].copy_from_slice(b"\xeb\xfe");
+        let mut data = vec![0u8; 0x100]; // data: file 0x2000, vaddr 0x1000
+                                         // dynamic at data+0x10: DT_RELA 0x1040, DT_RELASZ 24, DT_RELAENT 24, DT_NULL
+        for (k, (tag, val)) in [(7u64, 0x1040u64), (8, 24), (9, 24), (0, 0)]
+            .iter()
+            .enumerate()
+        {
+            let o = 0x10 + 16 * k;
+            data[o..o + 8].copy_from_slice(&tag.to_le_bytes());
+            data[o + 8..o + 16].copy_from_slice(&val.to_le_bytes());
+        }
+        // rela at data+0x40: r_offset rel_target, info type, addend 0x123
+        data[0x40..0x48].copy_from_slice(&rel_target.to_le_bytes());
+        data[0x48..0x50].copy_from_slice(&(rel_type as u64).to_le_bytes());
+        data[0x50..0x58].copy_from_slice(&0x123u64.to_le_bytes());
+        data[0x60..0x64].copy_from_slice(b"tls!");
+        body.extend_from_slice(&data);
+        elf(
+            3,
+            native().0,
+            0,
+            &[
+                (LOAD, R | X, 0x1000, 0, 0x1000, 0x1000, 0x1000),
+                (LOAD, R | W, 0x2000, 0x1000, 0x100, 0x200, 0x1000),
+                (DYNAMIC, R | W, 0x2010, 0x1010, 0x40, 0x40, 8),
+                (TLS, R, 0x2060, 0x1060, 4, 16, 8),
+            ],
+            &body,
+        )
+    }
+
     #[test]
-    fn oversized_payloads_and_bad_entries_are_refused() {
+    fn a_static_pie_is_placed_relocated_and_its_tls_found() {
+        let f = pie(native().1, 0x1000);
+        let img = parse_native(&f).unwrap();
+        assert_eq!(img.bias, AT);
+        assert_eq!((img.entry, img.lo, img.hi), (AT, AT, AT + 0x1200));
+        assert_eq!(
+            img.tls,
+            Some(elf_image::Tls {
+                gpa: AT + 0x1060,
+                file_size: 4,
+                mem_size: 16,
+                align: 8
+            })
+        );
+        let mut buf = vec![0xAAu8; SIZE];
+        let mut mem = GuestMemory::new(BASE, &mut buf);
+        load(&img, &mut mem, BackendId::Svm, b"", 0).unwrap();
+        let v = u64::from_le_bytes(mem.slice(AT + 0x1000, 8).unwrap().try_into().unwrap());
+        assert_eq!(v, AT + 0x123, "relocated: addend + load bias");
+        assert_eq!(mem.slice(AT + 0x1060, 4).unwrap(), b"tls!");
+        assert!(mem
+            .slice(AT + 0x1100, 0x100)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        let m = guest_map(&img, BASE, 0x80_0000).unwrap();
+        assert_eq!(m.perm_at(AT), Some(Perm::ReadExecute));
+        assert_eq!(m.perm_at(AT + 0x1000), Some(Perm::ReadWrite));
+    }
+
+    #[test]
+    fn malformed_elfs_are_refused_by_name() {
+        let m = native().0;
+        let ph = |flags, off, va, fs, ms| (LOAD, flags, off, va, fs, ms, 0x1000);
+        let mut not_elf = exec(b"x", 1);
+        not_elf[0] = 0;
+        // A minimal ELF32 header (52 bytes, no program headers).
+        let mut elf32 = vec![0u8; 0x100];
+        elf32[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
+        elf32[16] = 2;
+        elf32[18..20].copy_from_slice(&m.to_le_bytes());
+        elf32[20] = 1;
+        elf32[40] = 52;
+        let mut truncated = exec(b"x", 1);
+        truncated.truncate(40);
+        let mut bad_tls_align = pie(native().1, 0x1000);
+        bad_tls_align[64 + 3 * 56 + 48] = 3; // PT_TLS p_align = 3
+        let cases: Vec<(Vec<u8>, LoadError)> = vec![
+            (Vec::new(), LoadError::Empty),
+            (not_elf, LoadError::NotElf),
+            (truncated, LoadError::NotElf),
+            (elf32, LoadError::NotElf64),
+            (
+                elf(
+                    2,
+                    m.wrapping_add(1),
+                    AT,
+                    &[ph(R | X, 0x1000, AT, 1, 1)],
+                    b"x",
+                ),
+                LoadError::WrongMachine,
+            ),
+            (
+                elf(1, m, AT, &[ph(R | X, 0x1000, AT, 1, 1)], b"x"),
+                LoadError::NotExecutable,
+            ),
+            (elf(2, m, AT, &[], b""), LoadError::NoSegments),
+            (
+                elf(2, m, AT, &[ph(R | X, 0x1000, AT, 2, 1)], b"xy"),
+                LoadError::SegmentFileSize,
+            ),
+            (
+                elf(2, m, AT, &[ph(R | X, 0x1000, AT, 0x10000, 0x10000)], b"x"),
+                LoadError::SegmentFileOutside,
+            ),
+            (
+                elf(2, m, AT, &[ph(R | X, u64::MAX, AT, 2, 2)], b"x"),
+                LoadError::SegmentFileOutside,
+            ),
+            (
+                elf(2, m, AT, &[ph(R | X, 0x1000, AT, 1, 1); 5], b"x"),
+                LoadError::SegmentOverlap,
+            ),
+            (
+                elf(
+                    2,
+                    m,
+                    AT,
+                    &[
+                        ph(R | X, 0x1000, AT, 1, 1),
+                        ph(R, 0x1000, AT + 0x1000, 1, 1),
+                        ph(R, 0x1000, AT + 0x2000, 1, 1),
+                        ph(R, 0x1000, AT + 0x3000, 1, 1),
+                        ph(R, 0x1000, AT + 0x4000, 1, 1),
+                    ],
+                    b"x",
+                ),
+                LoadError::TooManySegments,
+            ),
+            (
+                elf(
+                    2,
+                    m,
+                    AT,
+                    &[
+                        ph(R | X, 0x1000, AT, 1, 0x10),
+                        ph(R, 0x1000, AT + 0x800, 1, 1),
+                    ],
+                    b"x",
+                ),
+                LoadError::SegmentOverlap,
+            ),
+            (
+                elf(
+                    2,
+                    m,
+                    u64::MAX,
+                    &[ph(R | X, 0x1000, u64::MAX - 1, 1, 1)],
+                    b"x",
+                ),
+                LoadError::SegmentOutside,
+            ),
+            (
+                pie(native().1 + 1, 0x1000),
+                LoadError::UnsupportedRelocations,
+            ),
+            (pie(native().1, 0x5000), LoadError::BadRelocation),
+            (pie(native().1, u64::MAX - 2), LoadError::BadRelocation),
+            (bad_tls_align, LoadError::BadTls),
+        ];
+        for (f, want) in cases {
+            assert_eq!(parse_native(&f).err(), Some(want), "{want:?}");
+            assert!(!want.describe().is_empty());
+        }
+    }
+
+    #[test]
+    fn elfs_that_parse_but_do_not_fit_or_break_w_x_are_refused() {
+        let m = native().0;
         let mut buf = vec![0u8; SIZE];
         let mut mem = GuestMemory::new(BASE, &mut buf);
+        let big = exec(b"x", SIZE as u64);
+        let img = parse_native(&big).unwrap();
         assert_eq!(
-            load(
-                &payload(b"x", SIZE as u64),
-                &mut mem,
-                BackendId::Svm,
-                b"",
-                0
-            ),
+            load(&img, &mut mem, BackendId::Svm, b"", 0),
             Err(LoadError::DoesNotFit)
         );
+        let low = elf(
+            2,
+            m,
+            BASE,
+            &[(LOAD, R | X, 0x1000, BASE, 1, 1, 0x1000)],
+            b"x",
+        );
+        let img = parse_native(&low).unwrap();
         assert_eq!(
-            load(&payload(b"x", u64::MAX), &mut mem, BackendId::Svm, b"", 0),
+            load(&img, &mut mem, BackendId::Svm, b"", 0),
             Err(LoadError::DoesNotFit)
         );
-        assert_eq!(
-            load(&payload(b"", 0), &mut mem, BackendId::Svm, b"", 0),
-            Err(LoadError::Empty)
+        let entry_out = elf(
+            2,
+            m,
+            AT + 0x10,
+            &[(LOAD, R | X, 0x1000, AT, 1, 1, 0x1000)],
+            b"x",
         );
-        let mut p = payload(b"xy", 2);
-        p.entry_gpa += 2;
+        let img = parse_native(&entry_out).unwrap();
         assert_eq!(
-            load(&p, &mut mem, BackendId::Svm, b"", 0),
+            load(&img, &mut mem, BackendId::Svm, b"", 0),
             Err(LoadError::BadEntry)
         );
-        p.entry_gpa = BASE;
+        let wx = elf(
+            2,
+            m,
+            AT,
+            &[(LOAD, R | W | X, 0x1000, AT, 1, 1, 0x1000)],
+            b"x",
+        );
+        let img = parse_native(&wx).unwrap();
         assert_eq!(
-            load(&p, &mut mem, BackendId::Svm, b"", 0),
-            Err(LoadError::BadEntry)
+            guest_map(&img, BASE, 0x80_0000),
+            Err(LoadError::SegmentWritableExecutable)
         );
     }
 
@@ -449,7 +733,15 @@ mod tests {
         let mut buf = vec![0u8; SIZE];
         let mut mem = GuestMemory::new(BASE, &mut buf);
         let long = vec![b'a'; 0x2000];
-        load(&payload(b"x", 1), &mut mem, BackendId::Svm, &long, 0).unwrap();
+        let f = exec(b"x", 1);
+        load(
+            &parse_native(&f).unwrap(),
+            &mut mem,
+            BackendId::Svm,
+            &long,
+            0,
+        )
+        .unwrap();
         let mut raw = [0u8; 64];
         raw.copy_from_slice(mem.slice(BASE, 64).unwrap());
         assert_eq!(BootInfo::from_bytes(&raw).cmdline_len, layout::CMDLINE_MAX);
@@ -459,10 +751,7 @@ mod tests {
 
     const WBASE: u64 = 0x200_0000;
     const WSIZE: u64 = 0x80_0000;
-    const LOAD: u64 = WBASE + layout::PAYLOAD_OFFSET;
-    const R: u32 = PayloadSegment::R;
-    const W: u32 = PayloadSegment::W;
-    const X: u32 = PayloadSegment::X;
+    const PLOAD: u64 = WBASE + layout::PAYLOAD_OFFSET;
 
     fn seg(gpa: u64, mem_size: u64, flags: u32) -> PayloadSegment {
         PayloadSegment {
@@ -472,15 +761,31 @@ mod tests {
         }
     }
 
-    fn with(segments: &'static [PayloadSegment], mem_size: u64) -> Payload {
-        Payload {
-            name: "t",
-            load_gpa: LOAD,
-            entry_gpa: LOAD,
-            mem_size,
-            bytes: b"x",
+    /// A segment list with the payload's memory `[PLOAD, PLOAD + mem_size)` and entry.
+    #[derive(Debug)]
+    struct Tp {
+        segments: &'static [PayloadSegment],
+        mem_size: u64,
+        entry_gpa: u64,
+    }
+
+    fn with(segments: &'static [PayloadSegment], mem_size: u64) -> Tp {
+        Tp {
             segments,
+            mem_size,
+            entry_gpa: PLOAD,
         }
+    }
+
+    fn gm(p: &Tp, base: u64, size: u64) -> Result<GuestMap, LoadError> {
+        map_segments(
+            p.segments,
+            PLOAD,
+            PLOAD + p.mem_size,
+            p.entry_gpa,
+            base,
+            size,
+        )
     }
 
     fn leak(v: Vec<PayloadSegment>) -> &'static [PayloadSegment] {
@@ -488,12 +793,12 @@ mod tests {
     }
 
     /// What the linker scripts make: text, read-only data, data+bss, each page aligned.
-    fn typical() -> Payload {
+    fn typical() -> Tp {
         with(
             leak(vec![
-                seg(LOAD, 0x2345, R | X),
-                seg(LOAD + 0x3000, 0x800, R),
-                seg(LOAD + 0x4000, 0x1_2010, R | W),
+                seg(PLOAD, 0x2345, R | X),
+                seg(PLOAD + 0x3000, 0x800, R),
+                seg(PLOAD + 0x4000, 0x1_2010, R | W),
             ]),
             0x4000 + 0x1_2010,
         )
@@ -501,13 +806,13 @@ mod tests {
 
     #[test]
     fn text_is_rx_rodata_r_data_rw_and_the_rest_of_the_window_rw() {
-        let m = guest_map(&typical(), WBASE, WSIZE).unwrap();
+        let m = gm(&typical(), WBASE, WSIZE).unwrap();
         let want = [
-            (WBASE, LOAD, Perm::ReadWrite),
-            (LOAD, LOAD + 0x3000, Perm::ReadExecute),
-            (LOAD + 0x3000, LOAD + 0x4000, Perm::ReadOnly),
+            (WBASE, PLOAD, Perm::ReadWrite),
+            (PLOAD, PLOAD + 0x3000, Perm::ReadExecute),
+            (PLOAD + 0x3000, PLOAD + 0x4000, Perm::ReadOnly),
             // Data and bss (last page rounded up) merge with the heap and stack above them.
-            (LOAD + 0x4000, WBASE + WSIZE, Perm::ReadWrite),
+            (PLOAD + 0x4000, WBASE + WSIZE, Perm::ReadWrite),
         ];
         let got: Vec<_> = m
             .regions()
@@ -517,8 +822,8 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!((m.base(), m.end()), (WBASE, WBASE + WSIZE));
         assert_eq!(m.perm_at(WBASE), Some(Perm::ReadWrite));
-        assert_eq!(m.perm_at(LOAD + 0x2fff), Some(Perm::ReadExecute));
-        assert_eq!(m.perm_at(LOAD + 0x3000), Some(Perm::ReadOnly));
+        assert_eq!(m.perm_at(PLOAD + 0x2fff), Some(Perm::ReadExecute));
+        assert_eq!(m.perm_at(PLOAD + 0x3000), Some(Perm::ReadOnly));
         assert_eq!(m.perm_at(WBASE + WSIZE - 1), Some(Perm::ReadWrite));
         assert_eq!(m.perm_at(WBASE - 1), None);
         assert_eq!(m.perm_at(WBASE + WSIZE), None);
@@ -528,7 +833,7 @@ mod tests {
             m.uniform(WBASE + 0x20_0000, 0x20_0000),
             Some(Perm::ReadWrite)
         );
-        assert_eq!(m.uniform(LOAD, 0x1000), Some(Perm::ReadExecute));
+        assert_eq!(m.uniform(PLOAD, 0x1000), Some(Perm::ReadExecute));
         assert_eq!(m.uniform(WBASE + WSIZE - 0x1000, 0x2000), None);
         assert_eq!(m.uniform(u64::MAX, 2), None);
         assert_eq!(
@@ -548,15 +853,15 @@ mod tests {
         // Gaps between segments and a read-only segment last: still a tiling, gaps read+write.
         let p = with(
             leak(vec![
-                seg(LOAD + 0x1000, 0x1000, R | X),
-                seg(LOAD + 0x5000, 0x10, R | W),
-                seg(LOAD + 0x9000, 0x1, R),
+                seg(PLOAD + 0x1000, 0x1000, R | X),
+                seg(PLOAD + 0x5000, 0x10, R | W),
+                seg(PLOAD + 0x9000, 0x1, R),
             ]),
             0x9001,
         );
         let mut p = p;
-        p.entry_gpa = LOAD + 0x1800;
-        let m = guest_map(&p, WBASE, WSIZE).unwrap();
+        p.entry_gpa = PLOAD + 0x1800;
+        let m = gm(&p, WBASE, WSIZE).unwrap();
         let r = m.regions();
         assert_eq!(r[0].start, WBASE);
         assert_eq!(r[r.len() - 1].end, WBASE + WSIZE);
@@ -565,90 +870,96 @@ mod tests {
             assert_ne!(w[0].perm, w[1].perm, "neighbours merge");
         }
         assert!(r.iter().all(|x| x.start % PAGE == 0 && x.end % PAGE == 0));
-        assert_eq!(m.perm_at(LOAD), Some(Perm::ReadWrite));
-        assert_eq!(m.perm_at(LOAD + 0x9000), Some(Perm::ReadOnly));
-        assert_eq!(m.perm_at(LOAD + 0xA000), Some(Perm::ReadWrite));
+        assert_eq!(m.perm_at(PLOAD), Some(Perm::ReadWrite));
+        assert_eq!(m.perm_at(PLOAD + 0x9000), Some(Perm::ReadOnly));
+        assert_eq!(m.perm_at(PLOAD + 0xA000), Some(Perm::ReadWrite));
     }
 
     #[test]
     fn malformed_segment_lists_are_refused_by_name() {
-        let cases: Vec<(Payload, LoadError)> = vec![
+        let cases: Vec<(Tp, LoadError)> = vec![
             (with(&[], 0x1000), LoadError::NoSegments),
             (
-                with(leak(vec![seg(LOAD, 0x1000, R | X); 5]), 0x1000),
+                with(leak(vec![seg(PLOAD, 0x1000, R | X); 5]), 0x1000),
                 LoadError::TooManySegments,
             ),
             (
-                with(leak(vec![seg(LOAD, 0x1000, R | W | X)]), 0x1000),
+                with(leak(vec![seg(PLOAD, 0x1000, R | W | X)]), 0x1000),
                 LoadError::SegmentWritableExecutable,
             ),
             (
-                with(leak(vec![seg(LOAD, 0x1000, X)]), 0x1000),
+                with(leak(vec![seg(PLOAD, 0x1000, X)]), 0x1000),
                 LoadError::SegmentNotReadable,
             ),
             (
                 with(
-                    leak(vec![seg(LOAD, 0x800, R | X), seg(LOAD + 0x800, 0x800, R)]),
+                    leak(vec![seg(PLOAD, 0x800, R | X), seg(PLOAD + 0x800, 0x800, R)]),
                     0x1000,
                 ),
-                LoadError::SegmentUnaligned,
+                LoadError::SegmentOverlap,
             ),
             (
                 with(
-                    leak(vec![seg(LOAD, 0x1800, R | X), seg(LOAD + 0x1000, 0x800, R)]),
+                    leak(vec![
+                        seg(PLOAD, 0x1800, R | X),
+                        seg(PLOAD + 0x1000, 0x800, R),
+                    ]),
                     0x2000,
                 ),
                 LoadError::SegmentOverlap,
             ),
             (
                 with(
-                    leak(vec![seg(LOAD + 0x1000, 0x800, R), seg(LOAD, 0x800, R | X)]),
+                    leak(vec![
+                        seg(PLOAD + 0x1000, 0x800, R),
+                        seg(PLOAD, 0x800, R | X),
+                    ]),
                     0x2000,
                 ),
                 LoadError::SegmentOverlap,
             ),
             (
                 with(
-                    leak(vec![seg(LOAD, 0x1000, R | X), seg(LOAD + 0x1000, 0, R)]),
+                    leak(vec![seg(PLOAD, 0x1000, R | X), seg(PLOAD + 0x1000, 0, R)]),
                     0x2000,
                 ),
                 LoadError::SegmentOutside,
             ),
             (
-                with(leak(vec![seg(LOAD - 0x1000, 0x2000, R | X)]), 0x1000),
+                with(leak(vec![seg(PLOAD - 0x1000, 0x2000, R | X)]), 0x1000),
                 LoadError::SegmentOutside,
             ),
             (
                 with(
                     leak(vec![
-                        seg(LOAD, 0x1000, R | X),
-                        seg(LOAD + 0x1000, 0x2000, R | W),
+                        seg(PLOAD, 0x1000, R | X),
+                        seg(PLOAD + 0x1000, 0x2000, R | W),
                     ]),
                     0x2000,
                 ),
                 LoadError::SegmentOutside,
             ),
             (
-                with(leak(vec![seg(LOAD, u64::MAX, R | X)]), 0x1000),
+                with(leak(vec![seg(PLOAD, u64::MAX, R | X)]), 0x1000),
                 LoadError::SegmentOutside,
             ),
             (
                 with(
                     leak(vec![
-                        seg(LOAD, 0x1000, R),
-                        seg(LOAD + 0x1000, 0x1000, R | X),
+                        seg(PLOAD, 0x1000, R),
+                        seg(PLOAD + 0x1000, 0x1000, R | X),
                     ]),
                     0x2000,
                 ),
                 LoadError::EntryNotExecutable,
             ),
             (
-                with(leak(vec![seg(LOAD, 0x1000, R | X)]), WSIZE),
+                with(leak(vec![seg(PLOAD, 0x1000, R | X)]), WSIZE),
                 LoadError::DoesNotFit,
             ),
         ];
         for (p, want) in cases {
-            assert_eq!(guest_map(&p, WBASE, WSIZE), Err(want), "{:x?}", p.segments);
+            assert_eq!(gm(&p, WBASE, WSIZE), Err(want), "{:x?}", p.segments);
             assert!(!want.describe().is_empty());
         }
     }

@@ -68,6 +68,9 @@ pub fn build_payload_with(
     {
         return Err(format!("no payload named {payload} under payloads/"));
     }
+    if is_std_payload(payload) {
+        return build_std_payload(backend, payload, profile);
+    }
     ensure_target(backend)?;
     let script = root().join("linker").join(backend.guest_linker_script());
     let mut c = cargo();
@@ -88,6 +91,49 @@ pub fn build_payload_with(
         .join(backend.target())
         .join(profile)
         .join(payload))
+}
+
+/// Whether a payload is a Rust `std` program: its manifest depends on libvmm-guest for the hermit
+/// targets only (`[target.'cfg(target_os = "hermit")'.dependencies]`).
+pub fn is_std_payload(payload: &str) -> bool {
+    std::fs::read_to_string(root().join("payloads").join(payload).join("Cargo.toml"))
+        .is_ok_and(|m| m.contains("target_os = \"hermit\""))
+}
+
+/// The hermit target of a backend's architecture (where `std` payloads are built).
+pub fn hermit_target(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Riscv => "riscv64gc-unknown-hermit",
+        _ => "x86_64-unknown-hermit",
+    }
+}
+
+/// Builds a `std` payload for the hermit target of `backend`'s architecture. These targets are tier 3:
+/// rustup has no prebuilt `std` for them, so `std` is built from the `rust-src` component with
+/// `-Zbuild-std` (on the pinned stable toolchain through `RUSTC_BOOTSTRAP=1`); `compiler-builtins-mem`
+/// provides `memcpy` and friends, which the Hermit kernel would otherwise export. The result is a
+/// static PIE the VMM places and relocates at boot. The first build takes about 40 s; later ones reuse it.
+pub fn build_std_payload(
+    backend: Backend,
+    payload: &str,
+    profile: &str,
+) -> Result<PathBuf, String> {
+    let target = hermit_target(backend);
+    let mut c = cargo();
+    c.env("RUSTC_BOOTSTRAP", "1").args([
+        "build",
+        "--quiet",
+        "-Zbuild-std=std,panic_abort",
+        "-Zbuild-std-features=compiler-builtins-mem",
+        "--profile",
+        profile,
+        "-p",
+        payload,
+        "--target",
+        target,
+    ]);
+    build_quietly(c, &format!("building std payload {payload} for {target}"))?;
+    Ok(target_dir().join(target).join(profile).join(payload))
 }
 
 /// Builds the image and returns its path.

@@ -98,6 +98,28 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
         c.args(["--", "-D", "warnings"]);
         steps.push((format!("clippy ({backend} image and payloads)"), c));
     }
+    // The std payload and the runtime's hermit half, on the x86 hermit target (std built from source).
+    let mut c = cargo();
+    c.env("RUSTC_BOOTSTRAP", "1").args([
+        "clippy",
+        "--quiet",
+        "-Zbuild-std=std,panic_abort",
+        "-Zbuild-std-features=compiler-builtins-mem",
+        "--release",
+        "--target",
+        "x86_64-unknown-hermit",
+        "-p",
+        "std-demo",
+        "-p",
+        "libvmm-guest",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    steps.push((
+        "clippy (x86_64-unknown-hermit: std-demo, libvmm-guest)".to_string(),
+        c,
+    ));
     steps
 }
 
@@ -213,8 +235,10 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
     // Every backend's image boots on an emulator here (TDX's stops at SEAM-module detection).
     for backend in Backend::ALL {
         let cases = crate::cases::all(backend);
+        // The no_std payloads, then the std one (built once per target with -Zbuild-std).
         for payload in PAYLOADS
             .into_iter()
+            .chain(["std-demo"])
             .filter(|p| cases.iter().any(|c| c.payload == *p))
         {
             let s = Instant::now();

@@ -49,7 +49,9 @@ pub(crate) fn clock_gettime(clock: clockid_t) -> Result<timespec, i32> {
     })
 }
 
-/// Busy-waits on the monotonic clock (there is no timer interrupt to sleep on).
+/// Busy-waits on the monotonic clock (there is no timer interrupt to sleep on). `std` payloads sleep
+/// through the scheduler instead (`sched::usleep`), which runs other threads meanwhile.
+#[cfg_attr(target_os = "hermit", allow(dead_code))]
 pub(crate) fn usleep(usecs: u64) {
     let start = hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]);
     if start < 0 {
@@ -57,4 +59,10 @@ pub(crate) fn usleep(usecs: u64) {
     }
     let end = start.saturating_add((usecs as i64).saturating_mul(1000));
     while hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]) < end {}
+}
+
+/// The monotonic clock in nanoseconds (0 when the VMM has no clock).
+#[cfg(target_os = "hermit")]
+pub(crate) fn monotonic_ns() -> u64 {
+    hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]).max(0) as u64
 }

@@ -31,6 +31,10 @@ pub use libvmm_abi as abi;
 pub mod arch;
 mod hermit;
 pub mod io;
+#[cfg(target_os = "hermit")]
+mod rt;
+#[cfg(target_os = "hermit")]
+mod sched;
 pub mod trap;
 
 pub use trap::{
@@ -102,6 +106,9 @@ pub(crate) fn start() -> ! {
             exit(libvmm_abi::stop::PAYLOAD_MAX as i32);
         }
     }
+    #[cfg(target_os = "hermit")]
+    rt::start();
+    #[cfg(not(target_os = "hermit"))]
     exit(arch::call_payload_main())
 }
 
@@ -117,7 +124,7 @@ macro_rules! entry {
     };
 }
 
-#[cfg(not(test))]
+#[cfg(all(not(test), target_os = "none"))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("payload panicked: {}", info);

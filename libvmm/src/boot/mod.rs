@@ -82,12 +82,22 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
     // No stale host memory is ever shown to a guest.
     window.fill(0);
     let mut mem = GuestMemory::new(base, window);
-    let loaded = match crate::loader::load(payload, &mut mem, M::BACKEND, cmdline, m.entry_time()) {
+    // The payload ELF, parsed and validated (a PIE goes to the window's payload offset).
+    let load_at = base + libvmm_abi::layout::PAYLOAD_OFFSET;
+    let img = match crate::loader::elf_image::parse(
+        payload.elf,
+        load_at,
+        crate::loader::elf_image::native(),
+    ) {
+        Ok(img) => img,
+        Err(e) => return StopReason::Platform(e.describe()),
+    };
+    let loaded = match crate::loader::load(&img, &mut mem, M::BACKEND, cmdline, m.entry_time()) {
         Ok(l) => l,
         Err(e) => return StopReason::Platform(e.describe()),
     };
     // W^X: what the nested tables will allow where (payload text r-x, read-only data r--, the rest rw-).
-    let map = match crate::loader::guest_map(payload, base, mem.size()) {
+    let map = match crate::loader::guest_map(&img, base, mem.size()) {
         Ok(map) => map,
         Err(e) => return StopReason::Platform(e.describe()),
     };

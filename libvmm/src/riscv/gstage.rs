@@ -264,7 +264,7 @@ impl<const N: usize, const P: usize> GStage<N, P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Payload, PayloadSegment};
+    use crate::PayloadSegment;
     use libvmm_abi::layout::{riscv64 as l, STACK_SIZE};
 
     fn gs() -> Box<GStage<2>> {
@@ -293,15 +293,16 @@ mod tests {
                 flags: PayloadSegment::R | PayloadSegment::W,
             },
         ];
-        let p = Payload {
-            name: "t",
-            load_gpa: TEXT,
-            entry_gpa: TEXT,
-            mem_size: 0x7000 + 0x2_1800,
-            bytes: b"x",
-            segments: &SEGS,
-        };
-        crate::loader::guest_map(&p, l::WINDOW_BASE, l::WINDOW_SIZE).unwrap()
+        let p = (SEGS, TEXT, 0x7000 + 0x2_1800);
+        crate::loader::map_segments(
+            &p.0[..],
+            p.1,
+            p.1 + p.2,
+            TEXT,
+            l::WINDOW_BASE,
+            l::WINDOW_SIZE,
+        )
+        .unwrap()
     }
 
     #[test]

@@ -174,8 +174,8 @@ impl Default for NestedTables {
 mod tests {
     use super::*;
     use crate::config::GUEST_MAP_REGIONS;
-    use crate::loader::{guest_map, PAGE};
-    use crate::{Payload, PayloadSegment};
+    use crate::loader::{map_segments, PAGE};
+    use crate::PayloadSegment;
     use libvmm_abi::layout::{x86_64::PAYLOAD_BASE, STACK_SIZE};
 
     /// Host-physical address of a table: its host address (the tables are boxed, so distinct).
@@ -207,15 +207,8 @@ mod tests {
                 flags: PayloadSegment::R | PayloadSegment::W,
             },
         ];
-        let p = Payload {
-            name: "t",
-            load_gpa: TEXT,
-            entry_gpa: TEXT,
-            mem_size: DATA + DATA_SIZE - TEXT,
-            bytes: b"x",
-            segments: &SEGS,
-        };
-        guest_map(&p, WINDOW_BASE, WINDOW_SIZE).unwrap()
+        let p = (SEGS, TEXT, DATA + DATA_SIZE - TEXT);
+        map_segments(&p.0[..], p.1, p.1 + p.2, TEXT, WINDOW_BASE, WINDOW_SIZE).unwrap()
     }
 
     fn tables(map: &GuestMap) -> Box<NestedTables> {
@@ -339,15 +332,8 @@ mod tests {
             .collect();
         let n = segs.len() as u64;
         let segs: &'static [PayloadSegment] = Box::leak(segs.into_boxed_slice());
-        let p = Payload {
-            name: "t",
-            load_gpa: base + 0x1_0000,
-            entry_gpa: base + 0x1_0000,
-            mem_size: (n - 1) * 2 * PAGE_2M + PAGE_2M,
-            bytes: b"x",
-            segments: segs,
-        };
-        let map = guest_map(&p, base, 16 * PAGE_2M).unwrap();
+        let p = (segs, base + 0x1_0000, (n - 1) * 2 * PAGE_2M + PAGE_2M);
+        let map = map_segments(p.0, p.1, p.1 + p.2, base + 0x1_0000, base, 16 * PAGE_2M).unwrap();
         assert!(map.regions().len() <= GUEST_MAP_REGIONS);
         assert!(2 * n as usize > NESTED_PAGE_TABLES);
         let mut t = Box::new(NestedTables::new());

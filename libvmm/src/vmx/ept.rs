@@ -299,7 +299,7 @@ mod tests {
 
     /// The W^X map of a payload shaped like the linker scripts make them.
     fn payload_map() -> GuestMap {
-        use crate::{Payload, PayloadSegment};
+        use crate::PayloadSegment;
         use libvmm_abi::layout::x86_64::PAYLOAD_BASE;
         static SEGS: [PayloadSegment; 3] = [
             PayloadSegment {
@@ -318,15 +318,16 @@ mod tests {
                 flags: PayloadSegment::R | PayloadSegment::W,
             },
         ];
-        let p = Payload {
-            name: "t",
-            load_gpa: PAYLOAD_BASE,
-            entry_gpa: PAYLOAD_BASE,
-            mem_size: 0x7000 + 0x2_1800,
-            bytes: b"x",
-            segments: &SEGS,
-        };
-        crate::loader::guest_map(&p, WINDOW_BASE, WINDOW_SIZE).unwrap()
+        let p = (SEGS, PAYLOAD_BASE, 0x7000 + 0x2_1800);
+        crate::loader::map_segments(
+            &p.0[..],
+            p.1,
+            p.1 + p.2,
+            PAYLOAD_BASE,
+            WINDOW_BASE,
+            WINDOW_SIZE,
+        )
+        .unwrap()
     }
 
     fn rights_of(perm: Perm) -> u64 {

@@ -62,6 +62,7 @@ pub(crate) fn cmdline_bytes(bi: &BootInfo) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(gpa as *const u8, len as usize) }
 }
 
+#[cfg(not(target_os = "hermit"))]
 /// Calls the payload's `main`, which `entry!` defines as `__libvmm_payload_main`.
 pub(crate) fn call_payload_main() -> i32 {
     extern "Rust" {
@@ -98,4 +99,88 @@ fn from_slot(raw: usize) -> Option<crate::trap::TrapHandler> {
         // `usize` (function pointers and `usize` have the same size on both targets).
         unsafe { core::mem::transmute::<usize, crate::trap::TrapHandler>(raw) }
     })
+}
+
+#[cfg(target_os = "hermit")]
+pub(crate) mod heap;
+#[cfg(target_os = "hermit")]
+pub(crate) mod thread;
+
+/// The address of the payload's own ELF header and the bytes of its header and program headers (a
+/// PIE's first segment maps them; `__ehdr_start` is the linker's symbol for it).
+#[cfg(target_os = "hermit")]
+pub(crate) fn own_elf_headers() -> (u64, &'static [u8]) {
+    extern "C" {
+        static __ehdr_start: [u8; 64];
+    }
+    // SAFETY: the linker defines `__ehdr_start` at the ELF header, which the first loadable segment of
+    // a hermit-target PIE maps (read-only, loaded by the VMM); the header's own phoff/phnum bound the
+    // program headers that follow it in the same segment.
+    unsafe {
+        let base = core::ptr::addr_of!(__ehdr_start) as *const u8;
+        let ehdr = &*core::ptr::addr_of!(__ehdr_start);
+        let phoff = u64::from_le_bytes(ehdr[32..40].try_into().unwrap_or([0; 8])) as usize;
+        let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]) as usize;
+        let len = if (64..4096).contains(&phoff) && phnum <= 64 {
+            phoff + 56 * phnum
+        } else {
+            64
+        };
+        (base as u64, core::slice::from_raw_parts(base, len))
+    }
+}
+
+/// `len` bytes of payload memory at `gpa` (the TLS template, read-only).
+#[cfg(target_os = "hermit")]
+pub(crate) fn memory(gpa: u64, len: usize) -> &'static [u8] {
+    if gpa == 0 || len == 0 {
+        return &[];
+    }
+    // SAFETY: `gpa`/`len` come from the payload's own PT_TLS, which the VMM validated to lie inside a
+    // loaded segment's file bytes; that memory stays mapped and is never written (.tdata).
+    unsafe { core::slice::from_raw_parts(gpa as *const u8, len) }
+}
+
+/// Calls `std`'s `runtime_entry`, which runs `main` and exits.
+#[cfg(target_os = "hermit")]
+pub(crate) fn call_runtime_entry(argc: i32, argv: *const *const u8, env: *const *const u8) -> ! {
+    extern "C" {
+        fn runtime_entry(argc: i32, argv: *const *const u8, env: *const *const u8) -> !;
+    }
+    // SAFETY: `std` (sys/pal/hermit) defines it with this signature; argv and env are NUL-terminated
+    // arrays of NUL-terminated strings the runtime leaked for the program's life.
+    unsafe { runtime_entry(argc, argv, env) }
+}
+
+/// Fills `buf` from the CPU's random-number instruction; false when it has none or keeps failing.
+#[cfg(target_os = "hermit")]
+pub(crate) fn hw_random(buf: &mut [u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        for chunk in buf.chunks_mut(8) {
+            let mut v = 0u64;
+            let mut ok = 0u8;
+            for _ in 0..64 {
+                // SAFETY: RDRAND only writes its register and CF; the hermit target requires the CPU
+                // to have it (`+rdrand`).
+                unsafe {
+                    core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok,
+                        options(nomem, nostack));
+                }
+                if ok != 0 {
+                    break;
+                }
+            }
+            if ok == 0 {
+                return false;
+            }
+            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = buf;
+        false
+    }
 }

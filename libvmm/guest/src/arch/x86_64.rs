@@ -31,6 +31,7 @@ _start:
     or rax, rdx
     mov [rip + {first}], rax
     and rsp, -16
+    call libvmm_guest_cpu_init
     call {rust_start}
     ud2
 
@@ -112,7 +113,7 @@ LIBVMM_GUEST_ISR 31, 0
     add rsp, 16
     iretq
 
-.section .rodata.isr, "a"
+.section .data.rel.ro.isr, "aw"
 .balign 8
 .Lgisr_table:
     .quad .Lgisr0, .Lgisr1, .Lgisr2, .Lgisr3, .Lgisr4, .Lgisr5, .Lgisr6, .Lgisr7
@@ -125,6 +126,32 @@ LIBVMM_GUEST_ISR 31, 0
     first = sym FIRST_CYCLES,
     rust_start = sym rust_start,
     trap = sym trap,
+);
+
+// SSE for `std` payloads (the hermit target's code uses it): CR0.EM=0, CR0.MP=1, CR4.OSFXSR and
+// OSXMMEXCPT, before any Rust code runs. The bare-metal target is soft-float and needs nothing.
+#[cfg(target_os = "hermit")]
+core::arch::global_asm!(
+    r#"
+.section .text.start, "ax"
+libvmm_guest_cpu_init:
+    mov rax, cr0
+    and rax, -5
+    or rax, 2
+    mov cr0, rax
+    mov rax, cr4
+    or rax, 0x600
+    mov cr4, rax
+    ret
+"#
+);
+#[cfg(not(target_os = "hermit"))]
+core::arch::global_asm!(
+    r#"
+.section .text.start, "ax"
+libvmm_guest_cpu_init:
+    ret
+"#
 );
 
 extern "C" {
