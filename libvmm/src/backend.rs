@@ -50,4 +50,22 @@ pub(crate) trait Backend {
 
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
     fn virtual_msr(&self, msr: crate::exit::VirtualMsr) -> Option<u64>;
+
+    /// The backend delivers the virtual x2APIC's interrupts (SVM, VMX): the loop then routes the APIC
+    /// MSRs to the model, sleeps on HLT and checks for pending vectors before each entry. A constant, so
+    /// backends without it (RISC-V, the TDX image) carry none of that code.
+    const VIRTUAL_APIC: bool = false;
+
+    /// The guest-interrupt half of the backend ([`GuestInterrupts`], on the VMCB / VMCS); the default
+    /// for backends without [`Self::VIRTUAL_APIC`] does nothing.
+    ///
+    /// [`GuestInterrupts`]: crate::x86::apic::delivery::GuestInterrupts
+    fn interruptibility(&self) -> crate::x86::apic::delivery::Interruptibility {
+        Default::default()
+    }
+    fn event_queued(&self) -> bool {
+        false
+    }
+    fn inject_interrupt(&mut self, _vector: u8) {}
+    fn request_interrupt_window(&mut self, _open: bool) {}
 }

@@ -5,8 +5,9 @@
 use crate::backend::Backend;
 use crate::config::IO_LOG_LIMIT;
 use crate::exit::{Exit, Fault, Output, Reply};
-use crate::policy::{cpuid, cr, hypercall, io, msr, sbi};
+use crate::policy::{apic, cpuid, cr, hypercall, io, msr, sbi};
 pub(crate) use crate::vm::{ExitReason, Platform, StopReason, Vm};
+use crate::x86::apic::delivery::{EntryAction, HaltAction};
 
 /// Decides the reply to one exit, or that the VM stops. Every arm but the hypercall and SBI ones counts
 /// its exit by reason (`vm.stats`; those are the loop's total minus the rest).
@@ -47,11 +48,19 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::MsrRead { msr } => {
             vm.stats.add(ExitReason::MsrRead);
-            msr::read(msr, |v| cpu.virtual_msr(v))
+            if B::VIRTUAL_APIC && apic::owns(msr) {
+                apic_read(vm, msr)
+            } else {
+                msr::read(msr, |v| cpu.virtual_msr(v))
+            }
         }
         Exit::MsrWrite { msr, value } => {
             vm.stats.add(ExitReason::MsrWrite);
-            msr::write(msr, value, |v| cpu.virtual_msr(v))
+            if B::VIRTUAL_APIC && apic::owns(msr) {
+                apic_write(vm, msr, value)
+            } else {
+                msr::write(msr, value, |v| cpu.virtual_msr(v))
+            }
         }
         Exit::Io(access) => {
             vm.stats.add(ExitReason::Io);
@@ -77,7 +86,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::Halt => {
             vm.stats.add(ExitReason::Halt);
-            return Err(StopReason::GuestHalted);
+            if !B::VIRTUAL_APIC {
+                return Err(StopReason::GuestHalted);
+            }
+            halt(cpu, vm)?
         }
         Exit::VirtInsn(_) => {
             vm.stats.add(ExitReason::VirtInsn);
@@ -93,10 +105,13 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::HostEvent => {
             vm.stats.add(ExitReason::HostEvent);
-            match vm.platform.time_limit_exceeded() {
-                Some(ms) => return Err(StopReason::TimeLimit { ms }),
-                None => Reply::Resume,
+            if let Some(ms) = vm.platform.time_limit_exceeded() {
+                return Err(StopReason::TimeLimit { ms });
             }
+            if B::VIRTUAL_APIC {
+                host_timer(vm);
+            }
+            Reply::Resume
         }
         // The checks look at the guest's CPUID, as the guest sees it.
         Exit::CrWrite { cr, value } => {
@@ -132,6 +147,91 @@ pub(crate) fn run<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> S
         vm.exits += 1;
         if let Err(stop) = handle(exit, cpu, vm) {
             return stop;
+        }
+        // One test of IRR (and the window flag) when nothing is pending; a compile-time `false` on
+        // backends without a virtual APIC.
+        if B::VIRTUAL_APIC && vm.irq.needs_attention() {
+            deliver(cpu, vm);
+        }
+    }
+}
+
+/// Before an entry with a vector pending or a window open: inject what the guest can take now, or open
+/// an interrupt window (its exit comes back here), or close one no longer needed.
+#[inline(never)]
+fn deliver<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
+    let want_window = match vm
+        .irq
+        .apic
+        .before_entry(cpu.interruptibility(), cpu.event_queued())
+    {
+        EntryAction::Inject(vector) => {
+            cpu.inject_interrupt(vector);
+            false
+        }
+        EntryAction::OpenWindow => true,
+        EntryAction::None => false,
+    };
+    if want_window != vm.irq.window_open {
+        cpu.request_interrupt_window(want_window);
+        vm.irq.window_open = want_window;
+    }
+}
+
+/// Arms the host timer for the APIC's next deadline when it changed.
+fn rearm<P: Platform>(vm: &mut Vm<'_, P>, now: u64) {
+    let next = vm.irq.apic.next_deadline(now);
+    if next != vm.irq.armed {
+        vm.irq.armed = next;
+        vm.platform.arm_guest_timer(next);
+    }
+}
+
+/// A host timer exit: the APIC's timer catches up with the guest TSC.
+#[inline(never)]
+fn host_timer<P: Platform>(vm: &mut Vm<'_, P>) {
+    let now = vm.platform.guest_tsc();
+    vm.irq.apic.tick(now);
+    rearm(vm, now);
+}
+
+#[inline(never)]
+fn apic_read<P: Platform>(vm: &mut Vm<'_, P>, msr: u32) -> Reply {
+    let now = vm.platform.guest_tsc();
+    apic::read(&mut vm.irq.apic, msr, now)
+}
+
+#[inline(never)]
+fn apic_write<P: Platform>(vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
+    let now = vm.platform.guest_tsc();
+    let (reply, timer_changed) = apic::write(&mut vm.irq.apic, msr, value, now);
+    if timer_changed {
+        rearm(vm, now);
+    }
+    reply
+}
+
+/// HLT (the reply retires it): wake at once when an interrupt can be taken, sleep the physical CPU
+/// until the APIC's timer would deliver one, or stop when nothing can ever wake the guest. The time
+/// limit still ends a sleeping guest.
+#[inline(never)]
+fn halt<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>) -> Result<Reply, StopReason> {
+    let interrupts_enabled = cpu.interruptibility().interrupts_enabled;
+    loop {
+        let now = vm.platform.guest_tsc();
+        match vm.irq.apic.on_halt(now, interrupts_enabled) {
+            HaltAction::Wake => {
+                rearm(vm, now);
+                return Ok(Reply::Complete(Output::Nothing));
+            }
+            HaltAction::Stop => return Err(StopReason::GuestHalted),
+            HaltAction::SleepUntil(at) => {
+                rearm(vm, now);
+                vm.platform.sleep_until(at);
+                if let Some(ms) = vm.platform.time_limit_exceeded() {
+                    return Err(StopReason::TimeLimit { ms });
+                }
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The local APIC, used for one thing: a periodic timer that forces VM exits, so the VMM regains the
-//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`).
+//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`),
+//! and the guest's virtual x2APIC timer is seen to expire (and a halted guest's sleep ends) on time.
 //! Registers are MMIO at the base in IA32_APIC_BASE, reached through the `volatile` crate.
 //! The legacy PICs are masked first: nothing but this timer may interrupt the VMM.
 
@@ -52,6 +53,12 @@ pub fn start_periodic_timer(initial_count: u32) -> bool {
     reg(REG_LVT_TIMER).write(LVT_PERIODIC | TIMER_VECTOR as u32);
     reg(REG_TIMER_INIT).write(initial_count);
     true
+}
+
+/// Stops the timer (masks its LVT entry).
+pub fn stop_timer() {
+    reg(REG_LVT_TIMER).write(LVT_MASKED | TIMER_VECTOR as u32);
+    reg(REG_TIMER_INIT).write(0);
 }
 
 /// Called from the interrupt stub: acknowledges the interrupt.
