@@ -68,4 +68,7 @@ pub(crate) trait Backend {
     }
     fn inject_interrupt(&mut self, _vector: u8) {}
     fn request_interrupt_window(&mut self, _open: bool) {}
+    /// Ends an STI / MOV SS shadow when the loop retires the instruction under it (the HLT of
+    /// `sti; hlt`, which woke): the next instruction boundary may take an interrupt.
+    fn clear_interrupt_shadow(&mut self) {}
 }

@@ -215,12 +215,13 @@ fn apic_write<P: Platform>(vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
 /// until the APIC's timer would deliver one, or stop when nothing can ever wake the guest. The time
 /// limit still ends a sleeping guest.
 #[inline(never)]
-fn halt<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>) -> Result<Reply, StopReason> {
+fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Reply, StopReason> {
     let interrupts_enabled = cpu.interruptibility().interrupts_enabled;
     loop {
         let now = vm.platform.guest_tsc();
         match vm.irq.apic.on_halt(now, interrupts_enabled) {
             HaltAction::Wake => {
+                cpu.clear_interrupt_shadow();
                 rearm(vm, now);
                 return Ok(Reply::Complete(Output::Nothing));
             }

@@ -31,6 +31,8 @@ pub use libvmm_abi as abi;
 pub mod arch;
 mod hermit;
 pub mod io;
+pub mod irq;
+pub mod time;
 pub mod trap;
 
 pub use trap::{

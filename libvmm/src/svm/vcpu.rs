@@ -117,6 +117,9 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
     fn request_interrupt_window(&mut self, open: bool) {
         GuestInterrupts::request_interrupt_window(self, open)
     }
+    fn clear_interrupt_shadow(&mut self) {
+        self.vmcb.control.int_state &= !vmcb::INT_SHADOW;
+    }
 }
 
 /// Guest-interrupt delivery on the VMCB: EVENTINJ type 0 for an interrupt the guest can take now; for

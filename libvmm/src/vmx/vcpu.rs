@@ -403,6 +403,14 @@ impl<H: VmxOps> Backend for Vmx<H> {
     fn request_interrupt_window(&mut self, open: bool) {
         GuestInterrupts::request_interrupt_window(self, open)
     }
+    fn clear_interrupt_shadow(&mut self) {
+        let blocking = self.read_or_zero(f::GUEST_INTERRUPTIBILITY);
+        if blocking & 3 != 0 {
+            let _ = self
+                .vmcs
+                .write(f::GUEST_INTERRUPTIBILITY, (blocking & !3) as u32);
+        }
+    }
 }
 
 /// Guest-interrupt delivery on the VMCS: the VM-entry interruption-information field (type 0, external
