@@ -197,6 +197,43 @@ fn traps(backend: Backend) -> Vec<Case> {
     ]
 }
 
+/// `timer`: guest interrupts and time through `libvmm_guest::time` / `irq` (x86: the virtual x2APIC;
+/// RISC-V: SBI TIME): periodic ticks counted exactly, a one-shot sleep on HLT/WFI that ends no earlier
+/// than asked; on x86 also TSC-deadline mode, EOI discipline, TPR masking, IF=0 until STI, ICR self-IPI.
+fn timer(backend: Backend) -> Case {
+    let mut lines = vec![
+        "timer: periodic: 5 ticks counted exactly ok",
+        "timer: one-shot deadline wakes the halted guest no earlier than asked ok",
+    ];
+    if backend != Backend::Riscv {
+        lines.extend([
+            "timer: tsc-deadline: fired at or after the deadline, which reads 0 after ok",
+            "timer: eoi discipline: the second interrupt waited for the first one's EOI ok",
+            "timer: tpr masks a lower-priority vector ok",
+            "timer: an interrupt raised with IF=0 waits until STI ok",
+            "timer: self-IPI through the ICR ok",
+        ]);
+    }
+    match backend {
+        Backend::Svm => lines.push(
+            "libvmm: AVIC active: off: x2APIC MSRs 0x800-0x8ff intercepted, emulated by the virtual x2APIC",
+        ),
+        Backend::Vmx => lines.push(
+            "libvmm: APICv: off: x2APIC MSRs 0x800-0x8ff intercepted, emulated by the virtual x2APIC",
+        ),
+        _ => {}
+    }
+    lines.extend([
+        "timer: all checks passed",
+        "libvmm: stop 0 payload exited with status 0",
+    ]);
+    Case::new(backend, "timer", "", 0).expect(&lines).forbid(&[
+        "timer: FAILED",
+        "unexpected",
+        "panic",
+    ])
+}
+
 /// `exitbench` on any backend: it runs to the end and every `write`, whatever its length, is one exit.
 fn exitbench(backend: Backend) -> Case {
     Case::new(backend, "exitbench", "", 0)

@@ -10,6 +10,7 @@ const B: Backend = Backend::Vmx;
 pub fn cases() -> Vec<Case> {
     let mut v = super::timed_spin(B);
     v.push(hello(B));
+    v.push(super::timer(B));
     v.extend(super::traps(B));
     v.extend(x86_memory_attacks(B));
     v.extend(super::wx_attacks(
