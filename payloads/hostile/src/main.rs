@@ -24,6 +24,8 @@ use x86_64 as arch_attacks;
 mod riscv64;
 #[cfg(target_arch = "riscv64")]
 use riscv64 as arch_attacks;
+#[cfg(target_arch = "x86_64")]
+mod apic;
 mod wx;
 
 libvmm_guest::entry!(main);
@@ -115,6 +117,8 @@ fn main() -> i32 {
     };
     hypercall_attacks(&mut c);
     arch_attacks::recoverable(&mut c);
+    #[cfg(target_arch = "x86_64")]
+    apic::recoverable(&mut c);
     wx::recoverable(&mut c);
     println!(
         "hostile: {} recoverable checks passed, {} failed",
@@ -132,6 +136,8 @@ fn main() -> i32 {
             libvmm_guest::exit(7)
         }
         _ if wx::fatal(attack) => {}
+        #[cfg(target_arch = "x86_64")]
+        "apic-storm" => apic::storm(),
         _ => arch_attacks::fatal(attack),
     }
     // Every fatal attack must have stopped the VM.

@@ -234,6 +234,30 @@ fn timer(backend: Backend) -> Case {
     ])
 }
 
+/// The virtual x2APIC under attack (x86): the recoverable APIC checks pass (they run in every hostile
+/// boot; named here), and a timer storm (periodic, initial count 1, divide 1, IF=1) leaves the VMM
+/// responsive: the time limit stops it.
+fn apic_attacks(backend: Backend) -> Vec<Case> {
+    vec![hostile(
+        backend,
+        "attack=apic-storm libvmm.timeout_ms=300",
+        StopCode::GuestError as u8,
+        "guest exceeded its time limit of 300 ms".into(),
+    )
+    .expect(&[
+        "hostile: ok apic-base-extd-without-en-is-gp",
+        "hostile: ok apic-base-leave-x2apic-to-xapic-is-gp",
+        "hostile: ok lvt-timer-mode-11",
+        "hostile: ok apic-read-only-write-is-gp",
+        "hostile: ok apic-eoi-with-nothing-in-service",
+        "hostile: ok apic-icr-lowest-priority-is-refused",
+        "hostile: ok apic-illegal-vector-not-sent",
+        "hostile: ok apic-tsc-deadline-in-the-past-fires-at-once",
+        "hostile: ok apic-tsc-deadline-at-u64-max-is-armed",
+        "hostile: fatal attack apic-storm",
+    ])]
+}
+
 /// `exitbench` on any backend: it runs to the end and every `write`, whatever its length, is one exit.
 fn exitbench(backend: Backend) -> Case {
     Case::new(backend, "exitbench", "", 0)

@@ -11,6 +11,7 @@ pub fn cases() -> Vec<Case> {
     let mut v = super::timed_spin(B);
     v.push(hello(B));
     v.push(super::timer(B));
+    v.extend(super::apic_attacks(B));
     v.extend(super::traps(B));
     v.extend(x86_memory_attacks(B));
     v.extend(super::wx_attacks(
