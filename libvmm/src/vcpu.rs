@@ -49,12 +49,14 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::MsrRead { msr } => {
             vm.stats.add(ExitReason::MsrRead);
             let r = msr_read(cpu, vm, msr);
-            return Ok(reply_and_deliver(cpu, vm, r));
+            reply_and_deliver(cpu, vm, r);
+            return Ok(());
         }
         Exit::MsrWrite { msr, value } => {
             vm.stats.add(ExitReason::MsrWrite);
             let r = msr_write(cpu, vm, msr, value);
-            return Ok(reply_and_deliver(cpu, vm, r));
+            reply_and_deliver(cpu, vm, r);
+            return Ok(());
         }
         Exit::Io(access) => {
             vm.stats.add(ExitReason::Io);
@@ -84,7 +86,8 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                 return Err(StopReason::GuestHalted);
             }
             let r = halt(cpu, vm)?;
-            return Ok(reply_and_deliver(cpu, vm, r));
+            reply_and_deliver(cpu, vm, r);
+            return Ok(());
         }
         Exit::VirtInsn(_) => {
             vm.stats.add(ExitReason::VirtInsn);
@@ -105,7 +108,8 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             }
             if B::VIRTUAL_APIC {
                 host_timer(vm);
-                return Ok(reply_and_deliver(cpu, vm, Reply::Resume));
+                reply_and_deliver(cpu, vm, Reply::Resume);
+                return Ok(());
             }
             Reply::Resume
         }

@@ -58,7 +58,7 @@ pub(crate) fn boot<P: Platform>(
     // all), on Bochs as on hardware that would offer virtual-interrupt delivery.
     crate::vmm_print!(
         vm.platform.console(),
-        "libvmm: APICv: off: x2APIC MSRs 0x800-0x8ff intercepted, emulated by the virtual x2APIC\n"
+        "libvmm: APICv off: x2APIC emulated\n"
     );
     let Some(pages) = super::STORAGE.take() else {
         return StopReason::Platform("VMX storage already in use");
