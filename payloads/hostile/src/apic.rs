@@ -15,7 +15,8 @@ fn eoi_handler(_: &mut TrapFrame) -> TrapAction {
 }
 
 pub fn recoverable(c: &mut Checks) {
-    // Leaving or skipping modes: x2APIC needs EN; EXTD without EN, and reserved bits, are #GP.
+    // Leaving or skipping modes: x2APIC needs EN; EXTD without EN, and reserved bits, are #GP; before
+    // x2APIC mode the x2APIC MSRs are #GP; x2APIC -> xAPIC is #GP.
     let base = probe::rdmsr(APIC_BASE).unwrap_or(0);
     let r = probe::wrmsr(APIC_BASE, (base & !BASE_EN) | BASE_EXTD);
     c.check(
@@ -24,27 +25,19 @@ pub fn recoverable(c: &mut Checks) {
         format_args!("{r:?}"),
     );
     let r = probe::wrmsr(APIC_BASE, base | 1 << 9);
+    let id = probe::rdmsr(ID);
     c.check(
         "apic-base-reserved-bit-is-gp",
-        r == Err(GP),
-        format_args!("{r:?}"),
+        r == Err(GP) && id == Err(GP),
+        format_args!("{r:?}, ID in xAPIC mode {id:?}"),
     );
-    // Before x2APIC mode, the x2APIC MSRs are #GP.
-    let r = probe::rdmsr(ID);
-    c.check(
-        "x2apic-msr-in-xapic-mode-is-gp",
-        r == Err(GP),
-        format_args!("{r:?}"),
-    );
-    let r = probe::wrmsr(APIC_BASE, base | BASE_EN | BASE_EXTD);
-    c.check("apic-base-enter-x2apic", r.is_ok(), format_args!("{r:?}"));
     let x2 = base | BASE_EN | BASE_EXTD;
-    // x2APIC -> xAPIC is #GP.
-    let r = probe::wrmsr(APIC_BASE, x2 & !BASE_EXTD);
+    let r = probe::wrmsr(APIC_BASE, x2);
+    let r2 = probe::wrmsr(APIC_BASE, x2 & !BASE_EXTD);
     c.check(
         "apic-base-leave-x2apic-to-xapic-is-gp",
-        r == Err(GP),
-        format_args!("{r:?}"),
+        r.is_ok() && r2 == Err(GP),
+        format_args!("enter {r:?}, leave {r2:?}"),
     );
     let _ = probe::wrmsr(SVR, SVR_ENABLE | 0xFF);
 
@@ -63,31 +56,33 @@ pub fn recoverable(c: &mut Checks) {
         ("timer-divide-bits", TIMER_DIVIDE, 1 << 4),
         ("self-ipi-bits", SELF_IPI, 1 << 8),
     ];
-    for (name, msr, v) in reserved {
-        let r = probe::wrmsr(msr, v);
-        c.check(
-            name,
-            r == Err(GP),
-            format_args!("reserved bits in {msr:#x}: {r:?}"),
-        );
-    }
+    // One line per group: Bochs' serial console costs ~4,300 emulated instructions a character, and the
+    // timed hostile cases run these checks inside a 300 ms limit.
+    let bad = reserved
+        .iter()
+        .find(|(_, msr, v)| probe::wrmsr(*msr, *v) != Err(GP));
+    c.check(
+        "apic-reserved-bits-are-gp",
+        bad.is_none(),
+        format_args!("{:?}", bad.map(|b| b.0)),
+    );
     // Read-only registers: #GP on write; write-only ones: #GP on read; holes: #GP.
-    for msr in [ID, VERSION, PPR, LDR, ISR0, TMR0, IRR0, TIMER_CURRENT] {
-        let r = probe::wrmsr(msr, 0);
-        c.check(
-            "apic-read-only-write-is-gp",
-            r == Err(GP),
-            format_args!("{msr:#x}: {r:?}"),
-        );
-    }
-    for msr in [EOI, SELF_IPI, 0x809, 0x831, 0x82F] {
-        let r = probe::rdmsr(msr);
-        c.check(
-            "apic-write-only-or-hole-read-is-gp",
-            r == Err(GP),
-            format_args!("{msr:#x}: {r:?}"),
-        );
-    }
+    let bad = [ID, VERSION, PPR, LDR, ISR0, TMR0, IRR0, TIMER_CURRENT]
+        .into_iter()
+        .find(|msr| probe::wrmsr(*msr, 0) != Err(GP));
+    c.check(
+        "apic-read-only-write-is-gp",
+        bad.is_none(),
+        format_args!("{bad:?}"),
+    );
+    let bad = [EOI, SELF_IPI, 0x809, 0x831, 0x82F]
+        .into_iter()
+        .find(|msr| probe::rdmsr(*msr) != Err(GP));
+    c.check(
+        "apic-write-only-or-hole-read-is-gp",
+        bad.is_none(),
+        format_args!("{bad:?}"),
+    );
     // EOI with nothing in service: ignored.
     let r = probe::wrmsr(EOI, 0);
     c.check(
@@ -106,26 +101,26 @@ pub fn recoverable(c: &mut Checks) {
         r.is_ok() && esr == Ok(1 << 4),
         format_args!("{r:?} esr {esr:?}"),
     );
-    for mode in [0b011u64, 0b111] {
-        let r = probe::wrmsr(ICR, (0b01 << 18) | (mode << 8) | 0x70);
-        c.check(
-            "apic-icr-reserved-mode-ignored",
-            r.is_ok(),
-            format_args!("{r:?}"),
-        );
-    }
+    let bad = [0b011u64, 0b111]
+        .into_iter()
+        .find(|mode| probe::wrmsr(ICR, (0b01 << 18) | (mode << 8) | 0x70).is_err());
+    c.check(
+        "apic-icr-reserved-mode-ignored",
+        bad.is_none(),
+        format_args!("{bad:?}"),
+    );
     // Vectors 0-15: not delivered, ESR "send illegal vector" (bit 5).
-    for v in [0u64, 2, 15] {
+    let bad = [0u64, 2, 15].into_iter().find(|v| {
         let _ = probe::wrmsr(ESR, 0);
-        let r = probe::wrmsr(SELF_IPI, v);
+        let r = probe::wrmsr(SELF_IPI, *v);
         let _ = probe::wrmsr(ESR, 0);
-        let esr = probe::rdmsr(ESR);
-        c.check(
-            "apic-illegal-vector-not-sent",
-            r.is_ok() && esr == Ok(1 << 5),
-            format_args!("vector {v}: {r:?} esr {esr:?}"),
-        );
-    }
+        !(r.is_ok() && probe::rdmsr(ESR) == Ok(1 << 5))
+    });
+    c.check(
+        "apic-illegal-vector-not-sent",
+        bad.is_none(),
+        format_args!("vector {bad:?}"),
+    );
     // TSC deadline in the past fires at once; at u64::MAX it never fires (and reads back).
     let _ = irq::set_interrupt_handler(Interrupt::Vector(0x41), eoi_handler);
     let _ = probe::wrmsr(LVT_TIMER, TIMER_TSC_DEADLINE | 0x41);
