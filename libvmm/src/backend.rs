@@ -58,4 +58,25 @@ pub(crate) trait Backend {
     fn emulation(&mut self) -> Option<&mut dyn crate::x86::emulate::EmuCpu> {
         None
     }
+
+    /// The backend delivers the virtual x2APIC's interrupts (SVM, VMX): the loop then routes the APIC
+    /// MSRs to the model, sleeps on HLT and checks for pending vectors before each entry. A constant, so
+    /// backends without it (RISC-V, the TDX image) carry none of that code.
+    const VIRTUAL_APIC: bool = false;
+
+    /// The guest-interrupt half of the backend ([`GuestInterrupts`], on the VMCB / VMCS); the default
+    /// for backends without [`Self::VIRTUAL_APIC`] does nothing.
+    ///
+    /// [`GuestInterrupts`]: crate::x86::apic::delivery::GuestInterrupts
+    fn interruptibility(&self) -> crate::x86::apic::delivery::Interruptibility {
+        Default::default()
+    }
+    fn event_queued(&self) -> bool {
+        false
+    }
+    fn inject_interrupt(&mut self, _vector: u8) {}
+    fn request_interrupt_window(&mut self, _open: bool) {}
+    /// Ends an STI / MOV SS shadow when the loop retires the instruction under it (the HLT of
+    /// `sti; hlt`, which woke): the next instruction boundary may take an interrupt.
+    fn clear_interrupt_shadow(&mut self) {}
 }

@@ -54,6 +54,10 @@ pub const TDX_MAX_TDCX: usize = 8;
 /// Shortest period of a guest's periodic APIC timer, microseconds (KVM's `min_timer_period_us`): a
 /// shorter period is stretched to this, so a guest cannot make the VMM spend its time on timer exits.
 pub const APIC_MIN_TIMER_PERIOD_US: u64 = 200;
+/// The TSC rate the virtual x2APIC's minimum timer period is computed with, kHz: the VMM calibrates
+/// its TSC lazily (only when a clock is read), so the limit assumes a fast TSC (4 GHz): on a slower
+/// one the minimum period is longer in time, never shorter.
+pub const APIC_ASSUMED_TSC_KHZ: u64 = 4_000_000;
 
 /// Loadable segments a payload may have. The payload linker scripts make three (text, read-only data,
 /// data+bss); one spare. More is refused at boot.
@@ -103,3 +107,8 @@ static_assertions::const_assert!(
     GUEST_DT_ISA_STRING_MAX <= libvmm_abi::layout::riscv64::DTB_MAX as usize
 );
 static_assertions::const_assert!(MAX_RAM_RANGES >= 1 && TDX_MAX_TDMRS >= 1 && TDX_MAX_VCPUS >= 1);
+
+/// The host LAPIC timer's periodic initial count (divide by 16): about 1 ms where the APIC timer runs at
+/// 1 GHz (QEMU). It runs while the guest has a time limit or an armed APIC timer, and bounds how late a
+/// guest timer interrupt can be seen (and a halted guest woken).
+pub const HOST_TIMER_INITIAL_COUNT: u32 = 62_500;

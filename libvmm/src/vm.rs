@@ -25,6 +25,20 @@ pub(crate) trait Platform {
     fn time_limit_exceeded(&self) -> Option<u64> {
         None
     }
+
+    /// The guest's TSC now (x86: the guest runs with no TSC offset, so it is the host's). The virtual
+    /// x2APIC's `now`.
+    fn guest_tsc(&self) -> u64 {
+        0
+    }
+
+    /// Makes sure a host timer interrupt (a VM exit) comes no later than about `deadline` (guest TSC),
+    /// or, with `None`, that no guest timer needs one. The time limit's own timer is unaffected.
+    fn arm_guest_timer(&mut self, _deadline: Option<u64>) {}
+
+    /// Halts the physical CPU until the guest TSC reaches `deadline` or the time limit passes (host timer
+    /// interrupts wake it; it never spins through guest exits).
+    fn sleep_until(&mut self, _deadline: u64) {}
 }
 
 /// Generic per-VM state the loop and the policies work on.
@@ -44,6 +58,8 @@ pub(crate) struct Vm<'m, P: Platform> {
     /// The instruction emulator and what it drives (x86).
     #[cfg(target_arch = "x86_64")]
     pub emu: EmuState,
+    /// The vCPU's interrupt state (x86 backends: the virtual x2APIC; see [`Irq`]).
+    pub irq: Irq,
 }
 
 /// The x86 VM's instruction emulator, its devices and its virtual PMU: one per VM, in generic code,
@@ -100,10 +116,43 @@ impl EmuState {
     }
 }
 
+/// One vCPU's guest-interrupt state, owned by the generic layer: the virtual x2APIC model
+/// (`x86::apic`, driven by `vcpu` and `policy::apic` for the x86 backends; unused on RISC-V, whose
+/// timer is the SBI's) and whether the backend has an interrupt window open.
+pub(crate) struct Irq {
+    pub apic: crate::x86::apic::VirtualApic,
+    /// An interrupt-window exit is requested (SVM V_IRQ + VINTR, VMX interrupt-window exiting).
+    pub window_open: bool,
+    /// The guest deadline the host timer was last armed for.
+    pub armed: Option<u64>,
+}
+
+impl Irq {
+    fn new(maxphyaddr: u8) -> Self {
+        let min_period =
+            crate::x86::apic::VirtualApic::min_period_ticks(crate::config::APIC_ASSUMED_TSC_KHZ);
+        Self {
+            apic: crate::x86::apic::VirtualApic::new(0, true, maxphyaddr, min_period),
+            window_open: false,
+            armed: None,
+        }
+    }
+
+    /// Whether the loop must look at delivery before the next entry: one test of IRR (and of the
+    /// window flag) when nothing is pending.
+    #[inline(always)]
+    pub fn needs_attention(&self) -> bool {
+        self.apic.has_pending() || self.window_open
+    }
+}
+
 impl<'m, P: Platform> Vm<'m, P> {
     pub fn new(mem: GuestMemory<'m>, platform: P) -> Self {
         let map = GuestMap::whole(mem.base(), mem.size(), Perm::ReadWrite);
+        // The guest's physical-address width bounds IA32_APIC_BASE's address bits.
+        let maxphyaddr = platform.host_cpuid(0x8000_0008, 0)[0] as u8;
         Self {
+            irq: Irq::new(maxphyaddr),
             mem,
             platform,
             exits: 0,

@@ -49,16 +49,12 @@ pub(crate) fn clock_gettime(clock: clockid_t) -> Result<timespec, i32> {
     })
 }
 
-/// Busy-waits on the monotonic clock (there is no timer interrupt to sleep on). `std` payloads sleep
-/// through the scheduler instead (`sched::usleep`), which runs other threads meanwhile.
+/// Sleeps on the timer (x86 HLT on the virtual x2APIC's TSC deadline, RISC-V WFI on SBI TIME): see
+/// [`crate::time`]. `std` payloads sleep through the scheduler instead (`sched::usleep`), which runs
+/// other threads meanwhile.
 #[cfg_attr(target_os = "hermit", allow(dead_code))]
 pub(crate) fn usleep(usecs: u64) {
-    let start = hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]);
-    if start < 0 {
-        return;
-    }
-    let end = start.saturating_add((usecs as i64).saturating_mul(1000));
-    while hypercall(Hypercall::Clock, [libvmm_abi::CLOCK_MONOTONIC, 0, 0, 0]) < end {}
+    crate::time::sleep_ns(usecs.saturating_mul(1000));
 }
 
 /// The monotonic clock in nanoseconds (0 when the VMM has no clock).

@@ -31,10 +31,12 @@ pub use libvmm_abi as abi;
 pub mod arch;
 mod hermit;
 pub mod io;
+pub mod irq;
 #[cfg(target_os = "hermit")]
 mod rt;
 #[cfg(target_os = "hermit")]
 mod sched;
+pub mod time;
 pub mod trap;
 
 pub use trap::{

@@ -24,7 +24,10 @@
 #![forbid(unsafe_code)]
 
 pub use crate::arch::TrapFrame;
-use crate::arch::{swap_trap_handler, trap_handler, TRAP_SLOTS};
+use crate::arch::{swap_trap_handler, trap_handler};
+
+/// RISC-V exception causes with a slot (the interrupt slots follow them).
+pub(crate) const RISCV_CAUSES: u64 = 64;
 
 /// An exception a handler can be installed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +55,7 @@ impl Trap {
             Trap::X86(v) if cfg!(target_arch = "x86_64") => {
                 (v < 32).then_some(v as usize).ok_or(TrapError::OutOfRange)
             }
-            Trap::Riscv(c) if cfg!(target_arch = "riscv64") => (c < TRAP_SLOTS as u64)
+            Trap::Riscv(c) if cfg!(target_arch = "riscv64") => (c < RISCV_CAUSES)
                 .then_some(c as usize)
                 .ok_or(TrapError::OutOfRange),
             _ => Err(TrapError::OtherArchitecture),

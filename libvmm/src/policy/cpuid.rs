@@ -2,16 +2,17 @@
 //! leaves 0x4000_0000 (signature) and 0x4000_0001 (ABI version, hypercall instruction, backend).
 //!
 //! Leaves are allow-listed: anything not listed reads as zeros, so new host features never leak into a
-//! guest by default. Virtualization (VMX, SVM), the local APIC family (no APIC is emulated), MONITOR/MWAIT
-//! (intercepted as #UD) are hidden. The PMU: VMX guests see libvmm's virtual PMU (`x86::pmu`: leaf 0xA,
-//! leaf 1 ECX.PDCM for PERF_CAPABILITIES, and the host model's over-count errata in leaf 0x4000_0002);
-//! every other guest sees none (leaf 0xA zero, PDCM and AMD's PerfCtrExtCore clear).
+//! guest by default. Virtualization (VMX, SVM) and MONITOR/MWAIT (intercepted as #UD) are hidden; the
+//! local APIC is libvmm's virtual x2APIC (`x86::apic`, leaf 1 x2APIC and TSC-deadline, leaves 0xB/0x1F
+//! the topology). The PMU: VMX guests see libvmm's virtual PMU (`x86::pmu`: leaf 0xA, leaf 1 ECX.PDCM for
+//! PERF_CAPABILITIES, and the host model's over-count errata in leaf 0x4000_0002); every other guest sees
+//! none (leaf 0xA zero, PDCM and AMD's PerfCtrExtCore clear).
 #![forbid(unsafe_code)]
 
 use libvmm_abi::{BackendId, HypercallInsn, ABI_VERSION, CPUID_MAX_HV_LEAF, CPUID_SIGNATURE};
 
-/// Highest basic leaf a guest is shown.
-pub const MAX_BASIC_LEAF: u32 = 0xD;
+/// Highest basic leaf a guest is shown (0x1F: the V2 extended topology leaf).
+pub const MAX_BASIC_LEAF: u32 = 0x1F;
 /// Highest extended leaf a guest is shown.
 pub const MAX_EXT_LEAF: u32 = 0x8000_0008;
 
@@ -68,14 +69,19 @@ pub fn answer(
             let [a, b, c, d] = host(1, 0);
             // EBX[31:24] initial APIC id: there is one vCPU, id 0.
             let b = b & 0x00FF_FFFF;
-            let c = (c & !(bit::MONITOR | bit::VMX | bit::SMX | bit::X2APIC | bit::TSC_DEADLINE))
-                | bit::HYPERVISOR;
+            // The virtual x2APIC (x86::apic): x2APIC mode and the TSC-deadline timer, whatever the
+            // host has (both are emulated); EDX.APIC: the APIC is present (enabled at reset).
+            let c = (c & !(bit::MONITOR | bit::VMX | bit::SMX))
+                | bit::HYPERVISOR
+                | bit::X2APIC
+                | bit::TSC_DEADLINE;
             let c = os_bit(c, bit::OSXSAVE, guest_cr4 & cr4::OSXSAVE != 0);
             let c = os_bit(c, bit::PDCM, backend == BackendId::Vmx);
-            let d = d & !bit::APIC;
+            let d = d | bit::APIC;
             [a, b, c, d]
         }
         2 | 4 | 0xD => host(leaf, subleaf),
+        0xB | 0x1F => topology(subleaf),
         0xA if backend == BackendId::Vmx => crate::x86::pmu::cpuid_0a(),
         7 if subleaf == 0 => {
             let [a, b, c, d] = host(7, 0);
@@ -121,6 +127,19 @@ pub fn answer(
     }
 }
 
+/// Leaf 0xB / 0x1F (extended topology): one vCPU, x2APIC ID 0. Subleaf 0 is the SMT level, 1 the core
+/// level (one logical processor each, no ID bits to shift), higher subleaves are invalid (type 0, ECX[7:0]
+/// = the subleaf). EDX is the x2APIC ID.
+fn topology(subleaf: u32) -> [u32; 4] {
+    const SMT: u32 = 1 << 8;
+    const CORE: u32 = 2 << 8;
+    match subleaf {
+        0 => [0, 1, SMT, 0],
+        1 => [0, 1, CORE | 1, 0],
+        n => [0, 0, n & 0xFF, 0],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,11 +181,31 @@ mod tests {
         let l1 = answer(1, 0, BackendId::Vmx, 0, all_ones);
         assert_eq!(l1[2] & bit::VMX, 0);
         assert_ne!(l1[2] & bit::HYPERVISOR, 0);
-        assert_eq!(l1[3] & bit::APIC, 0);
         assert_eq!(l1[1] >> 24, 0);
         let e1 = answer(0x8000_0001, 0, BackendId::Svm, 0, all_ones);
         assert_eq!(e1[2] & bit::SVM, 0);
         assert_eq!(answer(0x8000_000A, 0, BackendId::Svm, 0, all_ones), [0; 4]);
+    }
+
+    #[test]
+    fn the_virtual_x2apic_is_shown_whatever_the_host_has() {
+        let none = |_, _| [0u32; 4];
+        let l1 = answer(1, 0, BackendId::Svm, 0, none);
+        assert_ne!(l1[2] & bit::X2APIC, 0);
+        assert_ne!(l1[2] & bit::TSC_DEADLINE, 0);
+        assert_ne!(l1[3] & bit::APIC, 0);
+        assert_eq!(l1[1] >> 24, 0, "initial APIC ID 0");
+        for leaf in [0xB, 0x1F] {
+            assert_eq!(
+                answer(leaf, 0, BackendId::Vmx, 0, all_ones),
+                [0, 1, 1 << 8, 0]
+            );
+            assert_eq!(
+                answer(leaf, 1, BackendId::Vmx, 0, all_ones),
+                [0, 1, 2 << 8 | 1, 0]
+            );
+            assert_eq!(answer(leaf, 2, BackendId::Vmx, 0, all_ones), [0, 0, 2, 0]);
+        }
     }
 
     #[test]
@@ -191,7 +230,6 @@ mod tests {
             0x5,
             0x6,
             0xA,
-            0xB,
             0x14,
             0x4000_0002,
             0x8000_0009,

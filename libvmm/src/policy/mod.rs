@@ -5,6 +5,7 @@
 // remains there; every other image uses all of this.
 #![cfg_attr(all(target_os = "none", feature = "tdx"), allow(dead_code))]
 
+pub(crate) mod apic;
 pub(crate) mod cpuid;
 pub(crate) mod cr;
 pub(crate) mod hypercall;

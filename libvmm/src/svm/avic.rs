@@ -173,9 +173,54 @@ pub fn set_x2apic_msr_interception(map: &mut MsrPermissionMap, intercept: bool) 
     }
 }
 
+/// The x2APIC MSR interception (0x800-0x8FF) for AVIC mode `mode` with the guest's APIC in x2APIC mode
+/// or not: every x2APIC MSR intercepted, then with x2AVIC active and the guest in x2APIC mode the
+/// accelerated ones ([`X2APIC_PASSTHROUGH`]) passed through. The bring-up builds the MSR permission map
+/// with this; the image runs the mode it can activate (off: QEMU's TCG has no AVIC), so the virtual
+/// x2APIC (`x86::apic`) sees every access.
+pub fn apply_x2apic_msr_policy(map: &mut MsrPermissionMap, mode: AvicMode, guest_x2apic: bool) {
+    for msr in crate::x86::msr::X2APIC_FIRST..=crate::x86::msr::X2APIC_LAST {
+        map.set_intercept(msr, true, true);
+    }
+    if mode == AvicMode::X2avic && guest_x2apic {
+        set_x2apic_msr_interception(map, false);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_x2apic_msr_policy_is_checked_bit_by_bit_in_every_mode() {
+        use crate::svm::permission_maps::MSRPM_SIZE;
+        let modes = [
+            (AvicMode::Off("x"), false),
+            (AvicMode::Off("x"), true),
+            (AvicMode::Hybrid, true),
+            (AvicMode::X2avic, false),
+            (AvicMode::X2avic, true),
+        ];
+        for (mode, x2) in modes {
+            let mut map = Box::new(MsrPermissionMap([0; MSRPM_SIZE]));
+            apply_x2apic_msr_policy(&mut map, mode, x2);
+            let accelerated = mode == AvicMode::X2avic && x2;
+            for msr in 0x800..=0x8FF {
+                let through = accelerated && X2APIC_PASSTHROUGH.contains(&msr);
+                for write in [false, true] {
+                    assert_eq!(
+                        map.intercepts(msr, write),
+                        !through,
+                        "{mode:?} {x2} {msr:#x} {write}"
+                    );
+                }
+            }
+            // LVTT (TSC-deadline is not virtualized) and SELF_IPI stay intercepted even with x2AVIC.
+            assert!(map.intercepts(0x832, true) && map.intercepts(0x83F, true));
+            // Nothing outside the x2APIC range was touched.
+            assert!(!map.intercepts(0x7FF, true) && !map.intercepts(0x900, false));
+        }
+    }
 
     fn zen(family: u32, zen4: bool, x2avic: bool) -> HostFacts {
         HostFacts {

@@ -12,8 +12,12 @@
 use crate::backend::{Backend, BackendError};
 use crate::exit::{Cr, CrState, Exit, Fault, Output, Reply, VirtualMsr};
 use crate::guest_mem::GuestMemory;
+use crate::x86::apic::delivery::{GuestInterrupts, Interruptibility};
 use crate::x86::gprs::Gprs;
 use crate::x86::msr::EFER_SVME;
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
 
 use super::decode::{self, code};
 use super::hw::SvmHw;
@@ -105,6 +109,60 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
         // address computations (it never writes them, so no VMLOAD afterwards).
         self.hw.vmsave(self.vmcb);
         Some(self)
+    }
+
+    const VIRTUAL_APIC: bool = true;
+
+    fn interruptibility(&self) -> Interruptibility {
+        GuestInterrupts::interruptibility(self)
+    }
+    fn event_queued(&self) -> bool {
+        GuestInterrupts::event_queued(self)
+    }
+    fn inject_interrupt(&mut self, vector: u8) {
+        GuestInterrupts::inject_interrupt(self, vector)
+    }
+    fn request_interrupt_window(&mut self, open: bool) {
+        GuestInterrupts::request_interrupt_window(self, open)
+    }
+    fn clear_interrupt_shadow(&mut self) {
+        self.vmcb.control.int_state &= !vmcb::INT_SHADOW;
+    }
+}
+
+/// Guest-interrupt delivery on the VMCB: EVENTINJ type 0 for an interrupt the guest can take now; for
+/// one it cannot, V_IRQ with the VINTR intercept (the CPU exits as soon as the guest could take a
+/// virtual interrupt: IF = 1 and no shadow), as KVM's `svm_enable_irq_window` does. V_INTR_MASKING is
+/// on (the time limit's host interrupts must exit whatever the guest's IF), so EVENTINJ is the only way
+/// an interrupt reaches the guest, and the VMCB's RFLAGS.IF is the guest's own.
+impl<H: SvmHw> GuestInterrupts for SvmVcpu<'_, H> {
+    fn interruptibility(&self) -> Interruptibility {
+        Interruptibility {
+            interrupts_enabled: self.vmcb.save.rflags & RFLAGS_IF != 0,
+            shadow: self.vmcb.control.int_state & vmcb::INT_SHADOW != 0,
+        }
+    }
+
+    fn event_queued(&self) -> bool {
+        self.vmcb.control.event_inj & vmcb::EVENTINJ_VALID != 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.vmcb.control.event_inj =
+            u32::from(vector) | vmcb::EVENTINJ_TYPE_INTR | vmcb::EVENTINJ_VALID;
+    }
+
+    fn request_interrupt_window(&mut self, open: bool) {
+        let c = &mut self.vmcb.control;
+        let bits = vmcb::V_IRQ | vmcb::V_INTR_PRIO_MAX | vmcb::V_IGN_TPR;
+        if open {
+            c.int_ctl |= bits;
+            c.int_vector = 0;
+            c.intercept_misc1 |= vmcb::intercept::VINTR;
+        } else {
+            c.int_ctl &= !bits;
+            c.intercept_misc1 &= !vmcb::intercept::VINTR;
+        }
     }
 }
 

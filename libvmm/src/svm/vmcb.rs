@@ -224,6 +224,7 @@ pub mod intercept {
     pub const CR4_WRITE: u32 = 1 << 20;
     // misc1 (word 3)
     pub const INTR: u32 = 1 << 0;
+    pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
@@ -244,6 +245,15 @@ pub mod intercept {
     pub const XSETBV: u32 = 1 << 13;
 }
 
+/// `int_ctl` bit 8: a virtual interrupt is pending (the interrupt-window request, with the VINTR
+/// intercept); bits 19:16 its priority; bit 20: ignore V_TPR for it.
+pub const V_IRQ: u32 = 1 << 8;
+pub const V_INTR_PRIO_MAX: u32 = 0xF << 16;
+pub const V_IGN_TPR: u32 = 1 << 20;
+/// `int_state` bit 0: the guest is in an STI / MOV SS interrupt shadow.
+pub const INT_SHADOW: u32 = 1 << 0;
+/// EVENTINJ type 0: external interrupt.
+pub const EVENTINJ_TYPE_INTR: u32 = 0;
 /// `int_ctl` bit 24: the guest's IF masks only virtual interrupts; physical ones follow the host's IF.
 pub const V_INTR_MASKING: u32 = 1 << 24;
 /// `misc_ctl` bit 0: nested paging.

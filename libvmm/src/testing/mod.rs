@@ -37,6 +37,11 @@ pub struct ModelPlatform {
     pub console: RecordingConsole,
     /// What `time_limit_exceeded` answers (the limit in ms once "passed").
     pub limit_passed: Option<u64>,
+    /// The guest TSC: advanced by `sleep_until` and by tests.
+    pub tsc: std::cell::Cell<u64>,
+    /// Every `arm_guest_timer` call and every `sleep_until` deadline.
+    pub armed: Vec<Option<u64>>,
+    pub slept: Vec<u64>,
 }
 impl Platform for ModelPlatform {
     type Console = RecordingConsole;
@@ -51,6 +56,16 @@ impl Platform for ModelPlatform {
     }
     fn time_limit_exceeded(&self) -> Option<u64> {
         self.limit_passed
+    }
+    fn guest_tsc(&self) -> u64 {
+        self.tsc.get()
+    }
+    fn arm_guest_timer(&mut self, deadline: Option<u64>) {
+        self.armed.push(deadline);
+    }
+    fn sleep_until(&mut self, deadline: u64) {
+        self.slept.push(deadline);
+        self.tsc.set(self.tsc.get().max(deadline));
     }
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod reason {
     pub const EXCEPTION_NMI: u32 = 0;
     pub const EXTERNAL_INTERRUPT: u32 = 1;
     pub const TRIPLE_FAULT: u32 = 2;
+    pub const INTERRUPT_WINDOW: u32 = 7;
     pub const CPUID: u32 = 10;
     pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
@@ -122,7 +123,8 @@ pub(crate) fn decode(raw: &RawExit, regs: &GuestRegs, ctx: impl FnOnce() -> CrCo
     use reason::*;
     let q = raw.qualification;
     match raw.reason & 0xFFFF {
-        EXTERNAL_INTERRUPT | PREEMPTION_TIMER => Exit::HostEvent,
+        // The interrupt-window exit needs nothing but the entry check that follows every exit.
+        EXTERNAL_INTERRUPT | PREEMPTION_TIMER | INTERRUPT_WINDOW => Exit::HostEvent,
         TRIPLE_FAULT => Exit::TripleFault,
         CPUID => Exit::Cpuid {
             leaf: regs.rax as u32,

@@ -94,6 +94,12 @@ pub(crate) fn boot<P: Platform>(
         );
     }
 
+    // No APICv: the guest's x2APIC is the virtual one, every x2APIC MSR exits (the MSR bitmap denies
+    // all), on Bochs as on hardware that would offer virtual-interrupt delivery.
+    crate::vmm_print!(
+        vm.platform.console(),
+        "libvmm: APICv off: x2APIC emulated\n"
+    );
     let Some(pages) = super::STORAGE.take() else {
         return StopReason::Platform("VMX storage already in use");
     };

@@ -11,6 +11,7 @@ use super::fields as f;
 use super::vmcs::{instruction_error_name, GuestRegs, VmFail, Vmcs, VmxOps};
 use crate::backend::{Backend, BackendError};
 use crate::exit::{Cr, CrState, Exit, Fault, Output, Reply, VirtualMsr};
+use crate::x86::apic::delivery::{GuestInterrupts, Interruptibility};
 use crate::x86::msr::{EFER_LMA, EFER_LME};
 
 use crate::x86::msr::KERNEL_GS_BASE as MSR_KERNEL_GS_BASE;
@@ -48,6 +49,9 @@ pub(crate) struct Vmx<H: VmxOps> {
     pub(super) guest_cr0: u64,
     pub(super) guest_cr4: u64,
     pub diagnosis: Option<EntryDiagnosis>,
+    /// An external interrupt was injected at the last entry: its delivery may have been cut short by
+    /// the exit (IDT-vectoring information), then it is queued again.
+    injected_intr: bool,
 }
 
 impl<H: VmxOps> Vmx<H> {
@@ -73,6 +77,7 @@ impl<H: VmxOps> Vmx<H> {
             guest_cr0,
             guest_cr4,
             diagnosis: None,
+            injected_intr: false,
         })
     }
 
@@ -231,6 +236,28 @@ impl<H: VmxOps> Vmx<H> {
         r.map_err(|_| Fault::GeneralProtection(0))
     }
 
+    /// After an entry that injected an external interrupt: when the exit interrupted its delivery
+    /// (IDT-vectoring information valid), queue it again for the next entry, as KVM's
+    /// `vmx_complete_interrupts` does; the APIC has it in service already.
+    #[cold]
+    fn requeue_interrupted_delivery(&mut self) {
+        self.injected_intr = false;
+        let info = self.read_or_zero(f::IDT_VECTORING_INFO) as u32;
+        if info & intr_info::VALID != 0
+            && (info & intr_info::TYPE_MASK) >> intr_info::TYPE_SHIFT == intr_info::TYPE_EXT_INTR
+        {
+            self.inject_intr_info(info & (intr_info::VALID | intr_info::TYPE_MASK | 0xFF));
+        }
+    }
+
+    fn inject_intr_info(&mut self, info: u32) {
+        self.controls.entry_intr_info = info;
+        self.controls.entry_error_code = 0;
+        self.dirty = true;
+        self.injected_intr = true;
+        let _ = self.vmcs.write(f::ENTRY_INTERRUPTION_INFO, info);
+    }
+
     #[cfg(test)]
     pub fn controls(&self) -> &Controls {
         &self.controls
@@ -277,6 +304,9 @@ impl<H: VmxOps> Backend for Vmx<H> {
             return Err(self.refused((exit_reason & 0xFFFF) as u64, what));
         }
         self.launched = true;
+        if self.injected_intr {
+            self.requeue_interrupted_delivery();
+        }
         let basic = exit_reason & 0xFFFF;
         if basic == reason::EXTERNAL_INTERRUPT {
             self.vmcs.0.take_host_interrupt();
@@ -393,6 +423,66 @@ impl<H: VmxOps> Backend for Vmx<H> {
             VirtualMsr::KernelGsBase => return Some(self.kernel_gs_base),
         };
         self.vmcs.read(field).ok()
+    }
+
+    const VIRTUAL_APIC: bool = true;
+
+    fn interruptibility(&self) -> Interruptibility {
+        GuestInterrupts::interruptibility(self)
+    }
+    fn event_queued(&self) -> bool {
+        GuestInterrupts::event_queued(self)
+    }
+    fn inject_interrupt(&mut self, vector: u8) {
+        GuestInterrupts::inject_interrupt(self, vector)
+    }
+    fn request_interrupt_window(&mut self, open: bool) {
+        GuestInterrupts::request_interrupt_window(self, open)
+    }
+    fn clear_interrupt_shadow(&mut self) {
+        let blocking = self.read_or_zero(f::GUEST_INTERRUPTIBILITY);
+        if blocking & 3 != 0 {
+            let _ = self
+                .vmcs
+                .write(f::GUEST_INTERRUPTIBILITY, (blocking & !3) as u32);
+        }
+    }
+}
+
+/// Guest-interrupt delivery on the VMCS: the VM-entry interruption-information field (type 0, external
+/// interrupt) for an interrupt the guest can take now; interrupt-window exiting for one it cannot
+/// (SDM Vol. 3C "Interrupt-Window Exiting"). No APICv: Bochs offers virtual-interrupt delivery, but the
+/// virtual x2APIC is emulated through MSR exits on both vendors.
+impl<H: VmxOps> GuestInterrupts for Vmx<H> {
+    fn interruptibility(&self) -> Interruptibility {
+        const RFLAGS_IF: u64 = 1 << 9;
+        // Blocking by STI (bit 0) or MOV SS (bit 1).
+        let blocking = self.read_or_zero(f::GUEST_INTERRUPTIBILITY);
+        Interruptibility {
+            interrupts_enabled: self.read_or_zero(f::GUEST_RFLAGS) & RFLAGS_IF != 0,
+            shadow: blocking & 3 != 0,
+        }
+    }
+
+    fn event_queued(&self) -> bool {
+        self.controls.entry_intr_info & intr_info::VALID != 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        use intr_info::*;
+        self.inject_intr_info(VALID | (TYPE_EXT_INTR << TYPE_SHIFT) | u32::from(vector));
+    }
+
+    fn request_interrupt_window(&mut self, open: bool) {
+        if open {
+            self.controls.proc1 |= proc1::INTR_WINDOW;
+        } else {
+            self.controls.proc1 &= !proc1::INTR_WINDOW;
+        }
+        self.dirty = true;
+        let _ = self
+            .vmcs
+            .write(f::PRIMARY_PROC_CONTROLS, self.controls.proc1);
     }
 }
 

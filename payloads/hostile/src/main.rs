@@ -26,6 +26,8 @@ use x86_64 as arch_attacks;
 mod riscv64;
 #[cfg(target_arch = "riscv64")]
 use riscv64 as arch_attacks;
+#[cfg(target_arch = "x86_64")]
+mod apic;
 mod wx;
 
 libvmm_guest::entry!(main);
@@ -117,6 +119,8 @@ fn main() -> i32 {
     };
     hypercall_attacks(&mut c);
     arch_attacks::recoverable(&mut c);
+    #[cfg(target_arch = "x86_64")]
+    apic::recoverable(&mut c);
     wx::recoverable(&mut c);
     // The emulator attacks need `libvmm.force_emulation=1` (their cases pass `emu=1` with it).
     #[cfg(target_arch = "x86_64")]
@@ -143,6 +147,7 @@ fn main() -> i32 {
         _ if wx::fatal(attack) => {}
         #[cfg(target_arch = "x86_64")]
         _ if emu && emulation::fatal(attack) => {}
+        "apic-storm" => apic::storm(),
         _ => arch_attacks::fatal(attack),
     }
     // Every fatal attack must have stopped the VM.

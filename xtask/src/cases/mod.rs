@@ -234,6 +234,70 @@ fn traps(backend: Backend) -> Vec<Case> {
     ]
 }
 
+/// `timer`: guest interrupts and time through `libvmm_guest::time` / `irq` (x86: the virtual x2APIC;
+/// RISC-V: SBI TIME): periodic ticks counted exactly, a one-shot sleep on HLT/WFI that ends no earlier
+/// than asked; on x86 also TSC-deadline mode, EOI discipline, TPR masking, IF=0 until STI, ICR self-IPI.
+fn timer(backend: Backend) -> Case {
+    let mut lines = vec![
+        "timer: periodic: 5 ticks counted exactly ok",
+        "timer: one-shot deadline wakes the halted guest no earlier than asked ok",
+    ];
+    if backend != Backend::Riscv {
+        lines.extend([
+            "timer: tsc-deadline: fired at or after the deadline, which reads 0 after ok",
+            "timer: eoi discipline: the second interrupt waited for the first one's EOI ok",
+            "timer: tpr masks a lower-priority vector ok",
+            "timer: an interrupt raised with IF=0 waits until STI ok",
+            "timer: self-IPI through the ICR ok",
+        ]);
+    }
+    match backend {
+        Backend::Svm => lines.push(
+            "libvmm: AVIC active: off: x2APIC MSRs 0x800-0x8ff intercepted, emulated by the virtual x2APIC",
+        ),
+        Backend::Vmx => lines.push(
+            "libvmm: APICv off: x2APIC emulated",
+        ),
+        _ => {}
+    }
+    lines.extend([
+        "timer: all checks passed",
+        "libvmm: stop 0 payload exited with status 0",
+    ]);
+    Case::new(backend, "timer", "", 0).expect(&lines).forbid(&[
+        "timer: FAILED",
+        "unexpected",
+        "panic",
+    ])
+}
+
+/// The virtual x2APIC under attack (x86): the recoverable APIC checks pass (they run in every hostile
+/// boot; named here), and a timer storm (periodic, initial count 1, divide 1, IF=1) leaves the VMM
+/// responsive: the time limit stops it.
+fn apic_attacks(backend: Backend) -> Vec<Case> {
+    vec![hostile(
+        backend,
+        "attack=apic-storm libvmm.timeout_ms=1000",
+        StopCode::GuestError as u8,
+        "guest exceeded its time limit of 1000 ms".into(),
+    )
+    .expect(&[
+        "hostile: ok apic-base-extd-without-en-is-gp",
+        "hostile: ok apic-base-reserved-bit-is-gp",
+        "hostile: ok apic-base-leave-x2apic-to-xapic-is-gp",
+        "hostile: ok apic-reserved-bits-are-gp",
+        "hostile: ok apic-write-only-or-hole-read-is-gp",
+        "hostile: ok apic-icr-reserved-mode-ignored",
+        "hostile: ok apic-read-only-write-is-gp",
+        "hostile: ok apic-eoi-with-nothing-in-service",
+        "hostile: ok apic-icr-lowest-priority-is-refused",
+        "hostile: ok apic-illegal-vector-not-sent",
+        "hostile: ok apic-tsc-deadline-in-the-past-fires-at-once",
+        "hostile: ok apic-tsc-deadline-at-u64-max-is-armed",
+        "hostile: fatal attack apic-storm",
+    ])]
+}
+
 /// `exitbench` on any backend: it runs to the end and every `write`, whatever its length, is one exit.
 fn exitbench(backend: Backend) -> Case {
     Case::new(backend, "exitbench", "", 0)

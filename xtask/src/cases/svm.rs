@@ -62,6 +62,8 @@ pub fn cases() -> Vec<Case> {
     v.push(super::smp_hello(B, 2));
     v.push(super::smp_hello(B, 4));
     v.extend(emulator_cases(B));
+    v.push(super::timer(B));
+    v.extend(super::apic_attacks(B));
     v.extend(super::traps(B));
     // No legacy timer (Cloud Hypervisor has none): the PIT's absence is detected at once, the clock still
     // reads, and the boot takes as long as with a PIT (it took 33 s when the PIT loop spun to its limit).

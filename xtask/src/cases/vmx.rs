@@ -12,6 +12,8 @@ pub fn cases() -> Vec<Case> {
     v.push(hello(B));
     v.push(super::smp_hello(B, 2));
     v.extend(super::svm::emulator_cases(B));
+    v.push(super::timer(B));
+    v.extend(super::apic_attacks(B));
     v.extend(super::traps(B));
     v.extend(x86_memory_attacks(B));
     v.extend(super::wx_attacks(

@@ -73,8 +73,9 @@ pub(crate) fn call_payload_main() -> i32 {
     unsafe { __libvmm_payload_main() }
 }
 
-/// Slots of the trap-handler table: x86 vectors 0..=31, RISC-V exception causes 0..=63.
-pub(crate) const TRAP_SLOTS: usize = 64;
+/// Slots of the trap-handler table: x86 vectors 0..=255 (exceptions 0..=31, interrupts 32..=255);
+/// RISC-V exception causes 0..=63, then interrupt causes at 64 + cause.
+pub(crate) const TRAP_SLOTS: usize = 256;
 
 /// The installed trap handlers, as `TrapHandler` function pointers (0: none). A fixed table, no heap.
 static TRAP_HANDLERS: [AtomicUsize; TRAP_SLOTS] = [const { AtomicUsize::new(0) }; TRAP_SLOTS];
@@ -183,4 +184,12 @@ pub(crate) fn hw_random(buf: &mut [u8]) -> bool {
         let _ = buf;
         false
     }
+}
+
+/// Calls a `fn()` kept as `usize` (the timer callback of `crate::time`).
+pub(crate) fn call_fn(raw: usize) {
+    // SAFETY: `crate::time` only stores `fn()` pointers cast to `usize` (same size on both targets) and
+    // never 0 here.
+    let f = unsafe { core::mem::transmute::<usize, fn()>(raw) };
+    f()
 }

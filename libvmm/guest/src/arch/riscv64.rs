@@ -27,6 +27,7 @@ static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
 const NO_TRAP: u64 = u64::MAX;
 const INTERRUPT: u64 = 1 << 63;
 const IRQ_S_TIMER: u64 = 5;
+const IRQ_S_SOFT: u64 = 1;
 
 /// SBI TIME extension (the one SBI vocabulary is `libvmm_abi::sbi`).
 pub use libvmm_abi::sbi::EXT_TIME as SBI_EXT_TIME;
@@ -184,7 +185,17 @@ extern "C" fn trap(frame: &mut TrapFrame) {
         TIMER_TICKS.fetch_add(1, Ordering::SeqCst);
         // Disarm (this also clears the pending bit).
         sbi_call(SBI_EXT_TIME, 0, [u64::MAX, 0, 0, 0, 0, 0]);
+        let _ = crate::irq::dispatch(crate::irq::Interrupt::Timer, frame);
         return;
+    }
+    if scause == INTERRUPT | IRQ_S_SOFT {
+        // SAFETY: clears the pending supervisor software interrupt.
+        unsafe {
+            core::arch::asm!("csrc sip, {0}", in(reg) 1u64 << IRQ_S_SOFT, options(nomem, nostack))
+        };
+        if crate::irq::dispatch(crate::irq::Interrupt::Software, frame) {
+            return;
+        }
     }
     let resume = LIBVMM_GUEST_PROBE_RESUME.swap(0, Ordering::SeqCst);
     if resume != 0 && scause & INTERRUPT == 0 {
@@ -313,6 +324,36 @@ pub fn wait_for_timer(deadline: u64) -> bool {
     // SAFETY: masks interrupts again.
     unsafe { core::arch::asm!("csrc sstatus, {0}", in(reg) 2u64, options(nomem, nostack)) };
     timer_ticks() != before
+}
+
+/// Arms the SBI timer at `deadline` (time ticks) and enables the timer interrupt (taken once
+/// interrupts are on: [`wait_for_interrupt`]).
+pub fn arm_timer(deadline: u64) {
+    sbi_call(SBI_EXT_TIME, 0, [deadline, 0, 0, 0, 0, 0]);
+    // SAFETY: enables the supervisor timer interrupt; the trap handler handles it.
+    unsafe {
+        core::arch::asm!("csrs sie, {0}", in(reg) 1u64 << IRQ_S_TIMER, options(nomem, nostack))
+    };
+}
+
+/// sstatus.SIE on.
+pub fn enable_interrupts() {
+    // SAFETY: only sstatus.SIE changes; the trap vector handles every interrupt.
+    unsafe { core::arch::asm!("csrs sstatus, {0}", in(reg) 2u64, options(nostack)) }
+}
+
+/// sstatus.SIE off.
+pub fn disable_interrupts() {
+    // SAFETY: only sstatus.SIE changes.
+    unsafe { core::arch::asm!("csrc sstatus, {0}", in(reg) 2u64, options(nostack)) }
+}
+
+/// Waits for an interrupt with interrupts on (WFI), lets its handler run, and turns them off again.
+pub fn wait_for_interrupt() {
+    // SAFETY: WFI with SIE set; a pending enabled interrupt is taken right after `csrs`, or wakes WFI.
+    unsafe {
+        core::arch::asm!("csrs sstatus, {0}", "wfi", "csrc sstatus, {0}", in(reg) 2u64, options(nostack))
+    }
 }
 
 pub fn halt_forever() -> ! {

@@ -77,6 +77,230 @@ LIBVMM_GUEST_ISR 28, 0
 LIBVMM_GUEST_ISR 29, 1
 LIBVMM_GUEST_ISR 30, 1
 LIBVMM_GUEST_ISR 31, 0
+LIBVMM_GUEST_ISR 32, 0
+LIBVMM_GUEST_ISR 33, 0
+LIBVMM_GUEST_ISR 34, 0
+LIBVMM_GUEST_ISR 35, 0
+LIBVMM_GUEST_ISR 36, 0
+LIBVMM_GUEST_ISR 37, 0
+LIBVMM_GUEST_ISR 38, 0
+LIBVMM_GUEST_ISR 39, 0
+LIBVMM_GUEST_ISR 40, 0
+LIBVMM_GUEST_ISR 41, 0
+LIBVMM_GUEST_ISR 42, 0
+LIBVMM_GUEST_ISR 43, 0
+LIBVMM_GUEST_ISR 44, 0
+LIBVMM_GUEST_ISR 45, 0
+LIBVMM_GUEST_ISR 46, 0
+LIBVMM_GUEST_ISR 47, 0
+LIBVMM_GUEST_ISR 48, 0
+LIBVMM_GUEST_ISR 49, 0
+LIBVMM_GUEST_ISR 50, 0
+LIBVMM_GUEST_ISR 51, 0
+LIBVMM_GUEST_ISR 52, 0
+LIBVMM_GUEST_ISR 53, 0
+LIBVMM_GUEST_ISR 54, 0
+LIBVMM_GUEST_ISR 55, 0
+LIBVMM_GUEST_ISR 56, 0
+LIBVMM_GUEST_ISR 57, 0
+LIBVMM_GUEST_ISR 58, 0
+LIBVMM_GUEST_ISR 59, 0
+LIBVMM_GUEST_ISR 60, 0
+LIBVMM_GUEST_ISR 61, 0
+LIBVMM_GUEST_ISR 62, 0
+LIBVMM_GUEST_ISR 63, 0
+LIBVMM_GUEST_ISR 64, 0
+LIBVMM_GUEST_ISR 65, 0
+LIBVMM_GUEST_ISR 66, 0
+LIBVMM_GUEST_ISR 67, 0
+LIBVMM_GUEST_ISR 68, 0
+LIBVMM_GUEST_ISR 69, 0
+LIBVMM_GUEST_ISR 70, 0
+LIBVMM_GUEST_ISR 71, 0
+LIBVMM_GUEST_ISR 72, 0
+LIBVMM_GUEST_ISR 73, 0
+LIBVMM_GUEST_ISR 74, 0
+LIBVMM_GUEST_ISR 75, 0
+LIBVMM_GUEST_ISR 76, 0
+LIBVMM_GUEST_ISR 77, 0
+LIBVMM_GUEST_ISR 78, 0
+LIBVMM_GUEST_ISR 79, 0
+LIBVMM_GUEST_ISR 80, 0
+LIBVMM_GUEST_ISR 81, 0
+LIBVMM_GUEST_ISR 82, 0
+LIBVMM_GUEST_ISR 83, 0
+LIBVMM_GUEST_ISR 84, 0
+LIBVMM_GUEST_ISR 85, 0
+LIBVMM_GUEST_ISR 86, 0
+LIBVMM_GUEST_ISR 87, 0
+LIBVMM_GUEST_ISR 88, 0
+LIBVMM_GUEST_ISR 89, 0
+LIBVMM_GUEST_ISR 90, 0
+LIBVMM_GUEST_ISR 91, 0
+LIBVMM_GUEST_ISR 92, 0
+LIBVMM_GUEST_ISR 93, 0
+LIBVMM_GUEST_ISR 94, 0
+LIBVMM_GUEST_ISR 95, 0
+LIBVMM_GUEST_ISR 96, 0
+LIBVMM_GUEST_ISR 97, 0
+LIBVMM_GUEST_ISR 98, 0
+LIBVMM_GUEST_ISR 99, 0
+LIBVMM_GUEST_ISR 100, 0
+LIBVMM_GUEST_ISR 101, 0
+LIBVMM_GUEST_ISR 102, 0
+LIBVMM_GUEST_ISR 103, 0
+LIBVMM_GUEST_ISR 104, 0
+LIBVMM_GUEST_ISR 105, 0
+LIBVMM_GUEST_ISR 106, 0
+LIBVMM_GUEST_ISR 107, 0
+LIBVMM_GUEST_ISR 108, 0
+LIBVMM_GUEST_ISR 109, 0
+LIBVMM_GUEST_ISR 110, 0
+LIBVMM_GUEST_ISR 111, 0
+LIBVMM_GUEST_ISR 112, 0
+LIBVMM_GUEST_ISR 113, 0
+LIBVMM_GUEST_ISR 114, 0
+LIBVMM_GUEST_ISR 115, 0
+LIBVMM_GUEST_ISR 116, 0
+LIBVMM_GUEST_ISR 117, 0
+LIBVMM_GUEST_ISR 118, 0
+LIBVMM_GUEST_ISR 119, 0
+LIBVMM_GUEST_ISR 120, 0
+LIBVMM_GUEST_ISR 121, 0
+LIBVMM_GUEST_ISR 122, 0
+LIBVMM_GUEST_ISR 123, 0
+LIBVMM_GUEST_ISR 124, 0
+LIBVMM_GUEST_ISR 125, 0
+LIBVMM_GUEST_ISR 126, 0
+LIBVMM_GUEST_ISR 127, 0
+LIBVMM_GUEST_ISR 128, 0
+LIBVMM_GUEST_ISR 129, 0
+LIBVMM_GUEST_ISR 130, 0
+LIBVMM_GUEST_ISR 131, 0
+LIBVMM_GUEST_ISR 132, 0
+LIBVMM_GUEST_ISR 133, 0
+LIBVMM_GUEST_ISR 134, 0
+LIBVMM_GUEST_ISR 135, 0
+LIBVMM_GUEST_ISR 136, 0
+LIBVMM_GUEST_ISR 137, 0
+LIBVMM_GUEST_ISR 138, 0
+LIBVMM_GUEST_ISR 139, 0
+LIBVMM_GUEST_ISR 140, 0
+LIBVMM_GUEST_ISR 141, 0
+LIBVMM_GUEST_ISR 142, 0
+LIBVMM_GUEST_ISR 143, 0
+LIBVMM_GUEST_ISR 144, 0
+LIBVMM_GUEST_ISR 145, 0
+LIBVMM_GUEST_ISR 146, 0
+LIBVMM_GUEST_ISR 147, 0
+LIBVMM_GUEST_ISR 148, 0
+LIBVMM_GUEST_ISR 149, 0
+LIBVMM_GUEST_ISR 150, 0
+LIBVMM_GUEST_ISR 151, 0
+LIBVMM_GUEST_ISR 152, 0
+LIBVMM_GUEST_ISR 153, 0
+LIBVMM_GUEST_ISR 154, 0
+LIBVMM_GUEST_ISR 155, 0
+LIBVMM_GUEST_ISR 156, 0
+LIBVMM_GUEST_ISR 157, 0
+LIBVMM_GUEST_ISR 158, 0
+LIBVMM_GUEST_ISR 159, 0
+LIBVMM_GUEST_ISR 160, 0
+LIBVMM_GUEST_ISR 161, 0
+LIBVMM_GUEST_ISR 162, 0
+LIBVMM_GUEST_ISR 163, 0
+LIBVMM_GUEST_ISR 164, 0
+LIBVMM_GUEST_ISR 165, 0
+LIBVMM_GUEST_ISR 166, 0
+LIBVMM_GUEST_ISR 167, 0
+LIBVMM_GUEST_ISR 168, 0
+LIBVMM_GUEST_ISR 169, 0
+LIBVMM_GUEST_ISR 170, 0
+LIBVMM_GUEST_ISR 171, 0
+LIBVMM_GUEST_ISR 172, 0
+LIBVMM_GUEST_ISR 173, 0
+LIBVMM_GUEST_ISR 174, 0
+LIBVMM_GUEST_ISR 175, 0
+LIBVMM_GUEST_ISR 176, 0
+LIBVMM_GUEST_ISR 177, 0
+LIBVMM_GUEST_ISR 178, 0
+LIBVMM_GUEST_ISR 179, 0
+LIBVMM_GUEST_ISR 180, 0
+LIBVMM_GUEST_ISR 181, 0
+LIBVMM_GUEST_ISR 182, 0
+LIBVMM_GUEST_ISR 183, 0
+LIBVMM_GUEST_ISR 184, 0
+LIBVMM_GUEST_ISR 185, 0
+LIBVMM_GUEST_ISR 186, 0
+LIBVMM_GUEST_ISR 187, 0
+LIBVMM_GUEST_ISR 188, 0
+LIBVMM_GUEST_ISR 189, 0
+LIBVMM_GUEST_ISR 190, 0
+LIBVMM_GUEST_ISR 191, 0
+LIBVMM_GUEST_ISR 192, 0
+LIBVMM_GUEST_ISR 193, 0
+LIBVMM_GUEST_ISR 194, 0
+LIBVMM_GUEST_ISR 195, 0
+LIBVMM_GUEST_ISR 196, 0
+LIBVMM_GUEST_ISR 197, 0
+LIBVMM_GUEST_ISR 198, 0
+LIBVMM_GUEST_ISR 199, 0
+LIBVMM_GUEST_ISR 200, 0
+LIBVMM_GUEST_ISR 201, 0
+LIBVMM_GUEST_ISR 202, 0
+LIBVMM_GUEST_ISR 203, 0
+LIBVMM_GUEST_ISR 204, 0
+LIBVMM_GUEST_ISR 205, 0
+LIBVMM_GUEST_ISR 206, 0
+LIBVMM_GUEST_ISR 207, 0
+LIBVMM_GUEST_ISR 208, 0
+LIBVMM_GUEST_ISR 209, 0
+LIBVMM_GUEST_ISR 210, 0
+LIBVMM_GUEST_ISR 211, 0
+LIBVMM_GUEST_ISR 212, 0
+LIBVMM_GUEST_ISR 213, 0
+LIBVMM_GUEST_ISR 214, 0
+LIBVMM_GUEST_ISR 215, 0
+LIBVMM_GUEST_ISR 216, 0
+LIBVMM_GUEST_ISR 217, 0
+LIBVMM_GUEST_ISR 218, 0
+LIBVMM_GUEST_ISR 219, 0
+LIBVMM_GUEST_ISR 220, 0
+LIBVMM_GUEST_ISR 221, 0
+LIBVMM_GUEST_ISR 222, 0
+LIBVMM_GUEST_ISR 223, 0
+LIBVMM_GUEST_ISR 224, 0
+LIBVMM_GUEST_ISR 225, 0
+LIBVMM_GUEST_ISR 226, 0
+LIBVMM_GUEST_ISR 227, 0
+LIBVMM_GUEST_ISR 228, 0
+LIBVMM_GUEST_ISR 229, 0
+LIBVMM_GUEST_ISR 230, 0
+LIBVMM_GUEST_ISR 231, 0
+LIBVMM_GUEST_ISR 232, 0
+LIBVMM_GUEST_ISR 233, 0
+LIBVMM_GUEST_ISR 234, 0
+LIBVMM_GUEST_ISR 235, 0
+LIBVMM_GUEST_ISR 236, 0
+LIBVMM_GUEST_ISR 237, 0
+LIBVMM_GUEST_ISR 238, 0
+LIBVMM_GUEST_ISR 239, 0
+LIBVMM_GUEST_ISR 240, 0
+LIBVMM_GUEST_ISR 241, 0
+LIBVMM_GUEST_ISR 242, 0
+LIBVMM_GUEST_ISR 243, 0
+LIBVMM_GUEST_ISR 244, 0
+LIBVMM_GUEST_ISR 245, 0
+LIBVMM_GUEST_ISR 246, 0
+LIBVMM_GUEST_ISR 247, 0
+LIBVMM_GUEST_ISR 248, 0
+LIBVMM_GUEST_ISR 249, 0
+LIBVMM_GUEST_ISR 250, 0
+LIBVMM_GUEST_ISR 251, 0
+LIBVMM_GUEST_ISR 252, 0
+LIBVMM_GUEST_ISR 253, 0
+LIBVMM_GUEST_ISR 254, 0
+LIBVMM_GUEST_ISR 255, 0
 .Lgisr_common:
     push rax
     push rbx
@@ -120,6 +344,34 @@ LIBVMM_GUEST_ISR 31, 0
     .quad .Lgisr8, .Lgisr9, .Lgisr10, .Lgisr11, .Lgisr12, .Lgisr13, .Lgisr14, .Lgisr15
     .quad .Lgisr16, .Lgisr17, .Lgisr18, .Lgisr19, .Lgisr20, .Lgisr21, .Lgisr22, .Lgisr23
     .quad .Lgisr24, .Lgisr25, .Lgisr26, .Lgisr27, .Lgisr28, .Lgisr29, .Lgisr30, .Lgisr31
+    .quad .Lgisr32, .Lgisr33, .Lgisr34, .Lgisr35, .Lgisr36, .Lgisr37, .Lgisr38, .Lgisr39
+    .quad .Lgisr40, .Lgisr41, .Lgisr42, .Lgisr43, .Lgisr44, .Lgisr45, .Lgisr46, .Lgisr47
+    .quad .Lgisr48, .Lgisr49, .Lgisr50, .Lgisr51, .Lgisr52, .Lgisr53, .Lgisr54, .Lgisr55
+    .quad .Lgisr56, .Lgisr57, .Lgisr58, .Lgisr59, .Lgisr60, .Lgisr61, .Lgisr62, .Lgisr63
+    .quad .Lgisr64, .Lgisr65, .Lgisr66, .Lgisr67, .Lgisr68, .Lgisr69, .Lgisr70, .Lgisr71
+    .quad .Lgisr72, .Lgisr73, .Lgisr74, .Lgisr75, .Lgisr76, .Lgisr77, .Lgisr78, .Lgisr79
+    .quad .Lgisr80, .Lgisr81, .Lgisr82, .Lgisr83, .Lgisr84, .Lgisr85, .Lgisr86, .Lgisr87
+    .quad .Lgisr88, .Lgisr89, .Lgisr90, .Lgisr91, .Lgisr92, .Lgisr93, .Lgisr94, .Lgisr95
+    .quad .Lgisr96, .Lgisr97, .Lgisr98, .Lgisr99, .Lgisr100, .Lgisr101, .Lgisr102, .Lgisr103
+    .quad .Lgisr104, .Lgisr105, .Lgisr106, .Lgisr107, .Lgisr108, .Lgisr109, .Lgisr110, .Lgisr111
+    .quad .Lgisr112, .Lgisr113, .Lgisr114, .Lgisr115, .Lgisr116, .Lgisr117, .Lgisr118, .Lgisr119
+    .quad .Lgisr120, .Lgisr121, .Lgisr122, .Lgisr123, .Lgisr124, .Lgisr125, .Lgisr126, .Lgisr127
+    .quad .Lgisr128, .Lgisr129, .Lgisr130, .Lgisr131, .Lgisr132, .Lgisr133, .Lgisr134, .Lgisr135
+    .quad .Lgisr136, .Lgisr137, .Lgisr138, .Lgisr139, .Lgisr140, .Lgisr141, .Lgisr142, .Lgisr143
+    .quad .Lgisr144, .Lgisr145, .Lgisr146, .Lgisr147, .Lgisr148, .Lgisr149, .Lgisr150, .Lgisr151
+    .quad .Lgisr152, .Lgisr153, .Lgisr154, .Lgisr155, .Lgisr156, .Lgisr157, .Lgisr158, .Lgisr159
+    .quad .Lgisr160, .Lgisr161, .Lgisr162, .Lgisr163, .Lgisr164, .Lgisr165, .Lgisr166, .Lgisr167
+    .quad .Lgisr168, .Lgisr169, .Lgisr170, .Lgisr171, .Lgisr172, .Lgisr173, .Lgisr174, .Lgisr175
+    .quad .Lgisr176, .Lgisr177, .Lgisr178, .Lgisr179, .Lgisr180, .Lgisr181, .Lgisr182, .Lgisr183
+    .quad .Lgisr184, .Lgisr185, .Lgisr186, .Lgisr187, .Lgisr188, .Lgisr189, .Lgisr190, .Lgisr191
+    .quad .Lgisr192, .Lgisr193, .Lgisr194, .Lgisr195, .Lgisr196, .Lgisr197, .Lgisr198, .Lgisr199
+    .quad .Lgisr200, .Lgisr201, .Lgisr202, .Lgisr203, .Lgisr204, .Lgisr205, .Lgisr206, .Lgisr207
+    .quad .Lgisr208, .Lgisr209, .Lgisr210, .Lgisr211, .Lgisr212, .Lgisr213, .Lgisr214, .Lgisr215
+    .quad .Lgisr216, .Lgisr217, .Lgisr218, .Lgisr219, .Lgisr220, .Lgisr221, .Lgisr222, .Lgisr223
+    .quad .Lgisr224, .Lgisr225, .Lgisr226, .Lgisr227, .Lgisr228, .Lgisr229, .Lgisr230, .Lgisr231
+    .quad .Lgisr232, .Lgisr233, .Lgisr234, .Lgisr235, .Lgisr236, .Lgisr237, .Lgisr238, .Lgisr239
+    .quad .Lgisr240, .Lgisr241, .Lgisr242, .Lgisr243, .Lgisr244, .Lgisr245, .Lgisr246, .Lgisr247
+    .quad .Lgisr248, .Lgisr249, .Lgisr250, .Lgisr251, .Lgisr252, .Lgisr253, .Lgisr254, .Lgisr255
 .global libvmm_guest_isr_table
 .set libvmm_guest_isr_table, .Lgisr_table
 "#,
@@ -155,12 +407,12 @@ libvmm_guest_cpu_init:
 );
 
 extern "C" {
-    static libvmm_guest_isr_table: [u64; 32];
+    static libvmm_guest_isr_table: [u64; 256];
 }
 
 #[repr(C, align(16))]
-struct Idt([[u64; 2]; 32]);
-static mut IDT: Idt = Idt([[0; 2]; 32]);
+struct Idt([[u64; 2]; 256]);
+static mut IDT: Idt = Idt([[0; 2]; 256]);
 
 extern "C" fn rust_start(boot_info: u64) -> ! {
     super::enter(boot_info)
@@ -188,7 +440,7 @@ pub struct TrapFrame {
     pub rcx: u64,
     pub rbx: u64,
     pub rax: u64,
-    /// The exception vector, 0..=31.
+    /// The vector: an exception (0..=31) or an interrupt (32..=255).
     pub vector: u64,
     /// The error code the CPU pushed (#DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP, #VC, #SX), else 0.
     pub error: u64,
@@ -216,11 +468,27 @@ impl TrapFrame {
     pub fn trap(&self) -> crate::Trap {
         crate::Trap::X86(self.vector as u8)
     }
+
+    /// The interrupt this is, for vectors 32..=255.
+    pub fn interrupt(&self) -> Option<crate::irq::Interrupt> {
+        (self.vector >= 32).then_some(crate::irq::Interrupt::Vector(self.vector as u8))
+    }
 }
 
 /// Every exception: an armed probe takes it; then the payload's handler for the vector, if any; the
 /// default reports it and aborts the payload.
 extern "C" fn trap(frame: &mut TrapFrame) {
+    if let Some(irq) = frame.interrupt() {
+        if crate::irq::dispatch(irq, frame) {
+            return;
+        }
+        crate::println!(
+            "payload: unexpected interrupt {} at rip {:#x}",
+            frame.vector,
+            frame.rip
+        );
+        crate::hermit::abort()
+    }
     let resume = LIBVMM_GUEST_PROBE_RESUME.swap(0, Ordering::SeqCst);
     if resume != 0 {
         PROBE_VECTOR.store(frame.vector as u8, Ordering::SeqCst);
@@ -299,6 +567,52 @@ pub fn halt_forever() -> ! {
         // SAFETY: halting has no memory effects.
         unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
     }
+}
+
+/// RDMSR (a #GP it raises goes to the trap handlers; use [`probe::rdmsr`] to test MSRs).
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDMSR exits to the VMM (every MSR is intercepted), which answers or injects #GP.
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// WRMSR (see [`rdmsr`]).
+pub fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: WRMSR exits to the VMM (every MSR is intercepted), which emulates it or injects #GP;
+    // ordering: it may deliver an interrupt, so it is not `nomem`.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+    };
+}
+
+/// STI: interrupts on (they are delivered after the next instruction).
+pub fn enable_interrupts() {
+    // SAFETY: only RFLAGS.IF changes; handlers are in the IDT for every vector.
+    unsafe { core::arch::asm!("sti", options(nostack)) }
+}
+
+/// CLI: interrupts off.
+pub fn disable_interrupts() {
+    // SAFETY: only RFLAGS.IF changes.
+    unsafe { core::arch::asm!("cli", options(nostack)) }
+}
+
+/// RFLAGS.IF.
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS through the stack.
+    unsafe { core::arch::asm!("pushfq; pop {}", out(reg) flags, options(nomem)) };
+    flags & (1 << 9) != 0
+}
+
+/// Waits for an interrupt: `sti; hlt` (STI's shadow covers HLT, so one already pending wakes it), the
+/// handler runs, then interrupts go back off (`cli`).
+pub fn wait_for_interrupt() {
+    // SAFETY: only RFLAGS.IF changes around HLT; the handler that runs is the payload's.
+    unsafe { core::arch::asm!("sti; hlt; cli", options(nostack)) }
 }
 
 /// CPUID as the payload sees it.

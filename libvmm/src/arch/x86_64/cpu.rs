@@ -66,6 +66,15 @@ pub fn deliberate_fault() {
     unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
 }
 
+/// Halts until an interrupt comes, takes it (the VMM's IDT: the LAPIC timer's stub only acknowledges
+/// it), and returns with interrupts off again. The sleep of a halted guest.
+pub fn wait_for_interrupt() {
+    // SAFETY: STI's shadow covers HLT, so an interrupt pending already wakes the HLT instead of being
+    // taken before it; the only unmasked source is the LAPIC timer, whose stub EOIs and returns; CLI
+    // restores the VMM's interrupts-off state. No memory is touched by these instructions.
+    unsafe { core::arch::asm!("sti; hlt; cli", options(nomem, nostack)) }
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

@@ -1,6 +1,7 @@
-//! The local APIC, used for two things: a periodic timer that forces VM exits, so the VMM regains the
-//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`);
-//! and the ICR, through which the boot CPU sends INIT and STARTUP IPIs to start the other CPUs.
+//! The local APIC, used for three things: a periodic timer that forces VM exits, so the VMM regains the
+//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`); the
+//! same timer makes the guest's virtual x2APIC timer be seen to expire (and a halted guest's sleep end)
+//! on time; and the ICR, through which the boot CPU sends INIT and STARTUP IPIs to start the other CPUs.
 //! Registers are MMIO at the base in IA32_APIC_BASE, reached through the `volatile` crate, or MSRs
 //! when the firmware left the APIC in x2APIC mode (IA32_APIC_BASE.EXTD).
 //! The legacy PICs are masked first: nothing but this timer may interrupt the VMM.
@@ -104,6 +105,12 @@ pub fn start_periodic_timer(initial_count: u32) -> bool {
     reg(REG_LVT_TIMER).write(LVT_PERIODIC | TIMER_VECTOR as u32);
     reg(REG_TIMER_INIT).write(initial_count);
     true
+}
+
+/// Stops the timer (masks its LVT entry).
+pub fn stop_timer() {
+    reg(REG_LVT_TIMER).write(LVT_MASKED | TIMER_VECTOR as u32);
+    reg(REG_TIMER_INIT).write(0);
 }
 
 /// Called from the interrupt stub: acknowledges the interrupt.

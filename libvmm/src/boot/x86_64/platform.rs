@@ -44,6 +44,10 @@ pub struct X86Platform {
     /// (limit in ms, TSC deadline) when a time limit is set.
     limit: Option<(u64, u64)>,
     calib: Cell<Calibration>,
+    /// The host LAPIC's periodic timer runs (for the time limit, a guest timer, or both).
+    host_timer: bool,
+    /// A guest timer is armed (the host timer must keep running for it).
+    guest_timer: bool,
 }
 
 impl X86Platform {
@@ -53,6 +57,8 @@ impl X86Platform {
             boot_tsc,
             limit: None,
             calib: Cell::new(Calibration::NotYet),
+            host_timer: false,
+            guest_timer: false,
         }
     }
 
@@ -66,9 +72,10 @@ impl X86Platform {
         let ticks = (hz as u128 * ms as u128 / 1000).min(u64::MAX as u128) as u64;
         self.limit = Some((ms, rdtsc().saturating_add(ticks)));
         // ~1 ms periods where the APIC timer runs at 1 GHz (QEMU); longer on slower APIC clocks.
-        if !lapic::start_periodic_timer(62_500) {
+        if !lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT) {
             return Err("libvmm.timeout_ms needs a local APIC");
         }
+        self.host_timer = true;
         Ok(())
     }
 
@@ -167,6 +174,38 @@ impl Platform for X86Platform {
     fn time_limit_exceeded(&self) -> Option<u64> {
         let (ms, deadline) = self.limit?;
         (rdtsc() >= deadline).then_some(ms)
+    }
+
+    /// The guest runs without a TSC offset on both backends: its TSC is the host's.
+    fn guest_tsc(&self) -> u64 {
+        rdtsc()
+    }
+
+    /// The host's periodic LAPIC timer runs while a guest timer is armed (each tick is an exit at which
+    /// the virtual APIC's timer catches up); it stops when neither a guest timer nor the time limit
+    /// needs it.
+    fn arm_guest_timer(&mut self, deadline: Option<u64>) {
+        self.guest_timer = deadline.is_some();
+        if self.guest_timer && !self.host_timer {
+            self.host_timer = lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT);
+        } else if !self.guest_timer && self.host_timer && self.limit.is_none() {
+            lapic::stop_timer();
+            self.host_timer = false;
+        }
+    }
+
+    /// HLT until the deadline: each host timer tick wakes the CPU, which halts again until the guest
+    /// TSC reaches `deadline` or the time limit passes.
+    fn sleep_until(&mut self, deadline: u64) {
+        if !self.host_timer {
+            self.host_timer = lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT);
+            if !self.host_timer {
+                return; // no local APIC: nothing could wake the CPU; the caller sees the time unchanged
+            }
+        }
+        while rdtsc() < deadline && self.time_limit_exceeded().is_none() {
+            crate::arch::x86_64::cpu::wait_for_interrupt();
+        }
     }
 }
 

@@ -99,7 +99,7 @@
 //! [`HaltAction::SleepUntil`]: delivery::HaltAction::SleepUntil
 //! [`HaltAction::Stop`]: delivery::HaltAction::Stop
 #![forbid(unsafe_code)]
-// Wired into the backends by the interrupt work: until then only the host tests use it.
+// Built for every target; the RISC-V image never drives it (its timer is the SBI's).
 #![cfg_attr(not(test), allow(dead_code))]
 
 pub mod delivery;
@@ -602,6 +602,12 @@ impl VirtualApic {
             return None;
         }
         self.timer.expiry().map(|t| t.max(now))
+    }
+
+    /// Whether any vector waits in IRR (the loop's cheap test before every entry).
+    #[inline(always)]
+    pub fn has_pending(&self) -> bool {
+        !self.irr.is_empty()
     }
 
     /// IRR, ISR and TMR (for tests, debugging and a future state save).
