@@ -6,6 +6,7 @@
 //!                                                                         boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
+//! cargo xtask guestfuzz [--soak] [--seeds N] [--backend B]                the guest-side fuzzer, many boots
 //! ```
 mod args;
 mod backend;
@@ -16,6 +17,7 @@ mod cases;
 mod chart;
 mod cmd;
 mod gdb;
+mod guestfuzz;
 mod iso;
 mod kvm;
 mod qemu;
@@ -25,7 +27,7 @@ mod test;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <build-image|run|test|bench> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS]";
+    "usage: cargo xtask <build-image|run|test|bench|guestfuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         }
     };
     // Everything any command or test case needs is installed once, before anything is built or booted.
-    if matches!(sub.as_str(), "run" | "test" | "bench") {
+    if matches!(sub.as_str(), "run" | "test" | "bench" | "guestfuzz") {
         if let Err(e) = cmd::install_deps() {
             eprintln!("xtask: {e}");
             return ExitCode::from(1);
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         "run" => run::run_cmd(&args),
         "test" => test::test_cmd(&args),
         "bench" => bench::bench_cmd(&args),
+        "guestfuzz" => guestfuzz::guestfuzz_cmd(&args),
         _ => Err(format!("unknown command {sub}\n{USAGE}")),
     };
     match result {

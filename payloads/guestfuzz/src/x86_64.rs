@@ -662,7 +662,10 @@ fn wild_page_table(rng: &mut Rng) -> Outcome {
     let pml4 = (s.cr3 & ADDR) as *mut u64;
     let pdpt = (read_entry(pml4, 0) & ADDR) as *mut u64;
     let pd0 = (read_entry(pdpt, 0) & ADDR) as *mut u64;
-    match rng.below(5) {
+    let action = rng.below(5);
+    const ACTIONS: [&str; 5] = ["window-entry", "cr3", "outside-read", "data-exec", "hlt"];
+    libvmm_guest::println!("guestfuzz: wild {}", ACTIONS[action as usize]);
+    match action {
         0 => {
             let i = (WINDOW_BASE / MIB2 + rng.below(WINDOW_SIZE / MIB2)) as usize;
             let old = read_entry(pd0, i);
