@@ -7,7 +7,8 @@
 //! VM the next boot resumes after it). It prints how many seeds ran, in how many boots, the distinct exit
 //! reasons the VMM counted (`libvmm.stats=1`) and the stop codes reached, and fails on any problem:
 //! a run without a trustworthy result, a host time-out (the VMM hung: guest hangs end at
-//! `libvmm.timeout_ms`), stop code 126 (the VMM faulted) or one the ABI does not list, a safe boot that
+//! `libvmm.timeout_ms`), stop code 126 (the VMM faulted) or one the ABI does not list, a stop that blames
+//! the VMM for what the guest did (100-103: the guest must get an answer, or a guest stop 96-99), a safe boot that
 //! did not end cleanly, or a `guestfuzz: FAIL` line (an answer outside the ABI).
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -113,6 +114,14 @@ impl Reach {
                 if !abi_listed(*c) {
                     self.problems.push(format!(
                         "{what}: stop {c} ({}) is not a stop the ABI lists\n  rerun: {}",
+                        b.reason, b.command
+                    ));
+                } else if *c > StopCode::GuestError as u8 {
+                    // Listed, but the VMM's own failure (100: the hardware refused the state the VMM
+                    // let the guest reach; 101-103: boot time): a guest action must be answered, or
+                    // stop with a guest code (96-99).
+                    self.problems.push(format!(
+                        "{what}: stop {c} ({}) blames the VMM for a guest action\n  rerun: {}",
                         b.reason, b.command
                     ));
                 }
