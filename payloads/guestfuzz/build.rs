@@ -209,10 +209,10 @@ mod x86 {
                 | Operand::MemBaseIndexScaleDisp { disp, .. }
                 | Operand::DispMasked { disp, .. }
                 | Operand::MemIndexScaleDispMasked { disp, .. }
-                | Operand::MemBaseIndexScaleDispMasked { disp, .. } => {
-                    if disp.unsigned_abs() >= 0x1000 {
-                        return false;
-                    }
+                | Operand::MemBaseIndexScaleDispMasked { disp, .. }
+                    if disp.unsigned_abs() >= 0x1000 =>
+                {
+                    return false
                 }
                 _ => {}
             }

@@ -76,9 +76,9 @@ fn boot_once(
     let console = out.output.replace('\r', "");
     let last_seed = console
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("guestfuzz: seed "))
-        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
-        .last();
+        .find_map(|r| r.split_whitespace().next()?.parse().ok());
     Ok(Boot {
         code: out.verdict.result,
         reason: out.verdict.reason,

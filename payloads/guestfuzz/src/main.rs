@@ -46,7 +46,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x6775_6573_7466_757a)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn word(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -54,7 +54,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.word() % n
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -75,7 +75,7 @@ impl Rng {
             5 => 1 << (self.below(64)),
             6 => self.below(64),
             7 => base.wrapping_sub(self.below(4096)),
-            _ => self.next(),
+            _ => self.word(),
         }
     }
 }
@@ -236,7 +236,7 @@ fn main() -> i32 {
             Outcome::Completed => t.completed += 1,
             Outcome::Exception(v) => t.exceptions[(v as usize).min(63)] += 1,
         }
-        if (seed + 1 - first) % 100 == 0 {
+        if (seed + 1 - first).is_multiple_of(100) {
             println!("guestfuzz: {} seeds ran", seed + 1 - first);
         }
     }

@@ -249,7 +249,14 @@ fn regs(rng: &mut Rng, set: &[(usize, u64)]) -> [u64; 32] {
             0 => 0,
             2 => core::ptr::addr_of!(STACK) as u64 + 4 * 4096 - 1024 - (rng.below(64) & !15),
             _ if rng.chance(70) => scratch_base() + 0x1000 + (rng.below(0x2000) & !7),
-            _ => rng.wild(),
+            // A wild value, but never the fuzzer's own memory outside its scratch area (its stack,
+            // tallies and trap table live there, and the sandbox maps the whole window writable).
+            _ => match rng.wild() {
+                w if (WINDOW_BASE..WINDOW_BASE + WINDOW_SIZE).contains(&w) => {
+                    scratch_base() + (w & 0x3FF8)
+                }
+                w => w,
+            },
         };
     }
     for &(i, v) in set {
@@ -379,7 +386,7 @@ fn csr(rng: &mut Rng, wild: bool) -> Outcome {
         let v = match rng.below(3) {
             0 => 0,
             1 => 1 << rng.below(64),
-            _ => rng.next(),
+            _ => rng.word(),
         };
         (core::ptr::addr_of!(gf_csr_write_table), v)
     };
@@ -395,12 +402,12 @@ fn sbi_case(rng: &mut Rng, wild: bool, seed: u64, t: &mut Tally) -> Outcome {
     let ext = if rng.chance(85) {
         rng.pick(EXTENSIONS)
     } else {
-        rng.next()
+        rng.word()
     };
     let fid = if rng.chance(80) {
         rng.below(8)
     } else {
-        rng.next()
+        rng.word()
     };
     let fatal = ext == sbi::EXT_SRST
         || ext == 0x08
@@ -447,7 +454,7 @@ fn sbi_case(rng: &mut Rng, wild: bool, seed: u64, t: &mut Tally) -> Outcome {
 
 /// Random flags of a leaf or pointer entry (V not included), with a reserved bit now and then.
 fn flags(rng: &mut Rng) -> u64 {
-    let mut f = rng.next() & 0xFE; // R W X U G A D
+    let mut f = rng.word() & 0xFE; // R W X U G A D
     if rng.chance(20) {
         f |= 1 << (54 + rng.below(10)); // reserved, PBMT, N
     }
@@ -487,7 +494,7 @@ fn page_table(rng: &mut Rng, wild: bool) -> Outcome {
     let old = read_entry(t, index);
     let scratch = scratch_base();
     let (new, va, write) = match rng.below(3) {
-        0 => (rng.next() & !1, va_base + rng.below(span), rng.chance(50)),
+        0 => (rng.word() & !1, va_base + rng.below(span), rng.chance(50)),
         1 if root_level => (
             pte(window_gib * GIB, 1 | flags(rng)),
             va_base + (WINDOW_BASE % GIB) + rng.below(WINDOW_SIZE),
@@ -528,7 +535,7 @@ fn page_table(rng: &mut Rng, wild: bool) -> Outcome {
     write_entry(t, index, new);
     set_satp(sandbox_satp(rng));
     let stub = if write { addr(gf_store) } else { addr(gf_load) };
-    let value = rng.next();
+    let value = rng.word();
     let r = regs(rng, &[(10, va), (11, value)]);
     let o = if wild && rng.chance(20) {
         // Wild: execute through the edit, wait for an interrupt, or leave the window with bare

@@ -293,7 +293,14 @@ fn regs(rng: &mut Rng, set: &[(usize, u64)]) -> [u64; 16] {
             2 => rng.below(64), // RCX: small, for REP string instructions
             7 => stack_top() - 1024 - (rng.below(64) & !15),
             _ if rng.chance(70) => scratch_base() + 0x1000 + (rng.below(0x2000) & !7),
-            _ => rng.wild(),
+            // A wild value, but never the fuzzer's own memory outside its scratch area (its stack,
+            // tallies and trap table live there, and the sandbox maps the whole window writable).
+            _ => match rng.wild() {
+                w if (WINDOW_BASE..WINDOW_BASE + WINDOW_SIZE).contains(&w) => {
+                    scratch_base() + (w & 0x3FF8)
+                }
+                w => w,
+            },
         };
     }
     for &(i, v) in set {
@@ -476,7 +483,7 @@ fn msr(rng: &mut Rng) -> Outcome {
     let msr = if rng.chance(70) {
         rng.pick(MSRS)
     } else {
-        rng.next() as u32
+        rng.word() as u32
     };
     let r = if rng.chance(40) {
         probe::rdmsr(msr).map(|_| ())
@@ -486,7 +493,7 @@ fn msr(rng: &mut Rng) -> Outcome {
             0 => old ^ (1 << rng.below(64)),
             1 => old,
             2 => 0,
-            _ => rng.next(),
+            _ => rng.word(),
         };
         MSRS_DIRTY.store(true, Ordering::SeqCst);
         probe::wrmsr(msr, v)
@@ -498,9 +505,9 @@ fn port(rng: &mut Rng, seed: u64, t: &mut Tally) -> Outcome {
     let port = if rng.chance(70) {
         rng.pick(PORTS)
     } else {
-        rng.next() as u16
+        rng.word() as u16
     };
-    let v = rng.next() as u32;
+    let v = rng.word() as u32;
     let r = match rng.below(5) {
         0 => probe::inb(port).map(|x| {
             if x != 0xFF {
@@ -532,7 +539,7 @@ fn control(rng: &mut Rng) -> Outcome {
             let v = match rng.below(3) {
                 0 => s.cr0 ^ (1 << rng.below(64)),
                 1 => s.cr0 ^ (1 << rng.below(32)) ^ (1 << rng.below(32)),
-                _ => rng.next(),
+                _ => rng.word(),
             };
             run_at(addr(gf_wcr0), &regs(rng, &[(5, v)]))
         }
@@ -540,7 +547,7 @@ fn control(rng: &mut Rng) -> Outcome {
             let v = match rng.below(3) {
                 0 => s.cr4 ^ (1 << rng.below(64)),
                 1 => s.cr4 ^ (1 << rng.below(32)) ^ (1 << rng.below(32)),
-                _ => rng.next(),
+                _ => rng.word(),
             };
             probe::write_cr4(v)
                 .map_or_else(|v| Outcome::Exception(v as u64), |_| Outcome::Completed)
@@ -552,7 +559,7 @@ fn control(rng: &mut Rng) -> Outcome {
             let x = match rng.below(3) {
                 0 => rng.below(0x100),
                 1 => 1 << rng.below(64),
-                _ => rng.next(),
+                _ => rng.word(),
             };
             let ecx = if rng.chance(80) { 0 } else { rng.below(4) };
             run_at(
@@ -565,7 +572,7 @@ fn control(rng: &mut Rng) -> Outcome {
 
 /// Random flags of a page-table entry (P not included), with a reserved bit now and then.
 fn flags(rng: &mut Rng, leaf_2m: bool) -> u64 {
-    let mut f = rng.next() & 0x17E; // RW, US, PWT, PCD, A, D, G
+    let mut f = rng.word() & 0x17E; // RW, US, PWT, PCD, A, D, G
     if rng.chance(20) {
         f |= 1 << 63; // NX
     }
@@ -607,7 +614,7 @@ fn page_table(rng: &mut Rng, wild: bool) -> Outcome {
     };
     let old = read_entry(table, index);
     let (new, va, write) = match rng.below(3) {
-        0 => (rng.next() & !1, va_base + rng.below(span), rng.chance(50)),
+        0 => (rng.word() & !1, va_base + rng.below(span), rng.chance(50)),
         1 if pdpt_level => (
             0x81 | flags(rng, false),
             va_base + WINDOW_BASE + rng.below(WINDOW_SIZE),
@@ -647,7 +654,7 @@ fn page_table(rng: &mut Rng, wild: bool) -> Outcome {
     write_entry(table, index, new);
     load_cr3(s.cr3);
     let stub = if write { addr(gf_store) } else { addr(gf_load) };
-    let value = rng.next();
+    let value = rng.word();
     let o = run_at(stub, &regs(rng, &[(5, va), (4, value)]));
     write_entry(table, index, old);
     load_cr3(s.cr3);
@@ -676,7 +683,7 @@ fn wild_page_table(rng: &mut Rng) -> Outcome {
             Outcome::Completed
         }
         1 => {
-            let cr3 = rng.next() & !0xFFF;
+            let cr3 = rng.word() & !0xFFF;
             run_at(addr(gf_wcr3), &regs(rng, &[(5, cr3)]))
         }
         2 => {
