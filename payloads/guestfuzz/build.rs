@@ -15,11 +15,12 @@
 //! x86 safe filter (each candidate decoded with `yaxpeax-x86`, the decoder libvmm's instruction
 //! emulator uses): no control transfer (a jump could loop for ever or land in data, which W^X stops),
 //! no HLT, no hypercall (its random number could be EXIT), no descriptor-table or CR3 loads (the next
-//! exception would triple-fault), nothing that names RSP but PUSH/POP (the exception frame must land on
+//! exception would triple-fault), nothing that names RSP but PUSH (the exception frame must land on
 //! the fuzzer's stack), no RIP-relative or absolute memory operand and no displacement of 4 KiB or more
 //! (the registers point into a scratch area; far-off addresses fault in the fuzzer's own page tables
-//! instead of reaching the payload's text, whose write the nested tables would stop), and REP string
-//! instructions only first (RCX still holds its small start value). RISC-V blobs are built from
+//! instead of reaching the payload's text, whose write the nested tables would stop), REP string
+//! instructions only first (RCX still holds its small start value), and no LMSW from memory (SVM stops
+//! the VM there: an exit libvmm does not handle, code 99). RISC-V blobs are built from
 //! encodings instead: no branches, jumps, ECALL, WFI or SRET, never SP as a destination, and no write
 //! of `stvec` or `satp` in the safe set.
 use std::fmt::Write as _;
@@ -186,7 +187,10 @@ mod x86 {
                     | "tpause"
                     | "umwait"
             );
-        if banned || text.contains("rip") || text.contains("cr3") {
+        // LMSW with a memory operand: the VMM does not emulate it on SVM (without decode assists it
+        // reads the instruction itself) and stops the VM as an unhandled exit (99): wild mode only.
+        let lmsw_memory = m == "lmsw" && text.contains('[');
+        if banned || lmsw_memory || text.contains("rip") || text.contains("cr3") {
             return false;
         }
         if text.starts_with("rep") && !first {
@@ -196,10 +200,8 @@ mod x86 {
             match inst.operand(i) {
                 Operand::Register { reg } => {
                     let r = reg.to_string();
-                    if matches!(r.as_str(), "rsp" | "esp" | "sp" | "spl")
-                        && m != "push"
-                        && m != "pop"
-                    {
+                    // PUSH RSP only reads it; POP RSP would load it from the scratch stack.
+                    if matches!(r.as_str(), "rsp" | "esp" | "sp" | "spl") && m != "push" {
                         return false;
                     }
                 }

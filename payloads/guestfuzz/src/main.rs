@@ -39,6 +39,9 @@ mod blobs {
 
 libvmm_guest::entry!(main);
 
+/// `verbose=1`: the arch cases say what they picked (the blob and its address, for a disassembler).
+pub static VERBOSE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// splitmix64: the fuzzer's only source of randomness, seeded by the seed number.
 pub struct Rng(u64);
 
@@ -207,6 +210,7 @@ fn main() -> i32 {
     let count = arg("seeds", 300);
     let wild = libvmm_guest::cmdline_value("mode") == Some("wild");
     let verbose = libvmm_guest::cmdline_value("verbose") == Some("1");
+    VERBOSE.store(verbose, core::sync::atomic::Ordering::Relaxed);
     arch::init();
     println!(
         "guestfuzz: {} mode, seeds {first}..{}, {} safe and {} wild blobs on {}",

@@ -366,6 +366,9 @@ fn blob(rng: &mut Rng, wild: bool) -> Outcome {
             .add(i)
             .read()
     };
+    if crate::VERBOSE.load(Ordering::Relaxed) {
+        libvmm_guest::println!("guestfuzz: blob {i} at {entry:#x}");
+    }
     let r = regs(rng, &[]);
     if !(wild && rng.chance(50)) {
         set_satp(sandbox_satp(rng));

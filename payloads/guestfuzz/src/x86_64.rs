@@ -464,6 +464,9 @@ fn blob(rng: &mut Rng, wild: bool) -> Outcome {
             .add(i)
             .read()
     };
+    if crate::VERBOSE.load(Ordering::Relaxed) {
+        libvmm_guest::println!("guestfuzz: blob {i} at {entry:#x}");
+    }
     let mut r = regs(rng, &[]);
     if rng.chance(30) {
         r[2] = rng.pick(MSRS) as u64; // RCX: an MSR number for RDMSR/WRMSR
