@@ -445,9 +445,11 @@ mod riscv {
 
     fn blob(rng: &mut Rng, filtered: bool) -> Vec<String> {
         let n = 1 + rng.below(6);
-        let mut lines: Vec<String> = (0..n)
-            .map(|_| format!(".word {:#010x}", insn(rng, filtered)))
-            .collect();
+        // `gf_run` jumps to the blob through t6 (x31): overwrite it first, or a store through it would
+        // write the payload's own text (W^X stops the VM).
+        let t6 = i_type(rng.next() as u32, 0, 0, 31, 0x13);
+        let mut lines = vec![format!(".word {t6:#010x}")];
+        lines.extend((0..n).map(|_| format!(".word {:#010x}", insn(rng, filtered))));
         lines.push("j gf_done".into());
         lines
     }

@@ -464,6 +464,18 @@ fn flags(rng: &mut Rng) -> u64 {
     f
 }
 
+/// [`flags`] of a leaf: R or X always set. With R, W and X all clear the entry would be a pointer to a
+/// next-level table at the window's base, whose random contents could send the walk outside guest
+/// memory (a stop, 96: wild mode only).
+fn leaf_flags(rng: &mut Rng) -> u64 {
+    let f = flags(rng);
+    if f & 0xA == 0 {
+        f | 2
+    } else {
+        f
+    }
+}
+
 /// Edits one entry of the fuzzer's own Sv39 tables (never the ones that map the window in safe
 /// mode), turns translation on, touches an address the entry maps, and turns it off again.
 fn page_table(rng: &mut Rng, wild: bool) -> Outcome {
@@ -499,14 +511,14 @@ fn page_table(rng: &mut Rng, wild: bool) -> Outcome {
     let (new, va, write) = match rng.below(3) {
         0 => (rng.word() & !1, va_base + rng.below(span), rng.chance(50)),
         1 if root_level => (
-            pte(window_gib * GIB, 1 | flags(rng)),
+            pte(window_gib * GIB, 1 | leaf_flags(rng)),
             va_base + (WINDOW_BASE % GIB) + rng.below(WINDOW_SIZE),
             false,
         ),
         1 => (
             pte(
                 WINDOW_BASE + rng.below(WINDOW_SIZE / MIB2) * MIB2,
-                1 | flags(rng),
+                1 | leaf_flags(rng),
             ),
             va_base + rng.below(span),
             false,
