@@ -4,6 +4,8 @@ use crate::backend::Backend;
 /// What every subcommand is given.
 pub struct Args {
     pub backend: Backend,
+    /// Whether `--backend` was given (`guestfuzz` runs every backend otherwise).
+    pub backend_given: bool,
     pub payload: String,
     pub cmdline: String,
     /// `run`: the host's time limit in seconds (default `run::DEFAULT_TIMEOUT_SECS`).
@@ -16,6 +18,7 @@ pub struct Args {
 pub fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args {
         backend: Backend::Svm,
+        backend_given: false,
         payload: "hello".into(),
         cmdline: String::new(),
         timeout: None,
@@ -30,7 +33,10 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match arg.as_str() {
-            "--backend" => a.backend = Backend::parse(&value("--backend")?)?,
+            "--backend" => {
+                a.backend = Backend::parse(&value("--backend")?)?;
+                a.backend_given = true;
+            }
             "--payload" => a.payload = value("--payload")?,
             "--cmdline" => a.cmdline = value("--cmdline")?,
             "--timeout" => {

@@ -7,6 +7,7 @@
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
 //! cargo xtask fuzz [--soak] [--secs N] [--target NAME]...                 every fuzz target (short, or a soak)
+//! cargo xtask guestfuzz [--soak] [--seeds N] [--backend B]                the guest-side fuzzer, many boots
 //! ```
 mod args;
 mod backend;
@@ -18,6 +19,7 @@ mod chart;
 mod cmd;
 mod fuzz;
 mod gdb;
+mod guestfuzz;
 mod iso;
 mod kvm;
 mod qemu;
@@ -27,7 +29,7 @@ mod test;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <build-image|run|test|bench|fuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS] [--cpus N]";
+    "usage: cargo xtask <build-image|run|test|bench|fuzz|guestfuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS] [--cpus N]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -43,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     // Everything any command or test case needs is installed once, before anything is built or booted.
-    if matches!(sub.as_str(), "run" | "test" | "bench") {
+    if matches!(sub.as_str(), "run" | "test" | "bench" | "guestfuzz") {
         if let Err(e) = cmd::install_deps() {
             eprintln!("xtask: {e}");
             return ExitCode::from(1);
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         "test" => test::test_cmd(&args),
         "bench" => bench::bench_cmd(&args),
         "fuzz" => fuzz::fuzz_cmd(&args.rest),
+        "guestfuzz" => guestfuzz::guestfuzz_cmd(&args),
         _ => Err(format!("unknown command {sub}\n{USAGE}")),
     };
     match result {

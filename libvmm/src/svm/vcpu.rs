@@ -42,7 +42,9 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
         if self.vmcb.control.exit_code == code::MSR {
             self.hw.vmsave(self.vmcb);
         }
-        if self.vmcb.control.exit_code & 0xFFFF_FFFF == code::INVALID {
+        if self.vmcb.control.exit_code & 0xFFFF_FFFF == code::INVALID
+            && !self.answer_refused_cr3_write(mem)
+        {
             return Err(BackendError::EntryFailed {
                 code: self.vmcb.control.exit_code,
                 what: "VMRUN refused the guest state (VMEXIT_INVALID)",
@@ -163,6 +165,41 @@ impl<H: SvmHw> GuestInterrupts for SvmVcpu<'_, H> {
             c.int_ctl &= !bits;
             c.intercept_misc1 &= !vmcb::intercept::VINTR;
         }
+    }
+}
+
+impl<H: SvmHw> SvmVcpu<'_, H> {
+    /// QEMU's TCG refuses a guest's MOV to CR3 with bits set above MAXPHYADDR with VMEXIT_INVALID at
+    /// that instruction (RIP still on it, CR3 unchanged), where the APM gives the guest #GP(0); found by
+    /// `payloads/guestfuzz` (wild mode), which stopped with code 100 as if the VMM had failed. So when
+    /// VMRUN is refused with the guest's RIP on a MOV to CR3, the guest gets #GP(0), as hardware would
+    /// answer, and the VMM enters it once more; true when that entry succeeded (its exit is then the one
+    /// `run` goes on with). Anything else, or a second refusal, stays the VMM's stop (100). Known
+    /// approximation: with CR4.PCIDE set, QEMU refuses bit 63 (no flush) the same way, which hardware
+    /// accepts; the guest gets #GP there too.
+    #[cold]
+    #[inline(never)]
+    fn answer_refused_cr3_write(&mut self, mem: &GuestMemory<'_>) -> bool {
+        let mut bytes = [0u8; insn::MAX_LEN];
+        let len = insn::fetch(mem, self.vmcb.save.cr3, self.vmcb.save.rip, &mut bytes);
+        if !matches!(
+            insn::decode_cr_write(&bytes[..len]),
+            Some((CrInsn::MovToCr { cr: 3, .. }, _))
+        ) {
+            return false;
+        }
+        apply_reply(
+            self.vmcb,
+            &mut self.gprs,
+            Reply::Inject(Fault::GeneralProtection(0)),
+        );
+        self.vmcb.control.next_rip = 0;
+        self.hw.run(&mut self.gprs, self.vmcb);
+        after_exit(self.vmcb);
+        if self.vmcb.control.exit_code == code::MSR {
+            self.hw.vmsave(self.vmcb);
+        }
+        self.vmcb.control.exit_code & 0xFFFF_FFFF != code::INVALID
     }
 }
 
@@ -477,6 +514,29 @@ mod tests {
             }
         );
         assert_eq!(v.save.cr0 & cr0::PG, cr0::PG);
+    }
+
+    #[test]
+    fn a_cr3_write_qemu_refuses_with_vmexit_invalid_is_gp_in_the_guest() {
+        // mov cr3, rax with reserved bits: QEMU's TCG answers VMEXIT_INVALID with RIP on the
+        // instruction (found by payloads/guestfuzz). The guest gets #GP(0) and runs on, RIP unchanged.
+        let code = [0x0F, 0x22, 0xD8];
+        let script = vec![exit(code::INVALID, 1 << 62, Gprs::default()), leave()];
+        let (stop, m, _) = run(script, &code);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        let rips: Vec<u64> = m.entries.iter().map(|e| e.0).collect();
+        assert_eq!(rips, [ENTRY, ENTRY]);
+        assert_eq!(m.crs[1].3, GP, "#GP(0) injected on the second entry");
+        // Refused again, or refused anywhere but at a MOV to CR3: the VMM's stop, 100.
+        let script = vec![
+            exit(code::INVALID, 1 << 62, Gprs::default()),
+            exit(code::INVALID, 1 << 62, Gprs::default()),
+        ];
+        assert!(matches!(run(script, &code).0, StopReason::Backend(_)));
+        let script = vec![exit(code::INVALID, 0, Gprs::default())];
+        let (stop, m, _) = run(script, &[0x0F, 0x22, 0xC0]);
+        assert!(matches!(stop, StopReason::Backend(_)), "{stop:?}");
+        assert_eq!(m.entries.len(), 1, "mov cr0 is not retried");
     }
 
     #[test]

@@ -147,6 +147,7 @@ fn main() -> i32 {
         _ if wx::fatal(attack) => {}
         #[cfg(target_arch = "x86_64")]
         _ if emu && emulation::fatal(attack) => {}
+        #[cfg(target_arch = "x86_64")]
         "apic-storm" => apic::storm(),
         _ => arch_attacks::fatal(attack),
     }

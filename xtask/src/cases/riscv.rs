@@ -114,5 +114,6 @@ pub fn cases() -> Vec<Case> {
         WINDOW_BASE,
         libvmm_abi::layout::riscv64::PAYLOAD_BASE,
     ));
+    v.extend(super::guestfuzz(B));
     v
 }

@@ -118,6 +118,7 @@ pub fn cases() -> Vec<Case> {
     v.push(super::exitbench_stats(B, &["cpuid 1001", "hypercall 1046"]));
     v.extend(forged_result_timed(B));
     v.push(control_registers(B));
+    v.extend(super::guestfuzz(B));
     v
 }
 

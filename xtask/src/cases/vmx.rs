@@ -27,6 +27,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(forged_result_timed(B));
     // The same control-register rules as on SVM, with the same answers.
     v.push(super::svm::control_registers(B));
+    v.extend(super::guestfuzz(B));
     v
 }
 
