@@ -170,6 +170,10 @@ mod x86 {
             || m.starts_with("iret")
             || m.starts_with("sys")
             || m.starts_with("xbegin")
+            // String port I/O is emulated by the VMM (since the instruction emulator): INS writes guest
+            // memory at RDI as the guest asked, which can be the fuzzer's own recovery state.
+            || m.starts_with("ins")
+            || m.starts_with("outs")
             || matches!(
                 m,
                 "hlt"
@@ -186,6 +190,11 @@ mod x86 {
                     | "mwaitx"
                     | "tpause"
                     | "umwait"
+                    // INT n / INTO / INT1: the guest's IDT has gates for all 256 vectors (it has an
+                    // interrupt controller), so these run a handler instead of faulting.
+                    | "int"
+                    | "into"
+                    | "int1"
             );
         // LMSW with a memory operand: the VMM does not emulate it on SVM (without decode assists it
         // reads the instruction itself) and stops the VM as an unhandled exit (99): wild mode only.
