@@ -94,7 +94,7 @@ static mut SCRATCH: [Page; 4] = [ZERO_PAGE; 4];
 /// The stack blobs run on (and the exception frame lands on).
 static mut STACK: [Page; 4] = [ZERO_PAGE; 4];
 /// The sandbox tables: PML4 -> PDPT -> PD with the window's four 2 MiB pages only.
-static mut SANDBOX: [Page; 3] = [ZERO_PAGE; 3];
+static mut SANDBOX: [Page; 4] = [ZERO_PAGE; 4];
 /// A page directory and a page table the page-table edits point entries at.
 static mut EDIT_PD: Page = ZERO_PAGE;
 static mut EDIT_PT: Page = ZERO_PAGE;
@@ -385,16 +385,32 @@ pub fn init() {
     };
     // SAFETY: single-threaded start-up, before any reader.
     unsafe { core::ptr::addr_of_mut!(SAVED).write(s) };
-    // The sandbox: the window's four 2 MiB pages, identity, writable; nothing else.
+    // The sandbox: the window, identity, writable; nothing else. The first 2 MiB go through 4 KiB
+    // pages so that the payload's own text and read-only data are read-only here too: a blob's write
+    // there is the fuzzer's #PF, not a W^X stop by the VMM (whose nested tables forbid it as well).
     let sb = core::ptr::addr_of_mut!(SANDBOX) as *mut Page;
-    // SAFETY: the three pages of SANDBOX.
-    let (pml4, pdpt, pd) = unsafe { (page(sb), page(sb.add(1)), page(sb.add(2))) };
+    // SAFETY: the four pages of SANDBOX.
+    let (pml4, pdpt, pd, pt) =
+        unsafe { (page(sb), page(sb.add(1)), page(sb.add(2)), page(sb.add(3))) };
     write_entry(pml4, 0, pdpt as u64 | 3);
     write_entry(pdpt, 0, pd as u64 | 3);
     for i in 0..WINDOW_SIZE / MIB2 {
         let pa = WINDOW_BASE + i * MIB2;
         write_entry(pd, (pa / MIB2) as usize, pa | 0x83);
     }
+    extern "C" {
+        static __payload_ro_end: u8;
+    }
+    let ro = (
+        libvmm_guest::abi::layout::x86_64::PAYLOAD_BASE,
+        core::ptr::addr_of!(__payload_ro_end) as u64,
+    );
+    for i in 0..512u64 {
+        let pa = WINDOW_BASE + i * 4096;
+        let writable = if (ro.0..ro.1).contains(&pa) { 0 } else { 2 };
+        write_entry(pt, i as usize, pa | 1 | writable);
+    }
+    write_entry(pd, (WINDOW_BASE / MIB2) as usize, pt as u64 | 3);
     for v in 0..32 {
         set_trap_handler(Trap::X86(v), on_trap).expect("x86 vector");
     }
