@@ -74,6 +74,12 @@ impl<H: Hart> RiscvH<H> {
             return Exit::IllegalInsn { raw: insn };
         }
         if self.timer.is_none() {
+            // WFI completes at once when an interrupt is already pending for the guest (privileged
+            // spec: whatever the enable bits say): its timer fired before it got here.
+            if self.hart.csr(Csr::Hvip) & (1 << csr::IRQ_VS_TIMER) != 0 {
+                self.advance();
+                return Exit::HostEvent;
+            }
             return Exit::Halt;
         }
         // A WFI with the guest's timer armed: wait for the host timer (the guest's deadline or its time

@@ -290,3 +290,19 @@ fn faults_on_the_guests_own_page_table_walk_name_the_implicit_access_and_its_add
     .to_string()
     .contains("page-table read of guest-physical 0x84800010"));
 }
+
+#[test]
+fn wfi_with_the_guest_timer_already_pending_completes_instead_of_halting() {
+    let mut mem = vec![0u8; 0x100];
+    let script = vec![
+        ecall(SBI_EXT_TIME, 0, &[100]),
+        trap(csr::CAUSE_INTERRUPT | csr::IRQ_S_TIMER, 0, 0), // fires: VSTIP pending, no timer armed
+        trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0),       // WFI with VSTIP pending: retires
+        hypercall(Hypercall::Exit, &[0]),
+    ];
+    let (stop, cpu, _) = run(script, &mut mem);
+    assert_eq!(stop, StopReason::PayloadExit(0));
+    // The WFI retired (sepc moved past it) and nothing waited.
+    assert_eq!(cpu.hart().waited, 0);
+    assert_eq!(cpu.hart().entries[3].2, ENTRY + 8);
+}

@@ -251,6 +251,9 @@ mod arch {
         }
         let hlt = (time::ticks() - t0) / N;
         println!("timer-bench: self-ipi {ipi} timer {timer} hlt-wake {hlt}");
+        println!("bench: self_ipi_round_trip={ipi}");
+        println!("bench: timer_irq_round_trip={timer}");
+        println!("bench: hlt_wake_round_trip={hlt}");
     }
 }
 
@@ -313,5 +316,6 @@ mod arch {
         }
         let hlt = (libvmm_guest::arch::cycles() - t0) / N;
         println!("timer-bench: wfi-wake {hlt}");
+        println!("bench: hlt_wake_round_trip={hlt}");
     }
 }
