@@ -134,11 +134,11 @@ install_gdb() {
     apt_get install -y -qq --no-install-recommends "${pkgs[@]}"
 }
 
-# Debian's kernel (the package linux-image-amd64 points at), unpacked into $1: boot/vmlinuz-* and the
+# Debian's kernel (the package linux-image-amd64 points at), unpacked into $1/unpacked: boot/vmlinuz-* and the
 # plain .ko modules under lib/modules/*/kernel/. Only for the KVM comparison of the bench.
 fetch_kvm_kernel() {
     local dir="$1" pkg
-    if compgen -G "$dir/root/boot/vmlinuz-*" >/dev/null; then
+    if compgen -G "$dir/unpacked/boot/vmlinuz-*" >/dev/null; then
         return 0
     fi
     mkdir -p "$dir"
@@ -147,7 +147,7 @@ fetch_kvm_kernel() {
     [ -n "$pkg" ] || { echo "ci: apt-cache knows no linux-image-amd64 kernel" >&2; exit 1; }
     echo "ci: apt-get download $pkg"
     (cd "$dir" && apt-get download -qq "$pkg")
-    dpkg-deb -x "$dir"/"$pkg"_*.deb "$dir/root"
+    dpkg-deb -x "$dir"/"$pkg"_*.deb "$dir/unpacked"
 }
 
 case "$want" in

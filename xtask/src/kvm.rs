@@ -83,7 +83,7 @@ fn kernel() -> Result<(PathBuf, PathBuf), String> {
         c,
         "fetching Debian's kernel package (ci/install-deps.sh kvm)",
     )?;
-    let boot = dir.join("root/boot");
+    let boot = dir.join("unpacked/boot");
     let vmlinuz = std::fs::read_dir(&boot)
         .map_err(|e| format!("{}: {e}", boot.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -99,7 +99,10 @@ fn kernel() -> Result<(PathBuf, PathBuf), String> {
         .and_then(|n| n.strip_prefix("vmlinuz-"))
         .unwrap_or_default()
         .to_string();
-    let modules = dir.join("root/lib/modules").join(release).join("kernel");
+    let modules = dir
+        .join("unpacked/lib/modules")
+        .join(release)
+        .join("kernel");
     Ok((vmlinuz, modules))
 }
 
