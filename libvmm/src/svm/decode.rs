@@ -58,23 +58,10 @@ const CR_INFO_MOV: u64 = 1 << 63;
 /// A general-purpose register by its encoding number (0 = RAX ... 15 = R15); RAX and RSP live in the
 /// VMCB.
 pub fn gpr(n: u8, g: &Gprs, rax: u64, rsp: u64) -> u64 {
-    match n & 15 {
-        0 => rax,
-        1 => g.rcx,
-        2 => g.rdx,
-        3 => g.rbx,
-        4 => rsp,
-        5 => g.rbp,
-        6 => g.rsi,
-        7 => g.rdi,
-        8 => g.r8,
-        9 => g.r9,
-        10 => g.r10,
-        11 => g.r11,
-        12 => g.r12,
-        13 => g.r13,
-        14 => g.r14,
-        _ => g.r15,
+    if n & 15 == 0 {
+        rax
+    } else {
+        g.by_number(n, rsp)
     }
 }
 

@@ -9,42 +9,21 @@ use super::hw::SvmHw;
 use super::vcpu::SvmVcpu;
 use super::vmcb;
 use crate::x86::emulate::{EmuCpu, Exception, GuestCpu};
-use crate::x86::gprs::Gprs;
 use crate::x86::msr::EFER_SVME;
 
 /// CS.L in the VMCB's packed segment attributes.
 const ATTRIB_L: u16 = 1 << 9;
-
-fn slot(g: &mut Gprs, n: u8) -> &mut u64 {
-    match n & 15 {
-        1 => &mut g.rcx,
-        2 => &mut g.rdx,
-        3 => &mut g.rbx,
-        5 => &mut g.rbp,
-        6 => &mut g.rsi,
-        7 => &mut g.rdi,
-        8 => &mut g.r8,
-        9 => &mut g.r9,
-        10 => &mut g.r10,
-        11 => &mut g.r11,
-        12 => &mut g.r12,
-        13 => &mut g.r13,
-        14 => &mut g.r14,
-        15 => &mut g.r15,
-        // RAX and RSP live in the VMCB; the caller handles them.
-        _ => &mut g.rax,
-    }
-}
 
 impl<H: SvmHw> GuestCpu for SvmVcpu<'_, H> {
     fn gpr(&self, n: u8) -> u64 {
         super::decode::gpr(n, &self.gprs, self.vmcb.save.rax, self.vmcb.save.rsp)
     }
     fn set_gpr(&mut self, n: u8, value: u64) {
-        match n & 15 {
-            0 => self.vmcb.save.rax = value,
-            4 => self.vmcb.save.rsp = value,
-            _ => *slot(&mut self.gprs, n) = value,
+        // RAX and RSP live in the VMCB.
+        match (n & 15, self.gprs.slot_mut(n)) {
+            (0, _) => self.vmcb.save.rax = value,
+            (_, Some(r)) => *r = value,
+            (_, None) => self.vmcb.save.rsp = value,
         }
     }
     fn rip(&self) -> u64 {

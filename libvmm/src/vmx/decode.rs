@@ -65,28 +65,6 @@ pub(crate) struct CrContext {
     pub rsp: u64,
 }
 
-/// A general-purpose register by its encoding number (0 = RAX ... 15 = R15); RSP lives in the VMCS.
-fn gpr(n: u64, r: &GuestRegs, rsp: u64) -> u64 {
-    match n & 15 {
-        0 => r.rax,
-        1 => r.rcx,
-        2 => r.rdx,
-        3 => r.rbx,
-        4 => rsp,
-        5 => r.rbp,
-        6 => r.rsi,
-        7 => r.rdi,
-        8 => r.r8,
-        9 => r.r9,
-        10 => r.r10,
-        11 => r.r11,
-        12 => r.r12,
-        13 => r.r13,
-        14 => r.r14,
-        _ => r.r15,
-    }
-}
-
 /// The control-register-access exit qualification (SDM Vol. 3C Table 28-3): CR number 3:0, access type
 /// 5:4 (0 MOV to CR, 1 MOV from CR, 2 CLTS, 3 LMSW), GPR 11:8, LMSW source data 31:16 (register or
 /// memory operand alike). Writes to CR0/CR4 become `CrWrite` with the whole new value; every other
@@ -103,7 +81,7 @@ fn cr_access(q: u64, regs: &GuestRegs, ctx: impl FnOnce() -> CrContext) -> Exit 
     };
     let c = ctx();
     let value = match ((q >> 4) & 3, cr) {
-        (0, _) => gpr(q >> 8, regs, c.rsp),
+        (0, _) => regs.by_number((q >> 8) as u8, c.rsp),
         (2, Cr::Cr0) => c.state.cr0 & !(1 << 3),
         // LMSW loads CR0[3:0] but cannot clear PE.
         (3, Cr::Cr0) => (c.state.cr0 & !0xE) | ((q >> 16) & 0xF),

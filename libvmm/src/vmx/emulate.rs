@@ -12,57 +12,17 @@ use crate::x86::emulate::{EmuCpu, Exception, GuestCpu};
 /// CS.L in the VMCS access-rights format.
 const AR_L: u64 = 1 << 13;
 
-impl<H: VmxOps> Vmx<H> {
-    fn reg_slot(&mut self, n: u8) -> &mut u64 {
-        let r = &mut self.regs;
-        match n & 15 {
-            0 => &mut r.rax,
-            1 => &mut r.rcx,
-            2 => &mut r.rdx,
-            3 => &mut r.rbx,
-            5 => &mut r.rbp,
-            6 => &mut r.rsi,
-            7 => &mut r.rdi,
-            8 => &mut r.r8,
-            9 => &mut r.r9,
-            10 => &mut r.r10,
-            11 => &mut r.r11,
-            12 => &mut r.r12,
-            13 => &mut r.r13,
-            14 => &mut r.r14,
-            // RSP lives in the VMCS; the caller handles it.
-            _ => &mut r.r15,
-        }
-    }
-}
-
 impl<H: VmxOps> GuestCpu for Vmx<H> {
     fn gpr(&self, n: u8) -> u64 {
-        let r = &self.regs;
-        match n & 15 {
-            0 => r.rax,
-            1 => r.rcx,
-            2 => r.rdx,
-            3 => r.rbx,
-            4 => self.vmcs.read_basic(f::GUEST_RSP),
-            5 => r.rbp,
-            6 => r.rsi,
-            7 => r.rdi,
-            8 => r.r8,
-            9 => r.r9,
-            10 => r.r10,
-            11 => r.r11,
-            12 => r.r12,
-            13 => r.r13,
-            14 => r.r14,
-            _ => r.r15,
+        match self.regs.slot(n) {
+            Some(r) => *r,
+            None => self.vmcs.read_basic(f::GUEST_RSP),
         }
     }
     fn set_gpr(&mut self, n: u8, value: u64) {
-        if n & 15 == 4 {
-            self.vmcs.write_basic(f::GUEST_RSP, value);
-        } else {
-            *self.reg_slot(n) = value;
+        match self.regs.slot_mut(n) {
+            Some(r) => *r = value,
+            None => self.vmcs.write_basic(f::GUEST_RSP, value),
         }
     }
     fn rip(&self) -> u64 {

@@ -24,6 +24,63 @@ pub struct Gprs {
 }
 
 impl Gprs {
+    /// The register with encoding number `n` (0 = RAX ... 15 = R15, as in ModRM/REX and the exit
+    /// qualifications). RSP is not in this block (SVM keeps it in the VMCB, VMX in the VMCS): the
+    /// caller passes it. (SVM also keeps RAX in the VMCB: its callers answer `n == 0` themselves.)
+    #[cfg(any(test, feature = "fuzzing", feature = "svm", feature = "vmx"))]
+    pub fn by_number(&self, n: u8, rsp: u64) -> u64 {
+        match self.slot(n) {
+            Some(r) => *r,
+            None => rsp,
+        }
+    }
+
+    /// The slot of register `n` in this block; `None` for RSP (see [`Gprs::by_number`]).
+    #[cfg(any(test, feature = "fuzzing", feature = "svm", feature = "vmx"))]
+    pub fn slot(&self, n: u8) -> Option<&u64> {
+        Some(match n & 15 {
+            0 => &self.rax,
+            1 => &self.rcx,
+            2 => &self.rdx,
+            3 => &self.rbx,
+            4 => return None,
+            5 => &self.rbp,
+            6 => &self.rsi,
+            7 => &self.rdi,
+            8 => &self.r8,
+            9 => &self.r9,
+            10 => &self.r10,
+            11 => &self.r11,
+            12 => &self.r12,
+            13 => &self.r13,
+            14 => &self.r14,
+            _ => &self.r15,
+        })
+    }
+
+    /// The writable slot of register `n`; `None` for RSP.
+    #[cfg(any(test, feature = "fuzzing", feature = "svm", feature = "vmx"))]
+    pub fn slot_mut(&mut self, n: u8) -> Option<&mut u64> {
+        Some(match n & 15 {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            4 => return None,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            _ => &mut self.r15,
+        })
+    }
+
     /// The hypercall arguments, in the registers `libvmm_abi::X86_HYPERCALL_ARGS` names.
     #[cfg(any(test, feature = "fuzzing", feature = "svm", feature = "vmx"))]
     #[inline(always)]
