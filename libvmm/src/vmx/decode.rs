@@ -69,6 +69,10 @@ pub(crate) struct CrContext {
 /// 5:4 (0 MOV to CR, 1 MOV from CR, 2 CLTS, 3 LMSW), GPR 11:8, LMSW source data 31:16 (register or
 /// memory operand alike). Writes to CR0/CR4 become `CrWrite` with the whole new value; every other
 /// access (CR3 and CR8 moves, which libvmm does not let exit, or reads) stays #UD as before.
+// Out of line and cold: a rare exit, kept out of the hot exits' code (inline, it moved the CPUID and
+// VMCALL round trips by 2-3 instructions).
+#[cold]
+#[inline(never)]
 fn cr_access(q: u64, regs: &GuestRegs, ctx: impl FnOnce() -> CrContext) -> Exit {
     let cr = match q & 0xF {
         0 => Cr::Cr0,
