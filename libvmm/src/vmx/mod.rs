@@ -1,6 +1,6 @@
 //! Intel VMX backend.
 //!
-//! Bring-up order (`bringup`, target only): capabilities ([`caps`]) -> IA32_FEATURE_CONTROL and the
+//! Bring-up order ([`hw`], over the same [`vmcs::VmxOps`] trait as the exit path): capabilities ([`caps`]) -> IA32_FEATURE_CONTROL and the
 //! CR0/CR4 fixed bits -> VMXON -> VMCLEAR/VMPTRLD of the one VMCS -> EPT for the guest window ([`ept`],
 //! EPTP from the root's role) -> controls adjusted to the capability MSRs ([`setup`]) -> host and guest
 //! state -> the generic run loop over [`vcpu::Vmx`], which runs the software VM-entry consistency checks
@@ -19,7 +19,6 @@ pub(crate) mod decode;
 pub(crate) mod emulate;
 pub(crate) mod ept;
 pub(crate) mod fields;
-#[cfg(all(feature = "vmx", target_os = "none"))]
 pub(crate) mod hw;
 pub(crate) mod pages;
 pub(crate) mod setup;
@@ -33,6 +32,12 @@ pub(crate) use hw::boot;
 #[cfg(all(feature = "vmx", target_os = "none"))]
 pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<pages::VmxPages> =
     crate::arch::take_once::TakeOnce::new(pages::VmxPages::zeroed());
+
+/// The boot CPU's virtual-APIC page, apart from [`STORAGE`]: the hardware [`VmxOps`](vmcs::VmxOps)
+/// keeps it (it reads VTPR from it on the exit path) while bring-up fills the other pages.
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) static VIRTUAL_APIC: crate::arch::take_once::TakeOnce<pages::Page> =
+    crate::arch::take_once::TakeOnce::new(pages::Page::zeroed());
 
 /// Per-AP VMX pages (VMXON region, VMCS): CPU n (n >= 1) takes element n - 1, once.
 #[cfg(all(feature = "vmx", target_os = "none"))]
