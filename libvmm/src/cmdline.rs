@@ -152,6 +152,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refused_option_stops_the_boot_naming_it() {
+        let refused = Options::parse(b"libvmm.nonsense=1").unwrap_err();
+        let stop = crate::vm::StopReason::Option(refused);
+        assert_eq!(stop.code(), libvmm_abi::stop::StopCode::Unsupported as u8);
+        assert_eq!(
+            std::format!("{stop}"),
+            "unsupported: unknown VMM option `libvmm.nonsense=1`"
+        );
+    }
+
+    #[test]
     fn finds_libvmm_options_among_payload_words() {
         let o = Options::parse(b"attack=spin libvmm.timeout_ms=250 libvmm.selftest=panic").unwrap();
         assert_eq!(o.timeout_ms, Some(250));

@@ -35,15 +35,11 @@
 //! the DPAMT bench; images never enable it.)
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
-// Dead code is judged by the four image builds (clippy -D warnings per backend). The unit-test build
-// has no `boot`, which is what uses the boot-time half of many modules.
-#![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
-// On the host, libvmm is built for its tests and software models only; nothing there calls the boot
-// path, so dead-code analysis is left to the bare-metal builds (which clippy checks per backend).
-// On RISC-V the x86-only parts of the generic vocabulary (CPUID/MSR/I/O exits, VMX/SVM instructions) are
-// never constructed; the x86 builds check them.
-// The TDX image stops at SEAM-module detection (no emulator here has one, and TD entry on hardware is
-// not implemented), so the generic loop and policies it would drive are unused in that build only.
+// Dead code is judged in every build: the four images (clippy per backend) and the unit tests (host
+// clippy, all targets). What only the boot path uses is `#[cfg(target_os = "none")]`; what only tests use
+// lives in `testing/` or under `#[cfg(test)]`. The one build with a standing allow is the fuzz targets'
+// (feature `fuzzing`, not a test build): it compiles the parser-bearing modules without the boot path
+// that uses the rest of them, so the allow sits on exactly those modules below, with that reason.
 
 pub use libvmm_abi as abi;
 
@@ -72,6 +68,8 @@ pub(crate) mod boot;
 pub(crate) mod cmdline;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod console;
 #[cfg(any(test, target_os = "none"))]
 pub(crate) mod cpus;
@@ -80,10 +78,14 @@ pub(crate) mod exit;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod guest_mem;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod loader;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod policy;
 #[cfg(any(test, feature = "fuzzing"))]
+// fuzzing: the fuzz targets use some of the doubles (the model platform), the unit tests all of them.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod testing;
 // The TDX image stops at SEAM-module detection (TD entry on hardware is not implemented): it runs no
 // guest, so it contains no run loop.
@@ -94,7 +96,11 @@ pub(crate) mod testing;
 ))]
 pub(crate) mod vcpu;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod vm;
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod x86;
 
 #[cfg(any(
@@ -102,6 +108,8 @@ pub(crate) mod x86;
     feature = "fuzzing",
     all(target_os = "none", target_arch = "riscv64")
 ))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod riscv;
 #[cfg(any(test, feature = "fuzzing", feature = "svm"))]
 pub(crate) mod svm;

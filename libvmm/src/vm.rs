@@ -103,6 +103,7 @@ impl EmuState {
     }
 
     /// Prints the emulator's counts (with `libvmm.stats=1`), when it ran at all.
+    #[cfg(target_os = "none")] // the boot's stats report
     pub fn print<W: embedded_io::Write>(&self, w: &mut W) {
         if self.retired | self.mmio | self.string_io != 0 {
             crate::vmm_print!(

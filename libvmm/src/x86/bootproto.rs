@@ -18,6 +18,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    #[cfg(target_os = "none")] // the boot line
     pub const fn name(self) -> &'static str {
         match self {
             Self::Pvh => "PVH",
