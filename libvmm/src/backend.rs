@@ -10,6 +10,7 @@
 
 use crate::exit::{Exit, Reply};
 use crate::guest_mem::GuestMemory;
+use crate::x86::apic::delivery::{GuestInterrupts, Interruptibility};
 
 /// Why a backend could not run the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +26,9 @@ pub enum BackendError {
     Firmware { code: u64, what: &'static str },
 }
 
-/// One virtual CPU of one vendor.
-pub(crate) trait Backend {
+/// One virtual CPU of one vendor. Its guest-interrupt half is the supertrait [`GuestInterrupts`] (on the
+/// VMCB / VMCS for SVM and VMX; backends without a virtual APIC say so with [`NoGuestInterrupts`]).
+pub(crate) trait Backend: GuestInterrupts {
     /// Which backend this is (reported in CPUID and boot info).
     const ID: libvmm_abi::BackendId;
 
@@ -64,19 +66,22 @@ pub(crate) trait Backend {
     /// backends without it (RISC-V, the TDX image) carry none of that code.
     const VIRTUAL_APIC: bool = false;
 
-    /// The guest-interrupt half of the backend ([`GuestInterrupts`], on the VMCB / VMCS); the default
-    /// for backends without [`Self::VIRTUAL_APIC`] does nothing.
-    ///
-    /// [`GuestInterrupts`]: crate::x86::apic::delivery::GuestInterrupts
-    fn interruptibility(&self) -> crate::x86::apic::delivery::Interruptibility {
-        Default::default()
+    /// Ends an STI / MOV SS shadow when the loop retires the instruction under it (the HLT of
+    /// `sti; hlt`, which woke): the next instruction boundary may take an interrupt.
+    fn clear_interrupt_shadow(&mut self) {}
+}
+
+/// A backend without a virtual APIC (RISC-V, the test doubles): its [`GuestInterrupts`] is this blanket
+/// one, which the loop never reaches (it asks only when [`Backend::VIRTUAL_APIC`] is set).
+pub(crate) trait NoGuestInterrupts {}
+
+impl<T: NoGuestInterrupts> GuestInterrupts for T {
+    fn interruptibility(&self) -> Interruptibility {
+        Interruptibility::default()
     }
     fn event_queued(&self) -> bool {
         false
     }
     fn inject_interrupt(&mut self, _vector: u8) {}
     fn request_interrupt_window(&mut self, _open: bool) {}
-    /// Ends an STI / MOV SS shadow when the loop retires the instruction under it (the HLT of
-    /// `sti; hlt`, which woke): the next instruction boundary may take an interrupt.
-    fn clear_interrupt_shadow(&mut self) {}
 }

@@ -77,6 +77,9 @@ impl<H: Hart> RiscvH<H> {
     }
 }
 
+/// No virtual APIC: the guest's interrupts are the hvip bits the replies set.
+impl<H: Hart> crate::backend::NoGuestInterrupts for RiscvH<H> {}
+
 impl<H: Hart> Backend for RiscvH<H> {
     const ID: BackendId = BackendId::RiscvH;
 

@@ -115,18 +115,6 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
 
     const VIRTUAL_APIC: bool = true;
 
-    fn interruptibility(&self) -> Interruptibility {
-        GuestInterrupts::interruptibility(self)
-    }
-    fn event_queued(&self) -> bool {
-        GuestInterrupts::event_queued(self)
-    }
-    fn inject_interrupt(&mut self, vector: u8) {
-        GuestInterrupts::inject_interrupt(self, vector)
-    }
-    fn request_interrupt_window(&mut self, open: bool) {
-        GuestInterrupts::request_interrupt_window(self, open)
-    }
     fn clear_interrupt_shadow(&mut self) {
         self.vmcb.control.int_state &= !vmcb::INT_SHADOW;
     }

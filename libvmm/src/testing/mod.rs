@@ -75,6 +75,7 @@ pub struct ScriptedBackend {
     pub replies: Vec<(Exit, Reply)>,
     pub last: Option<Exit>,
 }
+impl crate::backend::NoGuestInterrupts for ScriptedBackend {}
 impl Backend for ScriptedBackend {
     const ID: BackendId = BackendId::Svm;
     fn run(&mut self, _mem: &crate::guest_mem::GuestMemory<'_>) -> Result<Exit, BackendError> {

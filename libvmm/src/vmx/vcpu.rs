@@ -427,18 +427,6 @@ impl<H: VmxOps> Backend for Vmx<H> {
 
     const VIRTUAL_APIC: bool = true;
 
-    fn interruptibility(&self) -> Interruptibility {
-        GuestInterrupts::interruptibility(self)
-    }
-    fn event_queued(&self) -> bool {
-        GuestInterrupts::event_queued(self)
-    }
-    fn inject_interrupt(&mut self, vector: u8) {
-        GuestInterrupts::inject_interrupt(self, vector)
-    }
-    fn request_interrupt_window(&mut self, open: bool) {
-        GuestInterrupts::request_interrupt_window(self, open)
-    }
     fn clear_interrupt_shadow(&mut self) {
         let blocking = self.read_or_zero(f::GUEST_INTERRUPTIBILITY);
         if blocking & 3 != 0 {
