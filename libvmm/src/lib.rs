@@ -22,17 +22,20 @@
 //!   with a `SAFETY:` note); it imports nothing above it.
 //!
 //! Every module outside `arch` is `#![forbid(unsafe_code)]` (`boot` is `deny`: its entry symbols need
-//! `#[no_mangle]`). The public surface is small: [`Payload`] and the [`image!`] macro for the image
-//! crate, the re-exported ABI, and [`config`]. Backend internals are `pub(crate)`: this does not compile:
-//! ```compile_fail
-//! use libvmm::svm::vmcb::Vmcb;
+//! `#[no_mangle]`).
+//!
+//! The public surface is small: [`Payload`] and the [`image!`] macro for the image crate, the
+//! re-exported ABI ([`abi`]) for payload authors, and [`config`]; `cargo doc` shows nothing else. An image
+//! crate needs exactly this:
+//! ```no_run
+//! libvmm::image!(libvmm::Payload { name: "hello", elf: &[] });
 //! ```
-//! nor does this:
-//! ```compile_fail
-//! use libvmm::vmx::vmcs::VmxOps;
-//! ```
-//! (The TDX backend is public only with the `tdx-sim` feature, for its model-based integration tests and
-//! the DPAMT bench; images never enable it.)
+//! Everything else is `pub(crate)`: the Rust form of exporting KVM internals to its vendor modules
+//! only. `tests/public_surface.rs` proves it from outside: a crate depending on libvmm names this
+//! surface and compiles, and each internal path it names (`svm`, `vmx`, `riscv`, `vcpu`, `policy`,
+//! `x86`, `testing`) fails with rustc's "module is private" (E0603) and no other error. (The TDX backend
+//! is public only with the `tdx-sim` feature, for its model-based integration tests and the DPAMT
+//! bench; images never enable it.)
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 // Dead code is judged in every build: the four images (clippy per backend) and the unit tests (host
@@ -142,9 +145,10 @@ pub struct Payload {
 }
 
 /// One loadable segment of a payload, as placed in guest memory: `[gpa, gpa + mem_size)` with the ELF
-/// `p_flags` rights (from its program header, read at boot).
+/// `p_flags` rights (from its program header, read at boot). The loader's, not the image crate's.
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PayloadSegment {
+pub(crate) struct PayloadSegment {
     /// Guest-physical start; its page may not be shared with another segment.
     pub gpa: u64,
     /// Bytes in memory (file bytes plus zeroed bss); the last page is rounded up.
@@ -153,6 +157,7 @@ pub struct PayloadSegment {
     pub flags: u32,
 }
 
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 impl PayloadSegment {
     /// ELF `PF_X`.
     pub const X: u32 = 1;
