@@ -208,7 +208,7 @@ impl VmxOps for ModelVmcs {
     }
     /// A host pointer made a "physical" address below the model's MAXPHYADDR (40): the low 40 bits,
     /// which keep page alignment and tell apart the pages of one test.
-    fn pa_ptr(&self, p: *const u8) -> u64 {
+    fn pa_ptr(p: *const u8) -> u64 {
         p as u64 & ((1 << 40) - 1)
     }
     fn host_tables(&self) -> HostTables {

@@ -87,7 +87,7 @@ pub(crate) fn ap_bring_up(cpu_index: usize) -> Result<(), &'static str> {
         .and_then(|i| super::AP_STORAGE.get(i))
         .and_then(|s| s.take())
         .ok_or("no VMX pages for this CPU (taken, or beyond MAX_CPUS)")?;
-    enable_on_ap(&mut HwVmcs { vapic: None }, pages)
+    enable_on_ap(&mut HwVmcs { vapic: () }, pages)
 }
 
 /// Brings VMX up on this CPU with its static storage and runs the guest until it stops.
@@ -98,13 +98,15 @@ pub(crate) fn boot<P: Platform>(
     options: &Options<'_>,
 ) -> StopReason {
     use crate::arch::x86_64::entry;
-    let (Some(pages), Some(vapic)) = (super::STORAGE.take(), super::VIRTUAL_APIC.take()) else {
+    let Some(st) = super::STORAGE.take() else {
         return StopReason::Platform("VMX storage already in use");
     };
     let (img_start, img_end) = entry::image_range();
     let vmm = [img_start, img_end - 1, entry::stack_address()];
-    let hw = HwVmcs { vapic: Some(vapic) };
-    bring_up_and_run(vm, state, options, hw, pages, &vmm)
+    let hw = HwVmcs {
+        vapic: &st.virtual_apic,
+    };
+    bring_up_and_run(vm, state, options, hw, &mut st.pages, &vmm)
 }
 
 /// Brings VMX up with `hw` on `pages` and runs the guest until it stops. `vmm_addrs` are VMM addresses
@@ -121,9 +123,16 @@ pub(crate) fn bring_up_and_run<P: Platform, H: VmxOps>(
         Ok(cpu) => cpu,
         Err(stop) => return stop,
     };
-    let stop = vcpu::run(&mut cpu, vm);
+    let stop = run(&mut cpu, vm);
     report(vm, cpu.diagnosis);
     stop
+}
+
+/// The run loop in a function of its own, apart from bring-up: inlined into it, the loop's registers
+/// were allocated around bring-up's and the CPUID round trip took two instructions more (bench).
+#[inline(never)]
+fn run<P: Platform, H: VmxOps>(cpu: &mut Vmx<H>, vm: &mut Vm<'_, P>) -> StopReason {
+    vcpu::run(cpu, vm)
 }
 
 /// Everything before the run loop: the vCPU with its VMCS written and made current, or why not.
@@ -172,7 +181,7 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
         memtype: MT_WB,
     };
     // The window with the guest's W^X map (payload text r-x, read-only data r--, the rest rw-).
-    let root = match pages.ept.build(role, &vm.map, |p| hw.pa_ptr(p)) {
+    let root = match pages.ept.build(role, &vm.map, H::pa_ptr) {
         Ok(root) => root,
         Err(_) => return Err(StopReason::Platform("EPT cannot map the guest memory map")),
     };
@@ -183,12 +192,7 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
         .into_iter()
         .chain(vmm_addrs.iter().copied())
         .chain(tables)
-        .any(|a| {
-            matches!(
-                pages.ept.walk(root.hpa, a, |p| hw.pa_ptr(p)),
-                Ok(Some(_)) | Err(_)
-            )
-        })
+        .any(|a| matches!(pages.ept.walk(root.hpa, a, H::pa_ptr), Ok(Some(_)) | Err(_)))
     {
         return Err(StopReason::Platform("EPT would expose VMM memory"));
     }
@@ -314,13 +318,43 @@ fn fail(f: hw::Fail) -> VmFail {
 
 /// This CPU's VMX instructions and its current VMCS.
 #[cfg(all(feature = "vmx", target_os = "none"))]
-pub(crate) struct HwVmcs {
-    /// The virtual-APIC page (read for VTPR while TPR shadow is on); an AP has none yet.
-    vapic: Option<&'static super::pages::Page>,
+pub(crate) struct HwVmcs<V: VirtualApicPage> {
+    /// The virtual-APIC page (read for VTPR while TPR shadow is on); `()` on an AP, which has none yet.
+    vapic: V,
+}
+
+/// Where [`HwVmcs`] reads VTPR: the boot CPU's virtual-APIC page, or nothing (an AP, until guest SMP
+/// gives it a vCPU). A type rather than an `Option`, so the boot CPU's exit path has no test for it
+/// (with one, the interrupt round trips took 8 to 12 instructions more: bench).
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) trait VirtualApicPage {
+    fn vtpr(&self) -> u8;
+    fn pa(&self) -> Option<u64>;
 }
 
 #[cfg(all(feature = "vmx", target_os = "none"))]
-impl VmxOps for HwVmcs {
+impl VirtualApicPage for &'static super::pages::Page {
+    #[inline(always)]
+    fn vtpr(&self) -> u8 {
+        hw::read_vtpr(*self)
+    }
+    fn pa(&self) -> Option<u64> {
+        Some(hw::pa(*self))
+    }
+}
+
+#[cfg(all(feature = "vmx", target_os = "none"))]
+impl VirtualApicPage for () {
+    fn vtpr(&self) -> u8 {
+        0
+    }
+    fn pa(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[cfg(all(feature = "vmx", target_os = "none"))]
+impl<V: VirtualApicPage> VmxOps for HwVmcs<V> {
     fn vmread(&self, encoding: u32) -> Result<u64, VmFail> {
         hw::vmread(encoding).map_err(fail)
     }
@@ -346,7 +380,7 @@ impl VmxOps for HwVmcs {
         hw::take_host_interrupt()
     }
     fn read_vtpr(&self) -> u8 {
-        self.vapic.map_or(0, hw::read_vtpr)
+        self.vapic.vtpr()
     }
     fn xsetbv(&mut self, xcr0: u64) {
         cpu::xsetbv0(xcr0)
@@ -397,7 +431,7 @@ impl VmxOps for HwVmcs {
     fn invvpid_all(&mut self) -> Result<(), VmFail> {
         hw::invvpid_all().map_err(fail)
     }
-    fn pa_ptr(&self, p: *const u8) -> u64 {
+    fn pa_ptr(p: *const u8) -> u64 {
         hw::pa_ptr(p)
     }
     fn host_tables(&self) -> HostTables {
@@ -410,7 +444,7 @@ impl VmxOps for HwVmcs {
         }
     }
     fn virtual_apic_pa(&self) -> Option<u64> {
-        self.vapic.map(hw::pa)
+        self.vapic.pa()
     }
 }
 

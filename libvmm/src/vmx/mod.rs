@@ -30,14 +30,8 @@ pub(crate) use hw::boot;
 /// The pages the VMX backend runs on (VMXON region, VMCS, bitmaps, virtual-APIC page, EPT), in `.bss`,
 /// handed out once to the bring-up.
 #[cfg(all(feature = "vmx", target_os = "none"))]
-pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<pages::VmxPages> =
-    crate::arch::take_once::TakeOnce::new(pages::VmxPages::zeroed());
-
-/// The boot CPU's virtual-APIC page, apart from [`STORAGE`]: the hardware [`VmxOps`](vmcs::VmxOps)
-/// keeps it (it reads VTPR from it on the exit path) while bring-up fills the other pages.
-#[cfg(all(feature = "vmx", target_os = "none"))]
-pub(crate) static VIRTUAL_APIC: crate::arch::take_once::TakeOnce<pages::Page> =
-    crate::arch::take_once::TakeOnce::new(pages::Page::zeroed());
+pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<pages::VmxStorage> =
+    crate::arch::take_once::TakeOnce::new(pages::VmxStorage::zeroed());
 
 /// Per-AP VMX pages (VMXON region, VMCS): CPU n (n >= 1) takes element n - 1, once.
 #[cfg(all(feature = "vmx", target_os = "none"))]

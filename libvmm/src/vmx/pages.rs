@@ -1,7 +1,8 @@
 //! All memory the VMX backend hands to the CPU, in one page-aligned value with a size fixed at compile
-//! time (SimpleVisor's shape): VMXON region, VMCS, the MSR and I/O bitmaps and the EPT tables; the
-//! virtual-APIC page (only used by the consistency-check test configurations) is a [`Page`] of its own,
-//! kept by the hardware `VmxOps` (`vmx/mod.rs`). Nothing is allocated later.
+//! time (SimpleVisor's shape): VMXON region, VMCS, the MSR and I/O bitmaps and the EPT tables, which
+//! bring-up fills ([`VmxPages`]), and the virtual-APIC page (only used by the consistency-check test
+//! configurations), which the hardware `VmxOps` keeps to read VTPR from ([`VmxStorage`]). Nothing is
+//! allocated later.
 //!
 //! Bitmaps default to deny: every bit set, so every RDMSR/WRMSR and every port access exits to the VMM,
 //! whose policy decides (`policy::msr`, `policy::io`). MSRs outside the two bitmap ranges always exit.
@@ -63,6 +64,30 @@ static_assertions::const_assert_eq!(
     core::mem::size_of::<VmxPages>(),
     (8 + crate::config::NESTED_PAGE_TABLES) * 4096
 );
+
+/// The boot CPU's VMX memory: the virtual-APIC page apart from the pages bring-up fills, so the two can
+/// be borrowed apart (the hardware `VmxOps` holds the first while bring-up writes the second).
+#[repr(C, align(4096))]
+pub(crate) struct VmxStorage {
+    pub virtual_apic: Page,
+    pub pages: VmxPages,
+}
+
+static_assertions::const_assert_eq!(
+    core::mem::size_of::<VmxStorage>(),
+    (9 + crate::config::NESTED_PAGE_TABLES) * 4096
+);
+
+impl VmxStorage {
+    /// All zero, so a static of it lands in `.bss`.
+    #[cfg(all(feature = "vmx", target_os = "none"))]
+    pub const fn zeroed() -> Self {
+        Self {
+            virtual_apic: Page::zeroed(),
+            pages: VmxPages::zeroed(),
+        }
+    }
+}
 
 impl VmxPages {
     /// All zero, so a static of it lands in `.bss`; [`VmxPages::reset`] sets it up at bring-up.

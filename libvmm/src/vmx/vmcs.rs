@@ -84,11 +84,12 @@ pub(crate) trait VmxOps {
     fn vmptrld(&mut self, pa: u64) -> Result<(), VmFail>;
     fn invept_all(&mut self) -> Result<(), VmFail>;
     fn invvpid_all(&mut self) -> Result<(), VmFail>;
-    /// The physical address of a VMM pointer (the VMM runs identity-mapped on the machine).
-    fn pa_ptr(&self, p: *const u8) -> u64;
+    /// The physical address of a VMM pointer (the VMM runs identity-mapped on the machine). No `self`,
+    /// so the EPT builder takes it as a plain function.
+    fn pa_ptr(p: *const u8) -> u64;
     /// The physical address of a VMM object.
     fn pa<T>(&self, r: &T) -> u64 {
-        self.pa_ptr(r as *const T as *const u8)
+        Self::pa_ptr(r as *const T as *const u8)
     }
     fn host_tables(&self) -> HostTables;
     /// The virtual-APIC page [`VmxOps::read_vtpr`] reads, if this CPU has one.
