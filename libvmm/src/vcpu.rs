@@ -620,3 +620,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod irq_tests;
