@@ -67,6 +67,10 @@ impl Platform for ModelPlatform {
         self.slept.push(deadline);
         self.tsc.set(self.tsc.get().max(deadline));
     }
+    /// The last armed guest deadline (the model has no time limit deadline of its own).
+    fn host_deadline(&self) -> Option<u64> {
+        self.armed.last().copied().flatten()
+    }
 }
 
 /// A backend that plays a script of exits and records the replies.
@@ -110,6 +114,8 @@ pub struct IrqBackend {
     /// (exits run so far, open).
     pub windows: Vec<(usize, bool)>,
     pub shadows_cleared: usize,
+    /// (exits run so far, host deadline, now): what the loop told the backend to keep time for.
+    pub host_deadlines: Vec<(usize, Option<u64>, u64)>,
     pub exits: usize,
     pub now: crate::x86::apic::delivery::Interruptibility,
     pub last: Option<Exit>,
@@ -149,5 +155,8 @@ impl Backend for IrqBackend {
     fn clear_interrupt_shadow(&mut self) {
         self.now.shadow = false;
         self.shadows_cleared += 1;
+    }
+    fn set_host_deadline(&mut self, deadline: Option<u64>, now: u64) {
+        self.host_deadlines.push((self.exits, deadline, now));
     }
 }

@@ -234,3 +234,33 @@ fn the_time_limit_stops_a_guest_sleeping_on_its_timer_and_one_that_takes_timer_e
     assert_eq!(stop, StopReason::TimeLimit { ms: 7 });
     assert!(cpu.injected.is_empty());
 }
+
+#[test]
+fn every_host_timer_exit_programs_the_spent_one_shot_again_and_tells_the_backend() {
+    let mut s = enable_x2apic();
+    s.extend(arm_timer(0xEC, 5_000)); // 3, 4: armed at TSC 1_000
+    s.push((Exit::HostEvent, IF1)); // 5: the host timer fired early (TSC 4_990): same deadline again
+    let platform = ModelPlatform::default();
+    platform.tsc.set(1_000);
+    let mut mem = vec![0u8; 0x1000];
+    let mut cpu = IrqBackend {
+        script: s,
+        ..Default::default()
+    };
+    let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), platform);
+    for _ in 0..4 {
+        let e = cpu.run(&vm.mem).unwrap();
+        handle(e, &mut cpu, &mut vm).unwrap();
+    }
+    assert_eq!(vm.platform.armed, [Some(5_000)]);
+    assert_eq!(cpu.host_deadlines, [(4, Some(5_000), 1_000)]);
+    vm.platform.tsc.set(4_990);
+    let e = cpu.run(&vm.mem).unwrap();
+    handle(e, &mut cpu, &mut vm).unwrap();
+    assert!(cpu.injected.is_empty());
+    assert_eq!(vm.platform.armed, [Some(5_000), Some(5_000)]);
+    assert_eq!(
+        cpu.host_deadlines,
+        [(4, Some(5_000), 1_000), (5, Some(5_000), 4_990)]
+    );
+}

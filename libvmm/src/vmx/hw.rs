@@ -208,6 +208,13 @@ pub(crate) fn boot<P: Platform>(
         Err(e) => return StopReason::Backend(e),
     };
     cpu.regs.rdi = state.rdi;
+    // Guest time while the guest runs: the VMX-preemption timer at the earliest host deadline (the time
+    // limit from the start; the guest's timers as it arms them), the host LAPIC only for HLT sleeps.
+    if cpu.keeps_guest_time() {
+        vm.platform.guest_time_in_backend();
+        let now = vm.platform.guest_tsc();
+        crate::backend::Backend::set_host_deadline(&mut cpu, vm.platform.host_deadline(), now);
+    }
     // The instruction emulator and the virtual PMU for this guest; PERF_CAPABILITIES' immutable bits
     // are the host's (read only when CPUID says the MSR exists: PDCM). #UD is intercepted only for
     // forced emulation, so the default exit path is unchanged.
