@@ -241,6 +241,27 @@ mod tests {
         assert_ne!(dt(&seeds[0]), dt(&[]));
     }
 
+    /// The emulator target gets past decoding: inputs from a fixed PRNG reach many distinct outcomes
+    /// (a target stuck on one answer, e.g. "not in long mode" for every input, would not).
+    #[test]
+    fn the_emulator_target_reaches_many_outcomes() {
+        let f = TARGETS.iter().find(|(n, _)| *n == "emulator").unwrap().1;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut outcomes = std::collections::HashSet::new();
+        for _ in 0..20_000 {
+            let input: Vec<u8> = (0..200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            outcomes.insert(f(&input));
+        }
+        assert!(outcomes.len() > 500, "{} outcomes", outcomes.len());
+    }
+
     #[test]
     fn the_command_line_is_checked() {
         assert!(parse(&["--target".into(), "nope".into()]).is_err());

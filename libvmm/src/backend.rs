@@ -69,6 +69,10 @@ pub(crate) trait Backend: GuestInterrupts {
     /// Ends an STI / MOV SS shadow when the loop retires the instruction under it (the HLT of
     /// `sti; hlt`, which woke): the next instruction boundary may take an interrupt.
     fn clear_interrupt_shadow(&mut self) {}
+    /// The earliest host deadline (guest TSC; `None`: none) for a backend that keeps guest time itself
+    /// while the guest runs (VMX: the VMX-preemption timer), at guest TSC `now`. Called again after every
+    /// host event (a one-shot that fired is spent).
+    fn set_host_deadline(&mut self, _deadline: Option<u64>, _now: u64) {}
 }
 
 /// A backend without a virtual APIC (RISC-V, the test doubles): its [`GuestInterrupts`] is this blanket

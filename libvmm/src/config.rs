@@ -109,6 +109,11 @@ static_assertions::const_assert!(
 static_assertions::const_assert!(MAX_RAM_RANGES >= 1 && TDX_MAX_TDMRS >= 1 && TDX_MAX_VCPUS >= 1);
 
 /// The host LAPIC timer's periodic initial count (divide by 16): about 1 ms where the APIC timer runs at
-/// 1 GHz (QEMU). It runs while the guest has a time limit or an armed APIC timer, and bounds how late a
-/// guest timer interrupt can be seen (and a halted guest woken).
+/// 1 GHz (QEMU). Used only where the LAPIC timer's rate against the TSC could not be measured; otherwise
+/// the timer is a one-shot at the earliest host deadline.
 pub const HOST_TIMER_INITIAL_COUNT: u32 = 62_500;
+/// The host LAPIC timer's rate against the TSC is measured over this many of its ticks (divide 16:
+/// 65,536 TSC ticks where both run at 1 GHz, QEMU under `-icount`)...
+pub const LAPIC_CALIBRATION_TICKS: u32 = 4096;
+/// ... or at most this many TSC ticks, after which a timer that has not moved counts as unmeasurable.
+pub const LAPIC_CALIBRATION_MAX_TSC: u64 = 50_000_000;

@@ -123,7 +123,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                 return Err(StopReason::TimeLimit { ms });
             }
             if B::VIRTUAL_APIC {
-                host_timer(vm);
+                host_timer(cpu, vm);
                 reply_and_deliver(cpu, vm, Reply::Resume);
                 return Ok(());
             }
@@ -289,21 +289,24 @@ fn deliver<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
     }
 }
 
-/// Arms the host timer for the APIC's next deadline when it changed.
-fn rearm<P: Platform>(vm: &mut Vm<'_, P>, now: u64) {
+/// Arms the host timer for the APIC's next deadline when it changed (always with `spent`: after a host
+/// event the one-shot that fired must be programmed again): the platform's, and the backend's when it
+/// keeps guest time itself.
+fn rearm<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>, now: u64, spent: bool) {
     let next = vm.irq.apic.next_deadline(now);
-    if next != vm.irq.armed {
+    if spent || next != vm.irq.armed {
         vm.irq.armed = next;
         vm.platform.arm_guest_timer(next);
+        cpu.set_host_deadline(vm.platform.host_deadline(), now);
     }
 }
 
 /// A host timer exit: the APIC's timer catches up with the guest TSC.
 #[inline(never)]
-fn host_timer<P: Platform>(vm: &mut Vm<'_, P>) {
+fn host_timer<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
     let now = vm.platform.guest_tsc();
     vm.irq.apic.tick(now);
-    rearm(vm, now);
+    rearm(cpu, vm, now, true);
 }
 
 /// RDMSR: the APIC's MSRs go to the virtual x2APIC, the rest to the MSR policy. Out of line: the hot
@@ -326,9 +329,14 @@ fn msr_read<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>, msr: u32) -> R
 
 /// WRMSR, routed as [`msr_read`].
 #[inline(never)]
-fn msr_write<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
+fn msr_write<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    msr: u32,
+    value: u64,
+) -> Reply {
     if B::VIRTUAL_APIC && apic::owns(msr) {
-        return apic_write(vm, msr, value);
+        return apic_write(cpu, vm, msr, value);
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(r) = vm.emu.pmu.write(msr, value) {
@@ -340,11 +348,16 @@ fn msr_write<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>, msr: u32, val
     msr::write(msr, value, |v| cpu.virtual_msr(v))
 }
 
-fn apic_write<P: Platform>(vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
+fn apic_write<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    msr: u32,
+    value: u64,
+) -> Reply {
     let now = vm.platform.guest_tsc();
     let (reply, timer_changed) = apic::write(&mut vm.irq.apic, msr, value, now);
     if timer_changed {
-        rearm(vm, now);
+        rearm(cpu, vm, now, false);
     }
     reply
 }
@@ -360,12 +373,12 @@ fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Repl
         match vm.irq.apic.on_halt(now, interrupts_enabled) {
             HaltAction::Wake => {
                 cpu.clear_interrupt_shadow();
-                rearm(vm, now);
+                rearm(cpu, vm, now, false);
                 return Ok(Reply::Complete(Output::Nothing));
             }
             HaltAction::Stop => return Err(StopReason::GuestHalted),
             HaltAction::SleepUntil(at) => {
-                rearm(vm, now);
+                rearm(cpu, vm, now, false);
                 vm.platform.sleep_until(at);
                 if let Some(ms) = vm.platform.time_limit_exceeded() {
                     return Err(StopReason::TimeLimit { ms });
@@ -620,3 +633,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod irq_tests;

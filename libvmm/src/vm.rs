@@ -39,6 +39,16 @@ pub(crate) trait Platform {
     /// Halts the physical CPU until the guest TSC reaches `deadline` or the time limit passes (host timer
     /// interrupts wake it; it never spins through guest exits).
     fn sleep_until(&mut self, _deadline: u64) {}
+
+    /// The earliest host deadline (guest TSC): the earlier of the armed guest timer and the time limit.
+    fn host_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// The backend keeps time while the guest runs ([`crate::backend::Backend::set_host_deadline`]:
+    /// VMX's preemption timer): the platform's own host timer then serves sleeps only.
+    #[cfg_attr(not(feature = "vmx"), allow(dead_code))]
+    fn guest_time_in_backend(&mut self) {}
 }
 
 /// Generic per-VM state the loop and the policies work on.

@@ -75,8 +75,10 @@ impl<H: Hart> RiscvH<H> {
         }
         if self.timer.is_none() {
             // WFI completes at once when an interrupt is already pending for the guest (privileged
-            // spec: whatever the enable bits say): its timer fired before it got here.
-            if self.hart.csr(Csr::Hvip) & (1 << csr::IRQ_VS_TIMER) != 0 {
+            // spec: whatever sstatus.SIE says; completing without checking vsie is a permitted early
+            // wake): its timer fired before it got here, or it raised its own software interrupt.
+            if self.hart.csr(Csr::Hvip) & ((1 << csr::IRQ_VS_TIMER) | (1 << csr::IRQ_VS_SOFT)) != 0
+            {
                 self.advance();
                 return Exit::HostEvent;
             }

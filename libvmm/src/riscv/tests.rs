@@ -306,3 +306,26 @@ fn wfi_with_the_guest_timer_already_pending_completes_instead_of_halting() {
     assert_eq!(cpu.hart().waited, 0);
     assert_eq!(cpu.hart().entries[3].2, ENTRY + 8);
 }
+
+#[test]
+fn wfi_with_the_guest_software_interrupt_pending_completes_instead_of_halting() {
+    // The guest raised its own software interrupt (sip.SSIP, which is hvip.VSSIP) and waits with SIE
+    // off: the WFI retires (privileged spec: a pending interrupt ends WFI whatever SIE says).
+    let mut hart = ModelHart {
+        script: vec![
+            trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0),
+            hypercall(Hypercall::Exit, &[0]),
+        ],
+        ..Default::default()
+    };
+    hart.set_csr(Csr::Hvip, 1 << csr::IRQ_VS_SOFT);
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, MEM_BASE, MEM_BASE + 0x100);
+    let mut mem = vec![0u8; 0x100];
+    let mut vm = Vm::new(
+        GuestMemory::new(MEM_BASE, &mut mem),
+        ModelPlatform::default(),
+    );
+    assert_eq!(vcpu::run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+    assert_eq!(cpu.hart().waited, 0);
+    assert_eq!(cpu.hart().entries[1].2, ENTRY + 4);
+}

@@ -262,6 +262,13 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
         Err(e) => return Err(StopReason::Backend(e)),
     };
     cpu.regs.rdi = state.rdi;
+    // Guest time while the guest runs: the VMX-preemption timer at the earliest host deadline (the time
+    // limit from the start; the guest's timers as it arms them), the host LAPIC only for HLT sleeps.
+    if cpu.keeps_guest_time() {
+        vm.platform.guest_time_in_backend();
+        let now = vm.platform.guest_tsc();
+        crate::backend::Backend::set_host_deadline(&mut cpu, vm.platform.host_deadline(), now);
+    }
     vm.emu = crate::vm::EmuState::new(
         caps.max_phys_addr,
         options.force_emulation,

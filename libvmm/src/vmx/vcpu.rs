@@ -52,6 +52,9 @@ pub(crate) struct Vmx<H: VmxOps> {
     /// An external interrupt was injected at the last entry: its delivery may have been cut short by
     /// the exit (IDT-vectoring information), then it is queued again.
     injected_intr: bool,
+    /// The VMX-preemption timer's rate (TSC >> X, IA32_VMX_MISC[4:0]) when its value is saved on exit:
+    /// then it keeps the guest's time ([`Backend::set_host_deadline`]).
+    preemption_shift: Option<u8>,
 }
 
 impl<H: VmxOps> Vmx<H> {
@@ -65,6 +68,9 @@ impl<H: VmxOps> Vmx<H> {
         super::setup::write_controls(&mut vmcs, &controls).map_err(|_| vmwrite_failed())?;
         let guest_cr0 = vmcs.read(f::CR0_READ_SHADOW).unwrap_or(0);
         let guest_cr4 = vmcs.read(f::CR4_READ_SHADOW).unwrap_or(0);
+        let preemption_shift = (controls.pin & super::controls::pin::PREEMPTION_TIMER != 0
+            && controls.exit & super::controls::exit::SAVE_PREEMPTION_TIMER != 0)
+            .then_some((caps.misc & 0x1F) as u8);
         Ok(Self {
             vmcs,
             regs: GuestRegs::default(),
@@ -78,7 +84,13 @@ impl<H: VmxOps> Vmx<H> {
             guest_cr4,
             diagnosis: None,
             injected_intr: false,
+            preemption_shift,
         })
+    }
+
+    /// The VMX-preemption timer keeps the guest's time (its value is saved on exit).
+    pub fn keeps_guest_time(&self) -> bool {
+        self.preemption_shift.is_some()
     }
 
     fn facts(&self) -> GuestFacts {
@@ -435,6 +447,22 @@ impl<H: VmxOps> Backend for Vmx<H> {
                 .write(f::GUEST_INTERRUPTIBILITY, (blocking & !3) as u32);
         }
     }
+    /// The VMX-preemption timer counts to the deadline (rounded up to its rate; 0 exits at once, as
+    /// for a deadline already passed), or its largest value without one (2^(32+X) TSC ticks).
+    fn set_host_deadline(&mut self, deadline: Option<u64>, now: u64) {
+        let Some(shift) = self.preemption_shift else {
+            return;
+        };
+        let value = match deadline {
+            Some(at) => {
+                let ticks = at.saturating_sub(now);
+                let units = (ticks >> shift) + u64::from(ticks & ((1u64 << shift) - 1) != 0);
+                units.min(u64::from(u32::MAX)) as u32
+            }
+            None => u32::MAX,
+        };
+        let _ = self.vmcs.write(f::GUEST_PREEMPTION_TIMER, value);
+    }
 }
 
 /// Guest-interrupt delivery on the VMCS: the VM-entry interruption-information field (type 0, external
@@ -510,6 +538,41 @@ mod tests {
             .fields
             .insert(f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA);
         Vmx::new(Vmcs(model), caps, c, opts).unwrap()
+    }
+
+    #[test]
+    fn the_preemption_timer_counts_to_the_host_deadline_rounded_up_and_is_saved_across_entries() {
+        let mut caps = skylake_x();
+        caps.misc = (caps.misc & !0x1F) | 5; // TSC / 32
+        let c = setup::controls(&caps, &Addrs::TEST, Tweak::None).unwrap();
+        assert_ne!(
+            c.exit & super::super::controls::exit::SAVE_PREEMPTION_TIMER,
+            0
+        );
+        let mut v = Vmx::new(Vmcs(ModelVmcs::default()), caps, c, Options::default()).unwrap();
+        assert!(v.keeps_guest_time());
+        let timer =
+            |v: &Vmx<ModelVmcs>| v.vmcs.0.fields[&f::GUEST_PREEMPTION_TIMER.encoding()] as u32;
+        // 600 TSC ticks away: 18.75 units of 32, rounded up (never early).
+        v.set_host_deadline(Some(1_000), 400);
+        assert_eq!(timer(&v), 19);
+        v.set_host_deadline(Some(1_040), 400);
+        assert_eq!(timer(&v), 20);
+        // Passed: exit at once. None: the largest value. Far away: clamped.
+        v.set_host_deadline(Some(100), 400);
+        assert_eq!(timer(&v), 0);
+        v.set_host_deadline(None, 400);
+        assert_eq!(timer(&v), u32::MAX);
+        v.set_host_deadline(Some(u64::MAX), 0);
+        assert_eq!(timer(&v), u32::MAX);
+        // Without the save control the value restarts at every entry: the backend does not keep time.
+        let mut caps = skylake_x();
+        caps.exit.may_be_1 &= !super::super::controls::exit::SAVE_PREEMPTION_TIMER;
+        let c = setup::controls(&caps, &Addrs::TEST, Tweak::None).unwrap();
+        let mut v = Vmx::new(Vmcs(ModelVmcs::default()), caps, c, Options::default()).unwrap();
+        assert!(!v.keeps_guest_time());
+        v.set_host_deadline(Some(1_000), 400);
+        assert_eq!(timer(&v), setup::PREEMPTION_TIMER_VALUE);
     }
 
     fn run(v: &mut Vmx<ModelVmcs>) -> (StopReason, Vec<u8>) {

@@ -348,11 +348,19 @@ pub fn disable_interrupts() {
     unsafe { core::arch::asm!("csrc sstatus, {0}", in(reg) 2u64, options(nostack)) }
 }
 
-/// Waits for an interrupt with interrupts on (WFI), lets its handler run, and turns them off again.
+/// Waits for an interrupt (WFI), lets its handler run, and returns with interrupts off.
+///
+/// WFI comes first, with sstatus.SIE still off: a WFI wakes on an interrupt that is pending and enabled
+/// in `sie` whatever the global enable says (privileged spec, "Wait for Interrupt"), so one that became
+/// pending since the caller last looked ends it at once. Only then is SIE set, for the handler to run.
+/// The other order (`csrs sstatus; wfi`) loses a wake-up: an interrupt already pending is taken at the
+/// `csrs`, its handler disarms the timer, and the WFI then waits for an interrupt that never comes (a
+/// deadline already passed halted the VM that way). RISC-V has no STI shadow that x86's `sti; hlt` uses.
 pub fn wait_for_interrupt() {
-    // SAFETY: WFI with SIE set; a pending enabled interrupt is taken right after `csrs`, or wakes WFI.
+    // SAFETY: WFI has no memory effects; then only sstatus.SIE changes, and the trap vector handles
+    // every interrupt taken while it is set.
     unsafe {
-        core::arch::asm!("csrs sstatus, {0}", "wfi", "csrc sstatus, {0}", in(reg) 2u64, options(nostack))
+        core::arch::asm!("wfi", "csrs sstatus, {0}", "csrc sstatus, {0}", in(reg) 2u64, options(nostack))
     }
 }
 
