@@ -78,6 +78,9 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::GuestMemoryFault { gpa, access } => {
             vm.stats.add(ExitReason::GuestMemoryFault);
+            if vm.map.is_pending(gpa) {
+                return first_touch(cpu, vm, gpa);
+            }
             #[cfg(target_arch = "x86_64")]
             if vm.emu.emulator.is_device(gpa) {
                 return emulate(cpu, vm, false);
@@ -153,6 +156,30 @@ pub(crate) fn handle<B: Backend, P: Platform>(
     Ok(())
 }
 
+/// The first touch of a block of guest memory left pending at boot (`loader::GuestMap`): zero it, have
+/// the backend map it read+write, and re-enter at the same instruction, which now finds memory. So the
+/// guest never sees what the host left there, and boot does not pay for memory the guest never uses.
+#[cold]
+#[inline(never)]
+fn first_touch<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    gpa: u64,
+) -> Result<(), StopReason> {
+    let block = vm.map.take_pending(gpa).ok_or(StopReason::Platform(
+        "first touch of a block that is not pending",
+    ))?;
+    vm.map
+        .zero_stale(&mut vm.mem, block, crate::config::LAZY_BLOCK);
+    if !cpu.map_zeroed_block(block) {
+        return Err(StopReason::Platform(
+            "the nested tables cannot map a block of guest memory on first touch",
+        ));
+    }
+    cpu.reply(Reply::Resume);
+    Ok(())
+}
+
 /// The cold exits that run the instruction emulator (x86): string port I/O, a nested page fault on a
 /// device range (MMIO), and with `forced` the #UD intercept of forced emulation. The emulator works on
 /// the backend's guest state ([`Backend::emulation`]); what it needs answered goes to the same policies
@@ -174,6 +201,10 @@ fn emulate<B: Backend, P: Platform>(
             "instruction emulation on this backend",
         ));
     };
+    // The emulator reads and writes guest memory wherever the instruction says: every block still
+    // holding host data is zeroed first (once per VM: only guests that need the emulator pay for it).
+    let (base, size) = (vm.mem.base(), vm.mem.size());
+    vm.map.zero_stale(&mut vm.mem, base, size);
     let mut buf = [0u8; EMU_IO_BATCH];
     let emu = &mut vm.emu;
     let outcome = if forced {

@@ -287,6 +287,9 @@ pub enum StopReason {
     Platform(&'static str),
     /// A `libvmm.` option on the command line that the image cannot honour.
     Option(crate::cmdline::Refused<'static>),
+    /// The guest's memory cannot be sized on this machine (too little RAM, or `libvmm.mem=` asks for
+    /// more than there is: both sizes named).
+    GuestMemory(crate::loader::window::SizeError),
     /// The guest ran past its time limit (milliseconds).
     TimeLimit {
         ms: u64,
@@ -315,7 +318,7 @@ impl StopReason {
             }
             Self::Backend(_) => StopCode::BackendError as u8,
             Self::Unsupported(_) | Self::Option(_) => StopCode::Unsupported as u8,
-            Self::Platform(_) => StopCode::PlatformError as u8,
+            Self::Platform(_) | Self::GuestMemory(_) => StopCode::PlatformError as u8,
         }
     }
 }
@@ -359,6 +362,7 @@ impl core::fmt::Display for StopReason {
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Platform(what) => write!(f, "platform error: {what}"),
             Self::Option(refused) => write!(f, "unsupported: {refused}"),
+            Self::GuestMemory(e) => write!(f, "platform error: {e}"),
             Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
             #[cfg(target_arch = "x86_64")]
             Self::Emulation(s) => write!(f, "instruction emulation stopped: {s}"),

@@ -43,6 +43,8 @@ fn write<P: Platform>(fd: u64, gpa: u64, len: u64, vm: &mut Vm<'_, P>) -> i64 {
     if fd != 1 && fd != 2 {
         return Errno::Badf.as_result();
     }
+    // A buffer in memory the guest never touched reads as zeros, never as what the host left there.
+    vm.map.zero_stale(&mut vm.mem, gpa, len);
     let Ok(bytes) = vm.mem.slice(gpa, len) else {
         return Errno::Fault.as_result();
     };

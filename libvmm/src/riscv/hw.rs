@@ -16,8 +16,8 @@ use super::{Csr, GuestContext, Hart, CTX_HOST_OFFSET};
 const _: () = assert!(CTX_HOST_OFFSET == entry::CTX_HOST_OFFSET);
 const _: () = assert!(core::mem::size_of::<GuestContext>() >= entry::CTX_SIZE);
 
-/// This hart, after [`bring_up`] has set the H-extension CSRs up.
-pub(crate) struct HwHart;
+/// This hart, after [`bring_up`] has set the H-extension CSRs up, with the G-stage tables it installed.
+pub(crate) struct HwHart(pub &'static mut super::gstage::GStage<1>);
 
 impl Hart for HwHart {
     #[inline(always)]
@@ -62,6 +62,13 @@ impl Hart for HwHart {
     fn time(&self) -> u64 {
         csr::time()
     }
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        let ok = self.0.map_block(block);
+        if ok {
+            csr::hfence_gvma_all();
+        }
+        ok
+    }
     fn wait_for_host_timer(&mut self) {
         while csr::sip() & (1 << bits::IRQ_S_TIMER) == 0 {
             csr::wfi();
@@ -94,7 +101,7 @@ pub(crate) fn bring_up(
     map: &crate::loader::GuestMap,
     hw: &HwConfig,
     sstc: bool,
-) -> Result<(), StopReason> {
+) -> Result<HwHart, StopReason> {
     let gstage = super::GSTAGE
         .take()
         .ok_or(StopReason::Platform("G-stage tables already in use"))?;
@@ -157,5 +164,5 @@ pub(crate) fn bring_up(
     csr::set_sstatus(sstatus);
     devices::set_timer(u64::MAX);
     csr::set_sie(1 << bits::IRQ_S_TIMER);
-    Ok(())
+    Ok(HwHart(gstage))
 }

@@ -107,6 +107,11 @@ pub(crate) trait Hart {
     fn wait_for_host_timer(&mut self);
     /// The `time` counter now.
     fn time(&self) -> u64;
+    /// Maps a zeroed 2 MiB block of guest memory read+write in the G-stage tables and fences it (zero
+    /// on first touch); `false` when it cannot. Models without tables answer `false`.
+    fn map_zeroed_block(&mut self, _block: u64) -> bool {
+        false
+    }
 }
 
 /// The RISC-V H backend over a hart.

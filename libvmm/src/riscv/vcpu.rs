@@ -120,4 +120,9 @@ impl<H: Hart> Backend for RiscvH<H> {
     fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
         None
     }
+
+    #[cold]
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        self.hart.map_zeroed_block(block)
+    }
 }

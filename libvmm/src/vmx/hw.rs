@@ -208,6 +208,7 @@ pub(crate) fn boot<P: Platform>(
         Err(e) => return StopReason::Backend(e),
     };
     cpu.regs.rdi = state.rdi;
+    cpu.ept = Some(&mut pages.ept);
     // The instruction emulator and the virtual PMU for this guest; PERF_CAPABILITIES' immutable bits
     // are the host's (read only when CPUID says the MSR exists: PDCM). #UD is intercepted only for
     // forced emulation, so the default exit path is unchanged.

@@ -52,6 +52,8 @@ pub(crate) struct Vmx<H: VmxOps> {
     /// An external interrupt was injected at the last entry: its delivery may have been cut short by
     /// the exit (IDT-vectoring information), then it is queued again.
     injected_intr: bool,
+    /// The EPT tables, for blocks mapped on first touch (`None`: a test without tables).
+    pub ept: Option<&'static mut super::ept::EptTables>,
 }
 
 impl<H: VmxOps> Vmx<H> {
@@ -78,6 +80,7 @@ impl<H: VmxOps> Vmx<H> {
             guest_cr4,
             diagnosis: None,
             injected_intr: false,
+            ept: None,
         })
     }
 
@@ -412,6 +415,41 @@ impl<H: VmxOps> Backend for Vmx<H> {
     #[cold]
     fn emulation(&mut self) -> Option<&mut dyn crate::x86::emulate::EmuCpu> {
         Some(self)
+    }
+
+    /// Maps the block, then delivers again an exception or software interrupt whose delivery made the
+    /// first touch (IDT-vectoring information valid: e.g. its frame was pushed onto a fresh stack), as
+    /// KVM's `vmx_complete_interrupts` does. External interrupts the VMM injected are re-queued already
+    /// on every exit (`requeue_interrupted_delivery`).
+    #[cold]
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        use intr_info::*;
+        if !self.ept.as_deref_mut().is_some_and(|t| t.map_block(block)) {
+            return false;
+        }
+        let info = self.read_or_zero(f::IDT_VECTORING_INFO) as u32;
+        let ty = (info & TYPE_MASK) >> TYPE_SHIFT;
+        if info & VALID != 0 && ty != TYPE_EXT_INTR {
+            let ec = if info & DELIVER_ERROR_CODE != 0 {
+                self.read_or_zero(f::IDT_VECTORING_ERROR_CODE) as u32
+            } else {
+                0
+            };
+            if matches!(
+                ty,
+                TYPE_SW_INTR | TYPE_PRIV_SW_EXCEPTION | TYPE_SW_EXCEPTION
+            ) {
+                let len = self.read_or_zero(f::EXIT_INSTRUCTION_LENGTH) as u32;
+                let _ = self.vmcs.write(f::ENTRY_INSTRUCTION_LENGTH, len);
+            }
+            let info = info & (VALID | TYPE_MASK | DELIVER_ERROR_CODE | VECTOR_MASK);
+            self.controls.entry_intr_info = info;
+            self.controls.entry_error_code = ec;
+            self.dirty = true;
+            let _ = self.vmcs.write(f::ENTRY_EXCEPTION_ERROR_CODE, ec);
+            let _ = self.vmcs.write(f::ENTRY_INTERRUPTION_INFO, info);
+        }
+        true
     }
 
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {

@@ -31,7 +31,8 @@ pub fn cases() -> Vec<Case> {
     let plain = hostile(B, "", gmv, violation("read", VMM_IMAGE_BASE))
         .expect(&["hostile: info guest device tree lists zalasr: no"]);
     let mut v = vec![
-        hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"]),
+        // The guest gets the RAM between its base and the host device tree at the top of 128 MiB.
+        hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x87e00000 only"]),
         super::smp_hello(B, 2),
         super::smp_hello(B, 4),
         hello(B)

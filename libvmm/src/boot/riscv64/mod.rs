@@ -115,20 +115,26 @@ impl super::Machine for RiscvMachine {
         self.entry_cycles
     }
 
-    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason> {
+    fn guest_window(&mut self, asked: Option<u64>) -> Result<(u64, &'static mut [u8]), StopReason> {
         let host = self
             .host
             .as_ref()
             .ok_or(StopReason::Platform("no device tree"))?;
-        let (ram_base, ram_size) = host.memory;
-        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
-        if base < ram_base
-            || base + size > ram_base + ram_size
-            || arch::image_end() > base
-            || (self.dtb_addr < base + size && self.dtb_addr + self.dtb_len > base)
-        {
-            return Err(StopReason::Platform("guest window is not free RAM"));
+        let base = layout::WINDOW_BASE;
+        if arch::image_end() > base {
+            return Err(StopReason::Platform(
+                "the VMM image reaches into the guest window",
+            ));
         }
+        // RAM from the device tree; the VMM keeps the host device tree (QEMU puts it at the top of RAM).
+        let end = crate::loader::window::available_end(
+            base,
+            &[host.memory],
+            &[(self.dtb_addr, self.dtb_len)],
+            base + layout::WINDOW_MAX,
+        );
+        let size =
+            crate::loader::window::size(base, end, asked).map_err(StopReason::GuestMemory)?;
         let window = crate::arch::guest_window(base, size).ok_or(StopReason::Platform(
             "the guest window was handed out twice",
         ))?;
@@ -161,8 +167,8 @@ impl super::Machine for RiscvMachine {
         );
         let mut gdt = [0u8; layout::DTB_MAX as usize];
         let tree = guest_dt::GuestTree {
-            mem_base: layout::WINDOW_BASE,
-            mem_size: layout::WINDOW_SIZE,
+            mem_base: mem.base(),
+            mem_size: mem.size(),
             timebase_hz: host.timebase_hz as u32,
             exts: isa.enabled(),
             bootargs: self.bootargs,
@@ -213,10 +219,11 @@ impl super::Machine for RiscvMachine {
         guest: &RiscvGuest,
         _options: &Options<'static>,
     ) -> StopReason {
-        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
-        if let Err(stop) = hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
-            return stop;
-        }
+        let (base, size) = (vm.mem.base(), vm.mem.size());
+        let hart = match hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
+            Ok(h) => h,
+            Err(stop) => return stop,
+        };
         crate::vmm_print!(
             vm.platform.console(),
             "libvmm: G-stage Sv39x4 VMID {} maps {:#x}..{:#x} only; payload {} entry {:#x}\n",
@@ -227,7 +234,7 @@ impl super::Machine for RiscvMachine {
             guest.entry
         );
         let mut cpu = RiscvH::new(
-            hw::HwHart,
+            hart,
             guest.entry,
             0,
             guest.boot_info,
