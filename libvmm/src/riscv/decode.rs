@@ -71,7 +71,7 @@ impl<H: Hart> RiscvH<H> {
     pub(super) fn virtual_instruction(&mut self) -> Exit {
         let insn = self.hart.csr(Csr::Stval);
         if insn != csr::INSN_WFI {
-            return Exit::IllegalInsn { raw: insn };
+            return self.seed_access(insn);
         }
         if self.timer.is_none() {
             // WFI completes at once when an interrupt is already pending for the guest (privileged
@@ -90,6 +90,40 @@ impl<H: Hart> RiscvH<H> {
         if self.timer.is_none() {
             self.advance();
         }
+        Exit::HostEvent
+    }
+}
+
+impl<H: Hart> RiscvH<H> {
+    /// The Zkr entropy source for the guest: a VS-mode access to `seed` traps as a virtual instruction
+    /// when the hart has Zkr (and M-mode allows S-mode access, `mseccfg.SSEED`); the VMM reads the
+    /// host's `seed` and gives the guest its value, as the CSR would (the guest runs the OPST protocol
+    /// itself). Only the accesses Zkr allows: CSRRW/CSRRWI, and CSRRS/CSRRC with a source register
+    /// (a read-only access is illegal). Anything else stays an illegal instruction.
+    #[cold]
+    fn seed_access(&mut self, insn: u64) -> Exit {
+        let (opcode, rd, funct3, rs1, csr_no) = (
+            insn & 0x7F,
+            ((insn >> 7) & 31) as usize,
+            (insn >> 12) & 7,
+            (insn >> 15) & 31,
+            insn >> 20,
+        );
+        let writes = match funct3 {
+            1 | 5 => true,
+            2 | 3 | 6 | 7 => rs1 != 0,
+            _ => false,
+        };
+        if opcode != 0x73 || csr_no != csr::CSR_SEED || !writes || insn >> 32 != 0 {
+            return Exit::IllegalInsn { raw: insn };
+        }
+        let Some(v) = self.hart.seed() else {
+            return Exit::IllegalInsn { raw: insn };
+        };
+        if rd != 0 {
+            self.ctx.x[rd] = v;
+        }
+        self.advance();
         Exit::HostEvent
     }
 }

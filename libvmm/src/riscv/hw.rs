@@ -62,6 +62,9 @@ impl Hart for HwHart {
     fn time(&self) -> u64 {
         csr::time()
     }
+    fn seed(&mut self) -> Option<u64> {
+        Some(csr::seed())
+    }
     fn map_zeroed_block(&mut self, block: u64) -> bool {
         let ok = self.0.map_block(block);
         if ok {

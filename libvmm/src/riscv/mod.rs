@@ -112,6 +112,11 @@ pub(crate) trait Hart {
     fn map_zeroed_block(&mut self, _block: u64) -> bool {
         false
     }
+    /// The host's Zkr `seed` CSR (status and 16 bits of entropy), for a guest's `seed` access that
+    /// trapped as a virtual instruction (the hart has Zkr); `None` on a model without it.
+    fn seed(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// The RISC-V H backend over a hart.

@@ -54,6 +54,10 @@ pub struct ModelHart {
     pub waited: u32,
     /// The model's `time` counter.
     pub now: u64,
+    /// The host's Zkr `seed` CSR value (`None`: no Zkr).
+    pub seed: Option<u64>,
+    /// G-stage tables for blocks mapped on first touch (`None`: none, the backend answers `false`).
+    pub gstage: Option<Box<crate::riscv::gstage::GStage<1>>>,
 }
 
 fn key(c: Csr) -> &'static str {
@@ -112,5 +116,11 @@ impl Hart for ModelHart {
     }
     fn time(&self) -> u64 {
         self.now
+    }
+    fn seed(&mut self) -> Option<u64> {
+        self.seed
+    }
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        self.gstage.as_mut().is_some_and(|g| g.map_block(block))
     }
 }

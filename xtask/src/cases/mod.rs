@@ -161,6 +161,33 @@ fn hostile(backend: Backend, cmdline: &'static str, code: u8, expect: String) ->
         .forbid(&HOSTILE_FORBID)
 }
 
+/// `std-demo` (a Rust std program) on VMX and RISC-V, with the same lines as the SVM case: heap,
+/// entropy (HashMap: RDRAND on x86, the Zkr `seed` CSR the VMM passes through on RISC-V, so the RISC-V
+/// machine is `rv64` with Zkr), args/env, sleep, threads, a refused socket, `process::exit(3)`.
+fn std_demo(backend: Backend) -> Case {
+    let c = Case::new(
+        backend,
+        "std-demo",
+        "DEMO=yes RUST_MIN_STACK=131072 -- std-demo a b",
+        3,
+    )
+    .expect(&[
+        "std-demo: hello from std",
+        "std-demo: words 9 the=3 first=\"brown\"  1.235 0xff ok",
+        "std-demo: args [\"std-demo\", \"a\", \"b\"] env DEMO=Some(\"yes\") ok",
+        "std-demo: slept >= 20 ms: true ok",
+        "std-demo: threads counter 8000 sum 280 ok",
+        "std-demo: condvar ok, channel sum 14 ok",
+        "std-demo: socket error Uncategorized ok",
+    ])
+    .forbid(&["panicked"]);
+    if backend == Backend::Riscv {
+        c.cpu("rv64,zkr=true").expect(&[" zkr "])
+    } else {
+        c
+    }
+}
+
 /// `hello`: it greets from the backend and exits with status 0.
 fn hello(backend: Backend) -> Case {
     Case::new(backend, "hello", "", 0)

@@ -116,5 +116,6 @@ pub fn cases() -> Vec<Case> {
         libvmm_abi::layout::riscv64::PAYLOAD_BASE,
     ));
     v.extend(super::guestfuzz(B));
+    v.push(super::std_demo(B));
     v
 }
