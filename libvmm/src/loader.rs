@@ -191,35 +191,37 @@ impl GuestMap {
         }
     }
 
-    /// Defers every whole read+write block of the window at or above `from` (rounded up to a block)
-    /// to its first touch; only as many as the bitmap holds (`config::GUEST_MEM_MAX`). Returns the
-    /// number of blocks deferred.
+    /// Defers every whole block of the window's last region (the read+write memory above the payload)
+    /// at or above `from` (rounded up to a block) to its first touch; only as many as the bitmap holds
+    /// (`config::GUEST_MEM_MAX`). Returns the number of blocks deferred. Word at a time, so boot does
+    /// not pay per block of a large guest.
     pub fn defer_from(&mut self, from: u64) -> usize {
-        let base = self.base();
-        if !base.is_multiple_of(LAZY_BLOCK) {
+        let (base, last) = (self.base(), self.regions[self.len - 1]);
+        if !base.is_multiple_of(LAZY_BLOCK) || last.perm != Perm::ReadWrite {
             return 0;
         }
-        let mut block = match from.max(base).checked_add(LAZY_BLOCK - 1) {
-            Some(b) => b & !(LAZY_BLOCK - 1),
-            None => return 0,
+        let Some(first) = from.max(last.start).checked_add(LAZY_BLOCK - 1) else {
+            return 0;
         };
-        let mut n = 0;
-        while block
-            .checked_add(LAZY_BLOCK)
-            .is_some_and(|e| e <= self.end())
-        {
-            let i = ((block - base) / LAZY_BLOCK) as usize;
-            if i >= LAZY_WORDS * 64 {
-                break;
-            }
-            if self.uniform(block, LAZY_BLOCK) == Some(Perm::ReadWrite) {
-                self.pending[i / 64] |= 1 << (i % 64);
-                self.stale[i / 64] |= 1 << (i % 64);
-                n += 1;
-            }
-            block += LAZY_BLOCK;
+        let i0 = ((first & !(LAZY_BLOCK - 1)) - base) / LAZY_BLOCK;
+        let i1 = ((last.end - base) / LAZY_BLOCK).min(LAZY_WORDS as u64 * 64);
+        if i0 >= i1 {
+            return 0;
         }
-        n
+        let mut i = i0;
+        while i < i1 {
+            let (w, b) = ((i / 64) as usize, i % 64);
+            let n = (64 - b).min(i1 - i);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << b
+            };
+            self.pending[w] |= mask;
+            self.stale[w] |= mask;
+            i += n;
+        }
+        (i1 - i0) as usize
     }
 
     /// The block index of `gpa` in the bitmap, if `gpa` is in the window.

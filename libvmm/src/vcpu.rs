@@ -584,6 +584,63 @@ mod tests {
             .contains("denied write of port 0xf4"));
     }
 
+    /// The entropy hypercall: 63 bits of the host's source (never negative, so never an error), or
+    /// -ENOSYS without a source.
+    #[test]
+    fn the_entropy_hypercall_gives_the_hosts_bits_or_enosys() {
+        let mut mem = vec![0u8; 0x100];
+        for (source, want) in [
+            (Some(u64::MAX), i64::MAX),
+            (Some(0x1234), 0x1234),
+            (None, libvmm_abi::Errno::Nosys.as_result()),
+        ] {
+            let mut cpu = ScriptedBackend {
+                script: vec![hc(Hypercall::Entropy, [0; 4]), hc(Hypercall::Exit, [0; 4])],
+                replies: Vec::new(),
+                last: None,
+            };
+            let platform = ModelPlatform {
+                entropy: source,
+                ..Default::default()
+            };
+            let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), platform);
+            assert_eq!(run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+            assert_eq!(cpu.replies[0].1, Reply::Complete(Output::Hypercall(want)));
+        }
+    }
+
+    /// A `write` of guest memory the guest never touched (a block still pending, holding what the host
+    /// left there) prints zeros, and the block is zeroed for good: never stale host bytes.
+    #[test]
+    fn a_write_from_never_touched_memory_prints_zeros() {
+        const MIB: u64 = 1 << 20;
+        let mut mem = vec![b'S'; 4 << 20];
+        mem[..16].copy_from_slice(b"host secret here");
+        mem[2 << 20..(2 << 20) + 16].copy_from_slice(b"host secret here");
+        let mut cpu = ScriptedBackend {
+            script: vec![
+                hc(Hypercall::Write, [1, BASE + 2 * MIB, 16, 0]),
+                hc(Hypercall::Exit, [0; 4]),
+            ],
+            replies: Vec::new(),
+            last: None,
+        };
+        let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), ModelPlatform::default());
+        vm.map.defer_from(BASE + 1);
+        assert_eq!(run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+        assert_eq!(vm.platform.console.0, vec![0u8; 16]);
+        assert!(vm
+            .mem
+            .slice(BASE + 2 * MIB, 2 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert!(
+            vm.map.is_pending(BASE + 2 * MIB),
+            "zeroed, mapped on the guest's own touch"
+        );
+    }
+
     #[test]
     fn exits_are_counted_by_reason_and_printed_with_their_total() {
         let mut mem = vec![0u8; 0x100];

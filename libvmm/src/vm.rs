@@ -19,6 +19,10 @@ pub(crate) trait Platform {
     /// Runs the host's CPUID (x86; other architectures return zeros).
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
+    /// 64 bits from the host's entropy source (the entropy hypercall), or `None` without one.
+    fn entropy(&mut self) -> Option<u64> {
+        None
+    }
     fn clock_ns(&self, clock: u64) -> Option<u64>;
     /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
     /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.

@@ -117,6 +117,32 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
             .ok_or(format!("exitbench {cmdline} printed no boot figure"))?;
         figures.insert(key.into(), v);
     }
+    // Rust std (issue 12): a std hello's boot to `main`, heap and thread costs, and its image size.
+    let std_image = build_image(backend, "std-hello")?;
+    let b = boot(
+        backend,
+        &std_image,
+        &BootOptions {
+            cmdline: "-- std-hello bench",
+            ..o
+        },
+    )?;
+    match &b.verdict.result {
+        Ok(0) => figures.extend(bench_lines(&b.output)),
+        Ok(c) => {
+            return Err(format!(
+                "std-hello bench stopped with {c}: {}",
+                b.verdict.reason
+            ))
+        }
+        Err(e) => return Err(format!("std-hello bench: no trustworthy result: {e}")),
+    }
+    let s = image_sizes(&std_image)?;
+    figures.insert("std_hello_payload_bytes".into(), s.payload as i64);
+    figures.insert(
+        "std_hello_image_bytes".into(),
+        (s.text + s.rodata + s.data + s.payload) as i64,
+    );
     // Guest interrupts (issue 10): the `timer` payload's deterministic costs with `bench=1` (x86: the
     // virtual x2APIC; RISC-V's WFI-wake figure is not measured yet).
     if backend == Backend::Riscv {
@@ -162,7 +188,7 @@ fn finish(
     Ok(figures)
 }
 
-const ROWS: [(&str, &str, &str); 16] = [
+const ROWS: [(&str, &str, &str); 21] = [
     (
         "cpuid_round_trip",
         "CPUID exit round trip (emulated insns)",
@@ -209,6 +235,31 @@ const ROWS: [(&str, &str, &str); 16] = [
     (
         "vmm_entry_to_payload_mem256m",
         "  same, 256 MiB of guest memory (512 MiB machine)",
+        "",
+    ),
+    (
+        "std_entry_to_main",
+        "std hello: VMM entry -> main (emulated insns)",
+        "",
+    ),
+    (
+        "std_alloc_free_64",
+        "std: Box of 64 B allocated and freed (emulated insns)",
+        "",
+    ),
+    (
+        "std_spawn_join",
+        "std: thread spawned and joined (emulated insns)",
+        "",
+    ),
+    (
+        "std_hello_payload_bytes",
+        "std hello: payload ELF bytes (static PIE)",
+        "",
+    ),
+    (
+        "std_hello_image_bytes",
+        "std hello: image bytes (VMM + payload, no bss)",
         "",
     ),
     ("vmm_text_bytes", "VMM .text bytes", ""),

@@ -34,6 +34,10 @@ pub fn dispatch<P: Platform>(nr: u64, args: [u64; 4], vm: &mut Vm<'_, P>) -> Out
         }),
         Hypercall::Nop => Outcome::Return(0),
         Hypercall::ExitCount => Outcome::Return((vm.exits & (i64::MAX as u64)) as i64),
+        Hypercall::Entropy => Outcome::Return(match vm.platform.entropy() {
+            Some(v) => (v & (i64::MAX as u64)) as i64,
+            None => Errno::Nosys.as_result(),
+        }),
         #[allow(unreachable_patterns)]
         _ => Outcome::Return(Errno::Nosys.as_result()),
     }

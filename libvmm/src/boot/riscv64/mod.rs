@@ -25,6 +25,17 @@ struct RiscvPlatform {
     timebase_hz: u64,
     /// (limit in ms, `time` at which it ends) when `libvmm.timeout_ms=` is set.
     limit: Option<(u64, u64)>,
+    /// The host has Zkr: entropy from its `seed` CSR.
+    zkr: bool,
+    /// The weak source's state, without Zkr.
+    weak: u64,
+}
+
+/// SplitMix64's output function: spreads the few unpredictable low bits of its input over 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Platform for RiscvPlatform {
@@ -46,6 +57,34 @@ impl Platform for RiscvPlatform {
     fn time_limit_exceeded(&self) -> Option<u64> {
         let (ms, end) = self.limit?;
         (csr::time() >= end).then_some(ms)
+    }
+
+    /// With Zkr, 64 bits from four ES16 reads of the host's `seed` (BIST/WAIT retried, bounded; DEAD
+    /// is no source). Without it, a **weak** source: the `time` counter at each call, folded into a
+    /// running state and mixed. Under QEMU TCG its low bits carry host timing jitter; under `-icount`
+    /// (the bench) none, so such a boot repeats its numbers. Never a constant, never a secret.
+    fn entropy(&mut self) -> Option<u64> {
+        if !self.zkr {
+            self.weak = mix(self.weak.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ csr::time());
+            return Some(self.weak);
+        }
+        let mut v = 0u64;
+        let mut words = 0;
+        for _ in 0..10_000 {
+            let s = csr::seed();
+            match (s >> 30) & 3 {
+                0b10 => {
+                    v = (v << 16) | (s & 0xFFFF);
+                    words += 1;
+                    if words == 4 {
+                        return Some(v);
+                    }
+                }
+                0b11 => return None,
+                _ => {}
+            }
+        }
+        None
     }
 }
 
@@ -209,6 +248,8 @@ impl super::Machine for RiscvMachine {
             console: Uart,
             timebase_hz: host.timebase_hz,
             limit,
+            zkr: host.exts().contains(Ext::Zkr),
+            weak: mix(csr::time()),
         };
         start_harts(host, self.hartid, options)?;
         Ok(platform)
