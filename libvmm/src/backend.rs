@@ -55,6 +55,13 @@ pub(crate) trait Backend {
         false
     }
 
+    /// Completes an instruction the guest may not execute itself but the backend emulates (RISC-V: a
+    /// Zkr `seed` access, answered with the host's); `false` for any other (the loop injects the
+    /// fault). Cold: called from the illegal-instruction exit only.
+    fn emulate_illegal(&mut self, _raw: u64) -> bool {
+        false
+    }
+
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
     fn virtual_msr(&self, msr: crate::exit::VirtualMsr) -> Option<u64>;
 

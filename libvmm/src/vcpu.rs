@@ -104,8 +104,11 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             vm.stats.add(ExitReason::VirtInsn);
             Reply::Inject(Fault::InvalidOpcode)
         }
-        Exit::IllegalInsn { .. } => {
+        Exit::IllegalInsn { raw } => {
             vm.stats.add(ExitReason::IllegalInsn);
+            if cpu.emulate_illegal(raw) {
+                return Ok(());
+            }
             Reply::Inject(Fault::InvalidOpcode)
         }
         Exit::UdIntercept => {

@@ -161,6 +161,9 @@ impl Platform for X86Platform {
     }
 
     /// The host's RDRAND (the guest's CPUID offers it too; the hypercall is for guests that ask).
+    /// Out of line, off the hot hypercall dispatch.
+    #[cold]
+    #[inline(never)]
     fn entropy(&mut self) -> Option<u64> {
         crate::arch::x86_64::cpu::rdrand()
     }
