@@ -57,7 +57,7 @@ pub struct ModelHart {
     /// The host's Zkr `seed` CSR value (`None`: no Zkr).
     pub seed: Option<u64>,
     /// G-stage tables for blocks mapped on first touch (`None`: none, the backend answers `false`).
-    pub gstage: Option<Box<crate::riscv::gstage::GStage<1>>>,
+    pub gstage: Option<std::boxed::Box<crate::riscv::gstage::GStage<1>>>,
 }
 
 fn key(c: Csr) -> &'static str {
