@@ -59,6 +59,20 @@ pub fn cases() -> Vec<Case> {
     ];
     v.extend(super::timed_spin(B));
     v.push(hello(B));
+    // Guest memory: the machine's (QEMU -m 128: 94 MiB above 32 MiB), or less with libvmm.mem; more
+    // than there is stops the boot naming both sizes.
+    v.push(hello(B).expect(&[
+        "libvmm: guest memory 0x2000000..0x7e00000 (94 MiB; 2 MiB zeroed at boot, the rest on first touch)",
+    ]));
+    v.push(
+        Case::new(B, "hello", "libvmm.mem=256M", StopCode::PlatformError as u8)
+            .expect(&["guest memory: libvmm.mem asks for 256 MiB, but only 94 MiB are available"])
+            .forbid(&["Hello from a libvmm guest"]),
+    );
+    v.push(Case::new(B, "hello", "libvmm.mem=16M", 0).expect(&[
+        "Hello from a libvmm guest! This payload runs deprivileged on AMD SVM.",
+        "libvmm: guest memory 0x2000000..0x3000000 (16 MiB; 2 MiB zeroed at boot, the rest on first touch)",
+    ]));
     v.push(super::smp_hello(B, 2));
     v.push(super::smp_hello(B, 4));
     v.extend(emulator_cases(B));
