@@ -61,9 +61,13 @@ pub fn cases() -> Vec<Case> {
     v.push(hello(B));
     // Guest memory: the machine's (QEMU -m 128: 94 MiB above 32 MiB), or less with libvmm.mem; more
     // than there is stops the boot naming both sizes.
-    v.push(hello(B).expect(&[
-        "libvmm: guest memory 0x2000000..0x7e00000 (94 MiB; 2 MiB zeroed at boot, the rest on first touch)",
-    ]));
+    v.push(
+        hello(B)
+            .expect(&[
+                "libvmm: guest memory 0x2000000..0x7e00000 (94 MiB; 2 MiB zeroed at boot, the rest on first touch)",
+            ])
+            .named("boot hello: guest memory is the machine's (94 of 128 MiB)"),
+    );
     v.push(
         Case::new(B, "hello", "libvmm.mem=256M", StopCode::PlatformError as u8)
             .expect(&["guest memory: libvmm.mem asks for 256 MiB, but only 94 MiB are available"])
