@@ -715,6 +715,61 @@ mod tests {
         assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME | EFER_LMA));
     }
 
+    /// Zero on first touch on the model VMCS: an EPT violation in a pending block zeroes it and maps it,
+    /// and an exception whose delivery made the touch (IDT-vectoring information: a #PF pushing onto a
+    /// fresh stack) is delivered again at the next entry, with its error code, RIP unchanged.
+    #[test]
+    fn a_first_touch_maps_the_block_and_delivers_the_interrupted_exception_again() {
+        use crate::loader::{GuestMap, Perm};
+        use crate::vmx::ept::{EptTables, MmuRole, MT_WB};
+        const BASE: u64 = 0x200_0000;
+        const MIB: u64 = 1 << 20;
+        let touched = BASE + 4 * MIB + 0x40;
+        let mut fault = exit(48, 0, 0x182, touched, GuestRegs::default());
+        let pf = intr_info::VALID
+            | (intr_info::TYPE_HW_EXCEPTION << intr_info::TYPE_SHIFT)
+            | intr_info::DELIVER_ERROR_CODE
+            | 14;
+        if let Step::Exit(fields, _) = &mut fault {
+            fields.push((f::IDT_VECTORING_INFO.encoding(), pf as u64));
+            fields.push((f::IDT_VECTORING_ERROR_CODE.encoding(), 2));
+        }
+        let mut v = vmx(
+            Tweak::None,
+            Options::default(),
+            vec![fault, exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [0; 3]))],
+        );
+        let mut map = GuestMap::whole(BASE, 8 * MIB, Perm::ReadWrite);
+        map.defer_from(BASE + 1);
+        let phys = |p: *const u8| p as u64;
+        let tables = Box::leak(Box::new(EptTables::new()));
+        let role = MmuRole {
+            level: 4,
+            ad_disabled: false,
+            memtype: MT_WB,
+        };
+        let root = tables.build(role, &map, phys).unwrap();
+        assert_eq!(tables.walk(root.hpa, touched, phys), Ok(None));
+        v.ept = Some(tables);
+        let mut mem = vec![0xEEu8; 8 << 20];
+        let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), ModelPlatform::default());
+        vm.map = map;
+        assert_eq!(vcpu::run(&mut v, &mut vm), StopReason::PayloadExit(0));
+        assert!(vm
+            .mem
+            .slice(BASE + 4 * MIB, 2 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(vm.mem.slice(BASE + 6 * MIB, 1).unwrap(), [0xEE]);
+        let t = v.ept.as_deref().unwrap();
+        assert!(matches!(t.walk(root.hpa, touched, phys), Ok(Some((h, _))) if h == touched));
+        let e = &v.vmcs.0.entries;
+        assert_eq!(e[1].2[&f::ENTRY_INTERRUPTION_INFO.encoding()], pf as u64);
+        assert_eq!(e[1].2[&f::ENTRY_EXCEPTION_ERROR_CODE.encoding()], 2);
+        assert_eq!(e[1].2[&f::GUEST_RIP.encoding()], 0x201_0000, "not retired");
+    }
+
     #[test]
     fn ept_violation_stops_with_the_address() {
         let mut v = vmx(
