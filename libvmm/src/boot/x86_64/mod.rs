@@ -76,12 +76,18 @@ impl super::Machine for X86Machine {
             .ok_or(StopReason::Platform("no loader facts"))?;
         // The RAM range from the window's base up, cut where the loader's information the VMM still
         // reads begins (GRUB may put its multiboot2 information anywhere), and at the test device.
-        let end = crate::loader::window::available_end(
-            WINDOW_BASE,
-            &facts.ram,
-            &facts.loader_ranges,
-            WINDOW_BASE + WINDOW_MAX,
-        );
+        // A loader that gives no memory map at all: the smallest window, as before the guest's memory
+        // was sized from the machine.
+        let end = if facts.ram.is_empty() {
+            Some(WINDOW_BASE + crate::config::GUEST_MEM_MIN)
+        } else {
+            crate::loader::window::available_end(
+                WINDOW_BASE,
+                &facts.ram,
+                &facts.loader_ranges,
+                WINDOW_BASE + WINDOW_MAX,
+            )
+        };
         let size = crate::loader::window::size(WINDOW_BASE, end, asked)
             .map_err(StopReason::GuestMemory)?;
         let window = crate::arch::guest_window(WINDOW_BASE, size).ok_or(StopReason::Platform(
