@@ -292,7 +292,8 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
         gdb: None,
         cpus: a.cpus,
     };
-    report(boot(a.backend, &image, &o)?.verdict)
+    let out = with_machine_memory(a.mem_mb.unwrap_or(0), || boot(a.backend, &image, &o))?;
+    report(out.verdict)
 }
 
 /// Prints what `run` prints about a verdict and returns its exit status.

@@ -147,7 +147,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         gdb: None,
         cpus: case.cpus,
     };
-    let out = boot(case.backend, image, &o)?;
+    let out = crate::run::with_machine_memory(case.mem_mb, || boot(case.backend, image, &o))?;
     let v = &out.verdict;
     let console = out.output.replace('\r', "");
     let mut problems = Vec::new();

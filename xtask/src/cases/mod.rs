@@ -45,6 +45,8 @@ pub struct Case {
     pub limit: Option<Duration>,
     /// CPUs of the emulated machine (QEMU `-smp`, Bochs `cpu: count=`).
     pub cpus: u32,
+    /// RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`); 0: the default, 128.
+    pub mem_mb: u32,
 }
 
 impl Case {
@@ -66,7 +68,15 @@ impl Case {
             code,
             limit: None,
             cpus: 1,
+            mem_mb: 0,
         }
+    }
+
+    /// Boots on a machine with `mb` MiB of RAM.
+    pub fn machine_mb(mut self, mb: u32) -> Case {
+        self.mem_mb = mb;
+        self.name = format!("{} ({mb} MiB machine)", self.name);
+        self
     }
 
     pub fn expect(mut self, lines: &[&str]) -> Case {

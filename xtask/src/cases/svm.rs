@@ -73,6 +73,19 @@ pub fn cases() -> Vec<Case> {
             .expect(&["guest memory: libvmm.mem asks for 256 MiB, but only 94 MiB are available"])
             .forbid(&["Hello from a libvmm guest"]),
     );
+    // With the machine's memory for the guest, std-demo's eight threads take std's default 1 MiB stacks
+    // (no RUST_MIN_STACK): their blocks are zeroed and mapped as the threads first touch them.
+    v.push(
+        Case::new(B, "std-demo", "DEMO=yes libvmm.stats=1 -- std-demo a b", 3)
+            .machine_mb(512)
+            .expect(&[
+                "libvmm: guest memory 0x2000000..0x1fe00000 (478 MiB; 2 MiB zeroed at boot",
+                "std-demo: threads counter 8000 sum 280 ok",
+                "std-demo: condvar ok, channel sum 14 ok",
+                "libvmm: stats: exit guest-memory-fault ",
+            ])
+            .forbid(&["panicked"]),
+    );
     v.push(Case::new(B, "hello", "libvmm.mem=16M", 0).expect(&[
         "Hello from a libvmm guest! This payload runs deprivileged on AMD SVM.",
         "libvmm: guest memory 0x2000000..0x3000000 (16 MiB; 2 MiB zeroed at boot, the rest on first touch)",
