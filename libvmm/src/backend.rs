@@ -50,6 +50,20 @@ pub(crate) trait Backend: GuestInterrupts {
         crate::exit::CrState::default()
     }
 
+    /// Maps the 2 MiB block at `block` (zeroed by the loop a moment ago: zero on first touch, see
+    /// `loader::GuestMap`) read+write in the nested tables, where it was not mapped. `false` when the
+    /// backend cannot (the loop then stops the VM). Cold: once per block of guest memory at most.
+    fn map_zeroed_block(&mut self, _block: u64) -> bool {
+        false
+    }
+
+    /// Completes an instruction the guest may not execute itself but the backend emulates (RISC-V: a
+    /// Zkr `seed` access, answered with the host's); `false` for any other (the loop injects the
+    /// fault). Cold: called from the illegal-instruction exit only.
+    fn emulate_illegal(&mut self, _raw: u64) -> bool {
+        false
+    }
+
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
     fn virtual_msr(&self, msr: crate::exit::VirtualMsr) -> Option<u64>;
 

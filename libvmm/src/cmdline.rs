@@ -47,6 +47,10 @@ pub struct Options<'a> {
     /// `force_emulation_prefix` module parameter: without it the #UD is not intercepted at all, so the
     /// default exit path is unchanged and the prefix is just the guest's #UD.
     pub force_emulation: bool,
+    /// `libvmm.mem=SIZE` (bytes, with an optional `K`, `M` or `G` suffix): the guest's memory, instead
+    /// of all the RAM the machine has for it. Rounded down to 2 MiB at boot; more than there is stops
+    /// the boot naming both sizes.
+    pub mem: Option<u64>,
 }
 
 /// Why the command line was refused.
@@ -77,6 +81,18 @@ fn decimal(v: &str) -> Option<u64> {
         return None;
     }
     v.parse().ok()
+}
+
+/// `N`, `NK`, `NM` or `NG` (binary multiples), refused on overflow.
+fn size(v: &str) -> Option<u64> {
+    let (digits, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n = decimal(digits)?;
+    (n.leading_zeros() >= shift).then_some(n << shift)
 }
 
 fn flag(v: Option<&str>) -> Option<bool> {
@@ -135,6 +151,7 @@ impl<'a> Options<'a> {
                 }
                 "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
                 "force_emulation" => o.force_emulation = flag(value).ok_or(bad)?,
+                "mem" => o.mem = Some(value.and_then(size).filter(|&n| n > 0).ok_or(bad)?),
                 _ => {
                     return Err(Refused {
                         word,
@@ -190,6 +207,13 @@ mod tests {
                 .force_emulation
         );
         assert!(!Options::parse(b"").unwrap().force_emulation);
+        let mem = |w: &[u8]| Options::parse(w).unwrap().mem;
+        assert_eq!(mem(b"libvmm.mem=256M"), Some(256 << 20));
+        assert_eq!(mem(b"libvmm.mem=8m"), Some(8 << 20));
+        assert_eq!(mem(b"libvmm.mem=2G"), Some(2 << 30));
+        assert_eq!(mem(b"libvmm.mem=4096K"), Some(4 << 20));
+        assert_eq!(mem(b"libvmm.mem=12582912"), Some(12 << 20));
+        assert_eq!(mem(b""), None);
     }
 
     #[test]
@@ -211,6 +235,13 @@ mod tests {
             b"libvmm.ap_failure=maybe",
             b"libvmm.ap_failure",
             b"libvmm.force_emulation=yes",
+            b"libvmm.mem",
+            b"libvmm.mem=",
+            b"libvmm.mem=M",
+            b"libvmm.mem=0",
+            b"libvmm.mem=12T",
+            b"libvmm.mem=-8M",
+            b"libvmm.mem=17179869184G",
         ] {
             let e = Options::parse(c).unwrap_err();
             assert_eq!(

@@ -19,6 +19,10 @@ pub(crate) trait Platform {
     /// Runs the host's CPUID (x86; other architectures return zeros).
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
+    /// 64 bits from the host's entropy source (the entropy hypercall), or `None` without one.
+    fn entropy(&mut self) -> Option<u64> {
+        None
+    }
     fn clock_ns(&self, clock: u64) -> Option<u64>;
     /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
     /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.
@@ -298,6 +302,9 @@ pub enum StopReason {
     Platform(&'static str),
     /// A `libvmm.` option on the command line that the image cannot honour.
     Option(crate::cmdline::Refused<'static>),
+    /// The guest's memory cannot be sized on this machine (too little RAM, or `libvmm.mem=` asks for
+    /// more than there is: both sizes named).
+    GuestMemory(crate::loader::window::SizeError),
     /// The guest ran past its time limit (milliseconds).
     TimeLimit {
         ms: u64,
@@ -326,7 +333,7 @@ impl StopReason {
             }
             Self::Backend(_) => StopCode::BackendError as u8,
             Self::Unsupported(_) | Self::Option(_) => StopCode::Unsupported as u8,
-            Self::Platform(_) => StopCode::PlatformError as u8,
+            Self::Platform(_) | Self::GuestMemory(_) => StopCode::PlatformError as u8,
         }
     }
 }
@@ -370,9 +377,31 @@ impl core::fmt::Display for StopReason {
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Platform(what) => write!(f, "platform error: {what}"),
             Self::Option(refused) => write!(f, "unsupported: {refused}"),
+            Self::GuestMemory(e) => write!(f, "platform error: {e}"),
             Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
             #[cfg(target_arch = "x86_64")]
             Self::Emulation(s) => write!(f, "instruction emulation stopped: {s}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loader::window::SizeError;
+
+    /// A guest memory the machine cannot give stops the boot as a platform error naming both sizes.
+    #[test]
+    fn a_guest_memory_sizing_error_is_a_platform_stop_naming_both_sizes() {
+        let stop = StopReason::GuestMemory(SizeError::TooBig {
+            asked: 256 << 20,
+            available: 94 << 20,
+        });
+        assert_eq!(stop.code(), StopCode::PlatformError as u8);
+        let line = std::format!("{stop}");
+        assert!(
+            line.contains("256 MiB") && line.contains("94 MiB"),
+            "{line}"
+        );
     }
 }

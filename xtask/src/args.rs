@@ -12,6 +12,8 @@ pub struct Args {
     pub timeout: Option<u64>,
     /// `run`: CPUs of the emulated machine (QEMU `-smp N`, Bochs `cpu: count=N`), 1 unless told.
     pub cpus: u32,
+    /// `run`: RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`), 128 unless told.
+    pub mem_mb: Option<u32>,
     pub rest: Vec<String>,
 }
 
@@ -23,6 +25,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         cmdline: String::new(),
         timeout: None,
         cpus: 1,
+        mem_mb: None,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -55,6 +58,15 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                     .ok()
                     .filter(|n| (1..=64).contains(n))
                     .ok_or_else(|| format!("--cpus needs a CPU count from 1 to 64, not {v}"))?;
+            }
+            "--mem" => {
+                let v = value("--mem")?;
+                a.mem_mb = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (64..=4096).contains(n))
+                        .ok_or_else(|| format!("--mem needs MiB from 64 to 4096, not {v}"))?,
+                );
             }
             other => a.rest.push(other.to_string()),
         }

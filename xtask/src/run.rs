@@ -206,6 +206,27 @@ pub struct BootOptions<'a> {
     pub cpus: u32,
 }
 
+/// RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`); 0 means the default, 128. Set around
+/// a boot by [`with_machine_memory`] (the bench's boot figure at 8 MiB and at 256 MiB of guest memory);
+/// every other boot keeps the default.
+pub static MACHINE_MB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The machine's RAM in MiB for the next boot.
+pub fn machine_mb() -> u32 {
+    match MACHINE_MB.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => 128,
+        n => n,
+    }
+}
+
+/// Runs `f` (boots) on machines with `mb` MiB of RAM, then restores the default.
+pub fn with_machine_memory<T>(mb: u32, f: impl FnOnce() -> T) -> T {
+    MACHINE_MB.store(mb, std::sync::atomic::Ordering::Relaxed);
+    let r = f();
+    MACHINE_MB.store(0, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
 /// Boots `image` on the backend's emulator and decides how the run ended.
 pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outcome, String> {
     let q = crate::qemu::Options {
@@ -271,7 +292,8 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
         gdb: None,
         cpus: a.cpus,
     };
-    report(boot(a.backend, &image, &o)?.verdict)
+    let out = with_machine_memory(a.mem_mb.unwrap_or(0), || boot(a.backend, &image, &o))?;
+    report(out.verdict)
 }
 
 /// Prints what `run` prints about a verdict and returns its exit status.

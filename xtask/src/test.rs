@@ -98,28 +98,32 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
         c.args(["--", "-D", "warnings"]);
         steps.push((format!("clippy ({backend} image and payloads)"), c));
     }
-    // The std payload and the runtime's hermit half, on the x86 hermit target (std built from source).
-    let mut c = cargo();
-    c.env("RUSTC_BOOTSTRAP", "1").args([
-        "clippy",
-        "--quiet",
-        "-Zbuild-std=std,panic_abort",
-        "-Zbuild-std-features=compiler-builtins-mem",
-        "--release",
-        "--target",
-        "x86_64-unknown-hermit",
-        "-p",
-        "std-demo",
-        "-p",
-        "libvmm-guest",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    steps.push((
-        "clippy (x86_64-unknown-hermit: std-demo, libvmm-guest)".to_string(),
-        c,
-    ));
+    // The std payloads and the runtime's hermit half, on both hermit targets (std built from source).
+    for target in ["x86_64-unknown-hermit", "riscv64gc-unknown-hermit"] {
+        let mut c = cargo();
+        c.env("RUSTC_BOOTSTRAP", "1").args([
+            "clippy",
+            "--quiet",
+            "-Zbuild-std=std,panic_abort",
+            "-Zbuild-std-features=compiler-builtins-mem",
+            "--release",
+            "--target",
+            target,
+            "-p",
+            "std-demo",
+            "-p",
+            "std-hello",
+            "-p",
+            "libvmm-guest",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        steps.push((
+            format!("clippy ({target}: std-demo, std-hello, libvmm-guest)"),
+            c,
+        ));
+    }
     steps
 }
 
@@ -143,7 +147,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         gdb: None,
         cpus: case.cpus,
     };
-    let out = boot(case.backend, image, &o)?;
+    let out = crate::run::with_machine_memory(case.mem_mb, || boot(case.backend, image, &o))?;
     let v = &out.verdict;
     let console = out.output.replace('\r', "");
     let mut problems = Vec::new();

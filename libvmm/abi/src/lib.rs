@@ -17,7 +17,7 @@ use static_assertions::const_assert_eq;
 /// to run (the guest runtime checks [`Hypercall::Version`] at start-up).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 
 /// The 12-byte signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX) on x86.
 pub const CPUID_SIGNATURE: [u8; 12] = *b"libvmmlibvmm";
@@ -69,6 +69,11 @@ pub enum Hypercall {
     Nop = 5,
     /// () -> number of VM exits the VMM has handled for this vCPU so far (this call included).
     ExitCount = 6,
+    /// () -> 63 bits from the VMM's entropy source (bit 63 clear, so never an error), or `-ENOSYS`
+    /// when it has none (since ABI 1.2). Sources: x86 RDRAND; RISC-V the Zkr `seed` CSR, else a weak
+    /// source (the `time` counter mixed; README says what that is worth). For guests whose CPU lacks
+    /// an entropy instruction of its own.
+    Entropy = 7,
 }
 
 impl Hypercall {
@@ -82,6 +87,7 @@ impl Hypercall {
             4 => Self::Clock,
             5 => Self::Nop,
             6 => Self::ExitCount,
+            7 => Self::Entropy,
             _ => return None,
         })
     }
@@ -247,10 +253,11 @@ mod tests {
 
     #[test]
     fn hypercall_numbers_are_stable() {
-        for nr in 0..7u64 {
+        for nr in 0..8u64 {
             assert_eq!(Hypercall::from_raw(nr).map(|h| h as u64), Some(nr));
         }
-        assert_eq!(Hypercall::from_raw(7), None);
+        assert_eq!(Hypercall::from_raw(7), Some(Hypercall::Entropy));
+        assert_eq!(Hypercall::from_raw(8), None);
         assert_eq!(Hypercall::from_raw(u64::MAX), None);
     }
 

@@ -118,8 +118,9 @@ mod target {
     const _: () = assert!(CTX_HOST_OFFSET == entry::CTX_HOST_OFFSET);
     const _: () = assert!(core::mem::size_of::<GuestContext>() >= entry::CTX_SIZE);
 
-    /// This hart's CSR instructions and world switch.
-    pub(crate) struct HwHart;
+    /// This hart's CSR instructions and world switch, and on the boot hart the G-stage tables its
+    /// bring-up installed (blocks of guest memory are mapped into them on first touch).
+    pub(crate) struct HwHart(Option<&'static mut super::super::gstage::GStage<1>>);
 
     impl Hart for HwHart {
         #[inline(always)]
@@ -196,11 +197,21 @@ mod target {
         fn hfence_gvma_all(&mut self) {
             csr::hfence_gvma_all()
         }
+        fn seed(&mut self) -> Option<u64> {
+            Some(csr::seed())
+        }
+        fn map_zeroed_block(&mut self, block: u64) -> bool {
+            let ok = self.0.as_mut().is_some_and(|g| g.map_block(block));
+            if ok {
+                csr::hfence_gvma_all();
+            }
+            ok
+        }
     }
 
     /// A further hart's H-extension CSRs, set by itself before it parks ([`super::set_up_ap`]).
     pub(crate) fn ap_bring_up() {
-        super::set_up_ap(&mut HwHart);
+        super::set_up_ap(&mut HwHart(None));
     }
 
     /// The boot hart's bring-up ([`super::set_up`]) on the static G-stage tables.
@@ -208,11 +219,14 @@ mod target {
         map: &crate::loader::GuestMap,
         hw: &HwConfig,
         sstc: bool,
-    ) -> Result<(), StopReason> {
+    ) -> Result<HwHart, StopReason> {
         let gstage = super::super::GSTAGE
             .take()
             .ok_or(StopReason::Platform("G-stage tables already in use"))?;
-        super::set_up(&mut HwHart, gstage, map, hw, sstc)
+        let mut hart = HwHart(None);
+        super::set_up(&mut hart, gstage, map, hw, sstc)?;
+        hart.0 = Some(gstage);
+        Ok(hart)
     }
 }
 

@@ -125,6 +125,16 @@ pub(crate) trait Hart {
     fn time(&self) -> u64;
     /// HFENCE.GVMA for every guest-physical address and VMID (after the G-stage tables changed).
     fn hfence_gvma_all(&mut self);
+    /// Maps a zeroed 2 MiB block of guest memory read+write in the G-stage tables and fences it (zero
+    /// on first touch); `false` when it cannot. Models without tables answer `false`.
+    fn map_zeroed_block(&mut self, _block: u64) -> bool {
+        false
+    }
+    /// The host's Zkr `seed` CSR (status and 16 bits of entropy), for a guest's `seed` access that
+    /// trapped as a virtual instruction (the hart has Zkr); `None` on a model without it.
+    fn seed(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// The RISC-V H backend over a hart.

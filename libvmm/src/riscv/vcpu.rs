@@ -123,4 +123,13 @@ impl<H: Hart> Backend for RiscvH<H> {
     fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
         None
     }
+
+    #[cold]
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        self.hart.map_zeroed_block(block)
+    }
+
+    fn emulate_illegal(&mut self, raw: u64) -> bool {
+        self.seed_access(raw)
+    }
 }

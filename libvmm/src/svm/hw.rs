@@ -118,6 +118,7 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
         hw,
         vmcb: &mut st.guest_vmcb,
         gprs: super::initial_gprs(state),
+        npt: Some(&mut st.npt),
     };
     let stop = vcpu::run(&mut cpu, vm);
     if !cpu.hw.svme_is_set() {
@@ -264,6 +265,74 @@ mod tests {
         let (stop, out) = run(model);
         assert_eq!(stop, StopReason::PayloadExit(7));
         assert!(String::from_utf8(out).unwrap().contains("AVIC policy"));
+    }
+
+    /// Zero on first touch, end to end on the model: boot leaves the blocks above the payload stale and
+    /// unmapped; the guest's first write there (a not-present NPF) has the loop zero the block and the
+    /// backend map it, and the guest goes on at the same instruction; the next block stays untouched.
+    #[test]
+    fn a_first_touch_zeroes_and_maps_one_block_and_the_guest_goes_on() {
+        const MIB: u64 = 1 << 20;
+        let mut buf = vec![0xAAu8; 8 << 20];
+        let mut mem = GuestMemory::new(WINDOW_BASE, &mut buf);
+        mem.fill(WINDOW_BASE, 2 * MIB, 0).unwrap();
+        let state = build(
+            &mut mem,
+            &Loaded {
+                entry: WINDOW_BASE + 0x1_0000,
+                stack_top: WINDOW_BASE + 8 * MIB,
+                boot_info: WINDOW_BASE,
+            },
+        )
+        .unwrap();
+        let mut map =
+            crate::loader::GuestMap::whole(WINDOW_BASE, 8 * MIB, crate::loader::Perm::ReadWrite);
+        assert_eq!(map.defer_from(WINDOW_BASE + 0x2_0000), 3);
+        let touched = WINDOW_BASE + 4 * MIB + 0x888;
+        let npf = SvmExit {
+            code: code::NPF,
+            info1: 1 << 1, // a write, page not present
+            info2: touched,
+            ..Default::default()
+        };
+        let mut exit = SvmExit {
+            code: code::VMMCALL,
+            rax: Hypercall::Exit as u64,
+            ..Default::default()
+        };
+        exit.gprs.rdi = 0;
+        let mut st = Box::new(SvmStorage::zeroed());
+        let mut vm = Vm::new(mem, ModelPlatform::default());
+        vm.map = map;
+        let model = ModelSvm {
+            script: vec![npf, exit],
+            ..Default::default()
+        };
+        let pa = |t: &super::super::npt::Table| t as *const _ as u64;
+        let stop = bring_up_and_run(&mut vm, &state, model, &mut st, &[]);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        let block = WINDOW_BASE + 4 * MIB;
+        assert!(vm
+            .mem
+            .slice(block, 2 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(
+            vm.mem.slice(block + 2 * MIB, 1).unwrap(),
+            [0xAA],
+            "untouched"
+        );
+        assert!(!vm.map.is_pending(touched) && vm.map.is_pending(block + 2 * MIB));
+        let tr = st
+            .npt
+            .translate(touched, pa)
+            .expect("mapped after the first touch");
+        assert!(tr.writable && !tr.executable);
+        assert_eq!(st.npt.translate(block + 2 * MIB, pa), None);
+        assert_eq!(st.npt.translate(WINDOW_BASE + 2 * MIB, pa), None);
+        // Not a violation: the guest was re-entered (two VMRUNs) and exited normally.
+        assert_eq!(vm.exits, 2);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) struct SvmVcpu<'v, H: SvmHw> {
     pub hw: H,
     pub vmcb: &'v mut Vmcb,
     pub gprs: Gprs,
+    /// The nested tables, for blocks mapped on first touch (`None`: a test without tables).
+    pub npt: Option<&'v mut super::npt::NestedTables>,
 }
 
 impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
@@ -103,6 +105,14 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
 
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
         Some(virtual_msr(self.vmcb, msr))
+    }
+
+    #[cold]
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        let hw = &self.hw;
+        self.npt
+            .as_deref_mut()
+            .is_some_and(|t| t.map_block(block, |p| hw.pa(p)))
     }
 
     #[cold]
@@ -394,6 +404,7 @@ mod tests {
             hw,
             vmcb: &mut vmcb,
             gprs: Gprs::default(),
+            npt: None,
         };
         let mut vm = Vm::new(mem, ModelPlatform::default());
         let stop = vcpu::run(&mut cpu, &mut vm);

@@ -58,6 +58,10 @@ pub struct ModelHart {
     pub no_sv39x4: bool,
     pub vmidlen: Option<u32>,
     pub hfences: u32,
+    /// The host's Zkr `seed` CSR value (`None`: no Zkr).
+    pub seed: Option<u64>,
+    /// G-stage tables for blocks mapped on first touch (`None`: none, the backend answers `false`).
+    pub gstage: Option<std::boxed::Box<crate::riscv::gstage::GStage<1>>>,
 }
 
 fn key(c: Csr) -> &'static str {
@@ -143,6 +147,12 @@ impl Hart for ModelHart {
     }
     fn hfence_gvma_all(&mut self) {
         self.hfences += 1;
+    }
+    fn seed(&mut self) -> Option<u64> {
+        self.seed
+    }
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        self.gstage.as_mut().is_some_and(|g| g.map_block(block))
     }
 }
 

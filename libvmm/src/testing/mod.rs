@@ -42,6 +42,8 @@ pub struct ModelPlatform {
     /// Every `arm_guest_timer` call and every `sleep_until` deadline.
     pub armed: Vec<Option<u64>>,
     pub slept: Vec<u64>,
+    /// What the host's entropy source gives (`None`: no source).
+    pub entropy: Option<u64>,
 }
 impl Platform for ModelPlatform {
     type Console = RecordingConsole;
@@ -53,6 +55,9 @@ impl Platform for ModelPlatform {
     }
     fn clock_ns(&self, _: u64) -> Option<u64> {
         Some(42)
+    }
+    fn entropy(&mut self) -> Option<u64> {
+        self.entropy
     }
     fn time_limit_exceeded(&self) -> Option<u64> {
         self.limit_passed

@@ -116,13 +116,15 @@ pub(crate) fn bring_up_and_run<P: Platform, H: VmxOps>(
     state: &InitialState,
     options: &Options<'_>,
     hw: H,
-    pages: &mut VmxPages,
+    pages: &'static mut VmxPages,
     vmm_addrs: &[u64],
 ) -> StopReason {
     let mut cpu = match bring_up(vm, state, options, hw, pages, vmm_addrs) {
         Ok(cpu) => cpu,
         Err(stop) => return stop,
     };
+    // Blocks of guest memory are mapped into these tables on first touch.
+    cpu.ept = Some(&mut pages.ept);
     let stop = run(&mut cpu, vm);
     report(vm, cpu.diagnosis);
     stop
@@ -533,7 +535,7 @@ mod tests {
                     &state,
                     options,
                     model,
-                    &mut self.pages,
+                    Box::leak(Box::new(VmxPages::zeroed())),
                     vmm_addrs,
                 ))
             } else {
@@ -565,6 +567,9 @@ mod tests {
         assert_eq!(stop.err(), Some(StopReason::PayloadExit(7)));
         assert!(out.contains("libvmm: APICv off: x2APIC emulated"));
         // Both regions carry the revision id of IA32_VMX_BASIC (Bochs: 0x2b); every MSR and port exits.
+        // (The run above took pages of its own for good: the run keeps its EPT tables.)
+        let (cpu, _) = fx.go(ModelVmcs::cpu(), &Options::default(), &[], false);
+        assert!(cpu.is_ok());
         assert_eq!(&fx.pages.vmxon.0[..4], &[0x2b, 0, 0, 0]);
         assert_eq!(&fx.pages.vmcs.0[..4], &[0x2b, 0, 0, 0]);
         assert!(fx.pages.msr_bitmap.0.iter().all(|&b| b == 0xFF));

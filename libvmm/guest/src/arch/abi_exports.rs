@@ -122,7 +122,8 @@ mod std_exports {
         ERRNO.load(Ordering::Relaxed)
     }
 
-    /// Entropy from RDRAND (x86); without a source, -ENOSYS (never a constant).
+    /// Entropy: RDRAND (x86); RISC-V the Zkr `seed` CSR, else the VMM's entropy hypercall; without any
+    /// source, -ENOSYS (never a constant).
     #[no_mangle]
     pub extern "C" fn sys_read_entropy(buf: *mut u8, len: usize, _flags: u32) -> isize {
         if buf.is_null() {

@@ -179,11 +179,48 @@ pub(crate) fn hw_random(buf: &mut [u8]) -> bool {
         }
         true
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "riscv64")]
     {
-        let _ = buf;
-        false
+        // Zkr's entropy source, 16 bits per ES16 read (the VMM passes the host's `seed` through). BIST
+        // and WAIT are retried a bounded number of times; DEAD, an illegal instruction (no Zkr) or no
+        // progress gives up: std then reports the failure, never a constant.
+        const ES16: u64 = 0b10;
+        const DEAD: u64 = 0b11;
+        if riscv64::probe::seed().is_err() {
+            return entropy_hypercall(buf);
+        }
+        for chunk in buf.chunks_mut(2) {
+            let mut got = None;
+            for _ in 0..10_000 {
+                match riscv64::probe::seed() {
+                    Ok(v) if (v >> 30) & 3 == ES16 => {
+                        got = Some(v as u16);
+                        break;
+                    }
+                    Ok(v) if (v >> 30) & 3 == DEAD => return false,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+            let Some(w) = got else { return false };
+            chunk.copy_from_slice(&w.to_le_bytes()[..chunk.len()]);
+        }
+        true
     }
+}
+
+/// Entropy from the VMM (the entropy hypercall, 7 bytes per call) for a CPU without an instruction
+/// of its own (RISC-V without Zkr): see README for the VMM's source there.
+#[cfg(all(target_os = "hermit", target_arch = "riscv64"))]
+fn entropy_hypercall(buf: &mut [u8]) -> bool {
+    for chunk in buf.chunks_mut(7) {
+        let v = hypercall(libvmm_abi::Hypercall::Entropy as u64, [0; 4]);
+        if v < 0 {
+            return false;
+        }
+        chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+    }
+    true
 }
 
 /// Calls a `fn()` kept as `usize` (the timer callback of `crate::time`).

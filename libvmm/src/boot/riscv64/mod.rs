@@ -25,6 +25,17 @@ struct RiscvPlatform {
     timebase_hz: u64,
     /// (limit in ms, `time` at which it ends) when `libvmm.timeout_ms=` is set.
     limit: Option<(u64, u64)>,
+    /// The host has Zkr: entropy from its `seed` CSR.
+    zkr: bool,
+    /// The weak source's state, without Zkr.
+    weak: u64,
+}
+
+/// SplitMix64's output function: spreads the few unpredictable low bits of its input over 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Platform for RiscvPlatform {
@@ -46,6 +57,38 @@ impl Platform for RiscvPlatform {
     fn time_limit_exceeded(&self) -> Option<u64> {
         let (ms, end) = self.limit?;
         (csr::time() >= end).then_some(ms)
+    }
+
+    /// With Zkr, 64 bits from four ES16 reads of the host's `seed` (BIST/WAIT retried, bounded; DEAD
+    /// is no source). Without it, a **weak** source: the `time` counter at each call, folded into a
+    /// running state and mixed. Under QEMU TCG its low bits carry host timing jitter; under `-icount`
+    /// (the bench) none, so such a boot repeats its numbers. Never a constant, never a secret.
+    /// Out of line: inlined into the hypercall dispatch it cost every RISC-V exit about 30 emulated
+    /// instructions (measured with `cargo xtask bench`).
+    #[cold]
+    #[inline(never)]
+    fn entropy(&mut self) -> Option<u64> {
+        if !self.zkr {
+            self.weak = mix(self.weak.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ csr::time());
+            return Some(self.weak);
+        }
+        let mut v = 0u64;
+        let mut words = 0;
+        for _ in 0..10_000 {
+            let s = csr::seed();
+            match (s >> 30) & 3 {
+                0b10 => {
+                    v = (v << 16) | (s & 0xFFFF);
+                    words += 1;
+                    if words == 4 {
+                        return Some(v);
+                    }
+                }
+                0b11 => return None,
+                _ => {}
+            }
+        }
+        None
     }
 }
 
@@ -115,20 +158,26 @@ impl super::Machine for RiscvMachine {
         self.entry_cycles
     }
 
-    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason> {
+    fn guest_window(&mut self, asked: Option<u64>) -> Result<(u64, &'static mut [u8]), StopReason> {
         let host = self
             .host
             .as_ref()
             .ok_or(StopReason::Platform("no device tree"))?;
-        let (ram_base, ram_size) = host.memory;
-        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
-        if base < ram_base
-            || base + size > ram_base + ram_size
-            || arch::image_end() > base
-            || (self.dtb_addr < base + size && self.dtb_addr + self.dtb_len > base)
-        {
-            return Err(StopReason::Platform("guest window is not free RAM"));
+        let base = layout::WINDOW_BASE;
+        if arch::image_end() > base {
+            return Err(StopReason::Platform(
+                "the VMM image reaches into the guest window",
+            ));
         }
+        // RAM from the device tree; the VMM keeps the host device tree (QEMU puts it at the top of RAM).
+        let end = crate::loader::window::available_end(
+            base,
+            &[host.memory],
+            &[(self.dtb_addr, self.dtb_len)],
+            base + layout::WINDOW_MAX,
+        );
+        let size =
+            crate::loader::window::size(base, end, asked).map_err(StopReason::GuestMemory)?;
         let window = crate::arch::guest_window(base, size).ok_or(StopReason::Platform(
             "the guest window was handed out twice",
         ))?;
@@ -161,8 +210,8 @@ impl super::Machine for RiscvMachine {
         );
         let mut gdt = [0u8; layout::DTB_MAX as usize];
         let tree = guest_dt::GuestTree {
-            mem_base: layout::WINDOW_BASE,
-            mem_size: layout::WINDOW_SIZE,
+            mem_base: mem.base(),
+            mem_size: mem.size(),
             timebase_hz: host.timebase_hz as u32,
             exts: isa.enabled(),
             bootargs: self.bootargs,
@@ -203,6 +252,8 @@ impl super::Machine for RiscvMachine {
             console: Uart,
             timebase_hz: host.timebase_hz,
             limit,
+            zkr: host.exts().contains(Ext::Zkr),
+            weak: mix(csr::time()),
         };
         start_harts(host, self.hartid, options)?;
         Ok(platform)
@@ -213,10 +264,11 @@ impl super::Machine for RiscvMachine {
         guest: &RiscvGuest,
         _options: &Options<'static>,
     ) -> StopReason {
-        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
-        if let Err(stop) = hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
-            return stop;
-        }
+        let (base, size) = (vm.mem.base(), vm.mem.size());
+        let hart = match hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
+            Ok(h) => h,
+            Err(stop) => return stop,
+        };
         crate::vmm_print!(
             vm.platform.console(),
             "libvmm: G-stage Sv39x4 VMID {} maps {:#x}..{:#x} only; payload {} entry {:#x}\n",
@@ -227,7 +279,7 @@ impl super::Machine for RiscvMachine {
             guest.entry
         );
         let mut cpu = RiscvH::new(
-            hw::HwHart,
+            hart,
             guest.entry,
             0,
             guest.boot_info,

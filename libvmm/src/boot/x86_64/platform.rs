@@ -237,6 +237,14 @@ impl Platform for X86Platform {
         cpuid(leaf, subleaf)
     }
 
+    /// The host's RDRAND (the guest's CPUID offers it too; the hypercall is for guests that ask).
+    /// Out of line, off the hot hypercall dispatch.
+    #[cold]
+    #[inline(never)]
+    fn entropy(&mut self) -> Option<u64> {
+        crate::arch::x86_64::cpu::rdrand()
+    }
+
     fn clock_ns(&self, clock: u64) -> Option<u64> {
         let (hz, unix_ns_at, tsc_at) = self.calibration()?;
         match clock {
