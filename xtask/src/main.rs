@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME] [--format iso]   prints the image path
-//! cargo xtask run [--backend B] [--payload P] [--cmdline "..."] [--timeout SECS] [--cpus N]
-//!                                                                         boots it, exits with its status
+//!                         [--file HOST_PATH:GUEST_PATH]... [--elf PATH]
+//! cargo xtask run [--backend B] [--payload P | --elf PATH] [--file HOST:GUEST]... [--cmdline "..."]
+//!                 [--timeout SECS] [--cpus N] [-- ARGS]                   boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
 //! cargo xtask fuzz [--soak] [--secs N] [--target NAME]...                 every fuzz target (short, or a soak)
@@ -17,6 +18,7 @@ mod build;
 mod cases;
 mod chart;
 mod cmd;
+mod files;
 mod fuzz;
 mod gdb;
 mod guestfuzz;
@@ -29,7 +31,7 @@ mod test;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <build-image|run|test|bench|fuzz|guestfuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS] [--cpus N]";
+    "usage: cargo xtask <build-image|run|test|bench|fuzz|guestfuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--elf PATH] [--file HOST_PATH:GUEST_PATH]... [--cmdline TEXT] [--timeout SECS] [--cpus N] [-- ARGS]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();

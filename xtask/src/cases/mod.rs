@@ -45,6 +45,9 @@ pub struct Case {
     pub limit: Option<Duration>,
     /// CPUs of the emulated machine (QEMU `-smp`, Bochs `cpu: count=`).
     pub cpus: u32,
+    /// Build-time files of the image (`--file HOST_PATH:GUEST_PATH`, host paths from the repository
+    /// root): cases of one payload with different files boot different images.
+    pub files: &'static [&'static str],
 }
 
 impl Case {
@@ -66,7 +69,14 @@ impl Case {
             code,
             limit: None,
             cpus: 1,
+            files: &[],
         }
+    }
+
+    /// Boots an image carrying these build-time files (`HOST_PATH:GUEST_PATH`).
+    pub fn files(mut self, files: &'static [&'static str]) -> Case {
+        self.files = files;
+        self
     }
 
     pub fn expect(mut self, lines: &[&str]) -> Case {
