@@ -240,6 +240,46 @@ pub fn realworld(name: &str) -> Result<(u64, u64), String> {
     Ok((on_host, in_vm))
 }
 
+/// `cargo xtask run --backend riscv --elf <hello>`: a payload ELF built outside the image build boots
+/// on another backend than the runner's (the no_std hello, built for RISC-V, as a file).
+pub fn elf_on_riscv() -> Result<(), String> {
+    use crate::backend::Backend;
+    let elf = crate::build::build_payload_with(Backend::Riscv, "hello", "release")?;
+    let copy = hermit_dir().join("hello-riscv.elf");
+    std::fs::create_dir_all(hermit_dir()).map_err(|e| e.to_string())?;
+    std::fs::copy(&elf, &copy).map_err(|e| e.to_string())?;
+    let image = crate::build::build_image_from(
+        Backend::Riscv,
+        crate::build::Source::Elf(&copy),
+        &[],
+        &root(),
+    )?;
+    let o = crate::run::BootOptions {
+        cmdline: "-- hello-riscv.elf",
+        dtb: None,
+        cpu: None,
+        machine: None,
+        uefi: false,
+        grub_iso: false,
+        icount: false,
+        echo: false,
+        limit: Duration::from_secs(60),
+        gdb: None,
+        cpus: 1,
+    };
+    let out = crate::run::boot(Backend::Riscv, &image, &o)?;
+    match out.verdict.result {
+        Ok(0)
+            if out
+                .output
+                .contains("This payload runs deprivileged on RISC-V H.") =>
+        {
+            Ok(())
+        }
+        r => Err(format!("riscv --elf hello: {r:?}\n{}", tail(&out.output))),
+    }
+}
+
 /// A named check of `cargo xtask test`.
 pub type Check = (String, Box<dyn FnOnce() -> Result<(), String>>);
 
@@ -253,6 +293,10 @@ pub fn checks() -> Vec<Check> {
         (
             "runner: cargo test, passing and failing (runner-demo, svm)".into(),
             Box::new(runner_test),
+        ),
+        (
+            "run --elf: a payload ELF file on riscv (hello)".into(),
+            Box::new(elf_on_riscv),
         ),
         (
             "real-world suites: cargo vendor (tests/hermit/realworld)".into(),
