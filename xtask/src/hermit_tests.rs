@@ -2,7 +2,7 @@
 //! (`tools/libvmm-runner`, set in `tests/hermit/.cargo/config.toml`):
 //!
 //! - `tests/hermit/runner-demo`: `cargo run` passes arguments and the exit status through; `cargo test`
-//!   passes; with `--features fail` one test fails and the run ends with the harness's 101.
+//!   passes (4 tests); with `--features fail` one test fails and the run ends with the harness's 101.
 //! - Real-world suites: the own unit tests (`--lib`) of crates from crates.io, at the versions
 //!   `tests/hermit/realworld/Cargo.lock` pins, fetched by `cargo vendor` at test time. Each vendored
 //!   copy gets two lines so its test binary links the runtime (a hermit-only dev-dependency on
@@ -109,7 +109,7 @@ pub fn runner_test() -> Result<(), String> {
         &out,
         code,
         0,
-        &["test result: ok. 3 passed; 0 failed"],
+        &["test result: ok. 4 passed; 0 failed"],
     )?;
     let (out, code) = run(hermit_cargo(&dir, "test", &["--lib", "--features", "fail"]))?;
     expect(
@@ -119,7 +119,7 @@ pub fn runner_test() -> Result<(), String> {
         101,
         &[
             "test tests::fails ... FAILED",
-            "test result: FAILED. 3 passed; 1 failed",
+            "test result: FAILED. 4 passed; 1 failed",
         ],
     )
 }

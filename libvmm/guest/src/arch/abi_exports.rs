@@ -497,4 +497,103 @@ mod std_exports {
 
     #[no_mangle]
     pub extern "C" fn sys_freeaddrinfo(_ai: usize) {}
+
+    // The rest of the socket calls std's net code makes (listening, sending, receiving, options,
+    // polling) and the descriptor calls the runtime does not offer (`dup`, `fcntl`, `ioctl`): -ENOSYS,
+    // so a program that uses them gets an error, not a link failure.
+    #[no_mangle]
+    pub extern "C" fn sys_accept(_s: i32, _addr: usize, _len: usize) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_bind(_s: i32, _name: usize, _len: u32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_listen(_s: i32, _backlog: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_recv(_s: i32, _buf: usize, _len: usize, _flags: i32) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_recvfrom(
+        _s: i32,
+        _buf: usize,
+        _len: usize,
+        _flags: i32,
+        _addr: usize,
+        _addrlen: usize,
+    ) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_send(_s: i32, _buf: usize, _len: usize, _flags: i32) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_sendto(
+        _s: i32,
+        _buf: usize,
+        _len: usize,
+        _flags: i32,
+        _addr: usize,
+        _addrlen: u32,
+    ) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_shutdown(_s: i32, _how: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_setsockopt(
+        _s: i32,
+        _level: i32,
+        _name: i32,
+        _val: usize,
+        _len: u32,
+    ) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_getsockopt(
+        _s: i32,
+        _level: i32,
+        _name: i32,
+        _val: usize,
+        _len: usize,
+    ) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_poll(_fds: usize, _nfds: usize, _timeout: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_ioctl(_s: i32, _cmd: i32, _argp: usize) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_dup(_fd: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_fcntl(_fd: i32, _cmd: i32, _arg: i32) -> i32 {
+        -ENOSYS
+    }
 }

@@ -29,6 +29,17 @@ mod tests {
         std::fs::remove_file("/t.txt")
     }
 
+    /// No network device: every socket call is an error (ENOSYS, raw OS error 38), never a link failure.
+    #[test]
+    #[cfg(target_os = "hermit")]
+    fn network_is_refused() {
+        use std::net::{TcpListener, TcpStream, UdpSocket};
+        let e = TcpListener::bind("127.0.0.1:8080").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(38));
+        assert!(UdpSocket::bind("127.0.0.1:8081").is_err());
+        assert!(TcpStream::connect("10.0.0.1:80").is_err());
+    }
+
     #[test]
     #[cfg(feature = "fail")]
     fn fails() -> Result<(), String> {
