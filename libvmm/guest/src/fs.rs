@@ -707,6 +707,71 @@ mod tests {
         assert_eq!(names(&mut fs, "/").len(), 40);
     }
 
+    /// Random call sequences over a few paths and descriptors (a deterministic generator): every call
+    /// returns, errors are errnos, and the tree stays consistent (each open descriptor names a live
+    /// node; reading a file gives what `fstat` says it holds).
+    #[test]
+    fn random_call_sequences_never_panic() {
+        let paths: [&[u8]; 8] = [
+            b"/",
+            b"/a",
+            b"/a/b",
+            b"/a/b/c",
+            b"/d",
+            b"/d/../a/x",
+            b"rel",
+            b"/etc/motd",
+        ];
+        let mut fs = image();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut buf = [0u8; 600];
+        for _ in 0..20_000 {
+            let r = next();
+            let p = paths[(r >> 8) as usize % paths.len()];
+            let fd = FD_FIRST + (r >> 16) as i32 % 6 - 1;
+            let flags = [
+                O_RDONLY,
+                O_WRONLY | O_CREAT,
+                O_RDWR | O_APPEND,
+                O_RDONLY | O_DIRECTORY,
+            ][(r >> 24) as usize % 4]
+                | if r & (1 << 40) != 0 { O_TRUNC } else { 0 };
+            let len = (r >> 32) as usize % buf.len();
+            let _ = match r % 10 {
+                0 => fs.open(p, flags, 0).map(|_| ()),
+                1 => fs.close(fd),
+                2 => fs.read(fd, &mut buf[..len]).map(|_| ()),
+                3 => fs.write(fd, &buf[..len]).map(|_| ()),
+                4 => fs
+                    .lseek(fd, (r >> 44) as i64 % 700 - 100, (r >> 50) as i32 % 4)
+                    .map(|_| ()),
+                5 => fs.getdents64(fd, &mut buf[..len]).map(|_| ()),
+                6 => fs.mkdir(p, 0),
+                7 => fs.rmdir(p),
+                8 => fs.unlink(p),
+                _ => fs.stat(p).map(|_| ()),
+            };
+            for (i, o) in fs.open.iter().enumerate() {
+                if let Some(o) = o {
+                    assert!(fs.nodes[o.node].is_some(), "fd {} names a freed node", i);
+                }
+            }
+        }
+        let fd = fs.open(b"/check", O_RDWR | O_CREAT | O_TRUNC, 0).unwrap();
+        fs.write(fd, b"12345").unwrap();
+        fs.lseek(fd, 0, SEEK_SET).unwrap();
+        assert_eq!(
+            fs.read(fd, &mut buf),
+            Ok(fs.fstat(fd).unwrap().size as usize)
+        );
+    }
+
     #[test]
     fn archives_load_and_conflicts_are_refused() {
         let files: [(&str, &[u8]); 2] = [("/a/x", b"1"), ("/b", b"22")];
