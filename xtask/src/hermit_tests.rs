@@ -87,16 +87,26 @@ fn expect(
     Ok(())
 }
 
-/// `cargo run -- 7 hello` in runner-demo: the program's arguments and its status 7.
+/// `cargo run -- 7 hello` in runner-demo, with a build-time file (`LIBVMM_FILES`): the program's
+/// arguments, the file, and its status 7.
 pub fn runner_run() -> Result<(), String> {
     let dir = root().join("tests/hermit/runner-demo");
-    let (out, code) = run(hermit_cargo(&dir, "run", &["--", "7", "hello"]))?;
+    let lines = std::fs::read_to_string(dir.join("src/main.rs"))
+        .map_err(|e| e.to_string())?
+        .lines()
+        .count();
+    let mut c = hermit_cargo(&dir, "run", &["--", "7", "hello"]);
+    c.env("LIBVMM_FILES", "src/main.rs:/src/main.rs");
+    let (out, code) = run(c)?;
     expect(
         "cargo run",
         &out,
         code,
         7,
-        &["runner-demo: args [\"7\", \"hello\"]"],
+        &[
+            "runner-demo: args [\"7\", \"hello\"]",
+            &format!("runner-demo: /src/main.rs has {lines} lines"),
+        ],
     )
 }
 
