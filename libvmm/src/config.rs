@@ -60,8 +60,9 @@ pub const APIC_MIN_TIMER_PERIOD_US: u64 = 200;
 pub const APIC_ASSUMED_TSC_KHZ: u64 = 4_000_000;
 
 /// Loadable segments a payload may have. The payload linker scripts make three (text, read-only data,
-/// data+bss); one spare. More is refused at boot.
-pub const PAYLOAD_SEGMENTS_MAX: usize = 4;
+/// data+bss); a std payload (rust-lld static PIE) four, plus one when the image carries build-time
+/// files (`libvmm_abi::files`: xtask adds them as one read-only segment). More is refused at boot.
+pub const PAYLOAD_SEGMENTS_MAX: usize = 5;
 
 /// Regions of the guest's memory map (`loader::GuestMap`): every payload segment plus the read+write
 /// memory before, between and after them (boot info, guest page tables, heap, stack).

@@ -53,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("loader", loader),
     #[cfg(target_arch = "x86_64")]
     ("emulator", emulator),
+    ("files", files),
 ];
 
 /// The model guest window: guest-physical base and size.
@@ -1431,4 +1432,27 @@ pub fn emulator(data: &[u8]) -> u64 {
         outcomes.push(code);
     }
     sig((outcomes, insn.get(prefix.len()).copied(), forced))
+}
+
+/// The build-time file archive (`libvmm_abi::files`): the bytes the guest runtime reads from its own
+/// memory and parses at start-up (a payload may have changed them). Every input is refused by name or
+/// yields entries that keep the format's promises: valid, sorted, unique paths and data inside the input.
+pub fn files(data: &[u8]) -> u64 {
+    use libvmm_abi::files::{valid_path, Archive};
+    let a = match Archive::parse(data) {
+        Ok(a) => a,
+        Err(e) => return e as u64 + 1,
+    };
+    let mut prev: Option<&str> = None;
+    let mut total = 0usize;
+    for (p, d) in a.iter() {
+        assert!(valid_path(p), "accepted an invalid path {p:?}");
+        assert!(prev.is_none_or(|q| q < p), "accepted unsorted paths");
+        let start = d.as_ptr() as usize - data.as_ptr() as usize;
+        assert!(start + d.len() <= data.len(), "data outside the archive");
+        total += d.len();
+        prev = Some(p);
+    }
+    assert_eq!(a.iter().count(), a.len());
+    100 + a.len() as u64 * 7 + (total as u64 & 0xff)
 }

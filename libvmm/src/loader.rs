@@ -746,6 +746,7 @@ mod tests {
                         ph(R, 0x1000, AT + 0x2000, 1, 1),
                         ph(R, 0x1000, AT + 0x3000, 1, 1),
                         ph(R, 0x1000, AT + 0x4000, 1, 1),
+                        ph(R, 0x1000, AT + 0x5000, 1, 1),
                     ],
                     b"x",
                 ),
@@ -989,7 +990,13 @@ mod tests {
         let cases: Vec<(Tp, LoadError)> = vec![
             (with(&[], 0x1000), LoadError::NoSegments),
             (
-                with(leak(vec![seg(PLOAD, 0x1000, R | X); 5]), 0x1000),
+                with(
+                    leak(vec![
+                        seg(PLOAD, 0x1000, R | X);
+                        crate::config::PAYLOAD_SEGMENTS_MAX + 1
+                    ]),
+                    0x1000,
+                ),
                 LoadError::TooManySegments,
             ),
             (

@@ -19,7 +19,6 @@ use libvmm_abi::stop::{
 
 use crate::args::Args;
 use crate::backend::Backend;
-use crate::build::build_image;
 
 /// What, besides the console, tells how the machine stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,9 +277,10 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
     if let Some(mode) = crate::gdb::requested(&a.rest)? {
         return crate::gdb::run_cmd(a, mode);
     }
-    let image = build_image(a.backend, &a.payload)?;
+    let image = crate::build::image_for_args(a)?;
+    let cmdline = cmdline_with_argv(a)?;
     let o = BootOptions {
-        cmdline: &a.cmdline,
+        cmdline: &cmdline,
         dtb: None,
         cpu: None,
         machine: None,
@@ -292,8 +292,73 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
         gdb: None,
         cpus: a.cpus,
     };
-    let out = with_machine_memory(a.mem_mb.unwrap_or(0), || boot(a.backend, &image, &o))?;
-    report(out.verdict)
+    let v = with_machine_memory(a.mem_mb.unwrap_or(0), || boot(a.backend, &image, &o))?.verdict;
+    let status = payload_status(&v);
+    let code = report(v)?;
+    Ok(status.unwrap_or(code))
+}
+
+/// `--cmdline` plus, after `--`, the payload's `argv`: its name (the payload, or the ELF's file name)
+/// and the words given after `--` (each must be one word: the command line is split at whitespace).
+pub fn cmdline_with_argv(a: &Args) -> Result<String, String> {
+    let Some(words) = &a.argv else {
+        return Ok(a.cmdline.clone());
+    };
+    if let Some(w) = words
+        .iter()
+        .find(|w| w.is_empty() || w.contains(char::is_whitespace))
+    {
+        return Err(format!(
+            "program argument {w:?}: arguments reach the payload through the image's command line, \
+             which is split at whitespace: one non-empty word each"
+        ));
+    }
+    let name = match &a.elf {
+        Some(p) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        None => a.payload.clone(),
+    };
+    let mut line = a.cmdline.trim().to_string();
+    if line.contains(" -- ") || line.starts_with("-- ") || line == "--" {
+        return Err(
+            "give the payload's arguments either in --cmdline after -- or after --, not both"
+                .into(),
+        );
+    }
+    if !line.is_empty() {
+        line.push(' ');
+    }
+    line.push_str("-- ");
+    line.push_str(&name);
+    for w in words {
+        line.push(' ');
+        line.push_str(w);
+    }
+    if line.len() as u64 > libvmm_abi::layout::CMDLINE_MAX {
+        return Err(format!(
+            "the command line is {} bytes, more than the {} the VMM passes to the payload",
+            line.len(),
+            libvmm_abi::layout::CMDLINE_MAX
+        ));
+    }
+    Ok(line)
+}
+
+/// The payload's own exit status when the trusted stop line says it exited (`payload exited with
+/// status N`), as a process status (N mod 256): statuses above `stop::PAYLOAD_MAX` share one stop
+/// code, and the cargo runner passes the real one through (the test harness's 101 on a failure).
+pub fn payload_status(v: &Verdict) -> Option<u8> {
+    if v.timed_out || v.result.is_err() {
+        return None;
+    }
+    let n: i64 = v
+        .reason
+        .strip_prefix("payload exited with status ")?
+        .parse()
+        .ok()?;
+    Some(n as u8)
 }
 
 /// Prints what `run` prints about a verdict and returns its exit status.

@@ -7,6 +7,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod layout;
 pub mod sbi;
 pub mod stop;

@@ -47,6 +47,9 @@ pub struct Case {
     pub cpus: u32,
     /// RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`); 0: the default, 128.
     pub mem_mb: u32,
+    /// Build-time files of the image (`--file HOST_PATH:GUEST_PATH`, host paths from the repository
+    /// root): cases of one payload with different files boot different images.
+    pub files: &'static [&'static str],
 }
 
 impl Case {
@@ -69,6 +72,7 @@ impl Case {
             limit: None,
             cpus: 1,
             mem_mb: 0,
+            files: &[],
         }
     }
 
@@ -76,6 +80,12 @@ impl Case {
     pub fn machine_mb(mut self, mb: u32) -> Case {
         self.mem_mb = mb;
         self.name = format!("{} ({mb} MiB machine)", self.name);
+        self
+    }
+
+    /// Boots an image carrying these build-time files (`HOST_PATH:GUEST_PATH`).
+    pub fn files(mut self, files: &'static [&'static str]) -> Case {
+        self.files = files;
         self
     }
 
@@ -172,7 +182,7 @@ fn hostile(backend: Backend, cmdline: &'static str, code: u8, expect: String) ->
 }
 
 /// `std-demo` (a Rust std program) on VMX and RISC-V, with the same lines as the SVM case: heap,
-/// entropy (HashMap: RDRAND on x86, the Zkr `seed` CSR the VMM passes through on RISC-V, so the RISC-V
+/// a file from the image and a tmpfs round trip, entropy (HashMap: RDRAND on x86, the Zkr `seed` CSR the VMM passes through on RISC-V, so the RISC-V
 /// machine is `rv64` with Zkr), args/env, sleep, threads, a refused socket, `process::exit(3)`.
 fn std_demo(backend: Backend) -> Case {
     let c = Case::new(
@@ -189,7 +199,10 @@ fn std_demo(backend: Backend) -> Case {
         "std-demo: threads counter 8000 sum 280 ok",
         "std-demo: condvar ok, channel sum 14 ok",
         "std-demo: socket error Uncategorized ok",
+        "std-demo: image file \"hello from the image\\n\" 21 bytes ok",
+        "std-demo: tmpfs read \"two three four\" len 18 dir [\"a.txt\", \"b.txt\"] busy true after rmdir Some(NotFound) rename Some(Unsupported) ok",
     ])
+    .files(&["payloads/std-demo/greeting.txt:/demo/greeting.txt"])
     .forbid(&["panicked"]);
     if backend == Backend::Riscv {
         c.cpu("rv64,zkr=true").expect(&[" zkr "])

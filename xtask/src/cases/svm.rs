@@ -33,7 +33,10 @@ pub fn cases() -> Vec<Case> {
             "std-demo: threads counter 8000 sum 280 ok",
             "std-demo: condvar ok, channel sum 14 ok",
             "std-demo: socket error Uncategorized ok",
-        ]),
+            "std-demo: image file \"hello from the image\\n\" 21 bytes ok",
+            "std-demo: tmpfs read \"two three four\" len 18 dir [\"a.txt\", \"b.txt\"] busy true after rmdir Some(NotFound) rename Some(Unsupported) ok",
+        ])
+        .files(&["payloads/std-demo/greeting.txt:/demo/greeting.txt"]),
         vmm(
             "libvmm.selftest=panic",
             StopCode::VmmPanic,

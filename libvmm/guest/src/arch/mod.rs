@@ -131,14 +131,16 @@ pub(crate) fn own_elf_headers() -> (u64, &'static [u8]) {
     }
 }
 
-/// `len` bytes of payload memory at `gpa` (the TLS template, read-only).
+/// `len` bytes of payload memory at `gpa`: the TLS template or the build-time file archive, both
+/// read-only.
 #[cfg(target_os = "hermit")]
 pub(crate) fn memory(gpa: u64, len: usize) -> &'static [u8] {
     if gpa == 0 || len == 0 {
         return &[];
     }
-    // SAFETY: `gpa`/`len` come from the payload's own PT_TLS, which the VMM validated to lie inside a
-    // loaded segment's file bytes; that memory stays mapped and is never written (.tdata).
+    // SAFETY: `gpa`/`len` come from the payload's own PT_TLS, or its file-archive PT_LOAD, which the
+    // VMM validated to lie inside a loaded segment's file bytes; that memory stays mapped and is never
+    // written (.tdata; the archive's segment is read-only in the nested tables).
     unsafe { core::slice::from_raw_parts(gpa as *const u8, len) }
 }
 
