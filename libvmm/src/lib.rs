@@ -120,6 +120,13 @@ pub(crate) mod vmx;
     any(target_arch = "x86_64", target_arch = "riscv64")
 ))]
 pub(crate) mod arch;
+/// On the host (tests, fuzzing, models) only the portable primitives of `arch` exist.
+#[cfg(not(target_os = "none"))]
+#[allow(unused_imports, dead_code)]
+pub(crate) mod arch {
+    pub(crate) mod shared;
+    pub use shared::share_bytes;
+}
 
 /// A payload as the image crate embeds it: its ELF file, unchanged (a static PIE or an executable linked
 /// at its load address). The VMM parses and validates it at boot (`loader::elf_image`): its loadable

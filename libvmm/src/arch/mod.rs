@@ -7,7 +7,10 @@
 //! the run loop or `boot`; it may use the vocabularies below them (`x86`, `config`, `console`).
 #![allow(unsafe_code)]
 
+pub(crate) mod shared;
 pub(crate) mod take_once;
+
+pub use shared::share_bytes;
 
 #[cfg(target_arch = "riscv64")]
 pub(crate) mod riscv64;

@@ -43,11 +43,11 @@ fn write<P: Platform>(fd: u64, gpa: u64, len: u64, vm: &mut Vm<'_, P>) -> i64 {
     if fd != 1 && fd != 2 {
         return Errno::Badf.as_result();
     }
-    let Ok(bytes) = vm.mem.slice(gpa, len) else {
-        return Errno::Fault.as_result();
-    };
-    match embedded_io::Write::write_all(vm.platform.console(), bytes) {
-        Ok(()) => len as i64,
-        Err(_) => Errno::Io.as_result(),
+    let mem = vm.mem;
+    let con = vm.platform.console();
+    match mem.for_each_chunk(gpa, len, |c| embedded_io::Write::write_all(con, c)) {
+        Err(_) => Errno::Fault.as_result(),
+        Ok(Ok(())) => len as i64,
+        Ok(Err(_)) => Errno::Io.as_result(),
     }
 }

@@ -108,28 +108,23 @@ fn system_reset(kind: u64, reason: u64) -> Result<Reply, StopReason> {
 }
 
 /// The guest buffer of a DBCN call, or `None` when it is not wholly inside guest memory.
-fn checked_buffer<'v, P: Platform>(
-    len: u64,
-    lo: u64,
-    hi: u64,
-    vm: &'v Vm<'_, P>,
-) -> Option<&'v [u8]> {
+fn checked_buffer<P: Platform>(len: u64, lo: u64, hi: u64, vm: &Vm<'_, P>) -> Option<()> {
     if hi != 0 {
         return None;
     }
-    vm.mem.slice(lo, len).ok()
+    vm.mem.check(lo, len).ok()
 }
 
 fn console_write<P: Platform>(len: u64, lo: u64, hi: u64, vm: &mut Vm<'_, P>) -> Reply {
     if hi != 0 {
         return err(SBI_ERR_INVALID_PARAM);
     }
-    let Ok(bytes) = vm.mem.slice(lo, len) else {
-        return err(SBI_ERR_INVALID_PARAM);
-    };
-    match embedded_io::Write::write_all(vm.platform.console(), bytes) {
-        Ok(()) => ok(len as i64),
-        Err(_) => err(-1), // SBI_ERR_FAILED
+    let mem = vm.mem;
+    let con = vm.platform.console();
+    match mem.for_each_chunk(lo, len, |c| embedded_io::Write::write_all(con, c)) {
+        Err(_) => err(SBI_ERR_INVALID_PARAM),
+        Ok(Ok(())) => ok(len as i64),
+        Ok(Err(_)) => err(-1), // SBI_ERR_FAILED
     }
 }
 
