@@ -47,6 +47,9 @@ pub struct Options<'a> {
     /// `force_emulation_prefix` module parameter: without it the #UD is not intercepted at all, so the
     /// default exit path is unchanged and the prefix is just the guest's #UD.
     pub force_emulation: bool,
+    /// `libvmm.cpus=N` (N >= 1): the guest gets at most N vCPUs (default: one per CPU the VMM brought
+    /// up).
+    pub cpus: Option<u64>,
 }
 
 /// Why the command line was refused.
@@ -135,6 +138,7 @@ impl<'a> Options<'a> {
                 }
                 "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
                 "force_emulation" => o.force_emulation = flag(value).ok_or(bad)?,
+                "cpus" => o.cpus = Some(value.and_then(decimal).filter(|&n| n >= 1).ok_or(bad)?),
                 _ => {
                     return Err(Refused {
                         word,

@@ -735,6 +735,7 @@ pub fn guest_dt(data: &[u8]) -> u64 {
         timebase_hz: inp.u32(),
         exts,
         bootargs: inp.str(),
+        harts: 1,
     };
     let size = match inp.u8() % 4 {
         0 => inp.u8() as usize,

@@ -87,6 +87,8 @@ pub(crate) mod policy;
 pub(crate) mod testing;
 // The TDX image stops at SEAM-module detection (TD entry on hardware is not implemented): it runs no
 // guest, so it contains no run loop.
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+pub(crate) mod smp;
 #[cfg(any(
     test,
     feature = "fuzzing",
@@ -125,7 +127,7 @@ pub(crate) mod arch;
 #[allow(unused_imports, dead_code)]
 pub(crate) mod arch {
     pub(crate) mod shared;
-    pub use shared::share_bytes;
+    pub use shared::{share_bytes, Published};
 }
 
 /// A payload as the image crate embeds it: its ELF file, unchanged (a static PIE or an executable linked

@@ -10,7 +10,8 @@
 pub(crate) mod shared;
 pub(crate) mod take_once;
 
-pub use shared::share_bytes;
+#[cfg_attr(target_arch = "x86_64", allow(unused_imports))] // x86: no guest SMP yet
+pub use shared::{share_bytes, Published};
 
 #[cfg(target_arch = "riscv64")]
 pub(crate) mod riscv64;

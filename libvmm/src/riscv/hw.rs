@@ -63,8 +63,22 @@ impl Hart for HwHart {
         csr::time()
     }
     fn wait_for_host_timer(&mut self) {
-        while csr::sip() & (1 << bits::IRQ_S_TIMER) == 0 {
+        while csr::sip() & (1 << bits::IRQ_S_TIMER | 1 << bits::IRQ_S_SOFT) == 0 {
             csr::wfi();
+        }
+    }
+    fn host_ipi_pending(&self) -> bool {
+        csr::sip() & (1 << bits::IRQ_S_SOFT) != 0
+    }
+    fn clear_host_ipi(&mut self) {
+        csr::clear_sip(1 << bits::IRQ_S_SOFT);
+    }
+    fn fence(&mut self, kinds: u8) {
+        if kinds & crate::smp::fence::INSN != 0 {
+            csr::fence_i();
+        }
+        if kinds & crate::smp::fence::VMA != 0 {
+            csr::hfence_vvma_all();
         }
     }
 }
@@ -120,7 +134,15 @@ pub(crate) fn bring_up(
     }
     csr::hfence_gvma_all();
 
-    // H-extension set-up for the guest.
+    guest_csrs(hw, sstc);
+    Ok(())
+}
+
+/// The H-extension CSRs for a guest with the ISA `hw` describes, in their start state (VS-mode
+/// translation off, no virtual interrupts, the timer quiet): at bring-up, and on every hart each time its
+/// vCPU starts (guest SMP: SBI HSM `hart_start` begins with satp = 0 and interrupts off). The host
+/// timer and host IPIs (kicks from the other vCPUs' harts) are enabled in `sie`.
+pub(crate) fn guest_csrs(hw: &HwConfig, sstc: bool) {
     csr::set_hedeleg(bits::HEDELEG_GUEST);
     csr::set_hideleg(bits::HIDELEG_GUEST);
     csr::set_hcounteren(bits::HCOUNTEREN_CY_TM_IR);
@@ -156,6 +178,18 @@ pub(crate) fn bring_up(
     csr::set_vsstatus(vsstatus);
     csr::set_sstatus(sstatus);
     devices::set_timer(u64::MAX);
-    csr::set_sie(1 << bits::IRQ_S_TIMER);
-    Ok(())
+    csr::set_sie(1 << bits::IRQ_S_TIMER | 1 << bits::IRQ_S_SOFT);
+}
+
+/// A further hart joins the VM: the VM's G-stage tables (`hgatp` as the boot hart installed them; one
+/// set per VM, shared), a fence for them, and the guest's CSRs.
+pub(crate) fn join_vm(hgatp: u64, hw: &HwConfig, sstc: bool) {
+    csr::set_hgatp(hgatp);
+    csr::hfence_gvma_all();
+    guest_csrs(hw, sstc);
+}
+
+/// The G-stage root and VMID this hart runs the guest with (for the other harts to join).
+pub(crate) fn hgatp() -> u64 {
+    csr::hgatp()
 }

@@ -120,4 +120,16 @@ impl<H: Hart> Backend for RiscvH<H> {
     fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
         None
     }
+
+    /// Another hart's IPI is VSSIP here (the guest clears it through its `sip.SSIP`); fences are this
+    /// hart's `fence.i` / `hfence.vvma`.
+    fn remote_events(&mut self, ipis: u32, fences: u8) {
+        if ipis & crate::smp::IPI_SOFT != 0 {
+            let hvip = self.hart.csr(Csr::Hvip);
+            self.hart.set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_SOFT));
+        }
+        if fences != 0 {
+            self.hart.fence(fences);
+        }
+    }
 }

@@ -42,8 +42,13 @@ pub struct ModelPlatform {
     /// Every `arm_guest_timer` call and every `sleep_until` deadline.
     pub armed: Vec<Option<u64>>,
     pub slept: Vec<u64>,
+    /// Every vCPU kicked (host IPI), in order.
+    pub kicks: std::cell::RefCell<Vec<usize>>,
 }
 impl Platform for ModelPlatform {
+    fn kick(&self, cpu: usize) {
+        self.kicks.borrow_mut().push(cpu);
+    }
     type Console = RecordingConsole;
     fn console(&mut self) -> &mut RecordingConsole {
         &mut self.console
