@@ -36,6 +36,7 @@ pub mod irq;
 mod rt;
 #[cfg(target_os = "hermit")]
 mod sched;
+pub mod smp;
 pub mod time;
 pub mod trap;
 

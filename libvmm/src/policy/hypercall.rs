@@ -45,6 +45,8 @@ fn write<P: Platform>(fd: u64, gpa: u64, len: u64, vm: &mut Vm<'_, P>) -> i64 {
     }
     let mem = vm.mem;
     let con = vm.platform.console();
+    // One guest write at a time across CPUs: a payload's line written in one call arrives whole.
+    let _line = crate::console::LineLock::acquire();
     match mem.for_each_chunk(gpa, len, |c| embedded_io::Write::write_all(con, c)) {
         Err(_) => Errno::Fault.as_result(),
         Ok(Ok(())) => len as i64,

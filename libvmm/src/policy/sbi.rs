@@ -269,6 +269,7 @@ fn console_write<P: Platform>(len: u64, lo: u64, hi: u64, vm: &mut Vm<'_, P>) ->
     }
     let mem = vm.mem;
     let con = vm.platform.console();
+    let _line = crate::console::LineLock::acquire();
     match mem.for_each_chunk(lo, len, |c| embedded_io::Write::write_all(con, c)) {
         Err(_) => err(SBI_ERR_INVALID_PARAM),
         Ok(Ok(())) => ok(len as i64),
