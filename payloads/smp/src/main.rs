@@ -12,6 +12,8 @@
 //!
 //! `mode=stress iters=N`: CPU 0 starts and stops every other CPU N times (each started CPU sends CPU 0
 //! an IPI and stops itself), with CPU 0's IPIs in flight to the CPUs meanwhile; prints the count.
+//! `mode=storm iters=N`: every CPU at once sends N IPIs to every CPU (hostile: the VMM must stay
+//! up and every CPU finish).
 //! `mode=exit-while-starting`: CPU 0 starts every CPU and exits at once; the VM must stop cleanly.
 #![no_std]
 #![no_main]
@@ -158,6 +160,19 @@ fn main() -> i32 {
     );
     match libvmm_guest::cmdline_value("mode") {
         Some("stress") => return stress(n, iters),
+        Some("storm") => {
+            for c in 1..n {
+                let _ = smp::start(c, storm);
+            }
+            storm();
+            let all = wait_until(|| DONE.load(SeqCst) as usize == n);
+            let stopped = wait_until(|| (1..n).all(|c| !smp::is_running(c)));
+            let ok = check(
+                all && stopped && LOST.load(SeqCst) == 0,
+                format_args!("ipi storm: {n} CPU(s) x {iters} IPIs to every CPU"),
+            );
+            return if ok { 0 } else { 1 };
+        }
         Some("exit-while-starting") => {
             for c in 1..n {
                 let _ = smp::start(c, spin_forever);
@@ -218,12 +233,12 @@ fn main() -> i32 {
     for l in 0..5 {
         println_whole!("smp: line {l} from cpu 0: the quick brown fox jumps over the lazy dog");
     }
-    for c in 1..n {
-        ok &= wait_until(|| CMD[c].load(SeqCst) == IDLE);
+    for cmd in &CMD[1..n] {
+        ok &= wait_until(|| cmd.load(SeqCst) == IDLE);
     }
 
-    for c in 1..n {
-        CMD[c].store(QUIT, SeqCst);
+    for cmd in &CMD[1..n] {
+        cmd.store(QUIT, SeqCst);
     }
     let stopped = wait_until(|| (1..n).all(|c| !smp::is_running(c)));
     ok &= check(stopped, format_args!("{} CPU(s) stopped", n - 1));
@@ -240,9 +255,27 @@ fn spin_forever() {
     }
 }
 
-/// A started CPU: one IPI to CPU 0, then it stops (returning stops the hart).
+static LOST: AtomicU32 = AtomicU32::new(0);
+
+/// A started CPU: one IPI to CPU 0, and it waits until CPU 0 has taken an IPI since (IPIs pending at
+/// once may merge into one, as on hardware, but one sent is never lost); then it stops (returning
+/// stops the hart).
 fn quick() {
-    let _ = smp::send_ipi(0);
+    let before = IPIS_AT_0.load(SeqCst);
+    if smp::send_ipi(0).is_err() || !wait_until(|| IPIS_AT_0.load(SeqCst) != before) {
+        LOST.fetch_add(1, SeqCst);
+    }
+}
+
+/// Every CPU at once sends IPIs to every CPU (itself included), with its interrupts on.
+fn storm() {
+    take_ipis();
+    for _ in 0..ITERS.load(SeqCst) {
+        if smp::send_ipi_mask(0, u64::MAX).is_err() {
+            LOST.fetch_add(1, SeqCst);
+        }
+    }
+    DONE.fetch_add(1, SeqCst);
 }
 
 fn stress(n: usize, iters: u64) -> i32 {
@@ -271,8 +304,9 @@ fn stress(n: usize, iters: u64) -> i32 {
     // Each start sent CPU 0 one IPI; IPIs to one CPU may merge while one is pending (like hardware).
     let got = IPIS_AT_0.load(SeqCst);
     println_whole!("smp: stress {starts} starts, {got} IPIs taken by cpu 0");
-    if !all_stopped || got == 0 {
-        println_whole!("smp: FAILED: stress");
+    let lost = LOST.load(SeqCst);
+    if !all_stopped || got == 0 || lost != 0 {
+        println_whole!("smp: FAILED: stress ({lost} IPIs lost)");
         return 1;
     }
     println_whole!("smp: stress ok");

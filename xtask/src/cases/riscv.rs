@@ -34,6 +34,9 @@ pub fn cases() -> Vec<Case> {
         hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"]),
         super::smp_hello(B, 2),
         super::smp_hello(B, 4),
+        super::smp(B, 1),
+        super::smp(B, 2),
+        super::smp(B, 4),
         hello(B)
             .expect(&["libvmm: host ISA (riscv,isa-extensions): i m a f d c h"])
             .dtb(ZALASR_DTB),
@@ -115,5 +118,6 @@ pub fn cases() -> Vec<Case> {
         libvmm_abi::layout::riscv64::PAYLOAD_BASE,
     ));
     v.extend(super::guestfuzz(B));
+    v.extend(super::smp_stress(B));
     v
 }

@@ -173,11 +173,11 @@ pub(crate) fn secondary_start_state(cpu: usize) -> (u64, u64) {
     extern "C" {
         fn libvmm_guest_secondary_start();
     }
-    // SAFETY: only the address of the static is taken (no reference): each hart's slice of it is used
-    // as that hart's stack by the assembly above and by nothing else.
-    let base = unsafe { core::ptr::addr_of!(SECONDARY_STACKS) } as u64;
+    // Only the address of the static is taken (no reference): each hart's slice of it is used as that
+    // hart's stack by the assembly above and by nothing else.
+    let base = core::ptr::addr_of!(SECONDARY_STACKS) as u64;
     let top = base + ((cpu % crate::smp::MAX_CPUS) as u64 + 1) * SECONDARY_STACK as u64;
-    (libvmm_guest_secondary_start as usize as u64, top)
+    (libvmm_guest_secondary_start as *const () as u64, top)
 }
 
 /// This hart's id (kept in sscratch from entry on).

@@ -450,7 +450,7 @@ fn start_harts(
     }
     crate::vmm_print!(
         &mut con,
-        "libvmm: {} hart(s) virtualized; the others wait parked, hart {} runs the guest\n",
+        "libvmm: {} hart(s) virtualized; hart {} runs vCPU 0, the others wait for the guest to start them\n",
         ready,
         boot_hart
     );
