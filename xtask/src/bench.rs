@@ -95,6 +95,7 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
     // Guest interrupts (issue 10): the `timer` payload's deterministic costs with `bench=1` (x86: the
     // virtual x2APIC; RISC-V's WFI-wake figure is not measured yet).
     if backend == Backend::Riscv {
+        figures.extend(smp_figures(backend, &o)?);
         return finish(figures, &image);
     }
     let timer = build_image(backend, "timer")?;
@@ -119,6 +120,62 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
     finish(figures, &image)
 }
 
+/// Guest SMP (issue 11; RISC-V so far): `smp mode=bench` under `-icount` on 1, 2 and 4 CPUs (VMM entry
+/// to every vCPU running payload code, IPI round trip between two vCPUs, remote fence of every vCPU),
+/// then the long start/stop stress (`mode=stress`, 4 CPUs, not counted in instructions), whose number
+/// of starts is a figure too.
+fn smp_figures(backend: Backend, o: &BootOptions) -> Result<BTreeMap<String, i64>, String> {
+    let image = build_image(backend, "smp")?;
+    let mut figures = BTreeMap::new();
+    for cpus in [1, 2, 4] {
+        let out = boot(
+            backend,
+            &image,
+            &BootOptions {
+                cmdline: "mode=bench",
+                cpus,
+                ..*o
+            },
+        )?;
+        match &out.verdict.result {
+            Ok(0) => figures.extend(bench_lines(&out.output)),
+            Ok(c) => {
+                return Err(format!(
+                    "smp mode=bench on {cpus} CPUs stopped with {c}: {}",
+                    out.verdict.reason
+                ))
+            }
+            Err(e) => return Err(format!("smp mode=bench: no trustworthy result: {e}")),
+        }
+    }
+    let out = boot(
+        backend,
+        &image,
+        &BootOptions {
+            cmdline: "mode=stress iters=2000",
+            cpus: 4,
+            icount: false,
+            limit: Duration::from_secs(600),
+            ..*o
+        },
+    )?;
+    let starts = out.output.lines().find_map(|l| {
+        l.strip_prefix("smp: stress ")?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    });
+    match (&out.verdict.result, starts) {
+        (Ok(0), Some(n)) if out.output.contains("smp: stress ok") => {
+            println!("smp stress (4 CPUs): {n} vCPU starts and stops, every IPI taken");
+            figures.insert("smp_stress_starts".into(), n);
+        }
+        _ => return Err(format!("smp mode=stress failed: {}", out.verdict.reason)),
+    }
+    Ok(figures)
+}
+
 /// Adds the image's section sizes to a backend's figures.
 fn finish(
     mut figures: BTreeMap<String, i64>,
@@ -137,7 +194,7 @@ fn finish(
     Ok(figures)
 }
 
-const ROWS: [(&str, &str, &str); 14] = [
+const ROWS: [(&str, &str, &str); 21] = [
     (
         "cpuid_round_trip",
         "CPUID exit round trip (emulated insns)",
@@ -176,6 +233,29 @@ const ROWS: [(&str, &str, &str); 14] = [
         "VMM entry -> payload first insn (emulated insns)",
         "",
     ),
+    (
+        "smp_entry_to_all_running_1cpu",
+        "SMP: VMM entry -> all vCPUs in payload, 1 CPU",
+        "",
+    ),
+    (
+        "smp_entry_to_all_running_2cpu",
+        "SMP: VMM entry -> all vCPUs in payload, 2 CPUs",
+        "",
+    ),
+    (
+        "smp_entry_to_all_running_4cpu",
+        "SMP: VMM entry -> all vCPUs in payload, 4 CPUs",
+        "",
+    ),
+    (
+        "smp_ipi_round_trip",
+        "SMP: IPI round trip between two vCPUs",
+        "",
+    ),
+    ("smp_remote_fence_2cpu", "SMP: remote fence of 2 vCPUs", ""),
+    ("smp_remote_fence_4cpu", "SMP: remote fence of 4 vCPUs", ""),
+    ("smp_stress_starts", "SMP: stress, vCPU starts (4 CPUs)", ""),
     ("vmm_text_bytes", "VMM .text bytes", ""),
     ("vmm_rodata_bytes", "VMM .rodata bytes", ""),
     ("vmm_data_bytes", "VMM .data bytes", ""),

@@ -37,6 +37,8 @@ static CMD: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static ARG: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static RESULT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static IPIS_AT_0: AtomicU32 = AtomicU32::new(0);
+/// The cycle counter when each CPU entered its function (`mode=bench`).
+static STARTED_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 const IDLE: u32 = 0;
 const PING: u32 = 1;
@@ -110,6 +112,8 @@ fn ping(me: usize, to: usize) -> bool {
 /// Every CPU but 0: count, then serve CPU 0's commands until told to quit (then the hart stops).
 fn worker() {
     let me = smp::current_cpu();
+    #[cfg(target_arch = "riscv64")]
+    STARTED_AT[me].store(libvmm_guest::arch::cycles(), SeqCst);
     take_ipis();
     count();
     DONE.fetch_add(1, SeqCst);
@@ -160,6 +164,7 @@ fn main() -> i32 {
     );
     match libvmm_guest::cmdline_value("mode") {
         Some("stress") => return stress(n, iters),
+        Some("bench") => return bench(n),
         Some("storm") => {
             for c in 1..n {
                 let _ = smp::start(c, storm);
@@ -246,6 +251,58 @@ fn main() -> i32 {
         return 1;
     }
     println_whole!("smp: all checks passed");
+    0
+}
+
+/// Deterministic costs (`cargo xtask bench`, QEMU `-icount`: one cycle = one emulated instruction):
+/// VMM entry to every CPU running payload code, an IPI round trip between two CPUs (ping and the
+/// handler's answer), a remote fence of every CPU.
+#[cfg(target_arch = "riscv64")]
+fn bench(n: usize) -> i32 {
+    use libvmm_guest::arch::{cycles, first_cycles};
+    ITERS.store(0, SeqCst);
+    take_ipis();
+    let entry = libvmm_guest::boot_info().map_or(0, |b| b.vmm_entry_cycles);
+    for c in 1..n {
+        if smp::start(c, worker).is_err() {
+            return 1;
+        }
+    }
+    if !wait_until(|| DONE.load(SeqCst) as usize == n - 1) {
+        return 1;
+    }
+    let last = STARTED_AT[1..n]
+        .iter()
+        .map(|s| s.load(SeqCst))
+        .fold(first_cycles(), u64::max);
+    println_whole!("bench: smp_entry_to_all_running_{n}cpu={}", last - entry);
+    if n >= 2 {
+        const PINGS_N: u64 = 1000;
+        let t = cycles();
+        for _ in 0..PINGS_N {
+            if !ping(0, 1) {
+                return 1;
+            }
+        }
+        println_whole!("bench: smp_ipi_round_trip={}", (cycles() - t) / PINGS_N);
+    }
+    const FENCES: u64 = 200;
+    let t = cycles();
+    for _ in 0..FENCES {
+        if smp::remote_fence_vma(0, u64::MAX).is_err() {
+            return 1;
+        }
+    }
+    println_whole!("bench: smp_remote_fence_{n}cpu={}", (cycles() - t) / FENCES);
+    for cmd in &CMD[1..n] {
+        cmd.store(QUIT, SeqCst);
+    }
+    0
+}
+
+#[cfg(not(target_arch = "riscv64"))]
+fn bench(_: usize) -> i32 {
+    println_whole!("smp: bench: guest SMP is not offered on this backend yet");
     0
 }
 
