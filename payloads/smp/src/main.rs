@@ -37,7 +37,8 @@ static CMD: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static ARG: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static RESULT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static IPIS_AT_0: AtomicU32 = AtomicU32::new(0);
-/// The cycle counter when each CPU entered its function (`mode=bench`).
+/// The cycle counter when each CPU entered its function (`mode=bench`, RISC-V).
+#[cfg_attr(not(target_arch = "riscv64"), allow(dead_code))]
 static STARTED_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 const IDLE: u32 = 0;
