@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     exits: [AtomicU64; MAX_CPUS],
     /// 1 once the vCPU's CPU has left the VM for good (after a stop).
     parked: [AtomicU8; MAX_CPUS],
+    /// vCPUs waiting for remote fences to complete (a bit each): a vCPU that completes a fence kicks
+    /// them, so they wait halted instead of spinning.
+    fence_waiters: AtomicU64,
 }
 
 /// The VM's shared state on the machine (one VM per image).
@@ -87,6 +90,7 @@ impl Shared {
             stop: AtomicUsize::new(0),
             exits: [const { AtomicU64::new(0) }; MAX_CPUS],
             parked: [const { AtomicU8::new(0) }; MAX_CPUS],
+            fence_waiters: AtomicU64::new(0),
         }
     }
 
@@ -209,6 +213,21 @@ impl Shared {
     /// The fences `done` taken from [`Shared::take_events`] are carried out on `cpu`.
     pub fn fences_done(&self, cpu: usize, done: u8) {
         self.fences[cpu].fetch_and(!done, Ordering::AcqRel);
+    }
+
+    /// vCPU `cpu` waits (or no longer waits) for fences it posted.
+    pub fn wait_fences(&self, cpu: usize, waiting: bool) {
+        let bit = 1 << (cpu % 64);
+        if waiting {
+            self.fence_waiters.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            self.fence_waiters.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+
+    /// The vCPUs waiting for fences (to kick once a fence is done).
+    pub fn fence_waiters(&self) -> u64 {
+        self.fence_waiters.load(Ordering::Acquire)
     }
 
     /// vCPU `cpu` stops the VM; `true` for the first vCPU to do so (it prints the one stop line).

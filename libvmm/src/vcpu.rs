@@ -252,6 +252,10 @@ fn remote_events<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
     cpu.remote_events(ipis, fences);
     if fences != 0 {
         vm.smp.fences_done(vm.cpu, fences);
+        let waiters = vm.smp.fence_waiters();
+        for w in (0..64).filter(|&w| waiters & (1 << w) != 0 && w != vm.cpu) {
+            vm.platform.kick(w);
+        }
     }
 }
 

@@ -146,9 +146,9 @@ pub fn decide<P: Platform>(
             _ => err(SBI_ERR_NOT_SUPPORTED),
         },
         EXT_RFENCE => match fid {
-            abi::RFENCE_FENCE_I => remote_fence(args[0], args[1], fence::INSN, vm, service),
+            abi::RFENCE_FENCE_I => remote_fence(args[0], args[1], fence::INSN, vm, service)?,
             abi::RFENCE_SFENCE_VMA | abi::RFENCE_SFENCE_VMA_ASID => {
-                remote_fence(args[0], args[1], fence::VMA, vm, service)
+                remote_fence(args[0], args[1], fence::VMA, vm, service)?
             }
             // For a hypervisor in the guest; this guest has no H extension.
             _ => err(SBI_ERR_NOT_SUPPORTED),
@@ -206,11 +206,12 @@ fn remote_fence<P: Platform>(
     kind: u8,
     vm: &mut Vm<'_, P>,
     service: &mut impl FnMut(&mut Vm<'_, P>),
-) -> Reply {
+) -> Result<Reply, StopReason> {
     let Some(set) = targets(mask, base, vm) else {
-        return err(SBI_ERR_INVALID_PARAM);
+        return Ok(err(SBI_ERR_INVALID_PARAM));
     };
     let mut posted = 0u64;
+    vm.smp.wait_fences(vm.cpu, true);
     for hart in (0..64).filter(|h| set & (1 << h) != 0) {
         if vm.smp.post_fence(hart, kind) {
             posted |= 1 << hart;
@@ -219,19 +220,27 @@ fn remote_fence<P: Platform>(
             }
         }
     }
-    // Wait for every running target (this hart's own fence is done by `service`). A target that stops
-    // meanwhile has no translations left to fence; the VM stopping ends the wait too.
+    // Wait for every running target (this hart's own fence, and those others post to it meanwhile, are
+    // done by `service`): halted, a target that completes a fence kicks the waiters. A target that
+    // stops meanwhile has no translations left to fence; the VM stopping ends the wait too.
     loop {
+        vm.platform.clear_kick();
         service(vm);
         let waiting = (0..64u64).any(|h| {
             posted & (1 << h) != 0
                 && vm.smp.fence_pending(h)
                 && vm.smp.status(h) == Some(RunState::Running)
         });
-        if !waiting || vm.smp.stopping() {
-            return ok(0);
+        if vm.smp.stopping() {
+            // The kick that said so was taken here: this vCPU leaves now.
+            vm.smp.wait_fences(vm.cpu, false);
+            return Err(StopReason::StoppedElsewhere);
         }
-        core::hint::spin_loop();
+        if !waiting {
+            vm.smp.wait_fences(vm.cpu, false);
+            return Ok(ok(0));
+        }
+        vm.platform.idle();
     }
 }
 

@@ -257,20 +257,27 @@ fn main() -> i32 {
 
 /// Deterministic costs (`cargo xtask bench`, QEMU `-icount`: one cycle = one emulated instruction):
 /// VMM entry to every CPU running payload code, an IPI round trip between two CPUs (ping and the
-/// handler's answer), a remote fence of every CPU.
+/// handler's answer), a remote fence of every CPU. Every wait here is a WFI, never a spin: under
+/// `-icount` QEMU runs the harts one at a time and switches when one halts.
 #[cfg(target_arch = "riscv64")]
 fn bench(n: usize) -> i32 {
     use libvmm_guest::arch::{cycles, first_cycles};
-    ITERS.store(0, SeqCst);
     take_ipis();
     let entry = libvmm_guest::boot_info().map_or(0, |b| b.vmm_entry_cycles);
     for c in 1..n {
-        if smp::start(c, worker).is_err() {
+        if smp::start(c, bench_worker).is_err() {
             return 1;
         }
     }
-    if !wait_until(|| DONE.load(SeqCst) as usize == n - 1) {
-        return 1;
+    while (DONE.load(SeqCst) as usize) < n - 1 {
+        irq::wait();
+        if libvmm_guest::cmdline_value("trace") == Some("1") {
+            println_whole!(
+                "smp: woke, done {} ipis {}",
+                DONE.load(SeqCst),
+                IPIS_AT_0.load(SeqCst)
+            );
+        }
     }
     let last = STARTED_AT[1..n]
         .iter()
@@ -281,8 +288,20 @@ fn bench(n: usize) -> i32 {
         const PINGS_N: u64 = 1000;
         let t = cycles();
         for _ in 0..PINGS_N {
-            if !ping(0, 1) {
+            let before = PONGS[0].load(SeqCst);
+            MAILBOX[1].store(1, SeqCst);
+            if smp::send_ipi(1).is_err() {
                 return 1;
+            }
+            while PONGS[0].load(SeqCst) == before {
+                irq::wait();
+            }
+            if libvmm_guest::cmdline_value("trace") == Some("1") {
+                println_whole!(
+                    "smp: ping {} pongs {}",
+                    PINGS[1].load(SeqCst),
+                    PONGS[0].load(SeqCst)
+                );
             }
         }
         println_whole!("bench: smp_ipi_round_trip={}", (cycles() - t) / PINGS_N);
@@ -295,10 +314,28 @@ fn bench(n: usize) -> i32 {
         }
     }
     println_whole!("bench: smp_remote_fence_{n}cpu={}", (cycles() - t) / FENCES);
-    for cmd in &CMD[1..n] {
-        cmd.store(QUIT, SeqCst);
+    QUITTING.store(1, SeqCst);
+    for c in 1..n {
+        let _ = smp::send_ipi(c);
     }
     0
+}
+
+#[cfg(target_arch = "riscv64")]
+static QUITTING: AtomicU32 = AtomicU32::new(0);
+
+/// A bench CPU: says it runs (an IPI to CPU 0), then takes IPIs (its handler answers pings) in WFI
+/// until CPU 0 says quit.
+#[cfg(target_arch = "riscv64")]
+fn bench_worker() {
+    let me = smp::current_cpu();
+    STARTED_AT[me].store(libvmm_guest::arch::cycles(), SeqCst);
+    take_ipis();
+    DONE.fetch_add(1, SeqCst);
+    let _ = smp::send_ipi(0);
+    while QUITTING.load(SeqCst) == 0 {
+        irq::wait();
+    }
 }
 
 #[cfg(not(target_arch = "riscv64"))]

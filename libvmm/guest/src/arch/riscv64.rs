@@ -409,11 +409,13 @@ pub fn disable_interrupts() {
     unsafe { core::arch::asm!("csrc sstatus, {0}", in(reg) 2u64, options(nostack)) }
 }
 
-/// Waits for an interrupt with interrupts on (WFI), lets its handler run, and turns them off again.
+/// Waits for an interrupt (WFI, which a pending enabled interrupt ends whatever sstatus.SIE says), then
+/// turns interrupts on so its handler runs, and off again. The WFI runs with interrupts off: an
+/// interrupt taken just before it (the one the caller waits for) would leave it waiting for the next.
 pub fn wait_for_interrupt() {
-    // SAFETY: WFI with SIE set; a pending enabled interrupt is taken right after `csrs`, or wakes WFI.
+    // SAFETY: WFI with SIE clear only stalls the hart; the pending interrupt is then taken after `csrs`.
     unsafe {
-        core::arch::asm!("csrs sstatus, {0}", "wfi", "csrc sstatus, {0}", in(reg) 2u64, options(nostack))
+        core::arch::asm!("csrc sstatus, {0}", "wfi", "csrs sstatus, {0}", "csrc sstatus, {0}", in(reg) 2u64, options(nostack))
     }
 }
 
