@@ -304,7 +304,10 @@ fn bench(n: usize) -> i32 {
                 );
             }
         }
-        println_whole!("bench: smp_ipi_round_trip={}", (cycles() - t) / PINGS_N);
+        println_whole!(
+            "bench: smp_ipi_round_trip_{n}cpu={}",
+            (cycles() - t) / PINGS_N
+        );
     }
     const FENCES: u64 = 200;
     let t = cycles();
