@@ -119,12 +119,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::HostEvent => {
             vm.stats.add(ExitReason::HostEvent);
-            if vm.smp.stopping() {
-                return Err(StopReason::StoppedElsewhere);
-            }
-            if vm.smp.has_events(vm.cpu) {
-                remote_events(cpu, vm);
-            }
+            shared_state(cpu, vm)?;
             if let Some(ms) = vm.platform.time_limit_exceeded() {
                 return Err(StopReason::TimeLimit { ms });
             }
@@ -257,6 +252,22 @@ fn remote_events<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
             vm.platform.kick(w);
         }
     }
+}
+
+/// On a host event: the VM's stop (another vCPU's kick), or what other vCPUs posted for this one.
+/// Out of line, so the hot exits' fused dispatch in `handle` stays as it was.
+#[inline(never)]
+fn shared_state<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+) -> Result<(), StopReason> {
+    if vm.smp.stopping() {
+        return Err(StopReason::StoppedElsewhere);
+    }
+    if vm.smp.has_events(vm.cpu) {
+        remote_events(cpu, vm);
+    }
+    Ok(())
 }
 
 /// A halt with no interrupt source of its own (RISC-V WFI with no timer armed): with another vCPU

@@ -12,6 +12,26 @@ pub fn share_bytes(bytes: &mut [u8]) -> &[core::sync::atomic::AtomicU8] {
     unsafe { core::slice::from_raw_parts(ptr as *const core::sync::atomic::AtomicU8, len) }
 }
 
+/// Copies `src` into guest memory `dst` (same length) in bulk, and [`fill_guest`] likewise: the
+/// loader's megabytes would cost one emulated store per byte as relaxed atomic stores (the boot figure
+/// grew by a fifth). Guest memory is memory the guest itself writes at any time from every vCPU,
+/// outside Rust's model: the VMM never holds a reference to its bytes, only this copy in and
+/// `AtomicU8` loads out; what two CPUs writing the same guest bytes at once leave there is the guests'
+/// business (rust-vmm's `vm-memory` copies guest memory the same way).
+pub fn copy_to_guest(dst: &[core::sync::atomic::AtomicU8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    // SAFETY: `dst` is `n` valid, writable bytes (AtomicU8 is an UnsafeCell<u8>, so writing through a
+    // pointer from a shared reference is allowed) that cannot overlap `src` (a VMM buffer: guest memory
+    // is never borrowed as `&[u8]`); see the function's note for concurrent writers.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr() as *mut u8, n) }
+}
+
+/// Fills guest memory `dst` with `byte` in bulk (see [`copy_to_guest`]).
+pub fn fill_guest(dst: &[core::sync::atomic::AtomicU8], byte: u8) {
+    // SAFETY: as in `copy_to_guest`: `dst.len()` writable bytes behind UnsafeCells.
+    unsafe { core::ptr::write_bytes(dst.as_ptr() as *mut u8, byte, dst.len()) }
+}
+
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
 
