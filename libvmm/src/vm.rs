@@ -57,7 +57,7 @@ pub(crate) struct Vm<'m, P: Platform> {
     pub platform: P,
     /// This vCPU's number (the guest's hart id / APIC id), and the state every vCPU shares.
     pub cpu: usize,
-    pub smp: &'static crate::smp::Shared,
+    pub smp: &'m crate::smp::Shared,
     /// VM exits handled so far.
     pub exits: u64,
     /// Exits by reason (printed with `libvmm.stats=1`).
