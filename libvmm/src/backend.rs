@@ -75,6 +75,10 @@ pub(crate) trait Backend: GuestInterrupts {
         None
     }
 
+    /// Carries out what other vCPUs posted for this one: IPI kinds (`smp::IPI_SOFT`: RISC-V VSSIP) and
+    /// remote fences (`smp::fence`). Cold: called on host events and SMP calls only.
+    fn remote_events(&mut self, _ipis: u32, _fences: u8) {}
+
     /// The backend delivers the virtual x2APIC's interrupts (SVM, VMX): the loop then routes the APIC
     /// MSRs to the model, sleeps on HLT and checks for pending vectors before each entry. A constant, so
     /// backends without it (RISC-V, the TDX image) carry none of that code.

@@ -51,6 +51,9 @@ pub struct Options<'a> {
     /// of all the RAM the machine has for it. Rounded down to 2 MiB at boot; more than there is stops
     /// the boot naming both sizes.
     pub mem: Option<u64>,
+    /// `libvmm.cpus=N` (N >= 1): the guest gets at most N vCPUs (default: one per CPU the VMM brought
+    /// up).
+    pub cpus: Option<u64>,
 }
 
 /// Why the command line was refused.
@@ -152,6 +155,7 @@ impl<'a> Options<'a> {
                 "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
                 "force_emulation" => o.force_emulation = flag(value).ok_or(bad)?,
                 "mem" => o.mem = Some(value.and_then(size).filter(|&n| n > 0).ok_or(bad)?),
+                "cpus" => o.cpus = Some(value.and_then(decimal).filter(|&n| n >= 1).ok_or(bad)?),
                 _ => {
                     return Err(Refused {
                         word,

@@ -584,14 +584,18 @@ pub fn riscv_trap(data: &[u8]) -> u64 {
     stop_sig(&stop) ^ sig(vm.exits.min(8))
 }
 
-/// The RISC-V SBI decision (BASE, TIME, SRST, DBCN, everything else refused).
+/// The RISC-V SBI decision (BASE, TIME, SRST, DBCN, the guest-SMP HSM/IPI/RFENCE calls on a VM of
+/// four vCPUs of its own, everything else refused).
 pub fn sbi(data: &[u8]) -> u64 {
     let mut inp = Input { data };
     let mut mem = model_memory(&mut inp);
+    let shared = crate::smp::Shared::new();
+    shared.publish(4);
     let mut vm = Vm::new(
         GuestMemory::new(MEM_BASE, &mut mem),
         ModelPlatform::default(),
     );
+    vm.smp = &shared;
     let mut out = 0;
     while !inp.is_empty() {
         let ext = inp.code(&[
@@ -605,6 +609,8 @@ pub fn sbi(data: &[u8]) -> u64 {
             2,
             8,
             0x735049,
+            0x48534D,
+            0x52464E43,
         ]);
         let fid = inp.code(&[0, 1, 2, 3, 4, 5, 6]);
         let args = [
@@ -616,7 +622,12 @@ pub fn sbi(data: &[u8]) -> u64 {
             inp.u64(),
         ];
         let before = vm.platform.console.0.len();
-        let r = crate::policy::sbi::decide(ext, fid, &args, &mut vm);
+        // This vCPU's own fences and IPIs are carried out at once; the other vCPUs never reach
+        // "running" here (nothing takes their start requests), so no fence waits for them.
+        let r = crate::policy::sbi::decide(ext, fid, &args, &mut vm, &mut |v| {
+            let (_, f) = v.smp.take_events(v.cpu);
+            v.smp.fences_done(v.cpu, f);
+        });
         if let Ok(Reply::Complete(crate::exit::Output::Sbi { error: 0, value })) = r {
             if ext == EXT_DBCN && fid == 0 {
                 assert_eq!(vm.platform.console.0.len() - before, value as usize);
@@ -738,6 +749,7 @@ pub fn guest_dt(data: &[u8]) -> u64 {
         timebase_hz: inp.u32(),
         exts,
         bootargs: inp.str(),
+        harts: 1,
     };
     let size = match inp.u8() % 4 {
         0 => inp.u8() as usize,

@@ -92,6 +92,11 @@ pub(crate) mod policy;
 pub(crate) mod testing;
 // The TDX image stops at SEAM-module detection (TD entry on hardware is not implemented): it runs no
 // guest, so it contains no run loop.
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// The fuzzing build drives the SBI policy's SMP calls without a boot path: the per-vCPU exit counts
+// and the parked flags are read by the stop line only.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
+pub(crate) mod smp;
 #[cfg(any(
     test,
     feature = "fuzzing",
@@ -131,6 +136,13 @@ pub(crate) mod vmx;
     any(target_arch = "x86_64", target_arch = "riscv64")
 ))]
 pub(crate) mod arch;
+/// On the host (tests, fuzzing, models) only the portable primitives of `arch` exist.
+#[cfg(not(target_os = "none"))]
+#[allow(unused_imports, dead_code)]
+pub(crate) mod arch {
+    pub(crate) mod shared;
+    pub use shared::{copy_to_guest, fill_guest, share_bytes, Published};
+}
 
 /// A payload as the image crate embeds it: its ELF file, unchanged (a static PIE or an executable linked
 /// at its load address). The VMM parses and validates it at boot (`loader::elf_image`): its loadable

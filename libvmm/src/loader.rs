@@ -606,7 +606,7 @@ mod tests {
         assert_eq!(mem.slice(l.entry, 3).unwrap(), b"\x90\x90\xc3");
         assert!(mem.slice(l.entry + 3, 13).unwrap().iter().all(|&b| b == 0));
         let mut raw = [0u8; 64];
-        raw.copy_from_slice(mem.slice(l.boot_info, 64).unwrap());
+        raw.copy_from_slice(&mem.slice(l.boot_info, 64).unwrap());
         let bi = BootInfo::from_bytes(&raw);
         assert_eq!(bi.magic, BOOT_INFO_MAGIC);
         assert_eq!(bi.vmm_entry_cycles, 77);
@@ -853,7 +853,7 @@ mod tests {
         )
         .unwrap();
         let mut raw = [0u8; 64];
-        raw.copy_from_slice(mem.slice(BASE, 64).unwrap());
+        raw.copy_from_slice(&mem.slice(BASE, 64).unwrap());
         assert_eq!(BootInfo::from_bytes(&raw).cmdline_len, layout::CMDLINE_MAX);
     }
 

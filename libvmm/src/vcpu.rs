@@ -42,7 +42,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             hypercall::Outcome::Stop(s) => return Err(s),
         },
         Exit::Sbi { ext, fid, ref args } => {
-            let r = sbi::decide(ext, fid, args, vm)?;
+            let r = sbi::decide(ext, fid, args, vm, &mut |vm| remote_events(cpu, vm))?;
             cpu.reply(r);
             return Ok(());
         }
@@ -94,7 +94,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::Halt => {
             vm.stats.add(ExitReason::Halt);
             if !B::VIRTUAL_APIC {
-                return Err(StopReason::GuestHalted);
+                return idle(cpu, vm);
             }
             let r = halt(cpu, vm)?;
             reply_and_deliver(cpu, vm, r);
@@ -125,6 +125,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::HostEvent => {
             vm.stats.add(ExitReason::HostEvent);
+            shared_state(cpu, vm)?;
             if let Some(ms) = vm.platform.time_limit_exceeded() {
                 return Err(StopReason::TimeLimit { ms });
             }
@@ -269,6 +270,64 @@ fn emulate<B: Backend, P: Platform>(
         emu.pmu.retire(true, retire.branch, g.cpl());
     }
     Ok(())
+}
+
+/// Carries out what other vCPUs posted for this one (shared state, `smp`): IPIs and fences through the
+/// backend; fences are then marked done (their requester waits for that).
+#[cold]
+#[inline(never)]
+fn remote_events<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
+    let (ipis, fences) = vm.smp.take_events(vm.cpu);
+    cpu.remote_events(ipis, fences);
+    if fences != 0 {
+        vm.smp.fences_done(vm.cpu, fences);
+        let waiters = vm.smp.fence_waiters();
+        for w in (0..64).filter(|&w| waiters & (1 << w) != 0 && w != vm.cpu) {
+            vm.platform.kick(w);
+        }
+    }
+}
+
+/// On a host event: the VM's stop (another vCPU's kick), or what other vCPUs posted for this one.
+/// Out of line, so the hot exits' fused dispatch in `handle` stays as it was.
+#[inline(never)]
+fn shared_state<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+) -> Result<(), StopReason> {
+    if vm.smp.stopping() {
+        return Err(StopReason::StoppedElsewhere);
+    }
+    if vm.smp.has_events(vm.cpu) {
+        remote_events(cpu, vm);
+    }
+    Ok(())
+}
+
+/// A halt with no interrupt source of its own (RISC-V WFI with no timer armed): with another vCPU
+/// running, an IPI may still come, so the physical CPU waits for a kick (the WFI is re-executed and
+/// retires once the IPI is pending for the guest); alone, nothing can wake the guest and the VM stops.
+#[cold]
+#[inline(never)]
+fn idle<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<(), StopReason> {
+    loop {
+        vm.platform.clear_kick();
+        if vm.smp.stopping() {
+            return Err(StopReason::StoppedElsewhere);
+        }
+        if vm.smp.has_events(vm.cpu) {
+            remote_events(cpu, vm);
+            cpu.reply(Reply::Resume);
+            return Ok(());
+        }
+        if let Some(ms) = vm.platform.time_limit_exceeded() {
+            return Err(StopReason::TimeLimit { ms });
+        }
+        if vm.smp.active() <= 1 {
+            return Err(StopReason::GuestHalted);
+        }
+        vm.platform.idle();
+    }
 }
 
 /// Runs the vCPU until the VM stops.

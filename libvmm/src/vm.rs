@@ -53,12 +53,24 @@ pub(crate) trait Platform {
     /// VMX's preemption timer): the platform's own host timer then serves sleeps only.
     #[cfg_attr(not(feature = "vmx"), allow(dead_code))]
     fn guest_time_in_backend(&mut self) {}
+    /// Sends the host IPI that forces vCPU `cpu`'s CPU out of guest mode (or wakes it from a wait), so it
+    /// looks at what was posted for it in the shared state ([`crate::smp::Shared`]).
+    fn kick(&self, _cpu: usize) {}
+
+    /// Clears this CPU's pending host IPI (before looking at the shared state, then [`Platform::idle`]).
+    fn clear_kick(&mut self) {}
+
+    /// Waits for any host interrupt (a kick, the host timer): WFI / HLT with interrupts masked.
+    fn idle(&mut self) {}
 }
 
 /// Generic per-VM state the loop and the policies work on.
 pub(crate) struct Vm<'m, P: Platform> {
     pub mem: GuestMemory<'m>,
     pub platform: P,
+    /// This vCPU's number (the guest's hart id / APIC id), and the state every vCPU shares.
+    pub cpu: usize,
+    pub smp: &'m crate::smp::Shared,
     /// VM exits handled so far.
     pub exits: u64,
     /// Exits by reason (printed with `libvmm.stats=1`).
@@ -170,6 +182,8 @@ impl<'m, P: Platform> Vm<'m, P> {
             irq: Irq::new(maxphyaddr),
             mem,
             platform,
+            cpu: 0,
+            smp: &crate::smp::SHARED,
             exits: 0,
             stats: ExitStats::default(),
             io_logged: 0,
@@ -309,6 +323,11 @@ pub enum StopReason {
     TimeLimit {
         ms: u64,
     },
+    /// Not a VM stop: this vCPU stopped itself (SBI `hart_stop`) and waits for a start request; the
+    /// other vCPUs go on.
+    VcpuOff,
+    /// Another vCPU stopped the VM (its reason is the VM's; this vCPU was forced out).
+    StoppedElsewhere,
     /// The instruction emulator could not go on (an access outside guest memory and every device, a
     /// mode it does not emulate): the reason names it.
     #[cfg(target_arch = "x86_64")]
@@ -323,9 +342,11 @@ impl StopReason {
             Self::PayloadAbort => StopCode::PayloadAbort as u8,
             Self::GuestMemoryViolation { .. } => StopCode::GuestMemoryViolation as u8,
             Self::TripleFault => StopCode::TripleFault as u8,
-            Self::GuestHalted | Self::UnhandledExit { .. } | Self::TimeLimit { .. } => {
-                StopCode::GuestError as u8
-            }
+            Self::GuestHalted
+            | Self::UnhandledExit { .. }
+            | Self::TimeLimit { .. }
+            | Self::VcpuOff
+            | Self::StoppedElsewhere => StopCode::GuestError as u8,
             #[cfg(target_arch = "x86_64")]
             Self::Emulation(_) => StopCode::GuestError as u8,
             Self::Backend(BackendError::ConsistencyCheck { .. }) => {
@@ -379,6 +400,8 @@ impl core::fmt::Display for StopReason {
             Self::Option(refused) => write!(f, "unsupported: {refused}"),
             Self::GuestMemory(e) => write!(f, "platform error: {e}"),
             Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
+            Self::VcpuOff => write!(f, "vCPU stopped itself"),
+            Self::StoppedElsewhere => write!(f, "stopped by another vCPU"),
             #[cfg(target_arch = "x86_64")]
             Self::Emulation(s) => write!(f, "instruction emulation stopped: {s}"),
         }

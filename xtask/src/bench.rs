@@ -65,7 +65,8 @@ fn bench_lines(output: &str) -> BTreeMap<String, i64> {
 pub const BENCHED: [Backend; 3] = [Backend::Svm, Backend::Vmx, Backend::Riscv];
 
 /// Runs `exitbench` on one backend; returns its figures.
-pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> {
+/// `long`: also the long SMP stress (`cargo xtask bench`; `--check`, a CI step, leaves it out).
+pub fn bench_backend(backend: Backend, long: bool) -> Result<BTreeMap<String, i64>, String> {
     let image = build_image(backend, "exitbench")?;
     let o = BootOptions {
         cmdline: "",
@@ -187,7 +188,74 @@ pub fn bench_backend(backend: Backend) -> Result<BTreeMap<String, i64>, String> 
             Err(e) => return Err(format!("pmu bench=1: no trustworthy result: {e}")),
         }
     }
+    // Guest SMP (RISC-V): IPI round trips, remote fences, entry to all vCPUs running.
+    if backend == Backend::Riscv {
+        figures.extend(smp_figures(backend, &o, long)?);
+    }
     finish(figures, &image)
+}
+
+/// Guest SMP (issue 11; RISC-V so far): `smp mode=bench` under `-icount` on 1, 2 and 4 CPUs (VMM entry
+/// to every vCPU running payload code, IPI round trip between two vCPUs, remote fence of every vCPU),
+/// then the long start/stop stress (`mode=stress`, 4 CPUs, not counted in instructions), whose number
+/// of starts is a figure too.
+fn smp_figures(
+    backend: Backend,
+    o: &BootOptions,
+    long: bool,
+) -> Result<BTreeMap<String, i64>, String> {
+    let image = build_image(backend, "smp")?;
+    let mut figures = BTreeMap::new();
+    for cpus in [1, 2, 4] {
+        let out = boot(
+            backend,
+            &image,
+            &BootOptions {
+                cmdline: "mode=bench",
+                cpus,
+                ..*o
+            },
+        )?;
+        match &out.verdict.result {
+            Ok(0) => figures.extend(bench_lines(&out.output)),
+            Ok(c) => {
+                return Err(format!(
+                    "smp mode=bench on {cpus} CPUs stopped with {c}: {}",
+                    out.verdict.reason
+                ))
+            }
+            Err(e) => return Err(format!("smp mode=bench: no trustworthy result: {e}")),
+        }
+    }
+    if !long {
+        return Ok(figures);
+    }
+    let out = boot(
+        backend,
+        &image,
+        &BootOptions {
+            cmdline: "mode=stress iters=2000",
+            cpus: 4,
+            icount: false,
+            limit: Duration::from_secs(600),
+            ..*o
+        },
+    )?;
+    let starts = out.output.lines().find_map(|l| {
+        l.strip_prefix("smp: stress ")?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    });
+    match (&out.verdict.result, starts) {
+        (Ok(0), Some(n)) if out.output.contains("smp: stress ok") => {
+            println!("smp stress (4 CPUs): {n} vCPU starts and stops, every IPI taken");
+            figures.insert("smp_stress_starts".into(), n);
+        }
+        _ => return Err(format!("smp mode=stress failed: {}", out.verdict.reason)),
+    }
+    Ok(figures)
 }
 
 /// Adds the image's section sizes to a backend's figures.
@@ -208,7 +276,7 @@ fn finish(
     Ok(figures)
 }
 
-const ROWS: [(&str, &str, &str); 24] = [
+const ROWS: [(&str, &str, &str); 32] = [
     (
         "cpuid_round_trip",
         "CPUID exit round trip (emulated insns)",
@@ -297,6 +365,34 @@ const ROWS: [(&str, &str, &str); 24] = [
         "std hello: image bytes (VMM + payload, no bss)",
         "",
     ),
+    (
+        "smp_entry_to_all_running_1cpu",
+        "SMP: VMM entry -> all vCPUs in payload, 1 CPU",
+        "",
+    ),
+    (
+        "smp_entry_to_all_running_2cpu",
+        "SMP: VMM entry -> all vCPUs in payload, 2 CPUs",
+        "",
+    ),
+    (
+        "smp_entry_to_all_running_4cpu",
+        "SMP: VMM entry -> all vCPUs in payload, 4 CPUs",
+        "",
+    ),
+    (
+        "smp_ipi_round_trip_2cpu",
+        "SMP: IPI round trip between two vCPUs (2 CPUs)",
+        "",
+    ),
+    (
+        "smp_ipi_round_trip_4cpu",
+        "SMP: IPI round trip between two vCPUs (4 CPUs)",
+        "",
+    ),
+    ("smp_remote_fence_2cpu", "SMP: remote fence of 2 vCPUs", ""),
+    ("smp_remote_fence_4cpu", "SMP: remote fence of 4 vCPUs", ""),
+    ("smp_stress_starts", "SMP: stress, vCPU starts (4 CPUs)", ""),
     ("vmm_text_bytes", "VMM .text bytes", ""),
     ("vmm_rodata_bytes", "VMM .rodata bytes", ""),
     ("vmm_data_bytes", "VMM .data bytes", ""),
@@ -306,7 +402,7 @@ const ROWS: [(&str, &str, &str); 24] = [
 /// The promises of SPECIFICATION.md: (backend or `dpamt`, figure, ceiling). Every one is a
 /// deterministic count, so `--check` compares exactly: a figure above its ceiling fails, and so does a
 /// promised figure the bench did not produce.
-pub const PROMISES: [(&str, &str, i64); 54] = [
+pub const PROMISES: [(&str, &str, i64); 61] = [
     ("svm", "cpuid_round_trip", 150),
     ("vmx", "cpuid_round_trip", 150),
     ("riscv", "ecall_round_trip", 120),
@@ -366,6 +462,15 @@ pub const PROMISES: [(&str, &str, i64); 54] = [
     ("vmx", "std_hello_image_bytes", 491_520),
     ("riscv", "std_hello_image_bytes", 327_680),
     ("dpamt", "dynamic_peak_bytes", 1_572_864),
+    // Guest SMP (RISC-V; `smp mode=bench`): a ping and its answering IPI, a remote fence of every vCPU,
+    // and VMM entry to every vCPU running payload code (the VMM's own hart bring-up included).
+    ("riscv", "smp_ipi_round_trip_2cpu", 12_000),
+    ("riscv", "smp_ipi_round_trip_4cpu", 14_000),
+    ("riscv", "smp_remote_fence_2cpu", 12_000),
+    ("riscv", "smp_remote_fence_4cpu", 36_000),
+    ("riscv", "smp_entry_to_all_running_1cpu", 5_500_000),
+    ("riscv", "smp_entry_to_all_running_2cpu", 45_000_000),
+    ("riscv", "smp_entry_to_all_running_4cpu", 48_000_000),
 ];
 
 /// Compares figures with [`PROMISES`]; returns one line per promise and whether all were kept.
@@ -409,7 +514,7 @@ fn json_ints(json: &str) -> BTreeMap<String, i64> {
 pub fn check() -> Result<Vec<String>, String> {
     let mut results: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for backend in BENCHED {
-        results.insert(backend.name().to_string(), bench_backend(backend)?);
+        results.insert(backend.name().to_string(), bench_backend(backend, false)?);
     }
     let (_, json) = dpamt_bench()?;
     results.insert("dpamt".into(), json_ints(&json));
@@ -440,7 +545,7 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
     let mut results: BTreeMap<&'static str, BTreeMap<String, i64>> = BTreeMap::new();
     let mut failures = Vec::new();
     for backend in BENCHED {
-        match bench_backend(backend) {
+        match bench_backend(backend, true) {
             Ok(f) => {
                 results.insert(backend.name(), f);
             }

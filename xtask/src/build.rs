@@ -27,7 +27,15 @@ fn build_quietly(mut c: std::process::Command, what: &str) -> Result<(), String>
 }
 use crate::args::Args;
 
-pub const PAYLOADS: [&str; 6] = ["hello", "hostile", "exitbench", "pmu", "timer", "guestfuzz"];
+pub const PAYLOADS: [&str; 7] = [
+    "hello",
+    "hostile",
+    "exitbench",
+    "pmu",
+    "timer",
+    "guestfuzz",
+    "smp",
+];
 
 /// Adds the backend's Rust target when missing (RUSTUP_AUTO_INSTALL=0 on these machines).
 fn ensure_target(backend: Backend) -> Result<(), String> {

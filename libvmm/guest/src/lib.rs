@@ -41,6 +41,7 @@ pub mod irq;
 mod rt;
 #[cfg(target_os = "hermit")]
 mod sched;
+pub mod smp;
 pub mod time;
 pub mod trap;
 

@@ -7,7 +7,11 @@
 //! the run loop or `boot`; it may use the vocabularies below them (`x86`, `config`, `console`).
 #![allow(unsafe_code)]
 
+pub(crate) mod shared;
 pub(crate) mod take_once;
+
+#[cfg_attr(target_arch = "x86_64", allow(unused_imports))] // x86: no guest SMP yet
+pub use shared::{copy_to_guest, fill_guest, share_bytes, Published};
 
 #[cfg(target_arch = "riscv64")]
 pub(crate) mod riscv64;

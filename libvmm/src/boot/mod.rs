@@ -53,6 +53,8 @@ pub(crate) trait Machine {
     ) -> Result<Self::Guest, StopReason>;
     /// The host services of the run loop, with the options that concern them (time limit).
     fn platform(&mut self, options: &Options<'static>) -> Result<Self::Platform, StopReason>;
+    /// Parks this CPU for good (interrupts off, halted): a vCPU that left a stopped VM.
+    fn park() -> !;
     /// Brings the backend up and runs the guest until it stops.
     fn run(
         vm: &mut Vm<'static, Self::Platform>,
@@ -128,10 +130,52 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
         "libvmm: guest memory map (W^X): {map}\n"
     );
     let stop = M::run(&mut vm, &guest, &options);
-    if options.stats {
+    finish(&mut vm, stop, options.stats, M::park)
+}
+
+/// Spins the first stopping vCPU waits, at most, for the others to leave the VM (a CPU that died must
+/// not hold the stop line back).
+const STOP_WAIT_SPINS: u64 = 50_000_000;
+
+/// After vCPU `vm.cpu`'s loop ended with `stop` (guest SMP: every CPU of the VM ends here). The first
+/// vCPU to stop the VM forces every other one out (a host IPI each: they see the stop flag on that host
+/// event, or in their wait for a start), waits for them to leave, prints the exit statistics
+/// (`libvmm.stats=1`: its own by reason, and with several vCPUs each one's total) and returns the
+/// reason for the image's one stop line. Every other vCPU publishes its exit count and parks for good.
+pub(crate) fn finish<P: Platform>(
+    vm: &mut Vm<'static, P>,
+    stop: StopReason,
+    stats: bool,
+    park: fn() -> !,
+) -> StopReason {
+    let first = stop != StopReason::StoppedElsewhere && vm.smp.stop_vm(vm.cpu);
+    if !first {
+        vm.smp.park(vm.cpu, vm.exits);
+        park()
+    }
+    let (me, n) = (vm.cpu, vm.smp.cpu_count());
+    for c in (0..n).filter(|&c| c != me) {
+        vm.platform.kick(c);
+    }
+    let mut spins = 0;
+    while spins < STOP_WAIT_SPINS && (0..n).any(|c| c != me && !vm.smp.parked(c)) {
+        core::hint::spin_loop();
+        spins += 1;
+    }
+    if stats {
         #[cfg(target_arch = "x86_64")]
         vm.emu.print(vm.platform.console());
         vm.stats.print(vm.exits, vm.platform.console());
+        if n > 1 {
+            for c in 0..n {
+                let exits = if c == me { vm.exits } else { vm.smp.exits(c) };
+                crate::vmm_print!(
+                    vm.platform.console(),
+                    "libvmm: stats: vCPU {c}: {exits} exits{}\n",
+                    if c == me { " (stopped the VM)" } else { "" }
+                );
+            }
+        }
     }
     stop
 }

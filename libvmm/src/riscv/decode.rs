@@ -26,8 +26,11 @@ impl<H: Hart> RiscvH<H> {
             };
         }
         if scause & csr::CAUSE_INTERRUPT != 0 {
-            if scause & !csr::CAUSE_INTERRUPT == csr::IRQ_S_TIMER {
-                self.host_timer_fired();
+            match scause & !csr::CAUSE_INTERRUPT {
+                csr::IRQ_S_TIMER => self.host_timer_fired(),
+                // A kick: the loop looks at the shared state on this host event.
+                csr::IRQ_S_SOFT => self.hart.clear_host_ipi(),
+                _ => {}
             }
             return Exit::HostEvent;
         }
@@ -75,21 +78,24 @@ impl<H: Hart> RiscvH<H> {
         if insn != csr::INSN_WFI {
             return Exit::IllegalInsn { raw: insn };
         }
+        // WFI completes at once when an interrupt is already pending for the guest (privileged spec:
+        // whatever the enable bits say): its timer fired, or another hart's IPI came, before it got here.
+        if self.hart.csr(Csr::Hvip) & (1 << csr::IRQ_VS_TIMER | 1 << csr::IRQ_VS_SOFT) != 0 {
+            self.advance();
+            return Exit::HostEvent;
+        }
         if self.timer.is_none() {
-            // WFI completes at once when an interrupt is already pending for the guest (privileged
-            // spec: whatever sstatus.SIE says; completing without checking vsie is a permitted early
-            // wake): its timer fired before it got here, or it raised its own software interrupt.
-            if self.hart.csr(Csr::Hvip) & ((1 << csr::IRQ_VS_TIMER) | (1 << csr::IRQ_VS_SOFT)) != 0
-            {
-                self.advance();
-                return Exit::HostEvent;
-            }
             return Exit::Halt;
         }
         // A WFI with the guest's timer armed: wait for the host timer (the guest's deadline or its time
         // limit, whichever is first). The WFI retires once the guest's timer is pending; otherwise it
         // is re-executed after the loop has looked at the limit.
         self.hart.wait_for_host_timer();
+        if self.hart.host_ipi_pending() {
+            // A kick: the WFI is re-executed after the loop has looked at what was posted.
+            self.hart.clear_host_ipi();
+            return Exit::HostEvent;
+        }
         self.host_timer_fired();
         if self.timer.is_none() {
             self.advance();

@@ -163,6 +163,8 @@ pub struct GuestTree<'a> {
     pub timebase_hz: u32,
     pub exts: ExtSet,
     pub bootargs: &'a str,
+    /// Harts the guest can start (`cpu@0` .. `cpu@{harts-1}`, `reg` = hart id): its vCPUs.
+    pub harts: u32,
 }
 
 /// Longest `riscv,isa` string we generate.
@@ -199,30 +201,34 @@ pub fn build(t: &GuestTree<'_>, buf: &mut [u8]) -> Result<usize, NoSpace> {
     w.prop_u32("#address-cells", 1)?;
     w.prop_u32("#size-cells", 0)?;
     w.prop_u32("timebase-frequency", t.timebase_hz)?;
-    w.begin_node("cpu@0")?;
-    w.prop_str("device_type", "cpu")?;
-    w.prop_u32("reg", 0)?;
-    w.prop_str("status", "okay")?;
-    w.prop_str("compatible", "riscv")?;
-    w.prop_str("mmu-type", "riscv,sv39")?;
-    w.prop_str("riscv,isa-base", "rv64i")?;
-    // The extension list: each name NUL-terminated, back to back.
-    let mut list: heapless::Vec<u8, ISA_STRING_MAX> = heapless::Vec::new();
-    for e in t.exts.iter() {
-        list.extend_from_slice(e.name().as_bytes())
-            .map_err(|_| NoSpace)?;
-        list.push(0).map_err(|_| NoSpace)?;
+    for hart in 0..t.harts.max(1) {
+        let mut node: heapless::String<16> = heapless::String::new();
+        core::fmt::Write::write_fmt(&mut node, format_args!("cpu@{hart}")).map_err(|_| NoSpace)?;
+        w.begin_node(&node)?;
+        w.prop_str("device_type", "cpu")?;
+        w.prop_u32("reg", hart)?;
+        w.prop_str("status", "okay")?;
+        w.prop_str("compatible", "riscv")?;
+        w.prop_str("mmu-type", "riscv,sv39")?;
+        w.prop_str("riscv,isa-base", "rv64i")?;
+        // The extension list: each name NUL-terminated, back to back.
+        let mut list: heapless::Vec<u8, ISA_STRING_MAX> = heapless::Vec::new();
+        for e in t.exts.iter() {
+            list.extend_from_slice(e.name().as_bytes())
+                .map_err(|_| NoSpace)?;
+            list.push(0).map_err(|_| NoSpace)?;
+        }
+        w.prop_parts("riscv,isa-extensions", &[&list])?;
+        let mut s = heapless::String::new();
+        isa_string(t.exts, &mut s)?;
+        w.prop_str("riscv,isa", &s)?;
+        w.begin_node("interrupt-controller")?;
+        w.prop_u32("#interrupt-cells", 1)?;
+        w.prop_empty("interrupt-controller")?;
+        w.prop_str("compatible", "riscv,cpu-intc")?;
+        w.end_node()?;
+        w.end_node()?; // cpu@N
     }
-    w.prop_parts("riscv,isa-extensions", &[&list])?;
-    let mut s = heapless::String::new();
-    isa_string(t.exts, &mut s)?;
-    w.prop_str("riscv,isa", &s)?;
-    w.begin_node("interrupt-controller")?;
-    w.prop_u32("#interrupt-cells", 1)?;
-    w.prop_empty("interrupt-controller")?;
-    w.prop_str("compatible", "riscv,cpu-intc")?;
-    w.end_node()?;
-    w.end_node()?; // cpu@0
     w.end_node()?; // cpus
 
     let mut name: heapless::String<32> = heapless::String::new();
@@ -253,6 +259,7 @@ mod tests {
                 timebase_hz: 10_000_000,
                 exts,
                 bootargs: "x=1",
+                harts: 1,
             },
             &mut buf,
         )
@@ -287,6 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn the_cpus_node_lists_every_vcpu_within_the_guest_tree_size() {
+        let host =
+            HostPlatform::parse(include_bytes!("testdata/qemu-virt-rv64-zalasr.dtb")).unwrap();
+        let g = GuestIsa::new(host.exts());
+        let mut buf = vec![0u8; libvmm_abi::layout::riscv64::DTB_MAX as usize];
+        let n = build(
+            &GuestTree {
+                mem_base: 0x8400_0000,
+                mem_size: 0x80_0000,
+                timebase_hz: 10_000_000,
+                exts: g.enabled(),
+                bootargs: "x=1",
+                harts: crate::config::MAX_CPUS as u32,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let back = HostPlatform::parse(&buf[..n]).unwrap();
+        assert_eq!(back.harts as usize, crate::config::MAX_CPUS);
+        assert!(back.hart_ids[..crate::config::MAX_CPUS]
+            .iter()
+            .enumerate()
+            .all(|(i, &h)| h == i as u64));
+    }
+
+    #[test]
     fn small_buffers_are_an_error() {
         let mut buf = [0u8; 100];
         let r = build(
@@ -296,6 +329,7 @@ mod tests {
                 timebase_hz: 1,
                 exts: ExtSet::EMPTY.with(Ext::I),
                 bootargs: "",
+                harts: 1,
             },
             &mut buf,
         );

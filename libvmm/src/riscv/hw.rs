@@ -69,8 +69,15 @@ pub(crate) fn set_up<H: Hart, const N: usize, const P: usize>(
         ));
     }
     hart.hfence_gvma_all();
+    guest_csrs_on(hart, hw, sstc);
+    Ok(())
+}
 
-    // H-extension set-up for the guest.
+/// The H-extension CSRs for a guest with the ISA `hw` describes, in their start state (VS-mode
+/// translation off, no virtual interrupts, the timer quiet): at bring-up, and on every hart each time its
+/// vCPU starts (guest SMP: SBI HSM `hart_start` begins with satp = 0 and interrupts off). The host
+/// timer and host IPIs (kicks from the other vCPUs' harts) are enabled in `sie`.
+pub(crate) fn guest_csrs_on<H: Hart>(hart: &mut H, hw: &HwConfig, sstc: bool) {
     if sstc {
         // vstimecmp resets to 0, which is "already due": with it, QEMU keeps VSTIP pending for good (it
         // compares vstimecmp whenever htimedelta is written, below). Nothing is due until the guest
@@ -98,8 +105,15 @@ pub(crate) fn set_up<H: Hart, const N: usize, const P: usize>(
     hart.set_csr(Csr::Vsstatus, vsstatus);
     hart.set_csr(Csr::Sstatus, sstatus);
     hart.set_host_timer(u64::MAX);
-    hart.set_csr(Csr::Sie, 1 << bits::IRQ_S_TIMER);
-    Ok(())
+    hart.set_csr(Csr::Sie, 1 << bits::IRQ_S_TIMER | 1 << bits::IRQ_S_SOFT);
+}
+
+/// A further hart joins the VM: the VM's G-stage tables (`hgatp` as the boot hart installed them; one
+/// set per VM, shared), a fence for them, and the guest's CSRs.
+pub(crate) fn join_vm_on<H: Hart>(hart: &mut H, hgatp: u64, hw: &HwConfig, sstc: bool) {
+    hart.set_csr(Csr::Hgatp, hgatp);
+    hart.hfence_gvma_all();
+    guest_csrs_on(hart, hw, sstc);
 }
 
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
@@ -120,7 +134,7 @@ mod target {
 
     /// This hart's CSR instructions and world switch, and on the boot hart the G-stage tables its
     /// bring-up installed (blocks of guest memory are mapped into them on first touch).
-    pub(crate) struct HwHart(Option<&'static mut super::super::gstage::GStage<1>>);
+    pub(crate) struct HwHart(pub Option<&'static mut super::super::gstage::GStage<1>>);
 
     impl Hart for HwHart {
         #[inline(always)]
@@ -190,8 +204,22 @@ mod target {
             csr::time()
         }
         fn wait_for_host_timer(&mut self) {
-            while csr::sip() & (1 << bits::IRQ_S_TIMER) == 0 {
+            while csr::sip() & (1 << bits::IRQ_S_TIMER | 1 << bits::IRQ_S_SOFT) == 0 {
                 csr::wfi();
+            }
+        }
+        fn host_ipi_pending(&self) -> bool {
+            csr::sip() & (1 << bits::IRQ_S_SOFT) != 0
+        }
+        fn clear_host_ipi(&mut self) {
+            csr::clear_sip(1 << bits::IRQ_S_SOFT);
+        }
+        fn fence(&mut self, kinds: u8) {
+            if kinds & crate::smp::fence::INSN != 0 {
+                csr::fence_i();
+            }
+            if kinds & crate::smp::fence::VMA != 0 {
+                csr::hfence_vvma_all();
             }
         }
         fn hfence_gvma_all(&mut self) {
@@ -227,6 +255,21 @@ mod target {
         super::set_up(&mut hart, gstage, map, hw, sstc)?;
         hart.0 = Some(gstage);
         Ok(hart)
+    }
+
+    /// This hart's guest CSRs in their start state ([`super::guest_csrs_on`]).
+    pub(crate) fn guest_csrs(hw: &HwConfig, sstc: bool) {
+        super::guest_csrs_on(&mut HwHart(None), hw, sstc);
+    }
+
+    /// This hart joins the VM ([`super::join_vm_on`]).
+    pub(crate) fn join_vm(hgatp: u64, hw: &HwConfig, sstc: bool) {
+        super::join_vm_on(&mut HwHart(None), hgatp, hw, sstc);
+    }
+
+    /// The G-stage root and VMID this hart runs the guest with (for the other harts to join).
+    pub(crate) fn hgatp() -> u64 {
+        csr::hgatp()
     }
 }
 
@@ -298,9 +341,29 @@ mod tests {
         // Sstc: nothing due until the guest says so; the host timer off, its interrupt enabled.
         assert_eq!(hart.csr(Csr::Vstimecmp), u64::MAX);
         assert_eq!(hart.host_timer, [u64::MAX]);
-        assert_eq!(hart.csr(Csr::Sie), 1 << bits::IRQ_S_TIMER);
+        // The host timer and host IPIs (kicks from the other vCPUs' harts) interrupt the VMM.
+        assert_eq!(
+            hart.csr(Csr::Sie),
+            1 << bits::IRQ_S_TIMER | 1 << bits::IRQ_S_SOFT
+        );
         // No Smstateen: hstateen0 is never touched (it would trap).
         assert!(!hart.written(Csr::Hstateen0));
+    }
+
+    /// A further hart joins the VM: the boot hart's hgatp (the shared G-stage tables), a fence for
+    /// them, then the guest CSRs in their start state.
+    #[test]
+    fn a_further_hart_joins_the_vm_with_the_shared_tables() {
+        let mut boot = ModelHart::default();
+        let (r, _gs) = set_up_on(&mut boot, &ISA, true);
+        r.unwrap();
+        let mut ap = ModelHart::default();
+        join_vm_on(&mut ap, boot.csr(Csr::Hgatp), &ISA, true);
+        assert_eq!(ap.csr(Csr::Hgatp), boot.csr(Csr::Hgatp));
+        assert_eq!(ap.hfences, 1);
+        assert_eq!(ap.csr(Csr::Hedeleg), bits::HEDELEG_GUEST);
+        assert_eq!(ap.csr(Csr::Vsatp), 0);
+        assert_eq!(ap.csr(Csr::Vstimecmp), u64::MAX);
     }
 
     #[test]

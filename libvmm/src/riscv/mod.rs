@@ -119,8 +119,16 @@ pub(crate) trait Hart {
     fn set_csr(&mut self, c: Csr, v: u64);
     /// Programs the host's supervisor timer (`u64::MAX`: off).
     fn set_host_timer(&mut self, deadline: u64);
-    /// Waits (host WFI) until the host timer interrupt is pending.
+    /// Waits (host WFI) until the host timer interrupt or a host IPI (a kick from another vCPU) is
+    /// pending.
     fn wait_for_host_timer(&mut self);
+    /// Whether a host IPI (SSIP) is pending, and clearing it.
+    fn host_ipi_pending(&self) -> bool {
+        false
+    }
+    fn clear_host_ipi(&mut self) {}
+    /// Carries out remote-fence kinds (`smp::fence`) on this hart.
+    fn fence(&mut self, _kinds: u8) {}
     /// The `time` counter now.
     fn time(&self) -> u64;
     /// HFENCE.GVMA for every guest-physical address and VMID (after the G-stage tables changed).
@@ -169,6 +177,12 @@ impl<H: Hart> RiscvH<H> {
     pub fn set_time_limit(&mut self, deadline: u64) {
         self.limit = Some(deadline);
         self.arm_host_timer();
+    }
+
+    /// The hart back, when this vCPU's run ended (it may start again).
+    #[cfg(all(target_os = "none", target_arch = "riscv64"))]
+    pub fn into_hart(self) -> H {
+        self.hart
     }
 
     #[cfg(test)]

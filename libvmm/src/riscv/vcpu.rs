@@ -132,4 +132,16 @@ impl<H: Hart> Backend for RiscvH<H> {
     fn emulate_illegal(&mut self, raw: u64) -> bool {
         self.seed_access(raw)
     }
+
+    /// Another hart's IPI is VSSIP here (the guest clears it through its `sip.SSIP`); fences are this
+    /// hart's `fence.i` / `hfence.vvma`.
+    fn remote_events(&mut self, ipis: u32, fences: u8) {
+        if ipis & crate::smp::IPI_SOFT != 0 {
+            let hvip = self.hart.csr(Csr::Hvip);
+            self.hart.set_csr(Csr::Hvip, hvip | (1 << csr::IRQ_VS_SOFT));
+        }
+        if fences != 0 {
+            self.hart.fence(fences);
+        }
+    }
 }

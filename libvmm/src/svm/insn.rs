@@ -51,10 +51,9 @@ pub fn fetch(mem: &GuestMemory<'_>, cr3: u64, rip: u64, buf: &mut [u8; MAX_LEN])
         };
         let in_page = (0x1000 - (va & 0xFFF)) as usize;
         let len = in_page.min(MAX_LEN - n);
-        let Ok(bytes) = mem.slice(pa, len as u64) else {
+        if mem.read(pa, &mut buf[n..n + len]).is_err() {
             break;
-        };
-        buf[n..n + len].copy_from_slice(bytes);
+        }
         n += len;
     }
     n
@@ -182,7 +181,7 @@ mod tests {
 
     fn tables(buf: &mut [u8]) -> GuestMemory<'_> {
         // Base 0x10_0000: PML4 at +0, PDPT at +0x1000, PD at +0x2000, PT at +0x3000.
-        let mut m = GuestMemory::new(0x10_0000, buf);
+        let m = GuestMemory::new(0x10_0000, buf);
         m.write_u64(0x10_0000, 0x10_1000 | 3).unwrap();
         m.write_u64(0x10_1000, 0x10_2000 | 3).unwrap();
         // 0..2 MiB: a 4 KiB table; 2..4 MiB: one 2 MiB page mapping guest-physical 0x10_0000's block.
@@ -197,7 +196,7 @@ mod tests {
     #[test]
     fn walks_4k_and_2m_pages_and_fetches_across_a_page_boundary() {
         let mut buf = vec![0u8; 0x10_000];
-        let mut m = tables(&mut buf);
+        let m = tables(&mut buf);
         assert_eq!(translate(&m, 0x10_0000, 0x5123), Some(0x10_4123));
         assert_eq!(translate(&m, 0x10_0FFF, 0x5123), Some(0x10_4123), "PCID");
         assert_eq!(translate(&m, 0x10_0000, 0x20_0000 + 0x42), Some(0x42));

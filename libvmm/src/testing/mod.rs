@@ -44,8 +44,13 @@ pub struct ModelPlatform {
     pub slept: Vec<u64>,
     /// What the host's entropy source gives (`None`: no source).
     pub entropy: Option<u64>,
+    /// Every vCPU kicked (host IPI), in order.
+    pub kicks: std::cell::RefCell<Vec<usize>>,
 }
 impl Platform for ModelPlatform {
+    fn kick(&self, cpu: usize) {
+        self.kicks.borrow_mut().push(cpu);
+    }
     type Console = RecordingConsole;
     fn console(&mut self) -> &mut RecordingConsole {
         &mut self.console

@@ -40,9 +40,6 @@ pub fn recoverable(c: &mut Checks) {
         ("sbi-unknown-extension", 0x0BAD_0000u64),
         ("sbi-legacy-putchar", 0x01),
         ("sbi-legacy-shutdown", 0x08),
-        ("sbi-hsm", 0x48_534D),
-        ("sbi-ipi", 0x73_5049),
-        ("sbi-rfence", 0x5246_4E43),
         ("sbi-ext-all-ones", u64::MAX),
     ] {
         let (e, _) = sbi_call(ext, 0, [b'!' as u64, 0, 0, 0, 0, 0]);
@@ -54,12 +51,15 @@ pub fn recoverable(c: &mut Checks) {
         (e, v) == (0, 1),
         format_args!("got {e} {v}"),
     );
-    let (e, v) = sbi_call(BASE, 3, [0x48_534D, 0, 0, 0, 0, 0]);
-    c.check(
-        "sbi-probe-hsm-absent",
-        (e, v) == (0, 0),
-        format_args!("got {e} {v}"),
-    );
+    for (name, ext) in [
+        ("sbi-probe-hsm", 0x48_534D),
+        ("sbi-probe-ipi", 0x73_5049),
+        ("sbi-probe-rfence", 0x5246_4E43),
+    ] {
+        let (e, v) = sbi_call(BASE, 3, [ext, 0, 0, 0, 0, 0]);
+        c.check(name, (e, v) == (0, 1), format_args!("got {e} {v}"));
+    }
+    smp(c);
 
     // DBCN with wild pointers and overflowing lengths.
     let bi = libvmm_guest::boot_info().expect("boot info");
@@ -180,4 +180,167 @@ pub fn fatal(attack: &str) {
         }
         other => libvmm_guest::println!("hostile: unknown attack {other}"),
     }
+}
+
+/// Guest SMP calls with wrong arguments (any CPU count): architectural SBI errors, the VM runs on.
+fn smp(c: &mut Checks) {
+    use libvmm_guest::abi::sbi::*;
+    let me = libvmm_guest::smp::current_cpu() as u64;
+    let text = recoverable as *const () as usize as u64;
+    for (name, ext, fid, args, want) in [
+        // HSM: a running hart (this one), an address outside guest memory / not executable /
+        // misaligned, a hart that does not exist, its status, non-retentive suspend.
+        (
+            "hsm-start-running-hart",
+            EXT_HSM,
+            HSM_HART_START,
+            [me, text, 0],
+            ERR_ALREADY_AVAILABLE,
+        ),
+        (
+            "hsm-start-vmm-address",
+            EXT_HSM,
+            HSM_HART_START,
+            [me, VMM_IMAGE_BASE, 0],
+            ERR_INVALID_ADDRESS,
+        ),
+        (
+            "hsm-start-data-address",
+            EXT_HSM,
+            HSM_HART_START,
+            [me, WINDOW_BASE, 0],
+            ERR_INVALID_ADDRESS,
+        ),
+        (
+            "hsm-start-misaligned",
+            EXT_HSM,
+            HSM_HART_START,
+            [me, text + 1, 0],
+            ERR_INVALID_ADDRESS,
+        ),
+        (
+            "hsm-start-no-such-hart",
+            EXT_HSM,
+            HSM_HART_START,
+            [4096, text, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "hsm-start-hart-all-ones",
+            EXT_HSM,
+            HSM_HART_START,
+            [u64::MAX, text, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "hsm-status-no-such-hart",
+            EXT_HSM,
+            HSM_HART_GET_STATUS,
+            [4096, 0, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "hsm-suspend-non-retentive",
+            EXT_HSM,
+            HSM_HART_SUSPEND,
+            [HSM_SUSPEND_NON_RETENTIVE, text, 0],
+            ERR_NOT_SUPPORTED,
+        ),
+        (
+            "hsm-suspend-reserved-type",
+            EXT_HSM,
+            HSM_HART_SUSPEND,
+            [1, 0, 0],
+            ERR_INVALID_PARAM,
+        ),
+        // IPI and RFENCE to harts that do not exist, masks far out of range.
+        (
+            "ipi-no-such-hart",
+            EXT_IPI,
+            IPI_SEND_IPI,
+            [1, 4096, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "ipi-mask-base-far-out",
+            EXT_IPI,
+            IPI_SEND_IPI,
+            [1, 1 << 40, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "ipi-mask-all-bits",
+            EXT_IPI,
+            IPI_SEND_IPI,
+            [u64::MAX, 0, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "ipi-mask-shifted-out",
+            EXT_IPI,
+            IPI_SEND_IPI,
+            [1 << 63, 1, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "rfence-i-mask-far-out",
+            EXT_RFENCE,
+            RFENCE_FENCE_I,
+            [1, 1 << 40, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "rfence-vma-mask-far-out",
+            EXT_RFENCE,
+            RFENCE_SFENCE_VMA,
+            [u64::MAX, 0, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "rfence-vma-asid-no-such-hart",
+            EXT_RFENCE,
+            RFENCE_SFENCE_VMA_ASID,
+            [1, 4096, 0],
+            ERR_INVALID_PARAM,
+        ),
+        (
+            "rfence-hfence-gvma-not-offered",
+            EXT_RFENCE,
+            RFENCE_HFENCE_GVMA,
+            [1, 0, 0],
+            ERR_NOT_SUPPORTED,
+        ),
+        (
+            "rfence-hfence-vvma-not-offered",
+            EXT_RFENCE,
+            RFENCE_HFENCE_VVMA,
+            [1, 0, 0],
+            ERR_NOT_SUPPORTED,
+        ),
+    ] {
+        let (e, _) = sbi_call(ext, fid, [args[0], args[1], args[2], 0, 0, 0]);
+        c.check(name, e == want, format_args!("got {e}, want {want}"));
+    }
+    // What is allowed: this hart's status, a retentive suspend (returns), an IPI to itself (taken
+    // later: interrupts are off, and it is cleared here), a fence of every hart.
+    let (e, v) = sbi_call(EXT_HSM, HSM_HART_GET_STATUS, [me, 0, 0, 0, 0, 0]);
+    c.check(
+        "hsm-status-self-started",
+        (e, v) == (0, HSM_STATE_STARTED),
+        format_args!("got {e} {v}"),
+    );
+    let (e, _) = sbi_call(
+        EXT_HSM,
+        HSM_HART_SUSPEND,
+        [HSM_SUSPEND_RETENTIVE, 0, 0, 0, 0, 0],
+    );
+    c.check(
+        "hsm-suspend-retentive-returns",
+        e == 0,
+        format_args!("got {e}"),
+    );
+    let (e, _) = sbi_call(EXT_RFENCE, RFENCE_SFENCE_VMA, [0, u64::MAX, 0, 0, 0, 0]);
+    c.check("rfence-vma-all-harts", e == 0, format_args!("got {e}"));
+    let (e, _) = sbi_call(EXT_RFENCE, RFENCE_FENCE_I, [1, me, 0, 0, 0, 0]);
+    c.check("rfence-i-self", e == 0, format_args!("got {e}"));
 }

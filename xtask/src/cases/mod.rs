@@ -250,6 +250,68 @@ fn smp_hello(backend: Backend, n: u32) -> Case {
     c.cpus(n)
 }
 
+/// `smp` on `n` CPUs (guest SMP): every vCPU started by the guest, an exact shared counter, IPI
+/// ping-pong between every ordered pair, the TLB shootdown (RISC-V), whole console lines from every
+/// CPU, and one stop line with every vCPU's exit count (`libvmm.stats=1`).
+fn smp(backend: Backend, n: u32) -> Case {
+    let mut c = Case::new(backend, "smp", "libvmm.stats=1", 0)
+        .expect_line(format!(
+            "smp: {n} CPU(s) on {}, this is CPU 0",
+            guest_name(backend)
+        ))
+        .expect_line(format!("smp: counter {} == {n} x 10000 ok", n * 10000))
+        .expect_line(format!(
+            "smp: ipi ping-pong between {} ordered pairs ok",
+            n * (n - 1)
+        ))
+        .expect(&[
+            "smp: all checks passed",
+            "libvmm: stop 0 payload exited with status 0",
+        ])
+        .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"]);
+    if backend == Backend::Riscv {
+        c = c.expect_line(format!(
+            "smp: TLB shootdown: {n} CPU(s) see page B after the remote fence ok"
+        ));
+    }
+    for cpu in 0..n {
+        c = c.expect_line(format!(
+            "smp: line 4 from cpu {cpu}: the quick brown fox jumps over the lazy dog\n"
+        ));
+    }
+    if n > 1 {
+        c = c.expect_line(format!(
+            "libvmm: guest SMP: {n} vCPUs, one per hart, pinned"
+        ));
+        for cpu in 1..n {
+            c = c.expect_line(format!("libvmm: stats: vCPU {cpu}: "));
+        }
+    }
+    c.cpus(n)
+}
+
+/// The short start/stop stress of `smp` (the long one is `cargo xtask bench`'s), the IPI storm from
+/// every vCPU at once, and an exit while the other vCPUs start: one clean stop line each.
+fn smp_stress(backend: Backend) -> Vec<Case> {
+    vec![
+        Case::new(backend, "smp", "mode=stress iters=50", 0)
+            .expect(&["smp: stress 150 starts, ", "smp: stress ok"])
+            .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
+            .cpus(4),
+        Case::new(backend, "smp", "mode=storm iters=200", 0)
+            .expect(&["smp: ipi storm: 4 CPU(s) x 200 IPIs to every CPU ok"])
+            .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
+            .cpus(4),
+        Case::new(backend, "smp", "mode=exit-while-starting", 0)
+            .expect(&[
+                "smp: exiting while 3 CPU(s) start",
+                "libvmm: stop 0 payload exited with status 0",
+            ])
+            .forbid(&["panic", "payload: unexpected exception"])
+            .cpus(4),
+    ]
+}
+
 /// The guest API for a payload's own trap handlers (`libvmm_guest::set_trap_handler`): `hello traps=1`
 /// installs an illegal-instruction handler, executes `ud2` / an illegal instruction, skips it and goes
 /// on; `traps=default` installs one that declines, so the runtime's default (report and abort) runs.

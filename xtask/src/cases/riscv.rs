@@ -35,6 +35,9 @@ pub fn cases() -> Vec<Case> {
         hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x87e00000 only"]),
         super::smp_hello(B, 2),
         super::smp_hello(B, 4),
+        super::smp(B, 1),
+        super::smp(B, 2),
+        super::smp(B, 4),
         hello(B)
             .expect(&["libvmm: host ISA (riscv,isa-extensions): i m a f d c h"])
             .dtb(ZALASR_DTB),
@@ -123,5 +126,6 @@ pub fn cases() -> Vec<Case> {
     weak.cpu = None;
     weak.expect.retain(|e| e != " zkr ");
     v.push(weak.named("std-demo (rv64 without Zkr: entropy from the VMM's weak source)"));
+    v.extend(super::smp_stress(B));
     v
 }

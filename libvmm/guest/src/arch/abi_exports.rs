@@ -152,7 +152,8 @@ mod std_exports {
 
     #[no_mangle]
     pub extern "C" fn sys_available_parallelism() -> usize {
-        1
+        // The CPUs the VMM gives the payload (std threads themselves stay cooperative on CPU 0).
+        crate::smp::cpu_count()
     }
 
     #[no_mangle]

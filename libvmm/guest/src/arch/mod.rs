@@ -62,6 +62,15 @@ pub(crate) fn cmdline_bytes(bi: &BootInfo) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(gpa as *const u8, len as usize) }
 }
 
+/// Calls a `fn()` kept as an address (the start table of `crate::smp`).
+#[cfg_attr(not(target_arch = "riscv64"), allow(dead_code))]
+pub(crate) fn call_fn_ptr(f: usize) {
+    // SAFETY: `smp::start` stores only `fn()` pointers in its table, and `run_started` passes only
+    // nonzero values read from it.
+    let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(f) };
+    f()
+}
+
 #[cfg(not(target_os = "hermit"))]
 /// Calls the payload's `main`, which `entry!` defines as `__libvmm_payload_main`.
 pub(crate) fn call_payload_main() -> i32 {

@@ -42,6 +42,7 @@ _start:
     sd t0, 0(t1)
     lla t1, {dtb}
     sd a2, 0(t1)
+    csrw sscratch, a0
     lla t0, 3f
     csrw stvec, t0
     andi sp, sp, -16
@@ -49,6 +50,16 @@ _start:
     call {rust_start}
 1:  wfi
     j 1b
+
+.global libvmm_guest_secondary_start
+libvmm_guest_secondary_start:
+    csrw sscratch, a0
+    lla t0, 3f
+    csrw stvec, t0
+    mv sp, a1
+    call {secondary}
+2:  wfi
+    j 2b
 
 .section .text.trap, "ax"
 .balign 4
@@ -133,12 +144,62 @@ _start:
     first = sym FIRST_CYCLES,
     dtb = sym DTB,
     rust_start = sym rust_start,
+    secondary = sym secondary_start,
     trap = sym trap,
     frame = const core::mem::size_of::<TrapFrame>(),
 );
 
 extern "C" fn rust_start(boot_info: u64) -> ! {
     super::enter(boot_info)
+}
+
+/// A hart the payload started (`crate::smp::start`): SBI HSM entered `libvmm_guest_secondary_start`
+/// with a0 = hart id, a1 = opaque = its stack top; runs the function for it, then stops the hart.
+extern "C" fn secondary_start(hartid: u64) -> ! {
+    crate::smp::run_started(hartid)
+}
+
+/// Guest harts' stacks (bytes each), for [`secondary_stack_top`].
+const SECONDARY_STACK: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct SecondaryStacks([[u8; SECONDARY_STACK]; crate::smp::MAX_CPUS]);
+
+static mut SECONDARY_STACKS: SecondaryStacks =
+    SecondaryStacks([[0; SECONDARY_STACK]; crate::smp::MAX_CPUS]);
+
+/// The top of hart `cpu`'s stack (`cpu < smp::MAX_CPUS`), and the entry address HSM starts it at.
+pub(crate) fn secondary_start_state(cpu: usize) -> (u64, u64) {
+    extern "C" {
+        fn libvmm_guest_secondary_start();
+    }
+    // Only the address of the static is taken (no reference): each hart's slice of it is used as that
+    // hart's stack by the assembly above and by nothing else.
+    let base = core::ptr::addr_of!(SECONDARY_STACKS) as u64;
+    let top = base + ((cpu % crate::smp::MAX_CPUS) as u64 + 1) * SECONDARY_STACK as u64;
+    (libvmm_guest_secondary_start as *const () as u64, top)
+}
+
+/// This hart's id (kept in sscratch from entry on).
+pub fn hart_id() -> u64 {
+    let v: u64;
+    // SAFETY: reads sscratch, which only the entry code writes (the hart id).
+    unsafe { core::arch::asm!("csrr {0}, sscratch", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// Enables the supervisor software interrupt (IPIs from other harts) in `sie`.
+pub fn enable_software_interrupt() {
+    // SAFETY: sets sie.SSIE; the trap handler handles the interrupt.
+    unsafe {
+        core::arch::asm!("csrs sie, {0}", in(reg) 1u64 << IRQ_S_SOFT, options(nomem, nostack))
+    };
+}
+
+/// Full memory fence and this hart's own `sfence.vma` (the local half of a TLB shootdown).
+pub fn local_fence_vma() {
+    // SAFETY: TLB and memory fences have no effect Rust could observe beyond ordering.
+    unsafe { core::arch::asm!("fence rw, rw", "sfence.vma zero, zero", options(nostack)) };
 }
 
 /// The saved state of the interrupted code, as the trap stub leaves it on the stack: every integer
@@ -348,19 +409,13 @@ pub fn disable_interrupts() {
     unsafe { core::arch::asm!("csrc sstatus, {0}", in(reg) 2u64, options(nostack)) }
 }
 
-/// Waits for an interrupt (WFI), lets its handler run, and returns with interrupts off.
-///
-/// WFI comes first, with sstatus.SIE still off: a WFI wakes on an interrupt that is pending and enabled
-/// in `sie` whatever the global enable says (privileged spec, "Wait for Interrupt"), so one that became
-/// pending since the caller last looked ends it at once. Only then is SIE set, for the handler to run.
-/// The other order (`csrs sstatus; wfi`) loses a wake-up: an interrupt already pending is taken at the
-/// `csrs`, its handler disarms the timer, and the WFI then waits for an interrupt that never comes (a
-/// deadline already passed halted the VM that way). RISC-V has no STI shadow that x86's `sti; hlt` uses.
+/// Waits for an interrupt (WFI, which a pending enabled interrupt ends whatever sstatus.SIE says), then
+/// turns interrupts on so its handler runs, and off again. The WFI runs with interrupts off: an
+/// interrupt taken just before it (the one the caller waits for) would leave it waiting for the next.
 pub fn wait_for_interrupt() {
-    // SAFETY: WFI has no memory effects; then only sstatus.SIE changes, and the trap vector handles
-    // every interrupt taken while it is set.
+    // SAFETY: WFI with SIE clear only stalls the hart; the pending interrupt is then taken after `csrs`.
     unsafe {
-        core::arch::asm!("wfi", "csrs sstatus, {0}", "csrc sstatus, {0}", in(reg) 2u64, options(nostack))
+        core::arch::asm!("csrc sstatus, {0}", "wfi", "csrs sstatus, {0}", "csrc sstatus, {0}", in(reg) 2u64, options(nostack))
     }
 }
 

@@ -90,6 +90,37 @@ pub fn seed() -> u64 {
     v
 }
 
+/// HFENCE.VVMA for all guest-virtual addresses and ASIDs of the current VMID (hgatp's): what a guest's
+/// remote `sfence.vma` asks of a hart that runs it.
+#[inline(always)]
+pub fn hfence_vvma_all() {
+    // SAFETY: a TLB fence for VS-stage translations; it orders the guest's page-table writes (seen by
+    // the requesting hart before its SBI call) against later guest accesses; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            ".option push",
+            ".option arch, +h",
+            "hfence.vvma zero, zero",
+            ".option pop",
+            options(nostack)
+        )
+    };
+}
+
+/// FENCE.I: this hart's instruction fetches see earlier stores (a guest's remote `fence.i`).
+#[inline(always)]
+pub fn fence_i() {
+    // SAFETY: an instruction-fetch fence; it changes no memory.
+    unsafe { core::arch::asm!("fence.i", options(nostack)) };
+}
+
+/// Clears bits of `sip` (the pending supervisor software interrupt, SSIP, is the one writable bit).
+#[inline(always)]
+pub fn clear_sip(bits: u64) {
+    // SAFETY: a CSR bit clear in HS-mode; no memory is touched.
+    unsafe { core::arch::asm!("csrc sip, {0}", in(reg) bits, options(nomem, nostack)) };
+}
+
 /// Waits for an interrupt (with sstatus.SIE = 0 it only wakes the hart).
 #[inline(always)]
 pub fn wfi() {

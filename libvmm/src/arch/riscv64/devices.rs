@@ -97,6 +97,7 @@ pub fn exit(code: u8) -> ! {
 }
 
 /// One SBI call into the firmware (a7 = ext, a6 = fid); returns (error, value).
+/// (TIME, SRST and IPI: OpenSBI changes only a0/a1 and touches none of our memory for these.)
 fn sbi_call(ext: u64, fid: u64, a0: u64, a1: u64) -> (i64, u64) {
     let (err, val): (i64, u64);
     // SAFETY: ECALL from HS-mode into OpenSBI, which follows the SBI calling convention: it preserves
@@ -130,4 +131,17 @@ pub fn set_timer(deadline: u64) {
         deadline,
         0,
     );
+}
+
+/// SBI IPI `send_ipi` to one hart: a supervisor software interrupt there (the VMM's kick of a hart that
+/// runs another vCPU). Returns the SBI error.
+pub fn send_ipi(hartid: u64) -> i64 {
+    let (hart_mask, base) = (1u64, hartid);
+    sbi_call(
+        libvmm_abi::sbi::EXT_IPI,
+        libvmm_abi::sbi::IPI_SEND_IPI,
+        hart_mask,
+        base,
+    )
+    .0
 }

@@ -19,6 +19,30 @@ use crate::riscv::{guest_dt, hw, RiscvH};
 use crate::vcpu;
 use crate::vm::{Platform, StopReason, Vm};
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The host hart id of each VMM CPU slot (0: the boot hart), for kicks.
+static HART_OF: [AtomicU64; crate::config::MAX_CPUS] =
+    [const { AtomicU64::new(u64::MAX) }; crate::config::MAX_CPUS];
+
+/// What every hart needs to run a vCPU of the one VM, published by the boot hart once the G-stage
+/// tables are installed (guest SMP: the other harts wait for it).
+#[derive(Clone, Copy)]
+struct VmFacts {
+    mem: GuestMemory<'static>,
+    map: crate::loader::GuestMap,
+    isa: crate::riscv::guest_isa::HwConfig,
+    sstc: bool,
+    hgatp: u64,
+    timebase_hz: u64,
+    limit: Option<(u64, u64)>,
+    stats: bool,
+    /// The host has Zkr (the guest's `seed` is answered from it).
+    zkr: bool,
+}
+
+static FACTS: crate::arch::Published<VmFacts> = crate::arch::Published::new();
+
 /// The Platform of the run loop on this machine.
 struct RiscvPlatform {
     console: Uart,
@@ -90,6 +114,20 @@ impl Platform for RiscvPlatform {
         }
         None
     }
+    /// An SBI IPI to the hart that runs vCPU `cpu` (a supervisor software interrupt there).
+    fn kick(&self, cpu: usize) {
+        if let Some(h) = HART_OF.get(cpu).map(|h| h.load(Ordering::Relaxed)) {
+            if h != u64::MAX {
+                devices::send_ipi(h);
+            }
+        }
+    }
+    fn clear_kick(&mut self) {
+        csr::clear_sip(1 << crate::riscv::csr::IRQ_S_SOFT);
+    }
+    fn idle(&mut self) {
+        csr::wfi();
+    }
 }
 
 /// What the guest starts with besides its memory.
@@ -101,6 +139,8 @@ struct RiscvGuest {
     isa: crate::riscv::guest_isa::HwConfig,
     /// The host has Sstc (vstimecmp exists).
     sstc: bool,
+    /// vCPUs of the guest (harts it can start): 0..vcpus run on VMM CPU slots 0..vcpus.
+    vcpus: usize,
 }
 
 struct RiscvMachine {
@@ -188,6 +228,10 @@ impl super::Machine for RiscvMachine {
         arch::deliberate_fault()
     }
 
+    fn park() -> ! {
+        park()
+    }
+
     fn prepare(
         &mut self,
         mem: &mut GuestMemory<'static>,
@@ -208,8 +252,12 @@ impl super::Machine for RiscvMachine {
             "libvmm: guest ISA cannot hide: {}\n",
             isa.unhideable()
         );
+        // The harts come up first: the guest's device tree lists one cpu node per vCPU.
+        start_harts(host, self.hartid, options)?;
+        let vcpus = guest_vcpus(options);
         let mut gdt = [0u8; layout::DTB_MAX as usize];
         let tree = guest_dt::GuestTree {
+            harts: vcpus as u32,
             mem_base: mem.base(),
             mem_size: mem.size(),
             timebase_hz: host.timebase_hz as u32,
@@ -228,6 +276,7 @@ impl super::Machine for RiscvMachine {
             dtb_gpa,
             isa: isa.hw(),
             sstc: host.exts().contains(Ext::Sstc),
+            vcpus,
         })
     }
 
@@ -255,14 +304,13 @@ impl super::Machine for RiscvMachine {
             zkr: host.exts().contains(Ext::Zkr),
             weak: mix(csr::time()),
         };
-        start_harts(host, self.hartid, options)?;
         Ok(platform)
     }
 
     fn run(
         vm: &mut Vm<'static, RiscvPlatform>,
         guest: &RiscvGuest,
-        _options: &Options<'static>,
+        options: &Options<'static>,
     ) -> StopReason {
         let (base, size) = (vm.mem.base(), vm.mem.size());
         let hart = match hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
@@ -278,18 +326,155 @@ impl super::Machine for RiscvMachine {
             crate::arch::payload().name,
             guest.entry
         );
-        let mut cpu = RiscvH::new(
-            hart,
-            guest.entry,
-            0,
-            guest.boot_info,
-            guest.dtb_gpa,
-            guest.stack_top,
-        );
+        // Zero on first touch keeps the map of blocks still pending in each vCPU's `Vm`: with more than
+        // one vCPU those copies would race (one vCPU zeroing a block another has written since), so
+        // every block still pending is zeroed and mapped now, before the other vCPUs start.
+        let mut hart = hart;
+        if guest.vcpus > 1 {
+            if let Err(stop) = settle_lazy_blocks(vm, &mut hart) {
+                return stop;
+            }
+        }
+        let facts = VmFacts {
+            mem: vm.mem,
+            map: vm.map,
+            isa: guest.isa,
+            sstc: guest.sstc,
+            hgatp: hw::hgatp(),
+            timebase_hz: vm.platform.timebase_hz,
+            limit: vm.platform.limit,
+            stats: options.stats,
+            zkr: vm.platform.zkr,
+        };
+        FACTS.set(facts);
+        vm.smp.publish(guest.vcpus);
+        if guest.vcpus > 1 {
+            crate::vmm_print!(
+                vm.platform.console(),
+                "libvmm: guest SMP: {} vCPUs, one per hart, pinned\n",
+                guest.vcpus
+            );
+        }
+        // The other harts wait for the facts: a kick each.
+        for c in 1..guest.vcpus {
+            vm.platform.kick(c);
+        }
+        let first = Start {
+            pc: guest.entry,
+            a1: guest.boot_info,
+            a2: guest.dtb_gpa,
+            sp: guest.stack_top,
+        };
+        vcpu_main(vm, &facts, Some(first), Some(hart))
+    }
+}
+
+/// Where a vCPU starts: pc, a1, a2 and sp (a0 is its hart id).
+struct Start {
+    pc: u64,
+    a1: u64,
+    a2: u64,
+    sp: u64,
+}
+
+/// One vCPU on this hart until the VM stops: start (the boot vCPU at the payload's entry, the others
+/// when the guest's HSM `hart_start` asks), run the generic loop, and after the guest's `hart_stop` wait
+/// for the next start. Each start begins from the guest CSRs' start state (satp 0, interrupts off).
+/// `boot_hart`: the boot hart's [`hw::HwHart`], which maps blocks of guest memory on first touch.
+fn vcpu_main(
+    vm: &mut Vm<'static, RiscvPlatform>,
+    f: &VmFacts,
+    first: Option<Start>,
+    mut boot_hart: Option<hw::HwHart>,
+) -> StopReason {
+    let mut start = first;
+    loop {
+        let s = match start.take() {
+            Some(s) => s,
+            None => match wait_for_start(vm) {
+                Some((pc, opaque)) => Start {
+                    pc,
+                    a1: opaque,
+                    a2: 0,
+                    sp: 0,
+                },
+                None => return StopReason::StoppedElsewhere,
+            },
+        };
+        hw::guest_csrs(&f.isa, f.sstc);
+        let hart = boot_hart.take().unwrap_or(hw::HwHart(None));
+        let mut cpu = RiscvH::new(hart, s.pc, vm.cpu as u64, s.a1, s.a2, s.sp);
         if let Some((_, end)) = vm.platform.limit {
             cpu.set_time_limit(end);
         }
-        vcpu::run(&mut cpu, vm)
+        match vcpu::run(&mut cpu, vm) {
+            StopReason::VcpuOff => {
+                vm.smp.set_off(vm.cpu);
+                boot_hart = Some(cpu.into_hart());
+            }
+            stop => return stop,
+        }
+    }
+}
+
+/// Zeroes and maps every block of guest memory still pending (zero on first touch), with the boot
+/// hart's G-stage tables.
+fn settle_lazy_blocks(
+    vm: &mut Vm<'static, RiscvPlatform>,
+    hart: &mut hw::HwHart,
+) -> Result<(), StopReason> {
+    use crate::riscv::Hart;
+    let end = vm.mem.base() + vm.mem.size();
+    let mut at = vm.mem.base();
+    while at < end {
+        if let Some(block) = vm.map.take_pending(at) {
+            vm.map
+                .zero_stale(&mut vm.mem, block, crate::config::LAZY_BLOCK);
+            if !hart.map_zeroed_block(block) {
+                return Err(StopReason::Platform(
+                    "the G-stage tables cannot map guest memory",
+                ));
+            }
+        }
+        at += crate::config::LAZY_BLOCK;
+    }
+    Ok(())
+}
+
+/// An off vCPU's hart waits (WFI; kicks wake it) for a start request, or `None` when the VM stops.
+fn wait_for_start(vm: &mut Vm<'static, RiscvPlatform>) -> Option<(u64, u64)> {
+    csr::set_sie(1 << crate::riscv::csr::IRQ_S_SOFT);
+    loop {
+        vm.platform.clear_kick();
+        if vm.smp.stopping() {
+            return None;
+        }
+        if let Some(s) = vm.smp.take_start(vm.cpu) {
+            return Some(s);
+        }
+        vm.platform.idle();
+    }
+}
+
+/// The guest's vCPUs: the boot hart and every hart after it that came up, in slot order up to the first
+/// that did not (vCPU n runs on slot n), at most `libvmm.cpus`.
+fn guest_vcpus(options: &Options<'_>) -> usize {
+    use crate::cpus::{self, CpuState};
+    let mut n = 1;
+    while n < crate::config::MAX_CPUS && cpus::state(n) == CpuState::Ready {
+        n += 1;
+    }
+    match options.cpus {
+        Some(max) => n.min(max as usize),
+        None => n,
+    }
+}
+
+/// Parks this hart for good (interrupts off, WFI).
+fn park() -> ! {
+    csr::set_sie(0);
+    loop {
+        csr::wfi();
     }
 }
 
@@ -327,8 +512,10 @@ fn start_harts(
         (host.timebase_hz.max(1) as u128 * AP_CHECKIN_TIMEOUT_US as u128 / 1_000_000) as u64;
     let mut n = 0;
     let mut ready = 1;
+    HART_OF[0].store(boot_hart, Ordering::Relaxed);
     for &hart in host.hart_ids[..listed].iter().filter(|&&h| h != boot_hart) {
         n += 1;
+        HART_OF[n].store(hart, Ordering::Relaxed);
         let err = devices::hart_start(hart, arch::entry::secondary_entry(), n as u64);
         if err != 0 {
             crate::vmm_print!(
@@ -361,7 +548,7 @@ fn start_harts(
     }
     crate::vmm_print!(
         &mut con,
-        "libvmm: {} hart(s) virtualized; the others wait parked, hart {} runs the guest\n",
+        "libvmm: {} hart(s) virtualized; hart {} runs vCPU 0, the others wait for the guest to start them\n",
         ready,
         boot_hart
     );
@@ -381,9 +568,35 @@ extern "C" fn libvmm_riscv64_hart_main(hartid: u64, slot: u64) -> ! {
         hartid
     );
     crate::cpus::check_in(slot as usize, true);
-    loop {
+    // Parked until the boot hart publishes the VM (a kick wakes it); a hart beyond the guest's vCPUs
+    // stays parked.
+    csr::set_sie(1 << crate::riscv::csr::IRQ_S_SOFT);
+    let f = loop {
+        csr::clear_sip(1 << crate::riscv::csr::IRQ_S_SOFT);
+        if let Some(f) = FACTS.get() {
+            break f;
+        }
         csr::wfi();
+    };
+    let cpu = slot as usize;
+    if cpu >= crate::smp::SHARED.cpu_count() {
+        park()
     }
+    let platform = RiscvPlatform {
+        console: Uart,
+        timebase_hz: f.timebase_hz,
+        limit: f.limit,
+        zkr: f.zkr,
+        weak: mix(csr::time() ^ cpu as u64),
+    };
+    let mut vm = Vm::new(f.mem, platform);
+    vm.map = f.map;
+    vm.cpu = cpu;
+    hw::join_vm(f.hgatp, &f.isa, f.sstc);
+    let stop = vcpu_main(&mut vm, &f, None, None);
+    let stop = super::finish(&mut vm, stop, f.stats, park);
+    crate::console::stop_line(&mut Uart, stop.code(), format_args!("{stop}"));
+    devices::exit(stop.code())
 }
 
 /// Applies `libvmm.isa=-ext,+ext,...` from the command line through the per-guest ISA registers (the

@@ -100,6 +100,10 @@ impl super::Machine for X86Machine {
         cpu::deliberate_fault()
     }
 
+    fn park() -> ! {
+        crate::arch::x86_64::smp::park()
+    }
+
     fn prepare(
         &mut self,
         mem: &mut GuestMemory<'static>,

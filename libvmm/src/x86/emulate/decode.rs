@@ -45,12 +45,12 @@ pub fn fetch(
                 if is_device(gpa) {
                     return Err(Stop::DeviceAccess { gpa }.into());
                 }
-                mem.slice(gpa, n as u64)
+                mem.read(gpa, &mut bytes[have..have + n])
                     .map_err(|_| Stop::Unmapped { gpa }.into())
             })
         };
         match got {
-            Ok(s) => bytes[have..have + n].copy_from_slice(s),
+            Ok(()) => {}
             Err(f) if have == 0 => return Err(f),
             Err(f) => {
                 pending = Some(f);

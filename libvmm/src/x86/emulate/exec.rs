@@ -482,7 +482,7 @@ impl<C: GuestCpu, const N: usize> Exec<'_, '_, C, N> {
                     if self.emu.touches_device(gpa, n) {
                         return Err(Stop::DeviceAccess { gpa }.into());
                     }
-                    self.mem.slice(gpa, n).map_err(|_| Stop::Unmapped { gpa })?;
+                    self.mem.check(gpa, n).map_err(|_| Stop::Unmapped { gpa })?;
                     ram = true;
                 }
             }

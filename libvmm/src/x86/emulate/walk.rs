@@ -222,9 +222,8 @@ impl Span {
     /// Reads `out.len()` bytes from byte `off` of the span.
     pub fn read(&self, mem: &GuestMemory<'_>, off: u64, out: &mut [u8]) -> Result<(), Stop> {
         self.for_parts(off, out.len() as u64, |gpa, at, n| {
-            let s = mem.slice(gpa, n).map_err(|_| Stop::Unmapped { gpa })?;
-            out[at..at + n as usize].copy_from_slice(s);
-            Ok(())
+            mem.read(gpa, &mut out[at..at + n as usize])
+                .map_err(|_| Stop::Unmapped { gpa })
         })
     }
 
