@@ -188,10 +188,21 @@ pub(crate) fn hw_random(buf: &mut [u8]) -> bool {
         }
         true
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    // RISC-V without Zkr (QEMU's guest here has no `seed` CSR): a WEAK source, not a secret one — the
+    // cycle and time counters through splitmix64. It exists only so that std's start (its environment
+    // map needs `RandomState` keys) works on RISC-V; the VMM's entropy hypercall replaces it.
+    #[cfg(target_arch = "riscv64")]
     {
-        let _ = buf;
-        false
+        let mut x = cycles() ^ time().rotate_left(32);
+        for chunk in buf.chunks_mut(8) {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15 ^ cycles());
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+        true
     }
 }
 
