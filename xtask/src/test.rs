@@ -58,6 +58,10 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
     let mut c = cargo();
     c.args(["test", "--quiet"]);
     steps.push(("host unit tests (cargo test)".to_string(), c));
+    // The guest runtime's scheduler bookkeeping (the runtime crate itself does not link on the host).
+    let mut c = cargo();
+    c.args(["test", "--quiet", "-p", "libvmm-guest", "--test", "runq"]);
+    steps.push(("guest scheduler tests (libvmm-guest runq)".to_string(), c));
     let mut c = cargo();
     c.args(["fmt", "--all", "--", "--check"]);
     steps.push(("cargo fmt --check".to_string(), c));
@@ -111,13 +115,15 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
         "-p",
         "std-demo",
         "-p",
+        "std-smp",
+        "-p",
         "libvmm-guest",
         "--",
         "-D",
         "warnings",
     ]);
     steps.push((
-        "clippy (x86_64-unknown-hermit: std-demo, libvmm-guest)".to_string(),
+        "clippy (x86_64-unknown-hermit: std-demo, std-smp, libvmm-guest)".to_string(),
         c,
     ));
     steps
@@ -238,7 +244,7 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
         // The no_std payloads, then the std one (built once per target with -Zbuild-std).
         for payload in PAYLOADS
             .into_iter()
-            .chain(["std-demo"])
+            .chain(["std-demo", "std-smp"])
             .filter(|p| cases.iter().any(|c| c.payload == *p))
         {
             let s = Instant::now();

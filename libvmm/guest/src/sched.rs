@@ -84,8 +84,6 @@ static PREV: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(NONE) }; MAX_CP
 static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// The other CPUs were started (first spawn).
 static STARTED: AtomicBool = AtomicBool::new(false);
-/// Secondary CPUs that reached their idle loop.
-static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
 /// The TLS template, set once at start.
 static TLS_TEMPLATE: Mutex<(&'static [u8], usize, usize)> = Mutex::new((&[], 0, 1));
@@ -191,13 +189,7 @@ fn start_cpus() {
 /// A started CPU: takes IPIs, then runs the idle loop on the stack `smp::start` gave it.
 fn secondary_main() {
     smp::enable_ipis();
-    ONLINE.fetch_add(1, Ordering::SeqCst);
     idle_loop()
-}
-
-/// How many CPUs run threads (CPU 0 and the started ones).
-pub(crate) fn cpus_online() -> usize {
-    1 + ONLINE.load(Ordering::SeqCst)
 }
 
 /// CPU 0's idle context starts here (through `thread_main`).
@@ -211,15 +203,12 @@ fn kick(n: usize) {
         return;
     }
     let me = cpu();
-    let mut left = n;
-    for c in 0..MAX_CPUS {
-        if left == 0 {
-            break;
-        }
-        if c != me && IDLE[c].load(Ordering::SeqCst) {
-            let _ = smp::send_ipi(c);
-            left -= 1;
-        }
+    let idle = IDLE
+        .iter()
+        .enumerate()
+        .filter(|&(c, i)| c != me && i.load(Ordering::SeqCst));
+    for (c, _) in idle.take(n) {
+        let _ = smp::send_ipi(c);
     }
 }
 
