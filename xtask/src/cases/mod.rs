@@ -197,6 +197,28 @@ fn smp_hello(backend: Backend, n: u32) -> Case {
     c.cpus(n)
 }
 
+/// `std-demo` (a Rust std program) on VMX and RISC-V, with the lines of the SVM case: heap, entropy
+/// (HashMap), args/env, sleep, threads with Mutex / Condvar / channels, a refused socket,
+/// `process::exit(3)`.
+fn std_demo(backend: Backend) -> Case {
+    Case::new(
+        backend,
+        "std-demo",
+        "DEMO=yes RUST_MIN_STACK=131072 -- std-demo a b",
+        3,
+    )
+    .expect(&[
+        "std-demo: hello from std",
+        "std-demo: words 9 the=3 first=\"brown\"  1.235 0xff ok",
+        "std-demo: args [\"std-demo\", \"a\", \"b\"] env DEMO=Some(\"yes\") ok",
+        "std-demo: slept >= 20 ms: true ok",
+        "std-demo: threads counter 8000 sum 280 ok",
+        "std-demo: condvar ok, channel sum 14 ok",
+        "std-demo: socket error Uncategorized ok",
+    ])
+    .forbid(&["panicked", "deadlock"])
+}
+
 /// The Rust std program `std-smp` on `n` CPUs (guest SMP under std threads): `available_parallelism`
 /// is `n`; `n` threads spinning on an atomic barrier, which only concurrent execution passes, each on a
 /// CPU of its own; eight threads (more than CPUs, multiplexed at blocking calls) with an exact `Mutex`

@@ -37,6 +37,7 @@ pub fn cases() -> Vec<Case> {
         super::smp(B, 1),
         super::smp(B, 2),
         super::smp(B, 4),
+        super::std_demo(B),
         super::std_smp(B, 1),
         super::std_smp(B, 4),
         hello(B)
