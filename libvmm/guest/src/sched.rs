@@ -13,7 +13,7 @@
 //!
 //! Per CPU: the thread it runs (`current[cpu]`, indexed by [`smp::current_cpu`], which reads the CPU's
 //! identity from a register the runtime never moves — RISC-V `sscratch` — never from TLS, which follows
-//! the thread), and its idle context (CPU 0: a heap stack made at start; the others: the stack
+//! the thread), and its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
 //! `smp::start` gave them). A thread's TLS block (built from `PT_TLS`) goes with it: the switch loads
 //! its thread pointer on whichever CPU resumes it.
 //!
@@ -82,6 +82,8 @@ static SP: [AtomicU64; MAX_THREADS + MAX_CPUS] =
 static PREV: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(NONE) }; MAX_CPUS];
 /// Per CPU: it waits in its idle loop (an IPI wakes it).
 static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// CPU 0's idle context exists ([`make_idle0`]).
+static IDLE0_MADE: AtomicBool = AtomicBool::new(false);
 /// The other CPUs were started (first spawn).
 static STARTED: AtomicBool = AtomicBool::new(false);
 
@@ -124,21 +126,12 @@ fn new_tls() -> Option<(u64, usize, usize, usize)> {
     }
 }
 
-/// Records the TLS template, gives the main thread (slot 0, running now on CPU 0) its block and makes
-/// CPU 0's idle context.
+/// Records the TLS template and gives the main thread (slot 0, running now on CPU 0) its block.
 pub(crate) fn init(template: &'static [u8], mem_size: usize, align: usize) -> bool {
     *TLS_TEMPLATE.lock() = (template, mem_size, align);
     let Some((tp, block, size, al)) = new_tls() else {
         return false;
     };
-    let idle = heap::alloc(IDLE_STACK, 16);
-    if idle.is_null() {
-        return false;
-    }
-    SP[MAX_THREADS].store(
-        sw::new_stack(idle, IDLE_STACK, idle_entry, 0),
-        Ordering::SeqCst,
-    );
     let mut s = SCHED.lock();
     s.q.slots[0] = Slot {
         state: State::Ready,
@@ -190,6 +183,21 @@ fn start_cpus() {
 fn secondary_main() {
     smp::enable_ipis();
     idle_loop()
+}
+
+/// Makes CPU 0's idle context (a heap stack whose first frame enters [`idle_entry`]), the first time the
+/// running thread stops: a program that never blocks does not pay for it.
+fn make_idle0() {
+    let idle = heap::alloc(IDLE_STACK, 16);
+    if idle.is_null() {
+        crate::println!("payload: out of memory for the scheduler's idle stack");
+        crate::hermit::abort()
+    }
+    SP[MAX_THREADS].store(
+        sw::new_stack(idle, IDLE_STACK, idle_entry, 0),
+        Ordering::SeqCst,
+    );
+    IDLE0_MADE.store(true, Ordering::Relaxed);
 }
 
 /// CPU 0's idle context starts here (through `thread_main`).
@@ -359,6 +367,9 @@ pub(crate) fn thread_main(func: extern "C" fn(usize), arg: usize) -> ! {
 /// `yielding` is false and it is ready already: woken before it got here).
 fn schedule(yielding: bool) {
     let c = cpu();
+    if c == 0 && !IDLE0_MADE.load(Ordering::Relaxed) {
+        make_idle0();
+    }
     let mut s = SCHED.lock();
     s.q.expire(now());
     let me = s.current[c];
