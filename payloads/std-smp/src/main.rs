@@ -9,6 +9,10 @@
 //!    could not help. Each thread records the CPU it ran on (`libvmm_guest::smp::current_cpu`).
 //! 3. Eight threads (more than CPUs) add to a `Mutex` counter 1000 times each, yielding now and then,
 //!    and return values summed through `join`; a channel collects squares from four more threads.
+//!
+//! With the argument `deadlock` (`-- std-smp deadlock`) it makes a deadlock instead: a thread waits on a
+//! channel whose sender `main` keeps, and `main` joins it. Every CPU goes idle with no thread ready and
+//! no deadline: the runtime reports it and aborts the payload rather than waiting forever.
 #[cfg(target_os = "hermit")]
 use libvmm_guest as _;
 
@@ -34,6 +38,15 @@ fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thre
 fn main() {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("std-smp: available_parallelism {n} ok");
+    if std::env::args().any(|a| a == "deadlock") {
+        let (tx, rx) = mpsc::channel::<()>();
+        let h = spawn(move || rx.recv().is_ok());
+        println!("std-smp: joining a thread that waits for main");
+        let _ = h.join();
+        drop(tx);
+        println!("std-smp: FAILED: the deadlock ended");
+        return;
+    }
 
     // Concurrent execution: every thread must see all `n` arrivals while none of them blocks.
     let arrived = Arc::new(AtomicUsize::new(0));

@@ -243,6 +243,30 @@ fn std_smp(backend: Backend, n: u32) -> Case {
     }
 }
 
+/// `std-smp deadlock` on `n` CPUs: a thread waits on a channel whose sender `main` keeps and `main` joins
+/// it; with every CPU idle and nothing ready or timed, the runtime reports the deadlock and aborts
+/// (never a hang until the host's limit).
+fn std_smp_deadlock(backend: Backend, n: u32) -> Case {
+    let c = Case::new(
+        backend,
+        "std-smp",
+        "-- std-smp deadlock",
+        StopCode::PayloadAbort as u8,
+    )
+    .expect(&[
+        "std-smp: joining a thread that waits for main",
+        "payload: deadlock: every thread waits and none can wake it",
+        "libvmm: stop 98 payload aborted",
+    ])
+    .forbid(&["std-smp: FAILED", "panicked"])
+    .limit(Duration::from_secs(60));
+    if n > 1 {
+        c.cpus(n)
+    } else {
+        c
+    }
+}
+
 /// `smp` on `n` CPUs (guest SMP): every vCPU started by the guest, an exact shared counter, IPI
 /// ping-pong between every ordered pair, the TLB shootdown (RISC-V), whole console lines from every
 /// CPU, and one stop line with every vCPU's exit count (`libvmm.stats=1`).
