@@ -64,7 +64,7 @@ struct Sched {
     mem: [Mem; MAX_THREADS],
     /// The thread each CPU runs (meaningless while the CPU is idle).
     current: [usize; MAX_CPUS],
-    /// The CPUs running the scheduler (bit per CPU).
+    /// The CPUs running the scheduler (bit per CPU; a started CPU sets its own).
     cpus: u64,
 }
 
@@ -173,15 +173,15 @@ fn start_cpus() {
     smp::enable_ipis();
     let me = cpu();
     for c in (0..n).filter(|&c| c != me) {
-        if smp::start(c, secondary_main).is_ok() {
-            SCHED.lock().cpus |= 1 << c;
-        }
+        // A CPU that does not come up is simply not used (it joins `cpus` itself, in its idle loop).
+        let _ = smp::start(c, secondary_main);
     }
 }
 
 /// A started CPU: takes IPIs, then runs the idle loop on the stack `smp::start` gave it.
 fn secondary_main() {
     smp::enable_ipis();
+    SCHED.lock().cpus |= 1 << cpu();
     idle_loop()
 }
 
