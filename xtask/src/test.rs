@@ -62,6 +62,10 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
     let mut c = cargo();
     c.args(["test", "--quiet", "-p", "libvmm-guest", "--lib"]);
     steps.push(("host unit tests (libvmm-guest)".to_string(), c));
+    // The guest runtime's scheduler bookkeeping (the runtime crate itself does not link on the host).
+    let mut c = cargo();
+    c.args(["test", "--quiet", "-p", "libvmm-guest", "--test", "runq"]);
+    steps.push(("guest scheduler tests (libvmm-guest runq)".to_string(), c));
     let mut c = cargo();
     c.args(["fmt", "--all", "--", "--check"]);
     steps.push(("cargo fmt --check".to_string(), c));
@@ -118,13 +122,15 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
             "-p",
             "std-hello",
             "-p",
+            "std-smp",
+            "-p",
             "libvmm-guest",
             "--",
             "-D",
             "warnings",
         ]);
         steps.push((
-            format!("clippy ({target}: std-demo, std-hello, libvmm-guest)"),
+            format!("clippy ({target}: std-demo, std-hello, std-smp, libvmm-guest)"),
             c,
         ));
     }
@@ -246,7 +252,7 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
         // The no_std payloads, then the std one (built once per target with -Zbuild-std).
         for payload in PAYLOADS
             .into_iter()
-            .chain(["std-demo"])
+            .chain(["std-demo", "std-smp"])
             .filter(|p| cases.iter().any(|c| c.payload == *p))
         {
             // One image per distinct set of build-time files among the payload's cases.

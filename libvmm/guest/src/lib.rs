@@ -39,6 +39,7 @@ pub mod io;
 pub mod irq;
 #[cfg(target_os = "hermit")]
 mod rt;
+mod runq;
 #[cfg(target_os = "hermit")]
 mod sched;
 pub mod smp;

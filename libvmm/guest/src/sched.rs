@@ -1,71 +1,101 @@
 //! Threads for Rust `std` payloads (hermit targets): `sys_spawn2`, `sys_join`, `sys_yield`,
-//! `sys_usleep`, `sys_futex_wait` / `sys_futex_wake`. libvmm gives a guest one vCPU, so the runtime
-//! multiplexes every thread on it cooperatively: a thread runs until it blocks (join, futex wait,
-//! sleep) or yields, then the next ready thread runs (round robin). `thread::spawn` therefore never
-//! fails for lack of CPUs, only for lack of memory or table slots ([`MAX_THREADS`]). Each thread has
-//! its own heap stack and TLS block (built from `PT_TLS`). When nothing is ready the runtime waits on
-//! the monotonic clock for the earliest sleeper or futex timeout; when nothing can ever become ready
-//! (every thread waits without a timeout) it reports the deadlock and aborts the payload.
+//! `sys_usleep`, `sys_futex_wait` / `sys_futex_wake`, on every CPU the VMM gives the guest.
+//!
+//! One table of threads ([`crate::runq`]) under a spin lock is the run queue of all CPUs. At the first
+//! `spawn`, the runtime starts every other CPU ([`smp::start`]) into its idle loop; on x86, where
+//! `smp::start` does not work yet, the payload stays on CPU 0 and nothing else changes. Each CPU runs
+//! one thread at a time; a thread runs until it blocks (join, futex wait, sleep), yields or ends, and
+//! then its CPU takes the next ready thread that no other CPU holds (round robin), or, when there is
+//! none, switches to its own idle context. Threads beyond the CPU count are thus multiplexed at
+//! blocking calls only: there is no preemption on the timer (a thread that spins without a blocking
+//! call keeps its CPU; std's locks block through the futex calls, so they never spin for long).
+//! `thread::spawn` fails only for lack of memory or table slots ([`MAX_THREADS`]).
+//!
+//! Per CPU: the thread it runs (`current[cpu]`, indexed by [`smp::current_cpu`], which reads the CPU's
+//! identity from a register the runtime never moves — RISC-V `sscratch` — never from TLS, which follows
+//! the thread), and its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
+//! `smp::start` gave them). A thread's TLS block (built from `PT_TLS`) goes with it: the switch loads
+//! its thread pointer on whichever CPU resumes it.
+//!
+//! Idle CPUs wait with WFI/HLT on their own timer, armed for the earliest sleeper or futex deadline (at
+//! most [`IDLE_RECHECK_NS`] ahead), and are woken early by an IPI ([`smp::send_ipi`]) whenever another
+//! CPU makes a thread ready (spawn, futex wake, a thread's end waking its joiner, a yielded thread
+//! released). When no thread is ready, none has a deadline and every CPU is idle, nothing can ever
+//! become ready: the runtime reports the deadlock and aborts the payload.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use hermit_abi::errno::{EAGAIN, EINVAL, ESRCH, ETIMEDOUT};
 use spin::Mutex;
 
 use crate::arch::{heap, thread as sw};
+use crate::runq::{RunQueue, Slot, State, FREE};
+use crate::smp::{self, MAX_CPUS};
 
 /// Threads at once, the main thread included.
 pub const MAX_THREADS: usize = 64;
 /// Smallest stack a new thread gets.
 const MIN_STACK: usize = 16 * 1024;
+/// CPU 0's idle stack.
+const IDLE_STACK: usize = 16 * 1024;
+/// An idle CPU looks at the table again at least this often (ns), IPI or not: the safety net for a
+/// CPU whose architecture cannot take IPIs yet.
+pub const IDLE_RECHECK_NS: u64 = 10_000_000;
+/// "No thread" in [`PREV`].
+const NONE: usize = usize::MAX;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Free,
-    Ready,
-    /// Waiting on a futex word, until a wake or the deadline (monotonic ns).
-    Futex(usize, Option<u64>),
-    Join(usize),
-    Sleep(u64),
-    Done,
-}
-
+/// A thread's memory: thread pointer, stack block, TLS block (address, size, alignment).
 #[derive(Clone, Copy)]
-struct Thread {
-    state: State,
-    /// Woken by its deadline rather than by a wake.
-    timed_out: bool,
+struct Mem {
     tp: u64,
     stack: (usize, usize),
     tls: (usize, usize, usize),
 }
 
-const IDLE: Thread = Thread {
-    state: State::Free,
-    timed_out: false,
+const NO_MEM: Mem = Mem {
     tp: 0,
     stack: (0, 0),
     tls: (0, 0, 0),
 };
 
 struct Sched {
-    threads: [Thread; MAX_THREADS],
-    current: usize,
+    q: RunQueue<MAX_THREADS>,
+    mem: [Mem; MAX_THREADS],
+    /// The thread each CPU runs (meaningless while the CPU is idle).
+    current: [usize; MAX_CPUS],
+    /// The CPUs running the scheduler (bit per CPU; a started CPU sets its own).
+    cpus: u64,
 }
 
 static SCHED: Mutex<Sched> = Mutex::new(Sched {
-    threads: [IDLE; MAX_THREADS],
-    current: 0,
+    q: RunQueue::new(),
+    mem: [NO_MEM; MAX_THREADS],
+    current: [0; MAX_CPUS],
+    cpus: 1,
 });
-/// Saved stack pointers, outside the lock (the switch writes them).
-static SP: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
+/// Saved stack pointers, outside the lock (the switch writes them): threads, then each CPU's idle
+/// context at `MAX_THREADS + cpu`.
+static SP: [AtomicU64; MAX_THREADS + MAX_CPUS] =
+    [const { AtomicU64::new(0) }; MAX_THREADS + MAX_CPUS];
+/// Per CPU: the thread it just switched away from, released (`on_cpu` cleared) once the switch is done.
+static PREV: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(NONE) }; MAX_CPUS];
+/// Per CPU: it waits in its idle loop (an IPI wakes it).
+static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// CPU 0's idle context exists ([`make_idle0`]).
+static IDLE0_MADE: AtomicBool = AtomicBool::new(false);
+/// The other CPUs were started (first spawn).
+static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// The TLS template, set once at start.
 static TLS_TEMPLATE: Mutex<(&'static [u8], usize, usize)> = Mutex::new((&[], 0, 1));
 
 fn now() -> u64 {
     crate::hermit::monotonic_ns()
+}
+
+fn cpu() -> usize {
+    smp::current_cpu() % MAX_CPUS
 }
 
 /// Allocates and fills a TLS block; returns (thread pointer, block, size, align).
@@ -96,21 +126,24 @@ fn new_tls() -> Option<(u64, usize, usize, usize)> {
     }
 }
 
-/// Records the TLS template and gives the main thread (slot 0, running now) its block.
+/// Records the TLS template and gives the main thread (slot 0, running now on CPU 0) its block.
 pub(crate) fn init(template: &'static [u8], mem_size: usize, align: usize) -> bool {
     *TLS_TEMPLATE.lock() = (template, mem_size, align);
     let Some((tp, block, size, al)) = new_tls() else {
         return false;
     };
     let mut s = SCHED.lock();
-    s.threads[0] = Thread {
+    s.q.slots[0] = Slot {
         state: State::Ready,
         timed_out: false,
+        on_cpu: true,
+    };
+    s.mem[0] = Mem {
         tp,
         stack: (0, 0),
         tls: (block, size, al),
     };
-    s.current = 0;
+    s.current[cpu()] = 0;
     drop(s);
     if tp != 0 {
         sw::set_thread_pointer(tp);
@@ -118,16 +151,169 @@ pub(crate) fn init(template: &'static [u8], mem_size: usize, align: usize) -> bo
     true
 }
 
+/// The IPI handler: nothing to do (the idle loop looks at the table when it wakes).
+fn ipi(_: &mut crate::TrapFrame) -> crate::TrapAction {
+    crate::TrapAction::Resume
+}
+
+/// Starts every other CPU into its idle loop, once (first spawn). On x86, `smp::start` answers
+/// `Unsupported` and the payload stays on CPU 0.
+fn start_cpus() {
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let n = smp::cpu_count().min(MAX_CPUS);
+    if n < 2 {
+        return;
+    }
+    #[cfg(target_arch = "riscv64")]
+    let _ = crate::irq::set_interrupt_handler(crate::irq::Interrupt::Software, ipi);
+    #[cfg(not(target_arch = "riscv64"))]
+    let _ = ipi;
+    smp::enable_ipis();
+    let me = cpu();
+    for c in (0..n).filter(|&c| c != me) {
+        // A CPU that does not come up is simply not used (it joins `cpus` itself, in its idle loop).
+        let _ = smp::start(c, secondary_main);
+    }
+}
+
+/// A started CPU: takes IPIs, then runs the idle loop on the stack `smp::start` gave it.
+fn secondary_main() {
+    smp::enable_ipis();
+    SCHED.lock().cpus |= 1 << cpu();
+    idle_loop()
+}
+
+/// Makes CPU 0's idle context (a heap stack whose first frame enters [`idle_entry`]), the first time the
+/// running thread stops: a program that never blocks does not pay for it.
+fn make_idle0() {
+    let idle = heap::alloc(IDLE_STACK, 16);
+    if idle.is_null() {
+        crate::println!("payload: out of memory for the scheduler's idle stack");
+        crate::hermit::abort()
+    }
+    SP[MAX_THREADS].store(
+        sw::new_stack(idle, IDLE_STACK, idle_entry, 0),
+        Ordering::SeqCst,
+    );
+    IDLE0_MADE.store(true, Ordering::Relaxed);
+}
+
+/// CPU 0's idle context starts here (through `thread_main`).
+extern "C" fn idle_entry(_: usize) {
+    idle_loop()
+}
+
+/// Wakes idle CPUs (other than this one) to look for the threads just made ready: at most `n` of them.
+fn kick(n: usize) {
+    if n == 0 || !STARTED.load(Ordering::Relaxed) {
+        return;
+    }
+    let me = cpu();
+    let idle = IDLE
+        .iter()
+        .enumerate()
+        .filter(|&(c, i)| c != me && i.load(Ordering::SeqCst));
+    for (c, _) in idle.take(n) {
+        // x86: no IPI handler is installed here yet (the guest's x86 IPI vector comes with x86 guest
+        // SMP), so an x86 CPU finds new work at its next re-check instead.
+        #[cfg(target_arch = "riscv64")]
+        let _ = smp::send_ipi(c);
+        #[cfg(not(target_arch = "riscv64"))]
+        let _ = c;
+    }
+}
+
+/// Completes a switch on this CPU: the thread it left is no longer live here (so another CPU may pick
+/// it); an idle CPU is woken when that thread is ready (it yielded).
+fn after_switch() {
+    let prev = PREV[cpu()].swap(NONE, Ordering::SeqCst);
+    if prev == NONE {
+        return;
+    }
+    let ready = {
+        let mut s = SCHED.lock();
+        s.q.slots[prev].on_cpu = false;
+        s.q.slots[prev].state == State::Ready
+    };
+    kick(ready as usize);
+}
+
+/// Switches this CPU from context `from` (a thread, or `MAX_THREADS + cpu` for its idle context) to
+/// thread `to` (or the idle context), with the lock held on entry. Returns when some CPU switches back
+/// to `from`.
+fn switch(mut s: spin::MutexGuard<'_, Sched>, c: usize, from: usize, to: usize) {
+    let tp = if to < MAX_THREADS {
+        s.q.slots[to].on_cpu = true;
+        s.current[c] = to;
+        s.mem[to].tp
+    } else {
+        0
+    };
+    PREV[c].store(
+        if from < MAX_THREADS { from } else { NONE },
+        Ordering::SeqCst,
+    );
+    drop(s);
+    if tp != 0 {
+        sw::set_thread_pointer(tp);
+    }
+    sw::switch(&SP[from], SP[to].load(Ordering::SeqCst));
+    after_switch();
+}
+
+/// A CPU with nothing to run: picks the next ready thread, or waits on its timer and IPIs.
+fn idle_loop() -> ! {
+    loop {
+        let c = cpu();
+        let mut s = SCHED.lock();
+        let earliest = s.q.expire(now());
+        let last = s.current[c];
+        if let Some(n) = s.q.pick(last) {
+            IDLE[c].store(false, Ordering::SeqCst);
+            switch(s, c, MAX_THREADS + c, n);
+            continue;
+        }
+        let all_idle = (0..MAX_CPUS)
+            .filter(|&o| o != c && s.cpus & (1 << o) != 0)
+            .all(|o| IDLE[o].load(Ordering::SeqCst));
+        if earliest.is_none() && !s.q.any_ready() && all_idle {
+            drop(s);
+            crate::println!("payload: deadlock: every thread waits and none can wake it");
+            crate::hermit::abort()
+        }
+        IDLE[c].store(true, Ordering::SeqCst);
+        drop(s);
+        wait(earliest);
+    }
+}
+
+/// Waits for an interrupt (an IPI, or this CPU's own timer armed for `deadline` but at most
+/// [`IDLE_RECHECK_NS`] ahead).
+fn wait(deadline: Option<u64>) {
+    let t = now();
+    let d = t.saturating_add(IDLE_RECHECK_NS);
+    let d = deadline.map_or(d, |x| x.min(d));
+    if d <= t {
+        return;
+    }
+    let hz = crate::time::ticks_per_sec();
+    if hz == 0 {
+        return;
+    }
+    let ticks = ((d - t) as u128 * hz as u128 / 1_000_000_000) as u64;
+    crate::time::arm_deadline(crate::time::ticks().saturating_add(ticks.max(1)));
+    crate::irq::wait();
+}
+
 /// `sys_spawn2`: a new ready thread running `func(arg)`; its id (> 0), or 0 when out of memory or slots.
 pub(crate) fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -> u32 {
+    start_cpus();
     let stack_size = stack_size.max(MIN_STACK).next_multiple_of(4096);
-    let slot = {
-        let s = SCHED.lock();
-        match (1..MAX_THREADS).find(|&i| s.threads[i].state == State::Free) {
-            Some(i) => i,
-            None => return 0,
-        }
-    };
+    if SCHED.lock().q.free_slot().is_none() {
+        return 0;
+    }
     let stack = heap::alloc(stack_size, 16);
     if stack.is_null() {
         return 0;
@@ -136,92 +322,76 @@ pub(crate) fn spawn(func: extern "C" fn(usize), arg: usize, stack_size: usize) -
         heap::free(stack, stack_size, 16);
         return 0;
     };
+    let mut s = SCHED.lock();
+    // Taken again under the lock: another CPU may have spawned meanwhile.
+    let Some(slot) = s.q.free_slot() else {
+        drop(s);
+        heap::free(stack, stack_size, 16);
+        if size != 0 {
+            heap::free(block as *mut u8, size, align);
+        }
+        return 0;
+    };
     SP[slot].store(
         sw::new_stack(stack, stack_size, func, arg),
         Ordering::SeqCst,
     );
-    SCHED.lock().threads[slot] = Thread {
+    s.q.slots[slot] = Slot {
         state: State::Ready,
         timed_out: false,
+        on_cpu: false,
+    };
+    s.mem[slot] = Mem {
         tp,
         stack: (stack as usize, stack_size),
         tls: (block, size, align),
     };
+    drop(s);
+    kick(1);
     slot as u32
 }
 
-/// Where a new thread starts (from `arch::thread`): runs `func(arg)`, then ends the thread.
+/// Where a new thread (or CPU 0's idle context) starts, from `arch::thread`: completes the switch that
+/// started it, runs `func(arg)`, then ends the thread.
 pub(crate) fn thread_main(func: extern "C" fn(usize), arg: usize) -> ! {
+    after_switch();
     func(arg);
-    {
+    let woken = {
         let mut s = SCHED.lock();
-        let me = s.current;
-        s.threads[me].state = State::Done;
-        for t in s.threads.iter_mut() {
-            if t.state == State::Join(me) {
-                t.state = State::Ready;
-            }
-        }
-    }
-    schedule();
+        let me = s.current[cpu()];
+        s.q.finish(me)
+    };
+    kick(woken);
+    schedule(false);
     // A finished thread is never picked again.
     crate::hermit::abort()
 }
 
-/// Switches to the next thread that can run (possibly the current one, if it is ready). Waits on the
-/// clock while only sleepers or timed waiters exist; aborts on a deadlock.
-fn schedule() {
-    loop {
-        let mut s = SCHED.lock();
-        let cur = s.current;
-        let t = now();
-        let mut earliest = None::<u64>;
-        for th in s.threads.iter_mut() {
-            match th.state {
-                State::Sleep(d) | State::Futex(_, Some(d)) if d <= t => {
-                    th.timed_out = matches!(th.state, State::Futex(..));
-                    th.state = State::Ready;
-                }
-                State::Sleep(d) | State::Futex(_, Some(d)) => {
-                    earliest = Some(earliest.map_or(d, |e: u64| e.min(d)));
-                }
-                _ => {}
-            }
-        }
-        let next = (1..=MAX_THREADS)
-            .map(|k| (cur + k) % MAX_THREADS)
-            .find(|&i| s.threads[i].state == State::Ready);
-        match next {
-            Some(n) if n == cur => return,
-            Some(n) => {
-                s.current = n;
-                let tp = s.threads[n].tp;
-                drop(s);
-                if tp != 0 {
-                    sw::set_thread_pointer(tp);
-                }
-                sw::switch(&SP[cur], SP[n].load(Ordering::SeqCst));
-                return;
-            }
-            None => {
-                drop(s);
-                match earliest {
-                    Some(d) => while now() < d {},
-                    None => {
-                        crate::println!(
-                            "payload: deadlock: every thread waits and none can wake it"
-                        );
-                        crate::hermit::abort()
-                    }
-                }
-            }
-        }
+/// The running thread stops (it blocked, yielded or ended): this CPU runs the next ready thread, or
+/// goes idle. Returns when the thread runs again (at once when it is ready and nothing else is, or when
+/// `yielding` is false and it is ready already: woken before it got here).
+fn schedule(yielding: bool) {
+    let c = cpu();
+    if c == 0 && !IDLE0_MADE.load(Ordering::Relaxed) {
+        make_idle0();
+    }
+    let mut s = SCHED.lock();
+    s.q.expire(now());
+    let me = s.current[c];
+    let ready = s.q.slots[me].state == State::Ready;
+    if ready && !yielding {
+        return;
+    }
+    match s.q.pick(me) {
+        Some(n) => switch(s, c, me, n),
+        None if ready => {}
+        None => switch(s, c, me, MAX_THREADS + c),
     }
 }
 
 /// `sys_yield`.
 pub(crate) fn yield_now() {
-    schedule()
+    schedule(true)
 }
 
 /// `sys_usleep`: other threads run meanwhile.
@@ -229,10 +399,10 @@ pub(crate) fn usleep(us: u64) {
     let d = now().saturating_add(us.saturating_mul(1000));
     {
         let mut s = SCHED.lock();
-        let me = s.current;
-        s.threads[me].state = State::Sleep(d);
+        let me = s.current[cpu()];
+        s.q.slots[me].state = State::Sleep(d);
     }
-    schedule()
+    schedule(false)
 }
 
 /// `sys_join`: waits for thread `tid` to finish and frees its stack and TLS block.
@@ -240,41 +410,48 @@ pub(crate) fn join(tid: u32) -> i32 {
     let tid = tid as usize;
     loop {
         let mut s = SCHED.lock();
-        if tid == 0 || tid >= MAX_THREADS || tid == s.current || s.threads[tid].state == State::Free
-        {
+        let me = s.current[cpu()];
+        if tid == 0 || tid >= MAX_THREADS || tid == me || s.q.slots[tid].state == State::Free {
             return -ESRCH;
         }
-        if s.threads[tid].state == State::Done {
-            let t = s.threads[tid];
-            s.threads[tid] = IDLE;
+        if s.q.slots[tid].state == State::Done {
+            if s.q.slots[tid].on_cpu {
+                // Its CPU is still switching away from its stack: a moment more.
+                drop(s);
+                core::hint::spin_loop();
+                continue;
+            }
+            let m = s.mem[tid];
+            s.q.slots[tid] = FREE;
+            s.mem[tid] = NO_MEM;
             drop(s);
-            heap::free(t.stack.0 as *mut u8, t.stack.1, 16);
-            if t.tls.1 != 0 {
-                heap::free(t.tls.0 as *mut u8, t.tls.1, t.tls.2);
+            heap::free(m.stack.0 as *mut u8, m.stack.1, 16);
+            if m.tls.1 != 0 {
+                heap::free(m.tls.0 as *mut u8, m.tls.1, m.tls.2);
             }
             return 0;
         }
-        let me = s.current;
-        s.threads[me].state = State::Join(tid);
+        s.q.slots[me].state = State::Join(tid);
         drop(s);
-        schedule();
+        schedule(false);
     }
 }
 
-/// `sys_futex_wait`: blocks while `*word == expected`, until a wake or the deadline.
+/// `sys_futex_wait`: blocks while `*word == expected`, until a wake or the deadline. The word is read
+/// under the lock a waker takes too, so a wake between the read and the block is never lost.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<u64>) -> i32 {
-    if word.load(Ordering::SeqCst) != expected {
-        return -EAGAIN;
-    }
-    {
+    let me = {
         let mut s = SCHED.lock();
-        let me = s.current;
-        s.threads[me].state = State::Futex(word as *const AtomicU32 as usize, deadline);
-        s.threads[me].timed_out = false;
-    }
-    schedule();
-    let s = SCHED.lock();
-    if s.threads[s.current].timed_out {
+        if word.load(Ordering::SeqCst) != expected {
+            return -EAGAIN;
+        }
+        let me = s.current[cpu()];
+        s.q.slots[me].state = State::Futex(word as *const AtomicU32 as usize, deadline);
+        s.q.slots[me].timed_out = false;
+        me
+    };
+    schedule(false);
+    if SCHED.lock().q.slots[me].timed_out {
         -ETIMEDOUT
     } else {
         0
@@ -286,15 +463,11 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: i32) -> i32 {
     if count == 0 {
         return 0;
     }
-    let addr = word as *const AtomicU32 as usize;
-    let mut n = 0;
-    let mut s = SCHED.lock();
-    for t in s.threads.iter_mut() {
-        if matches!(t.state, State::Futex(a, _) if a == addr) && (count < 0 || n < count) {
-            t.state = State::Ready;
-            n += 1;
-        }
-    }
+    let n = SCHED
+        .lock()
+        .q
+        .wake_futex(word as *const AtomicU32 as usize, count);
+    kick(n as usize);
     n
 }
 

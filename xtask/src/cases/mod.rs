@@ -250,6 +250,54 @@ fn smp_hello(backend: Backend, n: u32) -> Case {
     c.cpus(n)
 }
 
+/// The Rust std program `std-smp` on `n` CPUs (guest SMP under std threads): `available_parallelism`
+/// is `n`; `n` threads spinning on an atomic barrier, which only concurrent execution passes, each on a
+/// CPU of its own; eight threads (more than CPUs, multiplexed at blocking calls) with an exact `Mutex`
+/// counter and join sum; a channel sum. On one CPU the same program runs every thread on CPU 0.
+fn std_smp(backend: Backend, n: u32) -> Case {
+    let c = Case::new(backend, "std-smp", "", 0)
+        .expect_line(format!("std-smp: available_parallelism {n} ok"))
+        .expect_line(format!(
+            "std-smp: barrier of {n} spinning threads passed true on {n} distinct CPUs ok"
+        ))
+        .expect(&[
+            "std-smp: 8 threads counter 8000 sum 280 ok",
+            "std-smp: channel sum 14 ok",
+            "std-smp: done",
+            "libvmm: stop 0 payload exited with status 0",
+        ])
+        .forbid(&["panicked", "deadlock", "payload: unexpected exception"]);
+    if n > 1 {
+        c.cpus(n)
+    } else {
+        c
+    }
+}
+
+/// `std-smp deadlock` on `n` CPUs: a thread waits on a channel whose sender `main` keeps and `main` joins
+/// it; with every CPU idle and nothing ready or timed, the runtime reports the deadlock and aborts
+/// (never a hang until the host's limit).
+fn std_smp_deadlock(backend: Backend, n: u32) -> Case {
+    let c = Case::new(
+        backend,
+        "std-smp",
+        "-- std-smp deadlock",
+        StopCode::PayloadAbort as u8,
+    )
+    .expect(&[
+        "std-smp: joining a thread that waits for main",
+        "payload: deadlock: every thread waits and none can wake it",
+        "libvmm: stop 98 payload aborted",
+    ])
+    .forbid(&["std-smp: FAILED", "panicked"])
+    .limit(Duration::from_secs(60));
+    if n > 1 {
+        c.cpus(n)
+    } else {
+        c
+    }
+}
+
 /// `smp` on `n` CPUs (guest SMP): every vCPU started by the guest, an exact shared counter, IPI
 /// ping-pong between every ordered pair, the TLB shootdown (RISC-V), whole console lines from every
 /// CPU, and one stop line with every vCPU's exit count (`libvmm.stats=1`).

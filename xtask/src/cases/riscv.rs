@@ -38,6 +38,10 @@ pub fn cases() -> Vec<Case> {
         super::smp(B, 1),
         super::smp(B, 2),
         super::smp(B, 4),
+        super::std_smp(B, 1),
+        super::std_smp(B, 4),
+        super::std_demo(B).cpus(4),
+        super::std_smp_deadlock(B, 4),
         hello(B)
             .expect(&["libvmm: host ISA (riscv,isa-extensions): i m a f d c h"])
             .dtb(ZALASR_DTB),

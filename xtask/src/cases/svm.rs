@@ -95,6 +95,9 @@ pub fn cases() -> Vec<Case> {
     ]));
     v.push(super::smp_hello(B, 2));
     v.push(super::smp_hello(B, 4));
+    // std threads on x86: the guest's APs are not started yet, so every thread runs on CPU 0.
+    v.push(super::std_smp(B, 1));
+    v.push(super::std_smp_deadlock(B, 1));
     v.extend(emulator_cases(B));
     v.push(super::timer(B));
     v.extend(super::apic_attacks(B));

@@ -152,7 +152,7 @@ mod std_exports {
 
     #[no_mangle]
     pub extern "C" fn sys_available_parallelism() -> usize {
-        // The CPUs the VMM gives the payload (std threads themselves stay cooperative on CPU 0).
+        // The CPUs the VMM gives the payload: std threads run on all of them (`sched`).
         crate::smp::cpu_count()
     }
 

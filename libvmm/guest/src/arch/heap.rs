@@ -2,8 +2,9 @@
 //! targets): guest RAM between the end of the payload's segments and the initial stack, managed by
 //! `linked_list_allocator` (no_std, first fit, widely used by hobby and embedded kernels) rather than a
 //! hand-written allocator. It lives in `arch/` because handing raw memory to an allocator and copying a
-//! block on `realloc` are unsafe operations; the runtime's single vCPU runs threads cooperatively, so
-//! the spin lock is never contended across a switch (no switch happens while it is held).
+//! block on `realloc` are unsafe operations. The spin lock is shared by every CPU's threads; it is never
+//! held across a thread switch (threads switch only at blocking calls, outside it) or in an interrupt
+//! handler, so a CPU waits on it only while another one allocates.
 use core::alloc::Layout;
 use core::ptr::NonNull;
 

@@ -1,0 +1,120 @@
+//! std threads on several CPUs: a Rust `std` program (hermit target) whose threads the runtime spreads
+//! over every vCPU the VMM gives the guest. Each check prints one `std-smp: ... ok` line with exact
+//! results. It uses no `HashMap` (no entropy source is needed).
+//!
+//! 1. `available_parallelism` is the CPU count.
+//! 2. A spin barrier that only concurrent execution passes: as many threads as CPUs each arrive and
+//!    then spin (no blocking call, so a CPU is never handed to another thread) until all have arrived;
+//!    on fewer CPUs than threads it would never pass, and the runtime's multiplexing at blocking calls
+//!    could not help. Each thread records the CPU it ran on (`libvmm_guest::smp::current_cpu`).
+//! 3. Eight threads (more than CPUs) add to a `Mutex` counter 1000 times each, yielding now and then,
+//!    and return values summed through `join`; a channel collects squares from four more threads.
+//!
+//! With the argument `deadlock` (`-- std-smp deadlock`) it makes a deadlock instead: a thread waits on a
+//! channel whose sender `main` keeps, and `main` joins it. Every CPU goes idle with no thread ready and
+//! no deadline: the runtime reports it and aborts the payload rather than waiting forever.
+#[cfg(target_os = "hermit")]
+use libvmm_guest as _;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn current_cpu() -> usize {
+    #[cfg(target_os = "hermit")]
+    return libvmm_guest::smp::current_cpu();
+    #[cfg(not(target_os = "hermit"))]
+    0
+}
+
+/// `thread::spawn` with a 128 KiB stack (std's default of 2 MiB would take the guest's heap fast).
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(f)
+        .unwrap()
+}
+
+fn main() {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("std-smp: available_parallelism {n} ok");
+    if std::env::args().any(|a| a == "deadlock") {
+        let (tx, rx) = mpsc::channel::<()>();
+        let h = spawn(move || rx.recv().is_ok());
+        println!("std-smp: joining a thread that waits for main");
+        let _ = h.join();
+        drop(tx);
+        println!("std-smp: FAILED: the deadlock ended");
+        return;
+    }
+
+    // Concurrent execution: every thread must see all `n` arrivals while none of them blocks.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let hs: Vec<_> = (0..n)
+        .map(|_| {
+            let a = Arc::clone(&arrived);
+            spawn(move || {
+                a.fetch_add(1, Ordering::SeqCst);
+                let t = Instant::now();
+                while a.load(Ordering::SeqCst) < n {
+                    if t.elapsed() > Duration::from_secs(20) {
+                        return (false, current_cpu());
+                    }
+                    std::hint::spin_loop();
+                }
+                (true, current_cpu())
+            })
+        })
+        .collect();
+    let res: Vec<(bool, usize)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let passed = res.iter().all(|r| r.0);
+    let mut cpus: Vec<usize> = res.iter().map(|r| r.1).collect();
+    cpus.sort();
+    cpus.dedup();
+    println!(
+        "std-smp: barrier of {n} spinning threads passed {passed} on {} distinct CPUs ok",
+        cpus.len()
+    );
+
+    // More threads than CPUs: exact results through a Mutex, join values and a channel.
+    let counter = Arc::new(Mutex::new(0u64));
+    let seen = Arc::new(Mutex::new(0u64));
+    let hs: Vec<_> = (0..8u64)
+        .map(|i| {
+            let c = Arc::clone(&counter);
+            let s = Arc::clone(&seen);
+            spawn(move || {
+                for k in 0..1000 {
+                    *c.lock().unwrap() += 1;
+                    if k % 100 == 0 {
+                        *s.lock().unwrap() |= 1 << current_cpu();
+                    }
+                    if i % 2 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+                i * 10
+            })
+        })
+        .collect();
+    let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    println!(
+        "std-smp: 8 threads counter {} sum {} ok",
+        *counter.lock().unwrap(),
+        sum
+    );
+    println!(
+        "std-smp: the counter threads ran on {} CPUs",
+        seen.lock().unwrap().count_ones()
+    );
+    let (tx, rx) = mpsc::channel();
+    for i in 0..4u64 {
+        let tx = tx.clone();
+        spawn(move || tx.send(i * i).unwrap());
+    }
+    drop(tx);
+    let total: u64 = rx.iter().sum();
+    println!("std-smp: channel sum {total} ok");
+    std::thread::sleep(Duration::from_millis(5));
+    println!("std-smp: done");
+}
