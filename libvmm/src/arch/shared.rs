@@ -41,8 +41,13 @@ pub fn copy_from_guest(dst: &mut [u8], src: &[core::sync::atomic::AtomicU8]) {
     unsafe { core::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, dst.as_mut_ptr(), n) }
 }
 
-/// Fills guest memory `dst` with `byte` in bulk (see [`copy_to_guest`]).
+/// Fills guest memory `dst` with `byte` in bulk (see [`copy_to_guest`]); zeroes on RISC-V with
+/// Zicboz's `cbo.zero` where the host has it (`riscv64::zero_guest`).
 pub fn fill_guest(dst: &[core::sync::atomic::AtomicU8], byte: u8) {
+    #[cfg(all(target_os = "none", target_arch = "riscv64"))]
+    if byte == 0 && super::riscv64::zero_guest(dst) {
+        return;
+    }
     // SAFETY: as in `copy_to_guest`: `dst.len()` writable bytes behind UnsafeCells.
     unsafe { core::ptr::write_bytes(dst.as_ptr() as *mut u8, byte, dst.len()) }
 }
