@@ -9,13 +9,14 @@
 //! one of them (and the guest itself, on every CPU) reaches the same RAM at the same time. A
 //! `&mut [u8]` held by several CPUs at once would be aliasing UB, so [`GuestMemory`] is a small `Copy`
 //! handle over the bytes as `AtomicU8` (`arch::share_bytes`), and all access is by copy: `read` into a
-//! VMM buffer (relaxed byte loads), `write` from one and `fill` (bulk copies in `arch`, see
-//! `arch::copy_to_guest`: byte stores made the boot a fifth slower), and
+//! VMM buffer, `write` from one and `fill` (bulk copies in `arch`, see `arch::copy_to_guest` and
+//! `arch::copy_from_guest`: byte stores made the boot a fifth slower, byte loads the instruction
+//! emulator's round trip a quarter slower), and
 //! [`GuestMemory::for_each_chunk`] for streaming a guest buffer out (console writes) through a bounded
 //! stack buffer. This is rust-vmm `vm-memory`'s `read_slice`/`write_slice` shape.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::AtomicU8;
 
 /// Why a guest-physical range was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,10 +72,7 @@ impl<'m> GuestMemory<'m> {
     /// Copies `out.len()` bytes at `gpa` into `out`.
     #[cfg_attr(target_arch = "riscv64", allow(dead_code))] // x86: instruction fetch, page walks
     pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemError> {
-        let r = self.range(gpa, out.len() as u64)?;
-        for (o, b) in out.iter_mut().zip(r) {
-            *o = b.load(Relaxed);
-        }
+        crate::arch::copy_from_guest(out, self.range(gpa, out.len() as u64)?);
         Ok(())
     }
 
@@ -100,9 +98,7 @@ impl<'m> GuestMemory<'m> {
         let r = self.range(gpa, len)?;
         let mut buf = [0u8; CHUNK];
         for part in r.chunks(CHUNK) {
-            for (o, b) in buf.iter_mut().zip(part) {
-                *o = b.load(Relaxed);
-            }
+            crate::arch::copy_from_guest(&mut buf[..part.len()], part);
             if let Err(e) = f(&buf[..part.len()]) {
                 return Ok(Err(e));
             }

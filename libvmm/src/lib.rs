@@ -141,7 +141,7 @@ pub(crate) mod arch;
 #[allow(unused_imports, dead_code)]
 pub(crate) mod arch {
     pub(crate) mod shared;
-    pub use shared::{copy_to_guest, fill_guest, share_bytes, Published};
+    pub use shared::{copy_from_guest, copy_to_guest, fill_guest, share_bytes, Published};
 }
 
 /// A payload as the image crate embeds it: its ELF file, unchanged (a static PIE or an executable linked

@@ -125,6 +125,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::HostEvent => {
             vm.stats.add(ExitReason::HostEvent);
+            cpu.host_event();
             shared_state(cpu, vm)?;
             if let Some(ms) = vm.platform.time_limit_exceeded() {
                 return Err(StopReason::TimeLimit { ms });

@@ -56,6 +56,16 @@ pub struct HostPlatform {
     pub isa: Isa,
     /// Whether any hart described itself with `riscv,isa-extensions` (else only `riscv,isa` was read).
     pub from_extension_list: bool,
+    /// `riscv,cboz-block-size`, the bytes one Zicboz `cbo.zero` clears, when every enabled hart gives
+    /// the same power of two in 8..=4096; 0 otherwise (then the VMM never uses `cbo.zero`).
+    pub cboz_block: u64,
+}
+
+/// A hart's `riscv,cboz-block-size`, when it is a power of two in 8..=4096.
+fn cboz_block(node: &Node<'_>) -> Option<u64> {
+    node.property("riscv,cboz-block-size")
+        .and_then(|p| p.as_u64())
+        .filter(|b| b.is_power_of_two() && (8..=4096).contains(b))
 }
 
 fn str_prop<'a>(node: &Node<'a>, name: &str) -> Option<&'a str> {
@@ -83,6 +93,8 @@ impl HostPlatform {
         let mut hart_ids = [0; crate::config::MAX_CPUS];
         let mut common: Option<Isa> = None;
         let mut from_list = false;
+        // The common cbo.zero block size: None before the first hart, Some(0) once harts disagree.
+        let mut cboz: Option<u64> = None;
         for cpu in cpus.children() {
             if str_prop(&cpu, "device_type") != Some("cpu") {
                 continue;
@@ -112,6 +124,11 @@ impl HostPlatform {
                     .ok_or(DtError::NoHarts)?;
             }
             harts += 1;
+            let b = cboz_block(&cpu).unwrap_or(0);
+            cboz = Some(match cboz {
+                Some(c) if c != b => 0,
+                _ => b,
+            });
             common = Some(match common {
                 None => hart_isa,
                 Some(c) => Isa {
@@ -136,6 +153,7 @@ impl HostPlatform {
             test_device: find("sifive,test0"),
             isa,
             from_extension_list: from_list,
+            cboz_block: cboz.unwrap_or(0),
         })
     }
 
@@ -169,6 +187,7 @@ mod tests {
             "QEMU 10.0.2 does not implement Zalasr"
         );
         assert_eq!(p.isa.unknown, 0);
+        assert_eq!(p.cboz_block, 64, "QEMU's riscv,cboz-block-size");
     }
 
     #[test]

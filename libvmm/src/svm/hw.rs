@@ -33,6 +33,9 @@ pub(crate) trait SvmHw {
     fn enable_xsave(&mut self) -> bool;
     /// XSETBV of XCR0 with a value the policy checked (for the guest: XCR0 is not in the VMCB).
     fn xsetbv(&mut self, xcr0: u64);
+    /// After an INTR exit: takes the host interrupt that caused it (it stays pending across every
+    /// other exit, so the next VMRUN ends with INTR and the loop sees the host event).
+    fn take_host_interrupt(&mut self);
 }
 
 /// Brings SVM up with `hw` on `st` and runs the guest until it stops. `vmm_addrs` are VMM addresses
@@ -212,6 +215,9 @@ impl SvmHw for RealSvm {
     }
     fn xsetbv(&mut self, xcr0: u64) {
         crate::arch::x86_64::cpu::xsetbv0(xcr0)
+    }
+    fn take_host_interrupt(&mut self) {
+        crate::arch::x86_64::svm::take_host_interrupt()
     }
 }
 

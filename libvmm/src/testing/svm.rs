@@ -1,6 +1,8 @@
 //! A model of the SVM hardware for host tests: CPUID and MSRs of a capable CPU, EFER.SVME state, and
 //! VMRUN that plays a script of #VMEXITs (exit code, EXITINFO1/2, guest RAX and GPRs) into the VMCB,
-//! recording the guest state at each entry.
+//! recording the guest state at each entry. Host interrupts as the world switch leaves them: one that
+//! fires during an exit stays pending, ends the next VMRUN with an INTR exit, and is gone only once the
+//! VMM takes it (`take_host_interrupt`).
 use std::vec::Vec;
 
 use crate::svm::hw::SvmHw;
@@ -15,6 +17,8 @@ pub struct SvmExit {
     pub info2: u64,
     pub rax: u64,
     pub gprs: Gprs,
+    /// The host's timer interrupt becomes pending during this exit (while the VMM handles it).
+    pub host_irq: bool,
 }
 
 #[derive(Default)]
@@ -32,6 +36,12 @@ pub struct ModelSvm {
     pub xcr0: Vec<u64>,
     /// (CR0, CR4, TLB_CONTROL, EVENTINJ) of the VMCB at each VMRUN.
     pub crs: Vec<(u64, u64, u8, u32)>,
+    /// A host interrupt is pending in the local APIC (not yet taken by the VMM).
+    pub host_irq_pending: bool,
+    /// Host interrupts the VMM took after INTR exits.
+    pub host_irqs_taken: u32,
+    /// INTR exits delivered for a pending host interrupt.
+    pub intr_exits: u32,
 }
 
 impl SvmHw for ModelSvm {
@@ -65,8 +75,15 @@ impl SvmHw for ModelSvm {
             vmcb.control.tlb_control,
             vmcb.control.event_inj,
         ));
+        // With RFLAGS.IF = 1 at VMRUN and V_INTR_MASKING, a pending host interrupt ends the run at once.
+        let e = if self.host_irq_pending {
+            self.intr_exits += 1;
+            SvmExit {
+                code: crate::svm::decode::code::INTR,
+                ..Default::default()
+            }
         // Off the end of the script: a guest SHUTDOWN, so a test that runs past it notices.
-        let e = if self.script.is_empty() {
+        } else if self.script.is_empty() {
             SvmExit {
                 code: crate::svm::decode::code::SHUTDOWN,
                 ..Default::default()
@@ -79,6 +96,7 @@ impl SvmHw for ModelSvm {
         vmcb.control.exit_info2 = e.info2;
         vmcb.save.rax = e.rax;
         *gprs = e.gprs;
+        self.host_irq_pending |= e.host_irq;
     }
     fn vmload(&mut self, _: &Vmcb) {
         self.vmloads += 1;
@@ -91,5 +109,10 @@ impl SvmHw for ModelSvm {
     fn xsetbv(&mut self, xcr0: u64) {
         assert!(self.xsave_enabled, "XSETBV with CR4.OSXSAVE clear is #UD");
         self.xcr0.push(xcr0);
+    }
+    fn take_host_interrupt(&mut self) {
+        assert!(self.host_irq_pending, "no host interrupt to take");
+        self.host_irq_pending = false;
+        self.host_irqs_taken += 1;
     }
 }

@@ -44,6 +44,16 @@ pub fn vmload<V>(vmcb: &V) {
     unsafe { core::arch::asm!("vmload rax", in("rax") pa(vmcb), options(nostack)) }
 }
 
+/// After an INTR exit: takes the pending host interrupt through the VMM's IDT (the LAPIC timer's stub
+/// acknowledges it with an EOI), then interrupts are off again.
+pub fn take_host_interrupt() {
+    // SAFETY: STI's shadow covers the NOP, so the pending interrupt is taken after it, before CLI
+    // (QEMU's TCG ends a translation block after STI for this); the only unmasked source is the
+    // LAPIC timer (the legacy PICs are masked), whose stub EOIs and returns. No memory is touched by these
+    // instructions; CLI restores the VMM's interrupts-off state.
+    unsafe { core::arch::asm!("sti; nop; cli", options(nomem, nostack)) }
+}
+
 core::arch::global_asm!(concat!(
     r#"
 .section .text.svm, "ax"
@@ -71,8 +81,8 @@ libvmm_svm_world_switch:
     r#"
     pop rbx
     mov [rdi + 40], rbx
-        stgi
     cli
+    stgi
     pop r15
     pop r14
     pop r13
@@ -88,9 +98,16 @@ extern "C" {
 }
 
 /// Runs the guest once (VMRUN). VMRUN executes with RFLAGS.IF = 1 but GIF = 0: with V_INTR_MASKING a
-/// host interrupt (the LAPIC timer) then ends the guest's run with an INTR exit and is taken by the VMM
-/// right after STGI, before `cli`; the VMM's own code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
-/// `gprs`. The VMLOAD/VMSAVE part of the guest state stays in the CPU between runs (see `svm::hw`).
+/// host interrupt (the LAPIC timer) then ends the guest's run with an INTR exit. After the exit the
+/// world switch clears IF before it sets GIF again, so the VMM never takes a host interrupt here: one
+/// that became pending during an exit of another kind (or while the VMM handled an exit) stays pending
+/// in the local APIC and ends the next VMRUN at once with an INTR exit, which the loop sees as a host
+/// event; [`take_host_interrupt`] takes it after that exit. (Taken here, between STGI and CLI, as
+/// before, such an interrupt was swallowed by the stub: the host one-shot was spent with no host
+/// event, and a guest that never exits by time was never stopped by its time limit.) The VMM's own
+/// code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel
+/// through `gprs`. The VMLOAD/VMSAVE part of the guest state stays in the CPU between runs (see
+/// `svm::hw`).
 pub fn run<V>(gprs: &mut Gprs, guest: &mut V) {
     const { assert_page::<V>() };
     let guest_pa = pa(guest);
