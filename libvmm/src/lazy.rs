@@ -103,7 +103,9 @@ impl LazyBlocks {
         let base = map.base();
         self.base.store(base, Ordering::Relaxed);
         let mut n = 0;
-        for (i, s) in self.state.iter().enumerate() {
+        // The window's blocks only (the rest stay resident): bookkeeping per block of guest memory.
+        let blocks = (map.end().saturating_sub(base)).div_ceil(LAZY_BLOCK) as usize;
+        for (i, s) in self.state.iter().enumerate().take(blocks) {
             let deferred = map.is_deferred(base + i as u64 * LAZY_BLOCK);
             s.store(if deferred { PENDING } else { RESIDENT }, Ordering::Relaxed);
             n += deferred as usize;

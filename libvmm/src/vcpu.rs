@@ -78,18 +78,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::GuestMemoryFault { gpa, access } => {
             vm.stats.add(ExitReason::GuestMemoryFault);
-            if vm.lazy.is_lazy(gpa) && access != Access::Execute {
-                return first_touch(cpu, vm, gpa, access);
-            }
-            #[cfg(target_arch = "x86_64")]
-            if vm.emu.emulator.is_device(gpa) {
-                return emulate(cpu, vm, false);
-            }
-            return Err(StopReason::GuestMemoryViolation {
-                gpa,
-                access,
-                mapped: vm.map.perm_at(gpa),
-            });
+            return nested_fault(cpu, vm, gpa, access);
         }
         Exit::Halt => {
             vm.stats.add(ExitReason::Halt);
@@ -160,6 +149,30 @@ pub(crate) fn handle<B: Backend, P: Platform>(
     Ok(())
 }
 
+/// A nested fault: the first touch of a deferred block, device memory (x86: the emulator), or a
+/// violation that stops the VM. Out of the loop: none of it is a hot exit.
+#[cold]
+#[inline(never)]
+fn nested_fault<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    gpa: u64,
+    access: Access,
+) -> Result<(), StopReason> {
+    if vm.lazy.is_lazy(gpa) && access != Access::Execute {
+        return first_touch(cpu, vm, gpa, access);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if vm.emu.emulator.is_device(gpa) {
+        return emulate(cpu, vm, false);
+    }
+    Err(StopReason::GuestMemoryViolation {
+        gpa,
+        access,
+        mapped: vm.map.perm_at(gpa),
+    })
+}
+
 /// A nested fault in a block of guest memory deferred at boot (`lazy.rs`): the vCPU that claims the
 /// block zeroes it and has the backend map it read+write, and every vCPU re-enters at the same
 /// instruction, which now finds memory. So the guest never sees what the host left there, and boot does
@@ -167,7 +180,6 @@ pub(crate) fn handle<B: Backend, P: Platform>(
 /// mapped meanwhile (a stale negative nested-TLB entry here) fences its own nested translations and
 /// resumes; one that faults while another owns the block re-enters to fault again after a bounded wait.
 #[cold]
-#[inline(never)]
 fn first_touch<B: Backend, P: Platform>(
     cpu: &mut B,
     vm: &mut Vm<'_, P>,
