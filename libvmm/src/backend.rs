@@ -57,6 +57,11 @@ pub(crate) trait Backend: GuestInterrupts {
         false
     }
 
+    /// Another vCPU changed the nested tables this vCPU faulted through (it mapped a block on first
+    /// touch): drop this CPU's cached translations of them before re-entering. RISC-V may cache invalid
+    /// G-stage entries (HFENCE.GVMA here); x86 never caches not-present NPT/EPT entries (nothing to do).
+    fn nested_tables_changed(&mut self) {}
+
     /// Completes an instruction the guest may not execute itself but the backend emulates (RISC-V: a
     /// Zkr `seed` access, answered with the host's); `false` for any other (the loop injects the
     /// fault). Cold: called from the illegal-instruction exit only.

@@ -91,8 +91,14 @@ pub const GUEST_MEM_MAX: u64 = 1 << 30;
 /// leaf. The boot's cost is then the same for 8 MiB and for 1 GiB of guest memory.
 pub const LAZY_BLOCK: u64 = 2 << 20;
 
-/// Words of the bitmap of blocks still to be zeroed on first touch (`loader::GuestMap`).
+/// Words of the bitmap of blocks deferred to their first touch (`loader::GuestMap`); the shared
+/// per-block state (`lazy::LazyBlocks`) covers as many blocks.
 pub const LAZY_WORDS: usize = (GUEST_MEM_MAX / LAZY_BLOCK).div_ceil(64) as usize;
+
+/// Spins a vCPU waits for a block another vCPU is zeroing or mapping (`lazy::LazyBlocks`) before it
+/// re-enters the guest to fault again (first touch) or stops the VM (the VMM's own access). Zeroing
+/// 2 MiB under emulation takes far fewer.
+pub const LAZY_WAIT_SPINS: u64 = 50_000_000;
 
 /// The instruction emulator (x86): device ranges one VM can register (MMIO through the emulator).
 pub const EMU_DEVICE_RANGES: usize = 4;

@@ -81,6 +81,8 @@ pub(crate) mod exit;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod guest_mem;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+pub(crate) mod lazy;
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 // fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
 #[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod loader;

@@ -4,7 +4,7 @@
 
 use crate::backend::Backend;
 use crate::config::IO_LOG_LIMIT;
-use crate::exit::{Exit, Fault, Output, Reply};
+use crate::exit::{Access, Exit, Fault, Output, Reply};
 use crate::policy::{apic, cpuid, cr, hypercall, io, msr, sbi};
 pub(crate) use crate::vm::{ExitReason, Platform, StopReason, Vm};
 use crate::x86::apic::delivery::{EntryAction, HaltAction};
@@ -78,18 +78,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::GuestMemoryFault { gpa, access } => {
             vm.stats.add(ExitReason::GuestMemoryFault);
-            if vm.map.is_pending(gpa) {
-                return first_touch(cpu, vm, gpa);
-            }
-            #[cfg(target_arch = "x86_64")]
-            if vm.emu.emulator.is_device(gpa) {
-                return emulate(cpu, vm, false);
-            }
-            return Err(StopReason::GuestMemoryViolation {
-                gpa,
-                access,
-                mapped: vm.map.perm_at(gpa),
-            });
+            return nested_fault(cpu, vm, gpa, access);
         }
         Exit::Halt => {
             vm.stats.add(ExitReason::Halt);
@@ -161,25 +150,62 @@ pub(crate) fn handle<B: Backend, P: Platform>(
     Ok(())
 }
 
-/// The first touch of a block of guest memory left pending at boot (`loader::GuestMap`): zero it, have
-/// the backend map it read+write, and re-enter at the same instruction, which now finds memory. So the
-/// guest never sees what the host left there, and boot does not pay for memory the guest never uses.
+/// A nested fault: the first touch of a deferred block, device memory (x86: the emulator), or a
+/// violation that stops the VM. Out of the loop: none of it is a hot exit.
 #[cold]
 #[inline(never)]
+fn nested_fault<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    gpa: u64,
+    access: Access,
+) -> Result<(), StopReason> {
+    if vm.lazy.is_lazy(gpa) && access != Access::Execute {
+        return first_touch(cpu, vm, gpa, access);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if vm.emu.emulator.is_device(gpa) {
+        return emulate(cpu, vm, false);
+    }
+    Err(StopReason::GuestMemoryViolation {
+        gpa,
+        access,
+        mapped: vm.map.perm_at(gpa),
+    })
+}
+
+/// A nested fault in a block of guest memory deferred at boot (`lazy.rs`): the vCPU that claims the
+/// block zeroes it and has the backend map it read+write, and every vCPU re-enters at the same
+/// instruction, which now finds memory. So the guest never sees what the host left there, and boot does
+/// not pay for memory the guest never uses. With guest SMP: a vCPU that faults on a block another one
+/// mapped meanwhile (a stale negative nested-TLB entry here) fences its own nested translations and
+/// resumes; one that faults while another owns the block re-enters to fault again after a bounded wait.
+#[cold]
 fn first_touch<B: Backend, P: Platform>(
     cpu: &mut B,
     vm: &mut Vm<'_, P>,
     gpa: u64,
+    access: Access,
 ) -> Result<(), StopReason> {
-    let block = vm.map.take_pending(gpa).ok_or(StopReason::Platform(
-        "first touch of a block that is not pending",
-    ))?;
-    vm.map
-        .zero_stale(&mut vm.mem, block, crate::config::LAZY_BLOCK);
-    if !cpu.map_zeroed_block(block) {
-        return Err(StopReason::Platform(
-            "the nested tables cannot map a block of guest memory on first touch",
-        ));
+    use crate::lazy::Touch;
+    match vm
+        .lazy
+        .first_touch(&vm.mem, gpa, |b| cpu.map_zeroed_block(b))
+    {
+        Touch::Mapped | Touch::Busy => {}
+        Touch::MappedElsewhere => cpu.nested_tables_changed(),
+        Touch::NotLazy => {
+            return Err(StopReason::GuestMemoryViolation {
+                gpa,
+                access,
+                mapped: vm.map.perm_at(gpa),
+            })
+        }
+        Touch::MapFailed => {
+            return Err(StopReason::Platform(
+                "the nested tables cannot map a block of guest memory on first touch",
+            ))
+        }
     }
     cpu.reply(Reply::Resume);
     Ok(())
@@ -209,7 +235,11 @@ fn emulate<B: Backend, P: Platform>(
     // The emulator reads and writes guest memory wherever the instruction says: every block still
     // holding host data is zeroed first (once per VM: only guests that need the emulator pay for it).
     let (base, size) = (vm.mem.base(), vm.mem.size());
-    vm.map.zero_stale(&mut vm.mem, base, size);
+    if vm.lazy.zero_stale(&vm.mem, base, size).is_err() {
+        return Err(StopReason::Platform(
+            "a block of guest memory stayed busy on another vCPU",
+        ));
+    }
     let mut buf = [0u8; EMU_IO_BATCH];
     let emu = &mut vm.emu;
     let outcome = if forced {
@@ -685,7 +715,7 @@ mod tests {
         }
     }
 
-    /// A `write` of guest memory the guest never touched (a block still pending, holding what the host
+    /// A `write` of guest memory the guest never touched (a block still deferred, holding what the host
     /// left there) prints zeros, and the block is zeroed for good: never stale host bytes.
     #[test]
     fn a_write_from_never_touched_memory_prints_zeros() {
@@ -703,6 +733,7 @@ mod tests {
         };
         let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), ModelPlatform::default());
         vm.map.defer_from(BASE + 1);
+        vm.lazy = crate::lazy::LazyBlocks::armed_for_test(&vm.map);
         assert_eq!(run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
         assert_eq!(vm.platform.console.0, vec![0u8; 16]);
         assert!(vm
@@ -712,7 +743,7 @@ mod tests {
             .iter()
             .all(|&b| b == 0));
         assert!(
-            vm.map.is_pending(BASE + 2 * MIB),
+            !vm.lazy.is_stale(BASE + 2 * MIB) && !vm.lazy.is_mapped(BASE + 2 * MIB),
             "zeroed, mapped on the guest's own touch"
         );
     }

@@ -81,6 +81,10 @@ pub(crate) struct Vm<'m, P: Platform> {
     /// it. [`Vm::new`] starts with all of `mem` read+write and nothing executable; the boot sets the
     /// payload's map.
     pub map: GuestMap,
+    /// Zero on first touch: what has become of the blocks `map` deferred, one state for the whole VM
+    /// (every vCPU's `Vm` holds the same; see `lazy.rs`). [`Vm::new`] starts with the machine's
+    /// [`crate::lazy::VM_LAZY`], which the boot arms; tests give each VM their own.
+    pub lazy: &'m crate::lazy::LazyBlocks,
     /// The instruction emulator and what it drives (x86).
     #[cfg(target_arch = "x86_64")]
     pub emu: EmuState,
@@ -188,6 +192,7 @@ impl<'m, P: Platform> Vm<'m, P> {
             stats: ExitStats::default(),
             io_logged: 0,
             map,
+            lazy: &crate::lazy::VM_LAZY,
             #[cfg(target_arch = "x86_64")]
             emu: EmuState::new(48, false, crate::x86::pmu::Pmu::new(false, 0)),
         }

@@ -110,9 +110,66 @@ impl<T: Copy> Default for Published<T> {
     }
 }
 
+/// A value several CPUs change in turn, one at a time: a spin lock (no heap, no OS). For what is rare
+/// and short, such as the one VM's G-stage tables, which whichever vCPU first touches a block of guest
+/// memory maps it into (zero on first touch, `lazy.rs`).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))] // x86: no guest SMP yet
+pub struct SpinLock<T> {
+    locked: core::sync::atomic::AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only inside `with`, while this CPU holds `locked` (taken with Acquire,
+// given back with Release), so no two CPUs ever hold a reference to it at once.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+impl<T> SpinLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            locked: core::sync::atomic::AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Runs `f` on the value with the lock held (spinning until it is free).
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        // SAFETY: this CPU holds the lock (the exchange above), so this is the only reference until
+        // the store below; `f` cannot keep it (its lifetime ends with the call).
+        let r = f(unsafe { &mut *self.value.get() });
+        self.locked.store(false, Ordering::Release);
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spin_lock_serialises_its_users() {
+        static L: SpinLock<u64> = SpinLock::new(0);
+        let ts: std::vec::Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..10_000 {
+                        L.with(|v| *v = core::hint::black_box(*v) + 1);
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(L.with(|v| *v), 40_000);
+    }
 
     #[test]
     fn published_once_and_read_everywhere() {

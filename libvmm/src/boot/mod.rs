@@ -117,6 +117,8 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
     };
     let mut vm = Vm::new(mem, platform);
     vm.map = map;
+    // The deferred blocks, as the one state every vCPU of the VM shares (`lazy.rs`).
+    vm.lazy.arm(&map);
     crate::vmm_print!(
         vm.platform.console(),
         "libvmm: guest memory {:#x}..{:#x} ({} MiB; {} MiB zeroed at boot, the rest on first touch)\n",
@@ -188,7 +190,7 @@ fn zero_eager(map: &crate::loader::GuestMap, mem: &mut GuestMemory<'_>) -> u64 {
     let mut block = base;
     while block < end {
         let len = LAZY_BLOCK.min(end - block);
-        if !map.is_pending(block) && mem.fill(block, len, 0).is_ok() {
+        if !map.is_deferred(block) && mem.fill(block, len, 0).is_ok() {
             zeroed += len;
         }
         block += len;

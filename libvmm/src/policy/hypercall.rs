@@ -50,8 +50,11 @@ fn write<P: Platform>(fd: u64, gpa: u64, len: u64, vm: &mut Vm<'_, P>) -> i64 {
     if fd != 1 && fd != 2 {
         return Errno::Badf.as_result();
     }
-    // A buffer in memory the guest never touched reads as zeros, never as what the host left there.
-    vm.map.zero_stale(&mut vm.mem, gpa, len);
+    // A buffer in memory the guest never touched reads as zeros, never as what the host left there
+    // (another vCPU still zeroing a block of it past the bounded wait: not read, EFAULT).
+    if vm.lazy.zero_stale(&vm.mem, gpa, len).is_err() {
+        return Errno::Fault.as_result();
+    }
     let mem = vm.mem;
     let con = vm.platform.console();
     // One guest write at a time across CPUs: a payload's line written in one call arrives whole.

@@ -276,8 +276,11 @@ fn console_write<P: Platform>(len: u64, lo: u64, hi: u64, vm: &mut Vm<'_, P>) ->
     if hi != 0 {
         return err(SBI_ERR_INVALID_PARAM);
     }
-    // A buffer in memory the guest never touched reads as zeros, never as what the host left there.
-    vm.map.zero_stale(&mut vm.mem, lo, len);
+    // A buffer in memory the guest never touched reads as zeros, never as what the host left there
+    // (another vCPU still zeroing a block of it past the bounded wait: not read, SBI_ERR_FAILED).
+    if vm.lazy.zero_stale(&vm.mem, lo, len).is_err() {
+        return err(-1);
+    }
     let mem = vm.mem;
     let con = vm.platform.console();
     let _line = crate::console::LineLock::acquire();

@@ -11,7 +11,7 @@
 //! split into 4 KiB leaves through one of a fixed pool of level-0 tables (`config::NESTED_PAGE_TABLES`):
 //! no allocation, and running out of tables is an error.
 //!
-//! Blocks the map defers (zero on first touch, `GuestMap::take_pending`) are left invalid; the first
+//! Blocks the map defers (zero on first touch, `lazy.rs`) are left invalid; the first
 //! guest-page fault there comes to the run loop, which zeroes the block, and [`GStage::map_block`] maps
 //! it as one read+write 2 MiB leaf (followed by an HFENCE.GVMA of the block: the privileged spec lets a
 //! hart cache invalid entries).
@@ -220,7 +220,7 @@ impl<const N: usize, const P: usize> GStage<N, P> {
         while block < end {
             let t = self.l1_for(block)?;
             let li = (block >> 21) as usize & 0x1ff;
-            if map.is_pending(block) {
+            if map.is_deferred(block) {
                 block += PAGE_2M;
                 continue;
             }
@@ -469,7 +469,8 @@ mod tests {
         assert!(g.translate(l::WINDOW_BASE).is_some());
         let gpa = l::WINDOW_BASE + 90 * PAGE_2M + 0x44;
         assert_eq!(g.translate(gpa), None);
-        let block = map.take_pending(gpa).unwrap();
+        assert!(map.is_deferred(gpa));
+        let block = gpa & !(PAGE_2M - 1);
         assert!(g.map_block(block));
         let (hpa, flags) = g.translate(gpa).unwrap();
         assert_eq!(hpa, gpa);

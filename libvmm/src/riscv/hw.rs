@@ -132,9 +132,9 @@ mod target {
     const _: () = assert!(CTX_HOST_OFFSET == entry::CTX_HOST_OFFSET);
     const _: () = assert!(core::mem::size_of::<GuestContext>() >= entry::CTX_SIZE);
 
-    /// This hart's CSR instructions and world switch, and on the boot hart the G-stage tables its
-    /// bring-up installed (blocks of guest memory are mapped into them on first touch).
-    pub(crate) struct HwHart(pub Option<&'static mut super::super::gstage::GStage<1>>);
+    /// This hart's CSR instructions and world switch; blocks of guest memory are mapped on first touch
+    /// into the VM's one G-stage ([`super::super::GSTAGE_SHARED`]), from whichever hart touches them.
+    pub(crate) struct HwHart;
 
     impl Hart for HwHart {
         #[inline(always)]
@@ -229,7 +229,8 @@ mod target {
             Some(csr::seed())
         }
         fn map_zeroed_block(&mut self, block: u64) -> bool {
-            let ok = self.0.as_mut().is_some_and(|g| g.map_block(block));
+            let ok = super::super::GSTAGE_SHARED
+                .with(|g| g.as_mut().is_some_and(|g| g.map_block(block)));
             if ok {
                 csr::hfence_gvma_all();
             }
@@ -239,7 +240,7 @@ mod target {
 
     /// A further hart's H-extension CSRs, set by itself before it parks ([`super::set_up_ap`]).
     pub(crate) fn ap_bring_up() {
-        super::set_up_ap(&mut HwHart(None));
+        super::set_up_ap(&mut HwHart);
     }
 
     /// The boot hart's bring-up ([`super::set_up`]) on the static G-stage tables.
@@ -251,20 +252,20 @@ mod target {
         let gstage = super::super::GSTAGE
             .take()
             .ok_or(StopReason::Platform("G-stage tables already in use"))?;
-        let mut hart = HwHart(None);
+        let mut hart = HwHart;
         super::set_up(&mut hart, gstage, map, hw, sstc)?;
-        hart.0 = Some(gstage);
+        super::super::GSTAGE_SHARED.with(|g| *g = Some(gstage));
         Ok(hart)
     }
 
     /// This hart's guest CSRs in their start state ([`super::guest_csrs_on`]).
     pub(crate) fn guest_csrs(hw: &HwConfig, sstc: bool) {
-        super::guest_csrs_on(&mut HwHart(None), hw, sstc);
+        super::guest_csrs_on(&mut HwHart, hw, sstc);
     }
 
     /// This hart joins the VM ([`super::join_vm_on`]).
     pub(crate) fn join_vm(hgatp: u64, hw: &HwConfig, sstc: bool) {
-        super::join_vm_on(&mut HwHart(None), hgatp, hw, sstc);
+        super::join_vm_on(&mut HwHart, hgatp, hw, sstc);
     }
 
     /// The G-stage root and VMID this hart runs the guest with (for the other harts to join).

@@ -45,6 +45,12 @@ pub(crate) mod vcpu;
 pub(crate) static GSTAGE: crate::arch::take_once::TakeOnce<gstage::GStage<1>> =
     crate::arch::take_once::TakeOnce::new(gstage::GStage::new());
 
+/// The same tables once installed: one per VM, used by every hart (each with the same hgatp), changed
+/// only when a vCPU maps a block of guest memory on its first touch (`lazy.rs`), under this lock.
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+pub(crate) static GSTAGE_SHARED: crate::arch::SpinLock<Option<&'static mut gstage::GStage<1>>> =
+    crate::arch::SpinLock::new(None);
+
 /// The guest's general registers while it is not running: `x[1..=31]` (x0 unused), plus the host's
 /// registers the world switch keeps while the guest runs. The layout is the assembly's (offsets below).
 #[repr(C, align(64))]

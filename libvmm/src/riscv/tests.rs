@@ -403,6 +403,7 @@ fn a_first_touch_zeroes_and_maps_a_block_in_the_g_stage() {
         ModelPlatform::default(),
     );
     vm.map = map;
+    vm.lazy = crate::lazy::LazyBlocks::armed_for_test(&map);
     assert_eq!(vcpu::run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
     assert_eq!(cpu.hart().entries[1].2, ENTRY, "the store runs again");
     assert!(vm
@@ -415,4 +416,76 @@ fn a_first_touch_zeroes_and_maps_a_block_in_the_g_stage() {
     let g = cpu.hart().gstage.as_ref().unwrap();
     assert!(g.translate(touched).is_some());
     assert!(g.translate(MEM_BASE + 4 * MIB).is_none());
+}
+
+/// Guest SMP and zero on first touch: two vCPUs (two `Vm`s, each with its own hart, over the same
+/// guest memory and the same `&LazyBlocks`, as every hart's `Vm` holds `lazy::VM_LAZY`). vCPU 0 touches
+/// a block first (zeroed and mapped, once) and the guest writes there; vCPU 1 then faults on the same
+/// block (a stale negative G-stage TLB entry on its hart): it fences locally and resumes, it neither
+/// zeroes the block again nor maps it (its model hart has no tables: a map would fail and stop the VM),
+/// so the data survive. vCPU 1's DBCN write of a block nobody touched prints zeros. With the state per
+/// `Vm` copy again (`vm1.lazy = armed_for_test(&map)`), vCPU 1 zeroes the block a second time (and has
+/// no tables to map it into): this test fails (checked once).
+#[test]
+fn two_vcpus_share_one_lazy_state_and_a_block_is_zeroed_once() {
+    const MIB: u64 = 1 << 20;
+    let mut bytes = vec![0x55u8; 8 << 20];
+    let mem = GuestMemory::new(MEM_BASE, &mut bytes);
+    let mut map = crate::loader::GuestMap::whole(MEM_BASE, 8 * MIB, crate::loader::Perm::ReadWrite);
+    assert_eq!(map.defer_from(MEM_BASE + 1), 3);
+    let lazy = crate::lazy::LazyBlocks::armed_for_test(&map);
+    let mut gs: Box<gstage::GStage<1>> = Box::default();
+    gs.map_guest(&map).unwrap();
+    let touched = MEM_BASE + 4 * MIB + 0x10;
+    let store_fault = || trap(csr::EXC_STORE_GUEST_PAGE_FAULT, touched & 3, touched >> 2);
+
+    // vCPU 0: the first touch.
+    let hart0 = ModelHart {
+        script: vec![store_fault(), hypercall(Hypercall::Exit, &[0])],
+        gstage: Some(gs),
+        ..Default::default()
+    };
+    let mut cpu0 = RiscvH::new(hart0, ENTRY, 0, MEM_BASE, 0, MEM_BASE + 0x100);
+    let mut vm0 = Vm::new(mem, ModelPlatform::default());
+    vm0.map = map;
+    vm0.lazy = lazy;
+    assert_eq!(vcpu::run(&mut cpu0, &mut vm0), StopReason::PayloadExit(0));
+    assert!(cpu0
+        .hart()
+        .gstage
+        .as_ref()
+        .unwrap()
+        .translate(touched)
+        .is_some());
+    assert!(lazy.is_mapped(touched));
+    // The guest's store on vCPU 0, after its touch.
+    mem.write_u64(touched, 0xC0FFEE).unwrap();
+
+    // vCPU 1: faults on the same block, then writes 16 bytes of a block nobody touched.
+    let untouched = MEM_BASE + 6 * MIB + 0x40;
+    let hart1 = ModelHart {
+        script: vec![
+            store_fault(),
+            ecall(libvmm_abi::sbi::EXT_DBCN, 0, &[16, untouched, 0]),
+            hypercall(Hypercall::Exit, &[0]),
+        ],
+        ..Default::default()
+    };
+    let mut cpu1 = RiscvH::new(hart1, ENTRY, 1, MEM_BASE, 0, MEM_BASE + 0x100);
+    let mut vm1 = Vm::new(mem, ModelPlatform::default());
+    vm1.map = map;
+    vm1.cpu = 1;
+    vm1.lazy = lazy;
+    assert_eq!(vcpu::run(&mut cpu1, &mut vm1), StopReason::PayloadExit(0));
+    assert_eq!(mem.read_u64(touched).unwrap(), 0xC0FFEE, "not zeroed again");
+    assert_eq!(cpu1.hart().entries[1].2, ENTRY, "the store runs again");
+    assert_eq!(cpu1.hart().hfences, 1, "a local HFENCE.GVMA before it");
+    assert_eq!(vm1.platform.console.0, vec![0u8; 16]);
+    assert!(!lazy.is_stale(untouched) && !lazy.is_mapped(untouched));
+    assert_eq!(
+        lazy.stale_blocks(),
+        1,
+        "the block at 2 MiB: still the host's"
+    );
+    assert_eq!(mem.slice(MEM_BASE + 2 * MIB, 1).unwrap(), [0x55]);
 }

@@ -129,6 +129,11 @@ impl<H: Hart> Backend for RiscvH<H> {
         self.hart.map_zeroed_block(block)
     }
 
+    #[cold]
+    fn nested_tables_changed(&mut self) {
+        self.hart.hfence_gvma_all();
+    }
+
     fn emulate_illegal(&mut self, raw: u64) -> bool {
         self.seed_access(raw)
     }

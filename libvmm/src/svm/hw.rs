@@ -310,6 +310,7 @@ mod tests {
         let mut st = Box::new(SvmStorage::zeroed());
         let mut vm = Vm::new(mem, ModelPlatform::default());
         vm.map = map;
+        vm.lazy = crate::lazy::LazyBlocks::armed_for_test(&map);
         let model = ModelSvm {
             script: vec![npf, exit],
             ..Default::default()
@@ -329,7 +330,7 @@ mod tests {
             [0xAA],
             "untouched"
         );
-        assert!(!vm.map.is_pending(touched) && vm.map.is_pending(block + 2 * MIB));
+        assert!(vm.lazy.is_mapped(touched) && vm.lazy.is_stale(block + 2 * MIB));
         let tr = st
             .npt
             .translate(touched, pa)

@@ -7,7 +7,7 @@
 //! 4 KiB leaves through one of `config::NESTED_PAGE_TABLES` page tables (one per block of the window, so
 //! the pool cannot run out).
 //!
-//! Blocks the map defers (zero on first touch, [`GuestMap::take_pending`]) are left not present; the
+//! Blocks the map defers (zero on first touch, `lazy.rs`) are left not present; the
 //! first nested fault there comes to the run loop, which zeroes the block, and [`NestedTables::map_block`]
 //! then maps it as one read+write 2 MiB leaf. A not-present entry is never cached by the TLB or the
 //! paging-structure caches, so no flush is needed when it becomes present.
@@ -109,7 +109,7 @@ impl NestedTables {
         let mut block = base & !(PAGE_2M - 1);
         while block < end {
             let pde = &mut self.pd.0[((block >> 21) & 511) as usize];
-            if map.is_pending(block) {
+            if map.is_deferred(block) {
                 block += PAGE_2M;
                 continue;
             }
@@ -370,7 +370,8 @@ mod tests {
         for g in (WINDOW_BASE + PAGE_2M..WINDOW_BASE + size).step_by(PAGE_2M as usize) {
             assert_eq!(t.translate(g, pa), None, "{g:#x} pending");
         }
-        let block = map.take_pending(WINDOW_BASE + 100 * PAGE_2M + 5).unwrap();
+        assert!(map.is_deferred(WINDOW_BASE + 100 * PAGE_2M + 5));
+        let block = WINDOW_BASE + 100 * PAGE_2M;
         assert!(t.map_block(block, pa));
         let tr = t.translate(block + 0x1234, pa).unwrap();
         assert_eq!(tr.hpa, block + 0x1234);

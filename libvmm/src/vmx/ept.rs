@@ -10,7 +10,7 @@
 //! region boundary crosses is split into 4 KiB leaves. Host tests walk the built tables the way the CPU
 //! does and prove exactly the window is mapped, with exactly the map's rights.
 //!
-//! Blocks the map defers (zero on first touch, `GuestMap::take_pending`) are left without rights; the
+//! Blocks the map defers (zero on first touch, `lazy.rs`) are left without rights; the
 //! first EPT violation there comes to the run loop, which zeroes the block, and
 //! [`EptTables::map_block`] maps it as one read+write 2 MiB leaf (an EPT violation invalidates what the
 //! CPU cached for the address, and entries without rights are never cached: no INVEPT is needed).
@@ -197,7 +197,7 @@ impl EptTables {
         let mut used = 0;
         let mut block = WINDOW_BASE;
         while block < end {
-            if map.is_pending(block) {
+            if map.is_deferred(block) {
                 block += PAGE_2M;
                 continue;
             }
@@ -498,7 +498,8 @@ mod tests {
         );
         let gpa = WINDOW_BASE + 77 * PAGE_2M + 0x321;
         assert_eq!(t.walk(root.hpa, gpa, phys), Ok(None));
-        let block = map.take_pending(gpa).unwrap();
+        assert!(map.is_deferred(gpa));
+        let block = gpa & !(PAGE_2M - 1);
         assert!(t.map_block(block));
         assert_eq!(
             t.walk(root.hpa, gpa, phys),

@@ -805,6 +805,7 @@ mod tests {
         let mut mem = vec![0xEEu8; 8 << 20];
         let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), ModelPlatform::default());
         vm.map = map;
+        vm.lazy = crate::lazy::LazyBlocks::armed_for_test(&map);
         assert_eq!(vcpu::run(&mut v, &mut vm), StopReason::PayloadExit(0));
         assert!(vm
             .mem

@@ -15,6 +15,9 @@
 //! `mode=storm iters=N`: every CPU at once sends N IPIs to every CPU (hostile: the VMM must stay
 //! up and every CPU finish).
 //! `mode=exit-while-starting`: CPU 0 starts every CPU and exits at once; the VM must stop cleanly.
+//! `mode=touch`: every CPU at once writes its own words into the same blocks of memory nobody touched
+//! before (the VMM zeroes each block on its first touch, once for the VM): every CPU's words must be
+//! there afterwards, and the rest of each block zero.
 #![no_std]
 #![no_main]
 
@@ -179,6 +182,7 @@ fn main() -> i32 {
             );
             return if ok { 0 } else { 1 };
         }
+        Some("touch") => return touch(n),
         Some("exit-while-starting") => {
             for c in 1..n {
                 let _ = smp::start(c, spin_forever);
@@ -525,5 +529,73 @@ mod tlb {
     }
     pub fn read_only() -> u64 {
         0
+    }
+}
+
+/// Blocks `mode=touch` writes into (2 MiB each, from 16 MiB into the window).
+const TOUCH_BLOCKS: u64 = 8;
+const TOUCH_FROM: u64 = 16 << 20;
+const BLOCK: u64 = 2 << 20;
+static GO: AtomicU32 = AtomicU32::new(0);
+
+/// The word CPU `cpu` writes into block `k` (at `k`'s base + 64 x cpu, a cache line each), and its value.
+fn touch_word(k: u64, cpu: usize) -> (&'static AtomicU64, u64) {
+    let bi = libvmm_guest::boot_info().expect("boot info");
+    let at = bi.mem_base + TOUCH_FROM + k * BLOCK + 64 * cpu as u64;
+    // SAFETY: inside the guest's RAM (checked against its size by `touch`), 8-byte aligned, and only
+    // ever reached as an atomic; RISC-V runs this with translation off (guest-physical addresses), x86
+    // on the runtime's identity map of the window.
+    let word = unsafe { &*(at as *const AtomicU64) };
+    (word, (cpu as u64 + 1) << 32 | k)
+}
+
+/// One CPU's part of `mode=touch`: waits for the start, then writes its word into every block.
+fn toucher() {
+    let me = smp::current_cpu();
+    wait_until(|| GO.load(SeqCst) != 0);
+    // Each CPU from its own block on: every CPU is the first to touch some blocks.
+    for i in 0..TOUCH_BLOCKS {
+        let (w, v) = touch_word((i + 2 * me as u64) % TOUCH_BLOCKS, me);
+        w.store(v, SeqCst);
+    }
+    DONE.fetch_add(1, SeqCst);
+}
+
+fn touch(n: usize) -> i32 {
+    let bi = libvmm_guest::boot_info().expect("boot info");
+    if bi.mem_size < TOUCH_FROM + TOUCH_BLOCKS * BLOCK + (4 << 20) {
+        println_whole!("smp: FAILED: touch needs more guest memory");
+        return 1;
+    }
+    for c in 1..n {
+        if smp::start(c, toucher).is_err() {
+            println_whole!("smp: FAILED: start cpu {c}");
+            return 1;
+        }
+    }
+    GO.store(1, SeqCst);
+    toucher();
+    let all = wait_until(|| DONE.load(SeqCst) as usize == n);
+    let mut kept = all;
+    for k in 0..TOUCH_BLOCKS {
+        for c in 0..n {
+            let (w, v) = touch_word(k, c);
+            kept &= w.load(SeqCst) == v;
+            // The word after it: written by nobody, so zero (never the host's bytes).
+            // SAFETY: as in `touch_word`: the next word of the same cache line.
+            let next = unsafe { &*((w as *const AtomicU64).add(1)) };
+            kept &= next.load(SeqCst) == 0;
+        }
+    }
+    let ok = check(
+        kept,
+        format_args!(
+            "first touch of {TOUCH_BLOCKS} blocks from {n} CPUs at once, every write kept"
+        ),
+    );
+    if ok {
+        0
+    } else {
+        1
     }
 }

@@ -339,7 +339,8 @@ fn smp(backend: Backend, n: u32) -> Case {
 }
 
 /// The short start/stop stress of `smp` (the long one is `cargo xtask bench`'s), the IPI storm from
-/// every vCPU at once, and an exit while the other vCPUs start: one clean stop line each.
+/// every vCPU at once, every vCPU's first touch of the same blocks at once, and an exit while the other
+/// vCPUs start: one clean stop line each.
 fn smp_stress(backend: Backend) -> Vec<Case> {
     vec![
         Case::new(backend, "smp", "mode=stress iters=50", 0)
@@ -348,6 +349,15 @@ fn smp_stress(backend: Backend) -> Vec<Case> {
             .cpus(4),
         Case::new(backend, "smp", "mode=storm iters=200", 0)
             .expect(&["smp: ipi storm: 4 CPU(s) x 200 IPIs to every CPU ok"])
+            .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
+            .cpus(4),
+        // Zero on first touch with every vCPU touching the same blocks at once (one shared state per
+        // VM): each block zeroed once, nobody's write lost.
+        Case::new(backend, "smp", "mode=touch", 0)
+            .expect(&[
+                "smp: first touch of 8 blocks from 4 CPUs at once, every write kept ok",
+                "libvmm: stop 0 payload exited with status 0",
+            ])
             .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
             .cpus(4),
         Case::new(backend, "smp", "mode=exit-while-starting", 0)

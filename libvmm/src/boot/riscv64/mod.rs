@@ -332,15 +332,9 @@ impl super::Machine for RiscvMachine {
             crate::arch::payload().name,
             guest.entry
         );
-        // Zero on first touch keeps the map of blocks still pending in each vCPU's `Vm`: with more than
-        // one vCPU those copies would race (one vCPU zeroing a block another has written since), so
-        // every block still pending is zeroed and mapped now, before the other vCPUs start.
-        let mut hart = hart;
-        if guest.vcpus > 1 {
-            if let Err(stop) = settle_lazy_blocks(vm, &mut hart) {
-                return stop;
-            }
-        }
+        // Zero on first touch needs nothing more with several vCPUs: its state is one per VM
+        // (`vm.lazy`, the same for every vCPU's `Vm`), and the G-stage tables it maps blocks into are
+        // the VM's one set, shared by every hart.
         let facts = VmFacts {
             mem: vm.mem,
             map: vm.map,
@@ -371,7 +365,7 @@ impl super::Machine for RiscvMachine {
             a2: guest.dtb_gpa,
             sp: guest.stack_top,
         };
-        vcpu_main(vm, &facts, Some(first), Some(hart))
+        vcpu_main(vm, &facts, Some(first), hart)
     }
 }
 
@@ -386,12 +380,12 @@ struct Start {
 /// One vCPU on this hart until the VM stops: start (the boot vCPU at the payload's entry, the others
 /// when the guest's HSM `hart_start` asks), run the generic loop, and after the guest's `hart_stop` wait
 /// for the next start. Each start begins from the guest CSRs' start state (satp 0, interrupts off).
-/// `boot_hart`: the boot hart's [`hw::HwHart`], which maps blocks of guest memory on first touch.
+/// `hart`: this hart's [`hw::HwHart`].
 fn vcpu_main(
     vm: &mut Vm<'static, RiscvPlatform>,
     f: &VmFacts,
     first: Option<Start>,
-    mut boot_hart: Option<hw::HwHart>,
+    mut hart: hw::HwHart,
 ) -> StopReason {
     let mut start = first;
     loop {
@@ -408,7 +402,6 @@ fn vcpu_main(
             },
         };
         hw::guest_csrs(&f.isa, f.sstc);
-        let hart = boot_hart.take().unwrap_or(hw::HwHart(None));
         let mut cpu = RiscvH::new(hart, s.pc, vm.cpu as u64, s.a1, s.a2, s.sp);
         if let Some((_, end)) = vm.platform.limit {
             cpu.set_time_limit(end);
@@ -416,35 +409,11 @@ fn vcpu_main(
         match vcpu::run(&mut cpu, vm) {
             StopReason::VcpuOff => {
                 vm.smp.set_off(vm.cpu);
-                boot_hart = Some(cpu.into_hart());
+                hart = cpu.into_hart();
             }
             stop => return stop,
         }
     }
-}
-
-/// Zeroes and maps every block of guest memory still pending (zero on first touch), with the boot
-/// hart's G-stage tables.
-fn settle_lazy_blocks(
-    vm: &mut Vm<'static, RiscvPlatform>,
-    hart: &mut hw::HwHart,
-) -> Result<(), StopReason> {
-    use crate::riscv::Hart;
-    let end = vm.mem.base() + vm.mem.size();
-    let mut at = vm.mem.base();
-    while at < end {
-        if let Some(block) = vm.map.take_pending(at) {
-            vm.map
-                .zero_stale(&mut vm.mem, block, crate::config::LAZY_BLOCK);
-            if !hart.map_zeroed_block(block) {
-                return Err(StopReason::Platform(
-                    "the G-stage tables cannot map guest memory",
-                ));
-            }
-        }
-        at += crate::config::LAZY_BLOCK;
-    }
-    Ok(())
 }
 
 /// An off vCPU's hart waits (WFI; kicks wake it) for a start request, or `None` when the VM stops.
@@ -599,7 +568,7 @@ extern "C" fn libvmm_riscv64_hart_main(hartid: u64, slot: u64) -> ! {
     vm.map = f.map;
     vm.cpu = cpu;
     hw::join_vm(f.hgatp, &f.isa, f.sstc);
-    let stop = vcpu_main(&mut vm, &f, None, None);
+    let stop = vcpu_main(&mut vm, &f, None, hw::HwHart);
     let stop = super::finish(&mut vm, stop, f.stats, park);
     crate::console::stop_line(&mut Uart, stop.code(), format_args!("{stop}"));
     devices::exit(stop.code())
