@@ -30,6 +30,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                 subleaf,
                 B::ID,
                 cr4,
+                vm.topology(),
                 host,
             ))));
             return Ok(());
@@ -134,15 +135,21 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::CrWrite { cr, value } => {
             vm.stats.add(ExitReason::CrWrite);
             let state = cpu.cr_state();
-            let guest =
-                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            let guest = |l, s| {
+                cpuid::answer(l, s, B::ID, state.cr4, vm.topology(), |l, s| {
+                    vm.platform.host_cpuid(l, s)
+                })
+            };
             cr::write(cr, value, &state, guest)?
         }
         Exit::Xsetbv { index, value } => {
             vm.stats.add(ExitReason::Xsetbv);
             let state = cpu.cr_state();
-            let guest =
-                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            let guest = |l, s| {
+                cpuid::answer(l, s, B::ID, state.cr4, vm.topology(), |l, s| {
+                    vm.platform.host_cpuid(l, s)
+                })
+            };
             cr::xsetbv(index, value, &state, guest)
         }
         Exit::Unknown { code, info1, info2 } => {
@@ -176,6 +183,7 @@ fn emulate<B: Backend, P: Platform>(
         ));
     };
     let mut buf = [0u8; EMU_IO_BATCH];
+    let topo = vm.topology();
     let emu = &mut vm.emu;
     let outcome = if forced {
         emu.emulator.emulate_forced(&mut g, &mut vm.mem, &mut buf)
@@ -191,7 +199,7 @@ fn emulate<B: Backend, P: Platform>(
         }
         Outcome::Cpuid(c) => {
             let cr4 = g.cr4();
-            let regs = cpuid::answer(c.leaf, c.subleaf, B::ID, cr4, |l, s| {
+            let regs = cpuid::answer(c.leaf, c.subleaf, B::ID, cr4, topo, |l, s| {
                 vm.platform.host_cpuid(l, s)
             });
             c.complete(&mut g, regs)
