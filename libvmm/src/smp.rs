@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     init: [AtomicU8; MAX_CPUS],
     /// x86: a STARTUP IPI waits for a vCPU in wait-for-SIPI: `SIPI_VALID | vector`, 0 for none.
     sipi: [AtomicU32; MAX_CPUS],
+    /// x86: running vCPUs halted with nothing of their own to wake them (waiting for an IPI or INIT).
+    halted: AtomicUsize,
 }
 
 /// [`Shared::take_sipi`]'s valid bit.
@@ -103,6 +105,7 @@ impl Shared {
             vectors: [const { [const { AtomicU64::new(0) }; 4] }; MAX_CPUS],
             init: [const { AtomicU8::new(0) }; MAX_CPUS],
             sipi: [const { AtomicU32::new(0) }; MAX_CPUS],
+            halted: AtomicUsize::new(0),
         }
     }
 
@@ -277,6 +280,23 @@ impl Shared {
             self.sipi[s].store(SIPI_VALID | u32::from(vector), Ordering::Release);
         }
         waiting
+    }
+
+    /// x86: a vCPU starts waiting halted for other vCPUs; returns how many wait so now (itself included).
+    pub fn enter_halt(&self) -> usize {
+        self.halted.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// x86: the vCPU no longer waits halted.
+    pub fn leave_halt(&self) {
+        self.halted.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether anything is posted for any vCPU (the last halting vCPU's check before it calls the guest
+    /// halted for good).
+    pub fn any_events(&self) -> bool {
+        (0..self.cpu_count())
+            .any(|c| self.has_events(c) || self.sipi[c].load(Ordering::SeqCst) != 0)
     }
 
     /// x86: on an off vCPU's own CPU, takes a waiting STARTUP (after dropping an INIT that came while it

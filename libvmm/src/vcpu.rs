@@ -253,6 +253,14 @@ fn emulate<B: Backend, P: Platform>(
 fn remote_events<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
     let (ipis, fences) = vm.smp.take_events(vm.cpu);
     cpu.remote_events(ipis, fences);
+    if B::VIRTUAL_APIC {
+        // x86: fixed vectors other vCPUs sent, into this vCPU's own x2APIC.
+        for (w, bits) in vm.smp.take_vectors(vm.cpu).into_iter().enumerate() {
+            for b in (0..64).filter(|b| bits & (1 << b) != 0) {
+                vm.irq.apic.receive_fixed((w * 64 + b) as u8);
+            }
+        }
+    }
     if fences != 0 {
         vm.smp.fences_done(vm.cpu, fences);
         let waiters = vm.smp.fence_waiters();
@@ -273,6 +281,10 @@ fn shared_state<B: Backend, P: Platform>(
         return Err(StopReason::StoppedElsewhere);
     }
     if vm.smp.has_events(vm.cpu) {
+        // x86 INIT: the vCPU leaves guest mode into wait-for-SIPI (its CPU waits for a STARTUP).
+        if vm.smp.take_init(vm.cpu) {
+            return Err(StopReason::VcpuOff);
+        }
         remote_events(cpu, vm);
     }
     Ok(())
@@ -409,9 +421,12 @@ fn msr_write<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>, msr: u32, val
 
 fn apic_write<P: Platform>(vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
     let now = vm.platform.guest_tsc();
-    let (reply, timer_changed) = apic::write(&mut vm.irq.apic, msr, value, now);
+    let (reply, timer_changed, ipi) = apic::write(&mut vm.irq.apic, msr, value, now);
     if timer_changed {
         rearm(vm, now);
+    }
+    if let Some(ipi) = ipi {
+        apic::send(vm, ipi);
     }
     reply
 }
@@ -420,9 +435,19 @@ fn apic_write<P: Platform>(vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
 /// until the APIC's timer would deliver one, or stop when nothing can ever wake the guest. The time
 /// limit still ends a sleeping guest.
 #[inline(never)]
+///
+/// Guest SMP: while another vCPU runs, an IPI (or an INIT, even with IF = 0) may still come, so a halt
+/// with nothing of its own to wake it waits for a kick instead of stopping; what other vCPUs posted is
+/// taken at every wake-up. When every running vCPU waits so, with nothing posted for any, nothing can
+/// ever wake the guest: the last to halt stops the VM.
+#[inline(never)]
 fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Reply, StopReason> {
     let interrupts_enabled = cpu.interruptibility().interrupts_enabled;
+    let smp = vm.smp.cpu_count() > 1;
     loop {
+        if smp {
+            shared_state(cpu, vm)?;
+        }
         let now = vm.platform.guest_tsc();
         match vm.irq.apic.on_halt(now, interrupts_enabled) {
             HaltAction::Wake => {
@@ -430,14 +455,23 @@ fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Repl
                 rearm(vm, now);
                 return Ok(Reply::Complete(Output::Nothing));
             }
-            HaltAction::Stop => return Err(StopReason::GuestHalted),
+            HaltAction::Stop if !smp => return Err(StopReason::GuestHalted),
+            HaltAction::Stop => {
+                let halted = vm.smp.enter_halt();
+                if halted >= vm.smp.active() && !vm.smp.any_events() {
+                    vm.smp.leave_halt();
+                    return Err(StopReason::GuestHalted);
+                }
+                vm.platform.idle();
+                vm.smp.leave_halt();
+            }
             HaltAction::SleepUntil(at) => {
                 rearm(vm, now);
                 vm.platform.sleep_until(at);
-                if let Some(ms) = vm.platform.time_limit_exceeded() {
-                    return Err(StopReason::TimeLimit { ms });
-                }
             }
+        }
+        if let Some(ms) = vm.platform.time_limit_exceeded() {
+            return Err(StopReason::TimeLimit { ms });
         }
     }
 }

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::arch::x86_64::cpu::{cpuid, inb, outb, rdtsc};
 use crate::arch::x86_64::lapic;
@@ -22,6 +23,10 @@ use crate::arch::x86_64::serial::Serial;
 use crate::vm::Platform;
 use crate::x86::clock::{self, TscSource};
 use libvmm_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME};
+
+/// The host APIC id of the CPU that runs each vCPU (vCPU n on VMM CPU n; `u32::MAX`: none), for kicks.
+pub(super) static APIC_ID_OF: [AtomicU32; crate::config::MAX_CPUS] =
+    [const { AtomicU32::new(u32::MAX) }; crate::config::MAX_CPUS];
 
 /// The calibration's outcome, cached after the first attempt.
 #[derive(Clone, Copy)]
@@ -194,8 +199,8 @@ impl Platform for X86Platform {
         }
     }
 
-    /// HLT until the deadline: each host timer tick wakes the CPU, which halts again until the guest
-    /// TSC reaches `deadline` or the time limit passes.
+    /// HLT towards the deadline: one host interrupt (a host timer tick, or a kick from another vCPU)
+    /// wakes the CPU and returns; the caller looks at the time, and at what was posted, and halts again.
     fn sleep_until(&mut self, deadline: u64) {
         if !self.host_timer {
             self.host_timer = lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT);
@@ -203,9 +208,28 @@ impl Platform for X86Platform {
                 return; // no local APIC: nothing could wake the CPU; the caller sees the time unchanged
             }
         }
-        while rdtsc() < deadline && self.time_limit_exceeded().is_none() {
+        if rdtsc() < deadline && self.time_limit_exceeded().is_none() {
             crate::arch::x86_64::cpu::wait_for_interrupt();
         }
+    }
+
+    /// The kick: a fixed host IPI ([`lapic::KICK_VECTOR`]) to the CPU that runs vCPU `cpu`; a CPU in
+    /// guest mode exits (INTR), a halted one wakes.
+    fn kick(&self, cpu: usize) {
+        if let Some(id) = APIC_ID_OF.get(cpu).map(|a| a.load(Ordering::Relaxed)) {
+            if id != u32::MAX {
+                lapic::send_kick(id);
+            }
+        }
+    }
+
+    /// A kick is taken (and acknowledged) by its interrupt stub: nothing stays pending to clear.
+    fn clear_kick(&mut self) {}
+
+    /// HLT with interrupts enabled for that instant (STI's shadow covers HLT, so a kick that came while
+    /// interrupts were off wakes it at once).
+    fn idle(&mut self) {
+        crate::arch::x86_64::cpu::wait_for_interrupt();
     }
 }
 
