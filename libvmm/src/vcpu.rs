@@ -434,7 +434,6 @@ fn apic_write<P: Platform>(vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
 /// HLT (the reply retires it): wake at once when an interrupt can be taken, sleep the physical CPU
 /// until the APIC's timer would deliver one, or stop when nothing can ever wake the guest. The time
 /// limit still ends a sleeping guest.
-#[inline(never)]
 ///
 /// Guest SMP: while another vCPU runs, an IPI (or an INIT, even with IF = 0) may still come, so a halt
 /// with nothing of its own to wake it waits for a kick instead of stopping; what other vCPUs posted is

@@ -193,10 +193,30 @@ pub struct Topology {
 
 impl Topology {
     /// One vCPU, ID 0.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub const ONE: Self = Self { id: 0, count: 1 };
 }
 
 impl<P: Platform> Vm<'_, P> {
+    /// The vCPU's interrupt state after INIT (x86 guest SMP: each start of an AP): a fresh virtual
+    /// x2APIC with x2APIC ID = the vCPU's number (BSP flag on vCPU 0 only), no window, no timer.
+    #[cfg_attr(not(all(target_os = "none", feature = "svm")), allow(dead_code))]
+    pub fn reset_apic(&mut self, maxphyaddr: u8) {
+        let min_period =
+            crate::x86::apic::VirtualApic::min_period_ticks(crate::config::APIC_ASSUMED_TSC_KHZ);
+        self.irq = Irq {
+            apic: crate::x86::apic::VirtualApic::new(
+                self.cpu as u32,
+                self.cpu == 0,
+                maxphyaddr,
+                min_period,
+            ),
+            window_open: false,
+            armed: None,
+        };
+        self.platform.arm_guest_timer(None);
+    }
+
     /// This vCPU's place in the guest's CPUID topology.
     #[inline(always)]
     pub fn topology(&self) -> Topology {

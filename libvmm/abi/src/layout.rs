@@ -65,7 +65,9 @@ static_assertions::const_assert!(CMDLINE_OFFSET >= core::mem::size_of::<crate::B
 static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
 static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= x86_64::SIPI_PAGE_OFFSET);
 static_assertions::const_assert!(x86_64::SIPI_PAGE_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
-static_assertions::const_assert!(x86_64::SIPI_PAGE < 0x10_0000 && x86_64::SIPI_PAGE % 0x1000 == 0);
+static_assertions::const_assert!(
+    x86_64::SIPI_PAGE < 0x10_0000 && x86_64::SIPI_PAGE.is_multiple_of(0x1000)
+);
 static_assertions::const_assert!(x86_64::WINDOW_BASE.is_multiple_of(0x20_0000));
 static_assertions::const_assert!(riscv64::WINDOW_BASE.is_multiple_of(0x20_0000));
 static_assertions::const_assert!(riscv64::DTB_OFFSET >= CMDLINE_OFFSET + CMDLINE_MAX);

@@ -79,9 +79,22 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     if st.npt.map(&vm.map, |t| hw.pa(t)).is_err() {
         return StopReason::Platform("nested tables cannot map the guest memory map");
     }
+    // Guest SMP: the one low page a STARTUP IPI names, read+execute onto its window page.
+    {
+        use libvmm_abi::layout::x86_64::{SIPI_PAGE, SIPI_PAGE_OFFSET};
+        let backing = vm.mem.base() + SIPI_PAGE_OFFSET;
+        if vm.mem.base() == libvmm_abi::layout::x86_64::WINDOW_BASE
+            && st
+                .npt
+                .map_sipi_page(SIPI_PAGE, backing, |t| hw.pa(t))
+                .is_err()
+        {
+            return StopReason::Platform("nested tables cannot map the SIPI page");
+        }
+    }
 
     // Self-check: no VMM structure is reachable through the nested tables.
-    let tables = [&st.npt.pml4, &st.npt.pdpt, &st.npt.pd];
+    let tables = [&st.npt.pml4, &st.npt.pdpt, &st.npt.pd, &st.npt.low];
     let own = [hw.pa(&st.guest_vmcb), hw.pa(&st.host_save)];
     if own
         .into_iter()
@@ -102,6 +115,7 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
         ncr3: hw.pa(&st.npt.pml4),
     };
     super::init_vmcb(&mut st.guest_vmcb, state, links);
+    publish_links(links);
     // The instruction emulator for this guest (no virtual PMU on SVM: see `x86::pmu`). #UD is
     // intercepted only for forced emulation, so the default exit path is unchanged.
     let max_pa = if hw.cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
@@ -126,6 +140,60 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     stop
 }
 
+/// Hands the VM's nested tables and permission maps to the APs (guest SMP): they wait for these.
+fn publish_links(links: super::VmcbLinks) {
+    #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+    VM_LINKS.set(links);
+    #[cfg(not(all(target_os = "none", target_arch = "x86_64", feature = "svm")))]
+    let _ = links;
+}
+
+/// The VM's shared structures (nested tables, permission maps), published by the boot CPU's bring-up.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) static VM_LINKS: crate::arch::Published<super::VmcbLinks> =
+    crate::arch::Published::new();
+
+/// Runs vCPU `vm.cpu` (>= 1) on this AP with its own VMCB over the VM's shared nested tables and
+/// permission maps (`links`), until the VM stops. `wait` blocks until a STARTUP IPI reaches the vCPU in
+/// wait-for-SIPI and returns its vector (`None`: the VM stopped meanwhile). Each start is a fresh
+/// real-mode state at `vector << 12` ([`super::init_vmcb_sipi`]) with the APIC after INIT; an INIT to
+/// the running vCPU ends its loop with [`StopReason::VcpuOff`] and it waits again.
+pub(crate) fn run_ap<P: Platform, H: SvmHw + Clone>(
+    vm: &mut Vm<'_, P>,
+    hw: H,
+    vmcb: &mut Vmcb,
+    links: super::VmcbLinks,
+    mut wait: impl FnMut(&mut Vm<'_, P>) -> Option<u8>,
+) -> StopReason {
+    let max_pa = if hw.cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
+        hw.cpuid(0x8000_0008, 0)[0] as u8
+    } else {
+        36
+    };
+    vm.emu = crate::vm::EmuState::new(max_pa, vm.emu.force, crate::x86::pmu::Pmu::new(false, 0));
+    loop {
+        let Some(vector) = wait(vm) else {
+            return StopReason::StoppedElsewhere;
+        };
+        super::init_vmcb_sipi(vmcb, vector, links);
+        if vm.emu.force {
+            vmcb.control.intercept_exceptions |= 1 << 6;
+        }
+        vm.reset_apic(max_pa);
+        let mut h = hw.clone();
+        h.vmload(vmcb);
+        let mut cpu = SvmVcpu {
+            hw: h,
+            vmcb: &mut *vmcb,
+            gprs: Gprs::default(),
+        };
+        match vcpu::run(&mut cpu, vm) {
+            StopReason::VcpuOff => vm.smp.set_off(vm.cpu),
+            stop => return stop,
+        }
+    }
+}
+
 /// Turns SVM on on an AP with its own storage: the same support checks as the boot CPU, EFER.SVME and
 /// VM_HSAVE_PA at the AP's own host save area. The VMCB stays zeroed until guest SMP gives it a vCPU.
 pub(crate) fn enable_on_ap<H: SvmHw>(
@@ -147,15 +215,17 @@ pub(crate) fn enable_on_ap<H: SvmHw>(
     Ok(())
 }
 
-/// Brings SVM up on AP `cpu` (1..MAX_CPUS) with its element of the per-CPU storage.
+/// Brings SVM up on AP `cpu` (1..MAX_CPUS) with its element of the per-CPU storage, which it keeps
+/// for its vCPU (guest SMP).
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
-pub(crate) fn ap_bring_up(cpu: usize) -> Result<(), &'static str> {
+pub(crate) fn ap_bring_up(cpu: usize) -> Result<&'static mut super::SvmCpuStorage, &'static str> {
     let st = cpu
         .checked_sub(1)
         .and_then(|i| super::AP_STORAGE.get(i))
         .and_then(|s| s.take())
         .ok_or("no SVM storage for this CPU (taken, or beyond MAX_CPUS)")?;
-    enable_on_ap(&mut RealSvm, st)
+    enable_on_ap(&mut RealSvm, st)?;
+    Ok(st)
 }
 
 /// Brings SVM up on this CPU with its static storage and runs the guest until it stops.
@@ -177,6 +247,7 @@ pub(crate) fn boot<P: Platform>(
 
 /// The SVM instructions of this CPU.
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+#[derive(Clone, Copy)]
 pub(crate) struct RealSvm;
 
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]

@@ -67,6 +67,11 @@ impl X86Platform {
         }
     }
 
+    /// The TSC at the VMM's entry (the APs' platforms count their clocks from it too).
+    pub fn boot_tsc(&self) -> u64 {
+        self.boot_tsc
+    }
+
     /// Limits the guest to `ms` milliseconds from now and starts the LAPIC timer that makes the guest
     /// exit periodically so the limit can be checked. Fails when the TSC cannot be calibrated or there is
     /// no local APIC.
