@@ -74,6 +74,8 @@ fn check(ok: bool, what: core::fmt::Arguments<'_>) -> bool {
 /// The software interrupt: a ping (someone left its number in our mailbox) is answered with an IPI
 /// back; otherwise it is the pong of our own ping.
 fn on_ipi(_: &mut TrapFrame) -> TrapAction {
+    // x86: the x2APIC's EOI (RISC-V: nothing to end).
+    irq::eoi();
     let me = smp::current_cpu();
     if me == 0 {
         IPIS_AT_0.fetch_add(1, SeqCst);
