@@ -34,6 +34,8 @@ const RUNNING: u32 = 2;
 static START_LOCK: AtomicBool = AtomicBool::new(false);
 /// x86: fences asked of each CPU and not yet done.
 static FENCE_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// x86: the address the current remote fence invalidates (`u64::MAX`: the whole TLB).
+static FENCE_ADDR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
 /// Spins a start waits for the AP to check in.
 #[cfg(target_arch = "x86_64")]
 const CHECKIN_SPINS: u64 = 500_000_000;
@@ -263,7 +265,10 @@ pub fn enable_ipis() {
 /// x86: a remote fence: flush this CPU's TLB, acknowledge, EOI.
 #[cfg(target_arch = "x86_64")]
 fn on_fence(_: &mut crate::TrapFrame) -> crate::TrapAction {
-    crate::arch::flush_tlb();
+    match FENCE_ADDR.load(Ordering::Acquire) {
+        u64::MAX => crate::arch::flush_tlb(),
+        addr => crate::arch::invlpg(addr),
+    }
     if let Some(p) = FENCE_PENDING.get(current_cpu()) {
         p.store(false, Ordering::Release);
     }
@@ -335,29 +340,53 @@ pub fn remote_fence_vma(mask: u64, base: u64) -> Result<(), SmpError> {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // IPIs with the fence vector to every running target but this CPU (whose TLB is flushed here);
-        // each target's handler flushes and acknowledges. Targets take it with interrupts on.
-        crate::arch::flush_tlb();
-        let me = current_cpu();
-        let n = cpu_count();
-        let targets: u64 = if base == u64::MAX {
-            (1u64 << n.min(63)) - 1
-        } else {
-            if (0..64u64).any(|b| mask & (1 << b) != 0 && base.saturating_add(b) >= n as u64) {
-                return Err(SmpError::NoSuchCpu);
-            }
-            mask << base
-        };
-        let wanted = |c: usize| c != me && targets & (1 << c) != 0 && is_running(c);
-        for c in (0..n).filter(|&c| wanted(c)) {
-            FENCE_PENDING[c].store(true, Ordering::Release);
-            write_icr((c as u64) << 32 | u64::from(FENCE_VECTOR));
-        }
-        for c in (0..n).filter(|&c| wanted(c)) {
-            while FENCE_PENDING[c].load(Ordering::Acquire) && is_running(c) {
-                core::hint::spin_loop();
-            }
-        }
-        Ok(())
+        x86_fence(mask, base, u64::MAX)
     }
+}
+
+/// x86: the TLB shootdown of one page: every running CPU of `(mask, base)` but this one takes an IPI
+/// whose handler runs INVLPG `addr` (this CPU runs it here); returns once all have.
+#[cfg(target_arch = "x86_64")]
+pub fn remote_invlpg(mask: u64, base: u64, addr: u64) -> Result<(), SmpError> {
+    x86_fence(mask, base, addr)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn x86_fence(mask: u64, base: u64, addr: u64) -> Result<(), SmpError> {
+    // IPIs with the fence vector to every running target but this CPU (whose TLB is flushed here);
+    // each target's handler flushes and acknowledges. Targets take it with interrupts on. One fence at
+    // a time (the start lock also serializes fences: one address word).
+    let me = current_cpu();
+    let n = cpu_count();
+    let targets: u64 = if base == u64::MAX {
+        (1u64 << n.min(63)) - 1
+    } else {
+        if (0..64u64).any(|b| mask & (1 << b) != 0 && base.saturating_add(b) >= n as u64) {
+            return Err(SmpError::NoSuchCpu);
+        }
+        mask << base
+    };
+    while START_LOCK
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    FENCE_ADDR.store(addr, Ordering::Release);
+    match addr {
+        u64::MAX => crate::arch::flush_tlb(),
+        a => crate::arch::invlpg(a),
+    }
+    let wanted = |c: usize| c != me && targets & (1 << c) != 0 && is_running(c);
+    for c in (0..n).filter(|&c| wanted(c)) {
+        FENCE_PENDING[c].store(true, Ordering::Release);
+        write_icr((c as u64) << 32 | u64::from(FENCE_VECTOR));
+    }
+    for c in (0..n).filter(|&c| wanted(c)) {
+        while FENCE_PENDING[c].load(Ordering::Acquire) && is_running(c) {
+            core::hint::spin_loop();
+        }
+    }
+    START_LOCK.store(false, Ordering::Release);
+    Ok(())
 }

@@ -228,10 +228,8 @@ fn main() -> i32 {
         format_args!("ipi ping-pong between {pairs} ordered pairs"),
     );
 
-    // 3. TLB shootdown (RISC-V: the guest's own Sv39 tables).
-    if cfg!(target_arch = "riscv64") {
-        ok &= tlb::shootdown(n);
-    }
+    // 3. TLB shootdown (RISC-V: the guest's own Sv39 tables; x86: its 4-level tables, INVLPG by IPI).
+    ok &= tlb::shootdown(n);
 
     // 4. Whole lines from every CPU at once.
     for c in 1..n {
@@ -516,16 +514,104 @@ mod tlb {
     }
 }
 
-#[cfg(not(target_arch = "riscv64"))]
+#[cfg(target_arch = "x86_64")]
 mod tlb {
+    //! The guest's own 4-level tables (the identity map the VMM built, shared by every CPU): VA
+    //! 0xC000_0000's 2 MiB entry (outside guest memory, never touched otherwise) is pointed at a 4 KiB
+    //! table of ours whose first entry maps page A, then B; the shootdown is INVLPG on every CPU, the
+    //! others' by IPI (`smp::remote_invlpg`).
+    use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    #[repr(C, align(4096))]
+    struct Page([AtomicU64; 512]);
+    static PT: Page = Page([const { AtomicU64::new(0) }; 512]);
+    static A: Page = Page([const { AtomicU64::new(0) }; 512]);
+    static B: Page = Page([const { AtomicU64::new(0) }; 512]);
+    static SAVED_PDE: AtomicU64 = AtomicU64::new(0);
+
+    const VA: u64 = 0xC000_0000;
+    const MARK_A: u64 = 0xAAAA_0001;
+    const MARK_B: u64 = 0xBBBB_0002;
+    const P_W: u64 = 0x3;
+    const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+
+    fn pa(p: &Page) -> u64 {
+        p as *const Page as u64
+    }
+
+    /// The page-directory entry of VA (identity-mapped tables: physical = virtual).
+    fn pde() -> &'static AtomicU64 {
+        let cr3: u64;
+        // SAFETY: reading CR3 has no side effects.
+        unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
+        let entry = |table: u64, i: u64| -> &'static AtomicU64 {
+            // SAFETY: the guest's page tables live in guest RAM, identity-mapped, 8-byte aligned
+            // entries; the payload is their only writer (the VMM never touches them after boot).
+            unsafe { &*((table & ADDR) as *const AtomicU64).add(i as usize) }
+        };
+        let pdpt = entry(cr3, (VA >> 39) & 511).load(SeqCst);
+        let pd = entry(pdpt, (VA >> 30) & 511).load(SeqCst);
+        entry(pd, (VA >> 21) & 511)
+    }
+
+    fn read_va() -> u64 {
+        // SAFETY: VA maps page A or B (static, 8-byte aligned) while the test's entry is installed.
+        unsafe { core::ptr::read_volatile(VA as *const u64) }
+    }
+
+    /// This CPU drops its old translation of VA and reads the test page's first word.
     pub fn enter_and_read() -> u64 {
-        0
+        libvmm_guest::arch::invlpg(VA);
+        read_va()
     }
-    pub fn leave() {}
-    pub fn shootdown(_: usize) -> bool {
-        true
+
+    pub fn leave() {
+        libvmm_guest::arch::invlpg(VA);
     }
+
+    pub fn shootdown(n: usize) -> bool {
+        use super::{check, command, TLB_OFF, TLB_READ};
+        A.0[0].store(MARK_A, SeqCst);
+        B.0[0].store(MARK_B, SeqCst);
+        PT.0[0].store(pa(&A) | P_W, SeqCst);
+        SAVED_PDE.store(pde().swap(pa(&PT) | P_W, SeqCst), SeqCst);
+        let mut ok = true;
+        let before = enter_and_read();
+        for c in 1..n {
+            ok &= command(c, TLB_READ, 0) == Some(MARK_A);
+        }
+        ok &= check(
+            ok && before == MARK_A,
+            format_args!("{n} CPU(s) read page A through the guest's tables"),
+        );
+        // Each CPU has the translation cached now. Re-point it, then the shootdown.
+        PT.0[0].store(pa(&B) | P_W, SeqCst);
+        let stale = (1..n)
+            .filter(|&c| command(c, super::TLB_READ_NOFENCE, 0) == Some(MARK_A))
+            .count();
+        libvmm_guest::println_whole!(
+            "smp: before the remote fence {stale} of {} other CPU(s) still read page A",
+            n - 1
+        );
+        let fenced = libvmm_guest::smp::remote_invlpg(0, u64::MAX, VA).is_ok();
+        let mut all_b = read_va() == MARK_B;
+        for c in 1..n {
+            all_b &= command(c, super::TLB_READ_NOFENCE, 0) == Some(MARK_B);
+        }
+        ok &= check(
+            fenced && all_b,
+            format_args!("TLB shootdown: {n} CPU(s) see page B after the remote fence"),
+        );
+        pde().store(SAVED_PDE.load(SeqCst), SeqCst);
+        leave();
+        for c in 1..n {
+            command(c, TLB_OFF, 0);
+        }
+        ok
+    }
+
+    /// Reads the test page on the entry already installed (no INVLPG of its own).
     pub fn read_only() -> u64 {
-        0
+        read_va()
     }
 }
