@@ -15,6 +15,9 @@
 //! `mode=storm iters=N`: every CPU at once sends N IPIs to every CPU (hostile: the VMM must stay
 //! up and every CPU finish).
 //! `mode=exit-while-starting`: CPU 0 starts every CPU and exits at once; the VM must stop cleanly.
+//! `mode=hostile` (x86): STARTUP to a running vCPU, INIT to the BSP, fixed IPIs to APIC IDs that do not
+//! exist, NMI, an illegal vector; logical (cluster) and all-excluding-self destinations: each with the
+//! architectural answer, checked.
 #![no_std]
 #![no_main]
 
@@ -181,6 +184,8 @@ fn main() -> i32 {
             );
             return if ok { 0 } else { 1 };
         }
+        #[cfg(target_arch = "x86_64")]
+        Some("hostile") => return hostile::run(n),
         Some("exit-while-starting") => {
             for c in 1..n {
                 let _ = smp::start(c, spin_forever);
@@ -613,5 +618,122 @@ mod tlb {
     /// Reads the test page on the entry already installed (no INVLPG of its own).
     pub fn read_only() -> u64 {
         read_va()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod hostile {
+    //! x86 ICR abuse with the architectural answers (see the module doc of the payload).
+    use super::{check, command, take_ipis, worker, CMD, ITERS, PING, QUIT};
+    use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use libvmm_guest::irq::{self, Interrupt};
+    use libvmm_guest::smp::{self, write_icr, MAX_CPUS};
+    use libvmm_guest::{println_whole, TrapAction, TrapFrame};
+
+    const VEC: u8 = 0x41;
+    static HITS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+    fn on_vec(_: &mut TrapFrame) -> TrapAction {
+        irq::eoi();
+        HITS[smp::current_cpu()].fetch_add(1, SeqCst);
+        TrapAction::Resume
+    }
+
+    fn hits() -> u32 {
+        HITS.iter().map(|h| h.load(SeqCst)).sum()
+    }
+
+    /// Lets IPIs in flight land (a few thousand spins with interrupts on).
+    fn settle() {
+        for _ in 0..2_000_000 {
+            core::hint::spin_loop();
+        }
+    }
+
+    pub fn run(n: usize) -> i32 {
+        if n < 2 {
+            println_whole!("smp: hostile needs 2 CPUs or more");
+            return 0;
+        }
+        take_ipis();
+        irq::set_interrupt_handler(Interrupt::Vector(VEC), on_vec).unwrap();
+        ITERS.store(10, SeqCst);
+        let mut ok = true;
+        for c in 1..n {
+            ok &= smp::start(c, worker).is_ok();
+        }
+        let icr =
+            |dest: u64, mode: u64, vector: u8| dest << 32 | mode << 8 | 1 << 14 | vector as u64;
+        // STARTUP to a running vCPU: ignored; it goes on with its own code (answers a ping).
+        write_icr(icr(1, 0b110, 0x08));
+        settle();
+        ok &= check(
+            command(1, PING, 0) == Some(1),
+            format_args!("STARTUP to running cpu 1 ignored"),
+        );
+        // INIT to the BSP (physical and by shorthand self): ignored; this code goes on.
+        write_icr(icr(0, 0b101, 0));
+        write_icr(1 << 18 | 0b101 << 8 | 1 << 14);
+        settle();
+        ok &= check(true, format_args!("INIT to the BSP ignored"));
+        // Fixed IPIs to APIC IDs no vCPU has (physical, near-broadcast, logical cluster 7): dropped.
+        for dest in [n as u64, 0xFF, 0xFFFF_FFFE] {
+            write_icr(icr(dest, 0, VEC));
+        }
+        write_icr(7 << 48 | 0xFFFF << 32 | 1 << 11 | VEC as u64);
+        settle();
+        ok &= check(
+            hits() == 0,
+            format_args!("IPIs to nonexistent APIC ids dropped"),
+        );
+        // NMI and SMI are not offered: dropped; cpu 1 still answers.
+        write_icr(icr(1, 0b100, 0));
+        write_icr(icr(1, 0b010, 0));
+        settle();
+        ok &= check(
+            command(1, PING, 0) == Some(1),
+            format_args!("NMI and SMI to cpu 1 dropped"),
+        );
+        // An illegal vector (below 16): not sent, "send illegal vector" (bit 5) in this CPU's ESR.
+        write_icr(icr(1, 0, 5));
+        libvmm_guest::arch::wrmsr(irq::x2apic::ESR, 0);
+        let esr = libvmm_guest::arch::rdmsr(irq::x2apic::ESR);
+        ok &= check(
+            esr & 0x20 != 0,
+            format_args!("illegal vector 5: ESR {esr:#x}"),
+        );
+        // Logical destination, x2APIC cluster 0, the bit of cpu 1.
+        write_icr(0b10 << 32 | 1 << 11 | VEC as u64);
+        ok &= check(
+            super::wait_until(|| HITS[1].load(SeqCst) == 1),
+            format_args!("logical IPI (cluster 0, bit 1) reached cpu 1"),
+        );
+        // All excluding self: every other CPU, once.
+        write_icr(0b11 << 18 | VEC as u64);
+        let others =
+            super::wait_until(|| (1..n).all(|c| HITS[c].load(SeqCst) == 1 + (c == 1) as u32));
+        settle();
+        ok &= check(
+            others && HITS[0].load(SeqCst) == 0,
+            format_args!("all-excluding-self IPI reached {} CPU(s)", n - 1),
+        );
+        // All including self.
+        write_icr(0b10 << 18 | VEC as u64);
+        ok &= check(
+            super::wait_until(|| HITS[0].load(SeqCst) == 1)
+                && super::wait_until(|| {
+                    (1..n).all(|c| HITS[c].load(SeqCst) == 2 + (c == 1) as u32)
+                }),
+            format_args!("all-including-self IPI reached {n} CPU(s)"),
+        );
+        for cmd in &CMD[1..n] {
+            cmd.store(QUIT, SeqCst);
+        }
+        ok &= super::wait_until(|| (1..n).all(|c| !smp::is_running(c)));
+        if !ok {
+            return 1;
+        }
+        println_whole!("smp: hostile checks passed");
+        0
     }
 }
