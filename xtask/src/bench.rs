@@ -93,6 +93,10 @@ pub fn bench_backend(backend: Backend, long: bool) -> Result<BTreeMap<String, i6
         Err(e) => return Err(format!("exitbench: no trustworthy result: {e}")),
     }
     let mut figures = bench_lines(&out.output);
+    // Guest SMP on SVM: the IPI round trip between two vCPUs (and entry to all running).
+    if backend == Backend::Svm {
+        figures.extend(smp_figures(backend, &o, false)?);
+    }
     // Guest interrupts (issue 10): the `timer` payload's deterministic costs with `bench=1` (x86: the
     // virtual x2APIC; RISC-V's WFI-wake figure is not measured yet).
     if backend == Backend::Riscv {
@@ -121,7 +125,7 @@ pub fn bench_backend(backend: Backend, long: bool) -> Result<BTreeMap<String, i6
     finish(figures, &image)
 }
 
-/// Guest SMP (issue 11; RISC-V so far): `smp mode=bench` under `-icount` on 1, 2 and 4 CPUs (VMM entry
+/// Guest SMP (issue 11; RISC-V, and SVM without the long stress): `smp mode=bench` under `-icount` on 1, 2 and 4 CPUs (VMM entry
 /// to every vCPU running payload code, IPI round trip between two vCPUs, remote fence of every vCPU),
 /// then the long start/stop stress (`mode=stress`, 4 CPUs, not counted in instructions), whose number
 /// of starts is a figure too.
