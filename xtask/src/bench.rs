@@ -377,6 +377,13 @@ pub fn check() -> Result<Vec<String>, String> {
 }
 
 pub fn bench_cmd(a: &Args) -> Result<u8, String> {
+    // `--backend B`: that backend's figures only, printed (no table, JSON or chart; no long stress).
+    if a.backend_given {
+        for (k, v) in bench_backend(a.backend, false)? {
+            println!("{}: {k} = {v}", a.backend.name());
+        }
+        return Ok(0);
+    }
     if a.rest.iter().any(|r| r == "--check") {
         return match check() {
             Ok(lines) => {

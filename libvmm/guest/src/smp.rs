@@ -18,22 +18,31 @@
 //! with [`FENCE_VECTOR`] whose handler (the runtime's) flushes the target's TLB and acknowledges.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+#[cfg(target_arch = "x86_64")]
+use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// x86: the vector of [`send_ipi`] (`irq::Interrupt::Software` is this vector's handler).
 pub const IPI_VECTOR: u8 = 0xF0;
 /// x86: the vector of a remote fence ([`remote_fence_vma`]); its handler is the runtime's.
 pub const FENCE_VECTOR: u8 = 0xF1;
 
+#[cfg(target_arch = "x86_64")]
 /// x86: each CPU's state as the runtime sees it (0 off, 1 starting, 2 running).
 static STATE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+#[cfg(target_arch = "x86_64")]
 const OFF: u32 = 0;
+#[cfg(target_arch = "x86_64")]
 const STARTING: u32 = 1;
+#[cfg(target_arch = "x86_64")]
 const RUNNING: u32 = 2;
+#[cfg(target_arch = "x86_64")]
 /// x86: one start at a time (one trampoline page).
 static START_LOCK: AtomicBool = AtomicBool::new(false);
+#[cfg(target_arch = "x86_64")]
 /// x86: fences asked of each CPU and not yet done.
 static FENCE_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+#[cfg(target_arch = "x86_64")]
 /// x86: the address the current remote fence invalidates (`u64::MAX`: the whole TLB).
 static FENCE_ADDR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
 /// Spins a start waits for the AP to check in.
