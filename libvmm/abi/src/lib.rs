@@ -17,7 +17,7 @@ use static_assertions::const_assert_eq;
 /// to run (the guest runtime checks [`Hypercall::Version`] at start-up).
 pub const ABI_VERSION: u32 = (ABI_MAJOR << 16) | ABI_MINOR;
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 
 /// The 12-byte signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX) on x86.
 pub const CPUID_SIGNATURE: [u8; 12] = *b"libvmmlibvmm";
