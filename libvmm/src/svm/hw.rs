@@ -158,9 +158,9 @@ pub(crate) static VM_LINKS: crate::arch::Published<super::VmcbLinks> =
 /// wait-for-SIPI and returns its vector (`None`: the VM stopped meanwhile). Each start is a fresh
 /// real-mode state at `vector << 12` ([`super::init_vmcb_sipi`]) with the APIC after INIT; an INIT to
 /// the running vCPU ends its loop with [`StopReason::VcpuOff`] and it waits again.
-pub(crate) fn run_ap<P: Platform, H: SvmHw + Clone>(
+pub(crate) fn run_ap<P: Platform, H: SvmHw>(
     vm: &mut Vm<'_, P>,
-    hw: H,
+    hw: &mut H,
     vmcb: &mut Vmcb,
     links: super::VmcbLinks,
     mut wait: impl FnMut(&mut Vm<'_, P>) -> Option<u8>,
@@ -180,10 +180,9 @@ pub(crate) fn run_ap<P: Platform, H: SvmHw + Clone>(
             vmcb.control.intercept_exceptions |= 1 << 6;
         }
         vm.reset_apic(max_pa);
-        let mut h = hw.clone();
-        h.vmload(vmcb);
+        hw.vmload(vmcb);
         let mut cpu = SvmVcpu {
-            hw: h,
+            hw: &mut *hw,
             vmcb: &mut *vmcb,
             gprs: Gprs::default(),
         };
@@ -243,6 +242,41 @@ pub(crate) fn boot<P: Platform>(
     let (img_start, img_end) = entry::image_range();
     let vmm = [img_start, img_end - 1, entry::stack_address()];
     bring_up_and_run(vm, state, RealSvm, st, &vmm)
+}
+
+/// The same hardware through a borrow (an AP's vCPU is rebuilt at every start over one `SvmHw`).
+impl<H: SvmHw> SvmHw for &mut H {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        (**self).cpuid(leaf, subleaf)
+    }
+    fn rdmsr(&self, msr: u32) -> u64 {
+        (**self).rdmsr(msr)
+    }
+    fn enable(&mut self, host_save_pa: u64) {
+        (**self).enable(host_save_pa)
+    }
+    fn svme_is_set(&self) -> bool {
+        (**self).svme_is_set()
+    }
+    fn pa<T>(&self, r: &T) -> u64 {
+        (**self).pa(r)
+    }
+    #[inline(always)]
+    fn run(&mut self, gprs: &mut Gprs, vmcb: &mut Vmcb) {
+        (**self).run(gprs, vmcb)
+    }
+    fn vmload(&mut self, vmcb: &Vmcb) {
+        (**self).vmload(vmcb)
+    }
+    fn vmsave(&mut self, vmcb: &mut Vmcb) {
+        (**self).vmsave(vmcb)
+    }
+    fn enable_xsave(&mut self) -> bool {
+        (**self).enable_xsave()
+    }
+    fn xsetbv(&mut self, xcr0: u64) {
+        (**self).xsetbv(xcr0)
+    }
 }
 
 /// The SVM instructions of this CPU.
@@ -335,6 +369,66 @@ mod tests {
         let (stop, out) = run(model);
         assert_eq!(stop, StopReason::PayloadExit(7));
         assert!(String::from_utf8(out).unwrap().contains("AVIC policy"));
+    }
+
+    #[test]
+    fn an_ap_vcpu_starts_in_real_mode_from_a_sipi_and_an_init_sends_it_back_to_wait() {
+        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
+        shared.publish(2);
+        let mut buf = vec![0u8; 0x10_0000];
+        let mem = GuestMemory::new(WINDOW_BASE, &mut buf);
+        let mut vm = Vm::new(mem, ModelPlatform::default());
+        vm.smp = shared;
+        vm.cpu = 1;
+        vm.cpus = 2;
+        // Wait-for-SIPI at reset: the STARTUP is accepted.
+        assert!(shared.post_sipi(1, 0x08));
+        let mut hw = ModelSvm {
+            script: vec![
+                SvmExit {
+                    code: code::CPUID,
+                    rax: 1,
+                    ..Default::default()
+                },
+                SvmExit {
+                    code: code::INTR,
+                    ..Default::default()
+                },
+            ],
+            svme: true,
+            ..Default::default()
+        };
+        let mut vmcb = Box::new(Vmcb::zeroed());
+        let links = super::super::VmcbLinks {
+            iopm_pa: 0x1000,
+            msrpm_pa: 0x4000,
+            ncr3: 0x6000,
+        };
+        let mut starts = 0;
+        let stop = run_ap(&mut vm, &mut hw, &mut vmcb, links, |vm| {
+            vm.smp.take_init(vm.cpu);
+            starts += 1;
+            let sipi = vm.smp.take_sipi(vm.cpu);
+            if sipi.is_some() {
+                // Another vCPU's INIT once it runs: its first host event takes it.
+                assert!(
+                    !vm.smp.post_sipi(1, 0x09),
+                    "SIPI to a running vCPU is ignored"
+                );
+                assert!(vm.smp.post_init(1));
+            }
+            sipi
+        });
+        assert_eq!(stop, StopReason::StoppedElsewhere);
+        assert_eq!(starts, 2, "started once, then waited again after the INIT");
+        assert_eq!(shared.status(1), Some(crate::smp::RunState::Off));
+        // Real mode at 0x08 << 12: RIP 0, CR0 at its reset value, then CPUID leaf 1 with this vCPU's
+        // APIC ID and the vCPU count.
+        assert_eq!(hw.entries[0].0, 0);
+        assert_eq!(hw.crs[0].0, 0x6000_0010);
+        assert_eq!(vmcb.save.cs.base, 0x8000);
+        assert_eq!(hw.entries[1].2 >> 16 & 0xFFFF, 1 << 8 | 2);
+        assert_eq!(vm.irq.apic.id(), 1);
     }
 
     #[test]

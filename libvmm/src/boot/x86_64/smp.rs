@@ -254,7 +254,7 @@ fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
     vm.emu.force = f.force_emulation;
     let stop = crate::svm::hw::run_ap(
         &mut vm,
-        crate::svm::hw::RealSvm,
+        &mut crate::svm::hw::RealSvm,
         &mut st.vmcb,
         links,
         wait_for_sipi,
