@@ -72,6 +72,20 @@ fn elf_seed() -> Vec<u8> {
     e
 }
 
+/// A valid build-time file archive with nested directories and an empty file, the `files` target's seed.
+fn files_seed() -> Vec<u8> {
+    use libvmm::abi::files::{encode, encoded_len};
+    let files: [(&str, &[u8]); 4] = [
+        ("/a.txt", b"hello"),
+        ("/d/e/empty", b""),
+        ("/d/f", b"\x00\xff"),
+        ("/z", b"last"),
+    ];
+    let mut v = vec![0u8; encoded_len(&files)];
+    encode(&files, &mut v).expect("a valid seed archive");
+    v
+}
+
 /// Real inputs each target starts from, and its longest input.
 fn seeds(target: &str) -> (Vec<Vec<u8>>, usize) {
     let v = |s: &[&[u8]]| s.iter().map(|b| b.to_vec()).collect::<Vec<_>>();
@@ -79,6 +93,7 @@ fn seeds(target: &str) -> (Vec<Vec<u8>>, usize) {
         "dt" => (v(&[QEMU_DTB, ZALASR_DTB]), 2 * QEMU_DTB.len().max(ZALASR_DTB.len())),
         "acpi" => (vec![madt_seed()], 1024),
         "loader" => (vec![elf_seed()], 4096),
+        "files" => (vec![files_seed()], 1024),
         "isa" => (
             v(&[
                 b"rv64imafdch_zicbom_zicboz_zicntr_zicsr_zifencei_zihintntl_zihintpause_zihpm_zawrs_zfa_zca_zcd_zba_zbb_zbc_zbs_sstc_svadu",
@@ -239,6 +254,27 @@ mod tests {
         let (seeds, _) = seeds("dt");
         let dt = TARGETS.iter().find(|(n, _)| *n == "dt").unwrap().1;
         assert_ne!(dt(&seeds[0]), dt(&[]));
+    }
+
+    /// The emulator target gets past decoding: inputs from a fixed PRNG reach many distinct outcomes
+    /// (a target stuck on one answer, e.g. "not in long mode" for every input, would not).
+    #[test]
+    fn the_emulator_target_reaches_many_outcomes() {
+        let f = TARGETS.iter().find(|(n, _)| *n == "emulator").unwrap().1;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut outcomes = std::collections::HashSet::new();
+        for _ in 0..20_000 {
+            let input: Vec<u8> = (0..200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            outcomes.insert(f(&input));
+        }
+        assert!(outcomes.len() > 500, "{} outcomes", outcomes.len());
     }
 
     #[test]

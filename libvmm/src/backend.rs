@@ -10,6 +10,7 @@
 
 use crate::exit::{Exit, Reply};
 use crate::guest_mem::GuestMemory;
+use crate::x86::apic::delivery::{GuestInterrupts, Interruptibility};
 
 /// Why a backend could not run the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +26,9 @@ pub enum BackendError {
     Firmware { code: u64, what: &'static str },
 }
 
-/// One virtual CPU of one vendor.
-pub(crate) trait Backend {
+/// One virtual CPU of one vendor. Its guest-interrupt half is the supertrait [`GuestInterrupts`] (on the
+/// VMCB / VMCS for SVM and VMX; backends without a virtual APIC say so with [`NoGuestInterrupts`]).
+pub(crate) trait Backend: GuestInterrupts {
     /// Which backend this is (reported in CPUID and boot info).
     const ID: libvmm_abi::BackendId;
 
@@ -46,6 +48,20 @@ pub(crate) trait Backend {
     /// The guest's control state (x86), read when a CR or XCR0 write is checked.
     fn cr_state(&self) -> crate::exit::CrState {
         crate::exit::CrState::default()
+    }
+
+    /// Maps the 2 MiB block at `block` (zeroed by the loop a moment ago: zero on first touch, see
+    /// `loader::GuestMap`) read+write in the nested tables, where it was not mapped. `false` when the
+    /// backend cannot (the loop then stops the VM). Cold: once per block of guest memory at most.
+    fn map_zeroed_block(&mut self, _block: u64) -> bool {
+        false
+    }
+
+    /// Completes an instruction the guest may not execute itself but the backend emulates (RISC-V: a
+    /// Zkr `seed` access, answered with the host's); `false` for any other (the loop injects the
+    /// fault). Cold: called from the illegal-instruction exit only.
+    fn emulate_illegal(&mut self, _raw: u64) -> bool {
+        false
     }
 
     /// Reads an MSR the backend keeps in its control structure (x86 only; others return `None`).
@@ -68,19 +84,26 @@ pub(crate) trait Backend {
     /// backends without it (RISC-V, the TDX image) carry none of that code.
     const VIRTUAL_APIC: bool = false;
 
-    /// The guest-interrupt half of the backend ([`GuestInterrupts`], on the VMCB / VMCS); the default
-    /// for backends without [`Self::VIRTUAL_APIC`] does nothing.
-    ///
-    /// [`GuestInterrupts`]: crate::x86::apic::delivery::GuestInterrupts
-    fn interruptibility(&self) -> crate::x86::apic::delivery::Interruptibility {
-        Default::default()
+    /// Ends an STI / MOV SS shadow when the loop retires the instruction under it (the HLT of
+    /// `sti; hlt`, which woke): the next instruction boundary may take an interrupt.
+    fn clear_interrupt_shadow(&mut self) {}
+    /// The earliest host deadline (guest TSC; `None`: none) for a backend that keeps guest time itself
+    /// while the guest runs (VMX: the VMX-preemption timer), at guest TSC `now`. Called again after every
+    /// host event (a one-shot that fired is spent).
+    fn set_host_deadline(&mut self, _deadline: Option<u64>, _now: u64) {}
+}
+
+/// A backend without a virtual APIC (RISC-V, the test doubles): its [`GuestInterrupts`] is this blanket
+/// one, which the loop never reaches (it asks only when [`Backend::VIRTUAL_APIC`] is set).
+pub(crate) trait NoGuestInterrupts {}
+
+impl<T: NoGuestInterrupts> GuestInterrupts for T {
+    fn interruptibility(&self) -> Interruptibility {
+        Interruptibility::default()
     }
     fn event_queued(&self) -> bool {
         false
     }
     fn inject_interrupt(&mut self, _vector: u8) {}
     fn request_interrupt_window(&mut self, _open: bool) {}
-    /// Ends an STI / MOV SS shadow when the loop retires the instruction under it (the HLT of
-    /// `sti; hlt`, which woke): the next instruction boundary may take an interrupt.
-    fn clear_interrupt_shadow(&mut self) {}
 }

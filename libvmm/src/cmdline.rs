@@ -47,6 +47,10 @@ pub struct Options<'a> {
     /// `force_emulation_prefix` module parameter: without it the #UD is not intercepted at all, so the
     /// default exit path is unchanged and the prefix is just the guest's #UD.
     pub force_emulation: bool,
+    /// `libvmm.mem=SIZE` (bytes, with an optional `K`, `M` or `G` suffix): the guest's memory, instead
+    /// of all the RAM the machine has for it. Rounded down to 2 MiB at boot; more than there is stops
+    /// the boot naming both sizes.
+    pub mem: Option<u64>,
     /// `libvmm.cpus=N` (N >= 1): the guest gets at most N vCPUs (default: one per CPU the VMM brought
     /// up).
     pub cpus: Option<u64>,
@@ -80,6 +84,18 @@ fn decimal(v: &str) -> Option<u64> {
         return None;
     }
     v.parse().ok()
+}
+
+/// `N`, `NK`, `NM` or `NG` (binary multiples), refused on overflow.
+fn size(v: &str) -> Option<u64> {
+    let (digits, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n = decimal(digits)?;
+    (n.leading_zeros() >= shift).then_some(n << shift)
 }
 
 fn flag(v: Option<&str>) -> Option<bool> {
@@ -138,6 +154,7 @@ impl<'a> Options<'a> {
                 }
                 "vmx.report-missed" => o.vmx_report_missed = flag(value).ok_or(bad)?,
                 "force_emulation" => o.force_emulation = flag(value).ok_or(bad)?,
+                "mem" => o.mem = Some(value.and_then(size).filter(|&n| n > 0).ok_or(bad)?),
                 "cpus" => o.cpus = Some(value.and_then(decimal).filter(|&n| n >= 1).ok_or(bad)?),
                 _ => {
                     return Err(Refused {
@@ -154,6 +171,17 @@ impl<'a> Options<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_option_stops_the_boot_naming_it() {
+        let refused = Options::parse(b"libvmm.nonsense=1").unwrap_err();
+        let stop = crate::vm::StopReason::Option(refused);
+        assert_eq!(stop.code(), libvmm_abi::stop::StopCode::Unsupported as u8);
+        assert_eq!(
+            std::format!("{stop}"),
+            "unsupported: unknown VMM option `libvmm.nonsense=1`"
+        );
+    }
 
     #[test]
     fn finds_libvmm_options_among_payload_words() {
@@ -183,6 +211,13 @@ mod tests {
                 .force_emulation
         );
         assert!(!Options::parse(b"").unwrap().force_emulation);
+        let mem = |w: &[u8]| Options::parse(w).unwrap().mem;
+        assert_eq!(mem(b"libvmm.mem=256M"), Some(256 << 20));
+        assert_eq!(mem(b"libvmm.mem=8m"), Some(8 << 20));
+        assert_eq!(mem(b"libvmm.mem=2G"), Some(2 << 30));
+        assert_eq!(mem(b"libvmm.mem=4096K"), Some(4 << 20));
+        assert_eq!(mem(b"libvmm.mem=12582912"), Some(12 << 20));
+        assert_eq!(mem(b""), None);
     }
 
     #[test]
@@ -204,6 +239,13 @@ mod tests {
             b"libvmm.ap_failure=maybe",
             b"libvmm.ap_failure",
             b"libvmm.force_emulation=yes",
+            b"libvmm.mem",
+            b"libvmm.mem=",
+            b"libvmm.mem=M",
+            b"libvmm.mem=0",
+            b"libvmm.mem=12T",
+            b"libvmm.mem=-8M",
+            b"libvmm.mem=17179869184G",
         ] {
             let e = Options::parse(c).unwrap_err();
             assert_eq!(

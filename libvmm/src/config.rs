@@ -60,8 +60,9 @@ pub const APIC_MIN_TIMER_PERIOD_US: u64 = 200;
 pub const APIC_ASSUMED_TSC_KHZ: u64 = 4_000_000;
 
 /// Loadable segments a payload may have. The payload linker scripts make three (text, read-only data,
-/// data+bss); one spare. More is refused at boot.
-pub const PAYLOAD_SEGMENTS_MAX: usize = 4;
+/// data+bss); a std payload (rust-lld static PIE) four, plus one when the image carries build-time
+/// files (`libvmm_abi::files`: xtask adds them as one read-only segment). More is refused at boot.
+pub const PAYLOAD_SEGMENTS_MAX: usize = 5;
 
 /// Regions of the guest's memory map (`loader::GuestMap`): every payload segment plus the read+write
 /// memory before, between and after them (boot info, guest page tables, heap, stack).
@@ -70,9 +71,28 @@ pub const GUEST_MAP_REGIONS: usize = 2 * PAYLOAD_SEGMENTS_MAX + 1;
 /// 4 KiB-leaf tables per nested-table set (NPT, EPT, G-stage), in `.bss` with the backend's other
 /// tables. A 2 MiB block of the guest window whose permissions are uniform is one 2 MiB leaf; a block
 /// a region boundary crosses (the payload's segments are page-granular) is split into 4 KiB leaves
-/// through one of these. One per 2 MiB block of the 8 MiB window (checked against each architecture's
-/// window by its table module), so no payload layout can run out: 16 KiB per backend.
-pub const NESTED_PAGE_TABLES: usize = 4;
+/// through one of these. The guest map has at most `GUEST_MAP_REGIONS - 1` boundaries inside the
+/// window, each in one block, so this many tables serve any payload layout in a window of any size:
+/// 32 KiB per backend.
+pub const NESTED_PAGE_TABLES: usize = GUEST_MAP_REGIONS - 1;
+
+/// The guest's memory when the machine has less to give it is refused below this (bytes): the 8 MiB the
+/// window had when it was fixed. A machine's RAM above the VMM is the guest's by default
+/// (`libvmm.mem=SIZE` asks for less); see `loader::window`.
+pub const GUEST_MEM_MIN: u64 = 8 << 20;
+
+/// The largest guest memory (bytes): what one level-2 nested table (x86 PD, RISC-V level-1 table) maps
+/// in 2 MiB leaves, so the nested tables' fixed pools never grow with the guest. Each architecture's
+/// own limit may be lower (`libvmm_abi::layout::*::WINDOW_MAX`).
+pub const GUEST_MEM_MAX: u64 = 1 << 30;
+
+/// Granularity of zero-on-first-touch (bytes): guest memory above the payload is neither zeroed nor
+/// mapped at boot; the first nested fault in such a block zeroes the whole block and maps it as one
+/// leaf. The boot's cost is then the same for 8 MiB and for 1 GiB of guest memory.
+pub const LAZY_BLOCK: u64 = 2 << 20;
+
+/// Words of the bitmap of blocks still to be zeroed on first touch (`loader::GuestMap`).
+pub const LAZY_WORDS: usize = (GUEST_MEM_MAX / LAZY_BLOCK).div_ceil(64) as usize;
 
 /// The instruction emulator (x86): device ranges one VM can register (MMIO through the emulator).
 pub const EMU_DEVICE_RANGES: usize = 4;
@@ -99,6 +119,10 @@ static_assertions::const_assert!(MAX_CPUS >= 1 && MAX_CPUS <= 256);
 static_assertions::const_assert!(AP_TRAMPOLINE_SIZE == 4096);
 static_assertions::const_assert!(PAYLOAD_SEGMENTS_MAX >= 3);
 static_assertions::const_assert!(NESTED_PAGE_TABLES >= 1);
+static_assertions::const_assert!(
+    GUEST_MEM_MIN.is_multiple_of(LAZY_BLOCK) && GUEST_MEM_MIN <= GUEST_MEM_MAX
+);
+static_assertions::const_assert!(GUEST_MEM_MAX.is_multiple_of(LAZY_BLOCK) && LAZY_BLOCK == 2 << 20);
 static_assertions::const_assert!(GUEST_TAG != 0);
 static_assertions::const_assert!(TRAP_STACK_SIZE.is_multiple_of(16) && TRAP_STACK_SIZE >= 1024);
 static_assertions::const_assert!(HOST_CMDLINE_READ as u64 >= libvmm_abi::layout::CMDLINE_MAX);
@@ -109,6 +133,11 @@ static_assertions::const_assert!(
 static_assertions::const_assert!(MAX_RAM_RANGES >= 1 && TDX_MAX_TDMRS >= 1 && TDX_MAX_VCPUS >= 1);
 
 /// The host LAPIC timer's periodic initial count (divide by 16): about 1 ms where the APIC timer runs at
-/// 1 GHz (QEMU). It runs while the guest has a time limit or an armed APIC timer, and bounds how late a
-/// guest timer interrupt can be seen (and a halted guest woken).
+/// 1 GHz (QEMU). Used only where the LAPIC timer's rate against the TSC could not be measured; otherwise
+/// the timer is a one-shot at the earliest host deadline.
 pub const HOST_TIMER_INITIAL_COUNT: u32 = 62_500;
+/// The host LAPIC timer's rate against the TSC is measured over this many of its ticks (divide 16:
+/// 65,536 TSC ticks where both run at 1 GHz, QEMU under `-icount`)...
+pub const LAPIC_CALIBRATION_TICKS: u32 = 4096;
+/// ... or at most this many TSC ticks, after which a timer that has not moved counts as unmeasurable.
+pub const LAPIC_CALIBRATION_MAX_TSC: u64 = 50_000_000;

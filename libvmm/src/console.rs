@@ -69,6 +69,7 @@ static LINE_OPEN: AtomicBool = AtomicBool::new(false);
 static TOKEN: AtomicU64 = AtomicU64::new(0);
 
 /// Records what a console device just wrote (called by the devices).
+#[cfg(target_os = "none")]
 pub fn note_written(buf: &[u8]) {
     if let Some(&last) = buf.last() {
         LINE_OPEN.store(last != b'\n', Ordering::Relaxed);

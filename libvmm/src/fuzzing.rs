@@ -51,6 +51,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("acpi", acpi),
     ("cmdline", cmdline),
     ("loader", loader),
+    #[cfg(target_arch = "x86_64")]
+    ("emulator", emulator),
+    ("files", files),
 ];
 
 /// The model guest window: guest-physical base and size.
@@ -1090,4 +1093,378 @@ pub fn loader(data: &[u8]) -> u64 {
             Err(e) => e as u64 + 2000,
         }
     })
+}
+
+/// The x86 instruction emulator's vCPU model for [`emulator`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct EmuModelCpu {
+    gpr: [u64; 16],
+    rip: u64,
+    rflags: u64,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    cpl: u8,
+    long: bool,
+    fs: u64,
+    gs: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl crate::x86::emulate::GuestCpu for EmuModelCpu {
+    fn gpr(&self, n: u8) -> u64 {
+        self.gpr[usize::from(n)]
+    }
+    fn set_gpr(&mut self, n: u8, value: u64) {
+        self.gpr[usize::from(n)] = value;
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, value: u64) {
+        self.rip = value;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn set_rflags(&mut self, value: u64) {
+        self.rflags = value;
+    }
+    fn cr0(&self) -> u64 {
+        self.cr0
+    }
+    fn cr3(&self) -> u64 {
+        self.cr3
+    }
+    fn cr4(&self) -> u64 {
+        self.cr4
+    }
+    fn efer(&self) -> u64 {
+        self.efer
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
+    }
+    fn cs_long(&self) -> bool {
+        self.long
+    }
+    fn fs_base(&self) -> u64 {
+        self.fs
+    }
+    fn gs_base(&self) -> u64 {
+        self.gs
+    }
+}
+
+/// The x86 instruction emulator (decode with yaxpeax-x86, then execute): arbitrary instruction bytes
+/// (plain, or behind the forced-emulation prefix) at a RIP that may sit at a page's end, arbitrary
+/// registers and control bits, over 64 KiB of guest RAM whose 4-level page tables the input edits (any
+/// entry of the four tables: flags, frames in RAM, on the device, in a hole or anywhere), with a device
+/// range mapped by a 2 MiB page. The outcomes that need the caller are completed as the loop does (MMIO
+/// answered, string I/O batches carried out until the REP ends, CPUID answered). Must hold: no panic; an
+/// MMIO access lies inside the device and is 1/2/4/8 bytes; a string I/O batch fits the buffer and has
+/// 1..=4-byte elements; an exception leaves every register and RFLAGS as they were; each step ends in a
+/// retire, an exception or a stop.
+#[cfg(target_arch = "x86_64")]
+pub fn emulator(data: &[u8]) -> u64 {
+    use crate::x86::emulate::{ctl, Emulator, IoDir, Outcome};
+    const RAM: usize = 0x1_0000;
+    const PML4: u64 = 0x1000;
+    const PDPT: u64 = 0x2000;
+    const PD: u64 = 0x3000;
+    const PT: u64 = 0x4000;
+    const CODE: u64 = 0x5000;
+    const DEVICE_VA: u64 = 0x20_0000;
+    const DEVICE_GPA: u64 = 0xD000_0000;
+    const HOLE_VA: u64 = 0x40_0000;
+    const HOLE_GPA: u64 = 0xE000_0000;
+    const PWU: u64 = 0b111;
+    const PS: u64 = 1 << 7;
+
+    let mut inp = Input { data };
+    let mut ram = vec![0u8; RAM];
+    let w64 = |ram: &mut [u8], gpa: u64, v: u64| {
+        ram[gpa as usize..gpa as usize + 8].copy_from_slice(&v.to_le_bytes())
+    };
+    w64(&mut ram, PML4, PDPT | PWU);
+    w64(&mut ram, PDPT, PD | PWU);
+    w64(&mut ram, PD, PT | PWU);
+    w64(&mut ram, PD + 8, DEVICE_GPA | PWU | PS);
+    w64(&mut ram, PD + 16, HOLE_GPA | PWU | PS);
+    for i in 0..(RAM as u64 >> 12) {
+        w64(&mut ram, PT + i * 8, (i << 12) | PWU);
+    }
+    // Page-table edits: which table, which entry, flags and frame.
+    for _ in 0..inp.u8() % 6 {
+        let table = inp.pick(&[PML4, PDPT, PD, PT]);
+        let index = u64::from(inp.u8() % 24);
+        let frame = match inp.u8() % 6 {
+            0 => u64::from(inp.u8() % 16) << 12,
+            1 => DEVICE_GPA,
+            2 => HOLE_GPA,
+            3 => inp.pick(&[PDPT, PD, PT, CODE]),
+            _ => inp.raw64() & 0x000F_FFFF_FFFF_F000,
+        };
+        let flags = match inp.u8() % 3 {
+            0 => PWU,
+            1 => u64::from(inp.u8()) | (u64::from(inp.bool()) << 63),
+            _ => inp.raw64() & !0x000F_FFFF_FFFF_F000,
+        };
+        w64(&mut ram, table + index * 8, frame | flags);
+    }
+    // Data the instruction may read (the stack and data pages).
+    let n = usize::from(inp.u8());
+    let b = inp.bytes(n);
+    ram[0x8000..0x8000 + b.len()].copy_from_slice(b);
+
+    let addr = |inp: &mut Input<'_>| -> u64 {
+        let off = u64::from(inp.u8()) * 16;
+        match inp.u8() % 8 {
+            0 => 0x8000 + off,
+            1 => 0xF000 + off,
+            2 | 3 => DEVICE_VA + off % 0x1000 + u64::from(inp.u8() % 8),
+            4 => HOLE_VA + off,
+            5 => 0x1_0000 - u64::from(inp.u8() % 16),
+            6 => DEVICE_VA + 0x1000 - u64::from(inp.u8() % 8),
+            _ => inp.u64(),
+        }
+    };
+    let mut cpu = EmuModelCpu {
+        rflags: (inp.raw64() & 0x3F_7FD5) | 2,
+        cr0: ctl::CR0_PG | 1 | if inp.bool() { ctl::CR0_WP } else { 0 },
+        cr3: PML4
+            | if inp.u8().is_multiple_of(8) {
+                inp.raw64()
+            } else {
+                0
+            },
+        cr4: ctl::CR4_PAE
+            | inp.pick(&[
+                0,
+                ctl::CR4_SMEP,
+                ctl::CR4_SMAP,
+                ctl::CR4_SMEP | ctl::CR4_SMAP,
+            ])
+            | if inp.u8().is_multiple_of(16) {
+                ctl::CR4_LA57
+            } else {
+                0
+            },
+        efer: (1 << 8)
+            | if !inp.u8().is_multiple_of(16) {
+                ctl::EFER_LMA
+            } else {
+                0
+            }
+            | if inp.bool() { ctl::EFER_NXE } else { 0 },
+        cpl: if inp.bool() { 3 } else { 0 },
+        long: !inp.u8().is_multiple_of(16),
+        fs: addr(&mut inp),
+        gs: addr(&mut inp),
+        ..Default::default()
+    };
+    for r in 0..16 {
+        cpu.gpr[r] = if inp.bool() {
+            addr(&mut inp)
+        } else {
+            inp.u64()
+        };
+    }
+    cpu.gpr[4] = if inp.u8().is_multiple_of(4) {
+        addr(&mut inp)
+    } else {
+        0xF800
+    };
+    // The instruction: at the start of the code page, near its end (crossing into the next page, whose
+    // PTE the edits may have changed), or anywhere.
+    cpu.rip = match inp.u8() % 3 {
+        0 => CODE,
+        1 => CODE + 0x1000 - u64::from(inp.u8() % 20),
+        _ => addr(&mut inp),
+    };
+    let forced = inp.bool();
+    let prefix: &[u8] = if forced {
+        &libvmm_abi::FORCED_EMULATION_PREFIX
+    } else {
+        &[]
+    };
+    // Usually a prefix and an opcode the emulator implements (string I/O, MOV forms, stack and branch
+    // operations, ALU groups, CPUID, NOPs) with fuzzed operand bytes after them; otherwise raw bytes.
+    const PREFIXES: [&[u8]; 9] = [
+        &[],
+        &[],
+        &[0xF3],
+        &[0xF2],
+        &[0x66],
+        &[0x48],
+        &[0x67],
+        &[0xF0],
+        &[0xF3, 0x48],
+    ];
+    const OPCODES: [&[u8]; 40] = [
+        &[0x6C],
+        &[0x6D],
+        &[0x6E],
+        &[0x6F],
+        &[0x88],
+        &[0x89],
+        &[0x8A],
+        &[0x8B],
+        &[0xC6],
+        &[0xC7],
+        &[0xA0],
+        &[0xA1],
+        &[0xA2],
+        &[0xA3],
+        &[0x0F, 0xA2],
+        &[0xC8],
+        &[0xC9],
+        &[0xE8],
+        &[0xE9],
+        &[0xEB],
+        &[0x74],
+        &[0x75],
+        &[0xE0],
+        &[0xE2],
+        &[0xE3],
+        &[0xFF],
+        &[0x50],
+        &[0x58],
+        &[0x8F],
+        &[0x68],
+        &[0xC2],
+        &[0xC3],
+        &[0x01],
+        &[0x81],
+        &[0x83],
+        &[0xF6],
+        &[0xF7],
+        &[0xFE],
+        &[0x0F, 0x1F],
+        &[0x90],
+    ];
+    let mut insn: Vec<u8> = prefix.to_vec();
+    if !inp.u8().is_multiple_of(4) {
+        insn.extend_from_slice(inp.pick(&PREFIXES));
+        insn.extend_from_slice(inp.pick(&OPCODES));
+    }
+    let len = usize::from(inp.u8() % 16);
+    insn.extend_from_slice(inp.bytes(len));
+    if cpu.rip < RAM as u64 {
+        let at = cpu.rip as usize;
+        let end = (at + insn.len()).min(RAM);
+        ram[at..end].copy_from_slice(&insn[..end - at]);
+    }
+
+    let mut emu: Emulator<2> = Emulator::new(inp.pick(&[36, 40, 48, 52]));
+    emu.add_device(DEVICE_GPA, 0x1000).expect("one device fits");
+    let mut mem = GuestMemory::new(0, &mut ram);
+    let mut io = [0u8; 64];
+    let mut first = true;
+    let mut outcomes = Vec::new();
+    for _ in 0..8 {
+        let before = cpu.clone();
+        let out = if first && forced {
+            emu.emulate_forced(&mut cpu, &mut mem, &mut io)
+        } else {
+            emu.emulate(&mut cpu, &mut mem, &mut io)
+        };
+        first = false;
+        let code = match out {
+            Outcome::Retired(r) => {
+                outcomes.push((0u8, u64::from(r.instruction) | u64::from(r.branch) << 1));
+                break;
+            }
+            Outcome::Exception(e) => {
+                // The forced path may have moved RIP past the prefix: the fault is reported at the
+                // instruction. Nothing else changed.
+                assert_eq!(cpu.gpr, before.gpr, "{e:?} changed a register");
+                assert_eq!(cpu.rflags, before.rflags, "{e:?} changed RFLAGS");
+                if !forced {
+                    assert_eq!(cpu.rip, before.rip, "{e:?} moved RIP");
+                }
+                outcomes.push((1, u64::from(e.vector())));
+                break;
+            }
+            Outcome::Stop(s) => {
+                outcomes.push((2, sig(core::mem::discriminant(&s))));
+                break;
+            }
+            Outcome::Mmio(m) => {
+                assert!(
+                    matches!(m.size, 1 | 2 | 4 | 8)
+                        && emu.is_device(m.gpa)
+                        && emu.is_device(m.gpa + u64::from(m.size) - 1),
+                    "MMIO outside the device: {m:?}"
+                );
+                if let Some(v) = m.write {
+                    let mask = if m.size == 8 {
+                        u64::MAX
+                    } else {
+                        (1u64 << (m.size * 8)) - 1
+                    };
+                    assert_eq!(v & !mask, 0, "MMIO store wider than its size: {m:?}");
+                }
+                let r = m.complete(&mut cpu, inp.u64());
+                outcomes.push((3, u64::from(m.size) | u64::from(r.branch) << 8));
+                break;
+            }
+            Outcome::Cpuid(c) => {
+                let r = c.complete(&mut cpu, [inp.u32(), inp.u32(), inp.u32(), inp.u32()]);
+                outcomes.push((4, u64::from(r.instruction)));
+                break;
+            }
+            Outcome::PortIo(p) => {
+                assert!(
+                    matches!(p.size, 1 | 2 | 4) && p.count >= 1 && p.bytes() <= io.len(),
+                    "string I/O batch does not fit: {p:?}"
+                );
+                if p.dir == IoDir::In {
+                    let fill = inp.u8();
+                    io.iter_mut().for_each(|b| *b = fill);
+                }
+                match p.complete(&mut cpu, &mut mem, &io) {
+                    Ok(r) => {
+                        let code = (5u8, u64::from(p.size) | u64::from(r.instruction) << 8);
+                        if r.instruction {
+                            outcomes.push(code);
+                            break;
+                        }
+                        code
+                    }
+                    Err(s) => {
+                        outcomes.push((6, sig(core::mem::discriminant(&s))));
+                        break;
+                    }
+                }
+            }
+        };
+        outcomes.push(code);
+    }
+    sig((outcomes, insn.get(prefix.len()).copied(), forced))
+}
+
+/// The build-time file archive (`libvmm_abi::files`): the bytes the guest runtime reads from its own
+/// memory and parses at start-up (a payload may have changed them). Every input is refused by name or
+/// yields entries that keep the format's promises: valid, sorted, unique paths and data inside the input.
+pub fn files(data: &[u8]) -> u64 {
+    use libvmm_abi::files::{valid_path, Archive};
+    let a = match Archive::parse(data) {
+        Ok(a) => a,
+        Err(e) => return e as u64 + 1,
+    };
+    let mut prev: Option<&str> = None;
+    let mut total = 0usize;
+    for (p, d) in a.iter() {
+        assert!(valid_path(p), "accepted an invalid path {p:?}");
+        assert!(prev.is_none_or(|q| q < p), "accepted unsorted paths");
+        let start = d.as_ptr() as usize - data.as_ptr() as usize;
+        assert!(start + d.len() <= data.len(), "data outside the archive");
+        total += d.len();
+        prev = Some(p);
+    }
+    assert_eq!(a.iter().count(), a.len());
+    100 + a.len() as u64 * 7 + (total as u64 & 0xff)
 }

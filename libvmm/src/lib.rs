@@ -22,28 +22,27 @@
 //!   with a `SAFETY:` note); it imports nothing above it.
 //!
 //! Every module outside `arch` is `#![forbid(unsafe_code)]` (`boot` is `deny`: its entry symbols need
-//! `#[no_mangle]`). The public surface is small: [`Payload`] and the [`image!`] macro for the image
-//! crate, the re-exported ABI, and [`config`]. Backend internals are `pub(crate)`: this does not compile:
-//! ```compile_fail
-//! use libvmm::svm::vmcb::Vmcb;
+//! `#[no_mangle]`).
+//!
+//! The public surface is small: [`Payload`] and the [`image!`] macro for the image crate, the
+//! re-exported ABI ([`abi`]) for payload authors, and [`config`]; `cargo doc` shows nothing else. An image
+//! crate needs exactly this:
+//! ```no_run
+//! libvmm::image!(libvmm::Payload { name: "hello", elf: &[] });
 //! ```
-//! nor does this:
-//! ```compile_fail
-//! use libvmm::vmx::vmcs::VmxOps;
-//! ```
-//! (The TDX backend is public only with the `tdx-sim` feature, for its model-based integration tests and
-//! the DPAMT bench; images never enable it.)
+//! Everything else is `pub(crate)`: the Rust form of exporting KVM internals to its vendor modules
+//! only. `tests/public_surface.rs` proves it from outside: a crate depending on libvmm names this
+//! surface and compiles, and each internal path it names (`svm`, `vmx`, `riscv`, `vcpu`, `policy`,
+//! `x86`, `testing`) fails with rustc's "module is private" (E0603) and no other error. (The TDX backend
+//! is public only with the `tdx-sim` feature, for its model-based integration tests and the DPAMT
+//! bench; images never enable it.)
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
-// Dead code is judged by the four image builds (clippy -D warnings per backend). The unit-test build
-// has no `boot`, which is what uses the boot-time half of many modules.
-#![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
-// On the host, libvmm is built for its tests and software models only; nothing there calls the boot
-// path, so dead-code analysis is left to the bare-metal builds (which clippy checks per backend).
-// On RISC-V the x86-only parts of the generic vocabulary (CPUID/MSR/I/O exits, VMX/SVM instructions) are
-// never constructed; the x86 builds check them.
-// The TDX image stops at SEAM-module detection (no emulator here has one, and TD entry on hardware is
-// not implemented), so the generic loop and policies it would drive are unused in that build only.
+// Dead code is judged in every build: the four images (clippy per backend) and the unit tests (host
+// clippy, all targets). What only the boot path uses is `#[cfg(target_os = "none")]`; what only tests use
+// lives in `testing/` or under `#[cfg(test)]`. The one build with a standing allow is the fuzz targets'
+// (feature `fuzzing`, not a test build): it compiles the parser-bearing modules without the boot path
+// that uses the rest of them, so the allow sits on exactly those modules below, with that reason.
 
 pub use libvmm_abi as abi;
 
@@ -72,6 +71,8 @@ pub(crate) mod boot;
 pub(crate) mod cmdline;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod console;
 #[cfg(any(test, target_os = "none"))]
 pub(crate) mod cpus;
@@ -80,14 +81,21 @@ pub(crate) mod exit;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod guest_mem;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod loader;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 pub(crate) mod policy;
 #[cfg(any(test, feature = "fuzzing"))]
+// fuzzing: the fuzz targets use some of the doubles (the model platform), the unit tests all of them.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod testing;
 // The TDX image stops at SEAM-module detection (TD entry on hardware is not implemented): it runs no
 // guest, so it contains no run loop.
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// The fuzzing build drives the SBI policy's SMP calls without a boot path: the per-vCPU exit counts
+// and the parked flags are read by the stop line only.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod smp;
 #[cfg(any(
     test,
@@ -96,7 +104,11 @@ pub(crate) mod smp;
 ))]
 pub(crate) mod vcpu;
 #[cfg(any(test, feature = "fuzzing", target_os = "none"))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod vm;
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod x86;
 
 #[cfg(any(
@@ -104,6 +116,8 @@ pub(crate) mod x86;
     feature = "fuzzing",
     all(target_os = "none", target_arch = "riscv64")
 ))]
+// fuzzing: the fuzz targets drive this module's parsers, not the boot path that uses the rest.
+#[cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 pub(crate) mod riscv;
 #[cfg(any(test, feature = "fuzzing", feature = "svm"))]
 pub(crate) mod svm;
@@ -143,9 +157,10 @@ pub struct Payload {
 }
 
 /// One loadable segment of a payload, as placed in guest memory: `[gpa, gpa + mem_size)` with the ELF
-/// `p_flags` rights (from its program header, read at boot).
+/// `p_flags` rights (from its program header, read at boot). The loader's, not the image crate's.
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PayloadSegment {
+pub(crate) struct PayloadSegment {
     /// Guest-physical start; its page may not be shared with another segment.
     pub gpa: u64,
     /// Bytes in memory (file bytes plus zeroed bss); the last page is rounded up.
@@ -154,6 +169,7 @@ pub struct PayloadSegment {
     pub flags: u32,
 }
 
+#[cfg(any(test, feature = "fuzzing", target_os = "none"))]
 impl PayloadSegment {
     /// ELF `PF_X`.
     pub const X: u32 = 1;

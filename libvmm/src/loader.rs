@@ -19,11 +19,12 @@
 
 use libvmm_abi::{layout, BackendId, BootInfo, ABI_VERSION, BOOT_INFO_MAGIC};
 
-use crate::config::{GUEST_MAP_REGIONS, PAYLOAD_SEGMENTS_MAX};
+use crate::config::{GUEST_MAP_REGIONS, LAZY_BLOCK, LAZY_WORDS, PAYLOAD_SEGMENTS_MAX};
 use crate::guest_mem::{GuestMemory, MemError};
 use crate::PayloadSegment;
 
 pub mod elf_image;
+pub mod window;
 pub use elf_image::ElfImage;
 
 /// Granularity of the guest map: the smallest nested page.
@@ -156,10 +157,22 @@ pub struct Region {
 
 /// The guest window as the nested tables map it: regions in address order, adjacent, covering the
 /// window exactly, neighbours of different permission. Fixed storage, no heap.
+///
+/// **Zero on first touch.** Blocks of [`LAZY_BLOCK`] bytes may be *pending*: not zeroed and not mapped
+/// in the nested tables yet ([`GuestMap::defer_from`]). The first nested fault in a pending block is
+/// not a violation: the run loop zeroes the block, the backend maps it with its permission (always
+/// read+write: only blocks wholly outside the payload are deferred) and the guest goes on
+/// ([`GuestMap::take_pending`]). So the VMM never shows stale host memory, and what boot zeroes does
+/// not grow with the guest's memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestMap {
     regions: [Region; GUEST_MAP_REGIONS],
     len: usize,
+    /// Bit n: block n of the window (from its base) is pending: not mapped in the nested tables.
+    pending: [u64; LAZY_WORDS],
+    /// Bit n: block n still holds what the host left there (a pending block the VMM has not had to
+    /// read or write for the guest yet).
+    stale: [u64; LAZY_WORDS],
 }
 
 impl GuestMap {
@@ -173,7 +186,110 @@ impl GuestMap {
         Self {
             regions: [r; GUEST_MAP_REGIONS],
             len: 1,
+            pending: [0; LAZY_WORDS],
+            stale: [0; LAZY_WORDS],
         }
+    }
+
+    /// Defers every whole block of the window's last region (the read+write memory above the payload)
+    /// at or above `from` (rounded up to a block) to its first touch; only as many as the bitmap holds
+    /// (`config::GUEST_MEM_MAX`). Returns the number of blocks deferred. Word at a time, so boot does
+    /// not pay per block of a large guest.
+    pub fn defer_from(&mut self, from: u64) -> usize {
+        let (base, last) = (self.base(), self.regions[self.len - 1]);
+        if !base.is_multiple_of(LAZY_BLOCK) || last.perm != Perm::ReadWrite {
+            return 0;
+        }
+        let Some(first) = from.max(last.start).checked_add(LAZY_BLOCK - 1) else {
+            return 0;
+        };
+        let i0 = ((first & !(LAZY_BLOCK - 1)) - base) / LAZY_BLOCK;
+        let i1 = ((last.end - base) / LAZY_BLOCK).min(LAZY_WORDS as u64 * 64);
+        if i0 >= i1 {
+            return 0;
+        }
+        let mut i = i0;
+        while i < i1 {
+            let (w, b) = ((i / 64) as usize, i % 64);
+            let n = (64 - b).min(i1 - i);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << b
+            };
+            self.pending[w] |= mask;
+            self.stale[w] |= mask;
+            i += n;
+        }
+        (i1 - i0) as usize
+    }
+
+    /// The block index of `gpa` in the bitmap, if `gpa` is in the window.
+    fn block_index(&self, gpa: u64) -> Option<usize> {
+        if gpa < self.base() || gpa >= self.end() {
+            return None;
+        }
+        let i = ((gpa - self.base()) / LAZY_BLOCK) as usize;
+        (i < LAZY_WORDS * 64).then_some(i)
+    }
+
+    /// Whether the block holding `gpa` is still pending (not zeroed, not mapped).
+    pub fn is_pending(&self, gpa: u64) -> bool {
+        self.block_index(gpa)
+            .is_some_and(|i| self.pending[i / 64] & (1 << (i % 64)) != 0)
+    }
+
+    /// The first touch of `gpa`: when its block is pending, marks it mapped and returns the block's
+    /// base (the caller maps it, after [`GuestMap::zero_stale`] on it); `None` otherwise (a real fault).
+    pub fn take_pending(&mut self, gpa: u64) -> Option<u64> {
+        if !self.is_pending(gpa) {
+            return None;
+        }
+        let i = self.block_index(gpa)?;
+        self.pending[i / 64] &= !(1 << (i % 64));
+        Some(self.base() + i as u64 * LAZY_BLOCK)
+    }
+
+    /// Zeroes every stale block `[gpa, gpa + len)` overlaps (clipped to the window), before the VMM
+    /// reads or writes guest memory there for the guest (a hypercall's buffer, an emulated access) or
+    /// the guest first touches it: so nothing the host left is ever seen, and nothing written for the
+    /// guest is zeroed later. Returns the blocks zeroed.
+    pub fn zero_stale(&mut self, mem: &mut GuestMemory<'_>, gpa: u64, len: u64) -> usize {
+        if len == 0 || self.stale.iter().all(|w| *w == 0) {
+            return 0;
+        }
+        let start = gpa.max(self.base());
+        let end = gpa.saturating_add(len).min(self.end());
+        let mut n = 0;
+        let mut at = start & !(LAZY_BLOCK - 1);
+        while at < end {
+            if let Some(i) = self.block_index(at.max(self.base())) {
+                if self.stale[i / 64] & (1 << (i % 64)) != 0 {
+                    let block = self.base() + i as u64 * LAZY_BLOCK;
+                    if mem.fill(block, LAZY_BLOCK, 0).is_ok() {
+                        self.stale[i / 64] &= !(1 << (i % 64));
+                        n += 1;
+                    }
+                }
+            }
+            at += LAZY_BLOCK;
+        }
+        n
+    }
+
+    /// Forgets every pending and stale block: for a copy of the map taken before the vCPU that owns the
+    /// nested tables zeroed and mapped every block (x86 guest SMP: an AP's copy, so it never zeroes a
+    /// block another vCPU has written since).
+    #[cfg_attr(not(all(target_os = "none", feature = "svm")), allow(dead_code))]
+    pub fn mark_settled(&mut self) {
+        self.pending = [0; LAZY_WORDS];
+        self.stale = [0; LAZY_WORDS];
+    }
+
+    /// Blocks still pending.
+    #[cfg(test)]
+    pub fn pending_blocks(&self) -> u32 {
+        self.pending.iter().map(|w| w.count_ones()).sum()
     }
 
     pub fn regions(&self) -> &[Region] {
@@ -299,6 +415,8 @@ pub fn map_segments(
             perm: Perm::ReadWrite,
         }; GUEST_MAP_REGIONS],
         len: 0,
+        pending: [0; LAZY_WORDS],
+        stale: [0; LAZY_WORDS],
     };
     let mut at = base;
     let mut entry_ok = false;
@@ -637,6 +755,7 @@ mod tests {
                         ph(R, 0x1000, AT + 0x2000, 1, 1),
                         ph(R, 0x1000, AT + 0x3000, 1, 1),
                         ph(R, 0x1000, AT + 0x4000, 1, 1),
+                        ph(R, 0x1000, AT + 0x5000, 1, 1),
                     ],
                     b"x",
                 ),
@@ -880,7 +999,13 @@ mod tests {
         let cases: Vec<(Tp, LoadError)> = vec![
             (with(&[], 0x1000), LoadError::NoSegments),
             (
-                with(leak(vec![seg(PLOAD, 0x1000, R | X); 5]), 0x1000),
+                with(
+                    leak(vec![
+                        seg(PLOAD, 0x1000, R | X);
+                        crate::config::PAYLOAD_SEGMENTS_MAX + 1
+                    ]),
+                    0x1000,
+                ),
                 LoadError::TooManySegments,
             ),
             (
@@ -962,6 +1087,72 @@ mod tests {
             assert_eq!(gm(&p, WBASE, WSIZE), Err(want), "{:x?}", p.segments);
             assert!(!want.describe().is_empty());
         }
+    }
+
+    #[test]
+    fn blocks_above_the_payload_are_deferred_and_taken_once() {
+        const MIB: u64 = 1 << 20;
+        let size = 256 * MIB;
+        let mut m = gm(&typical(), WBASE, size).unwrap();
+        // Only blocks wholly above `from` (rounded up) are deferred; the payload's block is not.
+        assert_eq!(m.defer_from(PLOAD + 0x1_6010), 127);
+        assert_eq!(m.pending_blocks(), 127);
+        assert!(!m.is_pending(WBASE));
+        assert!(!m.is_pending(PLOAD + 0x1_0000));
+        assert!(m.is_pending(WBASE + 2 * MIB));
+        assert!(m.is_pending(WBASE + size - 1));
+        assert!(!m.is_pending(WBASE + size));
+        assert!(!m.is_pending(WBASE - 1));
+        // The first touch anywhere in a block hands out the block's base, once.
+        assert_eq!(
+            m.take_pending(WBASE + 5 * MIB + 0x123),
+            Some(WBASE + 4 * MIB)
+        );
+        assert_eq!(m.take_pending(WBASE + 4 * MIB), None);
+        assert!(!m.is_pending(WBASE + 4 * MIB + 0x1000));
+        assert_eq!(m.pending_blocks(), 126);
+        // The W^X map itself is unchanged by deferral: pending blocks are read+write.
+        assert_eq!(m.perm_at(WBASE + 8 * MIB), Some(Perm::ReadWrite));
+        // Stale blocks are zeroed when the VMM must access them for the guest, and only then.
+        let mut buf = vec![0xAAu8; size as usize];
+        let mut mem = GuestMemory::new(WBASE, &mut buf);
+        assert_eq!(m.zero_stale(&mut mem, WBASE + 3 * MIB, 2 * MIB), 2);
+        assert!(mem
+            .slice(WBASE + 2 * MIB, 4 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(mem.slice(WBASE + 6 * MIB, 1).unwrap(), [0xAA]);
+        assert!(m.is_pending(WBASE + 2 * MIB), "zeroed, still to be mapped");
+        assert_eq!(m.zero_stale(&mut mem, WBASE + 3 * MIB, 2 * MIB), 0, "once");
+        assert_eq!(
+            m.zero_stale(&mut mem, WBASE + 4 * MIB, 1),
+            0,
+            "the taken block, zeroed"
+        );
+        assert_eq!(m.zero_stale(&mut mem, WBASE + 6 * MIB, 1), 1);
+        assert_eq!(m.zero_stale(&mut mem, 0, u64::MAX), 124);
+        assert!(mem
+            .slice(WBASE + 2 * MIB, size - 2 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(m.zero_stale(&mut mem, 0, u64::MAX), 0);
+        // Deferring from below the window, or twice, never defers a mixed block.
+        let mut m = gm(&typical(), WBASE, 8 * MIB).unwrap();
+        assert_eq!(m.defer_from(0), 3);
+        assert!(!m.is_pending(WBASE));
+        assert_eq!(m.defer_from(0), 3);
+        assert_eq!(m.pending_blocks(), 3);
+        assert_eq!(m.defer_from(u64::MAX), 0);
+        // A window larger than the bitmap defers only what the bitmap holds.
+        let mut huge = GuestMap::whole(0, 4 * crate::config::GUEST_MEM_MAX, Perm::ReadWrite);
+        huge.defer_from(0);
+        assert_eq!(
+            huge.pending_blocks() as u64,
+            crate::config::GUEST_MEM_MAX / LAZY_BLOCK
+        );
+        assert!(!huge.is_pending(2 * crate::config::GUEST_MEM_MAX));
     }
 
     #[test]

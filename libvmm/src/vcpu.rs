@@ -79,6 +79,9 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::GuestMemoryFault { gpa, access } => {
             vm.stats.add(ExitReason::GuestMemoryFault);
+            if vm.map.is_pending(gpa) {
+                return first_touch(cpu, vm, gpa);
+            }
             #[cfg(target_arch = "x86_64")]
             if vm.emu.emulator.is_device(gpa) {
                 return emulate(cpu, vm, false);
@@ -102,8 +105,11 @@ pub(crate) fn handle<B: Backend, P: Platform>(
             vm.stats.add(ExitReason::VirtInsn);
             Reply::Inject(Fault::InvalidOpcode)
         }
-        Exit::IllegalInsn { .. } => {
+        Exit::IllegalInsn { raw } => {
             vm.stats.add(ExitReason::IllegalInsn);
+            if cpu.emulate_illegal(raw) {
+                return Ok(());
+            }
             Reply::Inject(Fault::InvalidOpcode)
         }
         Exit::UdIntercept => {
@@ -125,7 +131,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                 return Err(StopReason::TimeLimit { ms });
             }
             if B::VIRTUAL_APIC {
-                host_timer(vm);
+                host_timer(cpu, vm);
                 reply_and_deliver(cpu, vm, Reply::Resume);
                 return Ok(());
             }
@@ -161,6 +167,30 @@ pub(crate) fn handle<B: Backend, P: Platform>(
     Ok(())
 }
 
+/// The first touch of a block of guest memory left pending at boot (`loader::GuestMap`): zero it, have
+/// the backend map it read+write, and re-enter at the same instruction, which now finds memory. So the
+/// guest never sees what the host left there, and boot does not pay for memory the guest never uses.
+#[cold]
+#[inline(never)]
+fn first_touch<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    gpa: u64,
+) -> Result<(), StopReason> {
+    let block = vm.map.take_pending(gpa).ok_or(StopReason::Platform(
+        "first touch of a block that is not pending",
+    ))?;
+    vm.map
+        .zero_stale(&mut vm.mem, block, crate::config::LAZY_BLOCK);
+    if !cpu.map_zeroed_block(block) {
+        return Err(StopReason::Platform(
+            "the nested tables cannot map a block of guest memory on first touch",
+        ));
+    }
+    cpu.reply(Reply::Resume);
+    Ok(())
+}
+
 /// The cold exits that run the instruction emulator (x86): string port I/O, a nested page fault on a
 /// device range (MMIO), and with `forced` the #UD intercept of forced emulation. The emulator works on
 /// the backend's guest state ([`Backend::emulation`]); what it needs answered goes to the same policies
@@ -182,6 +212,10 @@ fn emulate<B: Backend, P: Platform>(
             "instruction emulation on this backend",
         ));
     };
+    // The emulator reads and writes guest memory wherever the instruction says: every block still
+    // holding host data is zeroed first (once per VM: only guests that need the emulator pay for it).
+    let (base, size) = (vm.mem.base(), vm.mem.size());
+    vm.map.zero_stale(&mut vm.mem, base, size);
     let mut buf = [0u8; EMU_IO_BATCH];
     let topo = vm.topology();
     let emu = &mut vm.emu;
@@ -368,21 +402,24 @@ fn deliver<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
     }
 }
 
-/// Arms the host timer for the APIC's next deadline when it changed.
-fn rearm<P: Platform>(vm: &mut Vm<'_, P>, now: u64) {
+/// Arms the host timer for the APIC's next deadline when it changed (always with `spent`: after a host
+/// event the one-shot that fired must be programmed again): the platform's, and the backend's when it
+/// keeps guest time itself.
+fn rearm<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>, now: u64, spent: bool) {
     let next = vm.irq.apic.next_deadline(now);
-    if next != vm.irq.armed {
+    if spent || next != vm.irq.armed {
         vm.irq.armed = next;
         vm.platform.arm_guest_timer(next);
+        cpu.set_host_deadline(vm.platform.host_deadline(), now);
     }
 }
 
 /// A host timer exit: the APIC's timer catches up with the guest TSC.
 #[inline(never)]
-fn host_timer<P: Platform>(vm: &mut Vm<'_, P>) {
+fn host_timer<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
     let now = vm.platform.guest_tsc();
     vm.irq.apic.tick(now);
-    rearm(vm, now);
+    rearm(cpu, vm, now, true);
 }
 
 /// RDMSR: the APIC's MSRs go to the virtual x2APIC, the rest to the MSR policy. Out of line: the hot
@@ -405,9 +442,14 @@ fn msr_read<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>, msr: u32) -> R
 
 /// WRMSR, routed as [`msr_read`].
 #[inline(never)]
-fn msr_write<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
+fn msr_write<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    msr: u32,
+    value: u64,
+) -> Reply {
     if B::VIRTUAL_APIC && apic::owns(msr) {
-        return apic_write(vm, msr, value);
+        return apic_write(cpu, vm, msr, value);
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(r) = vm.emu.pmu.write(msr, value) {
@@ -419,11 +461,16 @@ fn msr_write<B: Backend, P: Platform>(cpu: &B, vm: &mut Vm<'_, P>, msr: u32, val
     msr::write(msr, value, |v| cpu.virtual_msr(v))
 }
 
-fn apic_write<P: Platform>(vm: &mut Vm<'_, P>, msr: u32, value: u64) -> Reply {
+fn apic_write<B: Backend, P: Platform>(
+    cpu: &mut B,
+    vm: &mut Vm<'_, P>,
+    msr: u32,
+    value: u64,
+) -> Reply {
     let now = vm.platform.guest_tsc();
     let (reply, timer_changed, ipi) = apic::write(&mut vm.irq.apic, msr, value, now);
     if timer_changed {
-        rearm(vm, now);
+        rearm(cpu, vm, now, false);
     }
     if let Some(ipi) = ipi {
         apic::send(vm, ipi);
@@ -451,7 +498,7 @@ fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Repl
         match vm.irq.apic.on_halt(now, interrupts_enabled) {
             HaltAction::Wake => {
                 cpu.clear_interrupt_shadow();
-                rearm(vm, now);
+                rearm(cpu, vm, now, false);
                 return Ok(Reply::Complete(Output::Nothing));
             }
             HaltAction::Stop if !smp => return Err(StopReason::GuestHalted),
@@ -465,7 +512,7 @@ fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Repl
                 vm.smp.leave_halt();
             }
             HaltAction::SleepUntil(at) => {
-                rearm(vm, now);
+                rearm(cpu, vm, now, false);
                 vm.platform.sleep_until(at);
             }
         }
@@ -653,6 +700,63 @@ mod tests {
             .contains("denied write of port 0xf4"));
     }
 
+    /// The entropy hypercall: 63 bits of the host's source (never negative, so never an error), or
+    /// -ENOSYS without a source.
+    #[test]
+    fn the_entropy_hypercall_gives_the_hosts_bits_or_enosys() {
+        let mut mem = vec![0u8; 0x100];
+        for (source, want) in [
+            (Some(u64::MAX), i64::MAX),
+            (Some(0x1234), 0x1234),
+            (None, libvmm_abi::Errno::Nosys.as_result()),
+        ] {
+            let mut cpu = ScriptedBackend {
+                script: vec![hc(Hypercall::Entropy, [0; 4]), hc(Hypercall::Exit, [0; 4])],
+                replies: Vec::new(),
+                last: None,
+            };
+            let platform = ModelPlatform {
+                entropy: source,
+                ..Default::default()
+            };
+            let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), platform);
+            assert_eq!(run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+            assert_eq!(cpu.replies[0].1, Reply::Complete(Output::Hypercall(want)));
+        }
+    }
+
+    /// A `write` of guest memory the guest never touched (a block still pending, holding what the host
+    /// left there) prints zeros, and the block is zeroed for good: never stale host bytes.
+    #[test]
+    fn a_write_from_never_touched_memory_prints_zeros() {
+        const MIB: u64 = 1 << 20;
+        let mut mem = vec![b'S'; 4 << 20];
+        mem[..16].copy_from_slice(b"host secret here");
+        mem[2 << 20..(2 << 20) + 16].copy_from_slice(b"host secret here");
+        let mut cpu = ScriptedBackend {
+            script: vec![
+                hc(Hypercall::Write, [1, BASE + 2 * MIB, 16, 0]),
+                hc(Hypercall::Exit, [0; 4]),
+            ],
+            replies: Vec::new(),
+            last: None,
+        };
+        let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), ModelPlatform::default());
+        vm.map.defer_from(BASE + 1);
+        assert_eq!(run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+        assert_eq!(vm.platform.console.0, vec![0u8; 16]);
+        assert!(vm
+            .mem
+            .slice(BASE + 2 * MIB, 2 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert!(
+            vm.map.is_pending(BASE + 2 * MIB),
+            "zeroed, mapped on the guest's own touch"
+        );
+    }
+
     #[test]
     fn exits_are_counted_by_reason_and_printed_with_their_total() {
         let mut mem = vec![0u8; 0x100];
@@ -720,3 +824,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod irq_tests;

@@ -19,6 +19,10 @@ pub(crate) trait Platform {
     /// Runs the host's CPUID (x86; other architectures return zeros).
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Nanoseconds for a clock id, or `None` when the clock is unknown or not calibrated.
+    /// 64 bits from the host's entropy source (the entropy hypercall), or `None` without one.
+    fn entropy(&mut self) -> Option<u64> {
+        None
+    }
     fn clock_ns(&self, clock: u64) -> Option<u64>;
     /// The guest's time limit in milliseconds once it has run past it (`libvmm.timeout_ms=`), else
     /// `None`. Checked on host events (timer exits), which the platform arranges when a limit is set.
@@ -40,6 +44,15 @@ pub(crate) trait Platform {
     /// interrupts wake it; it never spins through guest exits).
     fn sleep_until(&mut self, _deadline: u64) {}
 
+    /// The earliest host deadline (guest TSC): the earlier of the armed guest timer and the time limit.
+    fn host_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// The backend keeps time while the guest runs ([`crate::backend::Backend::set_host_deadline`]:
+    /// VMX's preemption timer): the platform's own host timer then serves sleeps only.
+    #[cfg_attr(not(feature = "vmx"), allow(dead_code))]
+    fn guest_time_in_backend(&mut self) {}
     /// Sends the host IPI that forces vCPU `cpu`'s CPU out of guest mode (or wakes it from a wait), so it
     /// looks at what was posted for it in the shared state ([`crate::smp::Shared`]).
     fn kick(&self, _cpu: usize) {}
@@ -118,6 +131,7 @@ impl EmuState {
     }
 
     /// Prints the emulator's counts (with `libvmm.stats=1`), when it ran at all.
+    #[cfg(target_os = "none")] // the boot's stats report
     pub fn print<W: embedded_io::Write>(&self, w: &mut W) {
         if self.retired | self.mmio | self.string_io != 0 {
             crate::vmm_print!(
@@ -349,6 +363,9 @@ pub enum StopReason {
     Platform(&'static str),
     /// A `libvmm.` option on the command line that the image cannot honour.
     Option(crate::cmdline::Refused<'static>),
+    /// The guest's memory cannot be sized on this machine (too little RAM, or `libvmm.mem=` asks for
+    /// more than there is: both sizes named).
+    GuestMemory(crate::loader::window::SizeError),
     /// The guest ran past its time limit (milliseconds).
     TimeLimit {
         ms: u64,
@@ -384,7 +401,7 @@ impl StopReason {
             }
             Self::Backend(_) => StopCode::BackendError as u8,
             Self::Unsupported(_) | Self::Option(_) => StopCode::Unsupported as u8,
-            Self::Platform(_) => StopCode::PlatformError as u8,
+            Self::Platform(_) | Self::GuestMemory(_) => StopCode::PlatformError as u8,
         }
     }
 }
@@ -428,11 +445,33 @@ impl core::fmt::Display for StopReason {
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Platform(what) => write!(f, "platform error: {what}"),
             Self::Option(refused) => write!(f, "unsupported: {refused}"),
+            Self::GuestMemory(e) => write!(f, "platform error: {e}"),
             Self::TimeLimit { ms } => write!(f, "guest exceeded its time limit of {ms} ms"),
             Self::VcpuOff => write!(f, "vCPU stopped itself"),
             Self::StoppedElsewhere => write!(f, "stopped by another vCPU"),
             #[cfg(target_arch = "x86_64")]
             Self::Emulation(s) => write!(f, "instruction emulation stopped: {s}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loader::window::SizeError;
+
+    /// A guest memory the machine cannot give stops the boot as a platform error naming both sizes.
+    #[test]
+    fn a_guest_memory_sizing_error_is_a_platform_stop_naming_both_sizes() {
+        let stop = StopReason::GuestMemory(SizeError::TooBig {
+            asked: 256 << 20,
+            available: 94 << 20,
+        });
+        assert_eq!(stop.code(), StopCode::PlatformError as u8);
+        let line = std::format!("{stop}");
+        assert!(
+            line.contains("256 MiB") && line.contains("94 MiB"),
+            "{line}"
+        );
     }
 }

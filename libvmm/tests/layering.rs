@@ -2,7 +2,9 @@
 //! - nothing under `src/arch/` names a backend, the policies, the run loop or `boot`;
 //! - no backend (`svm`, `vmx`, `riscv`, `tdx`) names `policy` or `boot`;
 //! - `policy/` does not name the run loop (`vcpu`);
-//! - every module outside `arch/` and `boot/` forbids `unsafe` code, and `boot/` at least denies it.
+//! - every module outside `arch/` and `boot/` forbids `unsafe` code, and `boot/` at least denies it;
+//! - in the guest runtime (`guest/src/`) `unsafe` code is in `arch/` only: every other file forbids it
+//!   and contains none, and the crate root denies it and allows it for `mod arch` alone.
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -103,5 +105,66 @@ fn unsafe_code_is_forbidden_outside_arch() {
         missing.is_empty(),
         "files without #![forbid(unsafe_code)]:\n{}",
         missing.join("\n")
+    );
+}
+
+/// The Rust code of a line: what precedes a `//` comment (doc comments included).
+fn code(line: &str) -> &str {
+    line.split("//").next().unwrap_or("")
+}
+
+#[test]
+fn guest_runtime_keeps_unsafe_code_in_its_arch() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(files.len() > 1, "guest/src has no files");
+    let mut bad = Vec::new();
+    for f in files {
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if rel.starts_with("arch/") {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap();
+        if rel == "lib.rs" {
+            // The root denies `unsafe` and lifts that for `mod arch` only: the allow's next item is it.
+            if !text.contains("#![deny(unsafe_code)]") {
+                bad.push("lib.rs: no #![deny(unsafe_code)]".to_string());
+            }
+            let lines: Vec<&str> = text.lines().map(str::trim).collect();
+            for (i, l) in lines.iter().enumerate() {
+                if code(l).contains("allow(unsafe_code)")
+                    && lines.get(i + 1).copied() != Some("pub mod arch;")
+                {
+                    bad.push(format!(
+                        "lib.rs:{}: allow(unsafe_code) not on `mod arch`",
+                        i + 1
+                    ));
+                }
+            }
+        } else if !text.contains("#![forbid(unsafe_code)]") {
+            bad.push(format!("{rel}: no #![forbid(unsafe_code)]"));
+        }
+        for (i, l) in text.lines().enumerate() {
+            let c = code(l);
+            let lint = c.contains("(unsafe_code)");
+            if !lint && (c.contains("unsafe ") || c.contains("unsafe{") || c.contains("no_mangle"))
+            {
+                // `#[no_mangle]` in `entry!` is expanded in the payload crate, not compiled here.
+                let in_entry_macro = rel == "lib.rs" && c.trim() == "#[no_mangle]";
+                if !in_entry_macro {
+                    bad.push(format!("{rel}:{}: {}", i + 1, l.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "unsafe code in the guest runtime outside arch/:\n{}",
+        bad.join("\n")
     );
 }

@@ -12,6 +12,14 @@ pub struct Args {
     pub timeout: Option<u64>,
     /// `run`: CPUs of the emulated machine (QEMU `-smp N`, Bochs `cpu: count=N`), 1 unless told.
     pub cpus: u32,
+    /// `run`: RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`), 128 unless told.
+    pub mem_mb: Option<u32>,
+    /// `--file HOST_PATH:GUEST_PATH` (repeatable): build-time files of a std payload (`files.rs`).
+    pub files: Vec<crate::files::FileSpec>,
+    /// `run --elf PATH`: boot this payload ELF instead of building a payload of the workspace.
+    pub elf: Option<std::path::PathBuf>,
+    /// The words after a bare `--`: the payload's `argv` after its name (`run --elf PATH -- ARGS`).
+    pub argv: Option<Vec<String>>,
     pub rest: Vec<String>,
 }
 
@@ -23,6 +31,10 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         cmdline: String::new(),
         timeout: None,
         cpus: 1,
+        mem_mb: None,
+        files: Vec::new(),
+        elf: None,
+        argv: None,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -56,6 +68,22 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                     .filter(|n| (1..=64).contains(n))
                     .ok_or_else(|| format!("--cpus needs a CPU count from 1 to 64, not {v}"))?;
             }
+            "--mem" => {
+                let v = value("--mem")?;
+                a.mem_mb = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (64..=4096).contains(n))
+                        .ok_or_else(|| format!("--mem needs MiB from 64 to 4096, not {v}"))?,
+                );
+            }
+            "--file" => a
+                .files
+                .push(crate::files::FileSpec::parse(&value("--file")?)?),
+            "--elf" => a.elf = Some(value("--elf")?.into()),
+            "--" => {
+                a.argv = Some(it.by_ref().cloned().collect());
+            }
             other => a.rest.push(other.to_string()),
         }
     }
@@ -79,5 +107,28 @@ mod tests {
         assert!(parse(&strings(&["--timeout", "0"])).is_err());
         assert!(parse(&strings(&["--timeout", "soon"])).is_err());
         assert!(parse(&strings(&["--timeout"])).is_err());
+    }
+
+    #[test]
+    fn files_elf_and_program_arguments() {
+        let a = parse(&strings(&[
+            "--file",
+            "a.txt:/a",
+            "--elf",
+            "x/prog",
+            "--file",
+            "b:/d/b",
+            "--",
+            "--nocapture",
+            "t",
+        ]))
+        .unwrap();
+        assert_eq!(a.files.len(), 2);
+        assert_eq!(a.files[1].guest, "/d/b");
+        assert_eq!(a.elf, Some("x/prog".into()));
+        assert_eq!(a.argv, Some(strings(&["--nocapture", "t"])));
+        assert!(a.rest.is_empty());
+        assert!(parse(&strings(&["--file", "relative"])).is_err());
+        assert_eq!(parse(&strings(&["--"])).unwrap().argv, Some(vec![]));
     }
 }

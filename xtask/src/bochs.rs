@@ -24,7 +24,7 @@ pub const DEFAULT_CPU: &str = "corei7_skylake_x";
 pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, cpu: &str, cpus: u32, ips: u64) -> String {
     let cpus = cpus.max(1);
     format!(
-        "megs: 128\n\
+        "megs: {megs}\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
          cpu: model={cpu}, count={cpus}, ips={ips}, reset_on_triple_fault=0\n\
@@ -45,6 +45,7 @@ pub fn bochsrc(iso: &Path, com1: &Path, log: &Path, cpu: &str, cpus: u32, ips: u
         iso = iso.display(),
         com1 = com1.display(),
         log = log.display(),
+        megs = crate::run::machine_mb(),
     )
 }
 

@@ -1,10 +1,11 @@
 //! Building images: the payload for the backend's target (linked by `linker/guest-*.ld`), then the image
 //! crate `linker/` with the backend feature and the payload embedded; the result is copied to
 //! `target/images/<backend>-<payload>.elf` so images of several backends and payloads coexist.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::backend::Backend;
 use crate::cmd::{cargo, root, status, target_dir};
+use crate::files::FileSpec;
 
 /// Runs a cargo build with its output captured: on failure the compiler's messages are the error; on
 /// success any warnings are printed at once, before anything boots, so that compiler output never lands
@@ -153,6 +154,70 @@ pub fn build_image(backend: Backend, payload: &str) -> Result<PathBuf, String> {
 /// for `release`, `<backend>-<payload>-<profile>.elf` otherwise.
 pub fn build_image_with(backend: Backend, payload: &str, profile: &str) -> Result<PathBuf, String> {
     let elf = build_payload_with(backend, payload, profile)?;
+    link_image(backend, &elf, payload, profile)
+}
+
+/// Where an image's payload comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// A payload crate under `payloads/`, built for the backend.
+    Payload(&'a str),
+    /// A payload ELF built elsewhere (`run --elf PATH`, the cargo runner).
+    Elf(&'a Path),
+}
+
+/// The image of `source` with build-time `files` (host paths relative to `base`), release profile:
+/// `target/images/<backend>-<name>[-files-<hash>].elf`, where an ELF's name is `elf-<file name>`.
+pub fn build_image_from(
+    backend: Backend,
+    source: Source<'_>,
+    files: &[FileSpec],
+    base: &Path,
+) -> Result<PathBuf, String> {
+    let (elf, name) = match source {
+        Source::Payload(p) => {
+            if !files.is_empty() && !is_std_payload(p) {
+                return Err(format!(
+                    "--file needs a std payload (the file system is the hermit runtime's); {p} is no_std"
+                ));
+            }
+            (build_payload_with(backend, p, "release")?, p.to_string())
+        }
+        Source::Elf(path) => {
+            let stem = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("--elf {}: not a file", path.display()))?;
+            (path.to_path_buf(), format!("elf-{stem}"))
+        }
+    };
+    if files.is_empty() {
+        return link_image(backend, &elf, &name, "release");
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(files, &mut h);
+    let name = format!("{name}-files-{:08x}", std::hash::Hasher::finish(&h) as u32);
+    let bytes = std::fs::read(&elf).map_err(|e| format!("reading {}: {e}", elf.display()))?;
+    let with = crate::files::attach(&bytes, &crate::files::pack(files, base)?)
+        .map_err(|e| format!("{}: {e}", elf.display()))?;
+    let dir = target_dir().join("images");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = dir.join(format!("{backend}-{name}.payload.elf"));
+    // Rewritten only when it changed: the image crate relinks when this file's time changes.
+    if std::fs::read(&out).ok().as_deref() != Some(&with[..]) {
+        std::fs::write(&out, &with).map_err(|e| format!("writing {}: {e}", out.display()))?;
+    }
+    link_image(backend, &out, &name, "release")
+}
+
+/// Links the image crate with the payload ELF `elf` embedded; copies it to `target/images/`.
+fn link_image(
+    backend: Backend,
+    elf: &Path,
+    payload: &str,
+    profile: &str,
+) -> Result<PathBuf, String> {
+    ensure_target(backend)?;
     let mut c = cargo();
     c.args([
         "build",
@@ -166,7 +231,7 @@ pub fn build_image_with(backend: Backend, payload: &str, profile: &str) -> Resul
         "--features",
         backend.feature(),
     ])
-    .env("LIBVMM_PAYLOAD_ELF", &elf)
+    .env("LIBVMM_PAYLOAD_ELF", elf)
     .env("LIBVMM_PAYLOAD_NAME", payload);
     build_quietly(c, &format!("building the {backend} image"))?;
     let built = target_dir()
@@ -183,8 +248,17 @@ pub fn build_image_with(backend: Backend, payload: &str, profile: &str) -> Resul
     Ok(out)
 }
 
+/// The image `run` and `build-image` build from their arguments (`--payload`, `--elf`, `--file`).
+pub fn image_for_args(a: &Args) -> Result<PathBuf, String> {
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    match &a.elf {
+        Some(elf) => build_image_from(a.backend, Source::Elf(&cwd.join(elf)), &a.files, &cwd),
+        None => build_image_from(a.backend, Source::Payload(&a.payload), &a.files, &cwd),
+    }
+}
+
 pub fn build_image_cmd(a: &Args) -> Result<u8, String> {
-    let path = build_image(a.backend, &a.payload)?;
+    let path = image_for_args(a)?;
     let format = a
         .rest
         .iter()

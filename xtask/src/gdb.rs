@@ -323,11 +323,12 @@ pub fn batch_test(backend: Backend) -> Result<(), String> {
 /// The Bochs counterpart of [`batch_test`] (VMX): Debian's Bochs has the internal debugger instead of a
 /// gdb stub, so its script sets a linear breakpoint at the payload's entry (`_start`, the ELF entry),
 /// continues, prints the registers there (in VMX non-root mode: RDI = the boot-info address, the
-/// window's base; RSP = the window's top) and continues to the end; the run must stop with status 0.
+/// window's base; RSP = the window's top, with `libvmm.mem=8M`) and continues to the end; the run must stop with status 0.
 pub fn bochs_debugger_test() -> Result<(), String> {
     use libvmm_abi::layout::x86_64::{PAYLOAD_BASE, WINDOW_BASE, WINDOW_SIZE};
     let image = crate::build::build_image(Backend::Vmx, "hello")?;
-    let iso = crate::iso::iso_for(&image, "")?;
+    // The hello window pinned at its smallest, so RSP (the window's top) is a fixed number.
+    let iso = crate::iso::iso_for(&image, "libvmm.mem=8M")?;
     crate::cmd::require(&["bochs"])?;
     let workdir = crate::cmd::target_dir().join("bochs").join("debugger");
     let script = format!("lb {PAYLOAD_BASE:#x}\nc\nr\nc\n");

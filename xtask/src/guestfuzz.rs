@@ -149,7 +149,8 @@ fn fuzz_backend(backend: Backend, seeds: u64, started: Instant) -> Result<Reach,
     let mut s = 0;
     while s < safe {
         let n = chunk.min(safe - s);
-        let cmdline = format!("seed={s} seeds={n} libvmm.stats=1 libvmm.timeout_ms=90000");
+        let cmdline =
+            format!("seed={s} seeds={n} libvmm.stats=1 libvmm.timeout_ms=90000 libvmm.mem=8M");
         let b = boot_once(backend, &image, &cmdline, limit)?;
         let what = format!("{backend} safe {cmdline}");
         r.record(&b, &what);
@@ -168,7 +169,9 @@ fn fuzz_backend(backend: Backend, seeds: u64, started: Instant) -> Result<Reach,
     let mut s = first;
     while s < end {
         let n = chunk.min(end - s);
-        let cmdline = format!("mode=wild seed={s} seeds={n} libvmm.stats=1 libvmm.timeout_ms=3000");
+        let cmdline = format!(
+            "mode=wild seed={s} seeds={n} libvmm.stats=1 libvmm.timeout_ms=3000 libvmm.mem=8M"
+        );
         let b = boot_once(backend, &image, &cmdline, limit)?;
         let what = format!("{backend} wild {cmdline}");
         r.record(&b, &what);

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo xtask build-image [--backend svm|vmx|tdx|riscv] [--payload NAME] [--format iso]   prints the image path
-//! cargo xtask run [--backend B] [--payload P] [--cmdline "..."] [--timeout SECS] [--cpus N]
-//!                                                                         boots it, exits with its status
+//!                         [--file HOST_PATH:GUEST_PATH]... [--elf PATH]
+//! cargo xtask run [--backend B] [--payload P | --elf PATH] [--file HOST:GUEST]... [--cmdline "..."]
+//!                 [--timeout SECS] [--cpus N] [-- ARGS]                   boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
 //! cargo xtask bench                                                       deterministic figures + target/bench.json
 //! cargo xtask fuzz [--soak] [--secs N] [--target NAME]...                 every fuzz target (short, or a soak)
 //! cargo xtask guestfuzz [--soak] [--seeds N] [--backend B]                the guest-side fuzzer, many boots
+//! cargo xtask hermit-tests                                                the cargo runner and real-world suites
 //! ```
 mod args;
 mod backend;
@@ -17,9 +19,11 @@ mod build;
 mod cases;
 mod chart;
 mod cmd;
+mod files;
 mod fuzz;
 mod gdb;
 mod guestfuzz;
+mod hermit_tests;
 mod iso;
 mod kvm;
 mod qemu;
@@ -29,7 +33,7 @@ mod test;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: cargo xtask <build-image|run|test|bench|fuzz|guestfuzz> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--cmdline TEXT] [--timeout SECS] [--cpus N]";
+    "usage: cargo xtask <build-image|run|test|bench|fuzz|guestfuzz|hermit-tests> [--backend svm|vmx|tdx|riscv] [--payload NAME] [--elf PATH] [--file HOST_PATH:GUEST_PATH]... [--cmdline TEXT] [--timeout SECS] [--cpus N] [-- ARGS]";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -45,7 +49,10 @@ fn main() -> ExitCode {
         }
     };
     // Everything any command or test case needs is installed once, before anything is built or booted.
-    if matches!(sub.as_str(), "run" | "test" | "bench" | "guestfuzz") {
+    if matches!(
+        sub.as_str(),
+        "run" | "test" | "bench" | "guestfuzz" | "hermit-tests"
+    ) {
         if let Err(e) = cmd::install_deps() {
             eprintln!("xtask: {e}");
             return ExitCode::from(1);
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
         "bench" => bench::bench_cmd(&args),
         "fuzz" => fuzz::fuzz_cmd(&args.rest),
         "guestfuzz" => guestfuzz::guestfuzz_cmd(&args),
+        "hermit-tests" => hermit_tests::cmd(),
         _ => Err(format!("unknown command {sub}\n{USAGE}")),
     };
     match result {

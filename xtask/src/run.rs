@@ -19,7 +19,6 @@ use libvmm_abi::stop::{
 
 use crate::args::Args;
 use crate::backend::Backend;
-use crate::build::build_image;
 
 /// What, besides the console, tells how the machine stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,6 +205,27 @@ pub struct BootOptions<'a> {
     pub cpus: u32,
 }
 
+/// RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`); 0 means the default, 128. Set around
+/// a boot by [`with_machine_memory`] (the bench's boot figure at 8 MiB and at 256 MiB of guest memory);
+/// every other boot keeps the default.
+pub static MACHINE_MB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The machine's RAM in MiB for the next boot.
+pub fn machine_mb() -> u32 {
+    match MACHINE_MB.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => 128,
+        n => n,
+    }
+}
+
+/// Runs `f` (boots) on machines with `mb` MiB of RAM, then restores the default.
+pub fn with_machine_memory<T>(mb: u32, f: impl FnOnce() -> T) -> T {
+    MACHINE_MB.store(mb, std::sync::atomic::Ordering::Relaxed);
+    let r = f();
+    MACHINE_MB.store(0, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
 /// Boots `image` on the backend's emulator and decides how the run ended.
 pub fn boot(backend: Backend, image: &Path, o: &BootOptions<'_>) -> Result<Outcome, String> {
     let q = crate::qemu::Options {
@@ -257,9 +277,10 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
     if let Some(mode) = crate::gdb::requested(&a.rest)? {
         return crate::gdb::run_cmd(a, mode);
     }
-    let image = build_image(a.backend, &a.payload)?;
+    let image = crate::build::image_for_args(a)?;
+    let cmdline = cmdline_with_argv(a)?;
     let o = BootOptions {
-        cmdline: &a.cmdline,
+        cmdline: &cmdline,
         dtb: None,
         cpu: None,
         machine: None,
@@ -271,7 +292,73 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
         gdb: None,
         cpus: a.cpus,
     };
-    report(boot(a.backend, &image, &o)?.verdict)
+    let v = with_machine_memory(a.mem_mb.unwrap_or(0), || boot(a.backend, &image, &o))?.verdict;
+    let status = payload_status(&v);
+    let code = report(v)?;
+    Ok(status.unwrap_or(code))
+}
+
+/// `--cmdline` plus, after `--`, the payload's `argv`: its name (the payload, or the ELF's file name)
+/// and the words given after `--` (each must be one word: the command line is split at whitespace).
+pub fn cmdline_with_argv(a: &Args) -> Result<String, String> {
+    let Some(words) = &a.argv else {
+        return Ok(a.cmdline.clone());
+    };
+    if let Some(w) = words
+        .iter()
+        .find(|w| w.is_empty() || w.contains(char::is_whitespace))
+    {
+        return Err(format!(
+            "program argument {w:?}: arguments reach the payload through the image's command line, \
+             which is split at whitespace: one non-empty word each"
+        ));
+    }
+    let name = match &a.elf {
+        Some(p) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        None => a.payload.clone(),
+    };
+    let mut line = a.cmdline.trim().to_string();
+    if line.contains(" -- ") || line.starts_with("-- ") || line == "--" {
+        return Err(
+            "give the payload's arguments either in --cmdline after -- or after --, not both"
+                .into(),
+        );
+    }
+    if !line.is_empty() {
+        line.push(' ');
+    }
+    line.push_str("-- ");
+    line.push_str(&name);
+    for w in words {
+        line.push(' ');
+        line.push_str(w);
+    }
+    if line.len() as u64 > libvmm_abi::layout::CMDLINE_MAX {
+        return Err(format!(
+            "the command line is {} bytes, more than the {} the VMM passes to the payload",
+            line.len(),
+            libvmm_abi::layout::CMDLINE_MAX
+        ));
+    }
+    Ok(line)
+}
+
+/// The payload's own exit status when the trusted stop line says it exited (`payload exited with
+/// status N`), as a process status (N mod 256): statuses above `stop::PAYLOAD_MAX` share one stop
+/// code, and the cargo runner passes the real one through (the test harness's 101 on a failure).
+pub fn payload_status(v: &Verdict) -> Option<u8> {
+    if v.timed_out || v.result.is_err() {
+        return None;
+    }
+    let n: i64 = v
+        .reason
+        .strip_prefix("payload exited with status ")?
+        .parse()
+        .ok()?;
+    Some(n as u8)
 }
 
 /// Prints what `run` prints about a verdict and returns its exit status.

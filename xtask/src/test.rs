@@ -58,6 +58,10 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
     let mut c = cargo();
     c.args(["test", "--quiet"]);
     steps.push(("host unit tests (cargo test)".to_string(), c));
+    // The guest runtime's host-testable logic (the file system), on the host (not a default member).
+    let mut c = cargo();
+    c.args(["test", "--quiet", "-p", "libvmm-guest", "--lib"]);
+    steps.push(("host unit tests (libvmm-guest)".to_string(), c));
     let mut c = cargo();
     c.args(["fmt", "--all", "--", "--check"]);
     steps.push(("cargo fmt --check".to_string(), c));
@@ -98,28 +102,32 @@ fn host_steps() -> Vec<(String, std::process::Command)> {
         c.args(["--", "-D", "warnings"]);
         steps.push((format!("clippy ({backend} image and payloads)"), c));
     }
-    // The std payload and the runtime's hermit half, on the x86 hermit target (std built from source).
-    let mut c = cargo();
-    c.env("RUSTC_BOOTSTRAP", "1").args([
-        "clippy",
-        "--quiet",
-        "-Zbuild-std=std,panic_abort",
-        "-Zbuild-std-features=compiler-builtins-mem",
-        "--release",
-        "--target",
-        "x86_64-unknown-hermit",
-        "-p",
-        "std-demo",
-        "-p",
-        "libvmm-guest",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    steps.push((
-        "clippy (x86_64-unknown-hermit: std-demo, libvmm-guest)".to_string(),
-        c,
-    ));
+    // The std payloads and the runtime's hermit half, on both hermit targets (std built from source).
+    for target in ["x86_64-unknown-hermit", "riscv64gc-unknown-hermit"] {
+        let mut c = cargo();
+        c.env("RUSTC_BOOTSTRAP", "1").args([
+            "clippy",
+            "--quiet",
+            "-Zbuild-std=std,panic_abort",
+            "-Zbuild-std-features=compiler-builtins-mem",
+            "--release",
+            "--target",
+            target,
+            "-p",
+            "std-demo",
+            "-p",
+            "std-hello",
+            "-p",
+            "libvmm-guest",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        steps.push((
+            format!("clippy ({target}: std-demo, std-hello, libvmm-guest)"),
+            c,
+        ));
+    }
     steps
 }
 
@@ -143,7 +151,7 @@ fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
         gdb: None,
         cpus: case.cpus,
     };
-    let out = boot(case.backend, image, &o)?;
+    let out = crate::run::with_machine_memory(case.mem_mb, || boot(case.backend, image, &o))?;
     let v = &out.verdict;
     let console = out.output.replace('\r', "");
     let mut problems = Vec::new();
@@ -241,33 +249,77 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
             .chain(["std-demo"])
             .filter(|p| cases.iter().any(|c| c.payload == *p))
         {
-            let s = Instant::now();
-            println!("---- {backend}: build {payload}");
-            let image = match build_image(backend, payload) {
-                Ok(i) => i,
-                Err(e) => {
-                    t.record(&format!("{backend}: build {payload}"), s, Err(e));
-                    continue;
+            // One image per distinct set of build-time files among the payload's cases.
+            let mut file_sets: Vec<&[&str]> = Vec::new();
+            for c in cases.iter().filter(|c| c.payload == payload) {
+                if !file_sets.contains(&c.files) {
+                    file_sets.push(c.files);
                 }
-            };
-            if payload == "hello" {
-                t.record(
-                    &format!("{backend}: image boot headers"),
-                    s,
-                    check_image_headers(backend, &image),
-                );
             }
-            for case in cases.iter().filter(|c| c.payload == payload) {
+            for files in file_sets {
                 let s = Instant::now();
-                println!("---- {backend}: {}", case.name);
-                let r = check_case(&image, case);
-                t.record(&format!("{backend}: {}", case.name), s, r);
+                let what = match files {
+                    [] => format!("{backend}: build {payload}"),
+                    f => format!("{backend}: build {payload} --file {}", f.join(" --file ")),
+                };
+                println!("---- {what}");
+                let image = match image_with_files(backend, payload, files) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        t.record(&what, s, Err(e));
+                        continue;
+                    }
+                };
+                if payload == "hello" {
+                    t.record(
+                        &format!("{backend}: image boot headers"),
+                        s,
+                        check_image_headers(backend, &image),
+                    );
+                }
+                for case in cases
+                    .iter()
+                    .filter(|c| c.payload == payload && c.files == files)
+                {
+                    let s = Instant::now();
+                    println!("---- {backend}: {}", case.name);
+                    let r = check_case(&image, case);
+                    t.record(&format!("{backend}: {}", case.name), s, r);
+                }
             }
         }
+    }
+    // Ordinary std crates through the cargo runner: runner-demo and the real-world suites.
+    for (name, check) in crate::hermit_tests::checks() {
+        let s = Instant::now();
+        println!("---- {name}");
+        t.record(&name, s, check());
     }
     println!("total wall time {:.0} s", all.elapsed().as_secs_f64());
     println!("{} passed, {} failed", t.passed, t.failed);
     Ok(if t.failed == 0 { 0 } else { 1 })
+}
+
+/// The image of `payload` with the build-time `files` of a case (`HOST_PATH:GUEST_PATH`, host paths
+/// from the repository root).
+fn image_with_files(
+    backend: Backend,
+    payload: &str,
+    files: &[&str],
+) -> Result<std::path::PathBuf, String> {
+    if files.is_empty() {
+        return build_image(backend, payload);
+    }
+    let specs = files
+        .iter()
+        .map(|f| crate::files::FileSpec::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::build::build_image_from(
+        backend,
+        crate::build::Source::Payload(payload),
+        &specs,
+        &crate::cmd::root(),
+    )
 }
 
 /// Checks the x86 boot headers: a PVH note (Xen, type 18) in a PT_NOTE segment and a multiboot2 header

@@ -16,9 +16,14 @@ pub const PAYLOAD_OFFSET: u64 = 0x1_0000;
 pub const STACK_SIZE: u64 = 0x1_0000;
 
 pub mod x86_64 {
-    /// Guest RAM window: 32 MiB .. 40 MiB (2 MiB aligned: the nested tables use 2 MiB pages).
+    /// Guest RAM window: from 32 MiB (2 MiB aligned: the nested tables use 2 MiB pages). Its size is the
+    /// machine's (since ABI 1.2; [`crate::BootInfo::mem_size`]): all the RAM from here up that the VMM
+    /// does not keep, at most [`WINDOW_MAX`], or what `libvmm.mem=` asks for. [`WINDOW_SIZE`] is the
+    /// smallest (and what the hostile tests pin with `libvmm.mem=8M`).
     pub const WINDOW_BASE: u64 = 0x0200_0000;
     pub const WINDOW_SIZE: u64 = 0x0080_0000;
+    /// The window ends at the test device at the latest (736 MiB of guest memory).
+    pub const WINDOW_MAX: u64 = TEST_DEVICE_BASE - WINDOW_BASE;
     /// Initial guest page tables (PML4, PDPT, 4 PDs: identity 0..4 GiB) at this offset.
     pub const PAGE_TABLES_OFFSET: u64 = 0x1000;
     /// Initial guest GDT at this offset.
@@ -48,10 +53,14 @@ pub mod x86_64 {
 }
 
 pub mod riscv64 {
-    /// Guest RAM window: 0x8400_0000 .. 0x8480_0000 (above OpenSBI at 0x8000_0000 and the VMM at
-    /// 0x8020_0000; below the DTB QEMU puts near the top of 128 MiB).
+    /// Guest RAM window: from 0x8400_0000 (above OpenSBI at 0x8000_0000 and the VMM at 0x8020_0000)
+    /// up to the end of RAM or the host device tree (QEMU puts it near the top of RAM), whichever is
+    /// lower, at most [`WINDOW_MAX`], or what `libvmm.mem=` asks for (since ABI 1.2; the size is in
+    /// [`crate::BootInfo::mem_size`] and the guest's device tree). [`WINDOW_SIZE`] is the smallest.
     pub const WINDOW_BASE: u64 = 0x8400_0000;
     pub const WINDOW_SIZE: u64 = 0x0080_0000;
+    /// The window stays inside the GiB it starts in (one G-stage level-1 table): 960 MiB.
+    pub const WINDOW_MAX: u64 = 0xC000_0000 - WINDOW_BASE;
     pub const PAYLOAD_BASE: u64 = WINDOW_BASE + super::PAYLOAD_OFFSET;
     /// Where the VMM image is linked.
     pub const VMM_IMAGE_BASE: u64 = 0x8020_0000;

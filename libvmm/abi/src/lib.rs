@@ -7,6 +7,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod layout;
 pub mod sbi;
 pub mod stop;
@@ -69,6 +70,11 @@ pub enum Hypercall {
     Nop = 5,
     /// () -> number of VM exits the VMM has handled for this vCPU so far (this call included).
     ExitCount = 6,
+    /// () -> 63 bits from the VMM's entropy source (bit 63 clear, so never an error), or `-ENOSYS`
+    /// when it has none (since ABI 1.2). Sources: x86 RDRAND; RISC-V the Zkr `seed` CSR, else a weak
+    /// source (the `time` counter mixed; README says what that is worth). For guests whose CPU lacks
+    /// an entropy instruction of its own.
+    Entropy = 7,
 }
 
 impl Hypercall {
@@ -82,6 +88,7 @@ impl Hypercall {
             4 => Self::Clock,
             5 => Self::Nop,
             6 => Self::ExitCount,
+            7 => Self::Entropy,
             _ => return None,
         })
     }
@@ -247,10 +254,11 @@ mod tests {
 
     #[test]
     fn hypercall_numbers_are_stable() {
-        for nr in 0..7u64 {
+        for nr in 0..8u64 {
             assert_eq!(Hypercall::from_raw(nr).map(|h| h as u64), Some(nr));
         }
-        assert_eq!(Hypercall::from_raw(7), None);
+        assert_eq!(Hypercall::from_raw(7), Some(Hypercall::Entropy));
+        assert_eq!(Hypercall::from_raw(8), None);
         assert_eq!(Hypercall::from_raw(u64::MAX), None);
     }
 

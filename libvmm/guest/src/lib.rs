@@ -23,12 +23,17 @@
 //! `#![forbid(unsafe_code)]`, and this crate root denies it.
 #![no_std]
 #![deny(unsafe_code)]
+// The host build of the unit tests (`cargo test -p libvmm-guest --lib`) leaves the entry and the exports
+// unused.
+#![cfg_attr(test, allow(dead_code, unused_imports))]
 
 pub use hermit_abi;
 pub use libvmm_abi as abi;
 
 #[allow(unsafe_code)]
 pub mod arch;
+#[cfg(any(test, target_os = "hermit"))]
+pub mod fs;
 mod hermit;
 pub mod io;
 pub mod irq;

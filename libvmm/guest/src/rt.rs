@@ -24,16 +24,28 @@ fn le(b: &[u8], at: usize, n: usize) -> u64 {
         .unwrap_or(0)
 }
 
-/// The payload's segment end and its TLS template (address, file size, memory size, alignment).
-fn own_layout() -> (u64, Option<(u64, u64, u64, u64)>) {
+/// What the runtime reads from its own program headers (addresses placed, i.e. with the load bias).
+struct Layout {
+    /// End of the highest segment: the heap starts above it.
+    end: u64,
+    /// The TLS template: address, file size, memory size, alignment.
+    tls: Option<(u64, u64, u64, u64)>,
+    /// The build-time file archive's segment (`libvmm_abi::files`): address and size.
+    files: Option<(u64, u64)>,
+}
+
+/// The payload's segment end, its TLS template and its file archive.
+fn own_layout() -> Layout {
     let (ehdr, hdrs) = arch::own_elf_headers();
     let (phoff, phnum) = (le(hdrs, 32, 8) as usize, le(hdrs, 56, 2) as usize);
     let mut end = 0;
     let mut tls = None;
+    let mut files = None;
     let mut bias = ehdr;
     for i in 0..phnum {
         let p = phoff + 56 * i;
         let (ty, off, vaddr) = (le(hdrs, p, 4), le(hdrs, p + 8, 8), le(hdrs, p + 16, 8));
+        let flags = le(hdrs, p + 4, 4) as u32;
         let (filesz, memsz, align) = (
             le(hdrs, p + 32, 8),
             le(hdrs, p + 40, 8),
@@ -44,19 +56,23 @@ fn own_layout() -> (u64, Option<(u64, u64, u64, u64)>) {
             7 => tls = Some((vaddr, filesz, memsz, align)),
             _ => {}
         }
+        if ty == 1 && flags & libvmm_abi::files::PF_LIBVMM_FILES != 0 {
+            files = Some((vaddr, filesz));
+        }
         if ty == 1 {
             end = end.max(vaddr + memsz);
         }
     }
-    (
-        end.wrapping_add(bias),
-        tls.map(|(v, f, m, a)| (v.wrapping_add(bias), f, m, a)),
-    )
+    Layout {
+        end: end.wrapping_add(bias),
+        tls: tls.map(|(v, f, m, a)| (v.wrapping_add(bias), f, m, a)),
+        files: files.map(|(v, f)| (v.wrapping_add(bias), f)),
+    }
 }
 
 /// Entry for `std` payloads: heap, main TLS, argv/env, then `runtime_entry`.
 pub(crate) fn start() -> ! {
-    let (end, tls) = own_layout();
+    let Layout { end, tls, files } = own_layout();
     let bi = crate::boot_info();
     let top = bi.map_or(0, |b| {
         b.mem_base + b.mem_size - libvmm_abi::layout::STACK_SIZE
@@ -69,6 +85,9 @@ pub(crate) fn start() -> ! {
     if !crate::sched::init(image, mem, align) {
         crate::println!("payload: no memory for the main thread's TLS block");
         crate::hermit::abort()
+    }
+    if let Some((gpa, len)) = files {
+        crate::fs::init(arch::memory(gpa, len as usize));
     }
     let line = crate::cmdline();
     let (before, after) = match line.split_once(" -- ") {

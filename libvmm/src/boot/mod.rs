@@ -38,8 +38,9 @@ pub(crate) trait Machine {
     fn facts(&mut self) -> Result<&'static [u8], StopReason>;
     /// A time stamp of the VMM's entry, in the clock the payload's boot info reports.
     fn entry_time(&self) -> u64;
-    /// Checks the guest window against the platform and the VMM's own addresses; hands its bytes out.
-    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason>;
+    /// Sizes the guest window from the platform (all the RAM above its base that the VMM does not keep,
+    /// or `asked`: `libvmm.mem=`), checks it against the VMM's own addresses, and hands its bytes out.
+    fn guest_window(&mut self, asked: Option<u64>) -> Result<(u64, &'static mut [u8]), StopReason>;
     /// Raises an exception in the VMM on purpose (`libvmm.selftest=fault`).
     fn deliberate_fault(&mut self);
     /// The architecture's guest set-up once the payload is loaded (x86: page tables and register state;
@@ -77,12 +78,10 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
         Some(Selftest::Fault) => m.deliberate_fault(),
         None => {}
     }
-    let (base, window) = match m.guest_window() {
+    let (base, window) = match m.guest_window(options.mem) {
         Ok(w) => w,
         Err(stop) => return stop,
     };
-    // No stale host memory is ever shown to a guest.
-    window.fill(0);
     let mut mem = GuestMemory::new(base, window);
     // The payload ELF, parsed and validated (a PIE goes to the window's payload offset).
     let load_at = base + libvmm_abi::layout::PAYLOAD_OFFSET;
@@ -94,13 +93,18 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
         Ok(img) => img,
         Err(e) => return StopReason::Platform(e.describe()),
     };
-    let loaded = match crate::loader::load(&img, &mut mem, M::BACKEND, cmdline, m.entry_time()) {
-        Ok(l) => l,
+    // W^X: what the nested tables will allow where (payload text r-x, read-only data r--, the rest rw-).
+    let mut map = match crate::loader::guest_map(&img, base, mem.size()) {
+        Ok(map) => map,
         Err(e) => return StopReason::Platform(e.describe()),
     };
-    // W^X: what the nested tables will allow where (payload text r-x, read-only data r--, the rest rw-).
-    let map = match crate::loader::guest_map(&img, base, mem.size()) {
-        Ok(map) => map,
+    // No stale host memory is ever shown to a guest: the blocks the VMM writes now (boot info, guest
+    // page tables or device tree, the payload) are zeroed here; every block above the payload is zeroed
+    // and mapped on its first touch, so what boot costs does not grow with the guest's memory.
+    map.defer_from(img.hi);
+    let eager = zero_eager(&map, &mut mem);
+    let loaded = match crate::loader::load(&img, &mut mem, M::BACKEND, cmdline, m.entry_time()) {
+        Ok(l) => l,
         Err(e) => return StopReason::Platform(e.describe()),
     };
     let guest = match m.prepare(&mut mem, &loaded, &options) {
@@ -113,6 +117,14 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
     };
     let mut vm = Vm::new(mem, platform);
     vm.map = map;
+    crate::vmm_print!(
+        vm.platform.console(),
+        "libvmm: guest memory {:#x}..{:#x} ({} MiB; {} MiB zeroed at boot, the rest on first touch)\n",
+        base,
+        map.end(),
+        (map.end() - base) >> 20,
+        eager >> 20
+    );
     crate::vmm_print!(
         vm.platform.console(),
         "libvmm: guest memory map (W^X): {map}\n"
@@ -166,4 +178,20 @@ pub(crate) fn finish<P: Platform>(
         }
     }
     stop
+}
+
+/// Zeroes every block of the window that is not deferred to its first touch; returns the bytes zeroed.
+fn zero_eager(map: &crate::loader::GuestMap, mem: &mut GuestMemory<'_>) -> u64 {
+    use crate::config::LAZY_BLOCK;
+    let (base, end) = (map.base(), map.end());
+    let mut zeroed = 0;
+    let mut block = base;
+    while block < end {
+        let len = LAZY_BLOCK.min(end - block);
+        if !map.is_pending(block) && mem.fill(block, len, 0).is_ok() {
+            zeroed += len;
+        }
+        block += len;
+    }
+    zeroed
 }

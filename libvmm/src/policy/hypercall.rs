@@ -34,6 +34,10 @@ pub fn dispatch<P: Platform>(nr: u64, args: [u64; 4], vm: &mut Vm<'_, P>) -> Out
         }),
         Hypercall::Nop => Outcome::Return(0),
         Hypercall::ExitCount => Outcome::Return((vm.exits & (i64::MAX as u64)) as i64),
+        Hypercall::Entropy => Outcome::Return(match vm.platform.entropy() {
+            Some(v) => (v & (i64::MAX as u64)) as i64,
+            None => Errno::Nosys.as_result(),
+        }),
         #[allow(unreachable_patterns)]
         _ => Outcome::Return(Errno::Nosys.as_result()),
     }
@@ -46,6 +50,8 @@ fn write<P: Platform>(fd: u64, gpa: u64, len: u64, vm: &mut Vm<'_, P>) -> i64 {
     if fd != 1 && fd != 2 {
         return Errno::Badf.as_result();
     }
+    // A buffer in memory the guest never touched reads as zeros, never as what the host left there.
+    vm.map.zero_stale(&mut vm.mem, gpa, len);
     let mem = vm.mem;
     let con = vm.platform.console();
     // One guest write at a time across CPUs: a payload's line written in one call arrives whole.

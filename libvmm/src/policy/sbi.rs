@@ -276,6 +276,8 @@ fn console_write<P: Platform>(len: u64, lo: u64, hi: u64, vm: &mut Vm<'_, P>) ->
     if hi != 0 {
         return err(SBI_ERR_INVALID_PARAM);
     }
+    // A buffer in memory the guest never touched reads as zeros, never as what the host left there.
+    vm.map.zero_stale(&mut vm.mem, lo, len);
     let mem = vm.mem;
     let con = vm.platform.console();
     let _line = crate::console::LineLock::acquire();

@@ -98,3 +98,5 @@ pub const HGATP_PPN_MASK: u64 = (1 << 44) - 1;
 
 /// `wfi`.
 pub const INSN_WFI: u64 = 0x1050_0073;
+/// The Zkr entropy source CSR.
+pub const CSR_SEED: u64 = 0x015;

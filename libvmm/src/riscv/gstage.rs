@@ -11,11 +11,16 @@
 //! split into 4 KiB leaves through one of a fixed pool of level-0 tables (`config::NESTED_PAGE_TABLES`):
 //! no allocation, and running out of tables is an error.
 //!
+//! Blocks the map defers (zero on first touch, `GuestMap::take_pending`) are left invalid; the first
+//! guest-page fault there comes to the run loop, which zeroes the block, and [`GStage::map_block`] maps
+//! it as one read+write 2 MiB leaf (followed by an HFENCE.GVMA of the block: the privileged spec lets a
+//! hart cache invalid entries).
+//!
 //! The tables live in one struct (the SimpleVisor habit: a fixed, compile-time-sized footprint). Host
 //! physical addresses of the tables are their addresses: the VMM runs with satp = Bare.
 #![forbid(unsafe_code)]
 
-use libvmm_abi::layout::riscv64::WINDOW_SIZE;
+use libvmm_abi::layout::riscv64::{WINDOW_BASE, WINDOW_MAX};
 
 use super::csr;
 use crate::config::NESTED_PAGE_TABLES;
@@ -38,8 +43,8 @@ pub const PTE_D: u64 = 1 << 7;
 const PTE_PPN_SHIFT: u64 = 10;
 const PTE_PPN_MASK: u64 = ((1 << 44) - 1) << PTE_PPN_SHIFT;
 
-// Every 2 MiB block of the window can be split: the level-0 pool never runs out for libvmm's window.
-static_assertions::const_assert!(NESTED_PAGE_TABLES as u64 * PAGE_2M >= WINDOW_SIZE);
+// The largest window lies in one gigabyte: one level-1 table.
+static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_MAX - 1) >> 30);
 
 /// Leaf flags of a permission.
 pub const fn leaf(perm: Perm) -> u64 {
@@ -139,12 +144,39 @@ impl<const N: usize, const P: usize> GStage<N, P> {
         }
         let mut a = gpa;
         while a < end {
-            if self.translate(a).is_some() {
+            if self.mapped_in_block(a) {
                 return Err(MapError::Overlap);
             }
-            a += PAGE_4K;
+            a = (a & !(PAGE_2M - 1)) + PAGE_2M;
         }
         Ok(())
+    }
+
+    /// Whether anything is mapped in the 2 MiB block holding `gpa`.
+    fn mapped_in_block(&self, gpa: u64) -> bool {
+        let Some(t) = self.table_index(self.root.0[(gpa >> 30) as usize]) else {
+            return false;
+        };
+        let e1 = self.l1[t].0[((gpa >> 21) & 0x1ff) as usize];
+        match self.pointer(e1) {
+            Some((true, z)) => self.l0[z].0.iter().any(|e| e & PTE_V != 0),
+            _ => e1 & PTE_V != 0,
+        }
+    }
+
+    /// Maps the 2 MiB block at `block` read+write where nothing is mapped (a block [`GStage::map_guest`]
+    /// left pending), under a level-1 table already in use. `false` when `block` is not 2 MiB aligned,
+    /// in a gigabyte without a table, or already mapped. The caller fences (HFENCE.GVMA).
+    pub fn map_block(&mut self, block: u64) -> bool {
+        if !block.is_multiple_of(PAGE_2M) || block >= GPA_LIMIT || self.mapped_in_block(block) {
+            return false;
+        }
+        let Some(t) = self.table_index(self.root.0[(block >> 30) as usize]) else {
+            return false;
+        };
+        self.l1[t].0[(block >> 21) as usize & 0x1ff] =
+            ((block >> 12) << PTE_PPN_SHIFT) | leaf(Perm::ReadWrite);
+        true
     }
 
     /// The level-1 table for the gigabyte of `gpa`, taken from the pool on first use.
@@ -182,11 +214,16 @@ impl<const N: usize, const P: usize> GStage<N, P> {
     /// is uniform, 4 KiB leaves where a region boundary crosses it.
     pub fn map_guest(&mut self, map: &GuestMap) -> Result<(), MapError> {
         let (base, end) = (map.base(), map.end());
+        // Checked block by block (a 4 KiB walk of a large window would make boot grow with it).
         self.check(base, base, end.saturating_sub(base), PAGE_4K)?;
         let mut block = base & !(PAGE_2M - 1);
         while block < end {
             let t = self.l1_for(block)?;
             let li = (block >> 21) as usize & 0x1ff;
+            if map.is_pending(block) {
+                block += PAGE_2M;
+                continue;
+            }
             match map.uniform(block, PAGE_2M) {
                 Some(perm) => {
                     self.l1[t].0[li] = ((block >> 12) << PTE_PPN_SHIFT) | leaf(perm);
@@ -420,5 +457,26 @@ mod tests {
             }
         }
         assert_eq!(g.tables_used(), (1, 4));
+    }
+
+    #[test]
+    fn deferred_blocks_stay_invalid_until_map_block() {
+        let mut g = gs();
+        let size = 256 << 20;
+        let mut map = GuestMap::whole(l::WINDOW_BASE, size, Perm::ReadWrite);
+        assert_eq!(map.defer_from(l::WINDOW_BASE + 1), 127);
+        g.map_guest(&map).unwrap();
+        assert!(g.translate(l::WINDOW_BASE).is_some());
+        let gpa = l::WINDOW_BASE + 90 * PAGE_2M + 0x44;
+        assert_eq!(g.translate(gpa), None);
+        let block = map.take_pending(gpa).unwrap();
+        assert!(g.map_block(block));
+        let (hpa, flags) = g.translate(gpa).unwrap();
+        assert_eq!(hpa, gpa);
+        assert_eq!(flags & (PTE_R | PTE_W | PTE_X), PTE_R | PTE_W);
+        assert!(!g.map_block(block), "once");
+        assert!(!g.map_block(block + PAGE_4K), "aligned");
+        assert!(!g.map_block(0x4000_0000), "a gigabyte without a table");
+        assert_eq!(g.translate(gpa + PAGE_2M), None);
     }
 }

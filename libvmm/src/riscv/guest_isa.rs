@@ -279,6 +279,7 @@ mod tests {
         assert!(!g.enabled().contains(Ext::Shgatpa));
         assert!(g.enabled().contains(Ext::Zicboz) && g.enabled().contains(Ext::Sstc));
         assert_eq!(g.enabled().len() + 7, g.host().len()); // h + six Sh* hypervisor properties
+        assert!(!g.enabled().is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub enum DtError {
 }
 
 impl DtError {
+    #[cfg(any(target_os = "none", feature = "fuzzing"))] // the boot's stop reason
     pub const fn what(self) -> &'static str {
         match self {
             DtError::Header => "bad device-tree header",

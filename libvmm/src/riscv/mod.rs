@@ -2,9 +2,10 @@
 //!
 //! The backend translates, it decides nothing (the design notes' rule): a trap into HS-mode becomes one
 //! generic [`Exit`] ([`RiscvH::run`]), and the run loop's [`Reply`] becomes register and CSR writes
-//! ([`RiscvH::reply`]). What it knows about the hardware goes through the [`Hart`] trait, implemented by
-//! `arch::riscv64` with CSR instructions and the world switch, and by a model in the tests, so the whole
-//! trap path runs under `cargo test` through the same generic `vcpu::run` as on the machine.
+//! ([`RiscvH::reply`]). What it knows about the hardware goes through the [`Hart`] trait, implemented
+//! over `arch::riscv64`'s CSR instructions and world switch (`hw::HwHart`) and by a model in the tests,
+//! so bring-up ([`hw`]) and the whole trap path run under `cargo test`, the trap path through the same
+//! generic `vcpu::run` as on the machine.
 //!
 //! Trap translation (privileged spec, H extension; causes in [`csr`]):
 //! - environment call from VS (10): `a7 == SBI_EXT_LIBVMM` is a libvmm hypercall (`a6` = number, `a0..a3`
@@ -34,7 +35,6 @@ pub(crate) mod gstage;
 pub(crate) mod guest_dt;
 pub(crate) mod guest_isa;
 pub(crate) mod host_dt;
-#[cfg(all(target_os = "none", target_arch = "riscv64"))]
 pub(crate) mod hw;
 pub(crate) mod isa;
 pub(crate) mod vcpu;
@@ -79,7 +79,7 @@ pub const A1: usize = 11;
 pub const A6: usize = 16;
 pub const A7: usize = 17;
 
-/// CSRs the backend reads or writes between guest runs.
+/// CSRs the backend reads or writes: between guest runs (the first eleven) and at bring-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Csr {
     Sepc,
@@ -93,6 +93,22 @@ pub enum Csr {
     Vsepc,
     Vscause,
     Vstval,
+    // Bring-up (`hw.rs`).
+    Sie,
+    Vsatp,
+    /// Only with Sstc.
+    Vstimecmp,
+    Hstatus,
+    Hedeleg,
+    Hideleg,
+    Hie,
+    Htimedelta,
+    Hcounteren,
+    Henvcfg,
+    /// Only with Smstateen.
+    Hstateen0,
+    /// WARL: an unsupported mode leaves it unchanged, VMID keeps only VMIDLEN bits.
+    Hgatp,
 }
 
 /// The hardware under the backend: the world switch and CSR access.
@@ -115,6 +131,18 @@ pub(crate) trait Hart {
     fn fence(&mut self, _kinds: u8) {}
     /// The `time` counter now.
     fn time(&self) -> u64;
+    /// HFENCE.GVMA for every guest-physical address and VMID (after the G-stage tables changed).
+    fn hfence_gvma_all(&mut self);
+    /// Maps a zeroed 2 MiB block of guest memory read+write in the G-stage tables and fences it (zero
+    /// on first touch); `false` when it cannot. Models without tables answer `false`.
+    fn map_zeroed_block(&mut self, _block: u64) -> bool {
+        false
+    }
+    /// The host's Zkr `seed` CSR (status and 16 bits of entropy), for a guest's `seed` access that
+    /// trapped as a virtual instruction (the hart has Zkr); `None` on a model without it.
+    fn seed(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// The RISC-V H backend over a hart.
@@ -149,6 +177,12 @@ impl<H: Hart> RiscvH<H> {
     pub fn set_time_limit(&mut self, deadline: u64) {
         self.limit = Some(deadline);
         self.arm_host_timer();
+    }
+
+    /// The hart back, when this vCPU's run ended (it may start again).
+    #[cfg(all(target_os = "none", target_arch = "riscv64"))]
+    pub fn into_hart(self) -> H {
+        self.hart
     }
 
     #[cfg(test)]

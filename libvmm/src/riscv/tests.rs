@@ -306,3 +306,113 @@ fn wfi_with_the_guest_timer_already_pending_completes_instead_of_halting() {
     assert_eq!(cpu.hart().waited, 0);
     assert_eq!(cpu.hart().entries[3].2, ENTRY + 8);
 }
+
+#[test]
+fn wfi_with_the_guest_software_interrupt_pending_completes_instead_of_halting() {
+    // The guest raised its own software interrupt (sip.SSIP, which is hvip.VSSIP) and waits with SIE
+    // off: the WFI retires (privileged spec: a pending interrupt ends WFI whatever SIE says).
+    let mut hart = ModelHart {
+        script: vec![
+            trap(csr::EXC_VIRTUAL_INSN, csr::INSN_WFI, 0),
+            hypercall(Hypercall::Exit, &[0]),
+        ],
+        ..Default::default()
+    };
+    hart.set_csr(Csr::Hvip, 1 << csr::IRQ_VS_SOFT);
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, MEM_BASE, MEM_BASE + 0x100);
+    let mut mem = vec![0u8; 0x100];
+    let mut vm = Vm::new(
+        GuestMemory::new(MEM_BASE, &mut mem),
+        ModelPlatform::default(),
+    );
+    assert_eq!(vcpu::run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+    assert_eq!(cpu.hart().waited, 0);
+    assert_eq!(cpu.hart().entries[1].2, ENTRY + 4);
+}
+
+/// Zkr for the guest: a `seed` access from VS traps as a virtual instruction; the VMM answers with the
+/// host's `seed` in rd and the guest goes on after it. A read-only access (CSRRS with x0) and any access
+/// on a hart without Zkr are illegal instructions, as the CSR's rules say.
+#[test]
+fn a_guest_seed_access_gets_the_hosts_entropy_source() {
+    const SEED_T0: u64 = 0x0150_52F3; // csrrw t0, seed, x0
+    const SEED_RO: u64 = 0x0150_22F3; // csrrs t0, seed, x0 (read-only: illegal)
+    let script = |insn| {
+        vec![
+            trap(csr::EXC_VIRTUAL_INSN, insn, 0),
+            hypercall(Hypercall::Exit, &[0]),
+        ]
+    };
+    let mut mem = vec![0u8; 0x100];
+    let hart = ModelHart {
+        script: script(SEED_T0),
+        seed: Some(0x8000_1234),
+        ..Default::default()
+    };
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, MEM_BASE + 0x100);
+    let mut vm = Vm::new(
+        GuestMemory::new(MEM_BASE, &mut mem),
+        ModelPlatform::default(),
+    );
+    assert_eq!(vcpu::run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+    assert_eq!(cpu.regs().x[5], 0x8000_1234, "t0 = the host's seed");
+    assert_eq!(cpu.hart().entries[1].2, ENTRY + 4, "the access retired");
+    for (insn, seed) in [(SEED_RO, Some(1)), (SEED_T0, None)] {
+        let hart = ModelHart {
+            script: script(insn),
+            seed,
+            ..Default::default()
+        };
+        let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, MEM_BASE + 0x100);
+        let mut vm = Vm::new(
+            GuestMemory::new(MEM_BASE, &mut mem),
+            ModelPlatform::default(),
+        );
+        assert_eq!(vcpu::run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+        assert_eq!(cpu.regs().x[5], 0);
+        assert_eq!(
+            cpu.hart().csr(Csr::Vscause),
+            csr::EXC_ILLEGAL_INSN,
+            "{insn:#x}"
+        );
+    }
+}
+
+/// Zero on first touch on the model hart: a store guest-page fault in a pending block has the loop
+/// zero the block and the hart map it; the guest re-executes the store (same sepc).
+#[test]
+fn a_first_touch_zeroes_and_maps_a_block_in_the_g_stage() {
+    const MIB: u64 = 1 << 20;
+    let mut mem = vec![0x55u8; 8 << 20];
+    let mut map = crate::loader::GuestMap::whole(MEM_BASE, 8 * MIB, crate::loader::Perm::ReadWrite);
+    map.defer_from(MEM_BASE + 1);
+    let mut gs: Box<gstage::GStage<1>> = Box::default();
+    gs.map_guest(&map).unwrap();
+    let touched = MEM_BASE + 6 * MIB + 0x10;
+    let hart = ModelHart {
+        script: vec![
+            trap(csr::EXC_STORE_GUEST_PAGE_FAULT, touched & 3, touched >> 2),
+            hypercall(Hypercall::Exit, &[0]),
+        ],
+        gstage: Some(gs),
+        ..Default::default()
+    };
+    let mut cpu = RiscvH::new(hart, ENTRY, 0, MEM_BASE, 0, MEM_BASE + 0x100);
+    let mut vm = Vm::new(
+        GuestMemory::new(MEM_BASE, &mut mem),
+        ModelPlatform::default(),
+    );
+    vm.map = map;
+    assert_eq!(vcpu::run(&mut cpu, &mut vm), StopReason::PayloadExit(0));
+    assert_eq!(cpu.hart().entries[1].2, ENTRY, "the store runs again");
+    assert!(vm
+        .mem
+        .slice(MEM_BASE + 6 * MIB, 2 * MIB)
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
+    assert_eq!(vm.mem.slice(MEM_BASE + 4 * MIB, 1).unwrap(), [0x55]);
+    let g = cpu.hart().gstage.as_ref().unwrap();
+    assert!(g.translate(touched).is_some());
+    assert!(g.translate(MEM_BASE + 4 * MIB).is_none());
+}

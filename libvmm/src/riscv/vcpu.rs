@@ -77,6 +77,9 @@ impl<H: Hart> RiscvH<H> {
     }
 }
 
+/// No virtual APIC: the guest's interrupts are the hvip bits the replies set.
+impl<H: Hart> crate::backend::NoGuestInterrupts for RiscvH<H> {}
+
 impl<H: Hart> Backend for RiscvH<H> {
     const ID: BackendId = BackendId::RiscvH;
 
@@ -119,6 +122,15 @@ impl<H: Hart> Backend for RiscvH<H> {
 
     fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
         None
+    }
+
+    #[cold]
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        self.hart.map_zeroed_block(block)
+    }
+
+    fn emulate_illegal(&mut self, raw: u64) -> bool {
+        self.seed_access(raw)
     }
 
     /// Another hart's IPI is VSSIP here (the guest clears it through its `sip.SSIP`); fences are this

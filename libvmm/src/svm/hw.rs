@@ -92,6 +92,24 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
             return StopReason::Platform("nested tables cannot map the SIPI page");
         }
     }
+    // Guest SMP: zero on first touch keeps its map of pending blocks in each vCPU's `Vm`; with more
+    // than one vCPU those copies would race (one vCPU zeroing a block another has written since), so
+    // every block still pending is zeroed and mapped now, before any AP can start (the APs wait for the
+    // links published below, and their copies of the map are marked settled).
+    if vm.smp.cpu_count() > 1 {
+        let end = vm.mem.base() + vm.mem.size();
+        let mut at = vm.mem.base();
+        while at < end {
+            if let Some(block) = vm.map.take_pending(at) {
+                vm.map
+                    .zero_stale(&mut vm.mem, block, crate::config::LAZY_BLOCK);
+                if !st.npt.map_block(block, |t| hw.pa(t)) {
+                    return StopReason::Platform("nested tables cannot map guest memory");
+                }
+            }
+            at += crate::config::LAZY_BLOCK;
+        }
+    }
 
     // Self-check: no VMM structure is reachable through the nested tables.
     let tables = [&st.npt.pml4, &st.npt.pdpt, &st.npt.pd, &st.npt.low];
@@ -132,6 +150,7 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
         hw,
         vmcb: &mut st.guest_vmcb,
         gprs: super::initial_gprs(state),
+        npt: Some(&mut st.npt),
     };
     let stop = vcpu::run(&mut cpu, vm);
     if !cpu.hw.svme_is_set() {
@@ -181,10 +200,12 @@ pub(crate) fn run_ap<P: Platform, H: SvmHw>(
         }
         vm.reset_apic(max_pa);
         hw.vmload(vmcb);
+        // No nested tables of its own: the boot vCPU zeroed and mapped every block before any AP ran.
         let mut cpu = SvmVcpu {
             hw: &mut *hw,
             vmcb: &mut *vmcb,
             gprs: Gprs::default(),
+            npt: None,
         };
         match vcpu::run(&mut cpu, vm) {
             StopReason::VcpuOff => vm.smp.set_off(vm.cpu),
@@ -371,6 +392,74 @@ mod tests {
         assert!(String::from_utf8(out).unwrap().contains("AVIC policy"));
     }
 
+    /// Zero on first touch, end to end on the model: boot leaves the blocks above the payload stale and
+    /// unmapped; the guest's first write there (a not-present NPF) has the loop zero the block and the
+    /// backend map it, and the guest goes on at the same instruction; the next block stays untouched.
+    #[test]
+    fn a_first_touch_zeroes_and_maps_one_block_and_the_guest_goes_on() {
+        const MIB: u64 = 1 << 20;
+        let mut buf = vec![0xAAu8; 8 << 20];
+        let mut mem = GuestMemory::new(WINDOW_BASE, &mut buf);
+        mem.fill(WINDOW_BASE, 2 * MIB, 0).unwrap();
+        let state = build(
+            &mut mem,
+            &Loaded {
+                entry: WINDOW_BASE + 0x1_0000,
+                stack_top: WINDOW_BASE + 8 * MIB,
+                boot_info: WINDOW_BASE,
+            },
+        )
+        .unwrap();
+        let mut map =
+            crate::loader::GuestMap::whole(WINDOW_BASE, 8 * MIB, crate::loader::Perm::ReadWrite);
+        assert_eq!(map.defer_from(WINDOW_BASE + 0x2_0000), 3);
+        let touched = WINDOW_BASE + 4 * MIB + 0x888;
+        let npf = SvmExit {
+            code: code::NPF,
+            info1: 1 << 1, // a write, page not present
+            info2: touched,
+            ..Default::default()
+        };
+        let mut exit = SvmExit {
+            code: code::VMMCALL,
+            rax: Hypercall::Exit as u64,
+            ..Default::default()
+        };
+        exit.gprs.rdi = 0;
+        let mut st = Box::new(SvmStorage::zeroed());
+        let mut vm = Vm::new(mem, ModelPlatform::default());
+        vm.map = map;
+        let model = ModelSvm {
+            script: vec![npf, exit],
+            ..Default::default()
+        };
+        let pa = |t: &super::super::npt::Table| t as *const _ as u64;
+        let stop = bring_up_and_run(&mut vm, &state, model, &mut st, &[]);
+        assert_eq!(stop, StopReason::PayloadExit(0));
+        let block = WINDOW_BASE + 4 * MIB;
+        assert!(vm
+            .mem
+            .slice(block, 2 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(
+            vm.mem.slice(block + 2 * MIB, 1).unwrap(),
+            [0xAA],
+            "untouched"
+        );
+        assert!(!vm.map.is_pending(touched) && vm.map.is_pending(block + 2 * MIB));
+        let tr = st
+            .npt
+            .translate(touched, pa)
+            .expect("mapped after the first touch");
+        assert!(tr.writable && !tr.executable);
+        assert_eq!(st.npt.translate(block + 2 * MIB, pa), None);
+        assert_eq!(st.npt.translate(WINDOW_BASE + 2 * MIB, pa), None);
+        // Not a violation: the guest was re-entered (two VMRUNs) and exited normally.
+        assert_eq!(vm.exits, 2);
+    }
+
     #[test]
     fn an_ap_vcpu_starts_in_real_mode_from_a_sipi_and_an_init_sends_it_back_to_wait() {
         let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
@@ -428,7 +517,11 @@ mod tests {
         assert_eq!(hw.crs[0].0, 0x6000_0010);
         assert_eq!(vmcb.save.cs.base, 0x8000);
         assert_eq!(hw.entries[1].2 >> 16 & 0xFFFF, 1 << 8 | 2);
-        assert_eq!(vm.irq.apic.id(), 1);
+        assert_eq!(
+            vm.irq.apic.read_msr(0x802, 0),
+            Err(crate::x86::apic::Gp),
+            "xAPIC mode after INIT"
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! 4 KiB leaves through one of `config::NESTED_PAGE_TABLES` page tables (one per block of the window, so
 //! the pool cannot run out).
 //!
+//! Blocks the map defers (zero on first touch, [`GuestMap::take_pending`]) are left not present; the
+//! first nested fault there comes to the run loop, which zeroes the block, and [`NestedTables::map_block`]
+//! then maps it as one read+write 2 MiB leaf. A not-present entry is never cached by the TLB or the
+//! paging-structure caches, so no flush is needed when it becomes present.
+//!
 //! Nested walks are user accesses, so every entry carries U (emulators.md: without U the walk faults with
 //! EXITINFO1 bit 33).
 #![forbid(unsafe_code)]
@@ -28,9 +33,10 @@ const PAGE_2M: u64 = 1 << 21;
 static_assertions::const_assert!(
     WINDOW_BASE.is_multiple_of(PAGE_2M) && WINDOW_SIZE.is_multiple_of(PAGE_2M)
 );
-static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_SIZE - 1) >> 30);
-// Every 2 MiB block of the window can be split: the pool never runs out.
-static_assertions::const_assert!(NESTED_PAGE_TABLES as u64 * PAGE_2M >= WINDOW_SIZE);
+// The largest window stays in the one GiB the PD maps.
+static_assertions::const_assert!(
+    WINDOW_BASE >> 30 == (WINDOW_BASE + libvmm_abi::layout::x86_64::WINDOW_MAX - 1) >> 30
+);
 
 #[repr(C, align(4096))]
 #[derive(Clone, Copy)]
@@ -108,6 +114,10 @@ impl NestedTables {
         let mut block = base & !(PAGE_2M - 1);
         while block < end {
             let pde = &mut self.pd.0[((block >> 21) & 511) as usize];
+            if map.is_pending(block) {
+                block += PAGE_2M;
+                continue;
+            }
             match map.uniform(block, PAGE_2M) {
                 Some(perm) => *pde = block | leaf_bits(perm) | PS,
                 None => {
@@ -153,6 +163,27 @@ impl NestedTables {
         self.pd.0[pde] = pa(&self.low) | P | W | U;
         self.low.0[((gpa >> 12) & 511) as usize] = hpa | leaf_bits(Perm::ReadExecute);
         Ok(())
+    }
+
+    /// Maps the 2 MiB block at `block` read+write (never executable) where nothing is mapped yet: a
+    /// block of the window [`NestedTables::map`] left pending. `false` when `block` is not 2 MiB aligned,
+    /// outside the GiB the tables map, or already mapped.
+    pub fn map_block(&mut self, block: u64, pa: impl Fn(&Table) -> u64) -> bool {
+        let e4 = self.pml4.0[((block >> 39) & 511) as usize];
+        let e3 = self.pdpt.0[((block >> 30) & 511) as usize];
+        if !block.is_multiple_of(PAGE_2M)
+            || block >> 48 != 0
+            || e4 & ADDR != pa(&self.pdpt)
+            || e3 & ADDR != pa(&self.pd)
+        {
+            return false;
+        }
+        let pde = &mut self.pd.0[((block >> 21) & 511) as usize];
+        if *pde & P != 0 {
+            return false;
+        }
+        *pde = block | leaf_bits(Perm::ReadWrite) | PS;
+        true
     }
 
     /// Walks the tables like the CPU would: `None` when the address is not mapped (or an entry points
@@ -390,7 +421,41 @@ mod tests {
     }
 
     #[test]
-    fn a_map_needing_more_split_blocks_than_tables_is_refused() {
+    fn deferred_blocks_stay_unmapped_until_map_block() {
+        let size = 256 << 20;
+        let mut map = map_segments(
+            &[PayloadSegment {
+                gpa: TEXT,
+                mem_size: 0x4321,
+                flags: PayloadSegment::R | PayloadSegment::X,
+            }],
+            TEXT,
+            TEXT + 0x4321,
+            TEXT,
+            WINDOW_BASE,
+            size,
+        )
+        .unwrap();
+        assert_eq!(map.defer_from(TEXT + 0x4321), 127);
+        let mut t = tables(&map);
+        assert!(t.translate(TEXT, pa).unwrap().executable);
+        for g in (WINDOW_BASE + PAGE_2M..WINDOW_BASE + size).step_by(PAGE_2M as usize) {
+            assert_eq!(t.translate(g, pa), None, "{g:#x} pending");
+        }
+        let block = map.take_pending(WINDOW_BASE + 100 * PAGE_2M + 5).unwrap();
+        assert!(t.map_block(block, pa));
+        let tr = t.translate(block + 0x1234, pa).unwrap();
+        assert_eq!(tr.hpa, block + 0x1234);
+        assert!(tr.writable && !tr.executable && !tr.small);
+        // Once only, aligned only, inside the window's GiB only.
+        assert!(!t.map_block(block, pa));
+        assert!(!t.map_block(block + PAGE_2M + 0x1000, pa));
+        assert!(!t.map_block(1 << 30, pa));
+        assert_eq!(t.translate(block + PAGE_2M, pa), None);
+    }
+
+    #[test]
+    fn the_worst_split_layout_fits_the_pool_and_a_wide_map_is_refused() {
         // Synthetic: segments that each start and end in the middle of a 2 MiB block, so every segment
         // needs two split blocks: more than the pool (outside libvmm's own 8 MiB window, where the pool
         // covers every block).
@@ -407,9 +472,10 @@ mod tests {
         let p = (segs, base + 0x1_0000, (n - 1) * 2 * PAGE_2M + PAGE_2M);
         let map = map_segments(p.0, p.1, p.1 + p.2, base + 0x1_0000, base, 16 * PAGE_2M).unwrap();
         assert!(map.regions().len() <= GUEST_MAP_REGIONS);
-        assert!(2 * n as usize > NESTED_PAGE_TABLES);
+        // Every boundary of the map needs at most one split block: the pool covers the worst case.
+        assert_eq!(2 * n as usize, NESTED_PAGE_TABLES);
         let mut t = Box::new(NestedTables::new());
-        assert_eq!(t.map(&map, pa), Err(NptError::NoTables));
+        assert_eq!(t.map(&map, pa), Ok(()));
         // A map across a GiB boundary is refused.
         let wide = GuestMap::whole(0x3FE0_0000, 2 * PAGE_2M, Perm::ReadWrite);
         assert_eq!(t.map(&wide, pa), Err(NptError::BadMap));

@@ -28,6 +28,8 @@ pub(crate) struct SvmVcpu<'v, H: SvmHw> {
     pub hw: H,
     pub vmcb: &'v mut Vmcb,
     pub gprs: Gprs,
+    /// The nested tables, for blocks mapped on first touch (`None`: a test without tables).
+    pub npt: Option<&'v mut super::npt::NestedTables>,
 }
 
 impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
@@ -106,6 +108,14 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
     }
 
     #[cold]
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        let hw = &self.hw;
+        self.npt
+            .as_deref_mut()
+            .is_some_and(|t| t.map_block(block, |p| hw.pa(p)))
+    }
+
+    #[cold]
     fn emulation(&mut self) -> Option<&mut dyn crate::x86::emulate::EmuCpu> {
         // FS/GS bases stay in the CPU across exits: bring the VMCB's copy up to date for the emulator's
         // address computations (it never writes them, so no VMLOAD afterwards).
@@ -115,18 +125,6 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
 
     const VIRTUAL_APIC: bool = true;
 
-    fn interruptibility(&self) -> Interruptibility {
-        GuestInterrupts::interruptibility(self)
-    }
-    fn event_queued(&self) -> bool {
-        GuestInterrupts::event_queued(self)
-    }
-    fn inject_interrupt(&mut self, vector: u8) {
-        GuestInterrupts::inject_interrupt(self, vector)
-    }
-    fn request_interrupt_window(&mut self, open: bool) {
-        GuestInterrupts::request_interrupt_window(self, open)
-    }
     fn clear_interrupt_shadow(&mut self) {
         self.vmcb.control.int_state &= !vmcb::INT_SHADOW;
     }
@@ -411,6 +409,7 @@ mod tests {
             hw,
             vmcb: &mut vmcb,
             gprs: Gprs::default(),
+            npt: None,
         };
         let mut vm = Vm::new(mem, ModelPlatform::default());
         let stop = vcpu::run(&mut cpu, &mut vm);

@@ -54,6 +54,14 @@ pub struct ModelHart {
     pub waited: u32,
     /// The model's `time` counter.
     pub now: u64,
+    /// hgatp's WARL behaviour: Sv39x4 refused when set; VMIDLEN (None: 14, the RV64 maximum).
+    pub no_sv39x4: bool,
+    pub vmidlen: Option<u32>,
+    pub hfences: u32,
+    /// The host's Zkr `seed` CSR value (`None`: no Zkr).
+    pub seed: Option<u64>,
+    /// G-stage tables for blocks mapped on first touch (`None`: none, the backend answers `false`).
+    pub gstage: Option<std::boxed::Box<crate::riscv::gstage::GStage<1>>>,
 }
 
 fn key(c: Csr) -> &'static str {
@@ -69,6 +77,18 @@ fn key(c: Csr) -> &'static str {
         Csr::Vsepc => "vsepc",
         Csr::Vscause => "vscause",
         Csr::Vstval => "vstval",
+        Csr::Sie => "sie",
+        Csr::Vsatp => "vsatp",
+        Csr::Vstimecmp => "vstimecmp",
+        Csr::Hstatus => "hstatus",
+        Csr::Hedeleg => "hedeleg",
+        Csr::Hideleg => "hideleg",
+        Csr::Hie => "hie",
+        Csr::Htimedelta => "htimedelta",
+        Csr::Hcounteren => "hcounteren",
+        Csr::Henvcfg => "henvcfg",
+        Csr::Hstateen0 => "hstateen0",
+        Csr::Hgatp => "hgatp",
     }
 }
 
@@ -100,6 +120,18 @@ impl Hart for ModelHart {
         self.csrs.get(key(c)).copied().unwrap_or(0)
     }
     fn set_csr(&mut self, c: Csr, v: u64) {
+        let v = if c == Csr::Hgatp {
+            // Privileged spec, hgatp: a write of an unsupported MODE has no effect; VMID is WARL with
+            // VMIDLEN implemented bits.
+            let mode = v >> 60;
+            if mode != 0 && (mode != 8 || self.no_sv39x4) {
+                return;
+            }
+            let vmid_mask = ((1u64 << self.vmidlen.unwrap_or(14)) - 1) << csr::HGATP_VMID_SHIFT;
+            v & !csr::HGATP_VMID_MASK | v & vmid_mask
+        } else {
+            v
+        };
         self.csrs.insert(key(c), v);
     }
     fn set_host_timer(&mut self, deadline: u64) {
@@ -112,5 +144,21 @@ impl Hart for ModelHart {
     }
     fn time(&self) -> u64 {
         self.now
+    }
+    fn hfence_gvma_all(&mut self) {
+        self.hfences += 1;
+    }
+    fn seed(&mut self) -> Option<u64> {
+        self.seed
+    }
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        self.gstage.as_mut().is_some_and(|g| g.map_block(block))
+    }
+}
+
+impl ModelHart {
+    /// Whether CSR `c` was ever written (or set by a trap).
+    pub fn written(&self, c: Csr) -> bool {
+        self.csrs.contains_key(key(c))
     }
 }

@@ -42,6 +42,8 @@ pub struct ModelPlatform {
     /// Every `arm_guest_timer` call and every `sleep_until` deadline.
     pub armed: Vec<Option<u64>>,
     pub slept: Vec<u64>,
+    /// What the host's entropy source gives (`None`: no source).
+    pub entropy: Option<u64>,
     /// Every vCPU kicked (host IPI), in order.
     pub kicks: std::cell::RefCell<Vec<usize>>,
 }
@@ -59,6 +61,9 @@ impl Platform for ModelPlatform {
     fn clock_ns(&self, _: u64) -> Option<u64> {
         Some(42)
     }
+    fn entropy(&mut self) -> Option<u64> {
+        self.entropy
+    }
     fn time_limit_exceeded(&self) -> Option<u64> {
         self.limit_passed
     }
@@ -72,6 +77,10 @@ impl Platform for ModelPlatform {
         self.slept.push(deadline);
         self.tsc.set(self.tsc.get().max(deadline));
     }
+    /// The last armed guest deadline (the model has no time limit deadline of its own).
+    fn host_deadline(&self) -> Option<u64> {
+        self.armed.last().copied().flatten()
+    }
 }
 
 /// A backend that plays a script of exits and records the replies.
@@ -80,6 +89,7 @@ pub struct ScriptedBackend {
     pub replies: Vec<(Exit, Reply)>,
     pub last: Option<Exit>,
 }
+impl crate::backend::NoGuestInterrupts for ScriptedBackend {}
 impl Backend for ScriptedBackend {
     const ID: BackendId = BackendId::Svm;
     fn run(&mut self, _mem: &crate::guest_mem::GuestMemory<'_>) -> Result<Exit, BackendError> {
@@ -99,5 +109,70 @@ impl Backend for ScriptedBackend {
     }
     fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
         Some(msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME)
+    }
+}
+
+/// A backend with the virtual x2APIC's delivery half (SVM and VMX alike, as the loop sees them): plays
+/// a script of exits, each with the guest's interruptibility at that exit, and records what the loop
+/// asked of it: the vectors injected (with the index of the exit they follow), the interrupt-window
+/// requests, and cleared interrupt shadows.
+#[derive(Default)]
+pub struct IrqBackend {
+    pub script: Vec<(Exit, crate::x86::apic::delivery::Interruptibility)>,
+    pub replies: Vec<(Exit, Reply)>,
+    /// (exits run so far, vector): what was queued for the next entry, and after which exit.
+    pub injected: Vec<(usize, u8)>,
+    /// (exits run so far, open).
+    pub windows: Vec<(usize, bool)>,
+    pub shadows_cleared: usize,
+    /// (exits run so far, host deadline, now): what the loop told the backend to keep time for.
+    pub host_deadlines: Vec<(usize, Option<u64>, u64)>,
+    pub exits: usize,
+    pub now: crate::x86::apic::delivery::Interruptibility,
+    pub last: Option<Exit>,
+}
+impl Backend for IrqBackend {
+    const ID: BackendId = BackendId::Svm;
+    const VIRTUAL_APIC: bool = true;
+    fn run(&mut self, _mem: &crate::guest_mem::GuestMemory<'_>) -> Result<Exit, BackendError> {
+        if self.script.is_empty() {
+            return Err(BackendError::EntryFailed {
+                code: 0,
+                what: "script ended",
+            });
+        }
+        let (e, cpu) = self.script.remove(0);
+        self.exits += 1;
+        self.now = cpu;
+        self.last = Some(e);
+        Ok(e)
+    }
+    fn reply(&mut self, reply: Reply) {
+        self.replies
+            .push((self.last.expect("reply without an exit"), reply));
+    }
+    fn virtual_msr(&self, _: VirtualMsr) -> Option<u64> {
+        Some(msr::EFER_LME | msr::EFER_LMA | msr::EFER_SVME)
+    }
+    fn clear_interrupt_shadow(&mut self) {
+        self.now.shadow = false;
+        self.shadows_cleared += 1;
+    }
+    fn set_host_deadline(&mut self, deadline: Option<u64>, now: u64) {
+        self.host_deadlines.push((self.exits, deadline, now));
+    }
+}
+impl crate::x86::apic::delivery::GuestInterrupts for IrqBackend {
+    fn interruptibility(&self) -> crate::x86::apic::delivery::Interruptibility {
+        self.now
+    }
+    fn event_queued(&self) -> bool {
+        false
+    }
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.injected.push((self.exits, vector));
+    }
+    fn request_interrupt_window(&mut self, open: bool) {
+        self.windows.push((self.exits, open));
     }
 }

@@ -190,30 +190,9 @@ pub(crate) const fn feature_control_update(current: u64) -> Result<Option<u64>, 
 pub(crate) mod tests {
     use super::*;
 
-    /// Capability MSR values of Bochs 2.7 `cpu: model=corei7_skylake_x`, as the VMX bring-up read them
-    /// there (MAXPHYADDR 40).
+    /// Bochs 2.7 `corei7_skylake_x` (`testing::vmcs::skylake_x_msr`), MAXPHYADDR 40.
     pub fn skylake_x() -> Caps {
-        Caps::read(
-            |m| match m {
-                msr::VMX_BASIC => 0x00d8_1000_0000_002b,
-                msr::VMX_PINBASED_CTLS | msr::VMX_TRUE_PINBASED_CTLS => 0x7f_0000_0016,
-                msr::VMX_PROCBASED_CTLS => 0xf7f9_fffe_0401_e172,
-                msr::VMX_TRUE_PROCBASED_CTLS => 0xf7f9_fffe_0400_6172,
-                msr::VMX_EXIT_CTLS => 0x7f_ffff_0003_6dff,
-                msr::VMX_TRUE_EXIT_CTLS => 0x7f_ffff_0003_6dfb,
-                msr::VMX_ENTRY_CTLS => 0xffff_0000_11ff,
-                msr::VMX_TRUE_ENTRY_CTLS => 0xffff_0000_11fb,
-                msr::VMX_MISC => 0x6004_01e0,
-                msr::VMX_CR0_FIXED0 => 0x8000_0021,
-                msr::VMX_CR0_FIXED1 => 0xffff_ffff,
-                msr::VMX_CR4_FIXED0 => 0x2000,
-                msr::VMX_CR4_FIXED1 => 0x37_27ff,
-                msr::VMX_PROCBASED_CTLS2 => 0x0217_7fff_0000_0000,
-                msr::VMX_EPT_VPID_CAP => 0xf01_0633_4141,
-                _ => 0,
-            },
-            40,
-        )
+        Caps::read(crate::testing::vmcs::skylake_x_msr, 40)
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! region boundary crosses is split into 4 KiB leaves. Host tests walk the built tables the way the CPU
 //! does and prove exactly the window is mapped, with exactly the map's rights.
 //!
+//! Blocks the map defers (zero on first touch, `GuestMap::take_pending`) are left without rights; the
+//! first EPT violation there comes to the run loop, which zeroes the block, and
+//! [`EptTables::map_block`] maps it as one read+write 2 MiB leaf (an EPT violation invalidates what the
+//! CPU cached for the address, and entries without rights are never cached: no INVEPT is needed).
+//!
 //! [`construct_eptp`] follows KVM's `construct_eptp()` after "KVM: VMX: Use kvm_mmu_page role to construct
 //! EPTP, not current vCPU state" (kvm-x86 2f723a863423): the memory type, walk length and A/D enable come
 //! from the role recorded with the root when it was built ([`MmuRole`]), never from whatever the vCPU's
@@ -17,7 +22,7 @@
 //! that is not the current one).
 #![forbid(unsafe_code)]
 
-use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_SIZE};
+use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_MAX, WINDOW_SIZE};
 
 use crate::config::NESTED_PAGE_TABLES;
 use crate::loader::{GuestMap, Perm};
@@ -57,9 +62,7 @@ pub(crate) mod eptp {
 static_assertions::const_assert!(
     WINDOW_BASE.is_multiple_of(PAGE_2M) && WINDOW_SIZE.is_multiple_of(PAGE_2M) && WINDOW_SIZE > 0
 );
-static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_SIZE - 1) >> 30);
-// Every 2 MiB block of the window can be split: the pool never runs out.
-static_assertions::const_assert!(NESTED_PAGE_TABLES as u64 * PAGE_2M >= WINDOW_SIZE);
+static_assertions::const_assert!(WINDOW_BASE >> 30 == (WINDOW_BASE + WINDOW_MAX - 1) >> 30);
 
 /// The role of an EPT root, fixed when the root is built (KVM's `kvm_mmu_page_role` subset that EPTP
 /// depends on).
@@ -174,7 +177,11 @@ impl EptTables {
         phys: impl Fn(*const u8) -> u64,
     ) -> Result<EptRoot, EptError> {
         let (base, end) = (map.base(), map.end());
-        if base != WINDOW_BASE || end != WINDOW_BASE + WINDOW_SIZE {
+        if base != WINDOW_BASE
+            || end > WINDOW_BASE + WINDOW_MAX
+            || end <= base
+            || !end.is_multiple_of(PAGE_2M)
+        {
             return Err(EptError::BadMap);
         }
         let addrs = self.addrs(&phys);
@@ -190,6 +197,10 @@ impl EptTables {
         let mut used = 0;
         let mut block = WINDOW_BASE;
         while block < end {
+            if map.is_pending(block) {
+                block += PAGE_2M;
+                continue;
+            }
             self.pd.0[index(block, 21)] = match map.uniform(block, PAGE_2M) {
                 Some(perm) => block | rights(perm) | pte::LARGE | wb,
                 None => {
@@ -213,6 +224,24 @@ impl EptTables {
             hpa: addrs[0],
             role,
         })
+    }
+
+    /// Maps the 2 MiB block at `block` read+write (write-back, never executable) where the window had
+    /// nothing mapped yet (a block [`EptTables::build`] left pending). `false` when `block` is not a 2 MiB
+    /// block of the largest window or is already mapped.
+    pub fn map_block(&mut self, block: u64) -> bool {
+        if !block.is_multiple_of(PAGE_2M)
+            || !(WINDOW_BASE..WINDOW_BASE + WINDOW_MAX).contains(&block)
+            || self.pdpt.0[index(WINDOW_BASE, 30)] == 0
+        {
+            return false;
+        }
+        let e = &mut self.pd.0[index(block, 21)];
+        if *e & pte::RWX != 0 {
+            return false;
+        }
+        *e = block | rights(Perm::ReadWrite) | pte::LARGE | (MT_WB << pte::MEMTYPE_SHIFT);
+        true
     }
 
     /// Translates `gpa` like the CPU's 4-level EPT walk starting at `root`: `Some((hpa, rights))` when
@@ -450,7 +479,37 @@ mod tests {
             t.walk(root.hpa, WINDOW_BASE, phys),
             Ok(Some((WINDOW_BASE, pte::READ | pte::WRITE)))
         );
-        let other = GuestMap::whole(WINDOW_BASE, WINDOW_SIZE / 2, Perm::ReadWrite);
+        let other = GuestMap::whole(WINDOW_BASE + PAGE_2M, WINDOW_SIZE, Perm::ReadWrite);
         assert_eq!(t.build(ROLE, &other, phys), Err(EptError::BadMap));
+        let huge = GuestMap::whole(WINDOW_BASE, WINDOW_MAX + PAGE_2M, Perm::ReadWrite);
+        assert_eq!(t.build(ROLE, &huge, phys), Err(EptError::BadMap));
+    }
+
+    #[test]
+    fn deferred_blocks_have_no_rights_until_map_block() {
+        let mut t = Box::new(EptTables::new());
+        let size = 256 << 20;
+        let mut map = GuestMap::whole(WINDOW_BASE, size, Perm::ReadWrite);
+        assert_eq!(map.defer_from(WINDOW_BASE + 0x1000), 127);
+        let root = t.build(ROLE, &map, phys).unwrap();
+        assert_eq!(
+            t.walk(root.hpa, WINDOW_BASE, phys),
+            Ok(Some((WINDOW_BASE, pte::READ | pte::WRITE)))
+        );
+        let gpa = WINDOW_BASE + 77 * PAGE_2M + 0x321;
+        assert_eq!(t.walk(root.hpa, gpa, phys), Ok(None));
+        let block = map.take_pending(gpa).unwrap();
+        assert!(t.map_block(block));
+        assert_eq!(
+            t.walk(root.hpa, gpa, phys),
+            Ok(Some((gpa, pte::READ | pte::WRITE)))
+        );
+        assert!(!t.map_block(block), "once");
+        assert!(!t.map_block(block + 0x1000), "aligned");
+        assert!(
+            !t.map_block(WINDOW_BASE + WINDOW_MAX),
+            "inside the largest window"
+        );
+        assert_eq!(t.walk(root.hpa, gpa + PAGE_2M, phys), Ok(None));
     }
 }

@@ -1,6 +1,6 @@
 //! Intel VMX backend.
 //!
-//! Bring-up order (`bringup`, target only): capabilities ([`caps`]) -> IA32_FEATURE_CONTROL and the
+//! Bring-up order ([`hw`], over the same [`vmcs::VmxOps`] trait as the exit path): capabilities ([`caps`]) -> IA32_FEATURE_CONTROL and the
 //! CR0/CR4 fixed bits -> VMXON -> VMCLEAR/VMPTRLD of the one VMCS -> EPT for the guest window ([`ept`],
 //! EPTP from the root's role) -> controls adjusted to the capability MSRs ([`setup`]) -> host and guest
 //! state -> the generic run loop over [`vcpu::Vmx`], which runs the software VM-entry consistency checks
@@ -9,8 +9,8 @@
 //! Everything here is safe code over the raw VMX operations of [`vmcs::VmxOps`]; the instructions
 //! themselves live in `arch::x86_64::vmx`. Host tests drive the same code through a model VMCS.
 #![forbid(unsafe_code)]
-// Host builds compile the backend for its tests only; the image with feature `vmx` uses all of it.
-#![cfg_attr(not(all(feature = "vmx", target_os = "none")), allow(dead_code))]
+// fuzzing: the fuzz targets drive the decoder and checks, not the bring-up that uses the rest.
+#![cfg_attr(all(feature = "fuzzing", not(test)), allow(dead_code))]
 
 pub(crate) mod caps;
 pub(crate) mod checks;
@@ -19,7 +19,6 @@ pub(crate) mod decode;
 pub(crate) mod emulate;
 pub(crate) mod ept;
 pub(crate) mod fields;
-#[cfg(all(feature = "vmx", target_os = "none"))]
 pub(crate) mod hw;
 pub(crate) mod pages;
 pub(crate) mod setup;
@@ -31,8 +30,8 @@ pub(crate) use hw::boot;
 /// The pages the VMX backend runs on (VMXON region, VMCS, bitmaps, virtual-APIC page, EPT), in `.bss`,
 /// handed out once to the bring-up.
 #[cfg(all(feature = "vmx", target_os = "none"))]
-pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<pages::VmxPages> =
-    crate::arch::take_once::TakeOnce::new(pages::VmxPages::zeroed());
+pub(crate) static STORAGE: crate::arch::take_once::TakeOnce<pages::VmxStorage> =
+    crate::arch::take_once::TakeOnce::new(pages::VmxStorage::zeroed());
 
 /// Per-AP VMX pages (VMXON region, VMCS): CPU n (n >= 1) takes element n - 1, once.
 #[cfg(all(feature = "vmx", target_os = "none"))]

@@ -1,6 +1,8 @@
 //! All memory the VMX backend hands to the CPU, in one page-aligned value with a size fixed at compile
-//! time (SimpleVisor's shape): VMXON region, VMCS, the MSR and I/O bitmaps, the virtual-APIC page (only
-//! used by the consistency-check test configurations) and the EPT tables. Nothing is allocated later.
+//! time (SimpleVisor's shape): VMXON region, VMCS, the MSR and I/O bitmaps and the EPT tables, which
+//! bring-up fills ([`VmxPages`]), and the virtual-APIC page (only used by the consistency-check test
+//! configurations), which the hardware `VmxOps` keeps to read VTPR from ([`VmxStorage`]). Nothing is
+//! allocated later.
 //!
 //! Bitmaps default to deny: every bit set, so every RDMSR/WRMSR and every port access exits to the VMM,
 //! whose policy decides (`policy::msr`, `policy::io`). MSRs outside the two bitmap ranges always exit.
@@ -55,14 +57,37 @@ pub(crate) struct VmxPages {
     pub msr_bitmap: Page,
     pub io_bitmap_a: Page,
     pub io_bitmap_b: Page,
-    pub virtual_apic: Page,
     pub ept: EptTables,
 }
 
 static_assertions::const_assert_eq!(
     core::mem::size_of::<VmxPages>(),
+    (8 + crate::config::NESTED_PAGE_TABLES) * 4096
+);
+
+/// The boot CPU's VMX memory: the virtual-APIC page apart from the pages bring-up fills, so the two can
+/// be borrowed apart (the hardware `VmxOps` holds the first while bring-up writes the second).
+#[repr(C, align(4096))]
+pub(crate) struct VmxStorage {
+    pub virtual_apic: Page,
+    pub pages: VmxPages,
+}
+
+static_assertions::const_assert_eq!(
+    core::mem::size_of::<VmxStorage>(),
     (9 + crate::config::NESTED_PAGE_TABLES) * 4096
 );
+
+impl VmxStorage {
+    /// All zero, so a static of it lands in `.bss`.
+    #[cfg(all(feature = "vmx", target_os = "none"))]
+    pub const fn zeroed() -> Self {
+        Self {
+            virtual_apic: Page::zeroed(),
+            pages: VmxPages::zeroed(),
+        }
+    }
+}
 
 impl VmxPages {
     /// All zero, so a static of it lands in `.bss`; [`VmxPages::reset`] sets it up at bring-up.
@@ -73,7 +98,6 @@ impl VmxPages {
             msr_bitmap: Page::zeroed(),
             io_bitmap_a: Page::zeroed(),
             io_bitmap_b: Page::zeroed(),
-            virtual_apic: Page::zeroed(),
             ept: EptTables::new(),
         }
     }
@@ -86,7 +110,6 @@ impl VmxPages {
             msr_bitmap: Page::all_ones(),
             io_bitmap_a: Page::all_ones(),
             io_bitmap_b: Page::all_ones(),
-            virtual_apic: Page::zeroed(),
             ept: EptTables::new(),
         }
     }
@@ -100,13 +123,6 @@ impl VmxPages {
         self.msr_bitmap.0 = [0xFF; 4096];
         self.io_bitmap_a.0 = [0xFF; 4096];
         self.io_bitmap_b.0 = [0xFF; 4096];
-        self.virtual_apic.0 = [0; 4096];
-    }
-
-    /// VTPR (byte 0x80 of the virtual-APIC page).
-    #[cfg(test)]
-    pub fn vtpr(&self) -> u8 {
-        self.virtual_apic.0[0x80]
     }
 }
 

@@ -94,6 +94,11 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
     let ctl = |allowed: super::caps::Allowed, want, what| {
         allowed.adjust(want).map_err(|_| Unsupported(what))
     };
+    let save_preemption = if caps.pin.may_be_1 & pin::PREEMPTION_TIMER != 0 {
+        caps.exit.may_be_1 & exit::SAVE_PREEMPTION_TIMER
+    } else {
+        0
+    };
     Ok(Controls {
         // External interrupts exit, whatever the guest's IF. The VMX-preemption timer, where the CPU has
         // it, makes even a guest that never exits return to the VMM every `PREEMPTION_TIMER_VALUE`
@@ -110,9 +115,12 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
             "HLT/I-O-bitmap/MSR-bitmap/secondary/CR8/MWAIT/MONITOR exiting",
         )?,
         proc2: ctl(caps.proc2, want2, "EPT and VPID")?,
+        // With the timer, its value is saved on every exit, so it counts down across entries to the
+        // host deadline the loop programs (`Vmx::set_host_deadline`) instead of restarting each time.
         exit: ctl(
             caps.exit,
-            exit::HOST_ADDR_SPACE_SIZE
+            save_preemption
+                | exit::HOST_ADDR_SPACE_SIZE
                 | exit::ACK_INTR_ON_EXIT
                 | exit::SAVE_EFER
                 | exit::LOAD_EFER
@@ -145,6 +153,8 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
 
 /// The VMX-preemption timer's start value: it counts down at the TSC rate divided by 2^X
 /// (IA32_VMX_MISC[4:0]; 32 on Bochs' skylake_x), so about 1.6 M TSC ticks there, under 1 ms on hardware.
+/// With "save VMX-preemption timer value" it is only the first run's bound: the loop then programs the
+/// earliest host deadline (the guest's timer, the time limit); without it, it restarts at every entry.
 pub(crate) const PREEMPTION_TIMER_VALUE: u32 = 50_000;
 
 /// Writes every control field of `c`.

@@ -52,6 +52,11 @@ pub(crate) struct Vmx<H: VmxOps> {
     /// An external interrupt was injected at the last entry: its delivery may have been cut short by
     /// the exit (IDT-vectoring information), then it is queued again.
     injected_intr: bool,
+    /// The VMX-preemption timer's rate (TSC >> X, IA32_VMX_MISC[4:0]) when its value is saved on exit:
+    /// then it keeps the guest's time ([`Backend::set_host_deadline`]).
+    preemption_shift: Option<u8>,
+    /// The EPT tables, for blocks mapped on first touch (`None`: a test without tables).
+    pub ept: Option<&'static mut super::ept::EptTables>,
 }
 
 impl<H: VmxOps> Vmx<H> {
@@ -65,6 +70,9 @@ impl<H: VmxOps> Vmx<H> {
         super::setup::write_controls(&mut vmcs, &controls).map_err(|_| vmwrite_failed())?;
         let guest_cr0 = vmcs.read(f::CR0_READ_SHADOW).unwrap_or(0);
         let guest_cr4 = vmcs.read(f::CR4_READ_SHADOW).unwrap_or(0);
+        let preemption_shift = (controls.pin & super::controls::pin::PREEMPTION_TIMER != 0
+            && controls.exit & super::controls::exit::SAVE_PREEMPTION_TIMER != 0)
+            .then_some((caps.misc & 0x1F) as u8);
         Ok(Self {
             vmcs,
             regs: GuestRegs::default(),
@@ -78,7 +86,14 @@ impl<H: VmxOps> Vmx<H> {
             guest_cr4,
             diagnosis: None,
             injected_intr: false,
+            preemption_shift,
+            ept: None,
         })
+    }
+
+    /// The VMX-preemption timer keeps the guest's time (its value is saved on exit).
+    pub fn keeps_guest_time(&self) -> bool {
+        self.preemption_shift.is_some()
     }
 
     fn facts(&self) -> GuestFacts {
@@ -414,6 +429,41 @@ impl<H: VmxOps> Backend for Vmx<H> {
         Some(self)
     }
 
+    /// Maps the block, then delivers again an exception or software interrupt whose delivery made the
+    /// first touch (IDT-vectoring information valid: e.g. its frame was pushed onto a fresh stack), as
+    /// KVM's `vmx_complete_interrupts` does. External interrupts the VMM injected are re-queued already
+    /// on every exit (`requeue_interrupted_delivery`).
+    #[cold]
+    fn map_zeroed_block(&mut self, block: u64) -> bool {
+        use intr_info::*;
+        if !self.ept.as_deref_mut().is_some_and(|t| t.map_block(block)) {
+            return false;
+        }
+        let info = self.read_or_zero(f::IDT_VECTORING_INFO) as u32;
+        let ty = (info & TYPE_MASK) >> TYPE_SHIFT;
+        if info & VALID != 0 && ty != TYPE_EXT_INTR {
+            let ec = if info & DELIVER_ERROR_CODE != 0 {
+                self.read_or_zero(f::IDT_VECTORING_ERROR_CODE) as u32
+            } else {
+                0
+            };
+            if matches!(
+                ty,
+                TYPE_SW_INTR | TYPE_PRIV_SW_EXCEPTION | TYPE_SW_EXCEPTION
+            ) {
+                let len = self.read_or_zero(f::EXIT_INSTRUCTION_LENGTH) as u32;
+                let _ = self.vmcs.write(f::ENTRY_INSTRUCTION_LENGTH, len);
+            }
+            let info = info & (VALID | TYPE_MASK | DELIVER_ERROR_CODE | VECTOR_MASK);
+            self.controls.entry_intr_info = info;
+            self.controls.entry_error_code = ec;
+            self.dirty = true;
+            let _ = self.vmcs.write(f::ENTRY_EXCEPTION_ERROR_CODE, ec);
+            let _ = self.vmcs.write(f::ENTRY_INTERRUPTION_INFO, info);
+        }
+        true
+    }
+
     fn virtual_msr(&self, msr: VirtualMsr) -> Option<u64> {
         let field = match msr {
             VirtualMsr::Efer => f::GUEST_IA32_EFER,
@@ -427,18 +477,6 @@ impl<H: VmxOps> Backend for Vmx<H> {
 
     const VIRTUAL_APIC: bool = true;
 
-    fn interruptibility(&self) -> Interruptibility {
-        GuestInterrupts::interruptibility(self)
-    }
-    fn event_queued(&self) -> bool {
-        GuestInterrupts::event_queued(self)
-    }
-    fn inject_interrupt(&mut self, vector: u8) {
-        GuestInterrupts::inject_interrupt(self, vector)
-    }
-    fn request_interrupt_window(&mut self, open: bool) {
-        GuestInterrupts::request_interrupt_window(self, open)
-    }
     fn clear_interrupt_shadow(&mut self) {
         let blocking = self.read_or_zero(f::GUEST_INTERRUPTIBILITY);
         if blocking & 3 != 0 {
@@ -446,6 +484,22 @@ impl<H: VmxOps> Backend for Vmx<H> {
                 .vmcs
                 .write(f::GUEST_INTERRUPTIBILITY, (blocking & !3) as u32);
         }
+    }
+    /// The VMX-preemption timer counts to the deadline (rounded up to its rate; 0 exits at once, as
+    /// for a deadline already passed), or its largest value without one (2^(32+X) TSC ticks).
+    fn set_host_deadline(&mut self, deadline: Option<u64>, now: u64) {
+        let Some(shift) = self.preemption_shift else {
+            return;
+        };
+        let value = match deadline {
+            Some(at) => {
+                let ticks = at.saturating_sub(now);
+                let units = (ticks >> shift) + u64::from(ticks & ((1u64 << shift) - 1) != 0);
+                units.min(u64::from(u32::MAX)) as u32
+            }
+            None => u32::MAX,
+        };
+        let _ = self.vmcs.write(f::GUEST_PREEMPTION_TIMER, value);
     }
 }
 
@@ -522,6 +576,41 @@ mod tests {
             .fields
             .insert(f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA);
         Vmx::new(Vmcs(model), caps, c, opts).unwrap()
+    }
+
+    #[test]
+    fn the_preemption_timer_counts_to_the_host_deadline_rounded_up_and_is_saved_across_entries() {
+        let mut caps = skylake_x();
+        caps.misc = (caps.misc & !0x1F) | 5; // TSC / 32
+        let c = setup::controls(&caps, &Addrs::TEST, Tweak::None).unwrap();
+        assert_ne!(
+            c.exit & super::super::controls::exit::SAVE_PREEMPTION_TIMER,
+            0
+        );
+        let mut v = Vmx::new(Vmcs(ModelVmcs::default()), caps, c, Options::default()).unwrap();
+        assert!(v.keeps_guest_time());
+        let timer =
+            |v: &Vmx<ModelVmcs>| v.vmcs.0.fields[&f::GUEST_PREEMPTION_TIMER.encoding()] as u32;
+        // 600 TSC ticks away: 18.75 units of 32, rounded up (never early).
+        v.set_host_deadline(Some(1_000), 400);
+        assert_eq!(timer(&v), 19);
+        v.set_host_deadline(Some(1_040), 400);
+        assert_eq!(timer(&v), 20);
+        // Passed: exit at once. None: the largest value. Far away: clamped.
+        v.set_host_deadline(Some(100), 400);
+        assert_eq!(timer(&v), 0);
+        v.set_host_deadline(None, 400);
+        assert_eq!(timer(&v), u32::MAX);
+        v.set_host_deadline(Some(u64::MAX), 0);
+        assert_eq!(timer(&v), u32::MAX);
+        // Without the save control the value restarts at every entry: the backend does not keep time.
+        let mut caps = skylake_x();
+        caps.exit.may_be_1 &= !super::super::controls::exit::SAVE_PREEMPTION_TIMER;
+        let c = setup::controls(&caps, &Addrs::TEST, Tweak::None).unwrap();
+        let mut v = Vmx::new(Vmcs(ModelVmcs::default()), caps, c, Options::default()).unwrap();
+        assert!(!v.keeps_guest_time());
+        v.set_host_deadline(Some(1_000), 400);
+        assert_eq!(timer(&v), setup::PREEMPTION_TIMER_VALUE);
     }
 
     fn run(v: &mut Vmx<ModelVmcs>) -> (StopReason, Vec<u8>) {
@@ -675,6 +764,61 @@ mod tests {
             (1 << 31) | (3 << 8) | (1 << 11) | 13
         );
         assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME | EFER_LMA));
+    }
+
+    /// Zero on first touch on the model VMCS: an EPT violation in a pending block zeroes it and maps it,
+    /// and an exception whose delivery made the touch (IDT-vectoring information: a #PF pushing onto a
+    /// fresh stack) is delivered again at the next entry, with its error code, RIP unchanged.
+    #[test]
+    fn a_first_touch_maps_the_block_and_delivers_the_interrupted_exception_again() {
+        use crate::loader::{GuestMap, Perm};
+        use crate::vmx::ept::{EptTables, MmuRole, MT_WB};
+        const BASE: u64 = 0x200_0000;
+        const MIB: u64 = 1 << 20;
+        let touched = BASE + 4 * MIB + 0x40;
+        let mut fault = exit(48, 0, 0x182, touched, GuestRegs::default());
+        let pf = intr_info::VALID
+            | (intr_info::TYPE_HW_EXCEPTION << intr_info::TYPE_SHIFT)
+            | intr_info::DELIVER_ERROR_CODE
+            | 14;
+        if let Step::Exit(fields, _) = &mut fault {
+            fields.push((f::IDT_VECTORING_INFO.encoding(), pf as u64));
+            fields.push((f::IDT_VECTORING_ERROR_CODE.encoding(), 2));
+        }
+        let mut v = vmx(
+            Tweak::None,
+            Options::default(),
+            vec![fault, exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [0; 3]))],
+        );
+        let mut map = GuestMap::whole(BASE, 8 * MIB, Perm::ReadWrite);
+        map.defer_from(BASE + 1);
+        let phys = |p: *const u8| p as u64;
+        let tables = Box::leak(Box::new(EptTables::new()));
+        let role = MmuRole {
+            level: 4,
+            ad_disabled: false,
+            memtype: MT_WB,
+        };
+        let root = tables.build(role, &map, phys).unwrap();
+        assert_eq!(tables.walk(root.hpa, touched, phys), Ok(None));
+        v.ept = Some(tables);
+        let mut mem = vec![0xEEu8; 8 << 20];
+        let mut vm = Vm::new(GuestMemory::new(BASE, &mut mem), ModelPlatform::default());
+        vm.map = map;
+        assert_eq!(vcpu::run(&mut v, &mut vm), StopReason::PayloadExit(0));
+        assert!(vm
+            .mem
+            .slice(BASE + 4 * MIB, 2 * MIB)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(vm.mem.slice(BASE + 6 * MIB, 1).unwrap(), [0xEE]);
+        let t = v.ept.as_deref().unwrap();
+        assert!(matches!(t.walk(root.hpa, touched, phys), Ok(Some((h, _))) if h == touched));
+        let e = &v.vmcs.0.entries;
+        assert_eq!(e[1].2[&f::ENTRY_INTERRUPTION_INFO.encoding()], pf as u64);
+        assert_eq!(e[1].2[&f::ENTRY_EXCEPTION_ERROR_CODE.encoding()], 2);
+        assert_eq!(e[1].2[&f::GUEST_RIP.encoding()], 0x201_0000, "not retired");
     }
 
     #[test]

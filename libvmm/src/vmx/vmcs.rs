@@ -19,7 +19,22 @@ pub(crate) enum VmFail {
     Valid,
 }
 
-/// The raw operations on the current VMCS.
+/// What the host's descriptor tables and selectors are, and where the CPU returns on a VM exit: the
+/// host-state fields bring-up copies into the VMCS besides control registers and MSRs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HostTables {
+    /// CS, SS, DS, ES, FS, GS, TR.
+    pub selectors: [u16; 7],
+    pub tr_base: u64,
+    pub gdtr_base: u64,
+    pub idtr_base: u64,
+    /// HOST_RIP: the world switch's exit entry.
+    pub exit_rip: u64,
+}
+
+/// The VMX hardware under the backend: the raw operations on the current VMCS the exit path uses, and
+/// the instructions, MSRs and control registers bring-up (`hw.rs`) uses. Implemented by `hw::HwVmcs`
+/// over `arch::x86_64::vmx` and by `testing::vmcs::ModelVmcs` in host tests.
 pub(crate) trait VmxOps {
     fn vmread(&self, encoding: u32) -> Result<u64, VmFail>;
     fn vmwrite(&mut self, encoding: u32, value: u64) -> Result<(), VmFail>;
@@ -51,6 +66,34 @@ pub(crate) trait VmxOps {
     fn flush_guest_tlb(&mut self) {}
     /// Loads the guest's CR2 for a #PF the VMM injects (VM entry does not load CR2).
     fn set_guest_cr2(&mut self, _cr2: u64) {}
+
+    // Bring-up.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    fn rdmsr(&self, msr: u32) -> u64;
+    fn host_cr0(&self) -> u64;
+    fn host_cr3(&self) -> u64;
+    fn host_cr4(&self) -> u64;
+    fn set_host_cr0(&mut self, v: u64);
+    fn set_host_cr4(&mut self, v: u64);
+    /// Sets the host's CR4.OSXSAVE when the CPU has XSAVE (so a guest's checked XSETBV can be carried
+    /// out); whether it did.
+    fn enable_xsave(&mut self) -> bool;
+    /// VMXON with the region at `pa`.
+    fn vmxon(&mut self, pa: u64) -> Result<(), VmFail>;
+    fn vmclear(&mut self, pa: u64) -> Result<(), VmFail>;
+    fn vmptrld(&mut self, pa: u64) -> Result<(), VmFail>;
+    fn invept_all(&mut self) -> Result<(), VmFail>;
+    fn invvpid_all(&mut self) -> Result<(), VmFail>;
+    /// The physical address of a VMM pointer (the VMM runs identity-mapped on the machine). No `self`,
+    /// so the EPT builder takes it as a plain function.
+    fn pa_ptr(p: *const u8) -> u64;
+    /// The physical address of a VMM object.
+    fn pa<T>(&self, r: &T) -> u64 {
+        Self::pa_ptr(r as *const T as *const u8)
+    }
+    fn host_tables(&self) -> HostTables;
+    /// The virtual-APIC page [`VmxOps::read_vtpr`] reads, if this CPU has one.
+    fn virtual_apic_pa(&self) -> Option<u64>;
 }
 
 /// The current VMCS, typed.

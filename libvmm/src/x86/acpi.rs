@@ -30,6 +30,7 @@ pub enum AcpiError {
 }
 
 impl AcpiError {
+    #[cfg(target_os = "none")] // the boot's CPU report
     pub fn what(self) -> &'static str {
         match self {
             AcpiError::RsdpChecksum => "ACPI: RSDP checksum is wrong",

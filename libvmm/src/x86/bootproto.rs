@@ -18,6 +18,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    #[cfg(target_os = "none")] // the boot line
     pub const fn name(self) -> &'static str {
         match self {
             Self::Pvh => "PVH",
@@ -41,6 +42,7 @@ pub struct BootFacts<'a> {
 
 impl BootFacts<'_> {
     /// Whether `[base, base + size)` lies inside one reported RAM range.
+    #[cfg_attr(not(test), allow(dead_code))] // the window is sized by `loader::window` now
     pub fn is_ram(&self, base: u64, size: u64) -> bool {
         self.ram
             .iter()

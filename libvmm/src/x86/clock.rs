@@ -104,6 +104,7 @@ pub(crate) fn pit_status_ok(status: u8) -> bool {
 
 /// Whether a PIT counter that has not moved for `unchanged` consecutive reads should be given up on:
 /// a counting PIT (1.19 MHz) moves within a few reads on hardware and under emulation.
+#[cfg(target_os = "none")]
 pub(crate) const PIT_STUCK_READS: u32 = 100_000;
 
 /// The CMOS RTC is there when status register D reads with its reserved bits 6:0 clear (bit 7 is
@@ -114,11 +115,15 @@ pub(crate) fn rtc_present(status_d: u8) -> bool {
 
 /// The RTC's periodic rate used for calibration: rate code 6 = 1024 Hz, counted over
 /// [`RTC_PERIODS`] periods (~9.8 ms).
+#[cfg(target_os = "none")]
 pub(crate) const RTC_RATE_CODE: u8 = 6;
+#[cfg(target_os = "none")]
 pub(crate) const RTC_RATE_HZ: u64 = 1024;
+#[cfg(target_os = "none")]
 pub(crate) const RTC_PERIODS: u64 = 10;
 /// The longest wait for one periodic flag, in TSC ticks (40 ms at 5 GHz, 200 ms at 1 GHz: dozens of
 /// periods): an RTC whose periodic timer does not run is given up on quickly.
+#[cfg(target_os = "none")]
 pub(crate) const RTC_PERIOD_WAIT_TICKS: u64 = 200_000_000;
 
 /// TSC ticks per second from `ticks` counted over `periods` RTC periods at `rate_hz`.
@@ -131,6 +136,7 @@ pub(crate) fn hz_from_periods(ticks: u64, periods: u64, rate_hz: u64) -> Option<
 
 /// How many reads of status register A the VMM waits for "update in progress" to clear: an update
 /// takes under 2 ms, far fewer reads than this on hardware.
+#[cfg(target_os = "none")]
 pub(crate) const RTC_UIP_READS: u32 = 100_000;
 
 /// The RTC's date and time registers (binary already) as Unix seconds, or `None` when out of range.
@@ -192,6 +198,16 @@ mod tests {
                 .find(|(l, _)| *l == leaf)
                 .map(|(_, r)| *r)
                 .unwrap_or([0; 4])
+        }
+    }
+
+    #[test]
+    fn every_source_names_itself_in_the_boot_line() {
+        use TscSource::*;
+        let all = [Cpuid15, Cpuid16Estimate, HypervisorLeaf, Pit, RtcPeriodic];
+        for (i, a) in all.iter().enumerate() {
+            assert!(!a.describe().is_empty());
+            assert!(all[i + 1..].iter().all(|b| b.describe() != a.describe()));
         }
     }
 

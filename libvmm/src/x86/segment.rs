@@ -12,8 +12,8 @@ pub const fn svm_attrib(desc: u64) -> u16 {
     (((desc >> 40) & 0xFF) | (((desc >> 52) & 0xF) << 8)) as u16
 }
 
-#[allow(dead_code)] // used by the VMX backend
 /// The VMX access-rights form: the same bits at 7:0 and 15:12 (bit 16 = unusable).
+#[cfg(any(test, feature = "fuzzing", feature = "vmx"))]
 pub const fn vmx_access_rights(desc: u64) -> u32 {
     (((desc >> 40) & 0xFF) | (((desc >> 52) & 0xF) << 12)) as u32
 }

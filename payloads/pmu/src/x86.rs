@@ -314,7 +314,71 @@ fn svm_pmu_hidden(c: &mut Checks) {
     );
 }
 
+/// Iterations of each bench loop.
+const BENCH_N: u64 = 200;
+/// Bytes of each `rep outsb` in the string I/O figure (16 exits of at most 256 bytes).
+const BENCH_STRING_BYTES: u64 = 4096;
+
+/// TSC ticks of `BENCH_N` runs of `f` (one tick per emulated instruction under `cargo xtask bench`).
+#[inline(always)]
+fn timed(mut f: impl FnMut()) -> u64 {
+    let t0 = libvmm_guest::arch::cycles();
+    for _ in 0..BENCH_N {
+        f();
+    }
+    libvmm_guest::arch::cycles() - t0
+}
+
+/// `bench=1` (with `libvmm.force_emulation=1`): the instruction emulator's costs in emulated
+/// instructions, each a loop with the emulated path minus the same loop with the CPU doing the work:
+/// a forced-emulated `add` (prefix, #UD exit, decode, execute, retire) against a plain `add`; an MMIO
+/// load from the test register block (EPT violation / NPF, decode, device, write-back) against a load
+/// from guest memory; and `rep outsb` of 4 KiB to port 0x80 (16 exits of 256 bytes, each element
+/// answered by the port policy) per byte.
+fn bench() -> i32 {
+    let plain = timed(|| {
+        // SAFETY: register arithmetic only.
+        unsafe { asm!("add rax, 1", out("rax") _, options(nomem, nostack)) }
+    });
+    let forced = timed(|| {
+        // SAFETY: the forced-emulation prefix (`ud2; 'lvm'`) makes the VMM emulate the `add` after it.
+        unsafe {
+            asm!(".byte 0x0f, 0x0b, 0x6c, 0x76, 0x6d", "add rax, 1", out("rax") _, options(nostack))
+        }
+    });
+    let cell = core::hint::black_box(0u64);
+    let memory = timed(|| {
+        core::hint::black_box(mmio_read_mem(&cell));
+    });
+    let mmio = timed(|| {
+        core::hint::black_box(mmio_read64(TEST_DEVICE_BASE + TEST_DEVICE_ID));
+    });
+    let out = [0x5Au8; BENCH_STRING_BYTES as usize];
+    let t0 = libvmm_guest::arch::cycles();
+    for _ in 0..BENCH_N / 20 {
+        // SAFETY: OUTS reads `out` and writes port 0x80, which the VMM's policy answers.
+        unsafe {
+            asm!("rep outsb", inout("rcx") BENCH_STRING_BYTES => _, inout("rsi") out.as_ptr() => _,
+                 in("dx") 0x80u16, options(nostack, readonly))
+        };
+    }
+    let string = (libvmm_guest::arch::cycles() - t0) / (BENCH_N / 20 * BENCH_STRING_BYTES);
+    let per = |a: u64, b: u64| a.saturating_sub(b) / BENCH_N;
+    println!("bench: forced_emulation_round_trip={}", per(forced, plain));
+    println!("bench: mmio_round_trip={}", per(mmio, memory));
+    println!("bench: string_io_per_byte={string}");
+    0
+}
+
+/// The same load as [`mmio_read64`] from ordinary guest memory.
+fn mmio_read_mem(cell: &u64) -> u64 {
+    mmio_read64(cell as *const u64 as u64)
+}
+
 pub fn run() -> i32 {
+    if libvmm_guest::cmdline_value("bench") == Some("1") {
+        return bench();
+    }
     let mut c = Checks {
         passed: 0,
         failed: 0,

@@ -87,5 +87,50 @@ fn main() {
     // Networking: no device.
     let e = std::net::TcpStream::connect("10.0.0.1:80").unwrap_err();
     println!("std-demo: socket error {:?} ok", e.kind());
+    // Files: one given at image build time (`--file payloads/std-demo/greeting.txt:/demo/greeting.txt`,
+    // as its boot case does), then a round trip through the tmpfs in guest RAM.
+    match std::fs::read_to_string("/demo/greeting.txt") {
+        Ok(s) => println!("std-demo: image file {:?} {} bytes ok", s, s.len()),
+        Err(e) => println!(
+            "std-demo: no image file /demo/greeting.txt ({:?}); boot with --file payloads/std-demo/greeting.txt:/demo/greeting.txt",
+            e.kind()
+        ),
+    }
+    match tmpfs_round_trip() {
+        Ok(r) => println!("std-demo: tmpfs {r} ok"),
+        Err(e) => println!("std-demo: tmpfs failed: {e}"),
+    }
     std::process::exit(3);
+}
+
+/// Creates a directory and a file, writes, appends, seeks, reads back, lists, removes: what it saw.
+fn tmpfs_round_trip() -> std::io::Result<String> {
+    use std::fs;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    fs::create_dir_all("/tmp/demo")?;
+    fs::File::create("/tmp/demo/a.txt")?.write_all(b"one two three")?;
+    fs::OpenOptions::new()
+        .append(true)
+        .open("/tmp/demo/a.txt")?
+        .write_all(b" four")?;
+    fs::write("/tmp/demo/b.txt", b"bee")?;
+    let mut f = fs::File::open("/tmp/demo/a.txt")?;
+    f.seek(SeekFrom::Start(4))?;
+    let mut read = String::new();
+    f.read_to_string(&mut read)?;
+    drop(f);
+    let len = fs::metadata("/tmp/demo/a.txt")?.len();
+    let mut names = fs::read_dir("/tmp/demo")?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    names.sort();
+    let not_empty = fs::remove_dir("/tmp/demo").is_err();
+    fs::remove_file("/tmp/demo/a.txt")?;
+    fs::remove_file("/tmp/demo/b.txt")?;
+    fs::remove_dir("/tmp/demo")?;
+    let gone = fs::metadata("/tmp/demo").map_err(|e| e.kind()).err();
+    let rename = fs::rename("/tmp", "/tmp2").map_err(|e| e.kind()).err();
+    Ok(format!(
+        "read {read:?} len {len} dir {names:?} busy {not_empty} after rmdir {gone:?} rename {rename:?}"
+    ))
 }

@@ -31,7 +31,8 @@ pub fn cases() -> Vec<Case> {
     let plain = hostile(B, "", gmv, violation("read", VMM_IMAGE_BASE))
         .expect(&["hostile: info guest device tree lists zalasr: no"]);
     let mut v = vec![
-        hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x84800000 only"]),
+        // The guest gets the RAM between its base and the host device tree at the top of 128 MiB.
+        hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x87e00000 only"]),
         super::smp_hello(B, 2),
         super::smp_hello(B, 4),
         super::smp(B, 1),
@@ -118,6 +119,13 @@ pub fn cases() -> Vec<Case> {
         libvmm_abi::layout::riscv64::PAYLOAD_BASE,
     ));
     v.extend(super::guestfuzz(B));
+    v.push(super::std_demo(B));
+    // Without Zkr (`rv64`): the guest's `seed` access is illegal and the runtime falls back to the
+    // VMM's entropy hypercall (a weak source there: README, Rust std payloads).
+    let mut weak = super::std_demo(B);
+    weak.cpu = None;
+    weak.expect.retain(|e| e != " zkr ");
+    v.push(weak.named("std-demo (rv64 without Zkr: entropy from the VMM's weak source)"));
     v.extend(super::smp_stress(B));
     v
 }

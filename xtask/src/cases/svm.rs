@@ -33,7 +33,10 @@ pub fn cases() -> Vec<Case> {
             "std-demo: threads counter 8000 sum 280 ok",
             "std-demo: condvar ok, channel sum 14 ok",
             "std-demo: socket error Uncategorized ok",
-        ]),
+            "std-demo: image file \"hello from the image\\n\" 21 bytes ok",
+            "std-demo: tmpfs read \"two three four\" len 18 dir [\"a.txt\", \"b.txt\"] busy true after rmdir Some(NotFound) rename Some(Unsupported) ok",
+        ])
+        .files(&["payloads/std-demo/greeting.txt:/demo/greeting.txt"]),
         vmm(
             "libvmm.selftest=panic",
             StopCode::VmmPanic,
@@ -59,6 +62,37 @@ pub fn cases() -> Vec<Case> {
     ];
     v.extend(super::timed_spin(B));
     v.push(hello(B));
+    // Guest memory: the machine's (QEMU -m 128: 94 MiB above 32 MiB), or less with libvmm.mem; more
+    // than there is stops the boot naming both sizes.
+    v.push(
+        hello(B)
+            .expect(&[
+                "libvmm: guest memory 0x2000000..0x7e00000 (94 MiB; 2 MiB zeroed at boot, the rest on first touch)",
+            ])
+            .named("boot hello: guest memory is the machine's (94 of 128 MiB)"),
+    );
+    v.push(
+        Case::new(B, "hello", "libvmm.mem=256M", StopCode::PlatformError as u8)
+            .expect(&["guest memory: libvmm.mem asks for 256 MiB, but only 94 MiB are available"])
+            .forbid(&["Hello from a libvmm guest"]),
+    );
+    // With the machine's memory for the guest, std-demo's eight threads take std's default 1 MiB stacks
+    // (no RUST_MIN_STACK): their blocks are zeroed and mapped as the threads first touch them.
+    v.push(
+        Case::new(B, "std-demo", "DEMO=yes libvmm.stats=1 -- std-demo a b", 3)
+            .machine_mb(512)
+            .expect(&[
+                "libvmm: guest memory 0x2000000..0x1fe00000 (478 MiB; 2 MiB zeroed at boot",
+                "std-demo: threads counter 8000 sum 280 ok",
+                "std-demo: condvar ok, channel sum 14 ok",
+                "libvmm: stats: exit guest-memory-fault ",
+            ])
+            .forbid(&["panicked"]),
+    );
+    v.push(Case::new(B, "hello", "libvmm.mem=16M", 0).expect(&[
+        "Hello from a libvmm guest! This payload runs deprivileged on AMD SVM.",
+        "libvmm: guest memory 0x2000000..0x3000000 (16 MiB; 2 MiB zeroed at boot, the rest on first touch)",
+    ]));
     v.push(super::smp_hello(B, 2));
     v.push(super::smp_hello(B, 4));
     // Guest SMP: the guest starts its APs with INIT + SIPI through its virtual x2APIC.
@@ -217,7 +251,9 @@ pub fn emulator_cases(b: Backend) -> Vec<Case> {
             .forbid(&["pmu: ok forced-emulation-results"])
             .named("pmu without force_emulation: the prefix is the guest's #UD"),
     ];
+    // Pinned at the smallest window, like every hostile case (`super::hostile`): the addresses are fixed.
     let hostile = |attack: &'static str, code: StopCode, expect: &str| {
+        let attack: &'static str = Box::leak(format!("{attack} libvmm.mem=8M").into());
         Case::new(b, "hostile", attack, code as u8)
             .expect(&[
                 " recoverable checks passed, 0 failed",

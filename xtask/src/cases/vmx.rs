@@ -9,6 +9,7 @@ const B: Backend = Backend::Vmx;
 
 pub fn cases() -> Vec<Case> {
     let mut v = super::timed_spin(B);
+    v.push(super::std_demo(B));
     v.push(hello(B));
     v.push(super::smp_hello(B, 2));
     v.extend(super::svm::emulator_cases(B));

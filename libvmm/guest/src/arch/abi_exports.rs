@@ -9,13 +9,22 @@ use hermit_abi::{clockid_t, pid_t, timespec};
 
 use crate::hermit;
 
+/// Files 0..=2 are the console (`hermit.rs`); on the hermit targets higher ones are the file system's.
 #[no_mangle]
 pub extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
+    #[cfg(target_os = "hermit")]
+    if fd >= crate::fs::FD_FIRST {
+        return std_exports::file_io(fd, buf as *mut u8, len, false);
+    }
     hermit::write(fd, buf, len)
 }
 
 #[no_mangle]
 pub extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
+    #[cfg(target_os = "hermit")]
+    if fd >= crate::fs::FD_FIRST {
+        return std_exports::file_io(fd, buf, len, true);
+    }
     hermit::read(fd, buf, len)
 }
 
@@ -64,11 +73,14 @@ pub extern "C" fn sys_usleep(usecs: u64) {
 mod std_exports {
     use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
-    use hermit_abi::errno::{EINVAL, ENOSYS};
-    use hermit_abi::{iovec, timespec, Tid};
+    use core::ffi::{c_char, CStr};
 
+    use hermit_abi::errno::{EINVAL, ENOSYS};
+    use hermit_abi::{dirent64, iovec, stat, timespec, Tid};
+
+    use super::{sys_read, sys_write};
     use crate::arch::heap;
-    use crate::{hermit, sched};
+    use crate::{fs, sched};
 
     static ERRNO: AtomicI32 = AtomicI32::new(0);
 
@@ -122,7 +134,8 @@ mod std_exports {
         ERRNO.load(Ordering::Relaxed)
     }
 
-    /// Entropy from RDRAND (x86); without a source, -ENOSYS (never a constant).
+    /// Entropy: RDRAND (x86); RISC-V the Zkr `seed` CSR, else the VMM's entropy hypercall; without any
+    /// source, -ENOSYS (never a constant).
     #[no_mangle]
     pub extern "C" fn sys_read_entropy(buf: *mut u8, len: usize, _flags: u32) -> isize {
         if buf.is_null() {
@@ -240,7 +253,7 @@ mod std_exports {
         for i in 0..iovcnt {
             // SAFETY: the caller's contract.
             let v = unsafe { iov.add(i).read() };
-            let r = hermit::write(fd, v.iov_base as *const u8, v.iov_len);
+            let r = sys_write(fd, v.iov_base as *const u8, v.iov_len);
             if r < 0 {
                 return if n > 0 { n } else { r };
             }
@@ -249,9 +262,24 @@ mod std_exports {
         n
     }
 
+    /// # Safety
+    /// `iov` must point at `iovcnt` valid iovecs, each a writable buffer.
     #[no_mangle]
-    pub extern "C" fn sys_readv(_fd: i32, _iov: *const iovec, _iovcnt: usize) -> isize {
-        0
+    pub unsafe extern "C" fn sys_readv(fd: i32, iov: *const iovec, iovcnt: usize) -> isize {
+        let mut n = 0isize;
+        for i in 0..iovcnt {
+            // SAFETY: the caller's contract.
+            let v = unsafe { iov.add(i).read() };
+            let r = sys_read(fd, v.iov_base as *mut u8, v.iov_len);
+            if r < 0 {
+                return if n > 0 { n } else { r };
+            }
+            n += r;
+            if (r as usize) < v.iov_len {
+                break;
+            }
+        }
+        n
     }
 
     #[no_mangle]
@@ -259,7 +287,181 @@ mod std_exports {
         if (0..=2).contains(&fd) {
             0
         } else {
-            -hermit_abi::errno::EBADF
+            errno(fs::with(|f| f.close(fd)).map(|()| 0))
+        }
+    }
+
+    // Files: the in-memory file system (`crate::fs`). Each export turns the C arguments into slices
+    // and returns the result, or the negated errno, as std's `cvt` expects.
+
+    /// The bytes of a NUL-terminated path (without the NUL), or `None` for a null pointer.
+    ///
+    /// # Safety
+    /// `p` must be null or a NUL-terminated string that stays valid during the call.
+    unsafe fn path<'a>(p: *const c_char) -> Option<&'a [u8]> {
+        // SAFETY: the caller's contract.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+    }
+
+    /// `read` (into `buf`) or `write` (from it) on a file-system descriptor.
+    pub(super) fn file_io(fd: i32, buf: *mut u8, len: usize, read: bool) -> isize {
+        if buf.is_null() && len != 0 {
+            return -(EINVAL as isize);
+        }
+        let r = if len == 0 {
+            fs::with(|f| {
+                if read {
+                    f.read(fd, &mut [])
+                } else {
+                    f.write(fd, &[])
+                }
+            })
+        } else if read {
+            // SAFETY: hermit-abi's contract for read: `len` writable bytes at `buf`.
+            let b = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+            fs::with(|f| f.read(fd, b))
+        } else {
+            // SAFETY: hermit-abi's contract for write: `len` readable bytes at `buf`.
+            let b = unsafe { core::slice::from_raw_parts(buf as *const u8, len) };
+            fs::with(|f| f.write(fd, b))
+        };
+        match r {
+            Ok(n) => n as isize,
+            Err(e) => -(e as isize),
+        }
+    }
+
+    fn errno<T: Into<i64>>(r: fs::Result<T>) -> i32 {
+        match r {
+            Ok(v) => v.into() as i32,
+            Err(e) => -e,
+        }
+    }
+
+    /// # Safety
+    /// `name` must be null or a NUL-terminated string.
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_open(name: *const c_char, flags: i32, mode: i32) -> i32 {
+        // SAFETY: the caller's contract.
+        let Some(p) = (unsafe { path(name) }) else {
+            return -EINVAL;
+        };
+        errno(fs::with(|f| f.open(p, flags, mode)))
+    }
+
+    /// # Safety
+    /// `name` must be null or a NUL-terminated string.
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_unlink(name: *const c_char) -> i32 {
+        // SAFETY: the caller's contract.
+        let Some(p) = (unsafe { path(name) }) else {
+            return -EINVAL;
+        };
+        errno(fs::with(|f| f.unlink(p)).map(|()| 0))
+    }
+
+    /// # Safety
+    /// `name` must be null or a NUL-terminated string.
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_rmdir(name: *const c_char) -> i32 {
+        // SAFETY: the caller's contract.
+        let Some(p) = (unsafe { path(name) }) else {
+            return -EINVAL;
+        };
+        errno(fs::with(|f| f.rmdir(p)).map(|()| 0))
+    }
+
+    /// # Safety
+    /// `name` must be null or a NUL-terminated string.
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_mkdir(name: *const c_char, mode: u32) -> i32 {
+        // SAFETY: the caller's contract.
+        let Some(p) = (unsafe { path(name) }) else {
+            return -EINVAL;
+        };
+        errno(fs::with(|f| f.mkdir(p, mode)).map(|()| 0))
+    }
+
+    /// Writes `s` through `out` (null: `EINVAL`).
+    ///
+    /// # Safety
+    /// `out` must be null or valid for a write of a `stat`.
+    unsafe fn put_stat(r: fs::Result<fs::Stat>, out: *mut stat) -> i32 {
+        match r {
+            Ok(s) if !out.is_null() => {
+                // SAFETY: non-null; validity is the caller's contract.
+                unsafe { out.write(s.to_hermit()) };
+                0
+            }
+            Ok(_) => -EINVAL,
+            Err(e) => -e,
+        }
+    }
+
+    /// # Safety
+    /// `name` must be null or a NUL-terminated string, `st` null or valid for a write of a `stat`.
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_stat(name: *const c_char, st: *mut stat) -> i32 {
+        // SAFETY: the caller's contract.
+        let Some(p) = (unsafe { path(name) }) else {
+            return -EINVAL;
+        };
+        // SAFETY: the caller's contract.
+        unsafe { put_stat(fs::with(|f| f.stat(p)), st) }
+    }
+
+    /// There are no symbolic links: `lstat` is `stat`.
+    ///
+    /// # Safety
+    /// As [`sys_stat`].
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_lstat(name: *const c_char, st: *mut stat) -> i32 {
+        // SAFETY: the caller's contract.
+        unsafe { sys_stat(name, st) }
+    }
+
+    /// # Safety
+    /// `st` must be null or valid for a write of a `stat`.
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_fstat(fd: i32, st: *mut stat) -> i32 {
+        let r = if (0..=2).contains(&fd) {
+            // stdio: a character device.
+            Ok(fs::Stat {
+                ino: 0,
+                mode: hermit_abi::S_IFCHR | 0o620,
+                nlink: 1,
+                size: 0,
+            })
+        } else {
+            fs::with(|f| f.fstat(fd))
+        };
+        // SAFETY: the caller's contract.
+        unsafe { put_stat(r, st) }
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_lseek(fd: i32, offset: isize, whence: i32) -> isize {
+        if (0..=2).contains(&fd) {
+            return -(hermit_abi::errno::ESPIPE as isize);
+        }
+        match fs::with(|f| f.lseek(fd, offset as i64, whence)) {
+            Ok(p) => isize::try_from(p).unwrap_or(-(hermit_abi::errno::EOVERFLOW as isize)),
+            Err(e) => -(e as isize),
+        }
+    }
+
+    /// # Safety
+    /// `dirp` must be null or valid for writes of `count` bytes.
+    #[no_mangle]
+    pub unsafe extern "C" fn sys_getdents64(fd: i32, dirp: *mut dirent64, count: usize) -> i64 {
+        if dirp.is_null() {
+            return -(EINVAL as i64);
+        }
+        // SAFETY: the caller's contract: `count` writable bytes at `dirp` (std passes a Vec's buffer).
+        let buf = unsafe { core::slice::from_raw_parts_mut(dirp as *mut u8, count) };
+        match fs::with(|f| f.getdents64(fd, buf)) {
+            Ok(n) => n as i64,
+            Err(e) => -(e as i64),
         }
     }
 
@@ -297,4 +499,103 @@ mod std_exports {
 
     #[no_mangle]
     pub extern "C" fn sys_freeaddrinfo(_ai: usize) {}
+
+    // The rest of the socket calls std's net code makes (listening, sending, receiving, options,
+    // polling) and the descriptor calls the runtime does not offer (`dup`, `fcntl`, `ioctl`): -ENOSYS,
+    // so a program that uses them gets an error, not a link failure.
+    #[no_mangle]
+    pub extern "C" fn sys_accept(_s: i32, _addr: usize, _len: usize) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_bind(_s: i32, _name: usize, _len: u32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_listen(_s: i32, _backlog: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_recv(_s: i32, _buf: usize, _len: usize, _flags: i32) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_recvfrom(
+        _s: i32,
+        _buf: usize,
+        _len: usize,
+        _flags: i32,
+        _addr: usize,
+        _addrlen: usize,
+    ) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_send(_s: i32, _buf: usize, _len: usize, _flags: i32) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_sendto(
+        _s: i32,
+        _buf: usize,
+        _len: usize,
+        _flags: i32,
+        _addr: usize,
+        _addrlen: u32,
+    ) -> isize {
+        -(ENOSYS as isize)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_shutdown(_s: i32, _how: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_setsockopt(
+        _s: i32,
+        _level: i32,
+        _name: i32,
+        _val: usize,
+        _len: u32,
+    ) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_getsockopt(
+        _s: i32,
+        _level: i32,
+        _name: i32,
+        _val: usize,
+        _len: usize,
+    ) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_poll(_fds: usize, _nfds: usize, _timeout: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_ioctl(_s: i32, _cmd: i32, _argp: usize) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_dup(_fd: i32) -> i32 {
+        -ENOSYS
+    }
+
+    #[no_mangle]
+    pub extern "C" fn sys_fcntl(_fd: i32, _cmd: i32, _arg: i32) -> i32 {
+        -ENOSYS
+    }
 }

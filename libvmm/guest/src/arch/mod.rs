@@ -140,14 +140,16 @@ pub(crate) fn own_elf_headers() -> (u64, &'static [u8]) {
     }
 }
 
-/// `len` bytes of payload memory at `gpa` (the TLS template, read-only).
+/// `len` bytes of payload memory at `gpa`: the TLS template or the build-time file archive, both
+/// read-only.
 #[cfg(target_os = "hermit")]
 pub(crate) fn memory(gpa: u64, len: usize) -> &'static [u8] {
     if gpa == 0 || len == 0 {
         return &[];
     }
-    // SAFETY: `gpa`/`len` come from the payload's own PT_TLS, which the VMM validated to lie inside a
-    // loaded segment's file bytes; that memory stays mapped and is never written (.tdata).
+    // SAFETY: `gpa`/`len` come from the payload's own PT_TLS, or its file-archive PT_LOAD, which the
+    // VMM validated to lie inside a loaded segment's file bytes; that memory stays mapped and is never
+    // written (.tdata; the archive's segment is read-only in the nested tables).
     unsafe { core::slice::from_raw_parts(gpa as *const u8, len) }
 }
 
@@ -188,11 +190,48 @@ pub(crate) fn hw_random(buf: &mut [u8]) -> bool {
         }
         true
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "riscv64")]
     {
-        let _ = buf;
-        false
+        // Zkr's entropy source, 16 bits per ES16 read (the VMM passes the host's `seed` through). BIST
+        // and WAIT are retried a bounded number of times; DEAD, an illegal instruction (no Zkr) or no
+        // progress gives up: std then reports the failure, never a constant.
+        const ES16: u64 = 0b10;
+        const DEAD: u64 = 0b11;
+        if riscv64::probe::seed().is_err() {
+            return entropy_hypercall(buf);
+        }
+        for chunk in buf.chunks_mut(2) {
+            let mut got = None;
+            for _ in 0..10_000 {
+                match riscv64::probe::seed() {
+                    Ok(v) if (v >> 30) & 3 == ES16 => {
+                        got = Some(v as u16);
+                        break;
+                    }
+                    Ok(v) if (v >> 30) & 3 == DEAD => return false,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+            let Some(w) = got else { return false };
+            chunk.copy_from_slice(&w.to_le_bytes()[..chunk.len()]);
+        }
+        true
     }
+}
+
+/// Entropy from the VMM (the entropy hypercall, 7 bytes per call) for a CPU without an instruction
+/// of its own (RISC-V without Zkr): see README for the VMM's source there.
+#[cfg(all(target_os = "hermit", target_arch = "riscv64"))]
+fn entropy_hypercall(buf: &mut [u8]) -> bool {
+    for chunk in buf.chunks_mut(7) {
+        let v = hypercall(libvmm_abi::Hypercall::Entropy as u64, [0; 4]);
+        if v < 0 {
+            return false;
+        }
+        chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+    }
+    true
 }
 
 /// Calls a `fn()` kept as `usize` (the timer callback of `crate::time`).

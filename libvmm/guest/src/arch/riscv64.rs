@@ -492,6 +492,14 @@ pub mod probe {
     csr_probe!(read_satp, write_satp, "0x180");
     csr_probe!(read_time, write_time, "0xC01");
 
+    /// `csrrw rd, seed, x0`: the Zkr entropy source (OPST in bits 31:30, 16 bits of entropy when OPST
+    /// is ES16); illegal on a hart without Zkr.
+    pub fn seed() -> Probe<u64> {
+        let v: u64;
+        probe_asm!(["csrrw {v}, 0x015, zero"], v = out(reg) v);
+        outcome(v)
+    }
+
     /// HFENCE.GVMA (a hypervisor instruction: not for VS-mode).
     pub fn hfence_gvma() -> Probe<()> {
         probe_asm!([

@@ -45,10 +45,14 @@ libvmm_guest_thread_start:
 #[cfg(target_arch = "x86_64")]
 const FRAME_WORDS: usize = 7;
 
+// `global_asm!` is assembled without the target's features on RISC-V (the hermit target has F and D,
+// the assembler is not told): the FP saves say so themselves.
 #[cfg(target_arch = "riscv64")]
 core::arch::global_asm!(
     r#"
 .section .text.libvmm_switch, "ax"
+.option push
+.option arch, +d
 .global libvmm_guest_switch
 libvmm_guest_switch:
     addi sp, sp, -208
@@ -113,6 +117,7 @@ libvmm_guest_thread_start:
     andi sp, sp, -16
     call {entry}
     unimp
+.option pop
 "#,
     entry = sym thread_entry,
 );

@@ -21,6 +21,8 @@ static LIBVMM_GUEST_PROBE_RESUME: AtomicU64 = AtomicU64::new(0);
 static PROBE_VECTOR: AtomicU8 = AtomicU8::new(NO_FAULT);
 const NO_FAULT: u8 = 0xFF;
 
+// Not in the host build of the crate's unit tests: the host's C runtime has its own `_start`.
+#[cfg(not(test))]
 core::arch::global_asm!(
     r#"
 .section .text.start, "ax"

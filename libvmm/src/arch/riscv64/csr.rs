@@ -78,6 +78,18 @@ pub fn hfence_gvma_all() {
     };
 }
 
+/// Reads the Zkr `seed` CSR (0x015) with the write access the extension requires (`csrrw rd, seed,
+/// x0`): the entropy source's status (OPST, bits 31:30) and 16 bits of entropy when OPST is ES16.
+/// Only called after a VS-mode access to `seed` trapped as a virtual instruction, which the hart does
+/// only when it has Zkr and M-mode set `mseccfg.SSEED` (so HS-mode may access it).
+#[inline(always)]
+pub fn seed() -> u64 {
+    let v: u64;
+    // SAFETY: reads (and polls) the entropy source; no memory is touched.
+    unsafe { core::arch::asm!("csrrw {0}, 0x015, zero", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
 /// HFENCE.VVMA for all guest-virtual addresses and ASIDs of the current VMID (hgatp's): what a guest's
 /// remote `sfence.vma` asks of a hart that runs it.
 #[inline(always)]

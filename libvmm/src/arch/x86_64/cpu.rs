@@ -24,6 +24,21 @@ pub fn entropy() -> u64 {
     rdtsc()
 }
 
+/// RDRAND, strictly: `None` when the CPU has no RDRAND or it keeps failing (no fallback).
+pub fn rdrand() -> Option<u64> {
+    if cpuid(1, 0)[2] & (1 << 30) == 0 {
+        return None;
+    }
+    for _ in 0..10 {
+        let mut v = 0u64;
+        // SAFETY: RDRAND exists (CPUID.1:ECX.RDRAND); it writes `v` and reports success in CF.
+        if unsafe { core::arch::x86_64::_rdrand64_step(&mut v) } == 1 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// RDMSR. Only called for MSRs the VMM checked exist (architectural or CPUID-gated).
 pub fn rdmsr(msr: u32) -> u64 {
     // SAFETY: the caller reads an MSR that exists on this CPU (see each call site).

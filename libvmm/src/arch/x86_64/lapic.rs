@@ -1,7 +1,7 @@
-//! The local APIC, used for three things: a periodic timer that forces VM exits, so the VMM regains the
-//! CPU from a guest that never exits on its own and can enforce a time limit (`libvmm.timeout_ms=`); the
-//! same timer makes the guest's virtual x2APIC timer be seen to expire (and a halted guest's sleep end)
-//! on time; and the ICR, through which the boot CPU sends INIT and STARTUP IPIs to start the other CPUs.
+//! The local APIC, used for three things: a one-shot timer (periodic where its rate against the TSC
+//! cannot be measured) that forces VM exits, so the VMM regains the CPU from a guest that never exits on
+//! its own and can enforce a time limit (`libvmm.timeout_ms=`); the same timer makes the guest's virtual
+//! x2APIC timer be seen to expire (and a halted guest's sleep end) on time; and the ICR, through which the boot CPU sends INIT and STARTUP IPIs to start the other CPUs.
 //! Registers are MMIO at the base in IA32_APIC_BASE, reached through the `volatile` crate, or MSRs
 //! when the firmware left the APIC in x2APIC mode (IA32_APIC_BASE.EXTD).
 //! The legacy PICs are masked first: nothing but this timer may interrupt the VMM.
@@ -18,6 +18,7 @@ const REG_LVT_TIMER: usize = 0x320;
 const REG_LVT_LINT0: usize = 0x350;
 const REG_LVT_LINT1: usize = 0x360;
 const REG_TIMER_INIT: usize = 0x380;
+const REG_TIMER_CURRENT: usize = 0x390;
 const REG_TIMER_DIVIDE: usize = 0x3E0;
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
@@ -130,6 +131,27 @@ pub fn start_periodic_timer(initial_count: u32) -> bool {
     reg(REG_LVT_TIMER).write(LVT_PERIODIC | TIMER_VECTOR as u32);
     reg(REG_TIMER_INIT).write(initial_count);
     true
+}
+
+/// Starts a one-shot timer interrupt on vector [`TIMER_VECTOR`] after `count` ticks of the APIC timer
+/// clock divided by 16 (the divide [`start_periodic_timer`] uses); `false` when the CPU has no APIC.
+pub fn start_one_shot(count: u32) -> bool {
+    if cpuid(1, 0)[3] & (1 << 9) == 0 {
+        return false;
+    }
+    wrmsr(MSR_APIC_BASE, rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE);
+    reg(REG_SVR).write(0x1FF);
+    reg(REG_LVT_LINT0).write(LVT_MASKED);
+    reg(REG_LVT_LINT1).write(LVT_MASKED);
+    reg(REG_TIMER_DIVIDE).write(0x3);
+    reg(REG_LVT_TIMER).write(TIMER_VECTOR as u32);
+    reg(REG_TIMER_INIT).write(count);
+    true
+}
+
+/// The timer's current count (0 once a one-shot has fired or the timer is stopped).
+pub fn current_count() -> u32 {
+    reg(REG_TIMER_CURRENT).read()
 }
 
 /// Stops the timer (masks its LVT entry).

@@ -97,17 +97,17 @@ pub fn init() {
 }
 
 // Host-state facts VMX needs (HOST_TR_BASE, HOST_GDTR_BASE, HOST_IDTR_BASE).
-#[allow(dead_code)]
+#[cfg(feature = "vmx")]
 pub fn tss_base() -> u64 {
     addr_of!(TSS) as u64
 }
 
-#[allow(dead_code)]
+#[cfg(feature = "vmx")]
 pub fn gdt_base() -> u64 {
     addr_of!(GDT) as u64
 }
 
-#[allow(dead_code)]
+#[cfg(feature = "vmx")]
 pub fn idt_base() -> u64 {
     addr_of!(IDT) as u64
 }

@@ -37,6 +37,8 @@ struct VmFacts {
     timebase_hz: u64,
     limit: Option<(u64, u64)>,
     stats: bool,
+    /// The host has Zkr (the guest's `seed` is answered from it).
+    zkr: bool,
 }
 
 static FACTS: crate::arch::Published<VmFacts> = crate::arch::Published::new();
@@ -47,6 +49,17 @@ struct RiscvPlatform {
     timebase_hz: u64,
     /// (limit in ms, `time` at which it ends) when `libvmm.timeout_ms=` is set.
     limit: Option<(u64, u64)>,
+    /// The host has Zkr: entropy from its `seed` CSR.
+    zkr: bool,
+    /// The weak source's state, without Zkr.
+    weak: u64,
+}
+
+/// SplitMix64's output function: spreads the few unpredictable low bits of its input over 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Platform for RiscvPlatform {
@@ -68,6 +81,38 @@ impl Platform for RiscvPlatform {
     fn time_limit_exceeded(&self) -> Option<u64> {
         let (ms, end) = self.limit?;
         (csr::time() >= end).then_some(ms)
+    }
+
+    /// With Zkr, 64 bits from four ES16 reads of the host's `seed` (BIST/WAIT retried, bounded; DEAD
+    /// is no source). Without it, a **weak** source: the `time` counter at each call, folded into a
+    /// running state and mixed. Under QEMU TCG its low bits carry host timing jitter; under `-icount`
+    /// (the bench) none, so such a boot repeats its numbers. Never a constant, never a secret.
+    /// Out of line: inlined into the hypercall dispatch it cost every RISC-V exit about 30 emulated
+    /// instructions (measured with `cargo xtask bench`).
+    #[cold]
+    #[inline(never)]
+    fn entropy(&mut self) -> Option<u64> {
+        if !self.zkr {
+            self.weak = mix(self.weak.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ csr::time());
+            return Some(self.weak);
+        }
+        let mut v = 0u64;
+        let mut words = 0;
+        for _ in 0..10_000 {
+            let s = csr::seed();
+            match (s >> 30) & 3 {
+                0b10 => {
+                    v = (v << 16) | (s & 0xFFFF);
+                    words += 1;
+                    if words == 4 {
+                        return Some(v);
+                    }
+                }
+                0b11 => return None,
+                _ => {}
+            }
+        }
+        None
     }
     /// An SBI IPI to the hart that runs vCPU `cpu` (a supervisor software interrupt there).
     fn kick(&self, cpu: usize) {
@@ -153,20 +198,26 @@ impl super::Machine for RiscvMachine {
         self.entry_cycles
     }
 
-    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason> {
+    fn guest_window(&mut self, asked: Option<u64>) -> Result<(u64, &'static mut [u8]), StopReason> {
         let host = self
             .host
             .as_ref()
             .ok_or(StopReason::Platform("no device tree"))?;
-        let (ram_base, ram_size) = host.memory;
-        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
-        if base < ram_base
-            || base + size > ram_base + ram_size
-            || arch::image_end() > base
-            || (self.dtb_addr < base + size && self.dtb_addr + self.dtb_len > base)
-        {
-            return Err(StopReason::Platform("guest window is not free RAM"));
+        let base = layout::WINDOW_BASE;
+        if arch::image_end() > base {
+            return Err(StopReason::Platform(
+                "the VMM image reaches into the guest window",
+            ));
         }
+        // RAM from the device tree; the VMM keeps the host device tree (QEMU puts it at the top of RAM).
+        let end = crate::loader::window::available_end(
+            base,
+            &[host.memory],
+            &[(self.dtb_addr, self.dtb_len)],
+            base + layout::WINDOW_MAX,
+        );
+        let size =
+            crate::loader::window::size(base, end, asked).map_err(StopReason::GuestMemory)?;
         let window = crate::arch::guest_window(base, size).ok_or(StopReason::Platform(
             "the guest window was handed out twice",
         ))?;
@@ -207,8 +258,8 @@ impl super::Machine for RiscvMachine {
         let mut gdt = [0u8; layout::DTB_MAX as usize];
         let tree = guest_dt::GuestTree {
             harts: vcpus as u32,
-            mem_base: layout::WINDOW_BASE,
-            mem_size: layout::WINDOW_SIZE,
+            mem_base: mem.base(),
+            mem_size: mem.size(),
             timebase_hz: host.timebase_hz as u32,
             exts: isa.enabled(),
             bootargs: self.bootargs,
@@ -250,6 +301,8 @@ impl super::Machine for RiscvMachine {
             console: Uart,
             timebase_hz: host.timebase_hz,
             limit,
+            zkr: host.exts().contains(Ext::Zkr),
+            weak: mix(csr::time()),
         };
         Ok(platform)
     }
@@ -259,10 +312,11 @@ impl super::Machine for RiscvMachine {
         guest: &RiscvGuest,
         options: &Options<'static>,
     ) -> StopReason {
-        let (base, size) = (layout::WINDOW_BASE, layout::WINDOW_SIZE);
-        if let Err(stop) = hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
-            return stop;
-        }
+        let (base, size) = (vm.mem.base(), vm.mem.size());
+        let hart = match hw::bring_up(&vm.map, &guest.isa, guest.sstc) {
+            Ok(h) => h,
+            Err(stop) => return stop,
+        };
         crate::vmm_print!(
             vm.platform.console(),
             "libvmm: G-stage Sv39x4 VMID {} maps {:#x}..{:#x} only; payload {} entry {:#x}\n",
@@ -272,6 +326,15 @@ impl super::Machine for RiscvMachine {
             crate::arch::payload().name,
             guest.entry
         );
+        // Zero on first touch keeps the map of blocks still pending in each vCPU's `Vm`: with more than
+        // one vCPU those copies would race (one vCPU zeroing a block another has written since), so
+        // every block still pending is zeroed and mapped now, before the other vCPUs start.
+        let mut hart = hart;
+        if guest.vcpus > 1 {
+            if let Err(stop) = settle_lazy_blocks(vm, &mut hart) {
+                return stop;
+            }
+        }
         let facts = VmFacts {
             mem: vm.mem,
             map: vm.map,
@@ -281,6 +344,7 @@ impl super::Machine for RiscvMachine {
             timebase_hz: vm.platform.timebase_hz,
             limit: vm.platform.limit,
             stats: options.stats,
+            zkr: vm.platform.zkr,
         };
         FACTS.set(facts);
         vm.smp.publish(guest.vcpus);
@@ -301,7 +365,7 @@ impl super::Machine for RiscvMachine {
             a2: guest.dtb_gpa,
             sp: guest.stack_top,
         };
-        vcpu_main(vm, &facts, Some(first))
+        vcpu_main(vm, &facts, Some(first), Some(hart))
     }
 }
 
@@ -316,7 +380,13 @@ struct Start {
 /// One vCPU on this hart until the VM stops: start (the boot vCPU at the payload's entry, the others
 /// when the guest's HSM `hart_start` asks), run the generic loop, and after the guest's `hart_stop` wait
 /// for the next start. Each start begins from the guest CSRs' start state (satp 0, interrupts off).
-fn vcpu_main(vm: &mut Vm<'static, RiscvPlatform>, f: &VmFacts, first: Option<Start>) -> StopReason {
+/// `boot_hart`: the boot hart's [`hw::HwHart`], which maps blocks of guest memory on first touch.
+fn vcpu_main(
+    vm: &mut Vm<'static, RiscvPlatform>,
+    f: &VmFacts,
+    first: Option<Start>,
+    mut boot_hart: Option<hw::HwHart>,
+) -> StopReason {
     let mut start = first;
     loop {
         let s = match start.take() {
@@ -332,15 +402,43 @@ fn vcpu_main(vm: &mut Vm<'static, RiscvPlatform>, f: &VmFacts, first: Option<Sta
             },
         };
         hw::guest_csrs(&f.isa, f.sstc);
-        let mut cpu = RiscvH::new(hw::HwHart, s.pc, vm.cpu as u64, s.a1, s.a2, s.sp);
+        let hart = boot_hart.take().unwrap_or(hw::HwHart(None));
+        let mut cpu = RiscvH::new(hart, s.pc, vm.cpu as u64, s.a1, s.a2, s.sp);
         if let Some((_, end)) = vm.platform.limit {
             cpu.set_time_limit(end);
         }
         match vcpu::run(&mut cpu, vm) {
-            StopReason::VcpuOff => vm.smp.set_off(vm.cpu),
+            StopReason::VcpuOff => {
+                vm.smp.set_off(vm.cpu);
+                boot_hart = Some(cpu.into_hart());
+            }
             stop => return stop,
         }
     }
+}
+
+/// Zeroes and maps every block of guest memory still pending (zero on first touch), with the boot
+/// hart's G-stage tables.
+fn settle_lazy_blocks(
+    vm: &mut Vm<'static, RiscvPlatform>,
+    hart: &mut hw::HwHart,
+) -> Result<(), StopReason> {
+    use crate::riscv::Hart;
+    let end = vm.mem.base() + vm.mem.size();
+    let mut at = vm.mem.base();
+    while at < end {
+        if let Some(block) = vm.map.take_pending(at) {
+            vm.map
+                .zero_stale(&mut vm.mem, block, crate::config::LAZY_BLOCK);
+            if !hart.map_zeroed_block(block) {
+                return Err(StopReason::Platform(
+                    "the G-stage tables cannot map guest memory",
+                ));
+            }
+        }
+        at += crate::config::LAZY_BLOCK;
+    }
+    Ok(())
 }
 
 /// An off vCPU's hart waits (WFI; kicks wake it) for a start request, or `None` when the VM stops.
@@ -488,12 +586,14 @@ extern "C" fn libvmm_riscv64_hart_main(hartid: u64, slot: u64) -> ! {
         console: Uart,
         timebase_hz: f.timebase_hz,
         limit: f.limit,
+        zkr: f.zkr,
+        weak: mix(csr::time() ^ cpu as u64),
     };
     let mut vm = Vm::new(f.mem, platform);
     vm.map = f.map;
     vm.cpu = cpu;
     hw::join_vm(f.hgatp, &f.isa, f.sstc);
-    let stop = vcpu_main(&mut vm, &f, None);
+    let stop = vcpu_main(&mut vm, &f, None, None);
     let stop = super::finish(&mut vm, stop, f.stats, park);
     crate::console::stop_line(&mut Uart, stop.code(), format_args!("{stop}"));
     devices::exit(stop.code())

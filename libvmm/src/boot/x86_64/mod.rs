@@ -6,7 +6,7 @@
 mod platform;
 mod smp;
 
-use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_SIZE};
+use libvmm_abi::layout::x86_64::{WINDOW_BASE, WINDOW_MAX};
 use libvmm_abi::stop::StopCode;
 use libvmm_abi::BackendId;
 
@@ -47,12 +47,11 @@ impl super::Machine for X86Machine {
         let (img_start, img_end) = entry::image_range();
         crate::vmm_print!(
             &mut self.con,
-            "libvmm: booted via {}, image {:#x}..{:#x}, guest window {:#x}..{:#x}\n",
+            "libvmm: booted via {}, image {:#x}..{:#x}, guest window from {:#x}\n",
             facts.protocol.name(),
             img_start,
             img_end,
             WINDOW_BASE,
-            WINDOW_BASE + WINDOW_SIZE
         );
         let cmdline = facts.cmdline;
         self.facts = Some(facts);
@@ -63,25 +62,37 @@ impl super::Machine for X86Machine {
         self.entry.tsc
     }
 
-    fn guest_window(&mut self) -> Result<(u64, &'static mut [u8]), StopReason> {
-        let (img_start, img_end) = entry::image_range();
-        if img_end > WINDOW_BASE && img_start < WINDOW_BASE + WINDOW_SIZE {
+    fn guest_window(&mut self, asked: Option<u64>) -> Result<(u64, &'static mut [u8]), StopReason> {
+        let (_, img_end) = entry::image_range();
+        // The VMM's image, .bss (tables, control blocks) and stacks lie below the window.
+        if img_end > WINDOW_BASE {
             return Err(StopReason::Platform(
-                "the VMM image overlaps the guest window",
+                "the VMM image reaches into the guest window",
             ));
         }
         let facts = self
             .facts
             .as_ref()
             .ok_or(StopReason::Platform("no loader facts"))?;
-        if !facts.ram.is_empty() && !facts.is_ram(WINDOW_BASE, WINDOW_SIZE) {
-            return Err(StopReason::Platform(
-                "the guest window is not RAM in the loader's memory map (give the machine at least 64 MiB)",
-            ));
-        }
-        let window = crate::arch::guest_window(WINDOW_BASE, WINDOW_SIZE).ok_or(
-            StopReason::Platform("the guest window was handed out twice"),
-        )?;
+        // The RAM range from the window's base up, cut where the loader's information the VMM still
+        // reads begins (GRUB may put its multiboot2 information anywhere), and at the test device.
+        // A loader that gives no memory map at all: the smallest window, as before the guest's memory
+        // was sized from the machine.
+        let end = if facts.ram.is_empty() {
+            Some(WINDOW_BASE + crate::config::GUEST_MEM_MIN)
+        } else {
+            crate::loader::window::available_end(
+                WINDOW_BASE,
+                &facts.ram,
+                &facts.loader_ranges,
+                WINDOW_BASE + WINDOW_MAX,
+            )
+        };
+        let size = crate::loader::window::size(WINDOW_BASE, end, asked)
+            .map_err(StopReason::GuestMemory)?;
+        let window = crate::arch::guest_window(WINDOW_BASE, size).ok_or(StopReason::Platform(
+            "the guest window was handed out twice",
+        ))?;
         Ok((WINDOW_BASE, window))
     }
 

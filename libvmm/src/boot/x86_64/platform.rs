@@ -49,10 +49,27 @@ pub struct X86Platform {
     /// (limit in ms, TSC deadline) when a time limit is set.
     limit: Option<(u64, u64)>,
     calib: Cell<Calibration>,
-    /// The host LAPIC's periodic timer runs (for the time limit, a guest timer, or both).
+    /// The guest's earliest armed timer deadline (TSC), from the loop.
+    guest_deadline: Option<u64>,
+    /// The backend keeps time while the guest runs (VMX: the VMX-preemption timer): the host LAPIC
+    /// timer then serves only sleeps.
+    backend_time: bool,
+    /// The host LAPIC timer's rate against the TSC, measured once on first use.
+    lapic: Cell<LapicRate>,
+    /// The host LAPIC timer is programmed (one-shot, or periodic without a rate).
     host_timer: bool,
-    /// A guest timer is armed (the host timer must keep running for it).
-    guest_timer: bool,
+}
+
+/// The host LAPIC timer's rate, measured against the TSC the first time a host deadline is programmed.
+#[derive(Clone, Copy)]
+enum LapicRate {
+    NotYet,
+    /// No local APIC.
+    Absent,
+    /// Its count did not move against the TSC: the old periodic tick is used instead.
+    Unknown,
+    /// LAPIC timer ticks (divide 16) per TSC tick, 32.32 fixed point.
+    PerTsc(u64),
 }
 
 impl X86Platform {
@@ -62,8 +79,10 @@ impl X86Platform {
             boot_tsc,
             limit: None,
             calib: Cell::new(Calibration::NotYet),
+            guest_deadline: None,
+            backend_time: false,
+            lapic: Cell::new(LapicRate::NotYet),
             host_timer: false,
-            guest_timer: false,
         }
     }
 
@@ -72,21 +91,79 @@ impl X86Platform {
         self.boot_tsc
     }
 
-    /// Limits the guest to `ms` milliseconds from now and starts the LAPIC timer that makes the guest
-    /// exit periodically so the limit can be checked. Fails when the TSC cannot be calibrated or there is
-    /// no local APIC.
+    /// Limits the guest to `ms` milliseconds from now and programs the host timer for it (and for the
+    /// guest's timers, whichever is first). Fails when the TSC cannot be calibrated or there is no local
+    /// APIC.
     pub fn set_time_limit(&mut self, ms: u64) -> Result<(), &'static str> {
         let (hz, ..) = self
             .calibration()
             .ok_or("libvmm.timeout_ms needs a TSC frequency (no CPUID leaf, hypervisor leaf or PIT offers one)")?;
         let ticks = (hz as u128 * ms as u128 / 1000).min(u64::MAX as u128) as u64;
         self.limit = Some((ms, rdtsc().saturating_add(ticks)));
-        // ~1 ms periods where the APIC timer runs at 1 GHz (QEMU); longer on slower APIC clocks.
-        if !lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT) {
+        if let LapicRate::Absent = self.lapic_rate() {
             return Err("libvmm.timeout_ms needs a local APIC");
         }
-        self.host_timer = true;
+        self.program_host_timer();
         Ok(())
+    }
+
+    /// The host LAPIC timer's rate against the TSC, measured on the first call: a one-shot from the
+    /// largest count, read back until it has moved `LAPIC_CALIBRATION_TICKS` (bounded by
+    /// `LAPIC_CALIBRATION_MAX_TSC` TSC ticks).
+    fn lapic_rate(&self) -> LapicRate {
+        if let LapicRate::NotYet = self.lapic.get() {
+            let rate = if !lapic::start_one_shot(u32::MAX) {
+                LapicRate::Absent
+            } else {
+                let (t0, c0) = (rdtsc(), lapic::current_count());
+                let (mut t1, mut c1) = (t0, c0);
+                while c0.wrapping_sub(c1) < crate::config::LAPIC_CALIBRATION_TICKS
+                    && t1.wrapping_sub(t0) < crate::config::LAPIC_CALIBRATION_MAX_TSC
+                {
+                    (t1, c1) = (rdtsc(), lapic::current_count());
+                }
+                lapic::stop_timer();
+                match (c0.saturating_sub(c1), t1.wrapping_sub(t0)) {
+                    (0, _) | (_, 0) => LapicRate::Unknown,
+                    (dc, dt) => LapicRate::PerTsc(((u128::from(dc) << 32) / u128::from(dt)) as u64),
+                }
+            };
+            self.lapic.set(rate);
+        }
+        self.lapic.get()
+    }
+
+    /// The host LAPIC timer fires at TSC `at` (rounded up: never early by the rate's own error more
+    /// than a tick), or, without a measured rate, ticks periodically as before. `false`: no APIC.
+    fn lapic_at(&mut self, at: u64) -> bool {
+        let ok = match self.lapic_rate() {
+            LapicRate::Absent | LapicRate::NotYet => false,
+            LapicRate::Unknown => {
+                lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT)
+            }
+            LapicRate::PerTsc(rate) => {
+                let ticks = at.saturating_sub(rdtsc());
+                let count = ((u128::from(ticks) * u128::from(rate)) >> 32) + 1;
+                lapic::start_one_shot(count.min(u128::from(u32::MAX)) as u32)
+            }
+        };
+        self.host_timer = ok;
+        ok
+    }
+
+    /// Programs the host LAPIC one-shot for the earliest host deadline while the guest runs (not when
+    /// the backend keeps that time itself), or stops it when nothing needs one.
+    fn program_host_timer(&mut self) {
+        match self.host_deadline() {
+            Some(at) if !self.backend_time => {
+                self.lapic_at(at);
+            }
+            _ if self.host_timer => {
+                lapic::stop_timer();
+                self.host_timer = false;
+            }
+            _ => {}
+        }
     }
 
     /// (TSC Hz, Unix ns at `tsc_at`, `tsc_at`), calibrating on the first call only.
@@ -170,6 +247,14 @@ impl Platform for X86Platform {
         cpuid(leaf, subleaf)
     }
 
+    /// The host's RDRAND (the guest's CPUID offers it too; the hypercall is for guests that ask).
+    /// Out of line, off the hot hypercall dispatch.
+    #[cold]
+    #[inline(never)]
+    fn entropy(&mut self) -> Option<u64> {
+        crate::arch::x86_64::cpu::rdrand()
+    }
+
     fn clock_ns(&self, clock: u64) -> Option<u64> {
         let (hz, unix_ns_at, tsc_at) = self.calibration()?;
         match clock {
@@ -191,31 +276,38 @@ impl Platform for X86Platform {
         rdtsc()
     }
 
-    /// The host's periodic LAPIC timer runs while a guest timer is armed (each tick is an exit at which
-    /// the virtual APIC's timer catches up); it stops when neither a guest timer nor the time limit
-    /// needs it.
+    /// The earliest host deadline is programmed: the host LAPIC one-shot (SVM), or nothing here when
+    /// the backend keeps guest time itself (VMX: the VMX-preemption timer, told by the loop).
     fn arm_guest_timer(&mut self, deadline: Option<u64>) {
-        self.guest_timer = deadline.is_some();
-        if self.guest_timer && !self.host_timer {
-            self.host_timer = lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT);
-        } else if !self.guest_timer && self.host_timer && self.limit.is_none() {
-            lapic::stop_timer();
-            self.host_timer = false;
+        self.guest_deadline = deadline;
+        self.program_host_timer();
+    }
+
+    fn host_deadline(&self) -> Option<u64> {
+        match (self.guest_deadline, self.limit) {
+            (Some(g), Some((_, l))) => Some(g.min(l)),
+            (g, l) => g.or(l.map(|(_, l)| l)),
         }
     }
 
-    /// HLT towards the deadline: one host interrupt (a host timer tick, or a kick from another vCPU)
-    /// wakes the CPU and returns; the caller looks at the time, and at what was posted, and halts again.
+    fn guest_time_in_backend(&mut self) {
+        self.backend_time = true;
+        self.program_host_timer();
+    }
+
+    /// HLT towards the deadline: the host LAPIC one-shot for the earlier of it and the time limit, or
+    /// any other host interrupt (a kick from another vCPU), wakes the CPU and returns; the caller looks
+    /// at the time, and at what was posted, and halts again. Then the running guest's host timer is
+    /// restored.
     fn sleep_until(&mut self, deadline: u64) {
-        if !self.host_timer {
-            self.host_timer = lapic::start_periodic_timer(crate::config::HOST_TIMER_INITIAL_COUNT);
-            if !self.host_timer {
+        if rdtsc() < deadline && self.time_limit_exceeded().is_none() {
+            let at = self.limit.map_or(deadline, |(_, l)| l.min(deadline));
+            if !self.lapic_at(at) {
                 return; // no local APIC: nothing could wake the CPU; the caller sees the time unchanged
             }
-        }
-        if rdtsc() < deadline && self.time_limit_exceeded().is_none() {
             crate::arch::x86_64::cpu::wait_for_interrupt();
         }
+        self.program_host_timer();
     }
 
     /// The kick: a fixed host IPI ([`lapic::KICK_VECTOR`]) to the CPU that runs vCPU `cpu`; a CPU in

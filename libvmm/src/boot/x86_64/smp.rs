@@ -249,6 +249,8 @@ fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
     }
     let mut vm = Vm::new(f.mem, super::platform::X86Platform::new(Serial, f.boot_tsc));
     vm.map = f.map;
+    // The boot vCPU zeroed and mapped every pending block before it published the links.
+    vm.map.mark_settled();
     vm.cpu = n;
     vm.cpus = f.cpus;
     vm.emu.force = f.force_emulation;

@@ -279,10 +279,6 @@ impl VirtualApic {
         }
     }
 
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
     fn software_enabled(&self) -> bool {
         self.svr & regs::SVR_ENABLE != 0
     }

@@ -83,8 +83,7 @@ pub const LVT_TIMER_MODE: u32 = 3 << 17;
 /// level-triggered LINT interrupt is ever in service: the model has no LINT pins).
 pub const LVT_READ_ONLY: u32 = LVT_DELIVERY_STATUS | LVT_REMOTE_IRR;
 
-/// Timer modes (LVT timer bits 18:17); 0b11 is reserved.
-pub const TIMER_ONE_SHOT: u32 = 0;
+/// Timer modes (LVT timer bits 18:17; 0 is one-shot); 0b11 is reserved.
 pub const TIMER_PERIODIC: u32 = 1 << 17;
 pub const TIMER_TSC_DEADLINE: u32 = 2 << 17;
 

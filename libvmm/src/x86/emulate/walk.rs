@@ -214,11 +214,6 @@ pub struct Span {
 }
 
 impl Span {
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn len(&self) -> u64 {
-        self.parts[0].1 + self.parts[1].1
-    }
-
     /// The pieces that hold bytes.
     pub fn pieces(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.parts.iter().copied().filter(|p| p.1 != 0)
