@@ -260,8 +260,15 @@ impl Shared {
     }
 
     /// x86: on `cpu`'s own CPU, whether an INIT was posted (taken: the vCPU goes to wait-for-SIPI).
+    /// The vCPU is off (wait-for-SIPI) from here on: marked before the INIT is cleared, so a STARTUP
+    /// posted meanwhile always sees one or the other and is kept (it was lost in between: found by the
+    /// start/stop stress on 4 CPUs).
     pub fn take_init(&self, cpu: usize) -> bool {
-        self.init[cpu].load(Ordering::Relaxed) != 0 && self.init[cpu].swap(0, Ordering::AcqRel) != 0
+        if self.init[cpu].load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.run[cpu].store(RunState::Off as u8, Ordering::SeqCst);
+        self.init[cpu].swap(0, Ordering::SeqCst) != 0
     }
 
     /// x86: STARTUP with `vector` to `cpu`. Accepted only by a vCPU in wait-for-SIPI (off, or with an
@@ -274,8 +281,9 @@ impl Shared {
         if s == 0 {
             return false;
         }
-        let waiting = self.run[s].load(Ordering::Acquire) == RunState::Off as u8
-            || self.init[s].load(Ordering::Acquire) != 0;
+        // INIT first (cleared after the vCPU is marked off, see `take_init`), then the run state.
+        let waiting = self.init[s].load(Ordering::SeqCst) != 0
+            || self.run[s].load(Ordering::SeqCst) == RunState::Off as u8;
         if waiting {
             self.sipi[s].store(SIPI_VALID | u32::from(vector), Ordering::Release);
         }

@@ -387,13 +387,23 @@ fn stress(n: usize, iters: u64) -> i32 {
     let mut starts = 0u64;
     for i in 0..iters {
         for c in 1..n {
+            let t0 = libvmm_guest::arch::cycles();
             if !wait_until(|| !smp::is_running(c)) {
                 println_whole!("smp: FAILED: cpu {c} did not stop (round {i})");
                 return 1;
             }
+            let t1 = libvmm_guest::arch::cycles();
             if let Err(e) = smp::start(c, quick) {
                 println_whole!("smp: FAILED: start cpu {c} (round {i}): {e:?}");
                 return 1;
+            }
+            let t2 = libvmm_guest::arch::cycles();
+            if libvmm_guest::cmdline_value("trace") == Some("1") && t2 - t0 > 2_000_000_000 {
+                println_whole!(
+                    "smp: slow round {i} cpu {c}: stop wait {} start {}",
+                    t1 - t0,
+                    t2 - t1
+                );
             }
             starts += 1;
             // An IPI in flight to a CPU that is starting, running or stopping again.
