@@ -126,6 +126,8 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::HostEvent => {
             vm.stats.add(ExitReason::HostEvent);
+            // x86: the interrupt that caused the exit is still pending (SVM takes it here).
+            vm.platform.clear_kick();
             shared_state(cpu, vm)?;
             if let Some(ms) = vm.platform.time_limit_exceeded() {
                 return Err(StopReason::TimeLimit { ms });

@@ -45,9 +45,9 @@ static FENCE_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }
 #[cfg(target_arch = "x86_64")]
 /// x86: the address the current remote fence invalidates (`u64::MAX`: the whole TLB).
 static FENCE_ADDR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
-/// Spins a start waits for the AP to check in.
+/// TSC ticks a start waits for the AP to check in (about 2 s at 2.5 GHz).
 #[cfg(target_arch = "x86_64")]
-const CHECKIN_SPINS: u64 = 500_000_000;
+const CHECKIN_TICKS: u64 = 5_000_000_000;
 
 /// The most CPUs the runtime keeps stacks for (the VMM's `config::MAX_CPUS`).
 pub const MAX_CPUS: usize = 8;
@@ -200,8 +200,10 @@ pub fn start(cpu: usize, f: fn()) -> Result<(), SmpError> {
         // no second STARTUP and no delays).
         write_icr(dest | 0b101 << 8 | 1 << 14);
         write_icr(dest | 0b110 << 8 | 1 << 14 | u64::from(vector));
+        // Bounded in TSC ticks (a PAUSE can cost an emulator far more than a cycle).
+        let t0 = crate::arch::cycles();
         let mut ok = false;
-        for _ in 0..CHECKIN_SPINS {
+        while crate::arch::cycles().wrapping_sub(t0) < CHECKIN_TICKS {
             if STATE[cpu].load(Ordering::Acquire) != STARTING {
                 ok = true;
                 break;

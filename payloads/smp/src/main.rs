@@ -53,11 +53,18 @@ const QUIT: u32 = 9;
 
 /// Spins before a wait counts as lost (a lost IPI, a CPU that never answers).
 const PATIENCE: u64 = 200_000_000;
+/// ... and cycles (about 4 s at 2.5 GHz on x86).
+const PATIENCE_CYCLES: u64 = 10_000_000_000;
 
 fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+    // Bounded in cycles as well (x86: a PAUSE can cost QEMU far more than a cycle).
+    let t0 = libvmm_guest::arch::cycles();
     for _ in 0..PATIENCE {
         if f() {
             return true;
+        }
+        if libvmm_guest::arch::cycles().wrapping_sub(t0) > PATIENCE_CYCLES {
+            return f();
         }
         core::hint::spin_loop();
     }

@@ -71,8 +71,8 @@ libvmm_svm_world_switch:
     r#"
     pop rbx
     mov [rdi + 40], rbx
-        stgi
     cli
+    stgi
     pop r15
     pop r14
     pop r13
@@ -88,8 +88,12 @@ extern "C" {
 }
 
 /// Runs the guest once (VMRUN). VMRUN executes with RFLAGS.IF = 1 but GIF = 0: with V_INTR_MASKING a
-/// host interrupt (the LAPIC timer) then ends the guest's run with an INTR exit and is taken by the VMM
-/// right after STGI, before `cli`; the VMM's own code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
+/// host interrupt (the LAPIC timer, another CPU's kick) then ends the guest's run with an INTR exit. It
+/// stays pending (`cli` before `stgi`, as KVM does) until the loop takes it on that INTR exit
+/// (`cpu::take_pending_interrupts`, from the host-event path): taken right after STGI instead, a kick
+/// that arrived during another exit's handling was swallowed with no INTR exit to look at what it
+/// announced (found as lost IPIs by the 4-CPU start/stop stress). One pending at the next VMRUN makes it
+/// exit at once. The VMM's own code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel through
 /// `gprs`. The VMLOAD/VMSAVE part of the guest state stays in the CPU between runs (see `svm::hw`).
 pub fn run<V>(gprs: &mut Gprs, guest: &mut V) {
     const { assert_page::<V>() };

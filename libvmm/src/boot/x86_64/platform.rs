@@ -320,8 +320,11 @@ impl Platform for X86Platform {
         }
     }
 
-    /// A kick is taken (and acknowledged) by its interrupt stub: nothing stays pending to clear.
-    fn clear_kick(&mut self) {}
+    /// Takes the host interrupts left pending across the exit (a kick, the host timer): their stubs
+    /// acknowledge them.
+    fn clear_kick(&mut self) {
+        crate::arch::x86_64::cpu::take_pending_interrupts();
+    }
 
     /// HLT with interrupts enabled for that instant (STI's shadow covers HLT, so a kick that came while
     /// interrupts were off wakes it at once).
