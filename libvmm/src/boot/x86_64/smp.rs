@@ -147,8 +147,13 @@ pub(super) fn start_aps<P: Platform>(
     }
     crate::vmm_print!(
         platform.console(),
-        "libvmm: {} CPU(s) virtualized; the boot CPU runs vCPU 0, the others wait for the guest to start them\n",
-        ready
+        "libvmm: {} CPU(s) virtualized; {}\n",
+        ready,
+        if cfg!(feature = "svm") {
+            "the boot CPU runs vCPU 0, the others wait for the guest to start them"
+        } else {
+            "the APs wait parked, the boot CPU runs the guest"
+        }
     );
     Ok(())
 }
