@@ -11,9 +11,8 @@
 //! vCPU numbers are the guest's: RISC-V hart ids and x86 APIC ids `0..cpu_count()`; vCPU n runs on the
 //! VMM's CPU n (`cpus.rs`).
 #![forbid(unsafe_code)]
-// x86 images do not start guest APs yet (their vCPUs are RISC-V's only so far): the start and
-// publication half is used by the RISC-V image.
-#![cfg_attr(all(target_os = "none", target_arch = "x86_64"), allow(dead_code))]
+// Each image uses its architecture's half (x86: INIT/SIPI and vectors; RISC-V: HSM, IPI kinds, fences).
+#![cfg_attr(target_os = "none", allow(dead_code))]
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
@@ -70,7 +69,19 @@ pub(crate) struct Shared {
     /// vCPUs waiting for remote fences to complete (a bit each): a vCPU that completes a fence kicks
     /// them, so they wait halted instead of spinning.
     fence_waiters: AtomicU64,
+    /// x86: fixed vectors posted to each vCPU's virtual x2APIC (256 bits: IRR to be), drained into the
+    /// target's own `VirtualApic` on its next host event.
+    vectors: [[AtomicU64; 4]; MAX_CPUS],
+    /// x86: an INIT is posted (the target leaves guest mode into wait-for-SIPI at its next host event).
+    init: [AtomicU8; MAX_CPUS],
+    /// x86: a STARTUP IPI waits for a vCPU in wait-for-SIPI: `SIPI_VALID | vector`, 0 for none.
+    sipi: [AtomicU32; MAX_CPUS],
+    /// x86: running vCPUs halted with nothing of their own to wake them (waiting for an IPI or INIT).
+    halted: AtomicUsize,
 }
+
+/// [`Shared::take_sipi`]'s valid bit.
+const SIPI_VALID: u32 = 1 << 8;
 
 /// The VM's shared state on the machine (one VM per image).
 pub(crate) static SHARED: Shared = Shared::new();
@@ -91,6 +102,10 @@ impl Shared {
             exits: [const { AtomicU64::new(0) }; MAX_CPUS],
             parked: [const { AtomicU8::new(0) }; MAX_CPUS],
             fence_waiters: AtomicU64::new(0),
+            vectors: [const { [const { AtomicU64::new(0) }; 4] }; MAX_CPUS],
+            init: [const { AtomicU8::new(0) }; MAX_CPUS],
+            sipi: [const { AtomicU32::new(0) }; MAX_CPUS],
+            halted: AtomicUsize::new(0),
         }
     }
 
@@ -198,7 +213,115 @@ impl Shared {
 
     /// Whether anything is posted for `cpu` (one load per kind; called on host events only).
     pub fn has_events(&self, cpu: usize) -> bool {
-        self.ipi[cpu].load(Ordering::Relaxed) != 0 || self.fences[cpu].load(Ordering::Relaxed) != 0
+        self.ipi[cpu].load(Ordering::Relaxed) != 0
+            || self.fences[cpu].load(Ordering::Relaxed) != 0
+            || self.init[cpu].load(Ordering::Relaxed) != 0
+            || self.vectors[cpu]
+                .iter()
+                .any(|w| w.load(Ordering::Relaxed) != 0)
+    }
+
+    /// x86: posts fixed vector `vector` to `cpu`'s x2APIC (the caller kicks its CPU). `false`: no such
+    /// vCPU (the message is dropped, as hardware drops one no APIC accepts).
+    pub fn post_vector(&self, cpu: u64, vector: u8) -> bool {
+        match self.slot(cpu) {
+            Some(s) => {
+                self.vectors[s][usize::from(vector >> 6)]
+                    .fetch_or(1 << (vector & 63), Ordering::AcqRel);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// x86: takes the vectors posted to `cpu` (four 64-bit words, vector = word * 64 + bit).
+    pub fn take_vectors(&self, cpu: usize) -> [u64; 4] {
+        let v = &self.vectors[cpu];
+        [0, 1, 2, 3].map(|i| {
+            if v[i].load(Ordering::Relaxed) == 0 {
+                0
+            } else {
+                v[i].swap(0, Ordering::AcqRel)
+            }
+        })
+    }
+
+    /// x86: INIT to `cpu` (never the BSP, vCPU 0: hardware ignores INIT to the BSP in this model, the
+    /// caller drops it). A SIPI that waited is cancelled; the caller kicks the CPU. `false`: no such vCPU.
+    pub fn post_init(&self, cpu: u64) -> bool {
+        match self.slot(cpu) {
+            Some(s) if s != 0 => {
+                self.sipi[s].store(0, Ordering::Release);
+                self.init[s].store(1, Ordering::Release);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// x86: on `cpu`'s own CPU, whether an INIT was posted (taken: the vCPU goes to wait-for-SIPI).
+    /// The vCPU is off (wait-for-SIPI) from here on: marked before the INIT is cleared, so a STARTUP
+    /// posted meanwhile always sees one or the other and is kept (it was lost in between: found by the
+    /// start/stop stress on 4 CPUs).
+    pub fn take_init(&self, cpu: usize) -> bool {
+        if self.init[cpu].load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.run[cpu].store(RunState::Off as u8, Ordering::SeqCst);
+        self.init[cpu].swap(0, Ordering::SeqCst) != 0
+    }
+
+    /// x86: STARTUP with `vector` to `cpu`. Accepted only by a vCPU in wait-for-SIPI (off, or with an
+    /// INIT posted it has not yet taken); a running vCPU ignores it, as hardware does. Returns whether it
+    /// was accepted (the caller kicks the CPU).
+    pub fn post_sipi(&self, cpu: u64, vector: u8) -> bool {
+        let Some(s) = self.slot(cpu) else {
+            return false;
+        };
+        if s == 0 {
+            return false;
+        }
+        // INIT first (cleared after the vCPU is marked off, see `take_init`), then the run state.
+        let waiting = self.init[s].load(Ordering::SeqCst) != 0
+            || self.run[s].load(Ordering::SeqCst) == RunState::Off as u8;
+        if waiting {
+            self.sipi[s].store(SIPI_VALID | u32::from(vector), Ordering::Release);
+        }
+        waiting
+    }
+
+    /// x86: a vCPU starts waiting halted for other vCPUs; returns how many wait so now (itself included).
+    pub fn enter_halt(&self) -> usize {
+        self.halted.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// x86: the vCPU no longer waits halted.
+    pub fn leave_halt(&self) {
+        self.halted.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether anything is posted for any vCPU (the last halting vCPU's check before it calls the guest
+    /// halted for good).
+    pub fn any_events(&self) -> bool {
+        (0..self.cpu_count())
+            .any(|c| self.has_events(c) || self.sipi[c].load(Ordering::SeqCst) != 0)
+    }
+
+    /// x86: on an off vCPU's own CPU, takes a waiting STARTUP (after dropping an INIT that came while it
+    /// was off, with [`Shared::take_init`]: it waits for a SIPI already): it runs from now on (real mode at
+    /// vector << 12), with what was posted while it was off dropped. `None`: no SIPI, or an INIT came
+    /// after it (the INIT wins: wait again).
+    pub fn take_sipi(&self, cpu: usize) -> Option<u8> {
+        let v = self.sipi.get(cpu)?.swap(0, Ordering::AcqRel);
+        if v & SIPI_VALID == 0 {
+            return None;
+        }
+        self.ipi[cpu].store(0, Ordering::Relaxed);
+        for w in &self.vectors[cpu] {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.run[cpu].store(RunState::Running as u8, Ordering::Release);
+        Some(v as u8)
     }
 
     /// Takes what is posted for `cpu`: (IPI kinds, fence kinds). The fence bits are cleared by
@@ -332,6 +455,48 @@ mod tests {
         assert!(s.fence_pending(1));
         s.fences_done(1, fence::VMA);
         assert!(!s.fence_pending(1));
+        assert!(!s.has_events(1));
+    }
+
+    #[test]
+    fn init_and_sipi_follow_wait_for_sipi() {
+        let s = shared(3);
+        // Never started: wait-for-SIPI, so a SIPI starts it.
+        assert!(s.post_sipi(1, 0x08));
+        assert!(!s.take_init(1));
+        assert_eq!(s.take_sipi(1), Some(0x08));
+        assert_eq!(s.status(1), Some(RunState::Running));
+        // SIPI to a running vCPU: ignored.
+        assert!(!s.post_sipi(1, 0x09));
+        assert_eq!(s.take_sipi(1), None);
+        // INIT to the BSP and to a vCPU that does not exist: dropped.
+        assert!(!s.post_init(0));
+        assert!(!s.post_init(3));
+        assert!(!s.post_sipi(0, 0x08));
+        // INIT then SIPI before the target took the INIT: the SIPI waits for it.
+        assert!(s.post_init(1));
+        assert!(s.has_events(1));
+        assert!(s.post_sipi(1, 0x0A));
+        assert!(s.take_init(1));
+        s.set_off(1);
+        assert!(!s.take_init(1));
+        assert_eq!(s.take_sipi(1), Some(0x0A));
+        // An INIT after the SIPI cancels it.
+        s.set_off(1);
+        assert!(s.post_sipi(1, 0x0B));
+        assert!(s.post_init(1));
+        assert_eq!(s.take_sipi(1), None);
+    }
+
+    #[test]
+    fn fixed_vectors_are_posted_per_vcpu_and_taken_once() {
+        let s = shared(2);
+        assert!(s.post_vector(1, 0x40));
+        assert!(s.post_vector(1, 0xFF));
+        assert!(!s.post_vector(2, 0x40));
+        assert!(s.has_events(1) && !s.has_events(0));
+        assert_eq!(s.take_vectors(1), [0, 1, 0, 1 << 63]);
+        assert_eq!(s.take_vectors(1), [0; 4]);
         assert!(!s.has_events(1));
     }
 

@@ -30,6 +30,7 @@ pub(crate) fn handle<B: Backend, P: Platform>(
                 subleaf,
                 B::ID,
                 cr4,
+                vm.topology(),
                 host,
             ))));
             return Ok(());
@@ -115,6 +116,8 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::HostEvent => {
             vm.stats.add(ExitReason::HostEvent);
             cpu.host_event();
+            // x86: the interrupt that caused the exit is still pending (SVM takes it here).
+            vm.platform.clear_kick();
             shared_state(cpu, vm)?;
             if let Some(ms) = vm.platform.time_limit_exceeded() {
                 return Err(StopReason::TimeLimit { ms });
@@ -130,15 +133,21 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         Exit::CrWrite { cr, value } => {
             vm.stats.add(ExitReason::CrWrite);
             let state = cpu.cr_state();
-            let guest =
-                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            let guest = |l, s| {
+                cpuid::answer(l, s, B::ID, state.cr4, vm.topology(), |l, s| {
+                    vm.platform.host_cpuid(l, s)
+                })
+            };
             cr::write(cr, value, &state, guest)?
         }
         Exit::Xsetbv { index, value } => {
             vm.stats.add(ExitReason::Xsetbv);
             let state = cpu.cr_state();
-            let guest =
-                |l, s| cpuid::answer(l, s, B::ID, state.cr4, |l, s| vm.platform.host_cpuid(l, s));
+            let guest = |l, s| {
+                cpuid::answer(l, s, B::ID, state.cr4, vm.topology(), |l, s| {
+                    vm.platform.host_cpuid(l, s)
+                })
+            };
             cr::xsetbv(index, value, &state, guest)
         }
         Exit::Unknown { code, info1, info2 } => {
@@ -241,6 +250,7 @@ fn emulate<B: Backend, P: Platform>(
         ));
     }
     let mut buf = [0u8; EMU_IO_BATCH];
+    let topo = vm.topology();
     let emu = &mut vm.emu;
     let outcome = if forced {
         emu.emulator.emulate_forced(&mut g, &mut vm.mem, &mut buf)
@@ -256,7 +266,7 @@ fn emulate<B: Backend, P: Platform>(
         }
         Outcome::Cpuid(c) => {
             let cr4 = g.cr4();
-            let regs = cpuid::answer(c.leaf, c.subleaf, B::ID, cr4, |l, s| {
+            let regs = cpuid::answer(c.leaf, c.subleaf, B::ID, cr4, topo, |l, s| {
                 vm.platform.host_cpuid(l, s)
             });
             c.complete(&mut g, regs)
@@ -310,6 +320,14 @@ fn emulate<B: Backend, P: Platform>(
 fn remote_events<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) {
     let (ipis, fences) = vm.smp.take_events(vm.cpu);
     cpu.remote_events(ipis, fences);
+    if B::VIRTUAL_APIC {
+        // x86: fixed vectors other vCPUs sent, into this vCPU's own x2APIC.
+        for (w, bits) in vm.smp.take_vectors(vm.cpu).into_iter().enumerate() {
+            for b in (0..64).filter(|b| bits & (1 << b) != 0) {
+                vm.irq.apic.receive_fixed((w * 64 + b) as u8);
+            }
+        }
+    }
     if fences != 0 {
         vm.smp.fences_done(vm.cpu, fences);
         let waiters = vm.smp.fence_waiters();
@@ -330,6 +348,10 @@ fn shared_state<B: Backend, P: Platform>(
         return Err(StopReason::StoppedElsewhere);
     }
     if vm.smp.has_events(vm.cpu) {
+        // x86 INIT: the vCPU leaves guest mode into wait-for-SIPI (its CPU waits for a STARTUP).
+        if vm.smp.take_init(vm.cpu) {
+            return Err(StopReason::VcpuOff);
+        }
         remote_events(cpu, vm);
     }
     Ok(())
@@ -479,9 +501,12 @@ fn apic_write<B: Backend, P: Platform>(
     value: u64,
 ) -> Reply {
     let now = vm.platform.guest_tsc();
-    let (reply, timer_changed) = apic::write(&mut vm.irq.apic, msr, value, now);
+    let (reply, timer_changed, ipi) = apic::write(&mut vm.irq.apic, msr, value, now);
     if timer_changed {
         rearm(cpu, vm, now, false);
+    }
+    if let Some(ipi) = ipi {
+        apic::send(vm, ipi);
     }
     reply
 }
@@ -489,10 +514,19 @@ fn apic_write<B: Backend, P: Platform>(
 /// HLT (the reply retires it): wake at once when an interrupt can be taken, sleep the physical CPU
 /// until the APIC's timer would deliver one, or stop when nothing can ever wake the guest. The time
 /// limit still ends a sleeping guest.
+///
+/// Guest SMP: while another vCPU runs, an IPI (or an INIT, even with IF = 0) may still come, so a halt
+/// with nothing of its own to wake it waits for a kick instead of stopping; what other vCPUs posted is
+/// taken at every wake-up. When every running vCPU waits so, with nothing posted for any, nothing can
+/// ever wake the guest: the last to halt stops the VM.
 #[inline(never)]
 fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Reply, StopReason> {
     let interrupts_enabled = cpu.interruptibility().interrupts_enabled;
+    let smp = vm.smp.cpu_count() > 1;
     loop {
+        if smp {
+            shared_state(cpu, vm)?;
+        }
         let now = vm.platform.guest_tsc();
         match vm.irq.apic.on_halt(now, interrupts_enabled) {
             HaltAction::Wake => {
@@ -500,14 +534,23 @@ fn halt<B: Backend, P: Platform>(cpu: &mut B, vm: &mut Vm<'_, P>) -> Result<Repl
                 rearm(cpu, vm, now, false);
                 return Ok(Reply::Complete(Output::Nothing));
             }
-            HaltAction::Stop => return Err(StopReason::GuestHalted),
+            HaltAction::Stop if !smp => return Err(StopReason::GuestHalted),
+            HaltAction::Stop => {
+                let halted = vm.smp.enter_halt();
+                if halted >= vm.smp.active() && !vm.smp.any_events() {
+                    vm.smp.leave_halt();
+                    return Err(StopReason::GuestHalted);
+                }
+                vm.platform.idle();
+                vm.smp.leave_halt();
+            }
             HaltAction::SleepUntil(at) => {
                 rearm(cpu, vm, now, false);
                 vm.platform.sleep_until(at);
-                if let Some(ms) = vm.platform.time_limit_exceeded() {
-                    return Err(StopReason::TimeLimit { ms });
-                }
             }
+        }
+        if let Some(ms) = vm.platform.time_limit_exceeded() {
+            return Err(StopReason::TimeLimit { ms });
         }
     }
 }

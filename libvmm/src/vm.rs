@@ -71,6 +71,8 @@ pub(crate) struct Vm<'m, P: Platform> {
     /// This vCPU's number (the guest's hart id / APIC id), and the state every vCPU shares.
     pub cpu: usize,
     pub smp: &'m crate::smp::Shared,
+    /// The guest's vCPU count (CPUID topology; set by the boot when it publishes the VM).
+    pub cpus: u32,
     /// VM exits handled so far.
     pub exits: u64,
     /// Exits by reason (printed with `libvmm.stats=1`).
@@ -188,6 +190,7 @@ impl<'m, P: Platform> Vm<'m, P> {
             platform,
             cpu: 0,
             smp: &crate::smp::SHARED,
+            cpus: 1,
             exits: 0,
             stats: ExitStats::default(),
             io_logged: 0,
@@ -195,6 +198,50 @@ impl<'m, P: Platform> Vm<'m, P> {
             lazy: &crate::lazy::VM_LAZY,
             #[cfg(target_arch = "x86_64")]
             emu: EmuState::new(48, false, crate::x86::pmu::Pmu::new(false, 0)),
+        }
+    }
+}
+
+/// Where the asking vCPU sits: its x2APIC ID (= its vCPU number) and how many vCPUs the guest has
+/// (`libvmm.cpus=N` limits it). Leaf 1 EBX[31:24] / [23:16] and leaves 0xB / 0x1F follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub id: u32,
+    pub count: u32,
+}
+
+impl Topology {
+    /// One vCPU, ID 0.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub const ONE: Self = Self { id: 0, count: 1 };
+}
+
+impl<P: Platform> Vm<'_, P> {
+    /// The vCPU's interrupt state after INIT (x86 guest SMP: each start of an AP): a fresh virtual
+    /// x2APIC with x2APIC ID = the vCPU's number (BSP flag on vCPU 0 only), no window, no timer.
+    #[cfg_attr(not(all(target_os = "none", feature = "svm")), allow(dead_code))]
+    pub fn reset_apic(&mut self, maxphyaddr: u8) {
+        let min_period =
+            crate::x86::apic::VirtualApic::min_period_ticks(crate::config::APIC_ASSUMED_TSC_KHZ);
+        self.irq = Irq {
+            apic: crate::x86::apic::VirtualApic::new(
+                self.cpu as u32,
+                self.cpu == 0,
+                maxphyaddr,
+                min_period,
+            ),
+            window_open: false,
+            armed: None,
+        };
+        self.platform.arm_guest_timer(None);
+    }
+
+    /// This vCPU's place in the guest's CPUID topology.
+    #[inline(always)]
+    pub fn topology(&self) -> Topology {
+        Topology {
+            id: self.cpu as u32,
+            count: self.cpus,
         }
     }
 }

@@ -29,6 +29,15 @@ pub mod x86_64 {
     /// Initial guest GDT at this offset.
     pub const GDT_OFFSET: u64 = 0x7000;
     pub const PAYLOAD_BASE: u64 = WINDOW_BASE + super::PAYLOAD_OFFSET;
+    /// Guest SMP (since ABI 1.2): the one page below 1 MiB a guest's STARTUP IPI can name. An AP the
+    /// guest starts with INIT + SIPI vector `SIPI_PAGE >> 12` begins in real mode at CS:IP =
+    /// 0800:0000 on this page, as on hardware. The nested tables map guest-physical [`SIPI_PAGE`]
+    /// read+execute onto the window's page at [`SIPI_PAGE_OFFSET`], which the guest writes (read+write,
+    /// no execute) at `WINDOW_BASE + SIPI_PAGE_OFFSET`: the guest writes its AP trampoline there and
+    /// its APs run it at `SIPI_PAGE`. The only guest-physical page outside the window, and the only
+    /// page with two guest-physical addresses.
+    pub const SIPI_PAGE: u64 = 0x8000;
+    pub const SIPI_PAGE_OFFSET: u64 = 0x8000;
     /// Where the VMM image is linked (an address the hostile payload aims at).
     pub const VMM_IMAGE_BASE: u64 = 0x0010_0000;
     /// The emulated test register block (since ABI 1.1): a device page outside guest RAM (inside the
@@ -63,6 +72,11 @@ pub mod riscv64 {
 
 static_assertions::const_assert!(CMDLINE_OFFSET >= core::mem::size_of::<crate::BootInfo>() as u64);
 static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
+static_assertions::const_assert!(x86_64::GDT_OFFSET + 0x1000 <= x86_64::SIPI_PAGE_OFFSET);
+static_assertions::const_assert!(x86_64::SIPI_PAGE_OFFSET + 0x1000 <= PAYLOAD_OFFSET);
+static_assertions::const_assert!(
+    x86_64::SIPI_PAGE < 0x10_0000 && x86_64::SIPI_PAGE.is_multiple_of(0x1000)
+);
 static_assertions::const_assert!(x86_64::WINDOW_BASE.is_multiple_of(0x20_0000));
 static_assertions::const_assert!(riscv64::WINDOW_BASE.is_multiple_of(0x20_0000));
 static_assertions::const_assert!(riscv64::DTB_OFFSET >= CMDLINE_OFFSET + CMDLINE_MAX);

@@ -25,7 +25,8 @@ pub enum Interrupt {
     Vector(u8),
     /// The RISC-V supervisor timer interrupt (cause 5).
     Timer,
-    /// The RISC-V supervisor software interrupt (cause 1).
+    /// The inter-processor interrupt of `smp::send_ipi`: the RISC-V supervisor software interrupt
+    /// (cause 1); on x86 the fixed vector `smp::IPI_VECTOR` (its handler must [`eoi`]).
     Software,
 }
 
@@ -37,6 +38,10 @@ impl Interrupt {
             }
             Interrupt::Timer if cfg!(target_arch = "riscv64") => Ok(RISCV_CAUSES as usize + 5),
             Interrupt::Software if cfg!(target_arch = "riscv64") => Ok(RISCV_CAUSES as usize + 1),
+            // x86: the fixed vector `smp::send_ipi` uses.
+            Interrupt::Software if cfg!(target_arch = "x86_64") => {
+                Ok(crate::smp::IPI_VECTOR as usize)
+            }
             _ => Err(TrapError::OtherArchitecture),
         }
     }

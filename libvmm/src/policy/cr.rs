@@ -11,9 +11,10 @@
 //! clear is #UD), a valid write takes effect. Without this the CPU itself judged the values on SVM, and
 //! QEMU's TCG lets a bad CR0/CR4 through until the next VMRUN refuses the whole guest.
 //!
-//! libvmm runs x86 guests in long mode only: a write that would leave it from compatibility mode (the one
-//! place the architecture allows clearing CR0.PG with EFER.LMA set) stops the VM with the reason, since
-//! no backend runs a guest outside long mode (VMX without unrestricted guest cannot).
+//! libvmm starts x86 guests in long mode, and guest SMP's APs in real mode (after INIT + SIPI) on their
+//! way to long mode: writes outside long mode follow the legacy rules (entering long mode included); a
+//! write that would leave long mode from compatibility mode (the one place the architecture allows
+//! clearing CR0.PG with EFER.LMA set) stops the VM with the reason.
 #![forbid(unsafe_code)]
 
 use crate::exit::{Cr, CrState, Fault, Output, Reply};
@@ -72,10 +73,7 @@ pub fn write(
 ) -> Result<Reply, StopReason> {
     let long_mode = s.efer & EFER_LMA != 0;
     if !long_mode {
-        // Never reached: every x86 guest starts in long mode and the rules below keep it there.
-        return Err(StopReason::Unsupported(
-            "guest control-register write outside long mode",
-        ));
+        return Ok(write_legacy(cr, value, s, cpuid));
     }
     match cr {
         Cr::Cr0 => {
@@ -121,6 +119,39 @@ pub fn write(
                 return Ok(GP);
             }
             Ok(Reply::Complete(Output::SetCr(Cr::Cr4, value)))
+        }
+    }
+}
+
+/// A write outside long mode: an AP the guest started with INIT + SIPI (guest SMP) on its way from real
+/// mode to long mode. The same reserved-bit rules; CR0.PG with EFER.LME needs CR4.PAE (SDM "Initializing
+/// IA-32e Mode"), and then the backend sets EFER.LMA with it; CR4.PCIDE is long-mode only.
+fn write_legacy(cr: Cr, value: u64, s: &CrState, cpuid: impl Fn(u32, u32) -> [u32; 4]) -> Reply {
+    match cr {
+        Cr::Cr0 => {
+            if value >> 32 != 0 {
+                return GP;
+            }
+            let v = (value & cr0::DEFINED) | cr0::ET;
+            let bad = (v & cr0::NW != 0 && v & cr0::CD == 0)
+                || (v & cr0::PG != 0 && v & cr0::PE == 0)
+                || (v & cr0::PG != 0
+                    && s.efer & crate::x86::msr::EFER_LME != 0
+                    && s.cr4 & cr4::PAE == 0);
+            if bad {
+                GP
+            } else {
+                Reply::Complete(Output::SetCr(Cr::Cr0, v))
+            }
+        }
+        Cr::Cr4 => {
+            if value & !cr4_allowed(cpuid, s.cr4_hw) != 0 || value & cr4::PCIDE != 0 {
+                return GP;
+            }
+            if value & cr4::CET != 0 && s.cr0 & cr0::WP == 0 {
+                return GP;
+            }
+            Reply::Complete(Output::SetCr(Cr::Cr4, value))
         }
     }
 }
@@ -192,6 +223,41 @@ mod tests {
             cpl: 0,
             cr4_hw: u64::MAX,
         }
+    }
+
+    #[test]
+    fn an_ap_enters_long_mode_from_real_mode() {
+        let real = CrState {
+            cr0: 0x6000_0010,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            cs_l: false,
+            cpl: 0,
+            cr4_hw: u64::MAX,
+        };
+        let w = |cr, v, s: &CrState| write(cr, v, s, guest).unwrap();
+        // CR4.PAE, then CR0.PE | PG with EFER.LME set.
+        assert_eq!(
+            w(Cr::Cr4, cr4::PAE, &real),
+            Reply::Complete(Output::SetCr(Cr::Cr4, cr4::PAE))
+        );
+        assert_eq!(w(Cr::Cr4, cr4::PCIDE, &real), GP);
+        let lme = CrState {
+            efer: EFER_LME,
+            ..real
+        };
+        assert_eq!(w(Cr::Cr0, 0x8000_0001, &lme), GP, "PG with LME needs PAE");
+        let ready = CrState {
+            cr4: cr4::PAE,
+            ..lme
+        };
+        assert_eq!(
+            w(Cr::Cr0, 0x8000_0001, &ready),
+            Reply::Complete(Output::SetCr(Cr::Cr0, 0x8000_0011))
+        );
+        assert_eq!(w(Cr::Cr0, 0x8000_0000, &ready), GP, "PG without PE");
+        assert_eq!(w(Cr::Cr0, 1 << 32, &ready), GP);
     }
 
     fn cr0(v: u64) -> Reply {

@@ -82,9 +82,38 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     if st.npt.map(&vm.map, |t| hw.pa(t)).is_err() {
         return StopReason::Platform("nested tables cannot map the guest memory map");
     }
+    // Guest SMP: the one low page a STARTUP IPI names, read+execute onto its window page.
+    {
+        use libvmm_abi::layout::x86_64::{SIPI_PAGE, SIPI_PAGE_OFFSET};
+        let backing = vm.mem.base() + SIPI_PAGE_OFFSET;
+        if vm.mem.base() == libvmm_abi::layout::x86_64::WINDOW_BASE
+            && st
+                .npt
+                .map_sipi_page(SIPI_PAGE, backing, |t| hw.pa(t))
+                .is_err()
+        {
+            return StopReason::Platform("nested tables cannot map the SIPI page");
+        }
+    }
+    // Guest SMP: every block still deferred (zero on first touch) is zeroed and mapped now, before any AP
+    // can start (the APs wait for the links published below), through the VM's one lazy state: the APs
+    // then never fault on a block, and map nothing into the nested tables themselves.
+    if vm.smp.cpu_count() > 1 {
+        let end = vm.mem.base() + vm.mem.size();
+        let mut at = vm.mem.base();
+        while at < end {
+            let touch = vm
+                .lazy
+                .first_touch(&vm.mem, at, |block| st.npt.map_block(block, |t| hw.pa(t)));
+            if matches!(touch, crate::lazy::Touch::MapFailed) {
+                return StopReason::Platform("nested tables cannot map guest memory");
+            }
+            at += crate::config::LAZY_BLOCK;
+        }
+    }
 
     // Self-check: no VMM structure is reachable through the nested tables.
-    let tables = [&st.npt.pml4, &st.npt.pdpt, &st.npt.pd];
+    let tables = [&st.npt.pml4, &st.npt.pdpt, &st.npt.pd, &st.npt.low];
     let own = [hw.pa(&st.guest_vmcb), hw.pa(&st.host_save)];
     if own
         .into_iter()
@@ -105,6 +134,7 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
         ncr3: hw.pa(&st.npt.pml4),
     };
     super::init_vmcb(&mut st.guest_vmcb, state, links);
+    publish_links(links);
     // The instruction emulator for this guest (no virtual PMU on SVM: see `x86::pmu`). #UD is
     // intercepted only for forced emulation, so the default exit path is unchanged.
     let max_pa = if hw.cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
@@ -130,6 +160,61 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     stop
 }
 
+/// Hands the VM's nested tables and permission maps to the APs (guest SMP): they wait for these.
+fn publish_links(links: super::VmcbLinks) {
+    #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+    VM_LINKS.set(links);
+    #[cfg(not(all(target_os = "none", target_arch = "x86_64", feature = "svm")))]
+    let _ = links;
+}
+
+/// The VM's shared structures (nested tables, permission maps), published by the boot CPU's bring-up.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) static VM_LINKS: crate::arch::Published<super::VmcbLinks> =
+    crate::arch::Published::new();
+
+/// Runs vCPU `vm.cpu` (>= 1) on this AP with its own VMCB over the VM's shared nested tables and
+/// permission maps (`links`), until the VM stops. `wait` blocks until a STARTUP IPI reaches the vCPU in
+/// wait-for-SIPI and returns its vector (`None`: the VM stopped meanwhile). Each start is a fresh
+/// real-mode state at `vector << 12` ([`super::init_vmcb_sipi`]) with the APIC after INIT; an INIT to
+/// the running vCPU ends its loop with [`StopReason::VcpuOff`] and it waits again.
+pub(crate) fn run_ap<P: Platform, H: SvmHw>(
+    vm: &mut Vm<'_, P>,
+    hw: &mut H,
+    vmcb: &mut Vmcb,
+    links: super::VmcbLinks,
+    mut wait: impl FnMut(&mut Vm<'_, P>) -> Option<u8>,
+) -> StopReason {
+    let max_pa = if hw.cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 {
+        hw.cpuid(0x8000_0008, 0)[0] as u8
+    } else {
+        36
+    };
+    vm.emu = crate::vm::EmuState::new(max_pa, vm.emu.force, crate::x86::pmu::Pmu::new(false, 0));
+    loop {
+        let Some(vector) = wait(vm) else {
+            return StopReason::StoppedElsewhere;
+        };
+        super::init_vmcb_sipi(vmcb, vector, links);
+        if vm.emu.force {
+            vmcb.control.intercept_exceptions |= 1 << 6;
+        }
+        vm.reset_apic(max_pa);
+        hw.vmload(vmcb);
+        // No nested tables of its own: the boot vCPU zeroed and mapped every block before any AP ran.
+        let mut cpu = SvmVcpu {
+            hw: &mut *hw,
+            vmcb: &mut *vmcb,
+            gprs: Gprs::default(),
+            npt: None,
+        };
+        match vcpu::run(&mut cpu, vm) {
+            StopReason::VcpuOff => vm.smp.set_off(vm.cpu),
+            stop => return stop,
+        }
+    }
+}
+
 /// Turns SVM on on an AP with its own storage: the same support checks as the boot CPU, EFER.SVME and
 /// VM_HSAVE_PA at the AP's own host save area. The VMCB stays zeroed until guest SMP gives it a vCPU.
 pub(crate) fn enable_on_ap<H: SvmHw>(
@@ -151,15 +236,17 @@ pub(crate) fn enable_on_ap<H: SvmHw>(
     Ok(())
 }
 
-/// Brings SVM up on AP `cpu` (1..MAX_CPUS) with its element of the per-CPU storage.
+/// Brings SVM up on AP `cpu` (1..MAX_CPUS) with its element of the per-CPU storage, which it keeps
+/// for its vCPU (guest SMP).
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
-pub(crate) fn ap_bring_up(cpu: usize) -> Result<(), &'static str> {
+pub(crate) fn ap_bring_up(cpu: usize) -> Result<&'static mut super::SvmCpuStorage, &'static str> {
     let st = cpu
         .checked_sub(1)
         .and_then(|i| super::AP_STORAGE.get(i))
         .and_then(|s| s.take())
         .ok_or("no SVM storage for this CPU (taken, or beyond MAX_CPUS)")?;
-    enable_on_ap(&mut RealSvm, st)
+    enable_on_ap(&mut RealSvm, st)?;
+    Ok(st)
 }
 
 /// Brings SVM up on this CPU with its static storage and runs the guest until it stops.
@@ -176,11 +263,53 @@ pub(crate) fn boot<P: Platform>(
     };
     let (img_start, img_end) = entry::image_range();
     let vmm = [img_start, img_end - 1, entry::stack_address()];
-    bring_up_and_run(vm, state, RealSvm, st, &vmm)
+    // Through a borrow, like the APs' `run_ap`: one instantiation of the run loop for every vCPU (a
+    // second one, for `RealSvm` by value, grew the image by 27 KB and cost the APIC exits about 50
+    // emulated instructions each).
+    bring_up_and_run(vm, state, &mut RealSvm, st, &vmm)
+}
+
+/// The same hardware through a borrow (an AP's vCPU is rebuilt at every start over one `SvmHw`).
+impl<H: SvmHw> SvmHw for &mut H {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        (**self).cpuid(leaf, subleaf)
+    }
+    fn rdmsr(&self, msr: u32) -> u64 {
+        (**self).rdmsr(msr)
+    }
+    fn enable(&mut self, host_save_pa: u64) {
+        (**self).enable(host_save_pa)
+    }
+    fn svme_is_set(&self) -> bool {
+        (**self).svme_is_set()
+    }
+    fn pa<T>(&self, r: &T) -> u64 {
+        (**self).pa(r)
+    }
+    #[inline(always)]
+    fn run(&mut self, gprs: &mut Gprs, vmcb: &mut Vmcb) {
+        (**self).run(gprs, vmcb)
+    }
+    fn vmload(&mut self, vmcb: &Vmcb) {
+        (**self).vmload(vmcb)
+    }
+    fn vmsave(&mut self, vmcb: &mut Vmcb) {
+        (**self).vmsave(vmcb)
+    }
+    fn take_host_interrupt(&mut self) {
+        (**self).take_host_interrupt()
+    }
+    fn enable_xsave(&mut self) -> bool {
+        (**self).enable_xsave()
+    }
+    fn xsetbv(&mut self, xcr0: u64) {
+        (**self).xsetbv(xcr0)
+    }
 }
 
 /// The SVM instructions of this CPU.
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+#[derive(Clone, Copy)]
 pub(crate) struct RealSvm;
 
 #[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
@@ -340,6 +469,70 @@ mod tests {
         assert_eq!(st.npt.translate(WINDOW_BASE + 2 * MIB, pa), None);
         // Not a violation: the guest was re-entered (two VMRUNs) and exited normally.
         assert_eq!(vm.exits, 2);
+    }
+
+    #[test]
+    fn an_ap_vcpu_starts_in_real_mode_from_a_sipi_and_an_init_sends_it_back_to_wait() {
+        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
+        shared.publish(2);
+        let mut buf = vec![0u8; 0x10_0000];
+        let mem = GuestMemory::new(WINDOW_BASE, &mut buf);
+        let mut vm = Vm::new(mem, ModelPlatform::default());
+        vm.smp = shared;
+        vm.cpu = 1;
+        vm.cpus = 2;
+        // Wait-for-SIPI at reset: the STARTUP is accepted.
+        assert!(shared.post_sipi(1, 0x08));
+        let mut hw = ModelSvm {
+            script: vec![
+                SvmExit {
+                    code: code::CPUID,
+                    rax: 1,
+                    ..Default::default()
+                },
+                SvmExit {
+                    code: code::INTR,
+                    ..Default::default()
+                },
+            ],
+            svme: true,
+            ..Default::default()
+        };
+        let mut vmcb = Box::new(Vmcb::zeroed());
+        let links = super::super::VmcbLinks {
+            iopm_pa: 0x1000,
+            msrpm_pa: 0x4000,
+            ncr3: 0x6000,
+        };
+        let mut starts = 0;
+        let stop = run_ap(&mut vm, &mut hw, &mut vmcb, links, |vm| {
+            vm.smp.take_init(vm.cpu);
+            starts += 1;
+            let sipi = vm.smp.take_sipi(vm.cpu);
+            if sipi.is_some() {
+                // Another vCPU's INIT once it runs: its first host event takes it.
+                assert!(
+                    !vm.smp.post_sipi(1, 0x09),
+                    "SIPI to a running vCPU is ignored"
+                );
+                assert!(vm.smp.post_init(1));
+            }
+            sipi
+        });
+        assert_eq!(stop, StopReason::StoppedElsewhere);
+        assert_eq!(starts, 2, "started once, then waited again after the INIT");
+        assert_eq!(shared.status(1), Some(crate::smp::RunState::Off));
+        // Real mode at 0x08 << 12: RIP 0, CR0 at its reset value, then CPUID leaf 1 with this vCPU's
+        // APIC ID and the vCPU count.
+        assert_eq!(hw.entries[0].0, 0);
+        assert_eq!(hw.crs[0].0, 0x6000_0010);
+        assert_eq!(vmcb.save.cs.base, 0x8000);
+        assert_eq!(hw.entries[1].2 >> 16 & 0xFFFF, 1 << 8 | 2);
+        assert_eq!(
+            vm.irq.apic.read_msr(0x802, 0),
+            Err(crate::x86::apic::Gp),
+            "xAPIC mode after INIT"
+        );
     }
 
     #[test]

@@ -59,6 +59,42 @@ pub fn fetch(mem: &GuestMemory<'_>, cr3: u64, rip: u64, buf: &mut [u8; MAX_LEN])
     n
 }
 
+/// [`fetch`] in any mode: at CS.base + `rip` (linear), through the guest's page tables only when CR0.PG
+/// is set (an AP the guest started runs in real mode first). The guest's SIPI page
+/// (`layout::x86_64::SIPI_PAGE`, outside the window) is read from the window page behind it.
+pub fn fetch_at(
+    mem: &GuestMemory<'_>,
+    cr: &crate::exit::CrState,
+    cs_base: u64,
+    rip: u64,
+    buf: &mut [u8; MAX_LEN],
+) -> usize {
+    use crate::x86::cr::cr0::PG;
+    use libvmm_abi::layout::x86_64::{SIPI_PAGE, SIPI_PAGE_OFFSET};
+    let long = cr.efer & crate::x86::msr::EFER_LMA != 0 && cr.cs_l;
+    let linear = if long {
+        rip
+    } else {
+        cs_base.wrapping_add(rip) & 0xFFFF_FFFF
+    };
+    if cr.cr0 & PG != 0 {
+        let n = fetch(mem, cr.cr3, linear, buf);
+        if n > 0 || linear & !0xFFF != SIPI_PAGE {
+            return n;
+        }
+    }
+    let pa = if linear & !0xFFF == SIPI_PAGE {
+        mem.base() + SIPI_PAGE_OFFSET + (linear & 0xFFF)
+    } else {
+        linear
+    };
+    let len = (0x1000 - (pa & 0xFFF) as usize).min(MAX_LEN);
+    match mem.read(pa, &mut buf[..len]) {
+        Ok(()) => len,
+        Err(_) => 0,
+    }
+}
+
 /// An instruction that writes CR0 or CR4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrInsn {

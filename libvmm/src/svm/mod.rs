@@ -212,6 +212,61 @@ pub fn init_vmcb(v: &mut Vmcb, s: &InitialState, links: VmcbLinks) {
     g.g_pat = s.pat;
 }
 
+/// The state of a vCPU that a STARTUP IPI with `vector` started (guest SMP), as after INIT + SIPI on
+/// hardware (SDM "Processor State After Reset", APM "Processor Initialization State"): real mode,
+/// CS = vector << 8 with base vector << 12, IP 0, the other segments 0 with 64 KiB limits, CR0 =
+/// 0x6000_0010, CR4 = 0, EFER = 0 (SVME underneath), RFLAGS = 2, DR6/DR7 and PAT at reset values. SVM
+/// runs a paging-off guest natively under nested paging; the intercepts, maps and nested tables are
+/// those of `init_vmcb`'s guest.
+pub fn init_vmcb_sipi(v: &mut Vmcb, vector: u8, links: VmcbLinks) {
+    let dummy = InitialState {
+        cr0: 0,
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+        rip: 0,
+        rsp: 0,
+        rdi: 0,
+        rflags: 2,
+        cs: crate::x86::guest_setup::Segment {
+            selector: 0,
+            desc: 0,
+        },
+        data: crate::x86::guest_setup::Segment {
+            selector: 0,
+            desc: 0,
+        },
+        gdt_base: 0,
+        gdt_limit: 0xFFFF,
+        pat: 0x0007_0406_0007_0406,
+    };
+    *v = Vmcb::zeroed();
+    init_vmcb(v, &dummy, links);
+    let g = &mut v.save;
+    let real = |selector: u16, attrib: u16| VmcbSegment {
+        selector,
+        attrib,
+        limit: 0xFFFF,
+        base: u64::from(selector) << 4,
+    };
+    g.cs = real(u16::from(vector) << 8, 0x9B);
+    g.ds = real(0, 0x93);
+    g.es = g.ds;
+    g.ss = g.ds;
+    g.fs = g.ds;
+    g.gs = g.ds;
+    g.gdtr = VmcbSegment {
+        selector: 0,
+        attrib: 0,
+        limit: 0xFFFF,
+        base: 0,
+    };
+    g.idtr = g.gdtr;
+    g.tr.limit = 0xFFFF;
+    g.cr0 = 0x6000_0010;
+    g.efer = EFER_SVME;
+}
+
 /// The guest-entry register state besides the VMCB.
 pub fn initial_gprs(s: &InitialState) -> Gprs {
     Gprs {
@@ -295,6 +350,26 @@ mod tests {
         );
         assert_eq!(s.cr0 >> 32, 0);
         assert_eq!(s.dr6 >> 32, 0);
+    }
+
+    #[test]
+    fn a_sipi_starts_the_vcpu_in_real_mode_at_the_vector_page() {
+        let mut v = vmcb();
+        let links = VmcbLinks {
+            iopm_pa: 0x1000,
+            msrpm_pa: 0x4000,
+            ncr3: 0x6000,
+        };
+        init_vmcb_sipi(&mut v, 0x08, links);
+        let s = &v.save;
+        assert_eq!((s.cs.selector, s.cs.base, s.rip), (0x0800, 0x8000, 0));
+        assert_eq!(s.cs.limit, 0xFFFF);
+        assert_eq!(s.cr0, 0x6000_0010);
+        assert_eq!((s.cr4, s.efer), (0, EFER_SVME));
+        assert_eq!(s.rflags, 2);
+        assert_eq!(v.control.n_cr3, 0x6000);
+        assert_ne!(v.control.intercept_misc1 & intercept::CPUID, 0);
+        assert_eq!(v.control.misc_ctl & vmcb::NP_ENABLE, vmcb::NP_ENABLE);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct NestedTables {
     pub pdpt: Table,
     pub pd: Table,
     pub pt: [Table; NESTED_PAGE_TABLES],
+    /// The 4 KiB-leaf table of the one page outside the window: the guest's SIPI page (guest SMP,
+    /// [`NestedTables::map_sipi_page`]).
+    pub low: Table,
 }
 
 /// What a guest-physical address translates to.
@@ -87,6 +90,7 @@ impl NestedTables {
             pdpt: Table([0; 512]),
             pd: Table([0; 512]),
             pt: [Table([0; 512]); NESTED_PAGE_TABLES],
+            low: Table([0; 512]),
         }
     }
 
@@ -103,6 +107,7 @@ impl NestedTables {
         for t in self.pt.iter_mut() {
             t.0 = [0; 512];
         }
+        self.low.0 = [0; 512];
         self.pml4.0[((base >> 39) & 511) as usize] = pa(&self.pdpt) | P | W | U;
         self.pdpt.0[((base >> 30) & 511) as usize] = pa(&self.pd) | P | W | U;
         let mut used = 0;
@@ -132,6 +137,31 @@ impl NestedTables {
             }
             block += PAGE_2M;
         }
+        Ok(())
+    }
+
+    /// Guest SMP: maps guest-physical `gpa` (a page below the window, in a 2 MiB block with nothing else
+    /// mapped: the SIPI page, `layout::x86_64::SIPI_PAGE`) read+execute onto host-physical `hpa`, a page
+    /// of the window (which the guest writes at its own address). After [`NestedTables::map`].
+    pub fn map_sipi_page(
+        &mut self,
+        gpa: u64,
+        hpa: u64,
+        pa: impl Fn(&Table) -> u64,
+    ) -> Result<(), NptError> {
+        let in_window = |a: u64| (WINDOW_BASE..WINDOW_BASE + WINDOW_SIZE).contains(&a);
+        let pde = ((gpa >> 21) & 511) as usize;
+        if !(gpa | hpa).is_multiple_of(PAGE_4K)
+            || gpa >> 30 != WINDOW_BASE >> 30
+            || gpa >> 21 == WINDOW_BASE >> 21
+            || in_window(gpa)
+            || !in_window(hpa)
+            || self.pd.0[pde] & P != 0
+        {
+            return Err(NptError::BadMap);
+        }
+        self.pd.0[pde] = pa(&self.low) | P | W | U;
+        self.low.0[((gpa >> 12) & 511) as usize] = hpa | leaf_bits(Perm::ReadExecute);
         Ok(())
     }
 
@@ -177,7 +207,11 @@ impl NestedTables {
         let (leaf, size, small) = if e2 & PS != 0 {
             (e2, PAGE_2M, false)
         } else {
-            let t = self.pt.iter().find(|t| pa(t) == e2 & ADDR)?;
+            let t = self
+                .pt
+                .iter()
+                .chain(core::iter::once(&self.low))
+                .find(|t| pa(t) == e2 & ADDR)?;
             (t.0[((gpa >> 12) & 511) as usize], PAGE_4K, true)
         };
         if leaf & P == 0 {
@@ -251,7 +285,44 @@ mod tests {
     fn own_pages(t: &NestedTables) -> Vec<u64> {
         let mut v = vec![pa(&t.pml4), pa(&t.pdpt), pa(&t.pd)];
         v.extend(t.pt.iter().map(pa));
+        v.push(pa(&t.low));
         v
+    }
+
+    #[test]
+    fn the_sipi_page_is_one_read_execute_alias_of_a_window_page() {
+        use libvmm_abi::layout::x86_64::{SIPI_PAGE, SIPI_PAGE_OFFSET};
+        let mut t = tables(&payload_map());
+        let hpa = WINDOW_BASE + SIPI_PAGE_OFFSET;
+        t.map_sipi_page(SIPI_PAGE, hpa, pa).unwrap();
+        let tr = t.translate(SIPI_PAGE + 0x10, pa).unwrap();
+        assert_eq!(tr.hpa, hpa + 0x10);
+        assert!(tr.executable && !tr.writable && tr.small);
+        // Its neighbours and the rest of low memory stay unmapped.
+        for gpa in [
+            0,
+            SIPI_PAGE - 1,
+            SIPI_PAGE + 0x1000,
+            0x10_0000,
+            WINDOW_BASE - 1,
+        ] {
+            assert_eq!(t.translate(gpa, pa), None, "{gpa:#x}");
+        }
+        // The window page stays read+write, no execute.
+        let w = t.translate(hpa, pa).unwrap();
+        assert!(w.writable && !w.executable);
+        // Refused: twice, inside the window, onto memory outside the window, unaligned.
+        assert_eq!(t.map_sipi_page(SIPI_PAGE, hpa, pa), Err(NptError::BadMap));
+        let mut t = tables(&payload_map());
+        assert_eq!(t.map_sipi_page(hpa, hpa, pa), Err(NptError::BadMap));
+        assert_eq!(
+            t.map_sipi_page(SIPI_PAGE, 0x10_0000, pa),
+            Err(NptError::BadMap)
+        );
+        assert_eq!(
+            t.map_sipi_page(SIPI_PAGE + 1, hpa, pa),
+            Err(NptError::BadMap)
+        );
     }
 
     #[test]
@@ -338,6 +409,7 @@ mod tests {
             .chain(&t.pdpt.0)
             .chain(&t.pd.0)
             .chain(t.pt.iter().flat_map(|p| p.0.iter()))
+            .chain(t.low.0.iter())
             .filter(|e| **e & P != 0);
         for e in all {
             assert_eq!(e & U, U);

@@ -14,7 +14,7 @@ use crate::exit::{Cr, CrState, Exit, Fault, Output, Reply, VirtualMsr};
 use crate::guest_mem::GuestMemory;
 use crate::x86::apic::delivery::{GuestInterrupts, Interruptibility};
 use crate::x86::gprs::Gprs;
-use crate::x86::msr::EFER_SVME;
+use crate::x86::msr::{EFER_LMA, EFER_LME, EFER_SVME};
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
@@ -229,7 +229,7 @@ fn cr_write_from_memory(v: &mut Vmcb, gprs: &Gprs, mem: &GuestMemory<'_>) -> Exi
         _ => return unhandled,
     };
     let mut bytes = [0u8; insn::MAX_LEN];
-    let len = insn::fetch(mem, v.save.cr3, v.save.rip, &mut bytes);
+    let len = insn::fetch_at(mem, &cr_state(v), v.save.cs.base, v.save.rip, &mut bytes);
     let Some((i, insn_len)) = insn::decode_cr_write(&bytes[..len]) else {
         return unhandled;
     };
@@ -341,6 +341,11 @@ pub fn apply_reply(v: &mut Vmcb, g: &mut Gprs, reply: Reply) {
                 // PCIDE, SMEP...): flush its TLB on the next VMRUN, as the instruction would.
                 Output::SetCr(Cr::Cr0, val) => {
                     v.save.cr0 = val;
+                    // Paging on with EFER.LME activates long mode (the CPU would set LMA itself; the
+                    // write was intercepted). Only an AP starting from real mode gets here with LMA 0.
+                    if val & crate::x86::cr::cr0::PG != 0 && v.save.efer & EFER_LME != 0 {
+                        v.save.efer |= EFER_LMA;
+                    }
                     v.control.tlb_control = vmcb::TLB_FLUSH_ALL;
                 }
                 Output::SetCr(Cr::Cr4, val) => {

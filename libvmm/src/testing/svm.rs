@@ -96,7 +96,8 @@ impl SvmHw for ModelSvm {
         vmcb.control.exit_info2 = e.info2;
         vmcb.save.rax = e.rax;
         *gprs = e.gprs;
-        self.host_irq_pending |= e.host_irq;
+        // A scripted INTR exit is a host interrupt that ended the run: it stays pending until taken.
+        self.host_irq_pending |= e.host_irq || e.code == crate::svm::decode::code::INTR;
     }
     fn vmload(&mut self, _: &Vmcb) {
         self.vmloads += 1;

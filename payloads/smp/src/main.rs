@@ -18,6 +18,9 @@
 //! `mode=touch`: every CPU at once writes its own words into the same blocks of memory nobody touched
 //! before (the VMM zeroes each block on its first touch, once for the VM): every CPU's words must be
 //! there afterwards, and the rest of each block zero.
+//! `mode=hostile` (x86): STARTUP to a running vCPU, INIT to the BSP, fixed IPIs to APIC IDs that do not
+//! exist, NMI, an illegal vector; logical (cluster) and all-excluding-self destinations: each with the
+//! architectural answer, checked.
 #![no_std]
 #![no_main]
 
@@ -40,8 +43,7 @@ static CMD: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static ARG: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static RESULT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static IPIS_AT_0: AtomicU32 = AtomicU32::new(0);
-/// The cycle counter when each CPU entered its function (`mode=bench`, RISC-V).
-#[cfg_attr(not(target_arch = "riscv64"), allow(dead_code))]
+/// The cycle counter when each CPU entered its function (`mode=bench`).
 static STARTED_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 const IDLE: u32 = 0;
@@ -54,11 +56,18 @@ const QUIT: u32 = 9;
 
 /// Spins before a wait counts as lost (a lost IPI, a CPU that never answers).
 const PATIENCE: u64 = 200_000_000;
+/// ... and cycles (about 4 s at 2.5 GHz on x86).
+const PATIENCE_CYCLES: u64 = 10_000_000_000;
 
 fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+    // Bounded in cycles as well (x86: a PAUSE can cost QEMU far more than a cycle).
+    let t0 = libvmm_guest::arch::cycles();
     for _ in 0..PATIENCE {
         if f() {
             return true;
+        }
+        if libvmm_guest::arch::cycles().wrapping_sub(t0) > PATIENCE_CYCLES {
+            return f();
         }
         core::hint::spin_loop();
     }
@@ -77,6 +86,8 @@ fn check(ok: bool, what: core::fmt::Arguments<'_>) -> bool {
 /// The software interrupt: a ping (someone left its number in our mailbox) is answered with an IPI
 /// back; otherwise it is the pong of our own ping.
 fn on_ipi(_: &mut TrapFrame) -> TrapAction {
+    // x86: the x2APIC's EOI (RISC-V: nothing to end).
+    irq::eoi();
     let me = smp::current_cpu();
     if me == 0 {
         IPIS_AT_0.fetch_add(1, SeqCst);
@@ -116,7 +127,6 @@ fn ping(me: usize, to: usize) -> bool {
 /// Every CPU but 0: count, then serve CPU 0's commands until told to quit (then the hart stops).
 fn worker() {
     let me = smp::current_cpu();
-    #[cfg(target_arch = "riscv64")]
     STARTED_AT[me].store(libvmm_guest::arch::cycles(), SeqCst);
     take_ipis();
     count();
@@ -183,6 +193,8 @@ fn main() -> i32 {
             return if ok { 0 } else { 1 };
         }
         Some("touch") => return touch(n),
+        #[cfg(target_arch = "x86_64")]
+        Some("hostile") => return hostile::run(n),
         Some("exit-while-starting") => {
             for c in 1..n {
                 let _ = smp::start(c, spin_forever);
@@ -230,10 +242,8 @@ fn main() -> i32 {
         format_args!("ipi ping-pong between {pairs} ordered pairs"),
     );
 
-    // 3. TLB shootdown (RISC-V: the guest's own Sv39 tables).
-    if cfg!(target_arch = "riscv64") {
-        ok &= tlb::shootdown(n);
-    }
+    // 3. TLB shootdown (RISC-V: the guest's own Sv39 tables; x86: its 4-level tables, INVLPG by IPI).
+    ok &= tlb::shootdown(n);
 
     // 4. Whole lines from every CPU at once.
     for c in 1..n {
@@ -261,9 +271,9 @@ fn main() -> i32 {
 
 /// Deterministic costs (`cargo xtask bench`, QEMU `-icount`: one cycle = one emulated instruction):
 /// VMM entry to every CPU running payload code, an IPI round trip between two CPUs (ping and the
-/// handler's answer), a remote fence of every CPU. Every wait here is a WFI, never a spin: under
-/// `-icount` QEMU runs the harts one at a time and switches when one halts.
-#[cfg(target_arch = "riscv64")]
+/// handler's answer), a remote fence of every CPU. Every wait here is a WFI / HLT, never a spin: under
+/// `-icount` QEMU runs the harts one at a time and switches when one halts. (x86's remote fence waits
+/// for the acknowledgements by spinning: its figure is not taken there.)
 fn bench(n: usize) -> i32 {
     use libvmm_guest::arch::{cycles, first_cycles};
     take_ipis();
@@ -313,6 +323,13 @@ fn bench(n: usize) -> i32 {
             (cycles() - t) / PINGS_N
         );
     }
+    if cfg!(target_arch = "x86_64") {
+        QUITTING.store(1, SeqCst);
+        for c in 1..n {
+            let _ = smp::send_ipi(c);
+        }
+        return 0;
+    }
     const FENCES: u64 = 200;
     let t = cycles();
     for _ in 0..FENCES {
@@ -328,12 +345,10 @@ fn bench(n: usize) -> i32 {
     0
 }
 
-#[cfg(target_arch = "riscv64")]
 static QUITTING: AtomicU32 = AtomicU32::new(0);
 
 /// A bench CPU: says it runs (an IPI to CPU 0), then takes IPIs (its handler answers pings) in WFI
 /// until CPU 0 says quit.
-#[cfg(target_arch = "riscv64")]
 fn bench_worker() {
     let me = smp::current_cpu();
     STARTED_AT[me].store(libvmm_guest::arch::cycles(), SeqCst);
@@ -343,12 +358,6 @@ fn bench_worker() {
     while QUITTING.load(SeqCst) == 0 {
         irq::wait();
     }
-}
-
-#[cfg(not(target_arch = "riscv64"))]
-fn bench(_: usize) -> i32 {
-    println_whole!("smp: bench: guest SMP is not offered on this backend yet");
-    0
 }
 
 fn spin_forever() {
@@ -389,13 +398,23 @@ fn stress(n: usize, iters: u64) -> i32 {
     let mut starts = 0u64;
     for i in 0..iters {
         for c in 1..n {
+            let t0 = libvmm_guest::arch::cycles();
             if !wait_until(|| !smp::is_running(c)) {
                 println_whole!("smp: FAILED: cpu {c} did not stop (round {i})");
                 return 1;
             }
+            let t1 = libvmm_guest::arch::cycles();
             if let Err(e) = smp::start(c, quick) {
                 println_whole!("smp: FAILED: start cpu {c} (round {i}): {e:?}");
                 return 1;
+            }
+            let t2 = libvmm_guest::arch::cycles();
+            if libvmm_guest::cmdline_value("trace") == Some("1") && t2 - t0 > 2_000_000_000 {
+                println_whole!(
+                    "smp: slow round {i} cpu {c}: stop wait {} start {}",
+                    t1 - t0,
+                    t2 - t1
+                );
             }
             starts += 1;
             // An IPI in flight to a CPU that is starting, running or stopping again.
@@ -518,16 +537,221 @@ mod tlb {
     }
 }
 
-#[cfg(not(target_arch = "riscv64"))]
+#[cfg(target_arch = "x86_64")]
 mod tlb {
+    //! The guest's own 4-level tables (the identity map the VMM built, shared by every CPU): VA
+    //! 0xC000_0000's 2 MiB entry (outside guest memory, never touched otherwise) is pointed at a 4 KiB
+    //! table of ours whose first entry maps page A, then B; the shootdown is INVLPG on every CPU, the
+    //! others' by IPI (`smp::remote_invlpg`).
+    use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    #[repr(C, align(4096))]
+    struct Page([AtomicU64; 512]);
+    static PT: Page = Page([const { AtomicU64::new(0) }; 512]);
+    static A: Page = Page([const { AtomicU64::new(0) }; 512]);
+    static B: Page = Page([const { AtomicU64::new(0) }; 512]);
+    static SAVED_PDE: AtomicU64 = AtomicU64::new(0);
+
+    const VA: u64 = 0xC000_0000;
+    const MARK_A: u64 = 0xAAAA_0001;
+    const MARK_B: u64 = 0xBBBB_0002;
+    const P_W: u64 = 0x3;
+    const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+
+    fn pa(p: &Page) -> u64 {
+        p as *const Page as u64
+    }
+
+    /// The page-directory entry of VA (identity-mapped tables: physical = virtual).
+    fn pde() -> &'static AtomicU64 {
+        let cr3: u64;
+        // SAFETY: reading CR3 has no side effects.
+        unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
+        let entry = |table: u64, i: u64| -> &'static AtomicU64 {
+            // SAFETY: the guest's page tables live in guest RAM, identity-mapped, 8-byte aligned
+            // entries; the payload is their only writer (the VMM never touches them after boot).
+            unsafe { &*((table & ADDR) as *const AtomicU64).add(i as usize) }
+        };
+        let pdpt = entry(cr3, (VA >> 39) & 511).load(SeqCst);
+        let pd = entry(pdpt, (VA >> 30) & 511).load(SeqCst);
+        entry(pd, (VA >> 21) & 511)
+    }
+
+    fn read_va() -> u64 {
+        // SAFETY: VA maps page A or B (static, 8-byte aligned) while the test's entry is installed.
+        unsafe { core::ptr::read_volatile(VA as *const u64) }
+    }
+
+    /// This CPU drops its old translation of VA and reads the test page's first word.
     pub fn enter_and_read() -> u64 {
-        0
+        libvmm_guest::arch::invlpg(VA);
+        read_va()
     }
-    pub fn leave() {}
-    pub fn shootdown(_: usize) -> bool {
-        true
+
+    pub fn leave() {
+        libvmm_guest::arch::invlpg(VA);
     }
+
+    pub fn shootdown(n: usize) -> bool {
+        use super::{check, command, TLB_OFF, TLB_READ};
+        A.0[0].store(MARK_A, SeqCst);
+        B.0[0].store(MARK_B, SeqCst);
+        PT.0[0].store(pa(&A) | P_W, SeqCst);
+        SAVED_PDE.store(pde().swap(pa(&PT) | P_W, SeqCst), SeqCst);
+        let mut ok = true;
+        let before = enter_and_read();
+        for c in 1..n {
+            ok &= command(c, TLB_READ, 0) == Some(MARK_A);
+        }
+        ok &= check(
+            ok && before == MARK_A,
+            format_args!("{n} CPU(s) read page A through the guest's tables"),
+        );
+        // Each CPU has the translation cached now. Re-point it, then the shootdown.
+        PT.0[0].store(pa(&B) | P_W, SeqCst);
+        let stale = (1..n)
+            .filter(|&c| command(c, super::TLB_READ_NOFENCE, 0) == Some(MARK_A))
+            .count();
+        libvmm_guest::println_whole!(
+            "smp: before the remote fence {stale} of {} other CPU(s) still read page A",
+            n - 1
+        );
+        let fenced = libvmm_guest::smp::remote_invlpg(0, u64::MAX, VA).is_ok();
+        let mut all_b = read_va() == MARK_B;
+        for c in 1..n {
+            all_b &= command(c, super::TLB_READ_NOFENCE, 0) == Some(MARK_B);
+        }
+        ok &= check(
+            fenced && all_b,
+            format_args!("TLB shootdown: {n} CPU(s) see page B after the remote fence"),
+        );
+        pde().store(SAVED_PDE.load(SeqCst), SeqCst);
+        leave();
+        for c in 1..n {
+            command(c, TLB_OFF, 0);
+        }
+        ok
+    }
+
+    /// Reads the test page on the entry already installed (no INVLPG of its own).
     pub fn read_only() -> u64 {
+        read_va()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod hostile {
+    //! x86 ICR abuse with the architectural answers (see the module doc of the payload).
+    use super::{check, command, take_ipis, worker, CMD, ITERS, PING, QUIT};
+    use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use libvmm_guest::irq::{self, Interrupt};
+    use libvmm_guest::smp::{self, write_icr, MAX_CPUS};
+    use libvmm_guest::{println_whole, TrapAction, TrapFrame};
+
+    const VEC: u8 = 0x41;
+    static HITS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+    fn on_vec(_: &mut TrapFrame) -> TrapAction {
+        irq::eoi();
+        HITS[smp::current_cpu()].fetch_add(1, SeqCst);
+        TrapAction::Resume
+    }
+
+    fn hits() -> u32 {
+        HITS.iter().map(|h| h.load(SeqCst)).sum()
+    }
+
+    /// Lets IPIs in flight land (a few thousand spins with interrupts on).
+    fn settle() {
+        for _ in 0..2_000_000 {
+            core::hint::spin_loop();
+        }
+    }
+
+    pub fn run(n: usize) -> i32 {
+        if n < 2 {
+            println_whole!("smp: hostile needs 2 CPUs or more");
+            return 0;
+        }
+        take_ipis();
+        irq::set_interrupt_handler(Interrupt::Vector(VEC), on_vec).unwrap();
+        ITERS.store(10, SeqCst);
+        let mut ok = true;
+        for c in 1..n {
+            ok &= smp::start(c, worker).is_ok();
+        }
+        let icr =
+            |dest: u64, mode: u64, vector: u8| dest << 32 | mode << 8 | 1 << 14 | vector as u64;
+        // STARTUP to a running vCPU: ignored; it goes on with its own code (answers a ping).
+        write_icr(icr(1, 0b110, 0x08));
+        settle();
+        ok &= check(
+            command(1, PING, 0) == Some(1),
+            format_args!("STARTUP to running cpu 1 ignored"),
+        );
+        // INIT to the BSP (physical and by shorthand self): ignored; this code goes on.
+        write_icr(icr(0, 0b101, 0));
+        write_icr(1 << 18 | 0b101 << 8 | 1 << 14);
+        settle();
+        ok &= check(true, format_args!("INIT to the BSP ignored"));
+        // Fixed IPIs to APIC IDs no vCPU has (physical, near-broadcast, logical cluster 7): dropped.
+        for dest in [n as u64, 0xFF, 0xFFFF_FFFE] {
+            write_icr(icr(dest, 0, VEC));
+        }
+        write_icr(7 << 48 | 0xFFFF << 32 | 1 << 11 | VEC as u64);
+        settle();
+        ok &= check(
+            hits() == 0,
+            format_args!("IPIs to nonexistent APIC ids dropped"),
+        );
+        // NMI and SMI are not offered: dropped; cpu 1 still answers.
+        write_icr(icr(1, 0b100, 0));
+        write_icr(icr(1, 0b010, 0));
+        settle();
+        ok &= check(
+            command(1, PING, 0) == Some(1),
+            format_args!("NMI and SMI to cpu 1 dropped"),
+        );
+        // An illegal vector (below 16): not sent, "send illegal vector" (bit 5) in this CPU's ESR.
+        write_icr(icr(1, 0, 5));
+        libvmm_guest::arch::wrmsr(irq::x2apic::ESR, 0);
+        let esr = libvmm_guest::arch::rdmsr(irq::x2apic::ESR);
+        ok &= check(
+            esr & 0x20 != 0,
+            format_args!("illegal vector 5: ESR {esr:#x}"),
+        );
+        // Logical destination, x2APIC cluster 0, the bit of cpu 1.
+        write_icr(0b10 << 32 | 1 << 11 | VEC as u64);
+        ok &= check(
+            super::wait_until(|| HITS[1].load(SeqCst) == 1),
+            format_args!("logical IPI (cluster 0, bit 1) reached cpu 1"),
+        );
+        // All excluding self: every other CPU, once.
+        write_icr(0b11 << 18 | VEC as u64);
+        let others =
+            super::wait_until(|| (1..n).all(|c| HITS[c].load(SeqCst) == 1 + (c == 1) as u32));
+        settle();
+        ok &= check(
+            others && HITS[0].load(SeqCst) == 0,
+            format_args!("all-excluding-self IPI reached {} CPU(s)", n - 1),
+        );
+        // All including self.
+        write_icr(0b10 << 18 | VEC as u64);
+        ok &= check(
+            super::wait_until(|| HITS[0].load(SeqCst) == 1)
+                && super::wait_until(|| {
+                    (1..n).all(|c| HITS[c].load(SeqCst) == 2 + (c == 1) as u32)
+                }),
+            format_args!("all-including-self IPI reached {n} CPU(s)"),
+        );
+        for cmd in &CMD[1..n] {
+            cmd.store(QUIT, SeqCst);
+        }
+        ok &= super::wait_until(|| (1..n).all(|c| !smp::is_running(c)));
+        if !ok {
+            return 1;
+        }
+        println_whole!("smp: hostile checks passed");
         0
     }
 }

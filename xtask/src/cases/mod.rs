@@ -317,20 +317,19 @@ fn smp(backend: Backend, n: u32) -> Case {
             "libvmm: stop 0 payload exited with status 0",
         ])
         .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"]);
-    if backend == Backend::Riscv {
-        c = c.expect_line(format!(
-            "smp: TLB shootdown: {n} CPU(s) see page B after the remote fence ok"
-        ));
-    }
+    c = c.expect_line(format!(
+        "smp: TLB shootdown: {n} CPU(s) see page B after the remote fence ok"
+    ));
     for cpu in 0..n {
         c = c.expect_line(format!(
             "smp: line 4 from cpu {cpu}: the quick brown fox jumps over the lazy dog\n"
         ));
     }
     if n > 1 {
-        c = c.expect_line(format!(
-            "libvmm: guest SMP: {n} vCPUs, one per hart, pinned"
-        ));
+        c = c.expect_line(match backend {
+            Backend::Riscv => format!("libvmm: guest SMP: {n} vCPUs, one per hart, pinned"),
+            _ => format!("libvmm: guest SMP: {n} vCPUs, one per CPU, pinned"),
+        });
         for cpu in 1..n {
             c = c.expect_line(format!("libvmm: stats: vCPU {cpu}: "));
         }
@@ -368,6 +367,27 @@ fn smp_stress(backend: Backend) -> Vec<Case> {
             .forbid(&["panic", "payload: unexpected exception"])
             .cpus(4),
     ]
+}
+
+/// x86 guest SMP's hostile ICR cases (`smp mode=hostile` on 4 CPUs): STARTUP to a running vCPU, INIT
+/// to the BSP, IPIs to APIC IDs no vCPU has, NMI/SMI, an illegal vector, logical and shorthand
+/// destinations, each with the architectural answer.
+fn smp_hostile_x86(backend: Backend) -> Case {
+    Case::new(backend, "smp", "mode=hostile", 0)
+        .expect_line("smp: STARTUP to running cpu 1 ignored ok".into())
+        .expect_line("smp: INIT to the BSP ignored ok".into())
+        .expect_line("smp: IPIs to nonexistent APIC ids dropped ok".into())
+        .expect_line("smp: NMI and SMI to cpu 1 dropped ok".into())
+        .expect_line("smp: illegal vector 5: ESR 0x20 ok".into())
+        .expect_line("smp: logical IPI (cluster 0, bit 1) reached cpu 1 ok".into())
+        .expect_line("smp: all-excluding-self IPI reached 3 CPU(s) ok".into())
+        .expect_line("smp: all-including-self IPI reached 4 CPU(s) ok".into())
+        .expect(&[
+            "smp: hostile checks passed",
+            "libvmm: stop 0 payload exited with status 0",
+        ])
+        .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
+        .cpus(4)
 }
 
 /// The guest API for a payload's own trap handlers (`libvmm_guest::set_trap_handler`): `hello traps=1`

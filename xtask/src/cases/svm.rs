@@ -98,6 +98,12 @@ pub fn cases() -> Vec<Case> {
     // std threads on x86: the guest's APs are not started yet, so every thread runs on CPU 0.
     v.push(super::std_smp(B, 1));
     v.push(super::std_smp_deadlock(B, 1));
+    // Guest SMP: the guest starts its APs with INIT + SIPI through its virtual x2APIC.
+    v.push(super::smp(B, 1));
+    v.push(super::smp(B, 2));
+    v.push(super::smp(B, 4));
+    v.extend(super::smp_stress(B));
+    v.push(super::smp_hostile_x86(B));
     v.extend(emulator_cases(B));
     v.push(super::timer(B));
     v.extend(super::apic_attacks(B));

@@ -796,3 +796,165 @@ pub fn triple_fault() -> ! {
     // SAFETY: deliberately destroys the payload; nothing runs afterwards.
     unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) null_idt.as_ptr(), options(noreturn)) }
 }
+
+// Guest SMP (x86): the AP trampoline a STARTUP IPI runs. `smp::start` copies the 16-bit code between
+// `libvmm_guest_ap_tramp_start` and `_end` to the SIPI page (written through its window address, run at
+// `layout::x86_64::SIPI_PAGE`) and fills its data words; the AP goes real mode -> long mode with the
+// boot CPU's GDT, CR3, CR4, CR0 and EFER.LME|NXE, then a far jump (through the pointer at offset 0x28)
+// to `libvmm_guest_ap_entry64` here. Every load is relative to CS = DS = the page; nothing is written
+// to the page by the AP (the nested tables map it read+execute at that address).
+core::arch::global_asm!(
+    r#"
+.section .rodata.ap_tramp, "a"
+.balign 16
+.global libvmm_guest_ap_tramp_start
+libvmm_guest_ap_tramp_start:
+.code16
+    .byte 0xEB, 0x3E
+    .fill 0x3E, 1, 0
+    cli
+    cld
+    mov ax, cs
+    mov ds, ax
+    .byte 0x66
+    lgdt [0x2]
+    mov eax, dword ptr [0x20]
+    mov cr4, eax
+    mov eax, dword ptr [0x8]
+    mov cr3, eax
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, 0x900
+    wrmsr
+    mov eax, dword ptr [0x24]
+    mov cr0, eax
+    .byte 0x66, 0xFF, 0x2E, 0x28, 0x00
+.global libvmm_guest_ap_tramp_end
+libvmm_guest_ap_tramp_end:
+.code64
+
+.section .text.ap_entry, "ax"
+.global libvmm_guest_ap_entry64
+libvmm_guest_ap_entry64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    mov rsp, qword ptr [{data} + 0x10]
+    mov rdi, qword ptr [{data} + 0x18]
+    and rsp, -16
+    call libvmm_guest_cpu_init
+    call {ap_main}
+    ud2
+"#,
+    data = const libvmm_abi::layout::x86_64::WINDOW_BASE + libvmm_abi::layout::x86_64::SIPI_PAGE_OFFSET,
+    ap_main = sym ap_main,
+);
+
+extern "C" {
+    static libvmm_guest_ap_tramp_start: u8;
+    static libvmm_guest_ap_tramp_end: u8;
+    fn libvmm_guest_ap_entry64();
+}
+
+/// Offsets of the trampoline's data words (in its first 0x40 bytes, which its first instruction jumps
+/// over).
+const T_GDT: usize = 0x2;
+const T_CR3: usize = 0x8;
+const T_STACK: usize = 0x10;
+const T_CPU: usize = 0x18;
+const T_CR4: usize = 0x20;
+const T_CR0: usize = 0x24;
+const T_ENTRY: usize = 0x28;
+
+/// Guest APs' stacks (bytes each).
+const AP_STACK: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct ApStacks([[u8; AP_STACK]; crate::smp::MAX_CPUS]);
+
+static mut AP_STACKS: ApStacks = ApStacks([[0; AP_STACK]; crate::smp::MAX_CPUS]);
+
+/// Writes the AP trampoline for CPU `cpu` (`cpu < smp::MAX_CPUS`) into the SIPI page through its window
+/// address: the code, then this CPU's GDT, CR3, CR4, CR0, the 64-bit entry and CPU `cpu`'s stack top.
+/// Returns the SIPI vector. The caller holds the start lock (one trampoline page for every AP).
+pub(crate) fn write_ap_trampoline(cpu: usize) -> u8 {
+    use libvmm_abi::layout::x86_64::{SIPI_PAGE, SIPI_PAGE_OFFSET, WINDOW_BASE};
+    let page = (WINDOW_BASE + SIPI_PAGE_OFFSET) as *mut u8;
+    let start = core::ptr::addr_of!(libvmm_guest_ap_tramp_start);
+    let len = core::ptr::addr_of!(libvmm_guest_ap_tramp_end) as usize - start as usize;
+    let mut gdt = [0u8; 10];
+    let (cr0, cr3, cr4): (u64, u64, u64);
+    // SAFETY: SGDT writes 10 bytes into `gdt`; reading CR0/CR3/CR4 has no side effects (not intercepted
+    // for reads).
+    unsafe {
+        core::arch::asm!("sgdt [{}]", in(reg) gdt.as_mut_ptr(), options(nostack));
+        core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+    }
+    let stack_top = {
+        let base = core::ptr::addr_of!(AP_STACKS) as u64;
+        base + ((cpu.min(crate::smp::MAX_CPUS - 1) + 1) * AP_STACK) as u64
+    };
+    let entry = libvmm_guest_ap_entry64 as *const () as u64;
+    // SAFETY: the window page at SIPI_PAGE_OFFSET is guest RAM reserved for this trampoline by the ABI
+    // (nothing else of the runtime or the payload lives there; it is identity-mapped read+write); the
+    // source is the image's trampoline bytes, `len` (< 0x1000) long; only the start lock's holder
+    // writes it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(start, page, len);
+        core::ptr::copy_nonoverlapping(gdt.as_ptr(), page.add(T_GDT), 6);
+        core::ptr::write_unaligned(page.add(T_CR3) as *mut u32, cr3 as u32);
+        core::ptr::write_unaligned(page.add(T_STACK) as *mut u64, stack_top);
+        core::ptr::write_unaligned(page.add(T_CPU) as *mut u64, cpu as u64);
+        // PCIDE is long-mode only: the AP sets it, if ever, once there.
+        core::ptr::write_unaligned(page.add(T_CR4) as *mut u32, cr4 as u32 & !(1 << 17));
+        core::ptr::write_unaligned(page.add(T_CR0) as *mut u32, cr0 as u32);
+        core::ptr::write_unaligned(page.add(T_ENTRY) as *mut u32, entry as u32);
+        core::ptr::write_unaligned(page.add(T_ENTRY + 4) as *mut u16, 0x08);
+    }
+    core::sync::atomic::fence(Ordering::SeqCst);
+    (SIPI_PAGE >> 12) as u8
+}
+
+/// An AP's first Rust code, on its own stack: this CPU's IDT, then `smp`'s secondary path.
+extern "C" fn ap_main(cpu: u64) -> ! {
+    // SAFETY: the IDT was filled by `init` on the boot CPU before any AP could start; loading it here
+    // only points this CPU at the same table.
+    unsafe {
+        let idt = core::ptr::addr_of!(IDT);
+        let ptr = DescriptorPointer {
+            limit: core::mem::size_of::<Idt>() as u16 - 1,
+            base: idt as u64,
+        };
+        core::arch::asm!("lidt [{}]", in(reg) &ptr);
+    }
+    crate::smp::run_started(cpu)
+}
+
+/// Drops every cached translation of this CPU (a CR3 reload; the payload's tables have no global
+/// pages): the x86 half of a TLB shootdown.
+pub fn flush_tlb() {
+    // SAFETY: reloading CR3 with its own value changes no mapping; it only flushes the TLB.
+    unsafe {
+        core::arch::asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack));
+    }
+}
+
+/// INVLPG of one linear address.
+pub fn invlpg(addr: u64) {
+    // SAFETY: invalidating a translation has no effect but a later page walk.
+    unsafe { core::arch::asm!("invlpg [{}]", in(reg) addr, options(nostack)) }
+}
+
+/// Halts this CPU with interrupts off (an x86 AP's end: only INIT wakes it).
+pub fn cli_halt_forever() -> ! {
+    loop {
+        // SAFETY: interrupts off, then halt.
+        unsafe { core::arch::asm!("cli; hlt", options(nomem, nostack)) }
+    }
+}

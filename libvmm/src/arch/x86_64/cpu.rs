@@ -90,6 +90,14 @@ pub fn wait_for_interrupt() {
     unsafe { core::arch::asm!("sti; hlt; cli", options(nomem, nostack)) }
 }
 
+/// Takes the host interrupts pending now (their stubs acknowledge them): interrupts on for one
+/// instruction. The SVM world switch leaves them pending across an exit (see `svm::run`).
+pub fn take_pending_interrupts() {
+    // SAFETY: only RFLAGS.IF changes; the only unmasked sources are the LAPIC timer and the kick, whose
+    // stubs EOI and return; CLI restores the VMM's interrupts-off state.
+    unsafe { core::arch::asm!("sti; nop; cli", options(nomem, nostack)) }
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

@@ -48,7 +48,8 @@ LIBVMM_ISR_NOERR 28
 LIBVMM_ISR_ERR 29
 LIBVMM_ISR_ERR 30
 LIBVMM_ISR_NOERR 31
-// Vector 32: the LAPIC timer (lapic.rs). Acknowledge and return; the exit it caused is the point.
+// Vector 32: the LAPIC timer, and vector 33: the kick another CPU sends (guest SMP), both lapic.rs.
+// Acknowledge and return; the exit (or the wake-up from HLT) it caused is the point.
 .Lisr32:
     push rax
     push rcx
@@ -84,7 +85,7 @@ libvmm_isr_table:
     .quad .Lisr8, .Lisr9, .Lisr10, .Lisr11, .Lisr12, .Lisr13, .Lisr14, .Lisr15
     .quad .Lisr16, .Lisr17, .Lisr18, .Lisr19, .Lisr20, .Lisr21, .Lisr22, .Lisr23
         .quad .Lisr24, .Lisr25, .Lisr26, .Lisr27, .Lisr28, .Lisr29, .Lisr30, .Lisr31
-    .quad .Lisr32
+    .quad .Lisr32, .Lisr32
 "#
 );
 

@@ -87,6 +87,31 @@ pub fn send_startup(dest: u32, vector: u8) -> bool {
     send_ipi(dest, ICR_STARTUP | ICR_ASSERT | vector as u32)
 }
 
+/// The vector of the kick one CPU sends another (guest SMP): its stub, like the timer's, only
+/// acknowledges it; the VM exit or the wake-up from HLT it causes is the point.
+pub const KICK_VECTOR: u8 = 33;
+const ICR_FIXED: u32 = 0;
+
+/// Software-enables this CPU's APIC (SVR bit 8, spurious vector 0xFF) so that it accepts fixed IPIs
+/// (after INIT an AP's APIC is software-disabled); `false` when the CPU has no APIC.
+pub fn enable() -> bool {
+    if cpuid(1, 0)[3] & (1 << 9) == 0 {
+        return false;
+    }
+    wrmsr(MSR_APIC_BASE, rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE);
+    if x2apic_mode() {
+        wrmsr(0x80F, 0x1FF);
+    } else {
+        reg(REG_SVR).write(0x1FF);
+    }
+    true
+}
+
+/// Sends the kick ([`KICK_VECTOR`], fixed, physical destination) to APIC id `dest`.
+pub fn send_kick(dest: u32) -> bool {
+    send_ipi(dest, ICR_FIXED | ICR_ASSERT | KICK_VECTOR as u32)
+}
+
 /// Masks both 8259 PICs (all IRQ lines).
 pub fn mask_legacy_pics() {
     outb(0x21, 0xFF);

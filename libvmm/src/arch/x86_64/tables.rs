@@ -22,7 +22,7 @@ struct Tss {
 }
 
 #[repr(C, align(16))]
-struct Idt([[u64; 2]; 33]);
+struct Idt([[u64; 2]; 34]);
 
 static mut GDT: Gdt = Gdt([0; 5]);
 static mut TSS: Tss = Tss {
@@ -34,7 +34,7 @@ static mut TSS: Tss = Tss {
     _r3: 0,
     iomap_base: 104,
 };
-static mut IDT: Idt = Idt([[0; 2]; 33]);
+static mut IDT: Idt = Idt([[0; 2]; 34]);
 
 #[repr(C, packed)]
 struct Pointer {
@@ -43,7 +43,7 @@ struct Pointer {
 }
 
 extern "C" {
-    static libvmm_isr_table: [u64; 33];
+    static libvmm_isr_table: [u64; 34];
 }
 
 /// Loads the GDT with a TSS, reloads the segment registers and TR, and loads the IDT. Called once, on

@@ -15,7 +15,7 @@ use crate::arch::x86_64::{cpu, entry, exit_device, lapic, tables};
 use crate::cmdline::Options;
 use crate::guest_mem::GuestMemory;
 use crate::loader::Loaded;
-use crate::vm::{StopReason, Vm};
+use crate::vm::{Platform, StopReason, Vm};
 use crate::x86::bootproto;
 use crate::x86::guest_setup::InitialState;
 
@@ -137,6 +137,25 @@ impl super::Machine for X86Machine {
         guest: &InitialState,
         options: &Options<'static>,
     ) -> StopReason {
+        // Guest SMP: every AP that came up runs a vCPU (up to `libvmm.cpus`); they wait for these facts.
+        let vcpus = smp::guest_vcpus(options);
+        vm.cpus = vcpus as u32;
+        vm.smp.publish(vcpus);
+        if vcpus > 1 {
+            smp::FACTS.set(smp::VmFacts {
+                mem: vm.mem,
+                map: vm.map,
+                boot_tsc: vm.platform.boot_tsc(),
+                cpus: vcpus as u32,
+                stats: options.stats,
+                force_emulation: options.force_emulation,
+            });
+            crate::vmm_print!(
+                vm.platform.console(),
+                "libvmm: guest SMP: {} vCPUs, one per CPU, pinned; APs start on the guest's INIT + SIPI\n",
+                vcpus
+            );
+        }
         #[cfg(feature = "svm")]
         return crate::svm::boot(vm, guest, options);
         #[cfg(feature = "vmx")]

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::arch::x86_64::cpu::{cpuid, inb, outb, rdtsc};
 use crate::arch::x86_64::lapic;
@@ -22,6 +23,10 @@ use crate::arch::x86_64::serial::Serial;
 use crate::vm::Platform;
 use crate::x86::clock::{self, TscSource};
 use libvmm_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME};
+
+/// The host APIC id of the CPU that runs each vCPU (vCPU n on VMM CPU n; `u32::MAX`: none), for kicks.
+pub(super) static APIC_ID_OF: [AtomicU32; crate::config::MAX_CPUS] =
+    [const { AtomicU32::new(u32::MAX) }; crate::config::MAX_CPUS];
 
 /// The calibration's outcome, cached after the first attempt.
 #[derive(Clone, Copy)]
@@ -79,6 +84,11 @@ impl X86Platform {
             lapic: Cell::new(LapicRate::NotYet),
             host_timer: false,
         }
+    }
+
+    /// The TSC at the VMM's entry (the APs' platforms count their clocks from it too).
+    pub fn boot_tsc(&self) -> u64 {
+        self.boot_tsc
     }
 
     /// Limits the guest to `ms` milliseconds from now and programs the host timer for it (and for the
@@ -285,10 +295,12 @@ impl Platform for X86Platform {
         self.program_host_timer();
     }
 
-    /// HLT until the deadline: the host LAPIC one-shot for the earlier of it and the time limit wakes
-    /// the CPU (re-programmed if it woke early), then the running guest's host timer is restored.
+    /// HLT towards the deadline: the host LAPIC one-shot for the earlier of it and the time limit, or
+    /// any other host interrupt (a kick from another vCPU), wakes the CPU and returns; the caller looks
+    /// at the time, and at what was posted, and halts again. Then the running guest's host timer is
+    /// restored.
     fn sleep_until(&mut self, deadline: u64) {
-        while rdtsc() < deadline && self.time_limit_exceeded().is_none() {
+        if rdtsc() < deadline && self.time_limit_exceeded().is_none() {
             let at = self.limit.map_or(deadline, |(_, l)| l.min(deadline));
             if !self.lapic_at(at) {
                 return; // no local APIC: nothing could wake the CPU; the caller sees the time unchanged
@@ -296,6 +308,28 @@ impl Platform for X86Platform {
             crate::arch::x86_64::cpu::wait_for_interrupt();
         }
         self.program_host_timer();
+    }
+
+    /// The kick: a fixed host IPI ([`lapic::KICK_VECTOR`]) to the CPU that runs vCPU `cpu`; a CPU in
+    /// guest mode exits (INTR), a halted one wakes.
+    fn kick(&self, cpu: usize) {
+        if let Some(id) = APIC_ID_OF.get(cpu).map(|a| a.load(Ordering::Relaxed)) {
+            if id != u32::MAX {
+                lapic::send_kick(id);
+            }
+        }
+    }
+
+    /// Takes the host interrupts left pending across the exit (a kick, the host timer): their stubs
+    /// acknowledge them.
+    fn clear_kick(&mut self) {
+        crate::arch::x86_64::cpu::take_pending_interrupts();
+    }
+
+    /// HLT with interrupts enabled for that instant (STI's shadow covers HLT, so a kick that came while
+    /// interrupts were off wakes it at once).
+    fn idle(&mut self) {
+        crate::arch::x86_64::cpu::wait_for_interrupt();
     }
 }
 

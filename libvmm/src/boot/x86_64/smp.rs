@@ -9,6 +9,8 @@
 //! that did not check in gets a second INIT, so a late start cannot run on the next AP's stack.
 #![deny(unsafe_code)] // see boot/mod.rs
 
+use core::sync::atomic::Ordering;
+
 use libvmm_abi::CLOCK_MONOTONIC;
 
 use crate::arch::x86_64::serial::Serial;
@@ -74,9 +76,12 @@ pub(super) fn start_aps<P: Platform>(
         },
     };
     let me = lapic::id();
+    super::platform::APIC_ID_OF[0].store(me, Ordering::Relaxed);
     if cpus.apic_ids.iter().all(|&id| id == me) && cpus.dropped == 0 {
         return Ok(());
     }
+    // Kicks between vCPUs are fixed IPIs: every CPU's APIC is software-enabled.
+    lapic::enable();
     crate::vmm_print!(
         platform.console(),
         "libvmm: ACPI lists {} CPU(s){}; boot CPU APIC id {}\n",
@@ -104,6 +109,7 @@ pub(super) fn start_aps<P: Platform>(
         if n >= MAX_CPUS || !smp::prepare(n) {
             break;
         }
+        super::platform::APIC_ID_OF[n].store(id, Ordering::Relaxed);
         let started = lapic::send_init(id)
             && {
                 wait_us(platform, 10_000, || false);
@@ -141,8 +147,13 @@ pub(super) fn start_aps<P: Platform>(
     }
     crate::vmm_print!(
         platform.console(),
-        "libvmm: {} CPU(s) virtualized; the APs wait parked, the boot CPU runs the guest\n",
-        ready
+        "libvmm: {} CPU(s) virtualized; {}\n",
+        ready,
+        if cfg!(feature = "svm") {
+            "the boot CPU runs vCPU 0, the others wait for the guest to start them"
+        } else {
+            "the APs wait parked, the boot CPU runs the guest"
+        }
     );
     Ok(())
 }
@@ -170,8 +181,8 @@ extern "C" fn libvmm_x86_ap_entry(cpu_index: u32) -> ! {
     let result = crate::vmx::hw::ap_bring_up(n);
     #[cfg(feature = "tdx")]
     let result: Result<(), &str> = Err("the TDX image starts no CPU");
-    match result {
-        Ok(()) => crate::vmm_print!(
+    match &result {
+        Ok(_) => crate::vmm_print!(
             &mut con,
             "libvmm: CPU {}: {} ready\n",
             n,
@@ -179,6 +190,98 @@ extern "C" fn libvmm_x86_ap_entry(cpu_index: u32) -> ! {
         ),
         Err(why) => crate::vmm_print!(&mut con, "libvmm: CPU {}: bring-up failed: {}\n", n, why),
     }
+    // Kicks from other CPUs reach it from now on.
+    lapic::enable();
     cpus::check_in(n, result.is_ok());
+    #[cfg(feature = "svm")]
+    if let Ok(st) = result {
+        ap_vcpu(n, st)
+    }
     smp::park()
+}
+
+/// What every AP needs to run a vCPU of the one VM, published by the boot CPU before it enters the
+/// guest (guest SMP: the APs wait for it).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "svm"), allow(dead_code))] // VMX and TDX images run no guest APs
+pub(super) struct VmFacts {
+    pub mem: crate::guest_mem::GuestMemory<'static>,
+    pub map: crate::loader::GuestMap,
+    pub boot_tsc: u64,
+    pub cpus: u32,
+    pub stats: bool,
+    pub force_emulation: bool,
+}
+
+pub(super) static FACTS: crate::arch::Published<VmFacts> = crate::arch::Published::new();
+
+/// The guest's vCPUs: the boot CPU and every CPU after it that came up, in order up to the first that
+/// did not (vCPU n runs on CPU n), at most `libvmm.cpus`. SVM only: VMX images run the guest on the
+/// boot CPU (their APs enable VMX and park).
+pub(super) fn guest_vcpus(options: &Options<'_>) -> usize {
+    if !cfg!(feature = "svm") {
+        return 1;
+    }
+    let mut n = 1;
+    while n < MAX_CPUS && cpus::state(n) == CpuState::Ready {
+        n += 1;
+    }
+    match options.cpus {
+        Some(max) => n.min(max as usize),
+        None => n,
+    }
+}
+
+/// vCPU `n` on this AP until the VM stops: wait for the VM's facts (a kick wakes it), then for a
+/// STARTUP IPI from the guest, run the generic loop with this CPU's own VMCB over the VM's nested
+/// tables, and after an INIT wait for the next STARTUP. The first vCPU to stop the VM prints the one
+/// stop line; the others park.
+#[cfg(feature = "svm")]
+fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
+    use crate::vm::Vm;
+    let shared = &crate::smp::SHARED;
+    let (f, links) = loop {
+        if let (Some(f), Some(l)) = (FACTS.get(), crate::svm::hw::VM_LINKS.get()) {
+            break (f, l);
+        }
+        if shared.stopping() {
+            smp::park()
+        }
+        cpu::wait_for_interrupt();
+    };
+    if n >= shared.cpu_count() {
+        smp::park()
+    }
+    let mut vm = Vm::new(f.mem, super::platform::X86Platform::new(Serial, f.boot_tsc));
+    vm.map = f.map;
+    // The boot vCPU zeroed and mapped every deferred block (the VM's one lazy state) before it
+    // published the links.
+    vm.cpu = n;
+    vm.cpus = f.cpus;
+    vm.emu.force = f.force_emulation;
+    let stop = crate::svm::hw::run_ap(
+        &mut vm,
+        &mut crate::svm::hw::RealSvm,
+        &mut st.vmcb,
+        links,
+        wait_for_sipi,
+    );
+    let stop = crate::boot::finish(&mut vm, stop, f.stats, smp::park);
+    super::stop_machine(stop.code(), format_args!("{stop}"))
+}
+
+/// An off vCPU's CPU waits halted (a kick wakes it) for a STARTUP IPI; `None` when the VM stops. An
+/// INIT that comes while it waits changes nothing (it waits for a SIPI already).
+#[cfg(feature = "svm")]
+fn wait_for_sipi<P: crate::vm::Platform>(vm: &mut crate::vm::Vm<'_, P>) -> Option<u8> {
+    loop {
+        if vm.smp.stopping() {
+            return None;
+        }
+        vm.smp.take_init(vm.cpu);
+        if let Some(v) = vm.smp.take_sipi(vm.cpu) {
+            return Some(v);
+        }
+        vm.platform.idle();
+    }
 }

@@ -581,6 +581,14 @@ impl VirtualApic {
         }
     }
 
+    /// A fixed interrupt another vCPU's ICR sent here (guest SMP; the sender checked the vector): into
+    /// IRR, unless this APIC is software-disabled or not in x2APIC mode.
+    pub fn receive_fixed(&mut self, vector: u8) {
+        if vector >= 16 && self.mode() == Mode::X2Apic {
+            self.accept_fixed(vector);
+        }
+    }
+
     /// Processes timer expiries up to `now` (the host timer fired, or the loop looks before it sleeps).
     /// Returns true when the timer raised its vector.
     pub fn tick(&mut self, now: u64) -> bool {
