@@ -80,6 +80,21 @@ mod sbi {
 
 /// CPUs the payload may run on (RISC-V: the harts HSM knows).
 pub fn cpu_count() -> usize {
+    // The VM's vCPU count is fixed: probed once (RISC-V: SBI calls; x86: a CPUID exit), then cached.
+    match COUNT.load(Ordering::Relaxed) {
+        0 => {
+            let n = probe_cpu_count();
+            COUNT.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
+}
+
+/// [`cpu_count`], once probed (0: not yet).
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+fn probe_cpu_count() -> usize {
     #[cfg(target_arch = "riscv64")]
     {
         (0..64u64)
@@ -102,6 +117,10 @@ pub fn current_cpu() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::irq::x2apic;
+        // One CPU: no MSR exits on the scheduler's every switch (the thread spawn+join figure).
+        if cpu_count() == 1 {
+            return 0;
+        }
         if crate::arch::rdmsr(x2apic::APIC_BASE) & x2apic::BASE_EXTD != 0 {
             crate::arch::rdmsr(x2apic::ID) as usize
         } else {

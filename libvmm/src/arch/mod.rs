@@ -10,7 +10,7 @@
 pub(crate) mod shared;
 pub(crate) mod take_once;
 
-#[cfg_attr(target_arch = "x86_64", allow(unused_imports))] // x86: no guest SMP yet
+#[cfg_attr(target_arch = "x86_64", allow(unused_imports))] // some are RISC-V's only
 pub use shared::{copy_from_guest, copy_to_guest, fill_guest, share_bytes, Published, SpinLock};
 
 #[cfg(target_arch = "riscv64")]
