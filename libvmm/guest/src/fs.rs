@@ -593,30 +593,30 @@ mod tests {
     #[test]
     fn tmpfs_round_trip() {
         let mut fs = image();
-        fs.mkdir(b"/tmp", 0o777).unwrap();
-        assert_eq!(fs.mkdir(b"/tmp", 0o777), Err(EEXIST));
+        fs.mkdir(b"/scratch", 0o777).unwrap();
+        assert_eq!(fs.mkdir(b"/scratch", 0o777), Err(EEXIST));
         let fd = fs
-            .open(b"/tmp/f.txt", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            .open(b"/scratch/f.txt", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
             .unwrap();
         assert_eq!(fs.write(fd, b"abc"), Ok(3));
         assert_eq!(fs.lseek(fd, 5, SEEK_SET), Ok(5));
         assert_eq!(fs.write(fd, b"z"), Ok(1));
         fs.close(fd).unwrap();
-        let fd = fs.open(b"/tmp/f.txt", O_RDWR | O_APPEND, 0).unwrap();
+        let fd = fs.open(b"/scratch/f.txt", O_RDWR | O_APPEND, 0).unwrap();
         assert_eq!(fs.write(fd, b"!"), Ok(1));
         assert_eq!(fs.lseek(fd, 0, SEEK_SET), Ok(0));
         let mut buf = [0xffu8; 16];
         assert_eq!(fs.read(fd, &mut buf), Ok(7));
         assert_eq!(&buf[..7], b"abc\0\0z!");
         fs.close(fd).unwrap();
-        assert_eq!(names(&mut fs, "/tmp"), [("f.txt".into(), DT_REG)]);
-        assert_eq!(fs.rmdir(b"/tmp"), Err(ENOTEMPTY));
-        assert_eq!(fs.unlink(b"/tmp"), Err(EISDIR));
-        assert_eq!(fs.rmdir(b"/tmp/f.txt"), Err(ENOTDIR));
-        fs.unlink(b"/tmp/f.txt").unwrap();
-        assert_eq!(fs.stat(b"/tmp/f.txt"), Err(ENOENT));
-        fs.rmdir(b"/tmp").unwrap();
-        assert_eq!(fs.stat(b"/tmp"), Err(ENOENT));
+        assert_eq!(names(&mut fs, "/scratch"), [("f.txt".into(), DT_REG)]);
+        assert_eq!(fs.rmdir(b"/scratch"), Err(ENOTEMPTY));
+        assert_eq!(fs.unlink(b"/scratch"), Err(EISDIR));
+        assert_eq!(fs.rmdir(b"/scratch/f.txt"), Err(ENOTDIR));
+        fs.unlink(b"/scratch/f.txt").unwrap();
+        assert_eq!(fs.stat(b"/scratch/f.txt"), Err(ENOENT));
+        fs.rmdir(b"/scratch").unwrap();
+        assert_eq!(fs.stat(b"/scratch"), Err(ENOENT));
         assert_eq!(fs.rmdir(b"/"), Err(EBUSY));
     }
 

@@ -107,29 +107,31 @@ fn main() {
 fn tmpfs_round_trip() -> std::io::Result<String> {
     use std::fs;
     use std::io::{Read, Seek, SeekFrom, Write};
-    fs::create_dir_all("/tmp/demo")?;
-    fs::File::create("/tmp/demo/a.txt")?.write_all(b"one two three")?;
+    fs::create_dir_all("/scratch/demo")?;
+    fs::File::create("/scratch/demo/a.txt")?.write_all(b"one two three")?;
     fs::OpenOptions::new()
         .append(true)
-        .open("/tmp/demo/a.txt")?
+        .open("/scratch/demo/a.txt")?
         .write_all(b" four")?;
-    fs::write("/tmp/demo/b.txt", b"bee")?;
-    let mut f = fs::File::open("/tmp/demo/a.txt")?;
+    fs::write("/scratch/demo/b.txt", b"bee")?;
+    let mut f = fs::File::open("/scratch/demo/a.txt")?;
     f.seek(SeekFrom::Start(4))?;
     let mut read = String::new();
     f.read_to_string(&mut read)?;
     drop(f);
-    let len = fs::metadata("/tmp/demo/a.txt")?.len();
-    let mut names = fs::read_dir("/tmp/demo")?
+    let len = fs::metadata("/scratch/demo/a.txt")?.len();
+    let mut names = fs::read_dir("/scratch/demo")?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<std::io::Result<Vec<_>>>()?;
     names.sort();
-    let not_empty = fs::remove_dir("/tmp/demo").is_err();
-    fs::remove_file("/tmp/demo/a.txt")?;
-    fs::remove_file("/tmp/demo/b.txt")?;
-    fs::remove_dir("/tmp/demo")?;
-    let gone = fs::metadata("/tmp/demo").map_err(|e| e.kind()).err();
-    let rename = fs::rename("/tmp", "/tmp2").map_err(|e| e.kind()).err();
+    let not_empty = fs::remove_dir("/scratch/demo").is_err();
+    fs::remove_file("/scratch/demo/a.txt")?;
+    fs::remove_file("/scratch/demo/b.txt")?;
+    fs::remove_dir("/scratch/demo")?;
+    let gone = fs::metadata("/scratch/demo").map_err(|e| e.kind()).err();
+    let rename = fs::rename("/scratch", "/scratch2")
+        .map_err(|e| e.kind())
+        .err();
     Ok(format!(
         "read {read:?} len {len} dir {names:?} busy {not_empty} after rmdir {gone:?} rename {rename:?}"
     ))

@@ -181,9 +181,10 @@ fn hostile(backend: Backend, cmdline: &'static str, code: u8, expect: String) ->
         .forbid(&HOSTILE_FORBID)
 }
 
-/// `std-demo` (a Rust std program) on VMX and RISC-V, with the same lines as the SVM case: heap,
-/// a file from the image and a tmpfs round trip, entropy (HashMap: RDRAND on x86, the Zkr `seed` CSR the VMM passes through on RISC-V, so the RISC-V
-/// machine is `rv64` with Zkr), args/env, sleep, threads, a refused socket, `process::exit(3)`.
+/// `std-demo` (a Rust std program, a static PIE the VMM places and relocates), the same lines on every
+/// backend: heap, a file from the image and a tmpfs round trip, entropy (HashMap: RDRAND on x86, the
+/// Zkr `seed` CSR the VMM passes through on RISC-V, so the RISC-V machine is `rv64` with Zkr),
+/// args/env, sleep, threads with Mutex / Condvar / channels, a refused socket, `process::exit(3)`.
 fn std_demo(backend: Backend) -> Case {
     let c = Case::new(
         backend,
