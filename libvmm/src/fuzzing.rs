@@ -1095,68 +1095,9 @@ pub fn loader(data: &[u8]) -> u64 {
     })
 }
 
-/// The x86 instruction emulator's vCPU model for [`emulator`].
+/// The x86 instruction emulator's vCPU model for [`emulator`] (the emulator tests' model).
 #[cfg(target_arch = "x86_64")]
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct EmuModelCpu {
-    gpr: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    cr0: u64,
-    cr3: u64,
-    cr4: u64,
-    efer: u64,
-    cpl: u8,
-    long: bool,
-    fs: u64,
-    gs: u64,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl crate::x86::emulate::GuestCpu for EmuModelCpu {
-    fn gpr(&self, n: u8) -> u64 {
-        self.gpr[usize::from(n)]
-    }
-    fn set_gpr(&mut self, n: u8, value: u64) {
-        self.gpr[usize::from(n)] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, value: u64) {
-        self.rip = value;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn set_rflags(&mut self, value: u64) {
-        self.rflags = value;
-    }
-    fn cr0(&self) -> u64 {
-        self.cr0
-    }
-    fn cr3(&self) -> u64 {
-        self.cr3
-    }
-    fn cr4(&self) -> u64 {
-        self.cr4
-    }
-    fn efer(&self) -> u64 {
-        self.efer
-    }
-    fn cpl(&self) -> u8 {
-        self.cpl
-    }
-    fn cs_long(&self) -> bool {
-        self.long
-    }
-    fn fs_base(&self) -> u64 {
-        self.fs
-    }
-    fn gs_base(&self) -> u64 {
-        self.gs
-    }
-}
+use crate::testing::emu_cpu::ModelCpu as EmuModelCpu;
 
 /// The x86 instruction emulator (decode with yaxpeax-x86, then execute): arbitrary instruction bytes
 /// (plain, or behind the forced-emulation prefix) at a RIP that may sit at a page's end, arbitrary

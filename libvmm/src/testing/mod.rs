@@ -5,6 +5,8 @@
 
 use std::vec::Vec;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod emu_cpu;
 pub(crate) mod hart;
 pub(crate) mod svm;
 pub(crate) mod vmcs;

@@ -1,6 +1,5 @@
-//! Host tests of the emulator over a model vCPU and guest memory with real 4-level page tables. The
-//! vCPU model lives here rather than in `crate::testing` because no other module needs it yet (it moves
-//! there when the backends' tests use it).
+//! Host tests of the emulator over a model vCPU (`testing::emu_cpu`) and guest memory with real 4-level
+//! page tables.
 use super::alu::{self, Op, Unary};
 use super::alu_vectors::ALU_VECTORS;
 use super::ctl::*;
@@ -9,66 +8,8 @@ use super::walk::pf;
 use super::*;
 use crate::guest_mem::GuestMemory;
 
-/// The model vCPU.
-#[derive(Clone, Debug, Default)]
-struct Cpu {
-    gpr: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    cr0: u64,
-    cr3: u64,
-    cr4: u64,
-    efer: u64,
-    cpl: u8,
-    long: bool,
-    fs: u64,
-    gs: u64,
-}
-
-impl GuestCpu for Cpu {
-    fn gpr(&self, n: u8) -> u64 {
-        self.gpr[n as usize]
-    }
-    fn set_gpr(&mut self, n: u8, value: u64) {
-        self.gpr[n as usize] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, value: u64) {
-        self.rip = value;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn set_rflags(&mut self, value: u64) {
-        self.rflags = value;
-    }
-    fn cr0(&self) -> u64 {
-        self.cr0
-    }
-    fn cr3(&self) -> u64 {
-        self.cr3
-    }
-    fn cr4(&self) -> u64 {
-        self.cr4
-    }
-    fn efer(&self) -> u64 {
-        self.efer
-    }
-    fn cpl(&self) -> u8 {
-        self.cpl
-    }
-    fn cs_long(&self) -> bool {
-        self.long
-    }
-    fn fs_base(&self) -> u64 {
-        self.fs
-    }
-    fn gs_base(&self) -> u64 {
-        self.gs
-    }
-}
+/// The model vCPU (shared with the emulator's fuzz target).
+type Cpu = crate::testing::emu_cpu::ModelCpu;
 
 const RAX: usize = 0;
 const RCX: usize = 1;
