@@ -84,10 +84,6 @@ pub(crate) trait Backend: GuestInterrupts {
     /// remote fences (`smp::fence`). Cold: called on host events and SMP calls only.
     fn remote_events(&mut self, _ipis: u32, _fences: u8) {}
 
-    /// A host event exit (`Exit::HostEvent`), first thing in the loop's answer to it: the backend
-    /// takes the host interrupt that caused it where the hardware left it pending (SVM's INTR exit).
-    fn host_event(&mut self) {}
-
     /// The backend delivers the virtual x2APIC's interrupts (SVM, VMX): the loop then routes the APIC
     /// MSRs to the model, sleeps on HLT and checks for pending vectors before each entry. A constant, so
     /// backends without it (RISC-V, the TDX image) carry none of that code.

@@ -6,7 +6,8 @@
 //! cargo xtask run [--backend B] [--payload P | --elf PATH] [--file HOST:GUEST]... [--cmdline "..."]
 //!                 [--timeout SECS] [--cpus N] [-- ARGS]                   boots it, exits with its status
 //! cargo xtask test                                                        every check, ends "N passed, N failed"
-//! cargo xtask bench                                                       deterministic figures + target/bench.json
+//! cargo xtask bench [--check] [--vs-kvm]                                  deterministic figures + target/bench.json
+//! cargo xtask bench --backend B [--long]                                  one backend's figures (--long: the SMP stress)
 //! cargo xtask fuzz [--soak] [--secs N] [--target NAME]...                 every fuzz target (short, or a soak)
 //! cargo xtask guestfuzz [--soak] [--seeds N] [--backend B]                the guest-side fuzzer, many boots
 //! cargo xtask hermit-tests                                                the cargo runner and real-world suites

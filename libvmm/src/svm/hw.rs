@@ -33,9 +33,6 @@ pub(crate) trait SvmHw {
     fn enable_xsave(&mut self) -> bool;
     /// XSETBV of XCR0 with a value the policy checked (for the guest: XCR0 is not in the VMCB).
     fn xsetbv(&mut self, xcr0: u64);
-    /// After an INTR exit: takes the host interrupt that caused it (it stays pending across every
-    /// other exit, so the next VMRUN ends with INTR and the loop sees the host event).
-    fn take_host_interrupt(&mut self);
 }
 
 /// Brings SVM up with `hw` on `st` and runs the guest until it stops. `vmm_addrs` are VMM addresses
@@ -296,9 +293,6 @@ impl<H: SvmHw> SvmHw for &mut H {
     fn vmsave(&mut self, vmcb: &mut Vmcb) {
         (**self).vmsave(vmcb)
     }
-    fn take_host_interrupt(&mut self) {
-        (**self).take_host_interrupt()
-    }
     fn enable_xsave(&mut self) -> bool {
         (**self).enable_xsave()
     }
@@ -344,9 +338,6 @@ impl SvmHw for RealSvm {
     }
     fn xsetbv(&mut self, xcr0: u64) {
         crate::arch::x86_64::cpu::xsetbv0(xcr0)
-    }
-    fn take_host_interrupt(&mut self) {
-        crate::arch::x86_64::svm::take_host_interrupt()
     }
 }
 
@@ -498,6 +489,7 @@ mod tests {
             svme: true,
             ..Default::default()
         };
+        vm.platform.host_irq = hw.host_irq.clone();
         let mut vmcb = Box::new(Vmcb::zeroed());
         let links = super::super::VmcbLinks {
             iopm_pa: 0x1000,
@@ -521,6 +513,9 @@ mod tests {
         });
         assert_eq!(stop, StopReason::StoppedElsewhere);
         assert_eq!(starts, 2, "started once, then waited again after the INIT");
+        // The INTR exit's host interrupt (the kick that brought the INIT) was taken, once.
+        assert_eq!(hw.host_irq.taken(), 1);
+        assert!(!hw.host_irq.pending());
         assert_eq!(shared.status(1), Some(crate::smp::RunState::Off));
         // Real mode at 0x08 << 12: RIP 0, CR0 at its reset value, then CPUID leaf 1 with this vCPU's
         // APIC ID and the vCPU count.

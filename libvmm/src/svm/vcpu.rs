@@ -123,18 +123,12 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
         Some(self)
     }
 
-    const VIRTUAL_APIC: bool = true;
-
     /// The host interrupt behind an INTR exit is still pending (the world switch never takes one, see
-    /// `arch::x86_64::svm::run`): taken now, on the host event it caused, so none is ever spent without
-    /// one. Here rather than after every VMRUN: a compare there cost the CPUID and hypercall round
+    /// `arch::x86_64::svm::run`): the loop takes it on the host event it caused, through the platform
+    /// (`Platform::clear_kick`, the one path for kicks and the host timer alike), so none is ever spent
+    /// without a host event. Not after every VMRUN: a compare there cost the CPUID and hypercall round
     /// trips 2 to 4 emulated instructions each (measured with `cargo xtask bench`).
-    #[cold]
-    fn host_event(&mut self) {
-        if self.vmcb.control.exit_code == code::INTR {
-            self.hw.take_host_interrupt();
-        }
-    }
+    const VIRTUAL_APIC: bool = true;
 
     fn clear_interrupt_shadow(&mut self) {
         self.vmcb.control.int_state &= !vmcb::INT_SHADOW;
@@ -394,15 +388,28 @@ mod tests {
 
     /// Runs `script` through the generic loop with `code` at the guest's entry (RIP).
     fn run(script: Vec<SvmExit>, code: &[u8]) -> (StopReason, ModelSvm, Box<Vmcb>) {
-        run_on(script, code, ModelPlatform::default())
+        let (stop, hw, vmcb, _) = run_on(script, code, ModelPlatform::default());
+        (stop, hw, vmcb)
     }
 
-    /// As [`run`], on `platform`.
+    /// As [`run`], on `platform` (which shares the model's host interrupt line); also returns how many
+    /// times the loop took pending host interrupts (`Platform::clear_kick`).
     fn run_on(
         script: Vec<SvmExit>,
         code: &[u8],
         platform: ModelPlatform,
-    ) -> (StopReason, ModelSvm, Box<Vmcb>) {
+    ) -> (StopReason, ModelSvm, Box<Vmcb>, u32) {
+        let (stop, hw, vmcb, p) = run_vm(script, code, platform, |_| {});
+        (stop, hw, vmcb, p.clear_kicks.get())
+    }
+
+    /// As [`run_on`], with `setup` applied to the VM first; returns the platform.
+    fn run_vm(
+        script: Vec<SvmExit>,
+        code: &[u8],
+        mut platform: ModelPlatform,
+        setup: impl FnOnce(&mut Vm<'_, ModelPlatform>),
+    ) -> (StopReason, ModelSvm, Box<Vmcb>, ModelPlatform) {
         let mut buf = vec![0u8; 0x10_0000];
         buf[0x1_0000..0x1_0000 + code.len()].copy_from_slice(code);
         let mut mem = GuestMemory::new(WINDOW_BASE, &mut buf);
@@ -425,6 +432,7 @@ mod tests {
         };
         hw.enable(0x9000);
         hw.enable_xsave();
+        platform.host_irq = hw.host_irq.clone();
         let mut cpu = SvmVcpu {
             hw,
             vmcb: &mut vmcb,
@@ -432,9 +440,10 @@ mod tests {
             npt: None,
         };
         let mut vm = Vm::new(mem, platform);
+        setup(&mut vm);
         let stop = vcpu::run(&mut cpu, &mut vm);
         let hw = core::mem::take(&mut cpu.hw);
-        (stop, hw, vmcb)
+        (stop, hw, vmcb, vm.platform)
     }
 
     fn exit(code: u64, rax: u64, gprs: Gprs) -> SvmExit {
@@ -466,19 +475,21 @@ mod tests {
             ..Default::default()
         };
         let script = vec![storm(false), storm(true), storm(false), leave()];
-        let (stop, hw, _) = run_on(script, &[], platform);
+        let (stop, hw, _, takes) = run_on(script, &[], platform);
         assert!(
             matches!(stop, StopReason::TimeLimit { ms: 1000 }),
             "{stop:?}"
         );
-        assert_eq!((hw.intr_exits, hw.host_irqs_taken), (1, 1));
-        assert!(!hw.host_irq_pending);
+        assert_eq!((hw.intr_exits, hw.host_irq.taken(), takes), (1, 1, 1));
+        assert!(!hw.host_irq.pending());
         // Entered three times: the two CPUID exits, then the INTR exit right after the second.
         assert_eq!(hw.entries.len(), 3);
         assert_eq!(hw.script.len(), 2);
     }
 
-    /// Every INTR exit takes its interrupt once and resumes the guest (no time limit passed).
+    /// Every INTR exit takes its interrupt once, through the one path (the platform's `clear_kick`, one
+    /// call per host event: the backend takes nothing itself), and resumes the guest (no time limit
+    /// passed); until it is taken, every VMRUN ends with INTR at once.
     #[test]
     fn each_intr_exit_takes_its_host_interrupt_once() {
         let irq = SvmExit {
@@ -486,10 +497,59 @@ mod tests {
             host_irq: true,
             ..Default::default()
         };
-        let (stop, hw, _) = run(vec![irq, irq, leave()], &[]);
+        let (stop, hw, _, takes) = run_on(vec![irq, irq, leave()], &[], ModelPlatform::default());
         assert_eq!(stop, StopReason::PayloadExit(0));
-        assert_eq!((hw.intr_exits, hw.host_irqs_taken), (2, 2));
-        assert!(!hw.host_irq_pending);
+        assert_eq!((hw.intr_exits, hw.host_irq.taken(), takes), (2, 2, 2));
+        assert!(!hw.host_irq.pending());
+        // CPUID, INTR, CPUID, INTR, VMMCALL: five entries.
+        assert_eq!(hw.entries.len(), 5);
+        // A host interrupt nobody takes (a platform whose `clear_kick` does not reach the line) would
+        // end every VMRUN with INTR: the model keeps it pending across entries.
+        let mut alone = ModelSvm {
+            script: vec![irq, leave()],
+            svme: true,
+            ..Default::default()
+        };
+        let mut vmcb = Box::new(Vmcb::zeroed());
+        let mut gprs = Gprs::default();
+        for _ in 0..3 {
+            alone.run(&mut gprs, &mut vmcb);
+        }
+        assert_eq!(vmcb.control.exit_code, code::INTR);
+        assert_eq!((alone.intr_exits, alone.host_irq.taken()), (2, 0));
+    }
+
+    /// The boot vCPU halts with interrupts off while another vCPU runs (which may still send it an IPI
+    /// or an INIT): it waits for a kick in the platform, looks at the time limit at every wake, and
+    /// stops the VM with it once passed (`smp mode=spin-forever`: the one-shot behind each wake is the
+    /// platform's, `x86::clock::idle_wait`). Without the limit nothing else ends this wait.
+    #[test]
+    fn a_vcpu_halted_with_interrupts_off_stops_at_the_time_limit_while_another_runs() {
+        let hlt = SvmExit {
+            code: code::HLT,
+            ..Default::default()
+        };
+        let platform = ModelPlatform {
+            limit_after_idles: Some((3, 1000)),
+            ..Default::default()
+        };
+        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
+        shared.publish(2);
+        assert!(shared.post_sipi(1, 0x08));
+        assert_eq!(shared.take_sipi(1), Some(0x08), "vCPU 1 runs");
+        let (stop, hw, vmcb, p) = run_vm(vec![hlt, leave()], &[], platform, |vm| {
+            vm.smp = shared;
+            vm.cpus = 2;
+        });
+        assert_eq!(vmcb.save.rflags & RFLAGS_IF, 0, "halted with IF = 0");
+        assert_eq!(stop, StopReason::TimeLimit { ms: 1000 });
+        assert_eq!(
+            p.idles.get(),
+            3,
+            "woke twice before the limit, waited again each time"
+        );
+        assert_eq!(hw.entries.len(), 1, "never re-entered the guest");
+        assert_eq!(shared.active(), 2);
     }
 
     #[test]

@@ -34,6 +34,41 @@ impl embedded_io::Write for RecordingConsole {
     }
 }
 
+/// The host's local APIC as far as a pending host interrupt goes (a kick or the host timer): raised by
+/// a hardware model (the SVM model: one that fires while the VMM handles an exit stays pending, see
+/// `testing::svm`), taken only by the platform's `clear_kick`, as on the machine, where the world switch
+/// never takes one and the loop takes it on the host event it causes. Shared (`Arc`) by the two models.
+#[derive(Default, Debug)]
+pub struct HostIrqLine {
+    pending: core::sync::atomic::AtomicBool,
+    taken: core::sync::atomic::AtomicU32,
+}
+
+impl HostIrqLine {
+    /// A host interrupt becomes pending.
+    pub fn raise(&self) {
+        self.pending
+            .store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn pending(&self) -> bool {
+        self.pending.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    /// Host interrupts the VMM took.
+    pub fn taken(&self) -> u32 {
+        self.taken.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    /// Interrupts on for an instant: a pending one is taken (its stub acknowledges it), else nothing.
+    fn take(&self) {
+        if self
+            .pending
+            .swap(false, core::sync::atomic::Ordering::Relaxed)
+        {
+            self.taken
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ModelPlatform {
     pub console: RecordingConsole,
@@ -48,10 +83,21 @@ pub struct ModelPlatform {
     pub entropy: Option<u64>,
     /// Every vCPU kicked (host IPI), in order.
     pub kicks: std::cell::RefCell<Vec<usize>>,
+    /// The host interrupt line `clear_kick` takes from (shared with a hardware model that raises it).
+    pub host_irq: std::sync::Arc<HostIrqLine>,
+    /// `clear_kick` calls.
+    pub clear_kicks: std::cell::Cell<u32>,
+    /// `idle` calls (waits for a kick), and after how many of them the time limit (ms) has passed.
+    pub idles: std::cell::Cell<u32>,
+    pub limit_after_idles: Option<(u32, u64)>,
 }
 impl Platform for ModelPlatform {
     fn kick(&self, cpu: usize) {
         self.kicks.borrow_mut().push(cpu);
+    }
+    fn clear_kick(&mut self) {
+        self.clear_kicks.set(self.clear_kicks.get() + 1);
+        self.host_irq.take();
     }
     type Console = RecordingConsole;
     fn console(&mut self) -> &mut RecordingConsole {
@@ -67,7 +113,13 @@ impl Platform for ModelPlatform {
         self.entropy
     }
     fn time_limit_exceeded(&self) -> Option<u64> {
-        self.limit_passed
+        match self.limit_after_idles {
+            Some((n, ms)) if self.idles.get() >= n => Some(ms),
+            _ => self.limit_passed,
+        }
+    }
+    fn idle(&mut self) {
+        self.idles.set(self.idles.get() + 1);
     }
     fn guest_tsc(&self) -> u64 {
         self.tsc.get()

@@ -1,8 +1,9 @@
 //! A model of the SVM hardware for host tests: CPUID and MSRs of a capable CPU, EFER.SVME state, and
 //! VMRUN that plays a script of #VMEXITs (exit code, EXITINFO1/2, guest RAX and GPRs) into the VMCB,
 //! recording the guest state at each entry. Host interrupts as the world switch leaves them: one that
-//! fires during an exit stays pending, ends the next VMRUN with an INTR exit, and is gone only once the
-//! VMM takes it (`take_host_interrupt`).
+//! fires during an exit stays pending (in the host's local APIC, [`super::HostIrqLine`]), ends the next
+//! VMRUN with an INTR exit, and is gone only once the VMM takes it (the platform's `clear_kick`: share
+//! the line with the [`super::ModelPlatform`] the loop runs on).
 use std::vec::Vec;
 
 use crate::svm::hw::SvmHw;
@@ -36,10 +37,8 @@ pub struct ModelSvm {
     pub xcr0: Vec<u64>,
     /// (CR0, CR4, TLB_CONTROL, EVENTINJ) of the VMCB at each VMRUN.
     pub crs: Vec<(u64, u64, u8, u32)>,
-    /// A host interrupt is pending in the local APIC (not yet taken by the VMM).
-    pub host_irq_pending: bool,
-    /// Host interrupts the VMM took after INTR exits.
-    pub host_irqs_taken: u32,
+    /// The host's local APIC: a host interrupt pending there (not yet taken by the VMM).
+    pub host_irq: std::sync::Arc<super::HostIrqLine>,
     /// INTR exits delivered for a pending host interrupt.
     pub intr_exits: u32,
 }
@@ -76,7 +75,7 @@ impl SvmHw for ModelSvm {
             vmcb.control.event_inj,
         ));
         // With RFLAGS.IF = 1 at VMRUN and V_INTR_MASKING, a pending host interrupt ends the run at once.
-        let e = if self.host_irq_pending {
+        let e = if self.host_irq.pending() {
             self.intr_exits += 1;
             SvmExit {
                 code: crate::svm::decode::code::INTR,
@@ -97,7 +96,9 @@ impl SvmHw for ModelSvm {
         vmcb.save.rax = e.rax;
         *gprs = e.gprs;
         // A scripted INTR exit is a host interrupt that ended the run: it stays pending until taken.
-        self.host_irq_pending |= e.host_irq || e.code == crate::svm::decode::code::INTR;
+        if e.host_irq || e.code == crate::svm::decode::code::INTR {
+            self.host_irq.raise();
+        }
     }
     fn vmload(&mut self, _: &Vmcb) {
         self.vmloads += 1;
@@ -110,10 +111,5 @@ impl SvmHw for ModelSvm {
     fn xsetbv(&mut self, xcr0: u64) {
         assert!(self.xsave_enabled, "XSETBV with CR4.OSXSAVE clear is #UD");
         self.xcr0.push(xcr0);
-    }
-    fn take_host_interrupt(&mut self) {
-        assert!(self.host_irq_pending, "no host interrupt to take");
-        self.host_irq_pending = false;
-        self.host_irqs_taken += 1;
     }
 }

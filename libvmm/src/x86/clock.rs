@@ -176,9 +176,46 @@ pub(crate) fn from_bcd(v: u8) -> u64 {
     (v & 0x0F) as u64 + ((v >> 4) as u64) * 10
 }
 
+/// How a CPU waits in the VMM for a kick (another vCPU's host IPI: a halt nothing of the guest's own
+/// can end, an off vCPU's wait for a STARTUP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdleWait {
+    /// Arm the host one-shot for the time limit's deadline (TSC) first, then halt: the wait ends there
+    /// at the latest, whatever spent the one-shot before (a guest deadline the guest cannot take, a
+    /// one-shot that fired early against the TSC). Armed again at every wait.
+    Until(u64),
+    /// No time limit: halt until any host interrupt.
+    ForKick,
+    /// The limit has passed: do not wait (the caller looks at the limit and stops).
+    NoWait,
+}
+
+/// The wait of [`IdleWait`] at TSC `now`, with the time limit's deadline `limit`. Without it, a CPU
+/// whose one-shot was spent waited for kicks only: `smp mode=spin-forever` (the other vCPUs spinning,
+/// the boot vCPU halted with interrupts off) ran past its time limit until the host killed it.
+pub(crate) fn idle_wait(limit: Option<u64>, now: u64) -> IdleWait {
+    match limit {
+        None => IdleWait::ForKick,
+        Some(l) if now < l => IdleWait::Until(l),
+        Some(_) => IdleWait::NoWait,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wait in the VMM always has the time limit armed while it has not passed, at every wait (the
+    /// one-shot spent on anything earlier cannot leave it waiting for kicks only), never past it.
+    #[test]
+    fn an_idle_wait_ends_at_the_time_limit_every_time() {
+        assert_eq!(idle_wait(None, 5), IdleWait::ForKick);
+        for now in [0, 999] {
+            assert_eq!(idle_wait(Some(1000), now), IdleWait::Until(1000));
+        }
+        assert_eq!(idle_wait(Some(1000), 1000), IdleWait::NoWait);
+        assert_eq!(idle_wait(Some(1000), u64::MAX), IdleWait::NoWait);
+    }
 
     const INTEL: [u32; 3] = [0x756e_6547, 0x6c65_746e, 0x4965_6e69]; // ebx, ecx, edx
     const AMD: [u32; 3] = [0x6874_7541, 0x444d_4163, 0x6974_6e65];

@@ -15,6 +15,8 @@
 //! `mode=storm iters=N`: every CPU at once sends N IPIs to every CPU (hostile: the VMM must stay
 //! up and every CPU finish).
 //! `mode=exit-while-starting`: CPU 0 starts every CPU and exits at once; the VM must stop cleanly.
+//! `mode=spin-forever [timer=1]`: every other CPU spins forever, CPU 0 halts with interrupts off (with
+//! `timer=1` after arming its own timer, which it can never take): only the VM's time limit ends it.
 //! `mode=touch`: every CPU at once writes its own words into the same blocks of memory nobody touched
 //! before (the VMM zeroes each block on its first touch, once for the VM): every CPU's words must be
 //! there afterwards, and the rest of each block zero.
@@ -195,6 +197,7 @@ fn main() -> i32 {
         Some("touch") => return touch(n),
         #[cfg(target_arch = "x86_64")]
         Some("hostile") => return hostile::run(n),
+        Some("spin-forever") => return spin_forever_everywhere(n),
         Some("exit-while-starting") => {
             for c in 1..n {
                 let _ = smp::start(c, spin_forever);
@@ -271,9 +274,12 @@ fn main() -> i32 {
 
 /// Deterministic costs (`cargo xtask bench`, QEMU `-icount`: one cycle = one emulated instruction):
 /// VMM entry to every CPU running payload code, an IPI round trip between two CPUs (ping and the
-/// handler's answer), a remote fence of every CPU. Every wait here is a WFI / HLT, never a spin: under
-/// `-icount` QEMU runs the harts one at a time and switches when one halts. (x86's remote fence waits
-/// for the acknowledgements by spinning: its figure is not taken there.)
+/// handler's answer), a remote fence of every CPU (RISC-V: SBI RFENCE `remote_sfence_vma`; x86:
+/// `smp::remote_invlpg`, an IPI to every other CPU whose handler runs INVLPG and acknowledges, from the
+/// call until every CPU has). The other CPUs wait in WFI / HLT, never spinning: under `-icount` QEMU
+/// runs the harts one at a time and switches when one halts. x86's fence waits for the
+/// acknowledgements with PAUSE, which in QEMU's TCG ends the CPU's turn ("let another CPU run"), so
+/// its figure counts the fenced CPUs' work and a few instructions of spinning per turn.
 fn bench(n: usize) -> i32 {
     use libvmm_guest::arch::{cycles, first_cycles};
     take_ipis();
@@ -323,17 +329,10 @@ fn bench(n: usize) -> i32 {
             (cycles() - t) / PINGS_N
         );
     }
-    if cfg!(target_arch = "x86_64") {
-        QUITTING.store(1, SeqCst);
-        for c in 1..n {
-            let _ = smp::send_ipi(c);
-        }
-        return 0;
-    }
     const FENCES: u64 = 200;
     let t = cycles();
     for _ in 0..FENCES {
-        if smp::remote_fence_vma(0, u64::MAX).is_err() {
+        if fence_every_cpu().is_err() {
             return 1;
         }
     }
@@ -346,6 +345,15 @@ fn bench(n: usize) -> i32 {
 }
 
 static QUITTING: AtomicU32 = AtomicU32::new(0);
+
+/// The bench's remote fence of every CPU: RISC-V's SBI RFENCE `remote_sfence_vma` (whole address
+/// space); x86's TLB shootdown of one page, INVLPG on every CPU (the others' by IPI).
+fn fence_every_cpu() -> Result<(), smp::SmpError> {
+    #[cfg(target_arch = "riscv64")]
+    return smp::remote_fence_vma(0, u64::MAX);
+    #[cfg(target_arch = "x86_64")]
+    return smp::remote_invlpg(0, u64::MAX, core::ptr::addr_of!(STARTED_AT) as u64);
+}
 
 /// A bench CPU: says it runs (an IPI to CPU 0), then takes IPIs (its handler answers pings) in WFI
 /// until CPU 0 says quit.
@@ -364,6 +372,30 @@ fn spin_forever() {
     loop {
         COUNTER.fetch_add(1, SeqCst);
     }
+}
+
+/// `mode=spin-forever`: every other CPU spins forever and CPU 0 halts with interrupts off, after arming
+/// its own timer with `timer=1` (a deadline 10 ms away, which it can never take). Nothing ends this but
+/// the VM's time limit (`libvmm.timeout_ms`), which must stop every vCPU with one stop line.
+fn spin_forever_everywhere(n: usize) -> i32 {
+    for c in 1..n {
+        if smp::start(c, spin_forever).is_err() {
+            println_whole!("smp: FAILED: start cpu {c}");
+            return 1;
+        }
+    }
+    let timer = libvmm_guest::cmdline_value("timer") == Some("1");
+    println_whole!(
+        "smp: {} CPU(s) spin forever; cpu 0 halts with interrupts off{}",
+        n - 1,
+        if timer { ", its timer armed" } else { "" }
+    );
+    irq::disable();
+    if timer {
+        let hz = libvmm_guest::time::ticks_per_sec();
+        libvmm_guest::time::arm_deadline(libvmm_guest::time::ticks() + hz / 100);
+    }
+    libvmm_guest::arch::halt_forever()
 }
 
 static LOST: AtomicU32 = AtomicU32::new(0);

@@ -391,6 +391,35 @@ fn smp_hostile_x86(backend: Backend) -> Case {
         .cpus(4)
 }
 
+/// The VM's time limit with no vCPU that could end the run (`smp mode=spin-forever`, 4 CPUs): three
+/// vCPUs spin forever while the boot vCPU halts with interrupts off, with `timer=1` after arming a guest
+/// timer it can never take (on x86 its host one-shot is spent early, and the boot CPU's wait for a kick
+/// once had nothing left to end it). The limit stops every vCPU, with one stop line; no host time-out.
+fn smp_time_limit(backend: Backend, timers: &[bool]) -> Vec<Case> {
+    timers
+        .iter()
+        .map(|&timer| {
+            let (cmdline, line) = if timer {
+                (
+                    "mode=spin-forever timer=1 libvmm.timeout_ms=1000",
+                    "smp: 3 CPU(s) spin forever; cpu 0 halts with interrupts off, its timer armed",
+                )
+            } else {
+                (
+                    "mode=spin-forever libvmm.timeout_ms=1000",
+                    "smp: 3 CPU(s) spin forever; cpu 0 halts with interrupts off\n",
+                )
+            };
+            Case::new(backend, "smp", cmdline, StopCode::GuestError as u8)
+                .expect_line(line.into())
+                .reason("guest exceeded its time limit of 1000 ms")
+                .forbid(&["panic", "stopped by another vCPU", "smp: FAILED"])
+                .limit(Duration::from_secs(60))
+                .cpus(4)
+        })
+        .collect()
+}
+
 /// The guest API for a payload's own trap handlers (`libvmm_guest::set_trap_handler`): `hello traps=1`
 /// installs an illegal-instruction handler, executes `ud2` / an illegal instruction, skips it and goes
 /// on; `traps=default` installs one that declines, so the runtime's default (report and abort) runs.

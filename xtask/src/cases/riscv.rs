@@ -131,5 +131,7 @@ pub fn cases() -> Vec<Case> {
     weak.expect.retain(|e| e != " zkr ");
     v.push(weak.named("std-demo (rv64 without Zkr: entropy from the VMM's weak source)"));
     v.extend(super::smp_stress(B));
+    // Every hart keeps the time limit itself (no gap here): the same case as SVM's, with the timer.
+    v.extend(super::smp_time_limit(B, &[true]));
     v
 }

@@ -85,6 +85,7 @@ pub fn cases() -> Vec<Case> {
     v.push(super::smp(B, 4));
     v.extend(super::smp_stress(B));
     v.push(super::smp_hostile_x86(B));
+    v.extend(super::smp_time_limit(B, &[false, true]));
     v.extend(emulator_cases(B));
     v.push(super::timer(B));
     v.extend(super::apic_attacks(B));

@@ -44,16 +44,6 @@ pub fn vmload<V>(vmcb: &V) {
     unsafe { core::arch::asm!("vmload rax", in("rax") pa(vmcb), options(nostack)) }
 }
 
-/// After an INTR exit: takes the pending host interrupt through the VMM's IDT (the LAPIC timer's stub
-/// acknowledges it with an EOI), then interrupts are off again.
-pub fn take_host_interrupt() {
-    // SAFETY: STI's shadow covers the NOP, so the pending interrupt is taken after it, before CLI
-    // (QEMU's TCG ends a translation block after STI for this); the only unmasked source is the
-    // LAPIC timer (the legacy PICs are masked), whose stub EOIs and returns. No memory is touched by these
-    // instructions; CLI restores the VMM's interrupts-off state.
-    unsafe { core::arch::asm!("sti; nop; cli", options(nomem, nostack)) }
-}
-
 core::arch::global_asm!(concat!(
     r#"
 .section .text.svm, "ax"
@@ -102,7 +92,8 @@ extern "C" {
 /// world switch clears IF before it sets GIF again, so the VMM never takes a host interrupt here: one
 /// that became pending during an exit of another kind (or while the VMM handled an exit) stays pending
 /// in the local APIC and ends the next VMRUN at once with an INTR exit, which the loop sees as a host
-/// event; [`take_host_interrupt`] takes it after that exit. (Taken here, between STGI and CLI, as
+/// event; the loop takes it after that exit (`cpu::take_pending_interrupts`, the platform's
+/// `clear_kick`). (Taken here, between STGI and CLI, as
 /// before, such an interrupt was swallowed by the stub: the host one-shot was spent with no host
 /// event, and a guest that never exits by time was never stopped by its time limit.) The VMM's own
 /// code always runs with interrupts off. The guest's GPRs other than RAX/RSP (kept in the VMCB) travel

@@ -327,9 +327,19 @@ impl Platform for X86Platform {
     }
 
     /// HLT with interrupts enabled for that instant (STI's shadow covers HLT, so a kick that came while
-    /// interrupts were off wakes it at once).
+    /// interrupts were off wakes it at once). With a time limit, the host one-shot is armed for it first
+    /// and the running guest's host timer restored after (`x86::clock::idle_wait`): a vCPU waiting here
+    /// wakes at the limit even when its one-shot was spent before (the `spin-forever` hang).
     fn idle(&mut self) {
-        crate::arch::x86_64::cpu::wait_for_interrupt();
+        match clock::idle_wait(self.limit.map(|(_, l)| l), rdtsc()) {
+            clock::IdleWait::ForKick => crate::arch::x86_64::cpu::wait_for_interrupt(),
+            clock::IdleWait::Until(at) => {
+                self.lapic_at(at);
+                crate::arch::x86_64::cpu::wait_for_interrupt();
+                self.program_host_timer();
+            }
+            clock::IdleWait::NoWait => {}
+        }
     }
 }
 
