@@ -190,13 +190,14 @@ pub(crate) enum IdleWait {
     NoWait,
 }
 
-/// The wait of [`IdleWait`] at TSC `now`, with the time limit's deadline `limit`. Without it, a CPU
-/// whose one-shot was spent waited for kicks only: `smp mode=spin-forever` (the other vCPUs spinning,
-/// the boot vCPU halted with interrupts off) ran past its time limit until the host killed it.
-pub(crate) fn idle_wait(limit: Option<u64>, now: u64) -> IdleWait {
+/// The wait of [`IdleWait`] with the time limit's deadline `limit`, `now` reading the TSC (only with a
+/// limit). Without this, a CPU whose one-shot was spent waited for kicks only: `smp mode=spin-forever`
+/// (the other vCPUs spinning, the boot vCPU halted with interrupts off) ran past its time limit until
+/// the host killed it.
+pub(crate) fn idle_wait(limit: Option<u64>, now: impl FnOnce() -> u64) -> IdleWait {
     match limit {
         None => IdleWait::ForKick,
-        Some(l) if now < l => IdleWait::Until(l),
+        Some(l) if now() < l => IdleWait::Until(l),
         Some(_) => IdleWait::NoWait,
     }
 }
@@ -209,12 +210,15 @@ mod tests {
     /// one-shot spent on anything earlier cannot leave it waiting for kicks only), never past it.
     #[test]
     fn an_idle_wait_ends_at_the_time_limit_every_time() {
-        assert_eq!(idle_wait(None, 5), IdleWait::ForKick);
+        assert_eq!(
+            idle_wait(None, || panic!("no TSC read without a limit")),
+            IdleWait::ForKick
+        );
         for now in [0, 999] {
-            assert_eq!(idle_wait(Some(1000), now), IdleWait::Until(1000));
+            assert_eq!(idle_wait(Some(1000), || now), IdleWait::Until(1000));
         }
-        assert_eq!(idle_wait(Some(1000), 1000), IdleWait::NoWait);
-        assert_eq!(idle_wait(Some(1000), u64::MAX), IdleWait::NoWait);
+        assert_eq!(idle_wait(Some(1000), || 1000), IdleWait::NoWait);
+        assert_eq!(idle_wait(Some(1000), || u64::MAX), IdleWait::NoWait);
     }
 
     const INTEL: [u32; 3] = [0x756e_6547, 0x6c65_746e, 0x4965_6e69]; // ebx, ecx, edx
