@@ -123,12 +123,14 @@ impl<H: SvmHw> Backend for SvmVcpu<'_, H> {
         Some(self)
     }
 
-    /// The host interrupt behind an INTR exit is still pending (the world switch never takes one, see
-    /// `arch::x86_64::svm::run`): the loop takes it on the host event it caused, through the platform
-    /// (`Platform::clear_kick`, the one path for kicks and the host timer alike), so none is ever spent
-    /// without a host event. Not after every VMRUN: a compare there cost the CPUID and hypercall round
-    /// trips 2 to 4 emulated instructions each (measured with `cargo xtask bench`).
     const VIRTUAL_APIC: bool = true;
+
+    // The host interrupt behind an INTR exit is still pending (the world switch never takes one, see
+    // `arch::x86_64::svm::run`): the loop takes it on the host event it caused, through the platform
+    // (`Platform::clear_kick`, the one path for kicks and the host timer alike), so none is ever spent
+    // without a host event; this backend takes none itself. Not after every VMRUN: a compare there cost
+    // the CPUID and hypercall round trips 2 to 4 emulated instructions each (measured with `cargo xtask
+    // bench`).
 
     fn clear_interrupt_shadow(&mut self) {
         self.vmcb.control.int_state &= !vmcb::INT_SHADOW;
