@@ -865,6 +865,9 @@ pub fn vmx_checks(data: &[u8]) -> u64 {
     let g = GuestFacts {
         vtpr: inp.u8(),
         protected_mode: inp.bool(),
+        cr0: inp.u64(),
+        cr4: inp.u64(),
+        efer: inp.u64(),
     };
     let r = check(&c, &caps, g);
     let e = check_eptp(c.eptp, &caps);

@@ -12,6 +12,7 @@ use super::vmcs::{instruction_error_name, GuestRegs, VmFail, Vmcs, VmxOps};
 use crate::backend::{Backend, BackendError};
 use crate::exit::{Cr, CrState, Exit, Fault, Output, Reply, VirtualMsr};
 use crate::x86::apic::delivery::{GuestInterrupts, Interruptibility};
+use crate::x86::cr::cr0;
 use crate::x86::msr::{EFER_LMA, EFER_LME};
 
 use crate::x86::msr::KERNEL_GS_BASE as MSR_KERNEL_GS_BASE;
@@ -48,6 +49,9 @@ pub(crate) struct Vmx<H: VmxOps> {
     /// bit, so every change exits and goes through the policy: these copies are always current.
     pub(super) guest_cr0: u64,
     pub(super) guest_cr4: u64,
+    /// The guest's IA32_EFER field (every change exits: WRMSR, or the MOV to CR0 that activates long
+    /// mode), kept for the entry checks.
+    guest_efer: u64,
     pub diagnosis: Option<EntryDiagnosis>,
     /// An external interrupt was injected at the last entry: its delivery may have been cut short by
     /// the exit (IDT-vectoring information), then it is queued again.
@@ -70,6 +74,7 @@ impl<H: VmxOps> Vmx<H> {
         super::setup::write_controls(&mut vmcs, &controls).map_err(|_| vmwrite_failed())?;
         let guest_cr0 = vmcs.read(f::CR0_READ_SHADOW).unwrap_or(0);
         let guest_cr4 = vmcs.read(f::CR4_READ_SHADOW).unwrap_or(0);
+        let guest_efer = vmcs.read(f::GUEST_IA32_EFER).unwrap_or(0);
         let preemption_shift = (controls.pin & super::controls::pin::PREEMPTION_TIMER != 0
             && controls.exit & super::controls::exit::SAVE_PREEMPTION_TIMER != 0)
             .then_some((caps.misc & 0x1F) as u8);
@@ -84,6 +89,7 @@ impl<H: VmxOps> Vmx<H> {
             kernel_gs_base: 0,
             guest_cr0,
             guest_cr4,
+            guest_efer,
             diagnosis: None,
             injected_intr: false,
             preemption_shift,
@@ -99,8 +105,25 @@ impl<H: VmxOps> Vmx<H> {
     fn facts(&self) -> GuestFacts {
         GuestFacts {
             vtpr: self.vmcs.0.read_vtpr(),
-            protected_mode: true,
+            protected_mode: self.guest_cr0 & cr0::PE != 0,
+            cr0: self.hw_cr0(self.guest_cr0),
+            cr4: self.caps.fix_cr4(self.guest_cr4 | CR4_VMXE),
+            efer: self.guest_efer,
         }
+    }
+
+    /// The guest CR0 field for the guest's CR0 `value`: the VMX fixed bits, of which "unrestricted
+    /// guest" (guest SMP's APs, which start in real mode) lifts PE and PG; CD and NW off underneath, as
+    /// KVM runs every guest (`KVM_VM_CR0_ALWAYS_OFF`: the guest still reads its own value).
+    fn hw_cr0(&self, value: u64) -> u64 {
+        let mut fixed0 = self.caps.cr0_fixed0;
+        if self
+            .controls
+            .has2(super::controls::proc2::UNRESTRICTED_GUEST)
+        {
+            fixed0 &= !(cr0::PE | cr0::PG);
+        }
+        ((value & !(cr0::CD | cr0::NW)) | fixed0) & self.caps.cr0_fixed1
     }
 
     /// The software checks, run when the controls changed, and on every entry while TPR shadow is on
@@ -146,6 +169,8 @@ impl<H: VmxOps> Vmx<H> {
         let hw = VALID | (TYPE_HW_EXCEPTION << TYPE_SHIFT);
         let (info, ec) = match fault {
             Fault::InvalidOpcode => (hw | 6, 0),
+            // Real mode (an AP after SIPI) pushes no error code: VM entry refuses one there.
+            Fault::GeneralProtection(_) if self.guest_cr0 & cr0::PE == 0 => (hw | 13, 0),
             Fault::GeneralProtection(ec) => (hw | 13 | DELIVER_ERROR_CODE, ec),
         };
         self.controls.entry_intr_info = info;
@@ -160,6 +185,7 @@ impl<H: VmxOps> Vmx<H> {
     pub(super) fn inject_exception(&mut self, vector: u8, error: Option<u32>) {
         use intr_info::*;
         let mut info = VALID | (TYPE_HW_EXCEPTION << TYPE_SHIFT) | u32::from(vector);
+        let error = error.filter(|_| self.guest_cr0 & cr0::PE != 0);
         if error.is_some() {
             info |= DELIVER_ERROR_CODE;
         }
@@ -200,15 +226,24 @@ impl<H: VmxOps> Vmx<H> {
     }
 
     /// Loads a checked CR0/CR4: the guest's value in the read shadow, the value with the VMX fixed bits
-    /// (CR0.NE/PE/PG, CR4.VMXE) in the guest field; then the guest's VPID-tagged translations are
-    /// flushed, as the instruction itself would flush them.
+    /// (CR0.NE/PE/PG, CR4.VMXE; [`Vmx::hw_cr0`]) in the guest field; then the guest's VPID-tagged
+    /// translations are flushed, as the instruction itself would flush them. Paging turned on with
+    /// EFER.LME activates long mode, which the CPU would do itself had the write not exited: EFER.LMA
+    /// and the IA-32e mode guest entry control (only an AP starting from real mode gets here so).
     fn set_cr(&mut self, cr: Cr, value: u64) -> Result<(), Fault> {
         let r = match cr {
             Cr::Cr0 => {
                 self.guest_cr0 = value;
+                if value & cr0::PG != 0
+                    && self.guest_efer & (EFER_LME | EFER_LMA) == EFER_LME
+                    && self.enter_long_mode().is_err()
+                {
+                    return Err(Fault::GeneralProtection(0));
+                }
+                let hw = self.hw_cr0(value);
                 self.vmcs
                     .write(f::CR0_READ_SHADOW, value)
-                    .and_then(|_| self.vmcs.write(f::GUEST_CR0, self.caps.fix_cr0(value)))
+                    .and_then(|_| self.vmcs.write(f::GUEST_CR0, hw))
             }
             Cr::Cr4 => {
                 self.guest_cr4 = value;
@@ -222,6 +257,53 @@ impl<H: VmxOps> Vmx<H> {
         r.map_err(|_| Fault::GeneralProtection(0))
     }
 
+    /// EFER.LMA and the IA-32e mode guest entry control, together (the entry checks want them equal).
+    #[cold]
+    fn enter_long_mode(&mut self) -> Result<(), VmFail> {
+        self.guest_efer |= EFER_LMA;
+        self.vmcs.write(f::GUEST_IA32_EFER, self.guest_efer)?;
+        self.controls.entry |= super::controls::entry::IA32E_MODE_GUEST;
+        self.dirty = true;
+        self.vmcs.write(f::ENTRY_CONTROLS, self.controls.entry)
+    }
+
+    /// A fresh start of this vCPU after INIT + STARTUP (guest SMP's APs): the VMCS at `vmcs_pa` cleared
+    /// and made current again (so the next entry is a VMLAUNCH), then `controls`, `host` and the real-mode
+    /// state at `vector << 12` ([`super::setup::write_guest_sipi`]) written; the vCPU's own copies
+    /// (registers, CR shadows, EFER, pending injection) reset to match; the guest's translations flushed
+    /// (INIT flushes the TLB).
+    pub(crate) fn start_after_sipi(
+        &mut self,
+        vmcs_pa: u64,
+        controls: Controls,
+        host: &super::setup::HostState,
+        vector: u8,
+    ) -> Result<(), BackendError> {
+        let hw = &mut self.vmcs.0;
+        if hw.vmclear(vmcs_pa).is_err() || hw.vmptrld(vmcs_pa).is_err() {
+            return Err(BackendError::EntryFailed {
+                code: 0,
+                what: "VMCLEAR/VMPTRLD of an AP's VMCS failed",
+            });
+        }
+        super::setup::write_host(&mut self.vmcs, host)
+            .and_then(|_| super::setup::write_guest_sipi(&mut self.vmcs, &self.caps, vector))
+            .and_then(|_| super::setup::write_controls(&mut self.vmcs, &controls))
+            .map_err(|_| vmwrite_failed())?;
+        self.controls = controls;
+        self.launched = false;
+        self.dirty = true;
+        self.regs = GuestRegs::default();
+        self.kernel_gs_base = 0;
+        self.guest_cr0 = self.read_or_zero(f::CR0_READ_SHADOW);
+        self.guest_cr4 = self.read_or_zero(f::CR4_READ_SHADOW);
+        self.guest_efer = self.read_or_zero(f::GUEST_IA32_EFER);
+        self.injected_intr = false;
+        self.diagnosis = None;
+        self.vmcs.0.flush_guest_tlb();
+        Ok(())
+    }
+
     fn set_edx_eax(&mut self, v: u64) {
         self.regs.rax = v & 0xFFFF_FFFF;
         self.regs.rdx = v >> 32;
@@ -231,11 +313,16 @@ impl<H: VmxOps> Vmx<H> {
         let r = match msr {
             VirtualMsr::Efer => {
                 // Toggling long mode through WRMSR while paging is on is #GP on hardware, and the IA-32e
-                // entry control must keep matching EFER.LMA.
-                let cur = self.read_or_zero(f::GUEST_IA32_EFER);
-                if (cur ^ value) & (EFER_LME | EFER_LMA) != 0 {
+                // entry control must keep matching EFER.LMA (read-only: only a MOV to CR0 changes it).
+                // With paging off (an AP in real mode on its way to long mode) LME may change.
+                let cur = self.guest_efer;
+                let changed = cur ^ value;
+                if changed & EFER_LMA != 0
+                    || (self.guest_cr0 & cr0::PG != 0 && changed & EFER_LME != 0)
+                {
                     return Err(Fault::GeneralProtection(0));
                 }
+                self.guest_efer = value;
                 self.vmcs.write(f::GUEST_IA32_EFER, value)
             }
             VirtualMsr::FsBase => self.vmcs.write(f::GUEST_FS_BASE, value),
@@ -571,10 +658,15 @@ mod tests {
             steps,
             ..Default::default()
         };
+        // A 64-bit guest as bring-up writes one (the entry checks look at CR0, CR4 and EFER).
         model.fields.insert(f::GUEST_RIP.encoding(), 0x201_0000);
         model
             .fields
             .insert(f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA);
+        model
+            .fields
+            .insert(f::CR0_READ_SHADOW.encoding(), 0x8001_0033);
+        model.fields.insert(f::CR4_READ_SHADOW.encoding(), 0x20);
         Vmx::new(Vmcs(model), caps, c, opts).unwrap()
     }
 
