@@ -222,6 +222,7 @@ pub(crate) fn run_ap<P: Platform, H: VmxOps>(
             }
         }
         vm.reset_apic(caps.max_phys_addr);
+        c.bound_runs_for_kicks();
         if c.keeps_guest_time() {
             vm.platform.guest_time_in_backend();
             let now = vm.platform.guest_tsc();
@@ -423,6 +424,9 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
         Err(e) => return Err(StopReason::Backend(e)),
     };
     cpu.regs.rdi = state.rdi;
+    if vm.smp.cpu_count() > 1 {
+        cpu.bound_runs_for_kicks();
+    }
     // Guest time while the guest runs: the VMX-preemption timer at the earliest host deadline (the time
     // limit from the start; the guest's timers as it arms them), the host LAPIC only for HLT sleeps.
     if cpu.keeps_guest_time() {

@@ -59,6 +59,9 @@ pub(crate) struct Vmx<H: VmxOps> {
     /// The VMX-preemption timer's rate (TSC >> X, IA32_VMX_MISC[4:0]) when its value is saved on exit:
     /// then it keeps the guest's time ([`Backend::set_host_deadline`]).
     preemption_shift: Option<u8>,
+    /// Guest SMP: the VMX-preemption timer's bound on every run, in its units
+    /// ([`Vmx::bound_runs_for_kicks`]).
+    kick_poll: Option<u32>,
     /// The EPT tables, for blocks mapped on first touch (`None`: a test without tables).
     pub ept: Option<&'static mut super::ept::EptTables>,
 }
@@ -93,8 +96,20 @@ impl<H: VmxOps> Vmx<H> {
             diagnosis: None,
             injected_intr: false,
             preemption_shift,
+            kick_poll: None,
             ept: None,
         })
+    }
+
+    /// Guest SMP: bounds every run to `config::VMX_KICK_POLL_TSC` TSC ticks with the VMX-preemption
+    /// timer, so another vCPU's kick (a stop, an INIT) is seen even while this guest spins with
+    /// RFLAGS.IF = 0, where Bochs raises no external-interrupt exit (hardware does). Only where the timer
+    /// keeps guest time; without "save preemption timer value" it restarts at a small value anyway.
+    pub fn bound_runs_for_kicks(&mut self) {
+        if let Some(shift) = self.preemption_shift {
+            let units = (crate::config::VMX_KICK_POLL_TSC >> shift).clamp(1, u64::from(u32::MAX));
+            self.kick_poll = Some(units as u32);
+        }
     }
 
     /// The VMX-preemption timer keeps the guest's time (its value is saved on exit).
@@ -586,6 +601,7 @@ impl<H: VmxOps> Backend for Vmx<H> {
             }
             None => u32::MAX,
         };
+        let value = self.kick_poll.map_or(value, |p| value.min(p));
         let _ = self.vmcs.write(f::GUEST_PREEMPTION_TIMER, value);
     }
 }
@@ -695,6 +711,15 @@ mod tests {
         assert_eq!(timer(&v), u32::MAX);
         v.set_host_deadline(Some(u64::MAX), 0);
         assert_eq!(timer(&v), u32::MAX);
+        // Guest SMP: every run is bounded, so a kick is seen even with the guest's IF = 0 (Bochs).
+        v.bound_runs_for_kicks();
+        let bound = (crate::config::VMX_KICK_POLL_TSC >> 5) as u32;
+        v.set_host_deadline(None, 400);
+        assert_eq!(timer(&v), bound);
+        v.set_host_deadline(Some(u64::MAX), 0);
+        assert_eq!(timer(&v), bound);
+        v.set_host_deadline(Some(1_000), 400);
+        assert_eq!(timer(&v), 19, "an earlier deadline stays");
         // Without the save control the value restarts at every entry: the backend does not keep time.
         let mut caps = skylake_x();
         caps.exit.may_be_1 &= !super::super::controls::exit::SAVE_PREEMPTION_TIMER;
