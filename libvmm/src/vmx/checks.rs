@@ -129,7 +129,12 @@ pub(crate) struct GuestFacts {
     pub vtpr: u8,
     /// Guest CR0.PE (unrestricted guests may be in real mode: no error codes then).
     pub protected_mode: bool,
-    /// The guest CR0, CR4 and IA32_EFER fields (what the CPU runs the guest with, not the shadows).
+}
+
+/// The guest CR0, CR4 and IA32_EFER fields (what the CPU runs the guest with, not the read shadows),
+/// for [`check_guest_crs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GuestCrs {
     pub cr0: u64,
     pub cr4: u64,
     pub efer: u64,
@@ -143,8 +148,10 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 
 /// The guest control-register rules (SDM "Checks on Guest Control Registers, Debug Registers, and
-/// MSRs"; KVM `nested_vmx_check_guest_state`).
-pub(crate) fn check_guest_crs(c: &Controls, caps: &Caps, g: GuestFacts) -> Result<(), Check> {
+/// MSRs"; KVM `nested_vmx_check_guest_state`). Apart from [`check`]: the backend runs them only when
+/// CR0, CR4, EFER or the entry controls changed, not on every change of the controls (event injection
+/// and interrupt windows change those all the time).
+pub(crate) fn check_guest_crs(c: &Controls, caps: &Caps, g: GuestCrs) -> Result<(), Check> {
     let fail = |ok: bool, which: Check| if ok { Ok(()) } else { Err(which) };
     let mut fixed0 = caps.cr0_fixed0;
     if c.proc1 & proc1::SECONDARY != 0 && c.has2(proc2::UNRESTRICTED_GUEST) {
@@ -286,8 +293,7 @@ pub(crate) fn check(c: &Controls, caps: &Caps, guest: GuestFacts) -> Result<(), 
         Check::EntryToSmm,
     )?;
     // Event injection.
-    check_injection(c, caps, guest)?;
-    check_guest_crs(c, caps, guest)
+    check_injection(c, caps, guest)
 }
 
 /// EPTP validity (SDM "Checks on VMX Controls", EPTP bullet).
@@ -365,10 +371,13 @@ mod tests {
     use crate::vmx::caps::tests::skylake_x;
     use crate::vmx::setup::{self, Tweak};
 
-    /// A 64-bit guest as libvmm starts one (CR0 PE|NE|PG, CR4 PAE|VMXE, EFER LME|LMA).
     const GUEST: GuestFacts = GuestFacts {
         vtpr: 0,
         protected_mode: true,
+    };
+
+    /// A 64-bit guest as libvmm starts one (CR0 PE|NE|PG, CR4 PAE|VMXE, EFER LME|LMA).
+    const LONG: GuestCrs = GuestCrs {
         cr0: 0x8000_0031,
         cr4: 0x2020,
         efer: EFER_LME | EFER_LMA,
@@ -380,64 +389,66 @@ mod tests {
     #[test]
     fn real_mode_is_accepted_only_with_unrestricted_guest() {
         let caps = skylake_x();
-        let real = GuestFacts {
-            protected_mode: false,
+        let real = GuestCrs {
             cr0: 0x6000_0030,
             cr4: 0x2000,
             efer: 0,
-            ..GUEST
         };
         let mut c = good();
         c.entry &= !entry::IA32E_MODE_GUEST;
-        assert_eq!(check(&c, &caps, real), Err(Check::GuestCr0Fixed));
+        assert_eq!(check_guest_crs(&c, &caps, real), Err(Check::GuestCr0Fixed));
         c.proc2 |= proc2::UNRESTRICTED_GUEST;
-        assert_eq!(check(&c, &caps, real), Ok(()));
+        assert_eq!(check_guest_crs(&c, &caps, real), Ok(()));
         // Still NE (fixed, not lifted), PG only with PE.
-        let no_ne = GuestFacts {
+        let no_ne = GuestCrs {
             cr0: 0x6000_0010,
             ..real
         };
-        assert_eq!(check(&c, &caps, no_ne), Err(Check::GuestCr0Fixed));
-        let pg_only = GuestFacts {
+        assert_eq!(check_guest_crs(&c, &caps, no_ne), Err(Check::GuestCr0Fixed));
+        let pg_only = GuestCrs {
             cr0: 0x8000_0020,
             ..real
         };
         assert_eq!(
-            check(&c, &caps, pg_only),
+            check_guest_crs(&c, &caps, pg_only),
             Err(Check::GuestCr0PagingWithoutPe)
         );
         // EFER.LME in real mode is fine; paging on with LMA but without the entry control is not.
-        let lme = GuestFacts {
+        let lme = GuestCrs {
             efer: EFER_LME,
             ..real
         };
-        assert_eq!(check(&c, &caps, lme), Ok(()));
-        let long = GuestFacts {
-            protected_mode: true,
+        assert_eq!(check_guest_crs(&c, &caps, lme), Ok(()));
+        let long = GuestCrs {
             cr0: 0x8001_0031,
             cr4: 0x20a0 | CR4_PAE,
             efer: EFER_LME | EFER_LMA,
             ..real
         };
-        assert_eq!(check(&c, &caps, long), Err(Check::GuestEferLma));
+        assert_eq!(check_guest_crs(&c, &caps, long), Err(Check::GuestEferLma));
         c.entry |= entry::IA32E_MODE_GUEST;
-        assert_eq!(check(&c, &caps, long), Ok(()));
+        assert_eq!(check_guest_crs(&c, &caps, long), Ok(()));
         // The IA-32e control without paging or PAE, and LMA without LME under paging.
-        assert_eq!(check(&c, &caps, lme), Err(Check::GuestIa32eMode));
-        let no_pae = GuestFacts {
+        assert_eq!(check_guest_crs(&c, &caps, lme), Err(Check::GuestIa32eMode));
+        let no_pae = GuestCrs {
             cr4: 0x2000,
             ..long
         };
-        assert_eq!(check(&c, &caps, no_pae), Err(Check::GuestIa32eMode));
-        let no_lme = GuestFacts {
+        assert_eq!(
+            check_guest_crs(&c, &caps, no_pae),
+            Err(Check::GuestIa32eMode)
+        );
+        let no_lme = GuestCrs {
             efer: EFER_LMA,
             ..long
         };
-        assert_eq!(check(&c, &caps, no_lme), Err(Check::GuestEferLma));
-        // The 64-bit guest libvmm starts passes with or without unrestricted guest.
+        assert_eq!(check_guest_crs(&c, &caps, no_lme), Err(Check::GuestEferLma));
+        // The 64-bit guest libvmm starts passes with or without unrestricted guest, and the controls
+        // of the AP (unrestricted guest) pass the control checks.
         assert_eq!(check(&c, &caps, GUEST), Ok(()));
+        assert_eq!(check_guest_crs(&c, &caps, LONG), Ok(()));
         c.proc2 &= !proc2::UNRESTRICTED_GUEST;
-        assert_eq!(check(&c, &caps, GUEST), Ok(()));
+        assert_eq!(check_guest_crs(&c, &caps, LONG), Ok(()));
     }
 
     fn good() -> Controls {

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use super::caps::{Caps, CR4_VMXE};
-use super::checks::{self, Check, GuestFacts};
+use super::checks::{self, Check, GuestCrs, GuestFacts};
 use super::controls::{intr_info, proc1, Controls};
 use super::decode::{self, reason, CrContext, RawExit};
 use super::fields as f;
@@ -43,6 +43,8 @@ pub(crate) struct Vmx<H: VmxOps> {
     controls: Controls,
     /// The controls changed since they were last checked.
     dirty: bool,
+    /// CR0, CR4, EFER or the IA-32e entry control changed since the guest CR rules were last checked.
+    crs_dirty: bool,
     opts: Options,
     kernel_gs_base: u64,
     /// The guest's CR0 and CR4 as it sees them (= the read shadows). The guest/host masks cover every
@@ -88,6 +90,7 @@ impl<H: VmxOps> Vmx<H> {
             caps,
             controls,
             dirty: true,
+            crs_dirty: true,
             opts,
             kernel_gs_base: 0,
             guest_cr0,
@@ -121,6 +124,11 @@ impl<H: VmxOps> Vmx<H> {
         GuestFacts {
             vtpr: self.vmcs.0.read_vtpr(),
             protected_mode: self.guest_cr0 & cr0::PE != 0,
+        }
+    }
+
+    fn crs(&self) -> GuestCrs {
+        GuestCrs {
             cr0: self.hw_cr0(self.guest_cr0),
             cr4: self.caps.fix_cr4(self.guest_cr4 | CR4_VMXE),
             efer: self.guest_efer,
@@ -150,13 +158,28 @@ impl<H: VmxOps> Vmx<H> {
         checks::check(&self.controls, &self.caps, self.facts())
             .map_err(|c| BackendError::ConsistencyCheck { what: c.name() })?;
         self.dirty = false;
+        if self.crs_dirty {
+            self.check_crs()?;
+        }
+        Ok(())
+    }
+
+    /// The guest CR rules ([`checks::check_guest_crs`]), after CR0, CR4, EFER or the IA-32e entry
+    /// control changed (rare: out of line).
+    #[cold]
+    #[inline(never)]
+    fn check_crs(&mut self) -> Result<(), BackendError> {
+        checks::check_guest_crs(&self.controls, &self.caps, self.crs())
+            .map_err(|c| BackendError::ConsistencyCheck { what: c.name() })?;
+        self.crs_dirty = false;
         Ok(())
     }
 
     /// A refused entry: VMfailInvalid / VMfailValid(n), or an entry-failure exit (bit 31).
     fn refused(&mut self, code: u64, what: &'static str) -> BackendError {
         if self.opts.report_missed {
-            let verdict = checks::check(&self.controls, &self.caps, self.facts());
+            let verdict = checks::check(&self.controls, &self.caps, self.facts())
+                .and_then(|_| checks::check_guest_crs(&self.controls, &self.caps, self.crs()));
             self.diagnosis = Some(match (self.opts.skip_checks, verdict) {
                 (_, Ok(())) => EntryDiagnosis::MissedConsistencyCheck { error: code },
                 (true, Err(check)) => {
@@ -249,6 +272,8 @@ impl<H: VmxOps> Vmx<H> {
         let r = match cr {
             Cr::Cr0 => {
                 self.guest_cr0 = value;
+                self.crs_dirty = true;
+                self.dirty = true;
                 if value & cr0::PG != 0
                     && self.guest_efer & (EFER_LME | EFER_LMA) == EFER_LME
                     && self.enter_long_mode().is_err()
@@ -262,6 +287,8 @@ impl<H: VmxOps> Vmx<H> {
             }
             Cr::Cr4 => {
                 self.guest_cr4 = value;
+                self.crs_dirty = true;
+                self.dirty = true;
                 self.vmcs.write(f::CR4_READ_SHADOW, value).and_then(|_| {
                     self.vmcs
                         .write(f::GUEST_CR4, self.caps.fix_cr4(value | CR4_VMXE))
@@ -308,6 +335,7 @@ impl<H: VmxOps> Vmx<H> {
         self.controls = controls;
         self.launched = false;
         self.dirty = true;
+        self.crs_dirty = true;
         self.regs = GuestRegs::default();
         self.kernel_gs_base = 0;
         self.guest_cr0 = self.read_or_zero(f::CR0_READ_SHADOW);
@@ -338,6 +366,8 @@ impl<H: VmxOps> Vmx<H> {
                     return Err(Fault::GeneralProtection(0));
                 }
                 self.guest_efer = value;
+                self.crs_dirty = true;
+                self.dirty = true;
                 self.vmcs.write(f::GUEST_IA32_EFER, value)
             }
             VirtualMsr::FsBase => self.vmcs.write(f::GUEST_FS_BASE, value),
