@@ -423,7 +423,6 @@ mod tests {
             cr0: 0x8001_0031,
             cr4: 0x20a0 | CR4_PAE,
             efer: EFER_LME | EFER_LMA,
-            ..real
         };
         assert_eq!(check_guest_crs(&c, &caps, long), Err(Check::GuestEferLma));
         c.entry |= entry::IA32E_MODE_GUEST;
