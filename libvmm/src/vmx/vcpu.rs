@@ -913,6 +913,37 @@ mod tests {
         assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME | EFER_LMA));
     }
 
+    /// An AP in real mode (unrestricted guest): a #GP pushes no error code (VM entry refuses one outside
+    /// protected mode), the software checks accept the entry, and EFER.LME may change with paging off;
+    /// with paging on, the same change is #GP.
+    #[test]
+    fn in_real_mode_a_gp_has_no_error_code_and_lme_may_change() {
+        let caps = skylake_x();
+        let c = setup::ap_controls(&caps, &Addrs::TEST).unwrap();
+        let mut model = ModelVmcs::default();
+        model
+            .fields
+            .insert(f::CR0_READ_SHADOW.encoding(), 0x6000_0010);
+        model.fields.insert(f::GUEST_CR0.encoding(), 0x30);
+        let mut v = Vmx::new(Vmcs(model), caps, c, Options::default()).unwrap();
+        v.reply(Reply::Inject(Fault::GeneralProtection(0)));
+        assert_eq!(v.controls().entry_intr_info, (1 << 31) | (3 << 8) | 13);
+        assert_eq!(v.check_before_entry(), Ok(()));
+        v.reply(Reply::Complete(Output::SetVirtualMsr(
+            VirtualMsr::Efer,
+            EFER_LME,
+        )));
+        assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME));
+        assert_eq!(v.controls().entry_intr_info >> 31, 0, "no #GP");
+        // LMA is the CPU's: a write that sets it is #GP.
+        v.reply(Reply::Complete(Output::SetVirtualMsr(
+            VirtualMsr::Efer,
+            EFER_LME | EFER_LMA,
+        )));
+        assert_eq!(v.controls().entry_intr_info & 0xFF, 13);
+        assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME));
+    }
+
     /// Zero on first touch on the model VMCS: an EPT violation in a pending block zeroes it and maps it,
     /// and an exception whose delivery made the touch (IDT-vectoring information: a #PF pushing onto a
     /// fresh stack) is delivered again at the next entry, with its error code, RIP unchanged.
