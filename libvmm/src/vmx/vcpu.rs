@@ -929,6 +929,7 @@ mod tests {
         v.reply(Reply::Inject(Fault::GeneralProtection(0)));
         assert_eq!(v.controls().entry_intr_info, (1 << 31) | (3 << 8) | 13);
         assert_eq!(v.check_before_entry(), Ok(()));
+        v.controls.entry_intr_info = 0; // as the CPU clears it on the next exit
         v.reply(Reply::Complete(Output::SetVirtualMsr(
             VirtualMsr::Efer,
             EFER_LME,
