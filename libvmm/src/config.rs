@@ -16,6 +16,12 @@ pub const AP_TRAMPOLINE_SIZE: usize = 4096;
 /// `hart_start`, before it counts the CPU as failed (microseconds).
 pub const AP_CHECKIN_TIMEOUT_US: u64 = 200_000;
 
+/// VMX guest SMP: the longest a vCPU runs without an exit, in TSC ticks (the VMX-preemption timer's
+/// bound, on top of the guest's own deadlines). Bochs raises no external-interrupt exit while the guest
+/// runs with RFLAGS.IF = 0 (hardware does), so a kick (a stop, an INIT) to a vCPU that spins with
+/// interrupts off is seen at this bound at the latest: 20 ms of Bochs' 50 MHz TSC, ~0.3 ms at 3 GHz.
+pub const VMX_KICK_POLL_TSC: u64 = 1_000_000;
+
 /// Stack for reporting a trap taken by the VMM itself (RISC-V), bytes.
 pub const TRAP_STACK_SIZE: usize = 4096;
 

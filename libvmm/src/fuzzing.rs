@@ -817,7 +817,7 @@ pub fn sev_snp(data: &[u8]) -> u64 {
 /// The VMX software VM-entry checks over random capability MSRs and controls.
 pub fn vmx_checks(data: &[u8]) -> u64 {
     use crate::vmx::caps::Caps;
-    use crate::vmx::checks::{check, check_eptp, GuestFacts};
+    use crate::vmx::checks::{check, check_eptp, check_guest_crs, GuestCrs, GuestFacts};
     use crate::vmx::controls::Controls;
     let mut inp = Input { data };
     let msrs: Vec<u64> = (0..16).map(|_| inp.u64()).collect();
@@ -867,6 +867,12 @@ pub fn vmx_checks(data: &[u8]) -> u64 {
         protected_mode: inp.bool(),
     };
     let r = check(&c, &caps, g);
+    let crs = GuestCrs {
+        cr0: inp.u64(),
+        cr4: inp.u64(),
+        efer: inp.u64(),
+    };
+    let r = r.and_then(|_| check_guest_crs(&c, &caps, crs));
     let e = check_eptp(c.eptp, &caps);
     let _ = (
         caps.fix_cr0(inp.u64()),

@@ -224,3 +224,77 @@ impl VmxOps for ModelVmcs {
         self.vapic_pa
     }
 }
+
+/// The model through a borrow, so a test keeps it (its entries, fields) after a run that consumed its
+/// `VmxOps` (an AP's vCPU, `vmx::hw::run_ap`).
+impl VmxOps for &mut ModelVmcs {
+    fn vmread(&self, e: u32) -> Result<u64, VmFail> {
+        (**self).vmread(e)
+    }
+    fn vmwrite(&mut self, e: u32, v: u64) -> Result<(), VmFail> {
+        (**self).vmwrite(e, v)
+    }
+    fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail> {
+        (**self).enter(regs, launched)
+    }
+    fn wrmsr(&mut self, msr: u32, value: u64) {
+        (**self).wrmsr(msr, value)
+    }
+    fn read_vtpr(&self) -> u8 {
+        (**self).read_vtpr()
+    }
+    fn xsetbv(&mut self, xcr0: u64) {
+        (**self).xsetbv(xcr0)
+    }
+    fn flush_guest_tlb(&mut self) {
+        (**self).flush_guest_tlb()
+    }
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        (**self).cpuid(leaf, subleaf)
+    }
+    fn rdmsr(&self, m: u32) -> u64 {
+        (**self).rdmsr(m)
+    }
+    fn host_cr0(&self) -> u64 {
+        (**self).host_cr0()
+    }
+    fn host_cr3(&self) -> u64 {
+        (**self).host_cr3()
+    }
+    fn host_cr4(&self) -> u64 {
+        (**self).host_cr4()
+    }
+    fn set_host_cr0(&mut self, v: u64) {
+        (**self).set_host_cr0(v)
+    }
+    fn set_host_cr4(&mut self, v: u64) {
+        (**self).set_host_cr4(v)
+    }
+    fn enable_xsave(&mut self) -> bool {
+        (**self).enable_xsave()
+    }
+    fn vmxon(&mut self, pa: u64) -> Result<(), VmFail> {
+        (**self).vmxon(pa)
+    }
+    fn vmclear(&mut self, pa: u64) -> Result<(), VmFail> {
+        (**self).vmclear(pa)
+    }
+    fn vmptrld(&mut self, pa: u64) -> Result<(), VmFail> {
+        (**self).vmptrld(pa)
+    }
+    fn invept_all(&mut self) -> Result<(), VmFail> {
+        (**self).invept_all()
+    }
+    fn invvpid_all(&mut self) -> Result<(), VmFail> {
+        (**self).invvpid_all()
+    }
+    fn pa_ptr(p: *const u8) -> u64 {
+        ModelVmcs::pa_ptr(p)
+    }
+    fn host_tables(&self) -> HostTables {
+        (**self).host_tables()
+    }
+    fn virtual_apic_pa(&self) -> Option<u64> {
+        (**self).virtual_apic_pa()
+    }
+}

@@ -10,6 +10,12 @@
 //! rule (which depends on guest-writable virtual-APIC memory) on every entry while TPR shadow is on.
 //! Rules about controls libvmm never sets (shadow VMCS, VM functions, PML, posted-interrupt descriptors,
 //! EPTP lists, MSR-load areas) are enforced by refusing those controls, not by checking their operands.
+//!
+//! A few guest-state rules ride along ("Checks on Guest Control Registers"), the ones a vCPU's own mode
+//! changes can break: CR0 against IA32_VMX_CR0_FIXED0/1, where "unrestricted guest" lifts PE and PG
+//! (guest SMP's APs start in real mode: PE = PG = 0), PG only with PE, and the IA-32e mode guest entry
+//! control against CR0.PG, CR4.PAE and EFER.LMA/LME. The CPU reports these as an entry failure (exit
+//! reason 33) with no detail; here they are named, and checked before the CPU sees them.
 #![forbid(unsafe_code)]
 
 use super::caps::{ept_cap, Caps};
@@ -52,6 +58,10 @@ pub(crate) enum Check {
     InjectionVector,
     InjectionErrorCode,
     InjectionLength,
+    GuestCr0Fixed,
+    GuestCr0PagingWithoutPe,
+    GuestIa32eMode,
+    GuestEferLma,
 }
 
 impl Check {
@@ -100,6 +110,14 @@ impl Check {
                 "event injection: deliver-error-code must match the exception and error code bits 31:16 be 0"
             }
             Self::InjectionLength => "event injection: software event needs instruction length 1..=15",
+            Self::GuestCr0Fixed => {
+                "guest CR0 violates IA32_VMX_CR0_FIXED0/1 (PE and PG free only with unrestricted guest)"
+            }
+            Self::GuestCr0PagingWithoutPe => "guest CR0.PG = 1 requires CR0.PE = 1",
+            Self::GuestIa32eMode => "IA-32e mode guest requires guest CR0.PG = 1 and CR4.PAE = 1",
+            Self::GuestEferLma => {
+                "guest EFER.LMA must equal IA-32e mode guest, and EFER.LME too while CR0.PG = 1"
+            }
         }
     }
 }
@@ -111,6 +129,55 @@ pub(crate) struct GuestFacts {
     pub vtpr: u8,
     /// Guest CR0.PE (unrestricted guests may be in real mode: no error codes then).
     pub protected_mode: bool,
+}
+
+/// The guest CR0, CR4 and IA32_EFER fields (what the CPU runs the guest with, not the read shadows),
+/// for [`check_guest_crs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GuestCrs {
+    pub cr0: u64,
+    pub cr4: u64,
+    pub efer: u64,
+}
+
+/// CR0.PE, CR0.PG, CR4.PAE, EFER.LME, EFER.LMA.
+const CR0_PE: u64 = 1;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+
+/// The guest control-register rules (SDM "Checks on Guest Control Registers, Debug Registers, and
+/// MSRs"; KVM `nested_vmx_check_guest_state`). Apart from [`check`]: the backend runs them only when
+/// CR0, CR4, EFER or the entry controls changed, not on every change of the controls (event injection
+/// and interrupt windows change those all the time).
+pub(crate) fn check_guest_crs(c: &Controls, caps: &Caps, g: GuestCrs) -> Result<(), Check> {
+    let fail = |ok: bool, which: Check| if ok { Ok(()) } else { Err(which) };
+    let mut fixed0 = caps.cr0_fixed0;
+    if c.proc1 & proc1::SECONDARY != 0 && c.has2(proc2::UNRESTRICTED_GUEST) {
+        fixed0 &= !(CR0_PE | CR0_PG);
+    }
+    fail(
+        g.cr0 & fixed0 == fixed0 && g.cr0 & !caps.cr0_fixed1 & 0xFFFF_FFFF == 0,
+        Check::GuestCr0Fixed,
+    )?;
+    fail(
+        g.cr0 & CR0_PG == 0 || g.cr0 & CR0_PE != 0,
+        Check::GuestCr0PagingWithoutPe,
+    )?;
+    let ia32e = c.entry & entry::IA32E_MODE_GUEST != 0;
+    fail(
+        !ia32e || (g.cr0 & CR0_PG != 0 && g.cr4 & CR4_PAE != 0),
+        Check::GuestIa32eMode,
+    )?;
+    if c.entry & entry::LOAD_EFER != 0 {
+        let lma = g.efer & EFER_LMA != 0;
+        fail(
+            lma == ia32e && (g.cr0 & CR0_PG == 0 || (g.efer & EFER_LME != 0) == lma),
+            Check::GuestEferLma,
+        )?;
+    }
+    Ok(())
 }
 
 fn page_ok(caps: &Caps, pa: u64) -> bool {
@@ -308,6 +375,80 @@ mod tests {
         vtpr: 0,
         protected_mode: true,
     };
+
+    /// A 64-bit guest as libvmm starts one (CR0 PE|NE|PG, CR4 PAE|VMXE, EFER LME|LMA).
+    const LONG: GuestCrs = GuestCrs {
+        cr0: 0x8000_0031,
+        cr4: 0x2020,
+        efer: EFER_LME | EFER_LMA,
+    };
+
+    /// Guest SMP's AP after INIT + SIPI: real mode (CR0 0x6000_0010 plus NE), no long mode, and the same
+    /// vCPU on its way to long mode: EFER.LME, then PE and PG in one MOV to CR0, which is when the
+    /// backend sets EFER.LMA and the IA-32e mode guest control.
+    #[test]
+    fn real_mode_is_accepted_only_with_unrestricted_guest() {
+        let caps = skylake_x();
+        let real = GuestCrs {
+            cr0: 0x6000_0030,
+            cr4: 0x2000,
+            efer: 0,
+        };
+        let mut c = good();
+        c.entry &= !entry::IA32E_MODE_GUEST;
+        assert_eq!(check_guest_crs(&c, &caps, real), Err(Check::GuestCr0Fixed));
+        c.proc2 |= proc2::UNRESTRICTED_GUEST;
+        assert_eq!(check_guest_crs(&c, &caps, real), Ok(()));
+        // Still NE (fixed, not lifted), PG only with PE.
+        let no_ne = GuestCrs {
+            cr0: 0x6000_0010,
+            ..real
+        };
+        assert_eq!(check_guest_crs(&c, &caps, no_ne), Err(Check::GuestCr0Fixed));
+        let pg_only = GuestCrs {
+            cr0: 0x8000_0020,
+            ..real
+        };
+        assert_eq!(
+            check_guest_crs(&c, &caps, pg_only),
+            Err(Check::GuestCr0PagingWithoutPe)
+        );
+        // EFER.LME in real mode is fine; paging on with LMA but without the entry control is not.
+        let lme = GuestCrs {
+            efer: EFER_LME,
+            ..real
+        };
+        assert_eq!(check_guest_crs(&c, &caps, lme), Ok(()));
+        let long = GuestCrs {
+            cr0: 0x8001_0031,
+            cr4: 0x20a0 | CR4_PAE,
+            efer: EFER_LME | EFER_LMA,
+        };
+        assert_eq!(check_guest_crs(&c, &caps, long), Err(Check::GuestEferLma));
+        c.entry |= entry::IA32E_MODE_GUEST;
+        assert_eq!(check_guest_crs(&c, &caps, long), Ok(()));
+        // The IA-32e control without paging or PAE, and LMA without LME under paging.
+        assert_eq!(check_guest_crs(&c, &caps, lme), Err(Check::GuestIa32eMode));
+        let no_pae = GuestCrs {
+            cr4: 0x2000,
+            ..long
+        };
+        assert_eq!(
+            check_guest_crs(&c, &caps, no_pae),
+            Err(Check::GuestIa32eMode)
+        );
+        let no_lme = GuestCrs {
+            efer: EFER_LMA,
+            ..long
+        };
+        assert_eq!(check_guest_crs(&c, &caps, no_lme), Err(Check::GuestEferLma));
+        // The 64-bit guest libvmm starts passes with or without unrestricted guest, and the controls
+        // of the AP (unrestricted guest) pass the control checks.
+        assert_eq!(check(&c, &caps, GUEST), Ok(()));
+        assert_eq!(check_guest_crs(&c, &caps, LONG), Ok(()));
+        c.proc2 &= !proc2::UNRESTRICTED_GUEST;
+        assert_eq!(check_guest_crs(&c, &caps, LONG), Ok(()));
+    }
 
     fn good() -> Controls {
         setup::controls(&skylake_x(), &setup::Addrs::TEST, Tweak::None).unwrap()

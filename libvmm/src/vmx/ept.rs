@@ -109,11 +109,14 @@ pub(crate) struct EptTables {
     pub pdpt: Table,
     pub pd: Table,
     pub pt: [Table; NESTED_PAGE_TABLES],
+    /// The 4 KiB-leaf table of the one page outside the window: the guest's SIPI page (guest SMP,
+    /// [`EptTables::map_sipi_page`]).
+    pub low: Table,
 }
 
 static_assertions::const_assert_eq!(
     core::mem::size_of::<EptTables>(),
-    (3 + NESTED_PAGE_TABLES) * 4096
+    (4 + NESTED_PAGE_TABLES) * 4096
 );
 
 /// Why the tables could not be built.
@@ -141,19 +144,21 @@ impl EptTables {
             pdpt: Table([0; ENTRIES]),
             pd: Table([0; ENTRIES]),
             pt: [Table([0; ENTRIES]); NESTED_PAGE_TABLES],
+            low: Table([0; ENTRIES]),
         }
     }
 
-    /// Host-physical addresses of every table page (PML4, PDPT, PD, then the page tables); `phys`
-    /// translates a host pointer.
-    fn addrs(&self, phys: &impl Fn(*const u8) -> u64) -> [u64; 3 + NESTED_PAGE_TABLES] {
-        let mut a = [0; 3 + NESTED_PAGE_TABLES];
+    /// Host-physical addresses of every table page (PML4, PDPT, PD, the page tables, then the SIPI
+    /// page's table); `phys` translates a host pointer.
+    pub fn addrs(&self, phys: &impl Fn(*const u8) -> u64) -> [u64; 4 + NESTED_PAGE_TABLES] {
+        let mut a = [0; 4 + NESTED_PAGE_TABLES];
         a[0] = phys(self.pml4.0.as_ptr().cast());
         a[1] = phys(self.pdpt.0.as_ptr().cast());
         a[2] = phys(self.pd.0.as_ptr().cast());
         for (i, t) in self.pt.iter().enumerate() {
             a[3 + i] = phys(t.0.as_ptr().cast());
         }
+        a[3 + NESTED_PAGE_TABLES] = phys(self.low.0.as_ptr().cast());
         a
     }
 
@@ -164,8 +169,38 @@ impl EptTables {
             0 => &self.pml4,
             1 => &self.pdpt,
             2 => &self.pd,
+            n if n == 3 + NESTED_PAGE_TABLES => &self.low,
             n => &self.pt[n - 3],
         })
+    }
+
+    /// Guest SMP: maps guest-physical `gpa` (a page below the window, in a 2 MiB block with nothing else
+    /// mapped: the SIPI page, `layout::x86_64::SIPI_PAGE`) read+execute onto host-physical `hpa`, a page
+    /// of the window (which the guest writes at its own address), through the [`EptTables::low`] table.
+    /// After [`EptTables::build`]. The SVM twin is `svm::npt::NestedTables::map_sipi_page`.
+    pub fn map_sipi_page(
+        &mut self,
+        gpa: u64,
+        hpa: u64,
+        phys: impl Fn(*const u8) -> u64,
+    ) -> Result<(), EptError> {
+        let in_window = |a: u64| (WINDOW_BASE..WINDOW_BASE + WINDOW_MAX).contains(&a);
+        let pde = index(gpa, 21);
+        if !(gpa | hpa).is_multiple_of(PAGE_4K)
+            || gpa >> 30 != WINDOW_BASE >> 30
+            || gpa >> 21 == WINDOW_BASE >> 21
+            || in_window(gpa)
+            || !in_window(hpa)
+            || self.pdpt.0[index(WINDOW_BASE, 30)] == 0
+            || self.pd.0[pde] & pte::RWX != 0
+        {
+            return Err(EptError::BadMap);
+        }
+        self.low.0 = [0; ENTRIES];
+        self.low.0[index(gpa, 12)] =
+            hpa | rights(Perm::ReadExecute) | (MT_WB << pte::MEMTYPE_SHIFT);
+        self.pd.0[pde] = phys(self.low.0.as_ptr().cast()) | pte::RWX;
+        Ok(())
     }
 
     /// Builds identity write-back mappings of the guest window with the map's rights (2 MiB leaves
@@ -191,6 +226,7 @@ impl EptTables {
         for t in self.pt.iter_mut() {
             t.0 = [0; ENTRIES];
         }
+        self.low.0 = [0; ENTRIES];
         self.pml4.0[index(WINDOW_BASE, 39)] = addrs[1] | pte::RWX;
         self.pdpt.0[index(WINDOW_BASE, 30)] = addrs[2] | pte::RWX;
         let wb = MT_WB << pte::MEMTYPE_SHIFT;
@@ -512,5 +548,50 @@ mod tests {
             "inside the largest window"
         );
         assert_eq!(t.walk(root.hpa, gpa + PAGE_2M, phys), Ok(None));
+    }
+
+    /// Guest SMP: the SIPI page is one read+execute alias, through the low table, of the window page the
+    /// guest writes its trampoline into; nothing else below the window appears, and a bad request (a page
+    /// in the window, a target outside it, unaligned, before `build`) is refused.
+    #[test]
+    fn the_sipi_page_is_one_read_execute_alias_of_a_window_page() {
+        use libvmm_abi::layout::x86_64::{SIPI_PAGE, SIPI_PAGE_OFFSET};
+        let map = payload_map();
+        let mut t = Box::new(EptTables::new());
+        let hpa = WINDOW_BASE + SIPI_PAGE_OFFSET;
+        assert_eq!(
+            t.map_sipi_page(SIPI_PAGE, hpa, phys),
+            Err(EptError::BadMap),
+            "before build"
+        );
+        let root = t.build(ROLE, &map, phys).unwrap();
+        t.map_sipi_page(SIPI_PAGE, hpa, phys).unwrap();
+        assert_eq!(
+            t.walk(root.hpa, SIPI_PAGE + 0x10, phys),
+            Ok(Some((hpa + 0x10, pte::READ | pte::EXEC)))
+        );
+        for gpa in [SIPI_PAGE - 1, SIPI_PAGE + 0x1000, 0, 0x10_0000] {
+            assert_eq!(t.walk(root.hpa, gpa, phys), Ok(None), "{gpa:#x}");
+        }
+        // The window itself is unchanged: its page is still read+write, not executable.
+        assert_eq!(
+            t.walk(root.hpa, hpa, phys),
+            Ok(Some((hpa, pte::READ | pte::WRITE)))
+        );
+        assert_eq!(t.map_sipi_page(SIPI_PAGE, hpa, phys), Err(EptError::BadMap));
+        let mut u = Box::new(EptTables::new());
+        u.build(ROLE, &map, phys).unwrap();
+        assert_eq!(u.map_sipi_page(hpa, hpa, phys), Err(EptError::BadMap));
+        assert_eq!(
+            u.map_sipi_page(SIPI_PAGE, 0x10_0000, phys),
+            Err(EptError::BadMap)
+        );
+        assert_eq!(
+            u.map_sipi_page(SIPI_PAGE + 1, hpa, phys),
+            Err(EptError::BadMap)
+        );
+        // A rebuild drops it.
+        let root = t.build(ROLE, &map, phys).unwrap();
+        assert_eq!(t.walk(root.hpa, SIPI_PAGE, phys), Ok(None));
     }
 }

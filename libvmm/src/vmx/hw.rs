@@ -79,15 +79,164 @@ pub(crate) fn enable_on_ap<H: VmxOps>(
     enter_vmx_operation(hw, &caps, vmxon_pa, vmcs_pa)
 }
 
-/// Enters VMX operation on AP `cpu_index` (1..MAX_CPUS) with its own VMXON region and VMCS.
+/// Enters VMX operation on AP `cpu_index` (1..MAX_CPUS) with its own VMXON region and VMCS, which it
+/// keeps for its vCPU (guest SMP, [`run_ap`]).
 #[cfg(all(feature = "vmx", target_os = "none"))]
-pub(crate) fn ap_bring_up(cpu_index: usize) -> Result<(), &'static str> {
+pub(crate) fn ap_bring_up(cpu_index: usize) -> Result<&'static mut VmxCpuPages, &'static str> {
     let pages = cpu_index
         .checked_sub(1)
         .and_then(|i| super::AP_STORAGE.get(i))
         .and_then(|s| s.take())
         .ok_or("no VMX pages for this CPU (taken, or beyond MAX_CPUS)")?;
-    enable_on_ap(&mut HwVmcs { vapic: () }, pages)
+    enable_on_ap(&mut HwVmcs { vapic: () }, pages)?;
+    Ok(pages)
+}
+
+/// [`run_ap`] on this AP with its own pages (VMCS, virtual-APIC page) and this CPU's VMX instructions.
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) fn run_ap_here<P: Platform>(
+    vm: &mut Vm<'_, P>,
+    pages: &'static mut VmxCpuPages,
+    links: Addrs,
+    options: &Options<'_>,
+    wait: impl FnMut(&mut Vm<'_, P>) -> Option<u8>,
+) -> StopReason {
+    let pages: &'static VmxCpuPages = pages;
+    let vmcs_pa = hw::pa(&pages.vmcs);
+    let hw = HwVmcs {
+        vapic: &pages.virtual_apic,
+    };
+    run_ap(vm, hw, vmcs_pa, links, options, wait)
+}
+
+/// The VM's shared structures every AP's VMCS points to (EPT, MSR and I/O bitmaps; the virtual-APIC
+/// address is each CPU's own), published by the boot CPU's bring-up: the APs wait for them.
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) static VM_LINKS: crate::arch::Published<Addrs> = crate::arch::Published::new();
+
+fn publish_links(links: Addrs) {
+    #[cfg(all(feature = "vmx", target_os = "none"))]
+    VM_LINKS.set(links);
+    #[cfg(not(all(feature = "vmx", target_os = "none")))]
+    let _ = links;
+}
+
+/// The host state of this CPU as a VM exit restores it: control registers, selectors (TR this CPU's
+/// own TSS), table bases, FS/GS bases, EFER, PAT, and the world switch's exit entry.
+fn host_state<H: VmxOps>(hw: &H, tweak: Tweak) -> HostState {
+    let t = hw.host_tables();
+    let [cs, ss, ds, es, fs, gs, tr] = t.selectors;
+    HostState {
+        cr0: hw.host_cr0(),
+        cr3: hw.host_cr3(),
+        cr4: hw.host_cr4(),
+        cs,
+        ss,
+        ds,
+        es,
+        fs,
+        gs,
+        tr: if tweak == Tweak::HostTrZero { 0 } else { tr },
+        fs_base: hw.rdmsr(MSR_FS_BASE),
+        gs_base: hw.rdmsr(MSR_GS_BASE),
+        tr_base: t.tr_base,
+        gdtr_base: t.gdtr_base,
+        idtr_base: t.idtr_base,
+        efer: hw.rdmsr(MSR_EFER),
+        pat: hw.rdmsr(MSR_PAT),
+        rip: t.exit_rip,
+    }
+}
+
+/// Runs vCPU `vm.cpu` (>= 1) on this AP until the VM stops: the VMX twin of `svm::hw::run_ap`. `wait`
+/// blocks until a STARTUP IPI reaches the vCPU in wait-for-SIPI and returns its vector (`None`: the VM
+/// stopped meanwhile). Each start clears and reloads this CPU's VMCS (at `vmcs_pa`) and writes the AP
+/// controls ([`setup::ap_controls`]: unrestricted guest), this CPU's host state and the real-mode state
+/// at `vector << 12` ([`setup::write_guest_sipi`]) over the VM's shared EPT and bitmaps (`links`, with
+/// this CPU's own virtual-APIC page from `hw`), with the APIC as after INIT; an INIT to the running
+/// vCPU ends its loop with [`StopReason::VcpuOff`] and it waits again. A CPU without unrestricted guest
+/// stops the VM at the guest's first STARTUP with the reason (never a VM-entry failure).
+pub(crate) fn run_ap<P: Platform, H: VmxOps>(
+    vm: &mut Vm<'_, P>,
+    mut hw: H,
+    vmcs_pa: u64,
+    links: Addrs,
+    options: &Options<'_>,
+    mut wait: impl FnMut(&mut Vm<'_, P>) -> Option<u8>,
+) -> StopReason {
+    let caps = match read_caps(&mut hw) {
+        Ok(c) => c,
+        Err(why) => return StopReason::Unsupported(why),
+    };
+    let Some(virtual_apic) = hw.virtual_apic_pa() else {
+        return StopReason::Platform("no virtual-APIC page for this CPU");
+    };
+    let addrs = Addrs {
+        virtual_apic,
+        ..links
+    };
+    let (opts, _) = setup::debug_options(options);
+    let host = host_state(&hw, Tweak::None);
+    let host_perf_caps = if hw.cpuid(1, 0)[2] & (1 << 15) != 0 {
+        hw.rdmsr(msr::IA32_PERF_CAPABILITIES)
+    } else {
+        0
+    };
+    vm.emu = crate::vm::EmuState::new(
+        caps.max_phys_addr,
+        options.force_emulation,
+        crate::x86::pmu::Pmu::new(true, host_perf_caps),
+    );
+    // EPT was built (and every deferred block mapped) by the boot CPU: nothing of it is cached here.
+    if caps.ept_vpid & caps::ept_cap::INVEPT_ALL_CONTEXT != 0 && hw.invept_all().is_err() {
+        return StopReason::Unsupported("INVEPT all-context failed");
+    }
+    let mut hw = Some(hw);
+    let mut cpu: Option<Vmx<H>> = None;
+    loop {
+        let Some(vector) = wait(vm) else {
+            return StopReason::StoppedElsewhere;
+        };
+        let controls = match setup::ap_controls(&caps, &addrs) {
+            Ok(c) => c,
+            Err(e) => return StopReason::Unsupported(e.0),
+        };
+        if cpu.is_none() {
+            let Some(hw) = hw.take() else {
+                return StopReason::Platform("VMX AP hardware taken twice");
+            };
+            match Vmx::new(Vmcs(hw), caps, controls, opts) {
+                Ok(c) => cpu = Some(c),
+                Err(e) => return StopReason::Backend(e),
+            }
+        }
+        let Some(c) = cpu.as_mut() else {
+            return StopReason::Platform("VMX AP vCPU missing");
+        };
+        if let Err(e) = c.start_after_sipi(vmcs_pa, controls, &host, vector) {
+            return StopReason::Backend(e);
+        }
+        if options.force_emulation {
+            if let Err(e) = c.intercept_ud() {
+                return StopReason::Backend(e);
+            }
+        }
+        vm.reset_apic(caps.max_phys_addr);
+        c.bound_runs_for_kicks();
+        if c.keeps_guest_time() {
+            vm.platform.guest_time_in_backend();
+            let now = vm.platform.guest_tsc();
+            crate::backend::Backend::set_host_deadline(c, vm.platform.host_deadline(), now);
+        }
+        // No EPT of its own: the boot vCPU zeroed and mapped every block before any AP ran.
+        match run(c, vm) {
+            StopReason::VcpuOff => vm.smp.set_off(vm.cpu),
+            stop => {
+                report(vm, c.diagnosis);
+                return stop;
+            }
+        }
+    }
 }
 
 /// Brings VMX up on this CPU with its static storage and runs the guest until it stops.
@@ -187,9 +336,37 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
         Ok(root) => root,
         Err(_) => return Err(StopReason::Platform("EPT cannot map the guest memory map")),
     };
+    // Guest SMP: the one low page a STARTUP IPI names, read+execute onto its window page.
+    {
+        use libvmm_abi::layout::x86_64::{SIPI_PAGE, SIPI_PAGE_OFFSET, WINDOW_BASE};
+        if vm.mem.base() == WINDOW_BASE
+            && pages
+                .ept
+                .map_sipi_page(SIPI_PAGE, vm.mem.base() + SIPI_PAGE_OFFSET, H::pa_ptr)
+                .is_err()
+        {
+            return Err(StopReason::Platform("EPT cannot map the SIPI page"));
+        }
+    }
+    // Guest SMP: every block still deferred (zero on first touch) is zeroed and mapped now, before any
+    // AP can start (the APs wait for the links published below), through the VM's one lazy state: the
+    // APs then never fault on a block, and map nothing into EPT themselves.
+    if vm.smp.cpu_count() > 1 {
+        let end = vm.mem.base() + vm.mem.size();
+        let mut at = vm.mem.base();
+        while at < end {
+            let touch = vm
+                .lazy
+                .first_touch(&vm.mem, at, |block| pages.ept.map_block(block));
+            if matches!(touch, crate::lazy::Touch::MapFailed) {
+                return Err(StopReason::Platform("EPT cannot map guest memory"));
+            }
+            at += crate::config::LAZY_BLOCK;
+        }
+    }
     // Self-check: no VMM structure is reachable through EPT.
     let own = [vmcs_pa, hw.pa(&pages.ept), root.hpa];
-    let tables = pages.ept.pt.iter().map(|t| hw.pa(t));
+    let tables = pages.ept.addrs(&H::pa_ptr).into_iter();
     if own
         .into_iter()
         .chain(vmm_addrs.iter().copied())
@@ -222,28 +399,11 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
         Err(e) => return Err(StopReason::Unsupported(e.0)),
     };
 
-    let t = hw.host_tables();
-    let [cs, ss, ds, es, fs, gs, tr] = t.selectors;
-    let host = HostState {
-        cr0: hw.host_cr0(),
-        cr3: hw.host_cr3(),
-        cr4: hw.host_cr4(),
-        cs,
-        ss,
-        ds,
-        es,
-        fs,
-        gs,
-        tr: if tweak == Tweak::HostTrZero { 0 } else { tr },
-        fs_base: hw.rdmsr(MSR_FS_BASE),
-        gs_base: hw.rdmsr(MSR_GS_BASE),
-        tr_base: t.tr_base,
-        gdtr_base: t.gdtr_base,
-        idtr_base: t.idtr_base,
-        efer: hw.rdmsr(MSR_EFER),
-        pat: hw.rdmsr(MSR_PAT),
-        rip: t.exit_rip,
-    };
+    let host = host_state(&hw, tweak);
+    publish_links(Addrs {
+        virtual_apic: 0,
+        ..addrs
+    });
     // The instruction emulator and the virtual PMU for this guest; PERF_CAPABILITIES' immutable bits
     // are the host's (read only when CPUID says the MSR exists: PDCM).
     let host_perf_caps = if hw.cpuid(1, 0)[2] & (1 << 15) != 0 {
@@ -264,6 +424,9 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
         Err(e) => return Err(StopReason::Backend(e)),
     };
     cpu.regs.rdi = state.rdi;
+    if vm.smp.cpu_count() > 1 {
+        cpu.bound_runs_for_kicks();
+    }
     // Guest time while the guest runs: the VMX-preemption timer at the earliest host deadline (the time
     // limit from the start; the guest's timers as it arms them), the host LAPIC only for HLT sleeps.
     if cpu.keeps_guest_time() {
@@ -446,7 +609,7 @@ impl<V: VirtualApicPage> VmxOps for HwVmcs<V> {
     fn host_tables(&self) -> HostTables {
         HostTables {
             selectors: hw::selectors(),
-            tr_base: tables::tss_base(),
+            tr_base: tables::tss_base(hw::selectors()[6]),
             gdtr_base: tables::gdt_base(),
             idtr_base: tables::idt_base(),
             exit_rip: hw::exit_entry(),
@@ -467,6 +630,7 @@ mod tests {
     use crate::vmx::controls::{entry, exit, proc1, proc2};
     use crate::vmx::fields as f;
     use crate::vmx::pages::VmxCpuPages;
+    use crate::vmx::setup::Addrs;
     use crate::x86::gprs::Gprs;
     use crate::x86::guest_setup::build;
     use crate::x86::msr::{FEATURE_CONTROL_LOCK, FEATURE_CONTROL_VMX_OUTSIDE_SMX};
@@ -759,5 +923,180 @@ mod tests {
             Err("CPUID.1:ECX.VMX[5] is 0")
         );
         assert_eq!(no.vmxon, None);
+    }
+
+    /// Guest SMP on the model VMCS: an AP in wait-for-SIPI starts at the STARTUP vector in real mode
+    /// (VMLAUNCH of its freshly cleared VMCS, unrestricted guest, CS 0800 base 0x8000, IP 0, CR0 as
+    /// after INIT), goes to long mode the trampoline's way (CR4.PAE, EFER.LME by WRMSR with paging off,
+    /// then PE and PG in one MOV to CR0: EFER.LMA and the IA-32e mode guest control come with it), reads
+    /// its APIC ID and the vCPU count from CPUID; an INIT sends it back to wait-for-SIPI, and the next
+    /// STARTUP starts it again from scratch (VMCLEAR, VMLAUNCH, registers zero) at the new vector.
+    #[test]
+    fn an_ap_vcpu_starts_in_real_mode_from_a_sipi_and_an_init_sends_it_back_to_wait() {
+        use crate::x86::msr::{EFER as MSR_EFER_NR, EFER_LMA, EFER_LME, EFER_NXE};
+        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
+        shared.publish(2);
+        let mut buf = vec![0u8; 0x10_0000];
+        let mem = GuestMemory::new(WINDOW_BASE, &mut buf);
+        let mut vm = Vm::new(mem, ModelPlatform::default());
+        vm.smp = shared;
+        vm.cpu = 1;
+        vm.cpus = 2;
+        let mut pages = Box::new(VmxCpuPages::zeroed());
+        let mut hw = ModelVmcs::cpu();
+        enable_on_ap(&mut hw, &mut pages).unwrap();
+        let vmcs_pa = hw.pa(&pages.vmcs);
+        let r = |rax: u64, rcx: u64| Gprs {
+            rax,
+            rcx,
+            ..Default::default()
+        };
+        let cr0_long = 0x8001_0033;
+        hw.steps = vec![
+            vm_exit(28, 3, r(0x20, 0)), // MOV CR4, EAX (qualification below)
+            vm_exit(32, 2, r(0x900, MSR_EFER_NR as u64)), // WRMSR EFER: LME | NXE
+            vm_exit(28, 3, r(cr0_long, 0)), // MOV CR0, EAX: PE | PG at once
+            vm_exit(10, 2, r(1, 0)),    // CPUID leaf 1
+            vm_exit(1, 0, Gprs::default()), // the kick that brings the INIT
+            vm_exit(
+                18,
+                3,
+                Gprs {
+                    rax: Hypercall::Exit as u64,
+                    rdi: 5,
+                    ..Default::default()
+                },
+            ),
+        ];
+        // CR access qualifications: CR4 (4) and CR0 (0), MOV to CR from RAX.
+        if let Step::Exit(fields, _) = &mut hw.steps[0] {
+            fields.push((f::EXIT_QUALIFICATION.encoding(), 4));
+        }
+        if let Step::Exit(fields, _) = &mut hw.steps[2] {
+            fields.push((f::EXIT_QUALIFICATION.encoding(), 0));
+        }
+        assert!(shared.post_sipi(1, 0x08), "wait-for-SIPI at reset");
+        let links = Addrs {
+            virtual_apic: 0,
+            ..Addrs::TEST
+        };
+        let mut starts = 0;
+        let stop = {
+            let wait = |vm: &mut Vm<'_, ModelPlatform>| {
+                vm.smp.take_init(vm.cpu);
+                starts += 1;
+                match starts {
+                    1 => {
+                        let v = vm.smp.take_sipi(vm.cpu);
+                        assert!(
+                            !vm.smp.post_sipi(1, 0x0A),
+                            "SIPI to a running vCPU is ignored"
+                        );
+                        assert!(vm.smp.post_init(1), "INIT while it runs");
+                        v
+                    }
+                    2 => {
+                        assert!(vm.smp.post_sipi(1, 0x09), "accepted in wait-for-SIPI again");
+                        vm.smp.take_sipi(vm.cpu)
+                    }
+                    _ => None,
+                }
+            };
+            run_ap(&mut vm, &mut hw, vmcs_pa, links, &Options::default(), wait)
+        };
+        assert_eq!(stop, StopReason::PayloadExit(5));
+        assert_eq!(starts, 2);
+        let e = &hw.entries;
+        let field = |i: usize, fl: u32| e[i].2.get(&fl).copied().unwrap_or(0);
+        // Start 1: VMLAUNCH in real mode at 0x08 << 12.
+        assert!(!e[0].0, "VMLAUNCH of the cleared VMCS");
+        assert_eq!(field(0, f::GUEST_CS_SELECTOR.encoding()), 0x800);
+        assert_eq!(field(0, f::GUEST_CS_BASE.encoding()), 0x8000);
+        assert_eq!(field(0, f::GUEST_RIP.encoding()), 0);
+        assert_eq!(field(0, f::CR0_READ_SHADOW.encoding()), 0x6000_0010);
+        assert_eq!(
+            field(0, f::GUEST_CR0.encoding()),
+            0x30,
+            "NE; PE, PG, CD, NW clear"
+        );
+        assert_eq!(field(0, f::GUEST_IA32_EFER.encoding()), 0);
+        assert_ne!(
+            field(0, f::SECONDARY_PROC_CONTROLS.encoding()) & proc2::UNRESTRICTED_GUEST as u64,
+            0
+        );
+        assert_eq!(
+            field(0, f::ENTRY_CONTROLS.encoding()) & entry::IA32E_MODE_GUEST as u64,
+            0
+        );
+        assert_eq!(field(0, f::HOST_TR_SELECTOR.encoding()), 0x18);
+        // CR4.PAE, then EFER.LME|NXE with paging off (no #GP), then long mode with CR0.
+        assert_eq!(field(1, f::CR4_READ_SHADOW.encoding()), 0x20);
+        assert_eq!(field(2, f::GUEST_IA32_EFER.encoding()), EFER_LME | EFER_NXE);
+        assert_eq!(
+            field(2, f::ENTRY_INTERRUPTION_INFO.encoding()) >> 31,
+            0,
+            "no #GP"
+        );
+        assert_eq!(
+            field(3, f::GUEST_IA32_EFER.encoding()),
+            EFER_LME | EFER_LMA | EFER_NXE
+        );
+        assert_ne!(
+            field(3, f::ENTRY_CONTROLS.encoding()) & entry::IA32E_MODE_GUEST as u64,
+            0
+        );
+        assert_eq!(field(3, f::GUEST_CR0.encoding()), cr0_long);
+        assert_eq!(field(3, f::CR0_READ_SHADOW.encoding()), cr0_long);
+        // CPUID leaf 1: this vCPU's APIC ID (1) and the vCPU count (2) in EBX[31:16].
+        assert_eq!(e[4].1.rbx >> 16 & 0xFFFF, 1 << 8 | 2);
+        // Start 2, after the INIT: launched afresh at 0x09 << 12, outside long mode, registers zero.
+        assert!(!e[5].0, "VMLAUNCH again after VMCLEAR");
+        assert_eq!(field(5, f::GUEST_CS_BASE.encoding()), 0x9000);
+        assert_eq!(field(5, f::GUEST_CS_SELECTOR.encoding()), 0x900);
+        assert_eq!(field(5, f::GUEST_IA32_EFER.encoding()), 0);
+        assert_eq!(
+            field(5, f::ENTRY_CONTROLS.encoding()) & entry::IA32E_MODE_GUEST as u64,
+            0
+        );
+        assert_eq!(e[5].1, Gprs::default());
+        assert_eq!(hw.cleared.iter().filter(|&&c| c == vmcs_pa).count(), 3);
+        assert_eq!(hw.current, Some(vmcs_pa));
+        assert!(hw.tlb_flushes >= 2, "INIT flushes the guest's TLB");
+    }
+
+    /// A CPU without unrestricted guest: the guest's STARTUP stops the VM with the reason before any
+    /// entry (never a VM-entry failure).
+    #[test]
+    fn an_ap_start_without_unrestricted_guest_stops_by_name_before_any_entry() {
+        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
+        shared.publish(2);
+        let mut buf = vec![0u8; 0x10_0000];
+        let mut vm = Vm::new(
+            GuestMemory::new(WINDOW_BASE, &mut buf),
+            ModelPlatform::default(),
+        );
+        vm.smp = shared;
+        vm.cpu = 1;
+        vm.cpus = 2;
+        let mut pages = Box::new(VmxCpuPages::zeroed());
+        let mut hw = ModelVmcs::cpu();
+        let p2 = crate::testing::vmcs::skylake_x_msr(msr::VMX_PROCBASED_CTLS2);
+        hw.msr_values.insert(
+            msr::VMX_PROCBASED_CTLS2,
+            p2 & !((proc2::UNRESTRICTED_GUEST as u64) << 32),
+        );
+        enable_on_ap(&mut hw, &mut pages).unwrap();
+        let vmcs_pa = hw.pa(&pages.vmcs);
+        assert!(shared.post_sipi(1, 0x08));
+        let stop = run_ap(
+            &mut vm,
+            &mut hw,
+            vmcs_pa,
+            Addrs::TEST,
+            &Options::default(),
+            |vm| vm.smp.take_sipi(vm.cpu),
+        );
+        assert!(matches!(stop, StopReason::Unsupported(w) if w.contains("unrestricted guest")));
+        assert!(hw.entries.is_empty());
     }
 }

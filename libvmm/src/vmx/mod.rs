@@ -6,6 +6,10 @@
 //! state -> the generic run loop over [`vcpu::Vmx`], which runs the software VM-entry consistency checks
 //! ([`checks`]) before entering and decodes exits ([`decode`]).
 //!
+//! Guest SMP: each AP enters VMX operation with pages of its own ([`pages::VmxCpuPages`]) and runs its
+//! vCPU with [`hw::run_ap`] over the boot CPU's EPT and bitmaps: each STARTUP restarts it in real mode
+//! under "unrestricted guest" ([`setup::ap_controls`], [`setup::write_guest_sipi`]).
+//!
 //! Everything here is safe code over the raw VMX operations of [`vmcs::VmxOps`]; the instructions
 //! themselves live in `arch::x86_64::vmx`. Host tests drive the same code through a model VMCS.
 #![forbid(unsafe_code)]

@@ -23,14 +23,16 @@ impl Page {
     }
 }
 
-/// What each further CPU (AP) of the VMM needs for itself: its own VMXON region and its own VMCS. The
-/// EPT tables and the bitmaps are the VM's, one set shared by every CPU ([`VmxPages`], which also holds
-/// the boot CPU's VMXON region and VMCS). The AP's VMCS waits for guest SMP: today an AP enters VMX
-/// operation, makes its VMCS current, and parks.
+/// What each further CPU (AP) of the VMM needs for itself: its own VMXON region, its own VMCS, and a
+/// virtual-APIC page like the boot CPU's (so an AP's hardware `VmxOps` is the boot CPU's type, and the
+/// run loop is built once for every vCPU). The EPT tables and the bitmaps are the VM's, one set shared
+/// by every CPU ([`VmxPages`], which also holds the boot CPU's VMXON region and VMCS). The AP's VMCS is
+/// filled when the guest starts its vCPU (guest SMP, `vmx::hw::run_ap`).
 #[repr(C, align(4096))]
 pub(crate) struct VmxCpuPages {
     pub vmxon: Page,
     pub vmcs: Page,
+    pub virtual_apic: Page,
 }
 
 impl VmxCpuPages {
@@ -38,6 +40,7 @@ impl VmxCpuPages {
         Self {
             vmxon: Page::zeroed(),
             vmcs: Page::zeroed(),
+            virtual_apic: Page::zeroed(),
         }
     }
 
@@ -62,7 +65,7 @@ pub(crate) struct VmxPages {
 
 static_assertions::const_assert_eq!(
     core::mem::size_of::<VmxPages>(),
-    (8 + crate::config::NESTED_PAGE_TABLES) * 4096
+    (9 + crate::config::NESTED_PAGE_TABLES) * 4096
 );
 
 /// The boot CPU's VMX memory: the virtual-APIC page apart from the pages bring-up fills, so the two can
@@ -75,7 +78,7 @@ pub(crate) struct VmxStorage {
 
 static_assertions::const_assert_eq!(
     core::mem::size_of::<VmxStorage>(),
-    (9 + crate::config::NESTED_PAGE_TABLES) * 4096
+    (10 + crate::config::NESTED_PAGE_TABLES) * 4096
 );
 
 impl VmxStorage {

@@ -151,6 +151,22 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
     })
 }
 
+/// The controls of a guest SMP AP's vCPU: the boot vCPU's ([`controls`]) plus "unrestricted guest"
+/// (with EPT), since the AP starts in real mode after INIT + STARTUP, and no IA-32e mode guest until
+/// the AP turns paging on with EFER.LME (`Vmx::set_cr`). A CPU without unrestricted guest is refused by
+/// name: the AP then never enters (no VM-entry failure).
+pub(crate) fn ap_controls(caps: &Caps, a: &Addrs) -> Result<Controls, Unsupported> {
+    let mut c = controls(caps, a, Tweak::None)?;
+    c.proc2 = caps
+        .proc2
+        .adjust(c.proc2 | proc2::UNRESTRICTED_GUEST)
+        .map_err(|_| {
+            Unsupported("VMX unrestricted guest (IA32_VMX_PROCBASED_CTLS2 bit 39): a guest AP starts in real mode")
+        })?;
+    c.entry &= !entry::IA32E_MODE_GUEST;
+    Ok(c)
+}
+
 /// The VMX-preemption timer's start value: it counts down at the TSC rate divided by 2^X
 /// (IA32_VMX_MISC[4:0]; 32 on Bochs' skylake_x), so about 1.6 M TSC ticks there, under 1 ms on hardware.
 /// With "save VMX-preemption timer value" it is only the first run's bound: the loop then programs the
@@ -336,6 +352,102 @@ pub(crate) fn write_guest<H: VmxOps>(
     Ok(())
 }
 
+/// CR0 after INIT (SDM "Processor State After Reset": CD, NW, ET).
+pub(crate) const CR0_AFTER_INIT: u64 = 0x6000_0010;
+
+/// Writes the state of a vCPU that a STARTUP IPI with `vector` started (guest SMP), as after INIT + SIPI
+/// on hardware (SDM Vol. 3A "Processor State After Reset" and "MP Initialization"; KVM's
+/// `vmx_vcpu_reset` and SIPI handling): real mode, CS selector `vector << 8` with base `vector << 12`,
+/// IP 0, the other segments 0 with 64 KiB limits, LDTR and TR usable with their reset types (TR a busy
+/// TSS, as VMX requires), GDTR/IDTR base 0 limit 0xFFFF, CR0 0x6000_0010 as the guest reads it (the
+/// guest field: NE, and PE/PG clear under "unrestricted guest", which the AP's controls set; CD/NW off
+/// underneath), CR3 = CR4 = EFER = 0 (CR4.VMXE underneath), RFLAGS 2, DR7 0x400, PAT at its reset value.
+/// The guest/host masks own every CR0/CR4 bit, as for the boot vCPU.
+pub(crate) fn write_guest_sipi<H: VmxOps>(
+    v: &mut Vmcs<H>,
+    caps: &Caps,
+    vector: u8,
+) -> Result<(), VmFail> {
+    const CD_NW: u64 = 3 << 29;
+    const PE_PG: u64 = 1 | 1 << 31;
+    let cr0 = ((CR0_AFTER_INIT & !CD_NW) | (caps.cr0_fixed0 & !PE_PG)) & caps.cr0_fixed1;
+    v.write(f::GUEST_CR0, cr0)?;
+    v.write(f::CR0_GUEST_HOST_MASK, CR_MASK_ALL)?;
+    v.write(f::CR0_READ_SHADOW, CR0_AFTER_INIT)?;
+    v.write(f::GUEST_CR4, caps.fix_cr4(CR4_VMXE))?;
+    v.write(f::CR4_GUEST_HOST_MASK, CR_MASK_ALL)?;
+    v.write(f::CR4_READ_SHADOW, 0)?;
+    v.write(f::GUEST_CR3, 0)?;
+    v.write(f::GUEST_IA32_EFER, 0)?;
+    v.write(f::GUEST_IA32_PAT, 0x0007_0406_0007_0406)?;
+    v.write(f::GUEST_IA32_DEBUGCTL, 0)?;
+    v.write(f::GUEST_DR7, 0x400)?;
+    v.write(f::GUEST_RFLAGS, 2)?;
+    v.write(f::GUEST_RIP, 0)?;
+    v.write(f::GUEST_RSP, 0)?;
+    v.write(f::GUEST_CS_SELECTOR, u16::from(vector) << 8)?;
+    v.write(f::GUEST_CS_BASE, u64::from(vector) << 12)?;
+    v.write(f::GUEST_CS_LIMIT, 0xFFFF)?;
+    v.write(f::GUEST_CS_AR, 0x9B)?;
+    for (sel, base, limit, ar) in [
+        (
+            f::GUEST_DS_SELECTOR,
+            f::GUEST_DS_BASE,
+            f::GUEST_DS_LIMIT,
+            f::GUEST_DS_AR,
+        ),
+        (
+            f::GUEST_ES_SELECTOR,
+            f::GUEST_ES_BASE,
+            f::GUEST_ES_LIMIT,
+            f::GUEST_ES_AR,
+        ),
+        (
+            f::GUEST_SS_SELECTOR,
+            f::GUEST_SS_BASE,
+            f::GUEST_SS_LIMIT,
+            f::GUEST_SS_AR,
+        ),
+        (
+            f::GUEST_FS_SELECTOR,
+            f::GUEST_FS_BASE,
+            f::GUEST_FS_LIMIT,
+            f::GUEST_FS_AR,
+        ),
+        (
+            f::GUEST_GS_SELECTOR,
+            f::GUEST_GS_BASE,
+            f::GUEST_GS_LIMIT,
+            f::GUEST_GS_AR,
+        ),
+    ] {
+        v.write(sel, 0)?;
+        v.write(base, 0)?;
+        v.write(limit, 0xFFFF)?;
+        v.write(ar, 0x93)?;
+    }
+    v.write(f::GUEST_LDTR_SELECTOR, 0)?;
+    v.write(f::GUEST_LDTR_BASE, 0)?;
+    v.write(f::GUEST_LDTR_LIMIT, 0xFFFF)?;
+    v.write(f::GUEST_LDTR_AR, 0x82)?;
+    v.write(f::GUEST_TR_SELECTOR, 0)?;
+    v.write(f::GUEST_TR_BASE, 0)?;
+    v.write(f::GUEST_TR_LIMIT, 0xFFFF)?;
+    v.write(f::GUEST_TR_AR, AR_TSS_BUSY)?;
+    v.write(f::GUEST_GDTR_BASE, 0)?;
+    v.write(f::GUEST_GDTR_LIMIT, 0xFFFF)?;
+    v.write(f::GUEST_IDTR_BASE, 0)?;
+    v.write(f::GUEST_IDTR_LIMIT, 0xFFFF)?;
+    v.write(f::GUEST_SYSENTER_CS, 0)?;
+    v.write(f::GUEST_SYSENTER_ESP, 0)?;
+    v.write(f::GUEST_SYSENTER_EIP, 0)?;
+    v.write(f::GUEST_INTERRUPTIBILITY, 0)?;
+    v.write(f::GUEST_ACTIVITY_STATE, 0)?;
+    v.write(f::GUEST_PENDING_DBG, 0)?;
+    v.write(f::VMCS_LINK_POINTER, u64::MAX)?;
+    Ok(())
+}
+
 /// The VMX debug options (`libvmm.vmx.skip-checks`, `libvmm.vmx.report-missed`, `libvmm.vmx.bad=<tweak>`,
 /// parsed by `cmdline`) as the backend uses them. An unknown tweak name builds the normal configuration.
 pub(crate) fn debug_options(o: &crate::cmdline::Options<'_>) -> (super::vcpu::Options, Tweak) {
@@ -364,6 +476,21 @@ mod tests {
         );
         assert!(!c.has1(proc1::USE_TPR_SHADOW) && !c.has2(proc2::TSC_SCALING));
         assert_ne!(c.vpid, 0);
+    }
+
+    #[test]
+    fn an_aps_controls_add_unrestricted_guest_and_start_outside_ia32e_mode() {
+        let caps = skylake_x();
+        let c = ap_controls(&caps, &Addrs::TEST).unwrap();
+        assert!(c.has2(proc2::UNRESTRICTED_GUEST | proc2::EPT) && c.has2(proc2::VPID));
+        assert_eq!(c.entry & entry::IA32E_MODE_GUEST, 0);
+        assert!(caps.proc2.permits(c.proc2) && caps.entry.permits(c.entry));
+        let mut no_ug = skylake_x();
+        no_ug.proc2.may_be_1 &= !proc2::UNRESTRICTED_GUEST;
+        assert!(ap_controls(&no_ug, &Addrs::TEST)
+            .unwrap_err()
+            .0
+            .contains("unrestricted guest"));
     }
 
     #[test]

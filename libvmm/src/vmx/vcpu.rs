@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use super::caps::{Caps, CR4_VMXE};
-use super::checks::{self, Check, GuestFacts};
+use super::checks::{self, Check, GuestCrs, GuestFacts};
 use super::controls::{intr_info, proc1, Controls};
 use super::decode::{self, reason, CrContext, RawExit};
 use super::fields as f;
@@ -12,6 +12,7 @@ use super::vmcs::{instruction_error_name, GuestRegs, VmFail, Vmcs, VmxOps};
 use crate::backend::{Backend, BackendError};
 use crate::exit::{Cr, CrState, Exit, Fault, Output, Reply, VirtualMsr};
 use crate::x86::apic::delivery::{GuestInterrupts, Interruptibility};
+use crate::x86::cr::cr0;
 use crate::x86::msr::{EFER_LMA, EFER_LME};
 
 use crate::x86::msr::KERNEL_GS_BASE as MSR_KERNEL_GS_BASE;
@@ -42,12 +43,17 @@ pub(crate) struct Vmx<H: VmxOps> {
     controls: Controls,
     /// The controls changed since they were last checked.
     dirty: bool,
+    /// CR0, CR4, EFER or the IA-32e entry control changed since the guest CR rules were last checked.
+    crs_dirty: bool,
     opts: Options,
     kernel_gs_base: u64,
     /// The guest's CR0 and CR4 as it sees them (= the read shadows). The guest/host masks cover every
     /// bit, so every change exits and goes through the policy: these copies are always current.
     pub(super) guest_cr0: u64,
     pub(super) guest_cr4: u64,
+    /// The guest's IA32_EFER field (every change exits: WRMSR, or the MOV to CR0 that activates long
+    /// mode), kept for the entry checks.
+    guest_efer: u64,
     pub diagnosis: Option<EntryDiagnosis>,
     /// An external interrupt was injected at the last entry: its delivery may have been cut short by
     /// the exit (IDT-vectoring information), then it is queued again.
@@ -55,6 +61,9 @@ pub(crate) struct Vmx<H: VmxOps> {
     /// The VMX-preemption timer's rate (TSC >> X, IA32_VMX_MISC[4:0]) when its value is saved on exit:
     /// then it keeps the guest's time ([`Backend::set_host_deadline`]).
     preemption_shift: Option<u8>,
+    /// Guest SMP: the VMX-preemption timer's bound on every run, in its units
+    /// ([`Vmx::bound_runs_for_kicks`]).
+    kick_poll: Option<u32>,
     /// The EPT tables, for blocks mapped on first touch (`None`: a test without tables).
     pub ept: Option<&'static mut super::ept::EptTables>,
 }
@@ -70,6 +79,7 @@ impl<H: VmxOps> Vmx<H> {
         super::setup::write_controls(&mut vmcs, &controls).map_err(|_| vmwrite_failed())?;
         let guest_cr0 = vmcs.read(f::CR0_READ_SHADOW).unwrap_or(0);
         let guest_cr4 = vmcs.read(f::CR4_READ_SHADOW).unwrap_or(0);
+        let guest_efer = vmcs.read(f::GUEST_IA32_EFER).unwrap_or(0);
         let preemption_shift = (controls.pin & super::controls::pin::PREEMPTION_TIMER != 0
             && controls.exit & super::controls::exit::SAVE_PREEMPTION_TIMER != 0)
             .then_some((caps.misc & 0x1F) as u8);
@@ -80,15 +90,29 @@ impl<H: VmxOps> Vmx<H> {
             caps,
             controls,
             dirty: true,
+            crs_dirty: true,
             opts,
             kernel_gs_base: 0,
             guest_cr0,
             guest_cr4,
+            guest_efer,
             diagnosis: None,
             injected_intr: false,
             preemption_shift,
+            kick_poll: None,
             ept: None,
         })
+    }
+
+    /// Guest SMP: bounds every run to `config::VMX_KICK_POLL_TSC` TSC ticks with the VMX-preemption
+    /// timer, so another vCPU's kick (a stop, an INIT) is seen even while this guest spins with
+    /// RFLAGS.IF = 0, where Bochs raises no external-interrupt exit (hardware does). Only where the timer
+    /// keeps guest time; without "save preemption timer value" it restarts at a small value anyway.
+    pub fn bound_runs_for_kicks(&mut self) {
+        if let Some(shift) = self.preemption_shift {
+            let units = (crate::config::VMX_KICK_POLL_TSC >> shift).clamp(1, u64::from(u32::MAX));
+            self.kick_poll = Some(units as u32);
+        }
     }
 
     /// The VMX-preemption timer keeps the guest's time (its value is saved on exit).
@@ -99,8 +123,30 @@ impl<H: VmxOps> Vmx<H> {
     fn facts(&self) -> GuestFacts {
         GuestFacts {
             vtpr: self.vmcs.0.read_vtpr(),
-            protected_mode: true,
+            protected_mode: self.guest_cr0 & cr0::PE != 0,
         }
+    }
+
+    fn crs(&self) -> GuestCrs {
+        GuestCrs {
+            cr0: self.hw_cr0(self.guest_cr0),
+            cr4: self.caps.fix_cr4(self.guest_cr4 | CR4_VMXE),
+            efer: self.guest_efer,
+        }
+    }
+
+    /// The guest CR0 field for the guest's CR0 `value`: the VMX fixed bits, of which "unrestricted
+    /// guest" (guest SMP's APs, which start in real mode) lifts PE and PG; CD and NW off underneath, as
+    /// KVM runs every guest (`KVM_VM_CR0_ALWAYS_OFF`: the guest still reads its own value).
+    fn hw_cr0(&self, value: u64) -> u64 {
+        let mut fixed0 = self.caps.cr0_fixed0;
+        if self
+            .controls
+            .has2(super::controls::proc2::UNRESTRICTED_GUEST)
+        {
+            fixed0 &= !(cr0::PE | cr0::PG);
+        }
+        ((value & !(cr0::CD | cr0::NW)) | fixed0) & self.caps.cr0_fixed1
     }
 
     /// The software checks, run when the controls changed, and on every entry while TPR shadow is on
@@ -112,13 +158,28 @@ impl<H: VmxOps> Vmx<H> {
         checks::check(&self.controls, &self.caps, self.facts())
             .map_err(|c| BackendError::ConsistencyCheck { what: c.name() })?;
         self.dirty = false;
+        if self.crs_dirty {
+            self.check_crs()?;
+        }
+        Ok(())
+    }
+
+    /// The guest CR rules ([`checks::check_guest_crs`]), after CR0, CR4, EFER or the IA-32e entry
+    /// control changed (rare: out of line).
+    #[cold]
+    #[inline(never)]
+    fn check_crs(&mut self) -> Result<(), BackendError> {
+        checks::check_guest_crs(&self.controls, &self.caps, self.crs())
+            .map_err(|c| BackendError::ConsistencyCheck { what: c.name() })?;
+        self.crs_dirty = false;
         Ok(())
     }
 
     /// A refused entry: VMfailInvalid / VMfailValid(n), or an entry-failure exit (bit 31).
     fn refused(&mut self, code: u64, what: &'static str) -> BackendError {
         if self.opts.report_missed {
-            let verdict = checks::check(&self.controls, &self.caps, self.facts());
+            let verdict = checks::check(&self.controls, &self.caps, self.facts())
+                .and_then(|_| checks::check_guest_crs(&self.controls, &self.caps, self.crs()));
             self.diagnosis = Some(match (self.opts.skip_checks, verdict) {
                 (_, Ok(())) => EntryDiagnosis::MissedConsistencyCheck { error: code },
                 (true, Err(check)) => {
@@ -146,6 +207,8 @@ impl<H: VmxOps> Vmx<H> {
         let hw = VALID | (TYPE_HW_EXCEPTION << TYPE_SHIFT);
         let (info, ec) = match fault {
             Fault::InvalidOpcode => (hw | 6, 0),
+            // Real mode (an AP after SIPI) pushes no error code: VM entry refuses one there.
+            Fault::GeneralProtection(_) if self.guest_cr0 & cr0::PE == 0 => (hw | 13, 0),
             Fault::GeneralProtection(ec) => (hw | 13 | DELIVER_ERROR_CODE, ec),
         };
         self.controls.entry_intr_info = info;
@@ -160,6 +223,7 @@ impl<H: VmxOps> Vmx<H> {
     pub(super) fn inject_exception(&mut self, vector: u8, error: Option<u32>) {
         use intr_info::*;
         let mut info = VALID | (TYPE_HW_EXCEPTION << TYPE_SHIFT) | u32::from(vector);
+        let error = error.filter(|_| self.guest_cr0 & cr0::PE != 0);
         if error.is_some() {
             info |= DELIVER_ERROR_CODE;
         }
@@ -200,18 +264,31 @@ impl<H: VmxOps> Vmx<H> {
     }
 
     /// Loads a checked CR0/CR4: the guest's value in the read shadow, the value with the VMX fixed bits
-    /// (CR0.NE/PE/PG, CR4.VMXE) in the guest field; then the guest's VPID-tagged translations are
-    /// flushed, as the instruction itself would flush them.
+    /// (CR0.NE/PE/PG, CR4.VMXE; [`Vmx::hw_cr0`]) in the guest field; then the guest's VPID-tagged
+    /// translations are flushed, as the instruction itself would flush them. Paging turned on with
+    /// EFER.LME activates long mode, which the CPU would do itself had the write not exited: EFER.LMA
+    /// and the IA-32e mode guest entry control (only an AP starting from real mode gets here so).
     fn set_cr(&mut self, cr: Cr, value: u64) -> Result<(), Fault> {
         let r = match cr {
             Cr::Cr0 => {
                 self.guest_cr0 = value;
+                self.crs_dirty = true;
+                self.dirty = true;
+                if value & cr0::PG != 0
+                    && self.guest_efer & (EFER_LME | EFER_LMA) == EFER_LME
+                    && self.enter_long_mode().is_err()
+                {
+                    return Err(Fault::GeneralProtection(0));
+                }
+                let hw = self.hw_cr0(value);
                 self.vmcs
                     .write(f::CR0_READ_SHADOW, value)
-                    .and_then(|_| self.vmcs.write(f::GUEST_CR0, self.caps.fix_cr0(value)))
+                    .and_then(|_| self.vmcs.write(f::GUEST_CR0, hw))
             }
             Cr::Cr4 => {
                 self.guest_cr4 = value;
+                self.crs_dirty = true;
+                self.dirty = true;
                 self.vmcs.write(f::CR4_READ_SHADOW, value).and_then(|_| {
                     self.vmcs
                         .write(f::GUEST_CR4, self.caps.fix_cr4(value | CR4_VMXE))
@@ -220,6 +297,54 @@ impl<H: VmxOps> Vmx<H> {
         };
         self.vmcs.0.flush_guest_tlb();
         r.map_err(|_| Fault::GeneralProtection(0))
+    }
+
+    /// EFER.LMA and the IA-32e mode guest entry control, together (the entry checks want them equal).
+    #[cold]
+    fn enter_long_mode(&mut self) -> Result<(), VmFail> {
+        self.guest_efer |= EFER_LMA;
+        self.vmcs.write(f::GUEST_IA32_EFER, self.guest_efer)?;
+        self.controls.entry |= super::controls::entry::IA32E_MODE_GUEST;
+        self.dirty = true;
+        self.vmcs.write(f::ENTRY_CONTROLS, self.controls.entry)
+    }
+
+    /// A fresh start of this vCPU after INIT + STARTUP (guest SMP's APs): the VMCS at `vmcs_pa` cleared
+    /// and made current again (so the next entry is a VMLAUNCH), then `controls`, `host` and the real-mode
+    /// state at `vector << 12` ([`super::setup::write_guest_sipi`]) written; the vCPU's own copies
+    /// (registers, CR shadows, EFER, pending injection) reset to match; the guest's translations flushed
+    /// (INIT flushes the TLB).
+    pub(crate) fn start_after_sipi(
+        &mut self,
+        vmcs_pa: u64,
+        controls: Controls,
+        host: &super::setup::HostState,
+        vector: u8,
+    ) -> Result<(), BackendError> {
+        let hw = &mut self.vmcs.0;
+        if hw.vmclear(vmcs_pa).is_err() || hw.vmptrld(vmcs_pa).is_err() {
+            return Err(BackendError::EntryFailed {
+                code: 0,
+                what: "VMCLEAR/VMPTRLD of an AP's VMCS failed",
+            });
+        }
+        super::setup::write_host(&mut self.vmcs, host)
+            .and_then(|_| super::setup::write_guest_sipi(&mut self.vmcs, &self.caps, vector))
+            .and_then(|_| super::setup::write_controls(&mut self.vmcs, &controls))
+            .map_err(|_| vmwrite_failed())?;
+        self.controls = controls;
+        self.launched = false;
+        self.dirty = true;
+        self.crs_dirty = true;
+        self.regs = GuestRegs::default();
+        self.kernel_gs_base = 0;
+        self.guest_cr0 = self.read_or_zero(f::CR0_READ_SHADOW);
+        self.guest_cr4 = self.read_or_zero(f::CR4_READ_SHADOW);
+        self.guest_efer = self.read_or_zero(f::GUEST_IA32_EFER);
+        self.injected_intr = false;
+        self.diagnosis = None;
+        self.vmcs.0.flush_guest_tlb();
+        Ok(())
     }
 
     fn set_edx_eax(&mut self, v: u64) {
@@ -231,11 +356,18 @@ impl<H: VmxOps> Vmx<H> {
         let r = match msr {
             VirtualMsr::Efer => {
                 // Toggling long mode through WRMSR while paging is on is #GP on hardware, and the IA-32e
-                // entry control must keep matching EFER.LMA.
-                let cur = self.read_or_zero(f::GUEST_IA32_EFER);
-                if (cur ^ value) & (EFER_LME | EFER_LMA) != 0 {
+                // entry control must keep matching EFER.LMA (read-only: only a MOV to CR0 changes it).
+                // With paging off (an AP in real mode on its way to long mode) LME may change.
+                let cur = self.guest_efer;
+                let changed = cur ^ value;
+                if changed & EFER_LMA != 0
+                    || (self.guest_cr0 & cr0::PG != 0 && changed & EFER_LME != 0)
+                {
                     return Err(Fault::GeneralProtection(0));
                 }
+                self.guest_efer = value;
+                self.crs_dirty = true;
+                self.dirty = true;
                 self.vmcs.write(f::GUEST_IA32_EFER, value)
             }
             VirtualMsr::FsBase => self.vmcs.write(f::GUEST_FS_BASE, value),
@@ -499,6 +631,7 @@ impl<H: VmxOps> Backend for Vmx<H> {
             }
             None => u32::MAX,
         };
+        let value = self.kick_poll.map_or(value, |p| value.min(p));
         let _ = self.vmcs.write(f::GUEST_PREEMPTION_TIMER, value);
     }
 }
@@ -571,10 +704,15 @@ mod tests {
             steps,
             ..Default::default()
         };
+        // A 64-bit guest as bring-up writes one (the entry checks look at CR0, CR4 and EFER).
         model.fields.insert(f::GUEST_RIP.encoding(), 0x201_0000);
         model
             .fields
             .insert(f::GUEST_IA32_EFER.encoding(), EFER_LME | EFER_LMA);
+        model
+            .fields
+            .insert(f::CR0_READ_SHADOW.encoding(), 0x8001_0033);
+        model.fields.insert(f::CR4_READ_SHADOW.encoding(), 0x20);
         Vmx::new(Vmcs(model), caps, c, opts).unwrap()
     }
 
@@ -603,6 +741,15 @@ mod tests {
         assert_eq!(timer(&v), u32::MAX);
         v.set_host_deadline(Some(u64::MAX), 0);
         assert_eq!(timer(&v), u32::MAX);
+        // Guest SMP: every run is bounded, so a kick is seen even with the guest's IF = 0 (Bochs).
+        v.bound_runs_for_kicks();
+        let bound = (crate::config::VMX_KICK_POLL_TSC >> 5) as u32;
+        v.set_host_deadline(None, 400);
+        assert_eq!(timer(&v), bound);
+        v.set_host_deadline(Some(u64::MAX), 0);
+        assert_eq!(timer(&v), bound);
+        v.set_host_deadline(Some(1_000), 400);
+        assert_eq!(timer(&v), 19, "an earlier deadline stays");
         // Without the save control the value restarts at every entry: the backend does not keep time.
         let mut caps = skylake_x();
         caps.exit.may_be_1 &= !super::super::controls::exit::SAVE_PREEMPTION_TIMER;
@@ -764,6 +911,38 @@ mod tests {
             (1 << 31) | (3 << 8) | (1 << 11) | 13
         );
         assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME | EFER_LMA));
+    }
+
+    /// An AP in real mode (unrestricted guest): a #GP pushes no error code (VM entry refuses one outside
+    /// protected mode), the software checks accept the entry, and EFER.LME may change with paging off;
+    /// with paging on, the same change is #GP.
+    #[test]
+    fn in_real_mode_a_gp_has_no_error_code_and_lme_may_change() {
+        let caps = skylake_x();
+        let c = setup::ap_controls(&caps, &Addrs::TEST).unwrap();
+        let mut model = ModelVmcs::default();
+        model
+            .fields
+            .insert(f::CR0_READ_SHADOW.encoding(), 0x6000_0010);
+        model.fields.insert(f::GUEST_CR0.encoding(), 0x30);
+        let mut v = Vmx::new(Vmcs(model), caps, c, Options::default()).unwrap();
+        v.reply(Reply::Inject(Fault::GeneralProtection(0)));
+        assert_eq!(v.controls().entry_intr_info, (1 << 31) | (3 << 8) | 13);
+        assert_eq!(v.check_before_entry(), Ok(()));
+        v.controls.entry_intr_info = 0; // as the CPU clears it on the next exit
+        v.reply(Reply::Complete(Output::SetVirtualMsr(
+            VirtualMsr::Efer,
+            EFER_LME,
+        )));
+        assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME));
+        assert_eq!(v.controls().entry_intr_info >> 31, 0, "no #GP");
+        // LMA is the CPU's: a write that sets it is #GP.
+        v.reply(Reply::Complete(Output::SetVirtualMsr(
+            VirtualMsr::Efer,
+            EFER_LME | EFER_LMA,
+        )));
+        assert_eq!(v.controls().entry_intr_info & 0xFF, 13);
+        assert_eq!(v.vmcs.read(f::GUEST_IA32_EFER), Ok(EFER_LME));
     }
 
     /// Zero on first touch on the model VMCS: an EPT violation in a pending block zeroes it and maps it,

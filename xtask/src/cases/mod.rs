@@ -342,31 +342,42 @@ fn smp(backend: Backend, n: u32) -> Case {
 /// every vCPU at once, every vCPU's first touch of the same blocks at once, and an exit while the other
 /// vCPUs start: one clean stop line each.
 fn smp_stress(backend: Backend) -> Vec<Case> {
+    smp_stress_on(backend, 4, 50)
+}
+
+/// [`smp_stress`] on `n` CPUs with `iters` start/stop rounds (VMX: 2 CPUs, Bochs being slow).
+fn smp_stress_on(backend: Backend, n: u32, iters: u32) -> Vec<Case> {
     vec![
-        Case::new(backend, "smp", "mode=stress iters=50", 0)
-            .expect(&["smp: stress 150 starts, ", "smp: stress ok"])
-            .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
-            .cpus(4),
+        Case::new(
+            backend,
+            "smp",
+            format!("mode=stress iters={iters}").leak(),
+            0,
+        )
+        .expect_line(format!("smp: stress {} starts, ", (n - 1) * iters))
+        .expect(&["smp: stress ok"])
+        .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
+        .cpus(n),
         Case::new(backend, "smp", "mode=storm iters=200", 0)
-            .expect(&["smp: ipi storm: 4 CPU(s) x 200 IPIs to every CPU ok"])
+            .expect_line(format!(
+                "smp: ipi storm: {n} CPU(s) x 200 IPIs to every CPU ok"
+            ))
             .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
-            .cpus(4),
+            .cpus(n),
         // Zero on first touch with every vCPU touching the same blocks at once (one shared state per
         // VM): each block zeroed once, nobody's write lost.
         Case::new(backend, "smp", "mode=touch", 0)
-            .expect(&[
-                "smp: first touch of 8 blocks from 4 CPUs at once, every write kept ok",
-                "libvmm: stop 0 payload exited with status 0",
-            ])
+            .expect_line(format!(
+                "smp: first touch of 8 blocks from {n} CPUs at once, every write kept ok"
+            ))
+            .expect(&["libvmm: stop 0 payload exited with status 0"])
             .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
-            .cpus(4),
+            .cpus(n),
         Case::new(backend, "smp", "mode=exit-while-starting", 0)
-            .expect(&[
-                "smp: exiting while 3 CPU(s) start",
-                "libvmm: stop 0 payload exited with status 0",
-            ])
+            .expect_line(format!("smp: exiting while {} CPU(s) start", n - 1))
+            .expect(&["libvmm: stop 0 payload exited with status 0"])
             .forbid(&["panic", "payload: unexpected exception"])
-            .cpus(4),
+            .cpus(n),
     ]
 }
 
@@ -374,6 +385,11 @@ fn smp_stress(backend: Backend) -> Vec<Case> {
 /// to the BSP, IPIs to APIC IDs no vCPU has, NMI/SMI, an illegal vector, logical and shorthand
 /// destinations, each with the architectural answer.
 fn smp_hostile_x86(backend: Backend) -> Case {
+    smp_hostile_x86_on(backend, 4)
+}
+
+/// [`smp_hostile_x86`] on `n` CPUs (VMX: 2).
+fn smp_hostile_x86_on(backend: Backend, n: u32) -> Case {
     Case::new(backend, "smp", "mode=hostile", 0)
         .expect_line("smp: STARTUP to running cpu 1 ignored ok".into())
         .expect_line("smp: INIT to the BSP ignored ok".into())
@@ -381,14 +397,17 @@ fn smp_hostile_x86(backend: Backend) -> Case {
         .expect_line("smp: NMI and SMI to cpu 1 dropped ok".into())
         .expect_line("smp: illegal vector 5: ESR 0x20 ok".into())
         .expect_line("smp: logical IPI (cluster 0, bit 1) reached cpu 1 ok".into())
-        .expect_line("smp: all-excluding-self IPI reached 3 CPU(s) ok".into())
-        .expect_line("smp: all-including-self IPI reached 4 CPU(s) ok".into())
+        .expect_line(format!(
+            "smp: all-excluding-self IPI reached {} CPU(s) ok",
+            n - 1
+        ))
+        .expect_line(format!("smp: all-including-self IPI reached {n} CPU(s) ok"))
         .expect(&[
             "smp: hostile checks passed",
             "libvmm: stop 0 payload exited with status 0",
         ])
         .forbid(&["smp: FAILED", "panic", "payload: unexpected exception"])
-        .cpus(4)
+        .cpus(n)
 }
 
 /// The VM's time limit with no vCPU that could end the run (`smp mode=spin-forever`, 4 CPUs): three

@@ -12,6 +12,12 @@ pub fn cases() -> Vec<Case> {
     v.push(super::std_demo(B));
     v.push(hello(B));
     v.push(super::smp_hello(B, 2));
+    // Guest SMP on Bochs' two CPUs (`cpu: count=2`): the checks, a short stress, the storm, the shared
+    // first touch, an exit while the AP starts, the hostile ICR cases (each 3-7 s of Bochs).
+    v.push(super::smp(B, 1));
+    v.push(super::smp(B, 2));
+    v.extend(super::smp_stress_on(B, 2, 20));
+    v.push(super::smp_hostile_x86_on(B, 2));
     v.extend(super::svm::emulator_cases(B));
     v.push(super::timer(B));
     v.extend(super::apic_attacks(B));

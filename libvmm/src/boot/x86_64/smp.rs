@@ -149,7 +149,7 @@ pub(super) fn start_aps<P: Platform>(
         platform.console(),
         "libvmm: {} CPU(s) virtualized; {}\n",
         ready,
-        if cfg!(feature = "svm") {
+        if cfg!(any(feature = "svm", feature = "vmx")) {
             "the boot CPU runs vCPU 0, the others wait for the guest to start them"
         } else {
             "the APs wait parked, the boot CPU runs the guest"
@@ -172,7 +172,7 @@ fn fail(options: &Options<'_>) -> Result<(), StopReason> {
 #[no_mangle]
 extern "C" fn libvmm_x86_ap_entry(cpu_index: u32) -> ! {
     let n = cpu_index as usize;
-    tables::init_ap();
+    tables::init_ap(n);
     cpu::enable_nx();
     let mut con = Serial;
     #[cfg(feature = "svm")]
@@ -197,13 +197,17 @@ extern "C" fn libvmm_x86_ap_entry(cpu_index: u32) -> ! {
     if let Ok(st) = result {
         ap_vcpu(n, st)
     }
+    #[cfg(feature = "vmx")]
+    if let Ok(pages) = result {
+        vmx_ap_vcpu(n, pages)
+    }
     smp::park()
 }
 
 /// What every AP needs to run a vCPU of the one VM, published by the boot CPU before it enters the
 /// guest (guest SMP: the APs wait for it).
 #[derive(Clone, Copy)]
-#[cfg_attr(not(feature = "svm"), allow(dead_code))] // VMX and TDX images run no guest APs
+#[cfg_attr(feature = "tdx", allow(dead_code))] // the TDX image runs no guest APs
 pub(super) struct VmFacts {
     pub mem: crate::guest_mem::GuestMemory<'static>,
     pub map: crate::loader::GuestMap,
@@ -216,10 +220,9 @@ pub(super) struct VmFacts {
 pub(super) static FACTS: crate::arch::Published<VmFacts> = crate::arch::Published::new();
 
 /// The guest's vCPUs: the boot CPU and every CPU after it that came up, in order up to the first that
-/// did not (vCPU n runs on CPU n), at most `libvmm.cpus`. SVM only: VMX images run the guest on the
-/// boot CPU (their APs enable VMX and park).
+/// did not (vCPU n runs on CPU n), at most `libvmm.cpus`. SVM and VMX (the TDX image runs no guest).
 pub(super) fn guest_vcpus(options: &Options<'_>) -> usize {
-    if !cfg!(feature = "svm") {
+    if cfg!(feature = "tdx") {
         return 1;
     }
     let mut n = 1;
@@ -270,9 +273,44 @@ fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
     super::stop_machine(stop.code(), format_args!("{stop}"))
 }
 
+/// The VMX twin of [`ap_vcpu`]: vCPU `n` on this AP with its own VMCS and virtual-APIC page
+/// (`pages`, from bring-up) over the VM's shared EPT and bitmaps (`vmx::hw::VM_LINKS`), real-mode starts
+/// under "unrestricted guest" (`vmx::hw::run_ap`).
+#[cfg(feature = "vmx")]
+fn vmx_ap_vcpu(n: usize, pages: &'static mut crate::vmx::pages::VmxCpuPages) -> ! {
+    use crate::vm::Vm;
+    let shared = &crate::smp::SHARED;
+    let (f, links) = loop {
+        if let (Some(f), Some(l)) = (FACTS.get(), crate::vmx::hw::VM_LINKS.get()) {
+            break (f, l);
+        }
+        if shared.stopping() {
+            smp::park()
+        }
+        cpu::wait_for_interrupt();
+    };
+    if n >= shared.cpu_count() {
+        smp::park()
+    }
+    let mut vm = Vm::new(f.mem, super::platform::X86Platform::new(Serial, f.boot_tsc));
+    vm.map = f.map;
+    // The boot vCPU zeroed and mapped every deferred block (the VM's one lazy state) before it
+    // published the links.
+    vm.cpu = n;
+    vm.cpus = f.cpus;
+    vm.emu.force = f.force_emulation;
+    let options = Options {
+        force_emulation: f.force_emulation,
+        ..Options::default()
+    };
+    let stop = crate::vmx::hw::run_ap_here(&mut vm, pages, links, &options, wait_for_sipi);
+    let stop = crate::boot::finish(&mut vm, stop, f.stats, smp::park);
+    super::stop_machine(stop.code(), format_args!("{stop}"))
+}
+
 /// An off vCPU's CPU waits halted (a kick wakes it) for a STARTUP IPI; `None` when the VM stops. An
 /// INIT that comes while it waits changes nothing (it waits for a SIPI already).
-#[cfg(feature = "svm")]
+#[cfg(any(feature = "svm", feature = "vmx"))]
 fn wait_for_sipi<P: crate::vm::Platform>(vm: &mut crate::vm::Vm<'_, P>) -> Option<u8> {
     loop {
         if vm.smp.stopping() {
