@@ -311,6 +311,20 @@ pub fn send_ipi(cpu: usize) -> Result<(), SmpError> {
     send_ipi_mask(1, cpu as u64)
 }
 
+/// The thread scheduler's wake-up IPI to CPU `cpu` (x86: a fixed IPI with `irq::WAKE_VECTOR`, one ICR
+/// write: the scheduler enabled every CPU's x2APIC before any wake-up can be sent; RISC-V: the
+/// software interrupt of [`send_ipi`]).
+#[cfg(target_os = "hermit")]
+pub(crate) fn send_wake(cpu: usize) {
+    #[cfg(target_arch = "riscv64")]
+    let _ = send_ipi(cpu);
+    #[cfg(target_arch = "x86_64")]
+    crate::arch::wrmsr(
+        crate::irq::x2apic::ICR,
+        (cpu as u64) << 32 | u64::from(crate::irq::WAKE_VECTOR),
+    );
+}
+
 /// Sends an IPI to the CPUs of an SBI hart mask (`base = u64::MAX`: every CPU); the raw form, for
 /// tests of the VMM's checks.
 pub fn send_ipi_mask(mask: u64, base: u64) -> Result<(), SmpError> {
