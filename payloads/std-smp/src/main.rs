@@ -7,6 +7,11 @@
 //!    then spin (no blocking call, so a CPU is never handed to another thread) until all have arrived;
 //!    on fewer CPUs than threads it would never pass, and the runtime's multiplexing at blocking calls
 //!    could not help. Each thread records the CPU it ran on (`libvmm_guest::smp::current_cpu`).
+//!    Then, each still on its own CPU, every thread checks that CPU's timer and the clocks across CPUs:
+//!    a raw 2 ms sleep on the CPU's own timer (`libvmm_guest::time::sleep_ns`: HLT/WFI until this CPU's
+//!    timer fires, which it never would on a CPU whose timer was not set up), a 3 ms `thread::sleep` and
+//!    a 3 ms `Condvar::wait_timeout` nobody notifies (a futex timeout) — each ends no earlier than asked,
+//!    by `Instant`, even when the thread resumes on another CPU than the one that timed it.
 //! 3. Eight threads (more than CPUs) add to a `Mutex` counter 1000 times each, yielding now and then,
 //!    and return values summed through `join`; a channel collects squares from four more threads.
 //!
@@ -17,8 +22,37 @@
 use libvmm_guest as _;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// Sleeps on this CPU's own timer, without the scheduler (host build: `thread::sleep`).
+fn raw_sleep(d: Duration) {
+    #[cfg(target_os = "hermit")]
+    libvmm_guest::time::sleep_ns(d.as_nanos() as u64);
+    #[cfg(not(target_os = "hermit"))]
+    std::thread::sleep(d);
+}
+
+/// The timer checks of one barrier thread (see the module doc): all end no earlier than asked.
+fn timers_ok() -> bool {
+    let t = Instant::now();
+    raw_sleep(Duration::from_millis(2));
+    let raw = t.elapsed() >= Duration::from_millis(2);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_millis(3));
+    let slept = t.elapsed() >= Duration::from_millis(3);
+    let pair = (Mutex::new(()), Condvar::new());
+    let t = Instant::now();
+    let (_g, r) = pair
+        .1
+        .wait_timeout(pair.0.lock().unwrap(), Duration::from_millis(3))
+        .unwrap();
+    let futex = r.timed_out() && t.elapsed() >= Duration::from_millis(3);
+    if !(raw && slept && futex) {
+        println!("std-smp: FAILED: timers on CPU {}: raw sleep {raw}, thread::sleep {slept}, futex timeout {futex}", current_cpu());
+    }
+    raw && slept && futex
+}
 
 fn current_cpu() -> usize {
     #[cfg(target_os = "hermit")]
@@ -58,15 +92,16 @@ fn main() {
                 let t = Instant::now();
                 while a.load(Ordering::SeqCst) < n {
                     if t.elapsed() > Duration::from_secs(20) {
-                        return (false, current_cpu());
+                        return (false, current_cpu(), false);
                     }
                     std::hint::spin_loop();
                 }
-                (true, current_cpu())
+                let cpu = current_cpu();
+                (true, cpu, timers_ok())
             })
         })
         .collect();
-    let res: Vec<(bool, usize)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let res: Vec<(bool, usize, bool)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
     let passed = res.iter().all(|r| r.0);
     let mut cpus: Vec<usize> = res.iter().map(|r| r.1).collect();
     cpus.sort();
@@ -75,6 +110,9 @@ fn main() {
         "std-smp: barrier of {n} spinning threads passed {passed} on {} distinct CPUs ok",
         cpus.len()
     );
+    if res.iter().all(|r| r.2) {
+        println!("std-smp: timers on {n} CPUs: own-timer sleep, thread::sleep, futex timeout ok");
+    }
 
     // More threads than CPUs: exact results through a Mutex, join values and a channel.
     let counter = Arc::new(Mutex::new(0u64));
