@@ -7,7 +7,7 @@
 //! the clock when it wakes and waits again when woken early, so it never ends before the time asked.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use libvmm_abi::{Hypercall, CLOCK_MONOTONIC};
 
@@ -17,10 +17,10 @@ use crate::trap::{TrapAction, TrapFrame};
 /// The vector of the runtime's timer interrupt (x86): the x2APIC's LVT timer in TSC-deadline mode.
 pub const TIMER_VECTOR: u8 = 0xEC;
 
-/// The runtime's timer handler is installed (once, for every CPU).
-static READY: AtomicBool = AtomicBool::new(false);
-/// The CPUs whose own timer is set up (bit per `smp::current_cpu`).
-static CPU_READY: AtomicU64 = AtomicU64::new(0);
+/// Bit per CPU (`smp::current_cpu`): its own timer is set up; bit [`HANDLER`]: the runtime's timer
+/// handler is installed (once, for every CPU: the handler table is shared).
+static READY: AtomicU64 = AtomicU64::new(0);
+const HANDLER: u64 = 1 << 63;
 static HZ: AtomicU64 = AtomicU64::new(0);
 static FIRED: AtomicU64 = AtomicU64::new(0);
 /// The payload's timer callback (`fn()` as usize, 0: none).
@@ -89,17 +89,17 @@ fn timer_interrupt(_: &mut TrapFrame) -> TrapAction {
 /// TSC-deadline mode on [`TIMER_VECTOR`]. Each CPU's APIC starts with its timer masked: a CPU that never
 /// ran this sleeps in HLT with no timer to wake it.
 pub fn init() {
-    if !READY.load(Ordering::SeqCst) {
+    if READY.load(Ordering::SeqCst) & HANDLER == 0 {
         // Installed before any CPU's timer can fire (two CPUs here at once install the same handler).
         #[cfg(target_arch = "x86_64")]
         let _ = irq::set_interrupt_handler(Interrupt::Vector(TIMER_VECTOR), timer_interrupt);
         #[cfg(target_arch = "riscv64")]
         let _ = irq::set_interrupt_handler(Interrupt::Timer, timer_interrupt);
-        READY.store(true, Ordering::SeqCst);
+        READY.fetch_or(HANDLER, Ordering::SeqCst);
     }
     // One CPU: no MSR exit to learn which (`current_cpu` is 0 without one).
-    let bit = 1u64 << (crate::smp::current_cpu() % 64);
-    if CPU_READY.load(Ordering::SeqCst) & bit != 0 {
+    let bit = 1u64 << (crate::smp::current_cpu() % 63);
+    if READY.load(Ordering::SeqCst) & bit != 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -110,7 +110,7 @@ pub fn init() {
         wrmsr(SVR, SVR_ENABLE | 0xFF);
         wrmsr(LVT_TIMER, TIMER_TSC_DEADLINE | u64::from(TIMER_VECTOR));
     }
-    CPU_READY.fetch_or(bit, Ordering::SeqCst);
+    READY.fetch_or(bit, Ordering::SeqCst);
 }
 
 /// Arms the one-shot timer for counter value `deadline` (a deadline already passed fires at once).
