@@ -14,8 +14,8 @@
 //! `thread::spawn` fails only for lack of memory or table slots ([`MAX_THREADS`]).
 //!
 //! Per CPU: the thread it runs (`current[cpu]`, indexed by [`smp::current_cpu`], which reads the CPU's
-//! identity from a register the runtime never moves — RISC-V `sscratch` — never from TLS, which follows
-//! the thread), and its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
+//! identity from a register the runtime never moves — RISC-V `sscratch`, x86 the GS base set per CPU at
+//! start (`smp::use_gs_cpu_numbers`) — never from TLS, which follows the thread), and its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
 //! `smp::start` gave them). A thread's TLS block (built from `PT_TLS`) goes with it: the switch loads
 //! its thread pointer on whichever CPU resumes it.
 //!
@@ -189,6 +189,9 @@ fn start_cpus() {
         crate::irq::Interrupt::Vector(crate::irq::WAKE_VECTOR),
         ipi,
     );
+    // x86: `cpu()` without MSR exits on every CPU from here on.
+    #[cfg(target_arch = "x86_64")]
+    let _ = smp::use_gs_cpu_numbers();
     cpu_setup();
     let me = cpu();
     for c in (0..n).filter(|&c| c != me) {

@@ -37,6 +37,10 @@ const STARTING: u32 = 1;
 #[cfg(target_arch = "x86_64")]
 const RUNNING: u32 = 2;
 #[cfg(target_arch = "x86_64")]
+/// x86: every running CPU's GS base points at its number ([`use_gs_cpu_numbers`]), and each CPU started
+/// from now on sets its own before anything else: [`current_cpu`] reads it without an exit.
+static GS_NUMBERS: AtomicBool = AtomicBool::new(false);
+#[cfg(target_arch = "x86_64")]
 /// x86: one start at a time (one trampoline page).
 static START_LOCK: AtomicBool = AtomicBool::new(false);
 #[cfg(target_arch = "x86_64")]
@@ -121,12 +125,32 @@ pub fn current_cpu() -> usize {
         if cpu_count() == 1 {
             return 0;
         }
+        if GS_NUMBERS.load(Ordering::Acquire) {
+            return crate::arch::gs_cpu_number();
+        }
         if crate::arch::rdmsr(x2apic::APIC_BASE) & x2apic::BASE_EXTD != 0 {
             crate::arch::rdmsr(x2apic::ID) as usize
         } else {
             crate::arch::cpuid(0xB, 0)[3] as usize
         }
     }
+}
+
+/// x86: from now on [`current_cpu`] is one load through GS instead of two MSR exits: this CPU sets its
+/// GS base to its number, and every CPU [`start`]ed later sets its own first thing. For the thread
+/// scheduler, on the boot CPU before it starts any other; refused (false) when another CPU already
+/// runs, whose GS base nobody set.
+#[cfg(all(target_arch = "x86_64", target_os = "hermit"))]
+pub(crate) fn use_gs_cpu_numbers() -> bool {
+    if GS_NUMBERS.load(Ordering::Acquire) {
+        return true;
+    }
+    if (1..cpu_count().min(MAX_CPUS)).any(is_running) {
+        return false;
+    }
+    crate::arch::set_gs_cpu_number(current_cpu());
+    GS_NUMBERS.store(true, Ordering::Release);
+    true
 }
 
 /// x86: this CPU's APIC in x2APIC mode and software-enabled (idempotent).
@@ -243,6 +267,9 @@ pub fn start(cpu: usize, f: fn()) -> Result<(), SmpError> {
 pub(crate) fn run_started(cpu: u64) -> ! {
     #[cfg(target_arch = "x86_64")]
     {
+        if GS_NUMBERS.load(Ordering::Acquire) {
+            crate::arch::set_gs_cpu_number(cpu as usize);
+        }
         x2apic_on();
         if let Some(s) = STATE.get(cpu as usize) {
             s.store(RUNNING, Ordering::Release);
