@@ -146,7 +146,8 @@ pub(crate) fn init(template: &'static [u8], mem_size: usize, align: usize) -> bo
         stack: (0, 0),
         tls: (block, size, al),
     };
-    s.current[cpu()] = 0;
+    // The main thread runs on the boot CPU, 0 (no need to ask: on x86 the first ask probes the count).
+    s.current[0] = 0;
     drop(s);
     if tp != 0 {
         sw::set_thread_pointer(tp);
@@ -233,9 +234,10 @@ fn kick(n: usize) {
     if n == 0 || !STARTED.load(Ordering::Relaxed) {
         return;
     }
-    let claimed = IDLE.claim(cpu(), n);
-    for c in (0..MAX_CPUS).filter(|&c| claimed & (1 << c) != 0) {
-        smp::send_wake(c);
+    let mut claimed = IDLE.claim(cpu(), n);
+    while claimed != 0 {
+        smp::send_wake(claimed.trailing_zeros() as usize);
+        claimed &= claimed - 1;
     }
 }
 

@@ -115,24 +115,35 @@ fn probe_cpu_count() -> usize {
 }
 
 /// The CPU this code runs on (RISC-V: the hart id; x86: the x2APIC ID; 0 for the boot CPU).
+#[inline]
 pub fn current_cpu() -> usize {
     #[cfg(target_arch = "riscv64")]
     return crate::arch::hart_id() as usize;
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::irq::x2apic;
-        // One CPU: no MSR exits on the scheduler's every switch (the thread spawn+join figure).
-        if cpu_count() == 1 {
-            return 0;
+        // One CPU: no MSR exits on the scheduler's every switch (the thread spawn+join figure); the
+        // scheduler's CPUs: one load through GS. Both inline; the rest out of line.
+        match COUNT.load(Ordering::Relaxed) {
+            1 => 0,
+            _ if GS_NUMBERS.load(Ordering::Acquire) => crate::arch::gs_cpu_number(),
+            _ => current_cpu_slow(),
         }
-        if GS_NUMBERS.load(Ordering::Acquire) {
-            return crate::arch::gs_cpu_number();
-        }
-        if crate::arch::rdmsr(x2apic::APIC_BASE) & x2apic::BASE_EXTD != 0 {
-            crate::arch::rdmsr(x2apic::ID) as usize
-        } else {
-            crate::arch::cpuid(0xB, 0)[3] as usize
-        }
+    }
+}
+
+/// x86 [`current_cpu`] before the count is probed or without GS numbers: the x2APIC ID (two MSR exits),
+/// or CPUID 0xB's before the x2APIC is on.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn current_cpu_slow() -> usize {
+    use crate::irq::x2apic;
+    if cpu_count() == 1 {
+        return 0;
+    }
+    if crate::arch::rdmsr(x2apic::APIC_BASE) & x2apic::BASE_EXTD != 0 {
+        crate::arch::rdmsr(x2apic::ID) as usize
+    } else {
+        crate::arch::cpuid(0xB, 0)[3] as usize
     }
 }
 

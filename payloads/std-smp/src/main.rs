@@ -15,13 +15,19 @@
 //! 3. Eight threads (more than CPUs) add to a `Mutex` counter 1000 times each, yielding now and then,
 //!    and return values summed through `join`; a channel collects squares from four more threads.
 //!
+//! With the argument `bench` (`-- std-smp bench`, 2 CPUs or more, under the bench's instruction count) it
+//! prints `bench: std_wake_other_cpu=N`: a thread parked on another CPU, which waits idle, is unparked
+//! (a futex wake: the scheduler's wake-up IPI to that CPU) and answers through an atomic and an IPI to
+//! `main`, which waits in HLT/WFI without blocking (so it keeps its own CPU); N is one such round, in
+//! emulated instructions.
+//!
 //! With the argument `deadlock` (`-- std-smp deadlock`) it makes a deadlock instead: a thread waits on a
 //! channel whose sender `main` keeps, and `main` joins it. Every CPU goes idle with no thread ready and
 //! no deadline: the runtime reports it and aborts the payload rather than waiting forever.
 #[cfg(target_os = "hermit")]
 use libvmm_guest as _;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +60,78 @@ fn timers_ok() -> bool {
     raw && slept && futex
 }
 
+fn cycles() -> u64 {
+    #[cfg(target_os = "hermit")]
+    return libvmm_guest::arch::cycles();
+    #[cfg(not(target_os = "hermit"))]
+    0
+}
+
+/// The cross-CPU wake figure (see the module doc).
+#[cfg(target_os = "hermit")]
+fn bench(n: usize) {
+    use libvmm_guest::{irq, smp};
+    const WARM: u64 = 5;
+    const ROUNDS: u64 = 100;
+    if n < 2 {
+        println!("std-smp: FAILED: the bench needs 2 CPUs or more");
+        return;
+    }
+    // The answer's IPI only ends main's HLT (RISC-V: the scheduler's software interrupt, whose
+    // handler does the same).
+    fn answered(_: &mut libvmm_guest::TrapFrame) -> libvmm_guest::TrapAction {
+        irq::eoi();
+        libvmm_guest::TrapAction::Resume
+    }
+    let _ = irq::set_interrupt_handler(irq::Interrupt::Software, answered);
+    smp::enable_ipis();
+    let main_cpu = current_cpu();
+    let turn = Arc::new(AtomicU64::new(0));
+    let t = {
+        let turn = Arc::clone(&turn);
+        spawn(move || {
+            let mut cpus = 0u64;
+            for i in 0..WARM + ROUNDS {
+                while turn.load(Ordering::SeqCst) != 2 * i + 1 {
+                    std::thread::park();
+                }
+                cpus |= 1 << current_cpu();
+                turn.store(2 * i + 2, Ordering::SeqCst);
+                let _ = smp::send_ipi(main_cpu);
+            }
+            cpus
+        })
+    };
+    let mut t0 = 0;
+    for i in 0..WARM + ROUNDS {
+        if i == WARM {
+            t0 = cycles();
+        }
+        turn.store(2 * i + 1, Ordering::SeqCst);
+        t.thread().unpark();
+        // Main never blocks (so it keeps its CPU, which never goes idle): HLT until the answer.
+        while turn.load(Ordering::SeqCst) != 2 * i + 2 {
+            irq::wait();
+        }
+    }
+    let per = (cycles() - t0) / ROUNDS;
+    let stayed = current_cpu() == main_cpu;
+    let cpus = t.join().unwrap();
+    if !stayed || cpus & (1 << main_cpu) != 0 {
+        println!(
+            "std-smp: FAILED: main left CPU {main_cpu}, or the parked thread ran there ({cpus:#b})"
+        );
+        return;
+    }
+    println!("bench: std_wake_other_cpu={per}");
+    println!("std-smp: bench done (main on CPU {main_cpu}, the parked thread on CPUs {cpus:#b})");
+}
+
+#[cfg(not(target_os = "hermit"))]
+fn bench(_: usize) {
+    println!("std-smp: the bench runs inside libvmm only");
+}
+
 fn current_cpu() -> usize {
     #[cfg(target_os = "hermit")]
     return libvmm_guest::smp::current_cpu();
@@ -72,6 +150,10 @@ fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thre
 fn main() {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("std-smp: available_parallelism {n} ok");
+    if std::env::args().any(|a| a == "bench") {
+        bench(n);
+        return;
+    }
     if std::env::args().any(|a| a == "deadlock") {
         let (tx, rx) = mpsc::channel::<()>();
         let h = spawn(move || rx.recv().is_ok());

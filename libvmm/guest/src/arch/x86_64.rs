@@ -958,6 +958,7 @@ pub(crate) fn set_gs_cpu_number(cpu: usize) {
 
 /// This CPU's number through its GS base. Only after [`set_gs_cpu_number`] ran on this CPU (`smp`
 /// keeps that rule: it asks for it only once every running CPU has set its GS base).
+#[inline]
 pub(crate) fn gs_cpu_number() -> usize {
     let n: u64;
     // SAFETY: GS base points at this CPU's entry of the read-only `CPU_NUMBERS` (the caller's rule);
