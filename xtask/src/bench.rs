@@ -138,6 +138,32 @@ pub fn bench_backend(backend: Backend, long: bool) -> Result<BTreeMap<String, i6
         }
         Err(e) => return Err(format!("std-hello bench: no trustworthy result: {e}")),
     }
+    // std threads across CPUs (2 CPUs; SVM and RISC-V, the backends with guest SMP): a thread parked on
+    // an idle CPU, unparked from the other, until it answers (`std-smp bench`).
+    if matches!(backend, Backend::Svm | Backend::Riscv) {
+        let smp_image = build_image(backend, "std-smp")?;
+        let b = boot(
+            backend,
+            &smp_image,
+            &BootOptions {
+                cmdline: "-- std-smp bench",
+                cpus: 2,
+                ..o
+            },
+        )?;
+        match &b.verdict.result {
+            Ok(0) if b.output.contains("std-smp: bench done") => {
+                figures.extend(bench_lines(&b.output))
+            }
+            Ok(c) => {
+                return Err(format!(
+                    "std-smp bench stopped with {c} (or without its figure): {}",
+                    b.verdict.reason
+                ))
+            }
+            Err(e) => return Err(format!("std-smp bench: no trustworthy result: {e}")),
+        }
+    }
     let s = image_sizes(&std_image)?;
     figures.insert("std_hello_payload_bytes".into(), s.payload as i64);
     figures.insert(
@@ -290,7 +316,7 @@ fn finish(
     Ok(figures)
 }
 
-const ROWS: [(&str, &str, &str); 32] = [
+const ROWS: [(&str, &str, &str); 33] = [
     (
         "cpuid_round_trip",
         "CPUID exit round trip (emulated insns)",
@@ -370,6 +396,11 @@ const ROWS: [(&str, &str, &str); 32] = [
         "",
     ),
     (
+        "std_wake_other_cpu",
+        "std: thread parked on an idle CPU, unparked until it answers (2 CPUs, emulated insns)",
+        "",
+    ),
+    (
         "std_hello_payload_bytes",
         "std hello: payload ELF bytes (static PIE)",
         "",
@@ -416,7 +447,7 @@ const ROWS: [(&str, &str, &str); 32] = [
 /// The promises of SPECIFICATION.md: (backend or `dpamt`, figure, ceiling). Every one is a
 /// deterministic count, so `--check` compares exactly: a figure above its ceiling fails, and so does a
 /// promised figure the bench did not produce.
-pub const PROMISES: [(&str, &str, i64); 71] = [
+pub const PROMISES: [(&str, &str, i64); 73] = [
     ("svm", "cpuid_round_trip", 150),
     ("vmx", "cpuid_round_trip", 150),
     ("riscv", "ecall_round_trip", 120),
@@ -475,6 +506,10 @@ pub const PROMISES: [(&str, &str, i64); 71] = [
     ("svm", "std_hello_image_bytes", 491_520),
     ("vmx", "std_hello_image_bytes", 491_520),
     ("riscv", "std_hello_image_bytes", 327_680),
+    // std threads across CPUs (`std-smp bench`, 2 CPUs): a thread parked on an idle CPU, unparked
+    // (the scheduler's wake-up IPI), until its answering IPI reaches main.
+    ("svm", "std_wake_other_cpu", 20_000),
+    ("riscv", "std_wake_other_cpu", 20_000),
     ("dpamt", "dynamic_peak_bytes", 1_572_864),
     // Guest SMP (RISC-V; `smp mode=bench`): a ping and its answering IPI, a remote fence of every vCPU,
     // and VMM entry to every vCPU running payload code (the VMM's own hart bring-up included).

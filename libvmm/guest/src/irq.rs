@@ -47,6 +47,12 @@ impl Interrupt {
     }
 }
 
+/// x86: the vector of the thread scheduler's wake-up IPI (std payloads): an idle CPU waiting in HLT is
+/// sent it when another CPU makes a thread ready; its handler (the runtime's) only EOIs, the idle loop
+/// looks at the run queue when HLT ends. Apart from `smp::IPI_VECTOR` (`Interrupt::Software`), so a
+/// std payload keeps that one for itself; RISC-V has one software interrupt, which the scheduler uses.
+pub const WAKE_VECTOR: u8 = 0xF2;
+
 /// Installs `handler` for `irq`; returns the handler it replaces, if any.
 pub fn set_interrupt_handler(
     irq: Interrupt,

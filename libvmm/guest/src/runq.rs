@@ -6,6 +6,10 @@
 //! The SMP rule lives in [`Slot::on_cpu`]: a thread whose context is live on some CPU (running, or still
 //! switching away: its stack pointer is not saved yet) is never picked by another CPU, even when ready.
 //! The CPU that switched away from it clears the flag once the switch is complete.
+//!
+//! The wake-up rule lives in [`IdleCpus`]: an idle CPU is claimed by exactly one waker, which then sends
+//! it the wake-up IPI; two threads made ready at once on two CPUs thus wake two different idle CPUs,
+//! never the same one twice while another sleeps on with a ready thread left for it.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(any(test, target_os = "hermit")), allow(dead_code))]
 
@@ -112,6 +116,57 @@ impl<const N: usize> RunQueue<N> {
             }
         }
         n
+    }
+}
+
+/// Which CPUs wait in their idle loop (bit per CPU), shared by every CPU without the run queue's lock.
+pub(crate) struct IdleCpus(core::sync::atomic::AtomicU64);
+
+impl IdleCpus {
+    pub const fn new() -> Self {
+        IdleCpus(core::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// CPU `cpu` is about to wait (set under the run queue's lock, after it found nothing to run).
+    pub fn set(&self, cpu: usize) {
+        self.0
+            .fetch_or(1 << cpu, core::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// CPU `cpu` runs again (it picked a thread, or was claimed).
+    pub fn clear(&self, cpu: usize) {
+        self.0
+            .fetch_and(!(1 << cpu), core::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether CPU `cpu` waits and nobody has claimed it yet.
+    pub fn is_idle(&self, cpu: usize) -> bool {
+        self.0.load(core::sync::atomic::Ordering::SeqCst) & (1 << cpu) != 0
+    }
+
+    /// Claims up to `n` idle CPUs other than `me` for the caller to wake (bit mask of the claimed
+    /// ones): each claimed CPU is no longer idle for any other waker, so concurrent wakers never pick
+    /// the same CPU; a CPU claimed while it still goes to sleep takes the wake-up IPI on its way down
+    /// (pending, it ends the HLT/WFI at once).
+    pub fn claim(&self, me: usize, n: usize) -> u64 {
+        use core::sync::atomic::Ordering::SeqCst;
+        let mut claimed = 0u64;
+        let mut cur = self.0.load(SeqCst);
+        while (claimed.count_ones() as usize) < n {
+            let free = cur & !(1u64 << me);
+            if free == 0 {
+                break;
+            }
+            let bit = free & free.wrapping_neg();
+            match self.0.compare_exchange(cur, cur & !bit, SeqCst, SeqCst) {
+                Ok(_) => {
+                    claimed |= bit;
+                    cur &= !bit;
+                }
+                Err(now) => cur = now,
+            }
+        }
+        claimed
     }
 }
 
@@ -250,5 +305,51 @@ mod tests {
             ..FREE
         };
         assert_eq!(q.expire(0), Some(5));
+    }
+
+    #[test]
+    fn a_claim_takes_idle_cpus_other_than_the_waker_once() {
+        let idle = IdleCpus::new();
+        assert_eq!(idle.claim(0, 1), 0, "nobody idle: nothing to wake");
+        idle.set(0);
+        idle.set(2);
+        idle.set(3);
+        assert_eq!(idle.claim(0, 0), 0);
+        assert_eq!(idle.claim(0, 1), 1 << 2, "never the waker itself");
+        assert!(!idle.is_idle(2) && idle.is_idle(3) && idle.is_idle(0));
+        assert_eq!(idle.claim(0, 5), 1 << 3, "at most the idle ones");
+        assert_eq!(idle.claim(0, 1), 0, "CPU 3 was claimed already");
+        assert_eq!(idle.claim(1, 1), 1, "another waker may wake CPU 0");
+        idle.set(1);
+        idle.clear(1);
+        assert!(!idle.is_idle(1));
+    }
+
+    #[test]
+    fn concurrent_wakers_never_claim_the_same_cpu() {
+        // Two threads made ready at once: each waker must wake a different idle CPU (the bug this
+        // replaces: both read CPU 2 idle, both woke it, and CPU 3 slept on with a ready thread).
+        extern crate std;
+        use std::sync::Arc;
+        for round in 0..200 {
+            let idle = Arc::new(IdleCpus::new());
+            for c in 2..8 {
+                idle.set(c);
+            }
+            let hs: std::vec::Vec<_> = (0..2)
+                .map(|me| {
+                    let idle = Arc::clone(&idle);
+                    std::thread::spawn(move || (0..3).fold(0u64, |acc, _| acc | idle.claim(me, 1)))
+                })
+                .collect();
+            let got: std::vec::Vec<u64> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_eq!(got[0] & got[1], 0, "round {round}: a CPU claimed twice");
+            assert_eq!(
+                got[0].count_ones() + got[1].count_ones(),
+                6,
+                "round {round}"
+            );
+            assert_eq!(got[0] | got[1], 0b1111_1100);
+        }
     }
 }

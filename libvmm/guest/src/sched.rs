@@ -2,8 +2,10 @@
 //! `sys_usleep`, `sys_futex_wait` / `sys_futex_wake`, on every CPU the VMM gives the guest.
 //!
 //! One table of threads ([`crate::runq`]) under a spin lock is the run queue of all CPUs. At the first
-//! `spawn`, the runtime starts every other CPU ([`smp::start`]) into its idle loop; on x86, where
-//! `smp::start` does not work yet, the payload stays on CPU 0 and nothing else changes. Each CPU runs
+//! `spawn`, the runtime starts every other CPU ([`smp::start`]: RISC-V SBI HSM, x86 INIT + STARTUP) into
+//! its idle loop; a CPU that does not come up is not used. Each CPU joins with its own timer and
+//! wake-up IPI set up (`cpu_setup`: on x86 both are per-CPU x2APIC state, so the boot CPU and each AP
+//! program their own) before it can go idle. Each CPU runs
 //! one thread at a time; a thread runs until it blocks (join, futex wait, sleep), yields or ends, and
 //! then its CPU takes the next ready thread that no other CPU holds (round robin), or, when there is
 //! none, switches to its own idle context. Threads beyond the CPU count are thus multiplexed at
@@ -12,15 +14,16 @@
 //! `thread::spawn` fails only for lack of memory or table slots ([`MAX_THREADS`]).
 //!
 //! Per CPU: the thread it runs (`current[cpu]`, indexed by [`smp::current_cpu`], which reads the CPU's
-//! identity from a register the runtime never moves — RISC-V `sscratch` — never from TLS, which follows
-//! the thread), and its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
+//! identity from a register the runtime never moves — RISC-V `sscratch`, x86 the GS base set per CPU at
+//! start (`smp::use_gs_cpu_numbers`) — never from TLS, which follows the thread), and its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
 //! `smp::start` gave them). A thread's TLS block (built from `PT_TLS`) goes with it: the switch loads
 //! its thread pointer on whichever CPU resumes it.
 //!
 //! Idle CPUs wait with WFI/HLT on their own timer, armed for the earliest sleeper or futex deadline (at
-//! most [`IDLE_RECHECK_NS`] ahead), and are woken early by an IPI ([`smp::send_ipi`]) whenever another
-//! CPU makes a thread ready (spawn, futex wake, a thread's end waking its joiner, a yielded thread
-//! released). When no thread is ready, none has a deadline and every CPU is idle, nothing can ever
+//! most [`IDLE_RECHECK_NS`] ahead, a safety net), and are woken early by the wake-up IPI (RISC-V: the
+//! supervisor software interrupt; x86: `irq::WAKE_VECTOR`, EOI'd by its handler) whenever another CPU
+//! makes a thread ready (spawn, futex wake, a thread's end waking its joiner, a yielded thread
+//! released): one idle CPU per thread made ready, each claimed by one waker (`runq::IdleCpus`). When no thread is ready, none has a deadline and every CPU is idle, nothing can ever
 //! become ready: the runtime reports the deadlock and aborts the payload.
 #![forbid(unsafe_code)]
 
@@ -30,7 +33,7 @@ use hermit_abi::errno::{EAGAIN, EINVAL, ESRCH, ETIMEDOUT};
 use spin::Mutex;
 
 use crate::arch::{heap, thread as sw};
-use crate::runq::{RunQueue, Slot, State, FREE};
+use crate::runq::{IdleCpus, RunQueue, Slot, State, FREE};
 use crate::smp::{self, MAX_CPUS};
 
 /// Threads at once, the main thread included.
@@ -39,8 +42,8 @@ pub const MAX_THREADS: usize = 64;
 const MIN_STACK: usize = 16 * 1024;
 /// CPU 0's idle stack.
 const IDLE_STACK: usize = 16 * 1024;
-/// An idle CPU looks at the table again at least this often (ns), IPI or not: the safety net for a
-/// CPU whose architecture cannot take IPIs yet.
+/// An idle CPU looks at the table again at least this often (ns), IPI or not: a safety net only (every
+/// thread made ready wakes an idle CPU by IPI, on x86 and RISC-V).
 pub const IDLE_RECHECK_NS: u64 = 10_000_000;
 /// "No thread" in [`PREV`].
 const NONE: usize = usize::MAX;
@@ -80,8 +83,8 @@ static SP: [AtomicU64; MAX_THREADS + MAX_CPUS] =
     [const { AtomicU64::new(0) }; MAX_THREADS + MAX_CPUS];
 /// Per CPU: the thread it just switched away from, released (`on_cpu` cleared) once the switch is done.
 static PREV: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(NONE) }; MAX_CPUS];
-/// Per CPU: it waits in its idle loop (an IPI wakes it).
-static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The CPUs waiting in their idle loop, each claimed by one waker ([`kick`]).
+static IDLE: IdleCpus = IdleCpus::new();
 /// CPU 0's idle context exists ([`make_idle0`]).
 static IDLE0_MADE: AtomicBool = AtomicBool::new(false);
 /// The other CPUs were started (first spawn).
@@ -143,7 +146,8 @@ pub(crate) fn init(template: &'static [u8], mem_size: usize, align: usize) -> bo
         stack: (0, 0),
         tls: (block, size, al),
     };
-    s.current[cpu()] = 0;
+    // The main thread runs on the boot CPU, 0 (no need to ask: on x86 the first ask probes the count).
+    s.current[0] = 0;
     drop(s);
     if tp != 0 {
         sw::set_thread_pointer(tp);
@@ -151,13 +155,26 @@ pub(crate) fn init(template: &'static [u8], mem_size: usize, align: usize) -> bo
     true
 }
 
-/// The IPI handler: nothing to do (the idle loop looks at the table when it wakes).
+/// The wake-up IPI's handler: only the EOI (x86; nothing on RISC-V); the idle loop looks at the table
+/// when its HLT/WFI ends.
 fn ipi(_: &mut crate::TrapFrame) -> crate::TrapAction {
+    crate::irq::eoi();
     crate::TrapAction::Resume
 }
 
-/// Starts every other CPU into its idle loop, once (first spawn). On x86, `smp::start` answers
-/// `Unsupported` and the payload stays on CPU 0.
+/// This CPU joins the scheduler, before it can go idle or wake another CPU: its own timer (x86: its
+/// x2APIC's LVT timer in TSC-deadline mode; each CPU's APIC starts masked), its wake-up IPIs (x86: the
+/// x2APIC on and software-enabled, task priority 0 so that every vector is taken; RISC-V: sie.SSIE).
+/// The IDT (x86) is every CPU's already: the boot CPU loads it at entry and each AP at its start.
+fn cpu_setup() {
+    crate::time::init();
+    smp::enable_ipis();
+    #[cfg(target_arch = "x86_64")]
+    crate::arch::wrmsr(crate::irq::x2apic::TPR, 0);
+}
+
+/// Starts every other CPU into its idle loop, once (first spawn, always on CPU 0: no other CPU runs
+/// before it). The wake-up IPI's handler is installed first (the handler table is every CPU's).
 fn start_cpus() {
     if STARTED.swap(true, Ordering::SeqCst) {
         return;
@@ -168,9 +185,15 @@ fn start_cpus() {
     }
     #[cfg(target_arch = "riscv64")]
     let _ = crate::irq::set_interrupt_handler(crate::irq::Interrupt::Software, ipi);
-    #[cfg(not(target_arch = "riscv64"))]
-    let _ = ipi;
-    smp::enable_ipis();
+    #[cfg(target_arch = "x86_64")]
+    let _ = crate::irq::set_interrupt_handler(
+        crate::irq::Interrupt::Vector(crate::irq::WAKE_VECTOR),
+        ipi,
+    );
+    // x86: `cpu()` without MSR exits on every CPU from here on.
+    #[cfg(target_arch = "x86_64")]
+    let _ = smp::use_gs_cpu_numbers();
+    cpu_setup();
     let me = cpu();
     for c in (0..n).filter(|&c| c != me) {
         // A CPU that does not come up is simply not used (it joins `cpus` itself, in its idle loop).
@@ -178,9 +201,9 @@ fn start_cpus() {
     }
 }
 
-/// A started CPU: takes IPIs, then runs the idle loop on the stack `smp::start` gave it.
+/// A started CPU: sets up its timer and IPIs, then runs the idle loop on the stack `smp::start` gave it.
 fn secondary_main() {
-    smp::enable_ipis();
+    cpu_setup();
     SCHED.lock().cpus |= 1 << cpu();
     idle_loop()
 }
@@ -205,23 +228,16 @@ extern "C" fn idle_entry(_: usize) {
     idle_loop()
 }
 
-/// Wakes idle CPUs (other than this one) to look for the threads just made ready: at most `n` of them.
+/// Wakes idle CPUs (other than this one) to look for the threads just made ready: at most `n` of them,
+/// each claimed by this waker alone (see [`IdleCpus::claim`]) and sent the wake-up IPI.
 fn kick(n: usize) {
     if n == 0 || !STARTED.load(Ordering::Relaxed) {
         return;
     }
-    let me = cpu();
-    let idle = IDLE
-        .iter()
-        .enumerate()
-        .filter(|&(c, i)| c != me && i.load(Ordering::SeqCst));
-    for (c, _) in idle.take(n) {
-        // x86: no IPI handler is installed here yet (the guest's x86 IPI vector comes with x86 guest
-        // SMP), so an x86 CPU finds new work at its next re-check instead.
-        #[cfg(target_arch = "riscv64")]
-        let _ = smp::send_ipi(c);
-        #[cfg(not(target_arch = "riscv64"))]
-        let _ = c;
+    let mut claimed = IDLE.claim(cpu(), n);
+    while claimed != 0 {
+        smp::send_wake(claimed.trailing_zeros() as usize);
+        claimed &= claimed - 1;
     }
 }
 
@@ -264,26 +280,33 @@ fn switch(mut s: spin::MutexGuard<'_, Sched>, c: usize, from: usize, to: usize) 
 }
 
 /// A CPU with nothing to run: picks the next ready thread, or waits on its timer and IPIs.
+///
+/// No wake-up is lost between the look at the table and the wait: interrupts are off from the look
+/// until the wait (x86 `cli`; RISC-V sstatus.SIE clear), the CPU is marked idle under the table's lock
+/// (so a CPU that makes a thread ready after the look sees it idle and sends it the wake-up IPI), and
+/// the wait itself is `sti; hlt` (STI's one-instruction shadow: an interrupt already pending is taken
+/// only once HLT is reached, and ends it) or WFI with SIE clear (a pending interrupt ends it).
 fn idle_loop() -> ! {
     loop {
+        crate::irq::disable();
         let c = cpu();
         let mut s = SCHED.lock();
         let earliest = s.q.expire(now());
         let last = s.current[c];
         if let Some(n) = s.q.pick(last) {
-            IDLE[c].store(false, Ordering::SeqCst);
+            IDLE.clear(c);
             switch(s, c, MAX_THREADS + c, n);
             continue;
         }
         let all_idle = (0..MAX_CPUS)
             .filter(|&o| o != c && s.cpus & (1 << o) != 0)
-            .all(|o| IDLE[o].load(Ordering::SeqCst));
+            .all(|o| IDLE.is_idle(o));
         if earliest.is_none() && !s.q.any_ready() && all_idle {
             drop(s);
             crate::println!("payload: deadlock: every thread waits and none can wake it");
             crate::hermit::abort()
         }
-        IDLE[c].store(true, Ordering::SeqCst);
+        IDLE.set(c);
         drop(s);
         wait(earliest);
     }

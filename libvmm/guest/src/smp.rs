@@ -37,6 +37,10 @@ const STARTING: u32 = 1;
 #[cfg(target_arch = "x86_64")]
 const RUNNING: u32 = 2;
 #[cfg(target_arch = "x86_64")]
+/// x86: every running CPU's GS base points at its number ([`use_gs_cpu_numbers`]), and each CPU started
+/// from now on sets its own before anything else: [`current_cpu`] reads it without an exit.
+static GS_NUMBERS: AtomicBool = AtomicBool::new(false);
+#[cfg(target_arch = "x86_64")]
 /// x86: one start at a time (one trampoline page).
 static START_LOCK: AtomicBool = AtomicBool::new(false);
 #[cfg(target_arch = "x86_64")]
@@ -111,22 +115,53 @@ fn probe_cpu_count() -> usize {
 }
 
 /// The CPU this code runs on (RISC-V: the hart id; x86: the x2APIC ID; 0 for the boot CPU).
+#[inline]
 pub fn current_cpu() -> usize {
     #[cfg(target_arch = "riscv64")]
     return crate::arch::hart_id() as usize;
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::irq::x2apic;
-        // One CPU: no MSR exits on the scheduler's every switch (the thread spawn+join figure).
-        if cpu_count() == 1 {
-            return 0;
-        }
-        if crate::arch::rdmsr(x2apic::APIC_BASE) & x2apic::BASE_EXTD != 0 {
-            crate::arch::rdmsr(x2apic::ID) as usize
-        } else {
-            crate::arch::cpuid(0xB, 0)[3] as usize
+        // One CPU: no MSR exits on the scheduler's every switch (the thread spawn+join figure); the
+        // scheduler's CPUs: one load through GS. Both inline; the rest out of line.
+        match COUNT.load(Ordering::Relaxed) {
+            1 => 0,
+            _ if GS_NUMBERS.load(Ordering::Acquire) => crate::arch::gs_cpu_number(),
+            _ => current_cpu_slow(),
         }
     }
+}
+
+/// x86 [`current_cpu`] before the count is probed or without GS numbers: the x2APIC ID (two MSR exits),
+/// or CPUID 0xB's before the x2APIC is on.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn current_cpu_slow() -> usize {
+    use crate::irq::x2apic;
+    if cpu_count() == 1 {
+        return 0;
+    }
+    if crate::arch::rdmsr(x2apic::APIC_BASE) & x2apic::BASE_EXTD != 0 {
+        crate::arch::rdmsr(x2apic::ID) as usize
+    } else {
+        crate::arch::cpuid(0xB, 0)[3] as usize
+    }
+}
+
+/// x86: from now on [`current_cpu`] is one load through GS instead of two MSR exits: this CPU sets its
+/// GS base to its number, and every CPU [`start`]ed later sets its own first thing. For the thread
+/// scheduler, on the boot CPU before it starts any other; refused (false) when another CPU already
+/// runs, whose GS base nobody set.
+#[cfg(all(target_arch = "x86_64", target_os = "hermit"))]
+pub(crate) fn use_gs_cpu_numbers() -> bool {
+    if GS_NUMBERS.load(Ordering::Acquire) {
+        return true;
+    }
+    if (1..cpu_count().min(MAX_CPUS)).any(is_running) {
+        return false;
+    }
+    crate::arch::set_gs_cpu_number(current_cpu());
+    GS_NUMBERS.store(true, Ordering::Release);
+    true
 }
 
 /// x86: this CPU's APIC in x2APIC mode and software-enabled (idempotent).
@@ -243,6 +278,9 @@ pub fn start(cpu: usize, f: fn()) -> Result<(), SmpError> {
 pub(crate) fn run_started(cpu: u64) -> ! {
     #[cfg(target_arch = "x86_64")]
     {
+        if GS_NUMBERS.load(Ordering::Acquire) {
+            crate::arch::set_gs_cpu_number(cpu as usize);
+        }
         x2apic_on();
         if let Some(s) = STATE.get(cpu as usize) {
             s.store(RUNNING, Ordering::Release);
@@ -309,6 +347,20 @@ fn on_fence(_: &mut crate::TrapFrame) -> crate::TrapAction {
 /// Sends an IPI to CPU `cpu` (RISC-V: a supervisor software interrupt through SBI IPI).
 pub fn send_ipi(cpu: usize) -> Result<(), SmpError> {
     send_ipi_mask(1, cpu as u64)
+}
+
+/// The thread scheduler's wake-up IPI to CPU `cpu` (x86: a fixed IPI with `irq::WAKE_VECTOR`, one ICR
+/// write: the scheduler enabled every CPU's x2APIC before any wake-up can be sent; RISC-V: the
+/// software interrupt of [`send_ipi`]).
+#[cfg(target_os = "hermit")]
+pub(crate) fn send_wake(cpu: usize) {
+    #[cfg(target_arch = "riscv64")]
+    let _ = send_ipi(cpu);
+    #[cfg(target_arch = "x86_64")]
+    crate::arch::wrmsr(
+        crate::irq::x2apic::ICR,
+        (cpu as u64) << 32 | u64::from(crate::irq::WAKE_VECTOR),
+    );
 }
 
 /// Sends an IPI to the CPUs of an SBI hart mask (`base = u64::MAX`: every CPU); the raw form, for

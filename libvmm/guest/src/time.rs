@@ -7,7 +7,7 @@
 //! the clock when it wakes and waits again when woken early, so it never ends before the time asked.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use libvmm_abi::{Hypercall, CLOCK_MONOTONIC};
 
@@ -17,7 +17,10 @@ use crate::trap::{TrapAction, TrapFrame};
 /// The vector of the runtime's timer interrupt (x86): the x2APIC's LVT timer in TSC-deadline mode.
 pub const TIMER_VECTOR: u8 = 0xEC;
 
-static READY: AtomicBool = AtomicBool::new(false);
+/// Bit per CPU (`smp::current_cpu`): its own timer is set up; bit [`HANDLER`]: the runtime's timer
+/// handler is installed (once, for every CPU: the handler table is shared).
+static READY: AtomicU64 = AtomicU64::new(0);
+const HANDLER: u64 = 1 << 63;
 static HZ: AtomicU64 = AtomicU64::new(0);
 static FIRED: AtomicU64 = AtomicU64::new(0);
 /// The payload's timer callback (`fn()` as usize, 0: none).
@@ -80,26 +83,34 @@ fn timer_interrupt(_: &mut TrapFrame) -> TrapAction {
     TrapAction::Resume
 }
 
-/// Sets the timer up once: x86 enables the x2APIC (IA32_APIC_BASE EXTD|EN), software-enables it (SVR)
-/// and puts its timer in TSC-deadline mode on [`TIMER_VECTOR`]; both install the runtime's timer
-/// handler.
+/// Sets this CPU's timer up (idempotent per CPU; [`arm_deadline`] calls it): the runtime's timer handler
+/// is installed once (the handler table is every CPU's), and on x86 this CPU's own x2APIC, which no other
+/// CPU can program, is enabled (IA32_APIC_BASE EXTD|EN), software-enabled (SVR) and its timer put in
+/// TSC-deadline mode on [`TIMER_VECTOR`]. Each CPU's APIC starts with its timer masked: a CPU that never
+/// ran this sleeps in HLT with no timer to wake it.
 pub fn init() {
-    if READY.swap(true, Ordering::SeqCst) {
+    if READY.load(Ordering::SeqCst) & HANDLER == 0 {
+        // Installed before any CPU's timer can fire (two CPUs here at once install the same handler).
+        #[cfg(target_arch = "x86_64")]
+        let _ = irq::set_interrupt_handler(Interrupt::Vector(TIMER_VECTOR), timer_interrupt);
+        #[cfg(target_arch = "riscv64")]
+        let _ = irq::set_interrupt_handler(Interrupt::Timer, timer_interrupt);
+        READY.fetch_or(HANDLER, Ordering::SeqCst);
+    }
+    // One CPU: no MSR exit to learn which (`current_cpu` is 0 without one).
+    let bit = 1u64 << (crate::smp::current_cpu() % 63);
+    if READY.load(Ordering::SeqCst) & bit != 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
     {
         use crate::arch::{rdmsr, wrmsr};
         use irq::x2apic::*;
-        let _ = irq::set_interrupt_handler(Interrupt::Vector(TIMER_VECTOR), timer_interrupt);
         wrmsr(APIC_BASE, rdmsr(APIC_BASE) | BASE_EN | BASE_EXTD);
         wrmsr(SVR, SVR_ENABLE | 0xFF);
         wrmsr(LVT_TIMER, TIMER_TSC_DEADLINE | u64::from(TIMER_VECTOR));
     }
-    #[cfg(target_arch = "riscv64")]
-    {
-        let _ = irq::set_interrupt_handler(Interrupt::Timer, timer_interrupt);
-    }
+    READY.fetch_or(bit, Ordering::SeqCst);
 }
 
 /// Arms the one-shot timer for counter value `deadline` (a deadline already passed fires at once).

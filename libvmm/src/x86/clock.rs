@@ -176,6 +176,90 @@ pub(crate) fn from_bcd(v: u8) -> u64 {
     (v & 0x0F) as u64 + ((v >> 4) as u64) * 10
 }
 
+/// One TSC calibration for every CPU of the VM. Each vCPU has its own platform, and each used to
+/// calibrate on its first clock call: the vCPUs' clocks then ran at rates a few parts per thousand
+/// apart (a guest sleep timed on one CPU and ended on another could end early), and two APs
+/// calibrating at once both reprogrammed the one PIT under each other. Now the first CPU to need a
+/// clock calibrates (the others that need one meanwhile wait for it), and every CPU takes its outcome,
+/// failure included: one rate and one origin, so CLOCK_MONOTONIC agrees on every vCPU.
+pub(crate) struct SharedCalibration {
+    /// `IDLE`, `BUSY` (a CPU calibrates), `DONE` (the three values are set), `FAILED`.
+    state: core::sync::atomic::AtomicU8,
+    hz: core::sync::atomic::AtomicU64,
+    unix_ns_at: core::sync::atomic::AtomicU64,
+    tsc_at: core::sync::atomic::AtomicU64,
+}
+
+/// What a CPU that needs a clock does ([`SharedCalibration::get_or_claim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Calibrated {
+    /// (TSC Hz, Unix ns at `tsc_at`, `tsc_at`), measured by some CPU of the VM.
+    Done(u64, u64, u64),
+    /// No source offered a frequency (a CPU tried).
+    Failed,
+    /// Nobody has calibrated: the caller does, then [`SharedCalibration::publish`]es the outcome.
+    Mine,
+}
+
+impl SharedCalibration {
+    const IDLE: u8 = 0;
+    const BUSY: u8 = 1;
+    const DONE: u8 = 2;
+    const FAILED: u8 = 3;
+
+    pub const fn new() -> Self {
+        use core::sync::atomic::{AtomicU64, AtomicU8};
+        Self {
+            state: AtomicU8::new(Self::IDLE),
+            hz: AtomicU64::new(0),
+            unix_ns_at: AtomicU64::new(0),
+            tsc_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The VM's calibration; `Mine` to exactly one caller while none exists (the others wait for its
+    /// [`publish`](Self::publish), calling `wait` between looks).
+    pub fn get_or_claim(&self, mut wait: impl FnMut()) -> Calibrated {
+        use core::sync::atomic::Ordering::{Acquire, Relaxed};
+        loop {
+            match self.state.load(Acquire) {
+                Self::DONE => {
+                    return Calibrated::Done(
+                        self.hz.load(Relaxed),
+                        self.unix_ns_at.load(Relaxed),
+                        self.tsc_at.load(Relaxed),
+                    )
+                }
+                Self::FAILED => return Calibrated::Failed,
+                Self::IDLE => {
+                    if self
+                        .state
+                        .compare_exchange(Self::IDLE, Self::BUSY, Acquire, Relaxed)
+                        .is_ok()
+                    {
+                        return Calibrated::Mine;
+                    }
+                }
+                _ => wait(),
+            }
+        }
+    }
+
+    /// The claimer's outcome (`None`: no source), for every CPU from now on.
+    pub fn publish(&self, outcome: Option<(u64, u64, u64)>) {
+        use core::sync::atomic::Ordering::{Relaxed, Release};
+        match outcome {
+            Some((hz, unix_ns_at, tsc_at)) => {
+                self.hz.store(hz, Relaxed);
+                self.unix_ns_at.store(unix_ns_at, Relaxed);
+                self.tsc_at.store(tsc_at, Relaxed);
+                self.state.store(Self::DONE, Release);
+            }
+            None => self.state.store(Self::FAILED, Release),
+        }
+    }
+}
+
 /// How a CPU waits in the VMM for a kick (another vCPU's host IPI: a halt nothing of the guest's own
 /// can end, an off vCPU's wait for a STARTUP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +303,55 @@ mod tests {
         }
         assert_eq!(idle_wait(Some(1000), || 1000), IdleWait::NoWait);
         assert_eq!(idle_wait(Some(1000), || u64::MAX), IdleWait::NoWait);
+    }
+
+    #[test]
+    fn one_cpu_calibrates_and_every_cpu_takes_its_outcome() {
+        let s = SharedCalibration::new();
+        assert_eq!(
+            s.get_or_claim(|| panic!("nobody to wait for")),
+            Calibrated::Mine
+        );
+        s.publish(Some((2_600_000_000, 7, 9)));
+        assert_eq!(s.get_or_claim(|| {}), Calibrated::Done(2_600_000_000, 7, 9));
+        let f = SharedCalibration::new();
+        assert_eq!(f.get_or_claim(|| {}), Calibrated::Mine);
+        f.publish(None);
+        assert_eq!(
+            f.get_or_claim(|| {}),
+            Calibrated::Failed,
+            "a failure is shared too"
+        );
+    }
+
+    #[test]
+    fn cpus_asking_at_once_calibrate_once_and_agree() {
+        // Four CPUs' first clock calls at once: one claims (and calibrates), the others wait for it;
+        // all end with the same values (two PIT calibrations at once corrupted each other).
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
+        for _ in 0..100 {
+            let s = Arc::new(SharedCalibration::new());
+            let claims = Arc::new(AtomicU32::new(0));
+            let hs: std::vec::Vec<_> = (0..4u64)
+                .map(|cpu| {
+                    let (s, claims) = (Arc::clone(&s), Arc::clone(&claims));
+                    std::thread::spawn(move || loop {
+                        match s.get_or_claim(std::thread::yield_now) {
+                            Calibrated::Mine => {
+                                claims.fetch_add(1, Ordering::SeqCst);
+                                s.publish(Some((1_000_000 + cpu, 1, 2)));
+                            }
+                            other => return other,
+                        }
+                    })
+                })
+                .collect();
+            let got: std::vec::Vec<Calibrated> =
+                hs.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_eq!(claims.load(Ordering::SeqCst), 1);
+            assert!(got.iter().all(|g| *g == got[0]), "{got:?}");
+        }
     }
 
     const INTEL: [u32; 3] = [0x756e_6547, 0x6c65_746e, 0x4965_6e69]; // ebx, ecx, edx

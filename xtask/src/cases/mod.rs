@@ -253,7 +253,8 @@ fn smp_hello(backend: Backend, n: u32) -> Case {
 
 /// The Rust std program `std-smp` on `n` CPUs (guest SMP under std threads): `available_parallelism`
 /// is `n`; `n` threads spinning on an atomic barrier, which only concurrent execution passes, each on a
-/// CPU of its own; eight threads (more than CPUs, multiplexed at blocking calls) with an exact `Mutex`
+/// CPU of its own, each then checking that CPU's own timer (a raw sleep on it), `thread::sleep` and a
+/// futex timeout; eight threads (more than CPUs, multiplexed at blocking calls) with an exact `Mutex`
 /// counter and join sum; a channel sum. On one CPU the same program runs every thread on CPU 0.
 fn std_smp(backend: Backend, n: u32) -> Case {
     let c = Case::new(backend, "std-smp", "", 0)
@@ -261,13 +262,21 @@ fn std_smp(backend: Backend, n: u32) -> Case {
         .expect_line(format!(
             "std-smp: barrier of {n} spinning threads passed true on {n} distinct CPUs ok"
         ))
+        .expect_line(format!(
+            "std-smp: timers on {n} CPUs: own-timer sleep, thread::sleep, futex timeout ok"
+        ))
         .expect(&[
             "std-smp: 8 threads counter 8000 sum 280 ok",
             "std-smp: channel sum 14 ok",
             "std-smp: done",
             "libvmm: stop 0 payload exited with status 0",
         ])
-        .forbid(&["panicked", "deadlock", "payload: unexpected exception"]);
+        .forbid(&[
+            "panicked",
+            "deadlock",
+            "payload: unexpected",
+            "std-smp: FAILED",
+        ]);
     if n > 1 {
         c.cpus(n)
     } else {

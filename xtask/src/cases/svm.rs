@@ -76,9 +76,13 @@ pub fn cases() -> Vec<Case> {
     ]));
     v.push(super::smp_hello(B, 2));
     v.push(super::smp_hello(B, 4));
-    // std threads on x86: the guest's APs are not started yet, so every thread runs on CPU 0.
+    // std threads on every vCPU (the guest starts its APs at the first spawn; idle CPUs are woken by
+    // the scheduler's IPI), and the deadlock report with every CPU idle.
     v.push(super::std_smp(B, 1));
+    v.push(super::std_smp(B, 2));
+    v.push(super::std_smp(B, 4));
     v.push(super::std_smp_deadlock(B, 1));
+    v.push(super::std_smp_deadlock(B, 2));
     // Guest SMP: the guest starts its APs with INIT + SIPI through its virtual x2APIC.
     v.push(super::smp(B, 1));
     v.push(super::smp(B, 2));

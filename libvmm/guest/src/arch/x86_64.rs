@@ -936,6 +936,39 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     crate::smp::run_started(cpu)
 }
 
+/// Each CPU's number, at the address its GS base points to once the runtime set it
+/// ([`set_gs_cpu_number`]): [`gs_cpu_number`] then reads it with one load, where the x2APIC ID costs
+/// two MSR exits (IA32_APIC_BASE, then the ID). GS is otherwise unused by the runtime and by `std` on
+/// the hermit target (its TLS is FS-based).
+static CPU_NUMBERS: [u64; crate::smp::MAX_CPUS] = {
+    let mut a = [0u64; crate::smp::MAX_CPUS];
+    let mut i = 0;
+    while i < a.len() {
+        a[i] = i as u64;
+        i += 1;
+    }
+    a
+};
+
+/// Points this CPU's GS base at its entry of [`CPU_NUMBERS`] (`cpu < smp::MAX_CPUS`; one WRMSR exit).
+pub(crate) fn set_gs_cpu_number(cpu: usize) {
+    let at = core::ptr::addr_of!(CPU_NUMBERS[cpu.min(crate::smp::MAX_CPUS - 1)]) as u64;
+    wrmsr(0xC000_0101, at);
+}
+
+/// This CPU's number through its GS base. Only after [`set_gs_cpu_number`] ran on this CPU (`smp`
+/// keeps that rule: it asks for it only once every running CPU has set its GS base).
+#[inline]
+pub(crate) fn gs_cpu_number() -> usize {
+    let n: u64;
+    // SAFETY: GS base points at this CPU's entry of the read-only `CPU_NUMBERS` (the caller's rule);
+    // the load has no other effect.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr gs:[0]", out(reg) n, options(nostack, readonly, preserves_flags))
+    };
+    n as usize
+}
+
 /// Drops every cached translation of this CPU (a CR3 reload; the payload's tables have no global
 /// pages): the x86 half of a TLB shootdown.
 pub fn flush_tlb() {

@@ -5,7 +5,8 @@
 //! `x86::clock`: CPUID 0x15 (Intel), the hypervisor timing leaf 0x4000_0010, the PIT (~10 ms), whose
 //! absence is detected at once from its read-back status, the CMOS RTC's periodic flag (~10 ms), and
 //! last an estimate from CPUID 0x16. The outcome, failure included, is
-//! cached: a machine without any source pays one check, not one calibration per clock call. The line
+//! cached, once for the VM: a machine without any source pays one check, not one calibration per clock
+//! call, and every vCPU's clock has the same rate and origin. The line
 //! `libvmm: clock: ...` says which source was used (or why none), once.
 //!
 //! CLOCK_REALTIME is the CMOS RTC read at calibration plus the TSC since then. Without an RTC (register
@@ -21,12 +22,15 @@ use crate::arch::x86_64::cpu::{cpuid, inb, outb, rdtsc};
 use crate::arch::x86_64::lapic;
 use crate::arch::x86_64::serial::Serial;
 use crate::vm::Platform;
-use crate::x86::clock::{self, TscSource};
+use crate::x86::clock::{self, Calibrated, SharedCalibration, TscSource};
 use libvmm_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME};
 
 /// The host APIC id of the CPU that runs each vCPU (vCPU n on VMM CPU n; `u32::MAX`: none), for kicks.
 pub(super) static APIC_ID_OF: [AtomicU32; crate::config::MAX_CPUS] =
     [const { AtomicU32::new(u32::MAX) }; crate::config::MAX_CPUS];
+
+/// The VM's one TSC calibration, which every vCPU's platform takes (see `x86::clock::SharedCalibration`).
+static VM_CALIBRATION: SharedCalibration = SharedCalibration::new();
 
 /// The calibration's outcome, cached after the first attempt.
 #[derive(Clone, Copy)]
@@ -166,10 +170,31 @@ impl X86Platform {
         }
     }
 
-    /// (TSC Hz, Unix ns at `tsc_at`, `tsc_at`), calibrating on the first call only.
+    /// (TSC Hz, Unix ns at `tsc_at`, `tsc_at`), calibrating on the VM's first call only: every vCPU's
+    /// platform takes the one calibration ([`VM_CALIBRATION`]), so their clocks agree.
     fn calibration(&self) -> Option<(u64, u64, u64)> {
         if let Calibration::NotYet = self.calib.get() {
-            self.calib.set(self.calibrate());
+            let c = match VM_CALIBRATION.get_or_claim(core::hint::spin_loop) {
+                Calibrated::Done(hz, unix_ns_at, tsc_at) => Calibration::Done {
+                    hz,
+                    unix_ns_at,
+                    tsc_at,
+                },
+                Calibrated::Failed => Calibration::Failed,
+                Calibrated::Mine => {
+                    let c = self.calibrate();
+                    VM_CALIBRATION.publish(match c {
+                        Calibration::Done {
+                            hz,
+                            unix_ns_at,
+                            tsc_at,
+                        } => Some((hz, unix_ns_at, tsc_at)),
+                        _ => None,
+                    });
+                    c
+                }
+            };
+            self.calib.set(c);
         }
         match self.calib.get() {
             Calibration::Done {
