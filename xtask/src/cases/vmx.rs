@@ -10,6 +10,8 @@ const B: Backend = Backend::Vmx;
 pub fn cases() -> Vec<Case> {
     let mut v = super::timed_spin(B);
     v.push(super::std_demo(B));
+    // std threads on Bochs' two CPUs (VMX guest SMP under the same x86 runtime as SVM's).
+    v.push(super::std_smp(B, 2));
     v.push(hello(B));
     v.push(super::smp_hello(B, 2));
     // Guest SMP on Bochs' two CPUs (`cpu: count=2`): the checks, a short stress, the storm, the shared
