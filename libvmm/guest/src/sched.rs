@@ -1,30 +1,32 @@
 //! Threads for Rust `std` payloads (hermit targets): `sys_spawn2`, `sys_join`, `sys_yield`,
 //! `sys_usleep`, `sys_futex_wait` / `sys_futex_wake`, on every CPU the VMM gives the guest.
 //!
-//! One table of threads ([`crate::runq`]) under a spin lock is the run queue of all CPUs. At the first
-//! `spawn`, the runtime starts every other CPU ([`smp::start`]: RISC-V SBI HSM, x86 INIT + STARTUP) into
-//! its idle loop; a CPU that does not come up is not used. Each CPU joins with its own timer and
-//! wake-up IPI set up (`cpu_setup`: on x86 both are per-CPU x2APIC state, so the boot CPU and each AP
-//! program their own) before it can go idle. Each CPU runs
-//! one thread at a time; a thread runs until it blocks (join, futex wait, sleep), yields or ends, and
-//! then its CPU takes the next ready thread that no other CPU holds (round robin), or, when there is
-//! none, switches to its own idle context. Threads beyond the CPU count are thus multiplexed at
-//! blocking calls only: there is no preemption on the timer (a thread that spins without a blocking
-//! call keeps its CPU; std's locks block through the futex calls, so they never spin for long).
-//! `thread::spawn` fails only for lack of memory or table slots ([`MAX_THREADS`]).
+//! One table of threads ([`crate::runq`]) under a spin lock is the run queue of all CPUs. At the
+//! first `spawn`, the runtime starts every other CPU ([`smp::start`]: RISC-V SBI HSM, x86 INIT +
+//! STARTUP) into its idle loop; a CPU that does not come up is not used. Each CPU joins with its
+//! own timer and wake-up IPI set up (`cpu_setup`: on x86 both are per-CPU x2APIC state, so the boot
+//! CPU and each AP program their own) before it can go idle. Each CPU runs one thread at a time; a
+//! thread runs until it blocks (join, futex wait, sleep), yields or ends, and then its CPU takes
+//! the next ready thread that no other CPU holds (round robin), or, when there is none, switches to
+//! its own idle context. Threads beyond the CPU count are thus multiplexed at blocking calls only:
+//! there is no preemption on the timer (a thread that spins without a blocking call keeps its CPU;
+//! std's locks block through the futex calls, so they never spin for long). `thread::spawn` fails
+//! only for lack of memory or table slots ([`MAX_THREADS`]).
 //!
-//! Per CPU: the thread it runs (`current[cpu]`, indexed by [`smp::current_cpu`], which reads the CPU's
-//! identity from a register the runtime never moves — RISC-V `sscratch`, x86 the GS base set per CPU at
-//! start (`smp::use_gs_cpu_numbers`) — never from TLS, which follows the thread), and its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
-//! `smp::start` gave them). A thread's TLS block (built from `PT_TLS`) goes with it: the switch loads
-//! its thread pointer on whichever CPU resumes it.
+//! Per CPU: the thread it runs (`current[cpu]`, indexed by [`smp::current_cpu`], which reads the
+//! CPU's identity from a register the runtime never moves — RISC-V `sscratch`, x86 the GS base set
+//! per CPU at start (`smp::use_gs_cpu_numbers`) — never from TLS, which follows the thread), and
+//! its idle context (CPU 0: a heap stack made when a thread first stops; the others: the stack
+//! `smp::start` gave them). A thread's TLS block (built from `PT_TLS`) goes with it: the switch
+//! loads its thread pointer on whichever CPU resumes it.
 //!
-//! Idle CPUs wait with WFI/HLT on their own timer, armed for the earliest sleeper or futex deadline (at
-//! most [`IDLE_RECHECK_NS`] ahead, a safety net), and are woken early by the wake-up IPI (RISC-V: the
-//! supervisor software interrupt; x86: `irq::WAKE_VECTOR`, EOI'd by its handler) whenever another CPU
-//! makes a thread ready (spawn, futex wake, a thread's end waking its joiner, a yielded thread
-//! released): one idle CPU per thread made ready, each claimed by one waker (`runq::IdleCpus`). When no thread is ready, none has a deadline and every CPU is idle, nothing can ever
-//! become ready: the runtime reports the deadlock and aborts the payload.
+//! Idle CPUs wait with WFI/HLT on their own timer, armed for the earliest sleeper or futex deadline
+//! (at most [`IDLE_RECHECK_NS`] ahead, a safety net), and are woken early by the wake-up IPI
+//! (RISC-V: the supervisor software interrupt; x86: `irq::WAKE_VECTOR`, EOI'd by its handler)
+//! whenever another CPU makes a thread ready (spawn, futex wake, a thread's end waking its joiner,
+//! a yielded thread released): one idle CPU per thread made ready, each claimed by one waker
+//! (`runq::IdleCpus`). When no thread is ready, none has a deadline and every CPU is idle, nothing
+//! can ever become ready: the runtime reports the deadlock and aborts the payload.
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
