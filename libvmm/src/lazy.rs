@@ -218,6 +218,22 @@ impl LazyBlocks {
         }
     }
 
+    /// Zeroes and maps (with `map`, the backend's) every block of `mem` still deferred, as a first touch
+    /// of each would: guest SMP on x86 does it on the boot vCPU before any AP can start, so the APs never
+    /// fault on a block and map nothing into the VM's nested tables themselves. `false`: a block could
+    /// not be mapped.
+    pub fn touch_all(&self, mem: &GuestMemory<'_>, mut map: impl FnMut(u64) -> bool) -> bool {
+        let end = mem.base() + mem.size();
+        let mut at = mem.base();
+        while at < end {
+            if matches!(self.first_touch(mem, at, &mut map), Touch::MapFailed) {
+                return false;
+            }
+            at += LAZY_BLOCK;
+        }
+        true
+    }
+
     /// Zeroes every block `[gpa, gpa + len)` overlaps that still holds host bytes, before the VMM reads
     /// or writes guest memory there for the guest (a hypercall's buffer, an emulated access), waiting
     /// for one another vCPU is zeroing: nothing the host left is ever seen, and nothing written for the
@@ -321,6 +337,38 @@ mod tests {
             lazy.first_touch(&mem, BASE + SIZE, |_| true),
             Touch::NotLazy
         );
+    }
+
+    #[test]
+    fn touch_all_zeroes_and_maps_every_deferred_block_once_and_names_a_failure() {
+        let (mem, _, lazy) = set_up();
+        mem.write_u64(BASE + 5 * MIB, 9).unwrap();
+        assert_eq!(
+            lazy.first_touch(&mem, BASE + 5 * MIB, |_| true),
+            Touch::Mapped
+        );
+        mem.write_u64(BASE + 5 * MIB, 9).unwrap(); // the guest's write after its first touch
+        let mut mapped = vec![];
+        assert!(lazy.touch_all(&mem, |b| {
+            mapped.push(b);
+            true
+        }));
+        // Blocks 1..8 were deferred; block 2 (BASE + 4 MiB .. 6 MiB) was mapped already.
+        let want: std::vec::Vec<u64> = [1, 3, 4, 5, 6, 7]
+            .iter()
+            .map(|i| BASE + i * 2 * MIB)
+            .collect();
+        assert_eq!(mapped, want);
+        assert_eq!(lazy.stale_blocks(), 0);
+        assert!((0..SIZE)
+            .step_by(2 * MIB as usize)
+            .all(|o| lazy.is_mapped(BASE + o)));
+        assert_eq!(mem.read_u64(BASE + 5 * MIB).unwrap(), 9, "not zeroed again");
+        assert_eq!(mem.read_u64(BASE + SIZE - 8).unwrap(), 0);
+        // A backend that cannot map a block: `false`, and that block stays zeroed, unmapped.
+        let (mem, _, lazy) = set_up();
+        assert!(!lazy.touch_all(&mem, |b| b != BASE + 6 * MIB));
+        assert!(!lazy.is_mapped(BASE + 6 * MIB) && !lazy.is_stale(BASE + 6 * MIB));
     }
 
     #[test]

@@ -413,13 +413,9 @@ mod tests {
 
     /// A VM of `n` vCPUs on its own shared state, as vCPU `me`, its memory executable at BASE.
     fn smp_vm(mem: &mut [u8], n: usize, me: usize) -> Vm<'_, ModelPlatform> {
-        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
-        shared.publish(n);
         let len = mem.len() as u64;
-        let mut vm = Vm::new(GuestMemory::new(BASE, mem), ModelPlatform::default());
+        let mut vm = crate::testing::smp_vm(BASE, mem, n, me);
         vm.map = crate::loader::GuestMap::whole(BASE, len, crate::loader::Perm::ReadExecute);
-        vm.smp = shared;
-        vm.cpu = me;
         vm
     }
 

@@ -95,18 +95,12 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     // Guest SMP: every block still deferred (zero on first touch) is zeroed and mapped now, before any AP
     // can start (the APs wait for the links published below), through the VM's one lazy state: the APs
     // then never fault on a block, and map nothing into the nested tables themselves.
-    if vm.smp.cpu_count() > 1 {
-        let end = vm.mem.base() + vm.mem.size();
-        let mut at = vm.mem.base();
-        while at < end {
-            let touch = vm
-                .lazy
-                .first_touch(&vm.mem, at, |block| st.npt.map_block(block, |t| hw.pa(t)));
-            if matches!(touch, crate::lazy::Touch::MapFailed) {
-                return StopReason::Platform("nested tables cannot map guest memory");
-            }
-            at += crate::config::LAZY_BLOCK;
-        }
+    if vm.smp.cpu_count() > 1
+        && !vm
+            .lazy
+            .touch_all(&vm.mem, |block| st.npt.map_block(block, |t| hw.pa(t)))
+    {
+        return StopReason::Platform("nested tables cannot map guest memory");
     }
 
     // Self-check: no VMM structure is reachable through the nested tables.
@@ -464,14 +458,9 @@ mod tests {
 
     #[test]
     fn an_ap_vcpu_starts_in_real_mode_from_a_sipi_and_an_init_sends_it_back_to_wait() {
-        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
-        shared.publish(2);
         let mut buf = vec![0u8; 0x10_0000];
-        let mem = GuestMemory::new(WINDOW_BASE, &mut buf);
-        let mut vm = Vm::new(mem, ModelPlatform::default());
-        vm.smp = shared;
-        vm.cpu = 1;
-        vm.cpus = 2;
+        let mut vm = crate::testing::smp_vm(WINDOW_BASE, &mut buf, 2, 1);
+        let shared = vm.smp;
         // Wait-for-SIPI at reset: the STARTUP is accepted.
         assert!(shared.post_sipi(1, 0x08));
         let mut hw = ModelSvm {

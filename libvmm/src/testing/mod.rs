@@ -137,6 +137,21 @@ impl Platform for ModelPlatform {
     }
 }
 
+/// vCPU `me` of a VM of `n` vCPUs over `mem` (at guest address `base`) on the model platform, with its
+/// own guest-SMP state (leaked: it lives as long as the test); the start of every guest-SMP test.
+pub fn smp_vm(base: u64, mem: &mut [u8], n: usize, me: usize) -> crate::vm::Vm<'_, ModelPlatform> {
+    let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
+    shared.publish(n);
+    let mut vm = crate::vm::Vm::new(
+        crate::guest_mem::GuestMemory::new(base, mem),
+        ModelPlatform::default(),
+    );
+    vm.smp = shared;
+    vm.cpu = me;
+    vm.cpus = n as u32;
+    vm
+}
+
 /// A backend that plays a script of exits and records the replies.
 pub struct ScriptedBackend {
     pub script: Vec<Exit>,

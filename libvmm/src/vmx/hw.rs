@@ -351,18 +351,12 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
     // Guest SMP: every block still deferred (zero on first touch) is zeroed and mapped now, before any
     // AP can start (the APs wait for the links published below), through the VM's one lazy state: the
     // APs then never fault on a block, and map nothing into EPT themselves.
-    if vm.smp.cpu_count() > 1 {
-        let end = vm.mem.base() + vm.mem.size();
-        let mut at = vm.mem.base();
-        while at < end {
-            let touch = vm
-                .lazy
-                .first_touch(&vm.mem, at, |block| pages.ept.map_block(block));
-            if matches!(touch, crate::lazy::Touch::MapFailed) {
-                return Err(StopReason::Platform("EPT cannot map guest memory"));
-            }
-            at += crate::config::LAZY_BLOCK;
-        }
+    if vm.smp.cpu_count() > 1
+        && !vm
+            .lazy
+            .touch_all(&vm.mem, |block| pages.ept.map_block(block))
+    {
+        return Err(StopReason::Platform("EPT cannot map guest memory"));
     }
     // Self-check: no VMM structure is reachable through EPT.
     let own = [vmcs_pa, hw.pa(&pages.ept), root.hpa];
@@ -934,14 +928,9 @@ mod tests {
     #[test]
     fn an_ap_vcpu_starts_in_real_mode_from_a_sipi_and_an_init_sends_it_back_to_wait() {
         use crate::x86::msr::{EFER as MSR_EFER_NR, EFER_LMA, EFER_LME, EFER_NXE};
-        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
-        shared.publish(2);
         let mut buf = vec![0u8; 0x10_0000];
-        let mem = GuestMemory::new(WINDOW_BASE, &mut buf);
-        let mut vm = Vm::new(mem, ModelPlatform::default());
-        vm.smp = shared;
-        vm.cpu = 1;
-        vm.cpus = 2;
+        let mut vm = crate::testing::smp_vm(WINDOW_BASE, &mut buf, 2, 1);
+        let shared = vm.smp;
         let mut pages = Box::new(VmxCpuPages::zeroed());
         let mut hw = ModelVmcs::cpu();
         enable_on_ap(&mut hw, &mut pages).unwrap();
@@ -1068,16 +1057,9 @@ mod tests {
     /// entry (never a VM-entry failure).
     #[test]
     fn an_ap_start_without_unrestricted_guest_stops_by_name_before_any_entry() {
-        let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
-        shared.publish(2);
         let mut buf = vec![0u8; 0x10_0000];
-        let mut vm = Vm::new(
-            GuestMemory::new(WINDOW_BASE, &mut buf),
-            ModelPlatform::default(),
-        );
-        vm.smp = shared;
-        vm.cpu = 1;
-        vm.cpus = 2;
+        let mut vm = crate::testing::smp_vm(WINDOW_BASE, &mut buf, 2, 1);
+        let shared = vm.smp;
         let mut pages = Box::new(VmxCpuPages::zeroed());
         let mut hw = ModelVmcs::cpu();
         let p2 = crate::testing::vmcs::skylake_x_msr(msr::VMX_PROCBASED_CTLS2);

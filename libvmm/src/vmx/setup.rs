@@ -266,21 +266,42 @@ const AR_UNUSABLE: u32 = 1 << 16;
 /// CR4.VMXE) stay set underneath.
 const CR_MASK_ALL: u64 = u64::MAX;
 
-/// Writes the guest state. CR0/CR4 get the VMX fixed bits; every bit is host-owned through the
-/// guest/host masks ([`CR_MASK_ALL`]).
-pub(crate) fn write_guest<H: VmxOps>(
-    v: &mut Vmcs<H>,
-    caps: &Caps,
-    g: &InitialState,
-) -> Result<(), VmFail> {
-    let cr0 = caps.fix_cr0(g.cr0);
-    let cr4 = caps.fix_cr4(g.cr4);
-    v.write(f::GUEST_CR0, cr0)?;
+/// The guest-state fields that differ between the boot vCPU's 64-bit entry and an AP's real-mode
+/// start; [`write_guest_fields`] writes them with everything the two share.
+struct GuestFields {
+    /// CR0/CR4 as the CPU holds them (VMX fixed bits applied) and as the guest reads them (shadows).
+    cr0: u64,
+    cr0_shadow: u64,
+    cr4: u64,
+    cr4_shadow: u64,
+    cr3: u64,
+    efer: u64,
+    pat: u64,
+    rflags: u64,
+    rip: u64,
+    rsp: u64,
+    /// (selector, base, limit, access rights) of CS.
+    cs: (u16, u64, u32, u32),
+    /// (selector, limit, access rights) of DS, ES, SS, FS and GS (base 0).
+    data: (u16, u32, u32),
+    /// (limit, access rights) of LDTR (selector and base 0).
+    ldtr: (u32, u32),
+    /// TR's limit (selector and base 0, a busy TSS as VMX requires).
+    tr_limit: u32,
+    gdtr: (u64, u32),
+    idtr_limit: u32,
+}
+
+/// Writes one guest state: the fields of `g`, the CR0/CR4 guest/host masks ([`CR_MASK_ALL`]), and
+/// what every start has alike (DEBUGCTL 0, DR7 0x400, IDTR base 0, SYSENTER 0, no blocking, active,
+/// no pending debug exceptions, no VMCS link).
+fn write_guest_fields<H: VmxOps>(v: &mut Vmcs<H>, g: &GuestFields) -> Result<(), VmFail> {
+    v.write(f::GUEST_CR0, g.cr0)?;
     v.write(f::CR0_GUEST_HOST_MASK, CR_MASK_ALL)?;
-    v.write(f::CR0_READ_SHADOW, g.cr0)?;
-    v.write(f::GUEST_CR4, cr4)?;
+    v.write(f::CR0_READ_SHADOW, g.cr0_shadow)?;
+    v.write(f::GUEST_CR4, g.cr4)?;
     v.write(f::CR4_GUEST_HOST_MASK, CR_MASK_ALL)?;
-    v.write(f::CR4_READ_SHADOW, g.cr4 & !CR4_VMXE)?;
+    v.write(f::CR4_READ_SHADOW, g.cr4_shadow)?;
     v.write(f::GUEST_CR3, g.cr3)?;
     v.write(f::GUEST_IA32_EFER, g.efer)?;
     v.write(f::GUEST_IA32_PAT, g.pat)?;
@@ -289,10 +310,12 @@ pub(crate) fn write_guest<H: VmxOps>(
     v.write(f::GUEST_RFLAGS, g.rflags)?;
     v.write(f::GUEST_RIP, g.rip)?;
     v.write(f::GUEST_RSP, g.rsp)?;
-    v.write(f::GUEST_CS_SELECTOR, g.cs.selector)?;
-    v.write(f::GUEST_CS_BASE, 0)?;
-    v.write(f::GUEST_CS_LIMIT, 0xFFFF_FFFF)?;
-    v.write(f::GUEST_CS_AR, vmx_access_rights(g.cs.desc))?;
+    let (cs_sel, cs_base, cs_limit, cs_ar) = g.cs;
+    v.write(f::GUEST_CS_SELECTOR, cs_sel)?;
+    v.write(f::GUEST_CS_BASE, cs_base)?;
+    v.write(f::GUEST_CS_LIMIT, cs_limit)?;
+    v.write(f::GUEST_CS_AR, cs_ar)?;
+    let (data_sel, data_limit, data_ar) = g.data;
     for (sel, base, limit, ar) in [
         (
             f::GUEST_DS_SELECTOR,
@@ -325,23 +348,23 @@ pub(crate) fn write_guest<H: VmxOps>(
             f::GUEST_GS_AR,
         ),
     ] {
-        v.write(sel, g.data.selector)?;
+        v.write(sel, data_sel)?;
         v.write(base, 0)?;
-        v.write(limit, 0xFFFF_FFFF)?;
-        v.write(ar, vmx_access_rights(g.data.desc))?;
+        v.write(limit, data_limit)?;
+        v.write(ar, data_ar)?;
     }
     v.write(f::GUEST_LDTR_SELECTOR, 0)?;
     v.write(f::GUEST_LDTR_BASE, 0)?;
-    v.write(f::GUEST_LDTR_LIMIT, 0)?;
-    v.write(f::GUEST_LDTR_AR, AR_UNUSABLE)?;
+    v.write(f::GUEST_LDTR_LIMIT, g.ldtr.0)?;
+    v.write(f::GUEST_LDTR_AR, g.ldtr.1)?;
     v.write(f::GUEST_TR_SELECTOR, 0)?;
     v.write(f::GUEST_TR_BASE, 0)?;
-    v.write(f::GUEST_TR_LIMIT, 0x67)?;
+    v.write(f::GUEST_TR_LIMIT, g.tr_limit)?;
     v.write(f::GUEST_TR_AR, AR_TSS_BUSY)?;
-    v.write(f::GUEST_GDTR_BASE, g.gdt_base)?;
-    v.write(f::GUEST_GDTR_LIMIT, g.gdt_limit as u32)?;
+    v.write(f::GUEST_GDTR_BASE, g.gdtr.0)?;
+    v.write(f::GUEST_GDTR_LIMIT, g.gdtr.1)?;
     v.write(f::GUEST_IDTR_BASE, 0)?;
-    v.write(f::GUEST_IDTR_LIMIT, 0)?;
+    v.write(f::GUEST_IDTR_LIMIT, g.idtr_limit)?;
     v.write(f::GUEST_SYSENTER_CS, 0)?;
     v.write(f::GUEST_SYSENTER_ESP, 0)?;
     v.write(f::GUEST_SYSENTER_EIP, 0)?;
@@ -350,6 +373,36 @@ pub(crate) fn write_guest<H: VmxOps>(
     v.write(f::GUEST_PENDING_DBG, 0)?;
     v.write(f::VMCS_LINK_POINTER, u64::MAX)?;
     Ok(())
+}
+
+/// Writes the guest state. CR0/CR4 get the VMX fixed bits; every bit is host-owned through the
+/// guest/host masks ([`CR_MASK_ALL`]).
+pub(crate) fn write_guest<H: VmxOps>(
+    v: &mut Vmcs<H>,
+    caps: &Caps,
+    g: &InitialState,
+) -> Result<(), VmFail> {
+    write_guest_fields(
+        v,
+        &GuestFields {
+            cr0: caps.fix_cr0(g.cr0),
+            cr0_shadow: g.cr0,
+            cr4: caps.fix_cr4(g.cr4),
+            cr4_shadow: g.cr4 & !CR4_VMXE,
+            cr3: g.cr3,
+            efer: g.efer,
+            pat: g.pat,
+            rflags: g.rflags,
+            rip: g.rip,
+            rsp: g.rsp,
+            cs: (g.cs.selector, 0, 0xFFFF_FFFF, vmx_access_rights(g.cs.desc)),
+            data: (g.data.selector, 0xFFFF_FFFF, vmx_access_rights(g.data.desc)),
+            ldtr: (0, AR_UNUSABLE),
+            tr_limit: 0x67,
+            gdtr: (g.gdt_base, g.gdt_limit as u32),
+            idtr_limit: 0,
+        },
+    )
 }
 
 /// CR0 after INIT (SDM "Processor State After Reset": CD, NW, ET).
@@ -370,82 +423,32 @@ pub(crate) fn write_guest_sipi<H: VmxOps>(
 ) -> Result<(), VmFail> {
     const CD_NW: u64 = 3 << 29;
     const PE_PG: u64 = 1 | 1 << 31;
-    let cr0 = ((CR0_AFTER_INIT & !CD_NW) | (caps.cr0_fixed0 & !PE_PG)) & caps.cr0_fixed1;
-    v.write(f::GUEST_CR0, cr0)?;
-    v.write(f::CR0_GUEST_HOST_MASK, CR_MASK_ALL)?;
-    v.write(f::CR0_READ_SHADOW, CR0_AFTER_INIT)?;
-    v.write(f::GUEST_CR4, caps.fix_cr4(CR4_VMXE))?;
-    v.write(f::CR4_GUEST_HOST_MASK, CR_MASK_ALL)?;
-    v.write(f::CR4_READ_SHADOW, 0)?;
-    v.write(f::GUEST_CR3, 0)?;
-    v.write(f::GUEST_IA32_EFER, 0)?;
-    v.write(f::GUEST_IA32_PAT, 0x0007_0406_0007_0406)?;
-    v.write(f::GUEST_IA32_DEBUGCTL, 0)?;
-    v.write(f::GUEST_DR7, 0x400)?;
-    v.write(f::GUEST_RFLAGS, 2)?;
-    v.write(f::GUEST_RIP, 0)?;
-    v.write(f::GUEST_RSP, 0)?;
-    v.write(f::GUEST_CS_SELECTOR, u16::from(vector) << 8)?;
-    v.write(f::GUEST_CS_BASE, u64::from(vector) << 12)?;
-    v.write(f::GUEST_CS_LIMIT, 0xFFFF)?;
-    v.write(f::GUEST_CS_AR, 0x9B)?;
-    for (sel, base, limit, ar) in [
-        (
-            f::GUEST_DS_SELECTOR,
-            f::GUEST_DS_BASE,
-            f::GUEST_DS_LIMIT,
-            f::GUEST_DS_AR,
-        ),
-        (
-            f::GUEST_ES_SELECTOR,
-            f::GUEST_ES_BASE,
-            f::GUEST_ES_LIMIT,
-            f::GUEST_ES_AR,
-        ),
-        (
-            f::GUEST_SS_SELECTOR,
-            f::GUEST_SS_BASE,
-            f::GUEST_SS_LIMIT,
-            f::GUEST_SS_AR,
-        ),
-        (
-            f::GUEST_FS_SELECTOR,
-            f::GUEST_FS_BASE,
-            f::GUEST_FS_LIMIT,
-            f::GUEST_FS_AR,
-        ),
-        (
-            f::GUEST_GS_SELECTOR,
-            f::GUEST_GS_BASE,
-            f::GUEST_GS_LIMIT,
-            f::GUEST_GS_AR,
-        ),
-    ] {
-        v.write(sel, 0)?;
-        v.write(base, 0)?;
-        v.write(limit, 0xFFFF)?;
-        v.write(ar, 0x93)?;
-    }
-    v.write(f::GUEST_LDTR_SELECTOR, 0)?;
-    v.write(f::GUEST_LDTR_BASE, 0)?;
-    v.write(f::GUEST_LDTR_LIMIT, 0xFFFF)?;
-    v.write(f::GUEST_LDTR_AR, 0x82)?;
-    v.write(f::GUEST_TR_SELECTOR, 0)?;
-    v.write(f::GUEST_TR_BASE, 0)?;
-    v.write(f::GUEST_TR_LIMIT, 0xFFFF)?;
-    v.write(f::GUEST_TR_AR, AR_TSS_BUSY)?;
-    v.write(f::GUEST_GDTR_BASE, 0)?;
-    v.write(f::GUEST_GDTR_LIMIT, 0xFFFF)?;
-    v.write(f::GUEST_IDTR_BASE, 0)?;
-    v.write(f::GUEST_IDTR_LIMIT, 0xFFFF)?;
-    v.write(f::GUEST_SYSENTER_CS, 0)?;
-    v.write(f::GUEST_SYSENTER_ESP, 0)?;
-    v.write(f::GUEST_SYSENTER_EIP, 0)?;
-    v.write(f::GUEST_INTERRUPTIBILITY, 0)?;
-    v.write(f::GUEST_ACTIVITY_STATE, 0)?;
-    v.write(f::GUEST_PENDING_DBG, 0)?;
-    v.write(f::VMCS_LINK_POINTER, u64::MAX)?;
-    Ok(())
+    write_guest_fields(
+        v,
+        &GuestFields {
+            cr0: ((CR0_AFTER_INIT & !CD_NW) | (caps.cr0_fixed0 & !PE_PG)) & caps.cr0_fixed1,
+            cr0_shadow: CR0_AFTER_INIT,
+            cr4: caps.fix_cr4(CR4_VMXE),
+            cr4_shadow: 0,
+            cr3: 0,
+            efer: 0,
+            pat: 0x0007_0406_0007_0406,
+            rflags: 2,
+            rip: 0,
+            rsp: 0,
+            cs: (
+                u16::from(vector) << 8,
+                u64::from(vector) << 12,
+                0xFFFF,
+                0x9B,
+            ),
+            data: (0, 0xFFFF, 0x93),
+            ldtr: (0xFFFF, 0x82),
+            tr_limit: 0xFFFF,
+            gdtr: (0, 0xFFFF),
+            idtr_limit: 0xFFFF,
+        },
+    )
 }
 
 /// The VMX debug options (`libvmm.vmx.skip-checks`, `libvmm.vmx.report-missed`, `libvmm.vmx.bad=<tweak>`,

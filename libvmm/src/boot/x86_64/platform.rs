@@ -32,27 +32,18 @@ pub(super) static APIC_ID_OF: [AtomicU32; crate::config::MAX_CPUS] =
 /// The VM's one TSC calibration, which every vCPU's platform takes (see `x86::clock::SharedCalibration`).
 static VM_CALIBRATION: SharedCalibration = SharedCalibration::new();
 
-/// The calibration's outcome, cached after the first attempt.
-#[derive(Clone, Copy)]
-enum Calibration {
-    NotYet,
-    /// No source offered a TSC frequency: clocks answer EINVAL from then on, at no further cost.
-    Failed,
-    Done {
-        /// TSC ticks per second.
-        hz: u64,
-        /// Unix nanoseconds at `tsc_at` (from the RTC; without one, the time since entry).
-        unix_ns_at: u64,
-        tsc_at: u64,
-    },
-}
+/// (TSC ticks per second, Unix nanoseconds at `tsc_at` (from the RTC; without one, the time since
+/// entry), `tsc_at`): a calibration, in the form [`SharedCalibration`] publishes it.
+type Calibration = (u64, u64, u64);
 
 pub struct X86Platform {
     serial: Serial,
     boot_tsc: u64,
     /// (limit in ms, TSC deadline) when a time limit is set.
     limit: Option<(u64, u64)>,
-    calib: Cell<Calibration>,
+    /// The calibration's outcome, cached after the first attempt (`None`: not yet; `Some(None)`: no
+    /// source offered a TSC frequency, and clocks answer EINVAL from then on at no further cost).
+    calib: Cell<Option<Option<Calibration>>>,
     /// The guest's earliest armed timer deadline (TSC), from the loop.
     guest_deadline: Option<u64>,
     /// The backend keeps time while the guest runs (VMX: the VMX-preemption timer): the host LAPIC
@@ -82,7 +73,7 @@ impl X86Platform {
             serial,
             boot_tsc,
             limit: None,
-            calib: Cell::new(Calibration::NotYet),
+            calib: Cell::new(None),
             guest_deadline: None,
             backend_time: false,
             lapic: Cell::new(LapicRate::NotYet),
@@ -172,41 +163,24 @@ impl X86Platform {
 
     /// (TSC Hz, Unix ns at `tsc_at`, `tsc_at`), calibrating on the VM's first call only: every vCPU's
     /// platform takes the one calibration ([`VM_CALIBRATION`]), so their clocks agree.
-    fn calibration(&self) -> Option<(u64, u64, u64)> {
-        if let Calibration::NotYet = self.calib.get() {
-            let c = match VM_CALIBRATION.get_or_claim(core::hint::spin_loop) {
-                Calibrated::Done(hz, unix_ns_at, tsc_at) => Calibration::Done {
-                    hz,
-                    unix_ns_at,
-                    tsc_at,
-                },
-                Calibrated::Failed => Calibration::Failed,
-                Calibrated::Mine => {
-                    let c = self.calibrate();
-                    VM_CALIBRATION.publish(match c {
-                        Calibration::Done {
-                            hz,
-                            unix_ns_at,
-                            tsc_at,
-                        } => Some((hz, unix_ns_at, tsc_at)),
-                        _ => None,
-                    });
-                    c
-                }
-            };
-            self.calib.set(c);
+    fn calibration(&self) -> Option<Calibration> {
+        if let Some(c) = self.calib.get() {
+            return c;
         }
-        match self.calib.get() {
-            Calibration::Done {
-                hz,
-                unix_ns_at,
-                tsc_at,
-            } => Some((hz, unix_ns_at, tsc_at)),
-            _ => None,
-        }
+        let c = match VM_CALIBRATION.get_or_claim(core::hint::spin_loop) {
+            Calibrated::Done(hz, unix_ns_at, tsc_at) => Some((hz, unix_ns_at, tsc_at)),
+            Calibrated::Failed => None,
+            Calibrated::Mine => {
+                let c = self.calibrate();
+                VM_CALIBRATION.publish(c);
+                c
+            }
+        };
+        self.calib.set(Some(c));
+        c
     }
 
-    fn calibrate(&self) -> Calibration {
+    fn calibrate(&self) -> Option<Calibration> {
         let mut con = Serial;
         let found = clock::tsc_hz_from_cpuid(cpuid).map(Ok).unwrap_or_else(|| {
             pit_calibrate()
@@ -223,7 +197,7 @@ impl X86Platform {
                     &mut con,
                     "libvmm: clock: no TSC frequency (no CPUID 0x15/0x16 or hypervisor leaf 0x4000_0010; PIT: {pit}; RTC: {rtc}): clocks answer EINVAL\n"
                 );
-                return Calibration::Failed;
+                return None;
             }
         };
         let tsc_at = rdtsc();
@@ -249,11 +223,7 @@ impl X86Platform {
             source.describe(),
             realtime
         );
-        Calibration::Done {
-            hz,
-            unix_ns_at,
-            tsc_at,
-        }
+        Some((hz, unix_ns_at, tsc_at))
     }
 }
 

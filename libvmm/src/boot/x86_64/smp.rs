@@ -193,13 +193,9 @@ extern "C" fn libvmm_x86_ap_entry(cpu_index: u32) -> ! {
     // Kicks from other CPUs reach it from now on.
     lapic::enable();
     cpus::check_in(n, result.is_ok());
-    #[cfg(feature = "svm")]
-    if let Ok(st) = result {
-        ap_vcpu(n, st)
-    }
-    #[cfg(feature = "vmx")]
-    if let Ok(pages) = result {
-        vmx_ap_vcpu(n, pages)
+    #[cfg(any(feature = "svm", feature = "vmx"))]
+    if let Ok(storage) = result {
+        ap_vcpu(n, storage)
     }
     smp::park()
 }
@@ -235,16 +231,25 @@ pub(super) fn guest_vcpus(options: &Options<'_>) -> usize {
     }
 }
 
-/// vCPU `n` on this AP until the VM stops: wait for the VM's facts (a kick wakes it), then for a
-/// STARTUP IPI from the guest, run the generic loop with this CPU's own VMCB over the VM's nested
-/// tables, and after an INIT wait for the next STARTUP. The first vCPU to stop the VM prints the one
-/// stop line; the others park.
-#[cfg(feature = "svm")]
-fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
+/// vCPU `n` on this AP until the VM stops, for either backend: wait for the VM's facts and the
+/// backend's shared structures (`links`, published by the boot vCPU's bring-up; a kick wakes it), build
+/// this vCPU's `Vm`, and `run` it (the backend's AP loop: each STARTUP from the guest starts it, each
+/// INIT sends it back to wait). The first vCPU to stop the VM prints the one stop line; the others park.
+/// Generic over the backend's links and loop (no vtable: one instantiation per image).
+#[cfg(any(feature = "svm", feature = "vmx"))]
+fn run_ap_vcpu<L: Copy>(
+    n: usize,
+    links: &crate::arch::Published<L>,
+    run: impl FnOnce(
+        &mut crate::vm::Vm<'static, super::platform::X86Platform>,
+        L,
+        &VmFacts,
+    ) -> StopReason,
+) -> ! {
     use crate::vm::Vm;
     let shared = &crate::smp::SHARED;
     let (f, links) = loop {
-        if let (Some(f), Some(l)) = (FACTS.get(), crate::svm::hw::VM_LINKS.get()) {
+        if let (Some(f), Some(l)) = (FACTS.get(), links.get()) {
             break (f, l);
         }
         if shared.stopping() {
@@ -262,50 +267,37 @@ fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
     vm.cpu = n;
     vm.cpus = f.cpus;
     vm.emu.force = f.force_emulation;
-    let stop = crate::svm::hw::run_ap(
-        &mut vm,
-        &mut crate::svm::hw::RealSvm,
-        &mut st.vmcb,
-        links,
-        wait_for_sipi,
-    );
+    let stop = run(&mut vm, links, &f);
     let stop = crate::boot::finish(&mut vm, stop, f.stats, smp::park);
     super::stop_machine(stop.code(), format_args!("{stop}"))
 }
 
-/// The VMX twin of [`ap_vcpu`]: vCPU `n` on this AP with its own VMCS and virtual-APIC page
-/// (`pages`, from bring-up) over the VM's shared EPT and bitmaps (`vmx::hw::VM_LINKS`), real-mode starts
-/// under "unrestricted guest" (`vmx::hw::run_ap`).
+/// SVM: vCPU `n` with this CPU's own VMCB over the VM's nested tables and permission maps
+/// (`svm::hw::run_ap`).
+#[cfg(feature = "svm")]
+fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
+    run_ap_vcpu(n, &crate::svm::hw::VM_LINKS, |vm, links, _| {
+        crate::svm::hw::run_ap(
+            vm,
+            &mut crate::svm::hw::RealSvm,
+            &mut st.vmcb,
+            links,
+            wait_for_sipi,
+        )
+    })
+}
+
+/// VMX: vCPU `n` with this CPU's own VMCS and virtual-APIC page (`pages`, from bring-up) over the VM's
+/// shared EPT and bitmaps, real-mode starts under "unrestricted guest" (`vmx::hw::run_ap`).
 #[cfg(feature = "vmx")]
-fn vmx_ap_vcpu(n: usize, pages: &'static mut crate::vmx::pages::VmxCpuPages) -> ! {
-    use crate::vm::Vm;
-    let shared = &crate::smp::SHARED;
-    let (f, links) = loop {
-        if let (Some(f), Some(l)) = (FACTS.get(), crate::vmx::hw::VM_LINKS.get()) {
-            break (f, l);
-        }
-        if shared.stopping() {
-            smp::park()
-        }
-        cpu::wait_for_interrupt();
-    };
-    if n >= shared.cpu_count() {
-        smp::park()
-    }
-    let mut vm = Vm::new(f.mem, super::platform::X86Platform::new(Serial, f.boot_tsc));
-    vm.map = f.map;
-    // The boot vCPU zeroed and mapped every deferred block (the VM's one lazy state) before it
-    // published the links.
-    vm.cpu = n;
-    vm.cpus = f.cpus;
-    vm.emu.force = f.force_emulation;
-    let options = Options {
-        force_emulation: f.force_emulation,
-        ..Options::default()
-    };
-    let stop = crate::vmx::hw::run_ap_here(&mut vm, pages, links, &options, wait_for_sipi);
-    let stop = crate::boot::finish(&mut vm, stop, f.stats, smp::park);
-    super::stop_machine(stop.code(), format_args!("{stop}"))
+fn ap_vcpu(n: usize, pages: &'static mut crate::vmx::pages::VmxCpuPages) -> ! {
+    run_ap_vcpu(n, &crate::vmx::hw::VM_LINKS, |vm, links, f| {
+        let options = Options {
+            force_emulation: f.force_emulation,
+            ..Options::default()
+        };
+        crate::vmx::hw::run_ap_here(vm, pages, links, &options, wait_for_sipi)
+    })
 }
 
 /// An off vCPU's CPU waits halted (a kick wakes it) for a STARTUP IPI; `None` when the VM stops. An
