@@ -222,6 +222,7 @@ impl LazyBlocks {
     /// of each would: guest SMP on x86 does it on the boot vCPU before any AP can start, so the APs never
     /// fault on a block and map nothing into the VM's nested tables themselves. `false`: a block could
     /// not be mapped.
+    #[cfg_attr(all(target_os = "none", feature = "riscv"), allow(dead_code))] // RISC-V: first touches
     pub fn touch_all(&self, mem: &GuestMemory<'_>, mut map: impl FnMut(u64) -> bool) -> bool {
         let end = mem.base() + mem.size();
         let mut at = mem.base();
