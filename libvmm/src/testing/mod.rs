@@ -36,12 +36,15 @@ impl embedded_io::Write for RecordingConsole {
 
 /// The host's local APIC as far as a pending host interrupt goes (a kick or the host timer): raised by
 /// a hardware model (the SVM model: one that fires while the VMM handles an exit stays pending, see
-/// `testing::svm`), taken only by the platform's `clear_kick`, as on the machine, where the world switch
-/// never takes one and the loop takes it on the host event it causes. Shared (`Arc`) by the two models.
+/// `testing::svm`; the VMX model: the interrupt behind an external-interrupt exit, see
+/// `testing::vmcs`), taken only by the platform's `clear_kick`, as on the machine, where the world
+/// switch never takes one and the loop takes it on the host event it causes. Shared (`Arc`) by the
+/// hardware model and the platform model.
 #[derive(Default, Debug)]
 pub struct HostIrqLine {
     pending: core::sync::atomic::AtomicBool,
     taken: core::sync::atomic::AtomicU32,
+    acked_on_exit: core::sync::atomic::AtomicU32,
 }
 
 impl HostIrqLine {
@@ -56,6 +59,22 @@ impl HostIrqLine {
     /// Host interrupts the VMM took.
     pub fn taken(&self) -> u32 {
         self.taken.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    /// VMX "acknowledge interrupt on exit": the CPU takes the pending interrupt itself at the exit
+    /// (its vector into the exit information; the VMM then owes only the EOI).
+    pub fn ack_on_exit(&self) {
+        if self
+            .pending
+            .swap(false, core::sync::atomic::Ordering::Relaxed)
+        {
+            self.acked_on_exit
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    /// Host interrupts the CPU acknowledged on a VM exit (none in libvmm's configuration).
+    pub fn acked_on_exit(&self) -> u32 {
+        self.acked_on_exit
+            .load(core::sync::atomic::Ordering::Relaxed)
     }
     /// Interrupts on for an instant: a pending one is taken (its stub acknowledges it), else nothing.
     fn take(&self) {
@@ -140,7 +159,8 @@ impl Platform for ModelPlatform {
 /// vCPU `me` of a VM of `n` vCPUs over `mem` (at guest address `base`) on the model platform, with its
 /// own guest-SMP state (leaked: it lives as long as the test); the start of every guest-SMP test.
 pub fn smp_vm(base: u64, mem: &mut [u8], n: usize, me: usize) -> crate::vm::Vm<'_, ModelPlatform> {
-    let shared: &'static crate::smp::Shared = Box::leak(Box::new(crate::smp::Shared::new()));
+    let shared: &'static crate::smp::Shared =
+        std::boxed::Box::leak(std::boxed::Box::new(crate::smp::Shared::new()));
     shared.publish(n);
     let mut vm = crate::vm::Vm::new(
         crate::guest_mem::GuestMemory::new(base, mem),

@@ -1,6 +1,11 @@
 //! A software VMX CPU for host tests: the current VMCS's fields in a map, entries scripted; for
 //! bring-up, CPUID and MSRs of a capable CPU (Bochs' `corei7_skylake_x` capability MSRs), control
 //! registers, and VMXON / VMCLEAR / VMPTRLD / INVEPT / INVVPID that check and record what hardware would.
+//! Host interrupts as the CPU treats them: a scripted external-interrupt exit (reason 1) leaves its
+//! interrupt pending in the host's local APIC ([`super::HostIrqLine`]) unless the exit controls ask to
+//! acknowledge it on exit; while one is pending and external-interrupt exiting is on, every entry ends
+//! at once with another external-interrupt exit (share the line with the [`super::ModelPlatform`] the
+//! loop runs on: its `clear_kick` takes it).
 use crate::vmx::vmcs::*;
 use crate::x86::msr;
 use std::collections::BTreeMap;
@@ -62,6 +67,26 @@ pub struct ModelVmcs {
     /// VMXON fails (VMfailInvalid) although its preconditions hold: a CPU that refuses it.
     pub refuse_vmxon: bool,
     pub vapic_pa: Option<u64>,
+    /// The host's local APIC: a host interrupt pending there (not yet taken).
+    pub host_irq: std::sync::Arc<super::HostIrqLine>,
+    /// External-interrupt exits delivered for a pending host interrupt (not scripted ones).
+    pub ext_intr_exits: u32,
+}
+
+impl ModelVmcs {
+    fn control(&self, field: crate::vmx::fields::Field<crate::vmx::fields::W32>) -> u32 {
+        self.fields.get(&field.encoding()).copied().unwrap_or(0) as u32
+    }
+
+    /// The exit of a host interrupt: pending in the local APIC, or acknowledged by the CPU itself when
+    /// the exit controls say so.
+    fn host_interrupt_exit(&mut self) {
+        use crate::vmx::fields as f;
+        self.host_irq.raise();
+        if self.control(f::EXIT_CONTROLS) & crate::vmx::controls::exit::ACK_INTR_ON_EXIT != 0 {
+            self.host_irq.ack_on_exit();
+        }
+    }
 }
 
 impl ModelVmcs {
@@ -86,19 +111,42 @@ impl VmxOps for ModelVmcs {
         Ok(())
     }
     fn enter(&mut self, regs: &mut GuestRegs, launched: bool) -> Result<(), VmFail> {
+        use crate::vmx::fields as f;
         self.entries.push((launched, *regs, self.fields.clone()));
+        // The CPU clears the valid bit of the event-injection field on every VM exit.
+        let clear_injection = |fields: &mut BTreeMap<u32, u64>| {
+            let inj = f::ENTRY_INTERRUPTION_INFO.encoding();
+            let v = fields.get(&inj).copied().unwrap_or(0) & !(1 << 31);
+            fields.insert(inj, v);
+        };
+        // A host interrupt still pending: with external-interrupt exiting, the entry ends at once.
+        if self.host_irq.pending()
+            && self.control(f::PIN_BASED_CONTROLS) & crate::vmx::controls::pin::EXT_INTR_EXITING
+                != 0
+        {
+            self.ext_intr_exits += 1;
+            self.fields.insert(
+                f::EXIT_REASON.encoding(),
+                u64::from(crate::vmx::decode::reason::EXTERNAL_INTERRUPT),
+            );
+            clear_injection(&mut self.fields);
+            self.host_interrupt_exit();
+            return Ok(());
+        }
         assert!(!self.steps.is_empty(), "model script ended");
         match self.steps.remove(0) {
             Step::Exit(ro, r) => {
                 for (e, v) in ro {
                     self.fields.insert(e, v);
                 }
-                // The CPU clears the valid bit of the event-injection field on every VM exit.
-                let inj = crate::vmx::fields::ENTRY_INTERRUPTION_INFO.encoding();
-                let v = self.fields.get(&inj).copied().unwrap_or(0) & !(1 << 31);
-                self.fields.insert(inj, v);
+                clear_injection(&mut self.fields);
                 if let Some(r) = r {
                     *regs = r;
+                }
+                if self.fields.get(&f::EXIT_REASON.encoding()).copied()
+                    == Some(u64::from(crate::vmx::decode::reason::EXTERNAL_INTERRUPT))
+                {
+                    self.host_interrupt_exit();
                 }
                 Ok(())
             }

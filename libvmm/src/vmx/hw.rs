@@ -542,9 +542,6 @@ impl<V: VirtualApicPage> VmxOps for HwVmcs<V> {
     fn wrmsr(&mut self, msr: u32, value: u64) {
         cpu::wrmsr(msr, value)
     }
-    fn take_host_interrupt(&mut self) {
-        hw::take_host_interrupt()
-    }
     fn read_vtpr(&self) -> u8 {
         self.vapic.vtpr()
     }
@@ -933,6 +930,7 @@ mod tests {
         let shared = vm.smp;
         let mut pages = Box::new(VmxCpuPages::zeroed());
         let mut hw = ModelVmcs::cpu();
+        vm.platform.host_irq = hw.host_irq.clone();
         enable_on_ap(&mut hw, &mut pages).unwrap();
         let vmcs_pa = hw.pa(&pages.vmcs);
         let r = |rax: u64, rcx: u64| Gprs {
@@ -995,6 +993,10 @@ mod tests {
         };
         assert_eq!(stop, StopReason::PayloadExit(5));
         assert_eq!(starts, 2);
+        // The external-interrupt exit's host interrupt (the kick that brought the INIT) was taken once,
+        // by the platform, as on SVM.
+        assert_eq!((hw.host_irq.taken(), hw.host_irq.acked_on_exit()), (1, 0));
+        assert!(!hw.host_irq.pending());
         let e = &hw.entries;
         let field = |i: usize, fl: u32| e[i].2.get(&fl).copied().unwrap_or(0);
         // Start 1: VMLAUNCH in real mode at 0x08 << 12.

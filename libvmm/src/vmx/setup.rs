@@ -117,11 +117,13 @@ pub(crate) fn controls(caps: &Caps, a: &Addrs, tweak: Tweak) -> Result<Controls,
         proc2: ctl(caps.proc2, want2, "EPT and VPID")?,
         // With the timer, its value is saved on every exit, so it counts down across entries to the
         // host deadline the loop programs (`Vmx::set_host_deadline`) instead of restarting each time.
+        // No "acknowledge interrupt on exit": the host interrupt behind an external-interrupt exit stays
+        // pending in the local APIC, and the loop takes it once on the host event, through the VMM's
+        // IDT (`Platform::clear_kick`), the one path SVM has too.
         exit: ctl(
             caps.exit,
             save_preemption
                 | exit::HOST_ADDR_SPACE_SIZE
-                | exit::ACK_INTR_ON_EXIT
                 | exit::SAVE_EFER
                 | exit::LOAD_EFER
                 | exit::SAVE_PAT

@@ -455,9 +455,6 @@ impl<H: VmxOps> Backend for Vmx<H> {
             self.requeue_interrupted_delivery();
         }
         let basic = exit_reason & 0xFFFF;
-        if basic == reason::EXTERNAL_INTERRUPT {
-            self.vmcs.0.take_host_interrupt();
-        }
         // The hot exits first, before the full decoder: built here, they reach the loop's dispatch without
         // a second switch (measured: a few instructions per CPUID or VMCALL exit).
         match basic {
@@ -758,6 +755,69 @@ mod tests {
         assert!(!v.keeps_guest_time());
         v.set_host_deadline(Some(1_000), 400);
         assert_eq!(timer(&v), setup::PREEMPTION_TIMER_VALUE);
+    }
+
+    /// A host interrupt (a kick, the host timer) ends the guest's run with an external-interrupt exit
+    /// and stays pending in the local APIC: no "acknowledge interrupt on exit", and the backend sends
+    /// no EOI of its own. The loop takes it once, through the one path SVM has too (the platform's
+    /// `clear_kick`, once per host event), and resumes the guest. Before, the CPU acknowledged it on
+    /// exit, the backend sent its EOI, and the loop's `clear_kick` looked for it again.
+    #[test]
+    fn each_external_interrupt_exit_takes_its_host_interrupt_once_through_the_platform() {
+        use crate::vmx::controls::exit::ACK_INTR_ON_EXIT;
+        let ext = || exit(1, 0, 0, 0, GuestRegs::default());
+        let cpuid = GuestRegs {
+            rax: 1,
+            ..Default::default()
+        };
+        let leave = || exit(18, 3, 0, 0, regs_hc(Hypercall::Exit, [0; 3]));
+        let script = vec![ext(), exit(10, 2, 0, 0, cpuid), ext(), leave()];
+        let mut v = vmx(Tweak::None, Options::default(), script);
+        let exit_ctls = v.vmcs.0.fields[&f::EXIT_CONTROLS.encoding()] as u32;
+        assert_eq!(exit_ctls & ACK_INTR_ON_EXIT, 0, "not acknowledged on exit");
+        let mut mem = vec![0u8; 0x1000];
+        let mut vm = Vm::new(
+            GuestMemory::new(0x200_0000, &mut mem),
+            ModelPlatform::default(),
+        );
+        vm.platform.host_irq = v.vmcs.0.host_irq.clone();
+        assert_eq!(vcpu::run(&mut v, &mut vm), StopReason::PayloadExit(0));
+        let irq = &v.vmcs.0.host_irq;
+        assert_eq!(
+            (
+                irq.taken(),
+                irq.acked_on_exit(),
+                vm.platform.clear_kicks.get()
+            ),
+            (2, 0, 2)
+        );
+        assert!(!irq.pending());
+        // Taken before the next entry: no entry found it still pending.
+        assert_eq!((v.vmcs.0.ext_intr_exits, v.vmcs.0.entries.len()), (0, 4));
+
+        // Nobody takes it (a platform that does not reach the line): every entry ends at once with
+        // another external-interrupt exit, as on the CPU.
+        let mut alone = vmx(Tweak::None, Options::default(), vec![ext(), leave()]);
+        let mut regs = GuestRegs::default();
+        for _ in 0..3 {
+            alone.vmcs.0.enter(&mut regs, true).unwrap();
+        }
+        assert_eq!(alone.vmcs.0.steps.len(), 1, "the script waits");
+        assert_eq!(alone.vmcs.0.ext_intr_exits, 2);
+        assert!(alone.vmcs.0.host_irq.pending());
+        // With "acknowledge interrupt on exit" the CPU takes it itself at the exit (a second path,
+        // with an EOI owed by the VMM): what libvmm no longer asks for.
+        let mut acked = vmx(Tweak::None, Options::default(), vec![ext()]);
+        acked.vmcs.0.fields.insert(
+            f::EXIT_CONTROLS.encoding(),
+            u64::from(exit_ctls | ACK_INTR_ON_EXIT),
+        );
+        acked.vmcs.0.enter(&mut regs, true).unwrap();
+        let irq = &acked.vmcs.0.host_irq;
+        assert_eq!(
+            (irq.acked_on_exit(), irq.taken(), irq.pending()),
+            (1, 0, false)
+        );
     }
 
     fn run(v: &mut Vmx<ModelVmcs>) -> (StopReason, Vec<u8>) {

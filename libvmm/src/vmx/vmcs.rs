@@ -57,9 +57,6 @@ pub(crate) trait VmxOps {
     fn wrmsr(&mut self, msr: u32, value: u64);
     /// VTPR: byte 0x80 of the virtual-APIC page (guest-writable while TPR shadow is on).
     fn read_vtpr(&self) -> u8;
-    /// After an external-interrupt exit (not acknowledged on exit), lets the host take the pending
-    /// interrupt through its own IDT (the LAPIC timer's handler acknowledges it).
-    fn take_host_interrupt(&mut self) {}
     /// XSETBV of XCR0 with a value the policy checked (the guest's: XCR0 is not in the VMCS).
     fn xsetbv(&mut self, xcr0: u64);
     /// Flushes the guest's VPID-tagged linear translations (after an emulated CR0/CR4 write).

@@ -197,15 +197,6 @@ pub fn enter(regs: &mut Gprs, launched: bool) -> Result<(), Fail> {
     }
 }
 
-/// Ends a host interrupt that caused a VM exit (the LAPIC timer): its EOI.
-pub fn take_host_interrupt() {
-    // "Acknowledge interrupt on exit" already took the interrupt from the local APIC (its vector is
-    // in the exit interruption information); the only unmasked source is the LAPIC timer, which
-    // needs nothing but the end-of-interrupt.
-    // SAFETY: `libvmm_lapic_eoi` (lapic.rs) writes the LAPIC EOI register and nothing else.
-    unsafe { libvmm_lapic_eoi() };
-}
-
 /// VTPR: byte 0x80 of the virtual-APIC page, which the CPU writes while the guest runs with TPR shadow.
 pub fn read_vtpr<P>(vapic: &P) -> u8 {
     const { assert!(core::mem::size_of::<P>() == 4096) };
@@ -221,7 +212,6 @@ pub fn exit_entry() -> u64 {
 }
 
 extern "C" {
-    fn libvmm_lapic_eoi();
     fn libvmm_vmx_enter(regs: *mut Gprs, launched: u64) -> u64;
     fn libvmm_vmx_exit();
 }
