@@ -115,9 +115,10 @@ pub(crate) fn handle<B: Backend, P: Platform>(
         }
         Exit::HostEvent => {
             vm.stats.add(ExitReason::HostEvent);
-            // The host interrupt behind the exit, where the hardware left it pending (SVM's INTR exit:
-            // the world switch never takes one), is taken here, once, whatever it was (a kick, the host
-            // timer); then the shared state and the time limit are looked at.
+            // The host interrupt behind the exit, which the hardware left pending (SVM's INTR exit: the
+            // world switch never takes one; VMX's external-interrupt exit: not acknowledged on exit), is
+            // taken here, once, whatever it was (a kick, the host timer); then the shared state and the
+            // time limit are looked at.
             vm.platform.clear_kick();
             shared_state(cpu, vm)?;
             if let Some(ms) = vm.platform.time_limit_exceeded() {
