@@ -41,9 +41,6 @@ pub struct X86Platform {
     boot_tsc: u64,
     /// (limit in ms, TSC deadline) when a time limit is set.
     limit: Option<(u64, u64)>,
-    /// The calibration's outcome, cached after the first attempt (`None`: not yet; `Some(None)`: no
-    /// source offered a TSC frequency, and clocks answer EINVAL from then on at no further cost).
-    calib: Cell<Option<Option<Calibration>>>,
     /// The guest's earliest armed timer deadline (TSC), from the loop.
     guest_deadline: Option<u64>,
     /// The backend keeps time while the guest runs (VMX: the VMX-preemption timer): the host LAPIC
@@ -73,7 +70,6 @@ impl X86Platform {
             serial,
             boot_tsc,
             limit: None,
-            calib: Cell::new(None),
             guest_deadline: None,
             backend_time: false,
             lapic: Cell::new(LapicRate::NotYet),
@@ -164,10 +160,7 @@ impl X86Platform {
     /// (TSC Hz, Unix ns at `tsc_at`, `tsc_at`), calibrating on the VM's first call only: every vCPU's
     /// platform takes the one calibration ([`VM_CALIBRATION`]), so their clocks agree.
     fn calibration(&self) -> Option<Calibration> {
-        if let Some(c) = self.calib.get() {
-            return c;
-        }
-        let c = match VM_CALIBRATION.get_or_claim(core::hint::spin_loop) {
+        match VM_CALIBRATION.get_or_claim(core::hint::spin_loop) {
             Calibrated::Done(hz, unix_ns_at, tsc_at) => Some((hz, unix_ns_at, tsc_at)),
             Calibrated::Failed => None,
             Calibrated::Mine => {
@@ -175,9 +168,7 @@ impl X86Platform {
                 VM_CALIBRATION.publish(c);
                 c
             }
-        };
-        self.calib.set(Some(c));
-        c
+        }
     }
 
     fn calibrate(&self) -> Option<Calibration> {

@@ -235,16 +235,15 @@ pub(super) fn guest_vcpus(options: &Options<'_>) -> usize {
 /// backend's shared structures (`links`, published by the boot vCPU's bring-up; a kick wakes it), build
 /// this vCPU's `Vm`, and `run` it (the backend's AP loop: each STARTUP from the guest starts it, each
 /// INIT sends it back to wait). The first vCPU to stop the VM prints the one stop line; the others park.
-/// Generic over the backend's links and loop (no vtable: one instantiation per image).
+/// Generic over the backend's links and loop (no vtable: one instantiation per image, inlined into its
+/// one caller; the closure gets only what the VM's `Vm` does not hold already, which kept the SVM image
+/// from growing).
 #[cfg(any(feature = "svm", feature = "vmx"))]
+#[inline(always)]
 fn run_ap_vcpu<L: Copy>(
     n: usize,
     links: &crate::arch::Published<L>,
-    run: impl FnOnce(
-        &mut crate::vm::Vm<'static, super::platform::X86Platform>,
-        L,
-        &VmFacts,
-    ) -> StopReason,
+    run: impl FnOnce(&mut crate::vm::Vm<'static, super::platform::X86Platform>, L) -> StopReason,
 ) -> ! {
     use crate::vm::Vm;
     let shared = &crate::smp::SHARED;
@@ -267,7 +266,7 @@ fn run_ap_vcpu<L: Copy>(
     vm.cpu = n;
     vm.cpus = f.cpus;
     vm.emu.force = f.force_emulation;
-    let stop = run(&mut vm, links, &f);
+    let stop = run(&mut vm, links);
     let stop = crate::boot::finish(&mut vm, stop, f.stats, smp::park);
     super::stop_machine(stop.code(), format_args!("{stop}"))
 }
@@ -276,7 +275,7 @@ fn run_ap_vcpu<L: Copy>(
 /// (`svm::hw::run_ap`).
 #[cfg(feature = "svm")]
 fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
-    run_ap_vcpu(n, &crate::svm::hw::VM_LINKS, |vm, links, _| {
+    run_ap_vcpu(n, &crate::svm::hw::VM_LINKS, |vm, links| {
         crate::svm::hw::run_ap(
             vm,
             &mut crate::svm::hw::RealSvm,
@@ -291,9 +290,9 @@ fn ap_vcpu(n: usize, st: &'static mut crate::svm::SvmCpuStorage) -> ! {
 /// shared EPT and bitmaps, real-mode starts under "unrestricted guest" (`vmx::hw::run_ap`).
 #[cfg(feature = "vmx")]
 fn ap_vcpu(n: usize, pages: &'static mut crate::vmx::pages::VmxCpuPages) -> ! {
-    run_ap_vcpu(n, &crate::vmx::hw::VM_LINKS, |vm, links, f| {
+    run_ap_vcpu(n, &crate::vmx::hw::VM_LINKS, |vm, links| {
         let options = Options {
-            force_emulation: f.force_emulation,
+            force_emulation: vm.emu.force,
             ..Options::default()
         };
         crate::vmx::hw::run_ap_here(vm, pages, links, &options, wait_for_sipi)
