@@ -21,11 +21,11 @@
 //!   [`LazyBlocks::zero_stale`]) zeroes what still holds host bytes first, and waits for a block another
 //!   vCPU is zeroing: it never reads or writes a block before it is zeroed.
 //!
-//! RISC-V uses it from every hart. x86 has one vCPU today and goes through the same calls from the one
-//! loop (`vcpu::first_touch`); when its guest SMP lands, each AP's `Vm` takes the same
-//! `&`[`VM_LAZY`] and the backend's `map_zeroed_block` must reach the one shared NPT/EPT (under a lock,
-//! as RISC-V's G-stage is) instead of eager zeroing; x86 never caches not-present nested entries, so
-//! its `nested_tables_changed` stays a no-op.
+//! RISC-V uses it from every hart. x86 goes through the same calls from its loop (`vcpu::first_touch`);
+//! with guest SMP its boot vCPU zeroes and maps every block still deferred before any AP can start
+//! ([`LazyBlocks::touch_all`]), so the APs, which share `&`[`VM_LAZY`] and the VM's one NPT/EPT, never
+//! fault on a block and never map into the tables themselves. x86 never caches not-present nested
+//! entries, so its `nested_tables_changed` stays a no-op.
 #![forbid(unsafe_code)]
 // The TDX image runs no guest; the fuzz targets drive the policies without the run loop.
 #![cfg_attr(
