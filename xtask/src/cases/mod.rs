@@ -321,7 +321,7 @@ fn hello(backend: Backend) -> Case {
 
 /// Why the plain `hello` case of every backend keeps one CPU under `cargo xtask test --cpus N`.
 pub const HELLO_ONE_CPU: &str =
-    "checks that one CPU starts no AP and says nothing about APs (smp_hello covers 2 and 4)";
+    "checks that one CPU starts no AP and says nothing about APs (smp_hello covers more CPUs)";
 
 /// `hello` on a machine of `n` CPUs: the VMM starts every other CPU (x86 INIT-SIPI-SIPI from the MADT,
 /// RISC-V SBI HSM from the device tree), each enables virtualization itself and prints its ready line,
