@@ -358,7 +358,7 @@ fn cpus_note(n: u32) -> String {
     format!(
         "--cpus {n}: the SMP figures (VMM entry to all vCPUs running, IPI round trip, remote fence) on \
          {n} CPU(s) only; every other figure keeps its own machine: one CPU (exits, boot, std, timer, \
-         emulator, sizes: single-CPU by definition), std_wake_other_cpu 2 CPUs, the --long stress 4"
+         emulator, sizes: single-CPU by definition), std_wake_other_cpu 2 CPUs, the --long stress its own count"
     )
 }
 
