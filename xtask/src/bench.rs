@@ -66,7 +66,12 @@ pub const BENCHED: [Backend; 3] = [Backend::Svm, Backend::Vmx, Backend::Riscv];
 
 /// Runs `exitbench` on one backend; returns its figures.
 /// `long`: also the long SMP stress (`cargo xtask bench`; `--check`, a CI step, leaves it out).
-pub fn bench_backend(backend: Backend, long: bool) -> Result<BTreeMap<String, i64>, String> {
+/// `smp_cpus`: the SMP figures on this many CPUs only (`bench --cpus N`), instead of [`smp_counts`].
+pub fn bench_backend(
+    backend: Backend,
+    long: bool,
+    smp_cpus: Option<u32>,
+) -> Result<BTreeMap<String, i64>, String> {
     let image = build_image(backend, "exitbench")?;
     let o = BootOptions {
         cmdline: "",
@@ -218,7 +223,7 @@ pub fn bench_backend(backend: Backend, long: bool) -> Result<BTreeMap<String, i6
     // (VMX: on Bochs' two CPUs, `cpu: count=2`, counted like every VMX figure, `clock: sync=none`).
     match backend {
         Backend::Riscv | Backend::Svm | Backend::Vmx => {
-            figures.extend(smp_figures(backend, &o, long)?)
+            figures.extend(smp_figures(backend, &o, long, smp_cpus)?)
         }
         _ => {}
     }
@@ -235,14 +240,11 @@ fn smp_figures(
     backend: Backend,
     o: &BootOptions,
     long: bool,
+    only: Option<u32>,
 ) -> Result<BTreeMap<String, i64>, String> {
     let image = build_image(backend, "smp")?;
     let mut figures = BTreeMap::new();
-    let counts: &[u32] = match backend {
-        Backend::Vmx => &[1, 2],
-        _ => &[1, 2, 4],
-    };
-    for &cpus in counts {
+    for cpus in smp_counts(backend, only) {
         let out = boot(
             backend,
             &image,
@@ -266,7 +268,11 @@ fn smp_figures(
     if !long {
         return Ok(figures);
     }
-    let cpus = *counts.last().unwrap_or(&1);
+    // The stress on `--cpus N` when N has other CPUs to start, else on the backend's largest default count.
+    let cpus = match only {
+        Some(n) if n > 1 => n,
+        _ => *smp_counts(backend, None).last().unwrap_or(&2),
+    };
     let started = std::time::Instant::now();
     let out = boot(
         backend,
@@ -297,6 +303,68 @@ fn smp_figures(
         _ => return Err(format!("smp mode=stress failed: {}", out.verdict.reason)),
     }
     Ok(figures)
+}
+
+/// The CPU counts of the SMP figures: `bench --cpus N`'s one, or 1, 2 and 4 (VMX: Bochs' 1 and 2).
+fn smp_counts(backend: Backend, only: Option<u32>) -> Vec<u32> {
+    match (only, backend) {
+        (Some(n), _) => vec![n],
+        (None, Backend::Vmx) => vec![1, 2],
+        (None, _) => vec![1, 2, 4],
+    }
+}
+
+/// `bench --cpus N`: the table rows of the SMP figures on N CPUs, in place of the default counts'.
+fn rows_for_cpus(n: u32) -> Vec<(&'static str, &'static str, &'static str)> {
+    let leak = |s: String| -> &'static str { s.leak() };
+    let cpus = if n == 1 { "CPU" } else { "CPUs" };
+    let mut rows = ROWS
+        .iter()
+        .copied()
+        .filter(|(k, _, _)| !SMP_COUNTED.iter().any(|p| k.starts_with(p)))
+        .collect::<Vec<_>>();
+    let at = rows
+        .iter()
+        .position(|(k, _, _)| *k == "smp_stress_starts")
+        .unwrap_or(rows.len());
+    let mut smp = vec![(
+        leak(format!("smp_entry_to_all_running_{n}cpu")),
+        leak(format!(
+            "SMP: VMM entry -> all vCPUs in payload, {n} {cpus}"
+        )),
+        "",
+    )];
+    // One CPU has nobody to send an IPI or a fence to: the payload measures neither.
+    if n > 1 {
+        smp.push((
+            leak(format!("smp_ipi_round_trip_{n}cpu")),
+            leak(format!("SMP: IPI round trip between two vCPUs ({n} CPUs)")),
+            "",
+        ));
+        smp.push((
+            leak(format!("smp_remote_fence_{n}cpu")),
+            leak(format!("SMP: remote fence of {n} vCPUs")),
+            "",
+        ));
+    }
+    rows.splice(at..at, smp);
+    rows
+}
+
+/// The SMP figures measured per CPU count (`smp mode=bench`), by key prefix.
+const SMP_COUNTED: [&str; 3] = [
+    "smp_entry_to_all_running_",
+    "smp_ipi_round_trip_",
+    "smp_remote_fence_",
+];
+
+/// What `bench --cpus N` says about the figures it does not move to N CPUs.
+fn cpus_note(n: u32) -> String {
+    format!(
+        "--cpus {n}: the SMP figures (VMM entry to all vCPUs running, IPI round trip, remote fence) on \
+         {n} CPU(s) only; every other figure keeps its own machine: one CPU (exits, boot, std, timer, \
+         emulator, sizes: single-CPU by definition), std_wake_other_cpu 2 CPUs, the --long stress its own count"
+    )
 }
 
 /// Adds the image's section sizes to a backend's figures.
@@ -583,7 +651,10 @@ fn json_ints(json: &str) -> BTreeMap<String, i64> {
 pub fn check() -> Result<Vec<String>, String> {
     let mut results: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for backend in BENCHED {
-        results.insert(backend.name().to_string(), bench_backend(backend, false)?);
+        results.insert(
+            backend.name().to_string(),
+            bench_backend(backend, false, None)?,
+        );
     }
     let (_, json) = dpamt_bench()?;
     results.insert("dpamt".into(), json_ints(&json));
@@ -598,9 +669,23 @@ pub fn check() -> Result<Vec<String>, String> {
 pub fn bench_cmd(a: &Args) -> Result<u8, String> {
     // `--backend B`: that backend's figures only, printed (no table, JSON or chart); the long SMP stress
     // only with `--long`.
+    let smp_cpus = if a.cpus_given {
+        Some(crate::args::vmm_cpus(a.cpus)?)
+    } else {
+        None
+    };
+    if smp_cpus.is_some() && a.rest.iter().any(|r| r == "--check") {
+        return Err(
+            "--check compares the default CPU counts' figures with SPECIFICATION.md; it takes no --cpus"
+                .into(),
+        );
+    }
+    if let Some(n) = smp_cpus {
+        println!("{}", cpus_note(n));
+    }
     if a.backend_given {
         let long = a.rest.iter().any(|r| r == "--long");
-        for (k, v) in bench_backend(a.backend, long)? {
+        for (k, v) in bench_backend(a.backend, long, smp_cpus)? {
             println!("{}: {k} = {v}", a.backend.name());
         }
         return Ok(0);
@@ -623,7 +708,7 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
     let mut results: BTreeMap<&'static str, BTreeMap<String, i64>> = BTreeMap::new();
     let mut failures = Vec::new();
     for backend in BENCHED {
-        match bench_backend(backend, true) {
+        match bench_backend(backend, true, smp_cpus) {
             Ok(f) => {
                 results.insert(backend.name(), f);
             }
@@ -657,7 +742,10 @@ pub fn bench_cmd(a: &Args) -> Result<u8, String> {
         let _ = write!(table, "{b:>12}");
     }
     let _ = writeln!(table, "  target");
-    let mut rows: Vec<(&str, &str, &str)> = ROWS.to_vec();
+    let mut rows: Vec<(&str, &str, &str)> = match smp_cpus {
+        Some(n) => rows_for_cpus(n),
+        None => ROWS.to_vec(),
+    };
     rows.push((
         "vmm_text_rodata_data_bytes",
         "VMM text+rodata+data bytes",
@@ -828,6 +916,29 @@ mod tests {
             .0
             .iter()
             .any(|l| l.starts_with("MISSING")));
+    }
+
+    #[test]
+    fn cpus_n_measures_the_smp_figures_on_n_cpus_only() {
+        assert_eq!(smp_counts(Backend::Svm, None), [1, 2, 4]);
+        assert_eq!(smp_counts(Backend::Vmx, None), [1, 2]);
+        assert_eq!(smp_counts(Backend::Vmx, Some(3)), [3]);
+        assert_eq!(smp_counts(Backend::Riscv, Some(8)), [8]);
+        let keys = |n| -> Vec<&str> { rows_for_cpus(n).iter().map(|r| r.0).collect() };
+        let three = keys(3);
+        assert!(three.contains(&"smp_ipi_round_trip_3cpu"));
+        assert!(three.contains(&"smp_remote_fence_3cpu"));
+        assert!(three.contains(&"smp_entry_to_all_running_3cpu"));
+        assert!(!three
+            .iter()
+            .any(|k| k.ends_with("_2cpu") || k.ends_with("_4cpu")));
+        // Every figure that is not counted per CPU keeps its row, the stress after the SMP rows.
+        assert!(three.contains(&"std_wake_other_cpu") && three.contains(&"vmm_bss_bytes"));
+        let at = |k| three.iter().position(|x| *x == k).unwrap();
+        assert!(at("smp_remote_fence_3cpu") < at("smp_stress_starts"));
+        assert_eq!(three.len(), ROWS.len() - 7 + 3);
+        assert_eq!(keys(1).len(), ROWS.len() - 7 + 1);
+        assert!(cpus_note(2).contains("single-CPU by definition"));
     }
 
     #[test]

@@ -5,9 +5,13 @@
 //!                         [--file HOST_PATH:GUEST_PATH]... [--elf PATH]
 //! cargo xtask run [--backend B] [--payload P | --elf PATH] [--file HOST:GUEST]... [--cmdline "..."]
 //!                 [--timeout SECS] [--cpus N] [-- ARGS]                   boots it, exits with its status
-//! cargo xtask test                                                        every check, ends "N passed, N failed"
-//! cargo xtask bench [--check] [--vs-kvm]                                  deterministic figures + target/bench.json
-//! cargo xtask bench --backend B [--long]                                  one backend's figures (--long: the SMP stress)
+//! cargo xtask test [--cpus N]                                             every check, ends "N passed, N failed"
+//! cargo xtask bench [--check] [--vs-kvm] [--cpus N]                       deterministic figures + target/bench.json
+//! cargo xtask bench --backend B [--long] [--cpus N]                       one backend's figures (--long: the SMP stress)
+//!
+//! --cpus N: the emulated machine's CPU count. run: that boot (QEMU up to 64, Bochs up to 15);
+//! test: every boot case without a count of its own (up to config::MAX_CPUS, 8; the others are
+//! listed with the reason); bench: the SMP figures on N CPUs only (up to 8; not with --check).
 //! cargo xtask fuzz [--soak] [--secs N] [--target NAME]...                 every fuzz target (short, or a soak)
 //! cargo xtask guestfuzz [--soak] [--seeds N] [--backend B]                the guest-side fuzzer, many boots
 //! cargo xtask hermit-tests                                                the cargo runner and real-world suites

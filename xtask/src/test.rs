@@ -215,7 +215,18 @@ fn failure_report(problems: &str, command: &str, console: &str) -> String {
 /// Console lines shown for a failed case.
 const TAIL_LINES: usize = 20;
 
-pub fn test_cmd(_a: &Args) -> Result<u8, String> {
+pub fn test_cmd(a: &Args) -> Result<u8, String> {
+    // `--cpus N`: every boot case that has no CPU count of its own boots on an N-CPU machine.
+    let cpus = crate::args::vmm_cpus(a.cpus)?;
+    if cpus > 1 {
+        println!(
+            "boot cases on {cpus}-CPU machines (--cpus {cpus}), except those written for a count of \
+             their own or for one CPU (listed at the end); the host steps, bench --check, the gdb and \
+             Bochs debugger runs and the cargo-runner checks keep their own machines"
+        );
+    }
+    // (the case's own count, the line saying why it kept it)
+    let mut kept: Vec<(u32, String)> = Vec::new();
     let all = Instant::now();
     let mut t = Tally {
         passed: 0,
@@ -283,14 +294,19 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
                         check_image_headers(backend, &image),
                     );
                 }
-                for case in cases
+                for written in cases
                     .iter()
                     .filter(|c| c.payload == payload && c.files == files)
                 {
+                    let case = written.on_cpus(cpus);
+                    let name = crate::cases::run_name(written, &case);
+                    if let Some(line) = crate::cases::kept_line(written, cpus) {
+                        kept.push((written.cpus, line));
+                    }
                     let s = Instant::now();
-                    println!("---- {backend}: {}", case.name);
-                    let r = check_case(&image, case);
-                    t.record(&format!("{backend}: {}", case.name), s, r);
+                    println!("---- {name}");
+                    let r = check_case(&image, &case);
+                    t.record(&name, s, r);
                 }
             }
         }
@@ -300,6 +316,13 @@ pub fn test_cmd(_a: &Args) -> Result<u8, String> {
         let s = Instant::now();
         println!("---- {name}");
         t.record(&name, s, check());
+    }
+    if cpus > 1 {
+        kept.sort_by_key(|(n, _)| *n);
+        println!("boot cases that kept their CPU count under --cpus {cpus}:");
+        for (_, line) in &kept {
+            println!("  {line}");
+        }
     }
     println!("total wall time {:.0} s", all.elapsed().as_secs_f64());
     println!("{} passed, {} failed", t.passed, t.failed);

@@ -44,12 +44,7 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     st: &mut SvmStorage,
     vmm_addrs: &[u64],
 ) -> StopReason {
-    let vm_cr = if hw.cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0 {
-        hw.rdmsr(crate::x86::msr::VM_CR)
-    } else {
-        0
-    };
-    if let Err(why) = super::check_support(|l, s| hw.cpuid(l, s), vm_cr) {
+    if let Err(why) = support(&hw) {
         return StopReason::Unsupported(why);
     }
     // AVIC: decided by KVM's policy and reported. What runs is "off" (no AVIC backing page is set up;
@@ -206,18 +201,30 @@ pub(crate) fn run_ap<P: Platform, H: SvmHw>(
     }
 }
 
+/// Whether this CPU can run the SVM backend (CPUID, and VM_CR where SVM is offered), naming what is
+/// missing: the boot CPU asks before it starts any AP (`boot::x86_64`), each AP before it turns SVM on.
+pub(crate) fn support<H: SvmHw>(hw: &H) -> Result<(), &'static str> {
+    let vm_cr = if hw.cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0 {
+        hw.rdmsr(crate::x86::msr::VM_CR)
+    } else {
+        0
+    };
+    super::check_support(|l, s| hw.cpuid(l, s), vm_cr)
+}
+
+/// [`support`] on this CPU.
+#[cfg(all(target_os = "none", target_arch = "x86_64", feature = "svm"))]
+pub(crate) fn boot_cpu_support() -> Result<(), &'static str> {
+    support(&RealSvm)
+}
+
 /// Turns SVM on on an AP with its own storage: the same support checks as the boot CPU, EFER.SVME and
 /// VM_HSAVE_PA at the AP's own host save area. The VMCB stays zeroed until guest SMP gives it a vCPU.
 pub(crate) fn enable_on_ap<H: SvmHw>(
     hw: &mut H,
     st: &mut super::SvmCpuStorage,
 ) -> Result<(), &'static str> {
-    let vm_cr = if hw.cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0 {
-        hw.rdmsr(crate::x86::msr::VM_CR)
-    } else {
-        0
-    };
-    super::check_support(|l, s| hw.cpuid(l, s), vm_cr)?;
+    support(hw)?;
     st.vmcb = Vmcb::zeroed();
     hw.enable(hw.pa(&st.host_save));
     hw.enable_xsave();
@@ -537,6 +544,19 @@ mod tests {
         assert!(enable_on_ap(&mut no, &mut a)
             .unwrap_err()
             .contains("ECX bit 2"));
+        assert!(!no.svme);
+    }
+
+    #[test]
+    fn support_is_asked_without_enabling_anything() {
+        let ok = ModelSvm::default();
+        assert_eq!(support(&ok), Ok(()));
+        assert!(!ok.svme);
+        let no = ModelSvm {
+            no_svm: true,
+            ..Default::default()
+        };
+        assert!(support(&no).unwrap_err().contains("ECX bit 2"));
         assert!(!no.svme);
     }
 

@@ -46,6 +46,27 @@ pub(crate) fn read_caps<H: VmxOps>(hw: &mut H) -> Result<Caps, &'static str> {
     Ok(caps)
 }
 
+/// Whether this CPU can run the VMX backend: what [`read_caps`] checks, and EPT with 4-level walks,
+/// write-back and 2 MiB pages. The boot CPU asks before it starts any AP (`boot::x86_64`); bring-up
+/// checks the same again.
+pub(crate) fn support<H: VmxOps>(hw: &mut H) -> Result<Caps, &'static str> {
+    let caps = read_caps(hw)?;
+    let needed = caps::ept_cap::WALK_4 | caps::ept_cap::WB | caps::ept_cap::PAGE_2M;
+    if caps.ept_vpid & needed != needed {
+        return Err(EPT_LACKS);
+    }
+    Ok(caps)
+}
+
+/// What [`support`] says of a CPU whose EPT cannot map the guest as libvmm does.
+const EPT_LACKS: &str = "EPT lacks 4-level walks, write-back or 2 MiB pages";
+
+/// [`support`] on this CPU.
+#[cfg(all(feature = "vmx", target_os = "none"))]
+pub(crate) fn boot_cpu_support() -> Result<(), &'static str> {
+    support(&mut HwVmcs { vapic: () }).map(|_| ())
+}
+
 /// VMXON with the CR0/CR4 fixed bits and CR4.VMXE (and CR4.OSXSAVE: a guest's checked XSETBV is
 /// carried out by the VMM), then VMCLEAR and VMPTRLD of the VMCS at `vmcs_pa`.
 fn enter_vmx_operation<H: VmxOps>(
@@ -322,9 +343,7 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
     // EPT for the window only; EPTP from the root's role.
     let needed = caps::ept_cap::WALK_4 | caps::ept_cap::WB | caps::ept_cap::PAGE_2M;
     if caps.ept_vpid & needed != needed {
-        return Err(StopReason::Unsupported(
-            "EPT lacks 4-level walks, write-back or 2 MiB pages",
-        ));
+        return Err(StopReason::Unsupported(EPT_LACKS));
     }
     let role = MmuRole {
         level: 4,
@@ -889,6 +908,23 @@ mod tests {
         let (r, out) = fx.go(ModelVmcs::cpu(), &opts, &[], false);
         assert_eq!(r.ok().unwrap().vmcs.read(f::HOST_TR_SELECTOR), Ok(0));
         assert!(out.contains("configuration HostTrZero, software checks on"));
+    }
+
+    #[test]
+    fn support_names_a_cpu_without_vmx_or_the_ept_libvmm_needs_without_vmxon() {
+        let mut ok = ModelVmcs::cpu();
+        assert!(support(&mut ok).is_ok());
+        assert_eq!(ok.vmxon, None);
+        let mut no = ModelVmcs {
+            no_vmx: true,
+            ..ModelVmcs::cpu()
+        };
+        assert_eq!(support(&mut no).err(), Some("CPUID.1:ECX.VMX[5] is 0"));
+        // Penryn's EPT: no 2 MiB pages (and here no 4-level walk or write-back either).
+        let mut penryn = ModelVmcs::cpu();
+        penryn.msr_values.insert(msr::VMX_EPT_VPID_CAP, 0);
+        assert_eq!(support(&mut penryn).err(), Some(EPT_LACKS));
+        assert_eq!(penryn.vmxon, None);
     }
 
     #[test]

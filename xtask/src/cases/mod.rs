@@ -45,6 +45,12 @@ pub struct Case {
     pub limit: Option<Duration>,
     /// CPUs of the emulated machine (QEMU `-smp`, Bochs `cpu: count=`).
     pub cpus: u32,
+    /// Why the case keeps [`Case::cpus`] under `cargo xtask test --cpus N` (a count of its own, or one
+    /// CPU for a stated reason); `None`: it boots on N CPUs (see [`Case::on_cpus`]).
+    pub keeps_cpus: Option<&'static str>,
+    /// Text the console must not contain when the machine has one CPU (what one CPU never says, e.g.
+    /// an AP's ready line); on N CPUs it is allowed.
+    pub forbid_one_cpu: Vec<String>,
     /// RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`); 0: the default, 128.
     pub mem_mb: u32,
     /// Build-time files of the image (`--file HOST_PATH:GUEST_PATH`, host paths from the repository
@@ -71,9 +77,55 @@ impl Case {
             code,
             limit: None,
             cpus: 1,
+            keeps_cpus: None,
+            forbid_one_cpu: Vec::new(),
             mem_mb: 0,
             files: &[],
         }
+    }
+
+    /// Keeps one CPU under `cargo xtask test --cpus N`, for `reason` (printed by the run): its
+    /// expectation depends on one CPU, or its machine cannot have more.
+    pub fn single_cpu(mut self, reason: &'static str) -> Case {
+        self.cpus = 1;
+        self.keeps_cpus = Some(reason);
+        self
+    }
+
+    pub fn forbid_on_one_cpu(mut self, lines: &[&str]) -> Case {
+        self.forbid_one_cpu
+            .extend(lines.iter().map(|l| l.to_string()));
+        self
+    }
+
+    /// The case as `cargo xtask test --cpus n` boots it. A case that keeps its count (written for it,
+    /// or [`Case::single_cpu`]) is unchanged; the others boot on an `n`-CPU machine, where the VMM
+    /// brings up every other CPU before the payload runs (the guest may start them or not): their
+    /// one-CPU-only text is allowed, an AP's failure is not, and a case whose payload exits with status
+    /// 0 must show that all `n` CPUs were virtualized. With `n == 1` this is the case of plain
+    /// `cargo xtask test`, unchanged.
+    pub fn on_cpus(&self, n: u32) -> Case {
+        let mut c = self.clone();
+        if self.keeps_cpus.is_some() || n <= 1 {
+            if c.cpus == 1 {
+                c.forbid.append(&mut c.forbid_one_cpu);
+            }
+            return c;
+        }
+        c.cpus = n;
+        c.forbid_one_cpu.clear();
+        for f in AP_FAILURES {
+            if !c.forbid.iter().any(|x| x == f) {
+                c.forbid.push(f.to_string());
+            }
+        }
+        if c.code == 0 {
+            c.expect.push(match c.backend {
+                Backend::Riscv => format!("libvmm: {n} hart(s) virtualized"),
+                _ => format!("libvmm: {n} CPU(s) virtualized"),
+            });
+        }
+        c
     }
 
     /// Boots on a machine with `mb` MiB of RAM.
@@ -116,14 +168,19 @@ impl Case {
         self
     }
 
+    /// Boots with this device tree; one CPU under `cargo xtask test --cpus N` too (the tree lists the
+    /// harts the VMM starts: the trees here are QEMU's own for one hart).
     pub fn dtb(mut self, dtb: &'static str) -> Case {
         self.dtb = Some(dtb);
+        self.keeps_cpus = Some("its device tree (a file, QEMU's own for one hart) lists one hart");
         self.name = format!("{} (-dtb {dtb})", self.name);
         self
     }
 
+    /// Boots on `n` CPUs, also under `cargo xtask test --cpus N`: the case is written for this count.
     pub fn cpus(mut self, n: u32) -> Case {
         self.cpus = n;
+        self.keeps_cpus = Some(OWN_COUNT);
         self.name = format!("{} ({n} CPUs)", self.name);
         self
     }
@@ -142,6 +199,39 @@ impl Case {
         self.name = name.to_string();
         self
     }
+}
+
+/// Why a case made with [`Case::cpus`] keeps its count under `cargo xtask test --cpus N`.
+pub const OWN_COUNT: &str = "written for its own CPU count";
+
+/// What a CPU the VMM could not bring up prints (`smp_hello` forbids them too).
+const AP_FAILURES: [&str; 3] = ["did not start", "bring-up failed", "hart_start refused"];
+
+/// How a case is listed in a run: `<backend>: <name>`, and ` [on N CPUs]` when `cargo xtask test
+/// --cpus N` moved it to N CPUs (`booted` is `written.on_cpus(N)`).
+pub fn run_name(written: &Case, booted: &Case) -> String {
+    if booted.cpus == written.cpus {
+        format!("{}: {}", written.backend, written.name)
+    } else {
+        format!(
+            "{}: {} [on {} CPUs]",
+            written.backend, written.name, booted.cpus
+        )
+    }
+}
+
+/// Under `cargo xtask test --cpus n` (n > 1): the line saying that `written` kept its count and why,
+/// or `None` when it moves to `n` CPUs (or `n` is 1: nothing moves).
+pub fn kept_line(written: &Case, n: u32) -> Option<String> {
+    let why = written.keeps_cpus.filter(|_| n > 1)?;
+    let count = match written.cpus {
+        1 => "1 CPU".to_string(),
+        k => format!("{k} CPUs"),
+    };
+    Some(format!(
+        "{}: {}: {count}, {why}",
+        written.backend, written.name
+    ))
 }
 
 /// Every boot case of a backend.
@@ -220,9 +310,14 @@ fn hello(backend: Backend) -> Case {
             guest_name(backend)
         ))
         .expect(&["libvmm: stop 0 payload exited with status 0"])
+        .forbid(&["panic"])
         // One CPU: no AP is started, and nothing is said about APs.
-        .forbid(&["panic", "libvmm: CPU 1:"])
+        .forbid_on_one_cpu(&["libvmm: CPU 1:"])
 }
+
+/// Why the plain `hello` case of every backend keeps one CPU under `cargo xtask test --cpus N`.
+pub const HELLO_ONE_CPU: &str =
+    "checks that one CPU starts no AP and says nothing about APs (smp_hello covers more CPUs)";
 
 /// `hello` on a machine of `n` CPUs: the VMM starts every other CPU (x86 INIT-SIPI-SIPI from the MADT,
 /// RISC-V SBI HSM from the device tree), each enables virtualization itself and prints its ready line,
@@ -280,7 +375,7 @@ fn std_smp(backend: Backend, n: u32) -> Case {
     if n > 1 {
         c.cpus(n)
     } else {
-        c
+        c.single_cpu("its lines name 1 CPU (available_parallelism 1, barrier on 1 CPU)")
     }
 }
 
@@ -304,7 +399,7 @@ fn std_smp_deadlock(backend: Backend, n: u32) -> Case {
     if n > 1 {
         c.cpus(n)
     } else {
-        c
+        c.single_cpu("the 1-CPU counterpart of the deadlock report on several CPUs")
     }
 }
 
@@ -570,11 +665,19 @@ fn exitbench_stats(backend: Backend, reasons: &[&str]) -> Case {
     }
     lines
         .push_str("libvmm: stats: total 2048 exits\nlibvmm: stop 0 payload exited with status 0 [");
-    Case::new(backend, "exitbench", "libvmm.stats=1", 0)
+    let c = Case::new(backend, "exitbench", "libvmm.stats=1", 0)
         .expect(&["exitbench: done"])
         .expect_line(lines)
-        .forbid(&["panic"])
+        .forbid(&["panic"]);
+    c.single_cpu(
+        "its exact stats block is the one-vCPU form (with several, each vCPU's total follows; x86 \
+         guest SMP also takes no first-touch fault: every block is zeroed at boot)",
+    )
 }
+
+/// Why an x86 case that counts first-touch faults keeps one CPU under `cargo xtask test --cpus N`.
+pub const X86_FIRST_TOUCH: &str =
+    "it counts first-touch faults, which x86 guest SMP does not take (every block is zeroed at boot)";
 
 /// A guest that never exits is stopped at its time limit (timer exits give the VMM the CPU back: the
 /// LAPIC timer on SVM, the VMX-preemption timer on VMX, the supervisor timer on RISC-V).
@@ -781,6 +884,79 @@ mod tests {
         // the RISC-V time limit, clocks without a PIT, exit statistics, the ISO under OVMF, the trap API,
         // page walks, the control-register rules and W^X (4 per backend). Cases are added, never silently lost.
         assert!(total >= 74, "{total} boot cases");
+    }
+
+    #[test]
+    fn plain_test_boots_every_case_as_written() {
+        for b in Backend::ALL {
+            for c in all(b) {
+                let r = c.on_cpus(1);
+                assert_eq!(r.cpus, c.cpus, "{}", c.name);
+                assert_eq!(run_name(&c, &r), format!("{b}: {}", c.name));
+                assert_eq!(kept_line(&c, 1), None);
+                assert_eq!(r.expect, c.expect);
+                // What one CPU never says stays forbidden on one CPU.
+                let mut forbid = c.forbid.clone();
+                if c.cpus == 1 {
+                    forbid.extend(c.forbid_one_cpu.clone());
+                }
+                assert_eq!(r.forbid, forbid, "{}", c.name);
+            }
+        }
+        let plain = hello(Backend::Svm).single_cpu(HELLO_ONE_CPU).on_cpus(1);
+        assert!(plain.forbid.iter().any(|f| f == "libvmm: CPU 1:"));
+    }
+
+    #[test]
+    fn cpus_n_moves_every_case_without_a_count_of_its_own() {
+        for n in [2, 4, 8] {
+            let mut moved = 0;
+            for b in Backend::ALL {
+                for c in all(b) {
+                    let r = c.on_cpus(n);
+                    match c.keeps_cpus {
+                        Some(why) => {
+                            assert_eq!(r.cpus, c.cpus, "{}", c.name);
+                            let line = kept_line(&c, n).unwrap();
+                            assert!(line.starts_with(&format!("{b}: {}: ", c.name)), "{line}");
+                            assert!(line.ends_with(why), "{line}");
+                            assert_eq!(run_name(&c, &r), format!("{b}: {}", c.name));
+                        }
+                        None => {
+                            moved += 1;
+                            assert_eq!(c.cpus, 1, "{}: a count of its own is kept", c.name);
+                            assert_eq!(r.cpus, n);
+                            assert_eq!(kept_line(&c, n), None);
+                            assert_eq!(run_name(&c, &r), format!("{b}: {} [on {n} CPUs]", c.name));
+                            assert!(r.forbid.iter().any(|f| f == "did not start"));
+                            assert!(!r.forbid.iter().any(|f| f == "libvmm: CPU 1:"));
+                            let all_up = r.expect.iter().any(|e| e.contains(" virtualized"));
+                            assert_eq!(all_up, c.code == 0, "{}", c.name);
+                        }
+                    }
+                }
+            }
+            assert!(moved >= 60, "{moved} cases move to {n} CPUs");
+        }
+        // Written for a count, or for one CPU with a reason: the plain hello, TDX, fixed device trees.
+        let svm = all(Backend::Svm);
+        let smp2 = svm
+            .iter()
+            .find(|c| c.name == "boot smp libvmm.stats=1 (2 CPUs)");
+        assert_eq!(smp2.unwrap().keeps_cpus, Some(OWN_COUNT));
+        let smp1 = svm
+            .iter()
+            .find(|c| c.name == "boot smp libvmm.stats=1 (1 CPUs)");
+        assert_eq!(smp1.unwrap().on_cpus(4).cpus, 1);
+        let hello = svm.iter().find(|c| c.name == "boot hello").unwrap();
+        assert_eq!(hello.keeps_cpus, Some(HELLO_ONE_CPU));
+        assert!(all(Backend::Tdx).iter().all(|c| c.on_cpus(2).cpus == 1));
+        assert!(all(Backend::Riscv)
+            .iter()
+            .filter(|c| c.dtb.is_some())
+            .all(|c| c.on_cpus(2).cpus == 1));
+        let traps = svm.iter().find(|c| c.name == "boot hello traps=1").unwrap();
+        assert_eq!(traps.on_cpus(2).cpus, 2);
     }
 
     #[test]

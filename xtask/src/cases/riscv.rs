@@ -32,7 +32,9 @@ pub fn cases() -> Vec<Case> {
         .expect(&["hostile: info guest device tree lists zalasr: no"]);
     let mut v = vec![
         // The guest gets the RAM between its base and the host device tree at the top of 128 MiB.
-        hello(B).expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x87e00000 only"]),
+        hello(B)
+            .expect(&["libvmm: G-stage Sv39x4 VMID 1 maps 0x84000000..0x87e00000 only"])
+            .single_cpu(super::HELLO_ONE_CPU),
         super::smp_hello(B, 2),
         super::smp_hello(B, 4),
         super::smp(B, 1),

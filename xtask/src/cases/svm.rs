@@ -42,7 +42,7 @@ pub fn cases() -> Vec<Case> {
         .cpu("qemu64,+svm,-npt"),
     ];
     v.extend(super::timed_spin(B));
-    v.push(hello(B));
+    v.push(hello(B).single_cpu(super::HELLO_ONE_CPU));
     // Guest memory: the machine's (QEMU -m 128: 94 MiB above 32 MiB), or less with libvmm.mem; more
     // than there is stops the boot naming both sizes.
     v.push(
@@ -68,7 +68,8 @@ pub fn cases() -> Vec<Case> {
                 "std-demo: condvar ok, channel sum 14 ok",
                 "libvmm: stats: exit guest-memory-fault ",
             ])
-            .forbid(&["panicked"]),
+            .forbid(&["panicked"])
+            .single_cpu(super::X86_FIRST_TOUCH),
     );
     v.push(Case::new(B, "hello", "libvmm.mem=16M", 0).expect(&[
         "Hello from a libvmm guest! This payload runs deprivileged on AMD SVM.",

@@ -12,7 +12,7 @@ pub fn cases() -> Vec<Case> {
     v.push(super::std_demo(B));
     // std threads on Bochs' two CPUs (VMX guest SMP under the same x86 runtime as SVM's).
     v.push(super::std_smp(B, 2));
-    v.push(hello(B));
+    v.push(hello(B).single_cpu(super::HELLO_ONE_CPU));
     v.push(super::smp_hello(B, 2));
     // Guest SMP on Bochs' two CPUs (`cpu: count=2`): the checks, a short stress, the storm, the shared
     // first touch, an exit while the AP starts, the hostile ICR cases (each 3-7 s of Bochs).

@@ -115,6 +115,12 @@ impl super::Machine for X86Machine {
     }
 
     fn platform(&mut self, options: &Options<'static>) -> Result<X86Platform, StopReason> {
+        // The boot CPU's own support first: where it cannot run the backend, no AP is started (each
+        // would fail alike) and the boot stops with the reason, before any CPU is said virtualized.
+        #[cfg(feature = "svm")]
+        crate::svm::hw::boot_cpu_support().map_err(StopReason::Unsupported)?;
+        #[cfg(feature = "vmx")]
+        crate::vmx::hw::boot_cpu_support().map_err(StopReason::Unsupported)?;
         let mut platform = X86Platform::new(Serial, self.entry.tsc);
         if let Some(facts) = self.facts.as_ref() {
             smp::start_aps(facts, &mut platform, options)?;
