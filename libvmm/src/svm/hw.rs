@@ -97,6 +97,12 @@ pub(crate) fn bring_up_and_run<P: Platform, H: SvmHw>(
     {
         return StopReason::Platform("nested tables cannot map guest memory");
     }
+    if vm.smp.cpu_count() > 1 {
+        crate::vmm_print!(
+            vm.platform.console(),
+            "libvmm: guest SMP: the rest of guest memory zeroed and mapped now, before any AP starts\n"
+        );
+    }
 
     // Self-check: no VMM structure is reachable through the nested tables.
     let tables = [&st.npt.pml4, &st.npt.pdpt, &st.npt.pd, &st.npt.low];

@@ -377,6 +377,12 @@ pub(crate) fn bring_up<P: Platform, H: VmxOps>(
     {
         return Err(StopReason::Platform("EPT cannot map guest memory"));
     }
+    if vm.smp.cpu_count() > 1 {
+        crate::vmm_print!(
+            vm.platform.console(),
+            "libvmm: guest SMP: the rest of guest memory zeroed and mapped now, before any AP starts\n"
+        );
+    }
     // Self-check: no VMM structure is reachable through EPT.
     let own = [vmcs_pa, hw.pa(&pages.ept), root.hpa];
     let tables = pages.ept.addrs(&H::pa_ptr).into_iter();
