@@ -6,11 +6,16 @@
 //! name: never silently ignored (a user who asked for a time limit must not get a run without one).
 #![forbid(unsafe_code)]
 
-/// `libvmm.selftest=`: make the VMM fail on purpose (tests of its panic and exception paths).
+/// `libvmm.selftest=`: make the VMM fail on purpose (tests of its panic, exception and AP-failure
+/// paths, which no emulator here reaches on its own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selftest {
     Panic,
     Fault,
+    /// `ap-fail` or `ap-fail=N` (N >= 1, below `MAX_CPUS`): CPU N (default: the last one the VMM
+    /// starts) fails its own bring-up with the reason `selftest`, so the real report and
+    /// `libvmm.ap_failure` run.
+    ApFail(Option<usize>),
 }
 
 /// `libvmm.ap_failure=`: what a CPU that fails bring-up does to the boot.
@@ -28,7 +33,7 @@ pub enum ApFailure {
 pub struct Options<'a> {
     /// `libvmm.timeout_ms=N`: stop the guest after N ms.
     pub timeout_ms: Option<u64>,
-    /// `libvmm.selftest=panic|fault`.
+    /// `libvmm.selftest=panic|fault|ap-fail[=N]`.
     pub selftest: Option<Selftest>,
     /// `libvmm.stats=1`: print the exits by reason and their total before the stop line.
     pub stats: bool,
@@ -138,7 +143,14 @@ impl<'a> Options<'a> {
                     o.selftest = Some(match value {
                         Some("panic") => Selftest::Panic,
                         Some("fault") => Selftest::Fault,
-                        _ => return Err(bad),
+                        Some("ap-fail") => Selftest::ApFail(None),
+                        Some(v) => match v.strip_prefix("ap-fail=").and_then(decimal) {
+                            Some(n) if (1..crate::config::MAX_CPUS as u64).contains(&n) => {
+                                Selftest::ApFail(Some(n as usize))
+                            }
+                            _ => return Err(bad),
+                        },
+                        None => return Err(bad),
                     })
                 }
                 "stats" => o.stats = flag(value).ok_or(bad)?,
@@ -205,6 +217,16 @@ mod tests {
                 .ap_failure,
             ApFailure::Stop
         );
+        let selftest = |w: &[u8]| Options::parse(w).unwrap().selftest;
+        assert_eq!(selftest(b"libvmm.selftest=fault"), Some(Selftest::Fault));
+        assert_eq!(
+            selftest(b"libvmm.selftest=ap-fail"),
+            Some(Selftest::ApFail(None))
+        );
+        assert_eq!(
+            selftest(b"libvmm.selftest=ap-fail=3 libvmm.ap_failure=stop"),
+            Some(Selftest::ApFail(Some(3)))
+        );
         assert!(
             Options::parse(b"libvmm.force_emulation=1")
                 .unwrap()
@@ -221,6 +243,18 @@ mod tests {
     }
 
     #[test]
+    fn ap_fail_names_an_ap_the_vmm_can_have() {
+        let last = std::format!("libvmm.selftest=ap-fail={}", crate::config::MAX_CPUS - 1);
+        assert_eq!(
+            Options::parse(last.as_bytes()).unwrap().selftest,
+            Some(Selftest::ApFail(Some(crate::config::MAX_CPUS - 1)))
+        );
+        let beyond = std::format!("libvmm.selftest=ap-fail={}", crate::config::MAX_CPUS);
+        let e = Options::parse(beyond.as_bytes()).unwrap_err();
+        assert_eq!(e.why, OptionError::BadValue);
+    }
+
+    #[test]
     fn unknown_options_and_bad_values_are_refused_by_name() {
         let e = Options::parse(b"x libvmm.timeout_msx=1").unwrap_err();
         assert_eq!(
@@ -234,6 +268,11 @@ mod tests {
             b"libvmm.timeout_ms=1e3",
             b"libvmm.timeout_ms=99999999999999999999",
             b"libvmm.selftest=maybe",
+            b"libvmm.selftest",
+            b"libvmm.selftest=ap-fail=",
+            b"libvmm.selftest=ap-fail=0",
+            b"libvmm.selftest=ap-fail=x",
+            b"libvmm.selftest=ap-fail-1",
             b"libvmm.vmx.skip-checks=yes",
             b"libvmm.stats=2",
             b"libvmm.ap_failure=maybe",

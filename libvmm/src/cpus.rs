@@ -5,8 +5,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+use crate::cmdline::Selftest;
 use crate::config::MAX_CPUS;
 
 /// Where each CPU's bring-up stands.
@@ -43,6 +44,29 @@ pub fn state(cpu: usize) -> CpuState {
     }
 }
 
+/// The CPU that `libvmm.selftest=ap-fail` makes fail its own bring-up (0, the boot CPU: none).
+static SELFTEST_FAILS: AtomicUsize = AtomicUsize::new(0);
+
+/// Arms `libvmm.selftest=ap-fail[=N]` before the boot CPU starts the others (`aps` of them, numbered
+/// 1..=aps): CPU N, by default the last, will fail its bring-up. Returns the CPU armed, or `None` when
+/// the option is absent or names a CPU beyond `aps` (then nothing fails).
+pub fn arm_selftest(selftest: Option<Selftest>, aps: usize) -> Option<usize> {
+    let cpu = match selftest {
+        Some(Selftest::ApFail(n)) => n.unwrap_or(aps),
+        _ => 0,
+    };
+    let cpu = if (1..=aps).contains(&cpu) { cpu } else { 0 };
+    SELFTEST_FAILS.store(cpu, Ordering::Relaxed);
+    (cpu != 0).then_some(cpu)
+}
+
+/// Whether CPU `cpu` must fail its own bring-up (`libvmm.selftest=ap-fail`), with the reason
+/// `selftest`. Read by the CPU itself, which the boot CPU starts after arming.
+#[cfg_attr(feature = "tdx", allow(dead_code))] // the TDX image starts no CPU
+pub fn selftest_fails(cpu: usize) -> bool {
+    cpu != 0 && SELFTEST_FAILS.load(Ordering::Relaxed) == cpu
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +78,19 @@ mod tests {
         assert_eq!(state(MAX_CPUS - 1), CpuState::Ready);
         check_in(MAX_CPUS, true);
         assert_eq!(state(MAX_CPUS), CpuState::NotStarted);
+    }
+
+    #[test]
+    fn ap_fail_selftest_arms_the_named_or_last_ap_only() {
+        // One test (the armed CPU is one static): the default, a named AP, and what arms nothing.
+        assert_eq!(arm_selftest(Some(Selftest::ApFail(None)), 3), Some(3));
+        assert!(selftest_fails(3) && !selftest_fails(2) && !selftest_fails(0));
+        assert_eq!(arm_selftest(Some(Selftest::ApFail(Some(1))), 3), Some(1));
+        assert!(selftest_fails(1) && !selftest_fails(3));
+        assert_eq!(arm_selftest(Some(Selftest::ApFail(Some(4))), 3), None);
+        assert_eq!(arm_selftest(Some(Selftest::ApFail(None)), 0), None);
+        assert_eq!(arm_selftest(Some(Selftest::Fault), 3), None);
+        assert_eq!(arm_selftest(None, 3), None);
+        assert!((0..MAX_CPUS).all(|c| !selftest_fails(c)));
     }
 }

@@ -76,7 +76,8 @@ pub(crate) fn run<M: Machine>(m: &mut M, payload: &'static crate::Payload) -> St
     match options.selftest {
         Some(Selftest::Panic) => panic!("deliberate VMM panic (libvmm.selftest=panic)"),
         Some(Selftest::Fault) => m.deliberate_fault(),
-        None => {}
+        // Armed where the CPUs are started (`cpus::arm_selftest`).
+        Some(Selftest::ApFail(_)) | None => {}
     }
     let (base, window) = match m.guest_window(options.mem) {
         Ok(w) => w,

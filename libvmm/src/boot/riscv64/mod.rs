@@ -455,8 +455,9 @@ fn park() -> ! {
 
 /// Starts every other hart of the host device tree with SBI HSM `hart_start`, one at a time: hart n
 /// (n-th in the tree after the boot hart) gets stack slot n, sets its own H-extension CSRs, prints its
-/// ready line and checks in, then parks. A hart that `hart_start` refuses or that does not check in is
-/// reported by number; `libvmm.ap_failure=stop` stops the boot then.
+/// ready line and checks in, then parks. A hart that `hart_start` refuses, that does not check in, or
+/// that fails its bring-up (only on purpose: `libvmm.selftest=ap-fail`, the hart's own setup cannot
+/// fail) is reported by number; `libvmm.ap_failure=stop` stops the boot then.
 fn start_harts(
     host: &HostPlatform,
     boot_hart: u64,
@@ -483,6 +484,18 @@ fn start_harts(
             "a hart failed bring-up (libvmm.ap_failure=stop)",
         )),
     };
+    let aps = host.hart_ids[..listed]
+        .iter()
+        .filter(|&&h| h != boot_hart)
+        .count();
+    if cpus::arm_selftest(options.selftest, aps).is_none()
+        && matches!(options.selftest, Some(crate::cmdline::Selftest::ApFail(_)))
+    {
+        crate::vmm_print!(
+            &mut con,
+            "libvmm: selftest ap-fail: no such hart; none fails\n"
+        );
+    }
     let ticks =
         (host.timebase_hz.max(1) as u128 * AP_CHECKIN_TIMEOUT_US as u128 / 1_000_000) as u64;
     let mut n = 0;
@@ -534,6 +547,17 @@ fn start_harts(
 #[allow(unsafe_code)] // `#[no_mangle]` only: the symbol the entry assembly calls.
 #[no_mangle]
 extern "C" fn libvmm_riscv64_hart_main(hartid: u64, slot: u64) -> ! {
+    // `libvmm.selftest=ap-fail`: this hart's bring-up fails on purpose, reported as a real failure.
+    if crate::cpus::selftest_fails(slot as usize) {
+        crate::vmm_print!(
+            &mut Uart,
+            "libvmm: CPU {}: bring-up failed: selftest (hart {})\n",
+            slot,
+            hartid
+        );
+        crate::cpus::check_in(slot as usize, false);
+        park()
+    }
     hw::ap_bring_up();
     crate::vmm_print!(
         &mut Uart,

@@ -7,6 +7,8 @@
 //! A CPU that fails (its own bring-up refuses, or it never checks in) is reported by number; with
 //! `libvmm.ap_failure=stop` the boot stops with the reason, otherwise the VM runs on the rest. A CPU
 //! that did not check in gets a second INIT, so a late start cannot run on the next AP's stack.
+//! `libvmm.selftest=ap-fail[=N]` makes CPU N (default: the last) refuse its own bring-up with the
+//! reason `selftest`, so this path runs in the boot cases although no emulator's CPU fails.
 #![deny(unsafe_code)] // see boot/mod.rs
 
 use core::sync::atomic::Ordering;
@@ -16,7 +18,7 @@ use libvmm_abi::CLOCK_MONOTONIC;
 use crate::arch::x86_64::serial::Serial;
 use crate::arch::x86_64::smp;
 use crate::arch::x86_64::{cpu, entry, lapic, tables};
-use crate::cmdline::{ApFailure, Options};
+use crate::cmdline::{ApFailure, Options, Selftest};
 use crate::config::{AP_CHECKIN_TIMEOUT_US, MAX_CPUS};
 use crate::cpus::{self, CpuState};
 use crate::vm::{Platform, StopReason};
@@ -102,6 +104,15 @@ pub(super) fn start_aps<P: Platform>(
         );
         return fail(options);
     };
+    let aps = cpus.apic_ids.iter().filter(|&&id| id != me).count();
+    if cpus::arm_selftest(options.selftest, aps.min(MAX_CPUS - 1)).is_none()
+        && matches!(options.selftest, Some(Selftest::ApFail(_)))
+    {
+        crate::vmm_print!(
+            platform.console(),
+            "libvmm: selftest ap-fail: no such CPU; none fails\n"
+        );
+    }
     let mut n = 0;
     let mut ready = 1;
     for &id in cpus.apic_ids.iter().filter(|&&id| id != me) {
@@ -176,9 +187,17 @@ extern "C" fn libvmm_x86_ap_entry(cpu_index: u32) -> ! {
     cpu::enable_nx();
     let mut con = Serial;
     #[cfg(feature = "svm")]
-    let result = crate::svm::hw::ap_bring_up(n);
+    let result = if cpus::selftest_fails(n) {
+        Err("selftest")
+    } else {
+        crate::svm::hw::ap_bring_up(n)
+    };
     #[cfg(feature = "vmx")]
-    let result = crate::vmx::hw::ap_bring_up(n);
+    let result = if cpus::selftest_fails(n) {
+        Err("selftest")
+    } else {
+        crate::vmx::hw::ap_bring_up(n)
+    };
     #[cfg(feature = "tdx")]
     let result: Result<(), &str> = Err("the TDX image starts no CPU");
     match &result {
