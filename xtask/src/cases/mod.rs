@@ -442,6 +442,61 @@ fn smp(backend: Backend, n: u32) -> Case {
     c.cpus(n)
 }
 
+/// `libvmm.selftest=ap-fail` on `n` CPUs: the last AP fails its own bring-up on purpose (reason
+/// `selftest`), the one CPU failure no emulator here produces. With the default
+/// `libvmm.ap_failure=continue` the failure is reported by number and the VM runs on the other `n - 1`
+/// (payload `smp`: its checks on `n - 1` CPUs; `hello`: it greets); with `libvmm.ap_failure=stop` the
+/// boot stops with the reason, before any payload line.
+fn ap_fail(backend: Backend, payload: &'static str, n: u32) -> Vec<Case> {
+    let last = n - 1;
+    let failed = format!("libvmm: CPU {last}: bring-up failed: selftest");
+    let (unit, stop) = match backend {
+        Backend::Riscv => (
+            "hart(s)",
+            "platform error: a hart failed bring-up (libvmm.ap_failure=stop)",
+        ),
+        _ => (
+            "CPU(s)",
+            "platform error: a CPU failed bring-up (libvmm.ap_failure=stop)",
+        ),
+    };
+    let ready = format!("libvmm: CPU {last}: {} ready", guest_name(backend));
+    let mut runs = Case::new(backend, payload, "libvmm.selftest=ap-fail", 0)
+        .expect_line(failed.clone())
+        .expect_line(format!("libvmm: {last} {unit} virtualized"))
+        .expect(&["libvmm: stop 0 payload exited with status 0"])
+        .forbid(&["panic", "payload: unexpected exception", "did not start"])
+        .forbid(&[ready.as_str()]);
+    runs = if payload == "smp" {
+        runs.expect_line(format!(
+            "smp: {last} CPU(s) on {}, this is CPU 0",
+            guest_name(backend)
+        ))
+        .expect_line(format!(
+            "smp: counter {} == {last} x 10000 ok",
+            last * 10000
+        ))
+        .expect(&["smp: all checks passed"])
+        .forbid(&["smp: FAILED"])
+    } else {
+        runs.expect_line(format!(
+            "Hello from a libvmm guest! This payload runs deprivileged on {}.",
+            guest_name(backend)
+        ))
+    };
+    let stops = Case::new(
+        backend,
+        payload,
+        "libvmm.selftest=ap-fail libvmm.ap_failure=stop",
+        StopCode::PlatformError as u8,
+    )
+    .expect_line(failed)
+    .reason(stop)
+    .forbid(&["Hello from a libvmm guest", "virtualized", "panic"])
+    .forbid(&[format!("{payload}: ").as_str()]);
+    vec![runs.cpus(n), stops.cpus(n)]
+}
+
 /// The short start/stop stress of `smp` (the long one is `cargo xtask bench`'s), the IPI storm from
 /// every vCPU at once, every vCPU's first touch of the same blocks at once, and an exit while the other
 /// vCPUs start: one clean stop line each.

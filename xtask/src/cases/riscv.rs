@@ -96,6 +96,8 @@ pub fn cases() -> Vec<Case> {
         // SBI calls and libvmm hypercalls are one exit reason on RISC-V: ecall from VS.
         super::exitbench_stats(B, &["ecall 2047"]),
     ];
+    // A hart failing bring-up (on purpose: libvmm.selftest=ap-fail), run on the rest or stop.
+    v.extend(super::ap_fail(B, "smp", 4));
     v.push(super::timer(B));
     // The guest's own page-table walk leaves its memory: the stop names the implicit read of the root
     // entry (index 2 for the payload's addresses at 0x8400_0000..) at its guest-physical address.

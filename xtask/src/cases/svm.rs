@@ -88,6 +88,8 @@ pub fn cases() -> Vec<Case> {
     v.push(super::smp(B, 1));
     v.push(super::smp(B, 2));
     v.push(super::smp(B, 4));
+    // A CPU failing bring-up (on purpose: libvmm.selftest=ap-fail), run on the rest or stop.
+    v.extend(super::ap_fail(B, "smp", 4));
     v.extend(super::smp_stress(B));
     v.push(super::smp_hostile_x86(B));
     v.extend(super::smp_time_limit(B, &[false, true]));

@@ -18,6 +18,8 @@ pub fn cases() -> Vec<Case> {
     // first touch, an exit while the AP starts, the hostile ICR cases (each 3-7 s of Bochs).
     v.push(super::smp(B, 1));
     v.push(super::smp(B, 2));
+    // A CPU failing bring-up (on purpose: libvmm.selftest=ap-fail): hello, Bochs being slow.
+    v.extend(super::ap_fail(B, "hello", 2));
     v.extend(super::smp_stress_on(B, 2, 20));
     v.push(super::smp_hostile_x86_on(B, 2));
     v.extend(super::svm::emulator_cases(B));
