@@ -67,6 +67,24 @@ pub fn selftest_fails(cpu: usize) -> bool {
     cpu != 0 && SELFTEST_FAILS.load(Ordering::Relaxed) == cpu
 }
 
+/// The ready CPUs the guest cannot use because a CPU before them did not come up: vCPU n runs on CPU
+/// n, so the guest's vCPUs end at the first CPU that is not ready (`vcpus` of them) and the ready ones
+/// after it stay idle. 0 when the guest's count stopped at a limit (`libvmm.cpus`) or at the machine's
+/// end. The boot says so, since its "N CPU(s) virtualized" line counts them too.
+#[cfg_attr(feature = "tdx", allow(dead_code))] // the TDX image runs no guest vCPUs
+pub fn stranded(vcpus: usize) -> usize {
+    stranded_in(vcpus, state)
+}
+
+fn stranded_in(vcpus: usize, state: impl Fn(usize) -> CpuState) -> usize {
+    if vcpus >= MAX_CPUS || state(vcpus) == CpuState::Ready {
+        return 0;
+    }
+    (vcpus + 1..MAX_CPUS)
+        .filter(|&c| state(c) == CpuState::Ready)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +96,23 @@ mod tests {
         assert_eq!(state(MAX_CPUS - 1), CpuState::Ready);
         check_in(MAX_CPUS, true);
         assert_eq!(state(MAX_CPUS), CpuState::NotStarted);
+    }
+
+    #[test]
+    fn ready_cpus_after_a_failed_one_are_counted_as_stranded() {
+        use CpuState::{Failed, NotStarted, Ready};
+        let machine = |m: &'static [CpuState]| move |c: usize| *m.get(c).unwrap_or(&NotStarted);
+        // CPU 1 failed, 2 and 3 came up: the guest has 1 vCPU, 2 CPUs stranded.
+        assert_eq!(stranded_in(1, machine(&[Ready, Failed, Ready, Ready])), 2);
+        // The last one failed: nothing after it.
+        assert_eq!(stranded_in(3, machine(&[Ready, Ready, Ready, Failed])), 0);
+        // `libvmm.cpus=2` on 4 ready CPUs: a limit, not a failure.
+        assert_eq!(stranded_in(2, machine(&[Ready, Ready, Ready, Ready])), 0);
+        // All came up; one CPU; a CPU that did not start, with a ready one after it.
+        assert_eq!(stranded_in(4, machine(&[Ready, Ready, Ready, Ready])), 0);
+        assert_eq!(stranded_in(1, machine(&[Ready])), 0);
+        assert_eq!(stranded_in(1, machine(&[Ready, NotStarted, Ready])), 1);
+        assert_eq!(stranded_in(MAX_CPUS, machine(&[Ready])), 0);
     }
 
     #[test]

@@ -494,7 +494,30 @@ fn ap_fail(backend: Backend, payload: &'static str, n: u32) -> Vec<Case> {
     .reason(stop)
     .forbid(&["Hello from a libvmm guest", "virtualized", "panic"])
     .forbid(&[format!("{payload}: ").as_str()]);
-    vec![runs.cpus(n), stops.cpus(n)]
+    let mut v = vec![runs.cpus(n), stops.cpus(n)];
+    if payload == "smp" && n >= 3 {
+        // A middle CPU fails: vCPU n runs on CPU n, so the guest has the boot CPU only and the boot
+        // says that the ready CPUs after the failed one stay idle.
+        v.push(
+            Case::new(backend, payload, "libvmm.selftest=ap-fail=1", 0)
+                .expect(&["libvmm: CPU 1: bring-up failed: selftest"])
+                .expect_line(format!(
+                    "libvmm: guest SMP: CPU 1 did not come up, so the guest has 1 vCPU(s) (vCPU n runs on CPU n); {} ready CPU(s) after it stay idle",
+                    n - 2
+                ))
+                .expect_line(format!(
+                    "smp: 1 CPU(s) on {}, this is CPU 0",
+                    guest_name(backend)
+                ))
+                .expect(&[
+                    "smp: all checks passed",
+                    "libvmm: stop 0 payload exited with status 0",
+                ])
+                .forbid(&["panic", "payload: unexpected exception", "smp: FAILED"])
+                .cpus(n),
+        );
+    }
+    v
 }
 
 /// The short start/stop stress of `smp` (the long one is `cargo xtask bench`'s), the IPI storm from

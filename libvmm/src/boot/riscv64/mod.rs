@@ -355,6 +355,16 @@ impl super::Machine for RiscvMachine {
                 guest.vcpus
             );
         }
+        let stranded = crate::cpus::stranded(guest.vcpus);
+        if stranded > 0 {
+            crate::vmm_print!(
+                vm.platform.console(),
+                "libvmm: guest SMP: CPU {} did not come up, so the guest has {} vCPU(s) (vCPU n runs on CPU n); {} ready CPU(s) after it stay idle\n",
+                guest.vcpus,
+                guest.vcpus,
+                stranded
+            );
+        }
         // The other harts wait for the facts: a kick each.
         for c in 1..guest.vcpus {
             vm.platform.kick(c);

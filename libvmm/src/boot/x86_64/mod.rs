@@ -162,6 +162,16 @@ impl super::Machine for X86Machine {
                 vcpus
             );
         }
+        let stranded = crate::cpus::stranded(vcpus);
+        if stranded > 0 {
+            crate::vmm_print!(
+                vm.platform.console(),
+                "libvmm: guest SMP: CPU {} did not come up, so the guest has {} vCPU(s) (vCPU n runs on CPU n); {} ready CPU(s) after it stay idle\n",
+                vcpus,
+                vcpus,
+                stranded
+            );
+        }
         #[cfg(feature = "svm")]
         return crate::svm::boot(vm, guest, options);
         #[cfg(feature = "vmx")]
