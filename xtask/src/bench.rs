@@ -74,17 +74,8 @@ pub fn bench_backend(
 ) -> Result<BTreeMap<String, i64>, String> {
     let image = build_image(backend, "exitbench")?;
     let o = BootOptions {
-        cmdline: "",
-        dtb: None,
-        cpu: None,
-        machine: None,
-        uefi: false,
-        grub_iso: false,
         icount: true,
-        echo: false,
-        limit: Duration::from_secs(120),
-        gdb: None,
-        cpus: 1,
+        ..BootOptions::new("", Duration::from_secs(120))
     };
     let out = boot(backend, &image, &o)?;
     match &out.verdict.result {

@@ -143,17 +143,9 @@ fn boot_in_background(
 ) -> std::thread::JoinHandle<Result<Outcome, String>> {
     std::thread::spawn(move || {
         let o = BootOptions {
-            cmdline: &cmdline,
-            dtb: None,
-            cpu: None,
-            machine: None,
-            uefi: false,
-            grub_iso: false,
-            icount: false,
             echo,
-            limit,
             gdb: Some(port),
-            cpus: 1,
+            ..BootOptions::new(&cmdline, limit)
         };
         boot(backend, &image, &o)
     })

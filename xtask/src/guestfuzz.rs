@@ -60,19 +60,7 @@ fn boot_once(
     cmdline: &str,
     limit: Duration,
 ) -> Result<Boot, String> {
-    let o = BootOptions {
-        cmdline,
-        dtb: None,
-        cpu: None,
-        machine: None,
-        uefi: false,
-        grub_iso: false,
-        icount: false,
-        echo: false,
-        limit,
-        gdb: None,
-        cpus: 1,
-    };
+    let o = BootOptions::new(cmdline, limit);
     let out = boot(backend, image, &o)?;
     let console = out.output.replace('\r', "");
     let last_seed = console

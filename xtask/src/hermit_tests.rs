@@ -264,19 +264,7 @@ pub fn elf_on_riscv() -> Result<(), String> {
         &[],
         &root(),
     )?;
-    let o = crate::run::BootOptions {
-        cmdline: "-- hello-riscv.elf",
-        dtb: None,
-        cpu: None,
-        machine: None,
-        uefi: false,
-        grub_iso: false,
-        icount: false,
-        echo: false,
-        limit: Duration::from_secs(60),
-        gdb: None,
-        cpus: 1,
-    };
+    let o = crate::run::BootOptions::new("-- hello-riscv.elf", Duration::from_secs(60));
     let out = crate::run::boot(Backend::Riscv, &image, &o)?;
     match out.verdict.result {
         Ok(0)

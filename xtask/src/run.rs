@@ -205,6 +205,26 @@ pub struct BootOptions<'a> {
     pub cpus: u32,
 }
 
+impl<'a> BootOptions<'a> {
+    /// A plain boot: the emulator's default machine, CPU model and firmware, one CPU, no `-icount`, no
+    /// echo, no gdb; callers change only the fields they mean (struct update syntax).
+    pub fn new(cmdline: &'a str, limit: Duration) -> Self {
+        BootOptions {
+            cmdline,
+            dtb: None,
+            cpu: None,
+            uefi: false,
+            machine: None,
+            grub_iso: false,
+            icount: false,
+            echo: false,
+            limit,
+            gdb: None,
+            cpus: 1,
+        }
+    }
+}
+
 /// RAM of the emulated machine in MiB (QEMU `-m`, Bochs `megs:`); 0 means the default, 128. Set around
 /// a boot by [`with_machine_memory`] (the bench's boot figure at 8 MiB and at 256 MiB of guest memory);
 /// every other boot keeps the default.
@@ -280,17 +300,12 @@ pub fn run_cmd(a: &Args) -> Result<u8, String> {
     let image = crate::build::image_for_args(a)?;
     let cmdline = cmdline_with_argv(a)?;
     let o = BootOptions {
-        cmdline: &cmdline,
-        dtb: None,
-        cpu: None,
-        machine: None,
-        uefi: false,
-        grub_iso: false,
-        icount: false,
         echo: true,
-        limit: Duration::from_secs(a.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
-        gdb: None,
         cpus: a.cpus,
+        ..BootOptions::new(
+            &cmdline,
+            Duration::from_secs(a.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+        )
     };
     let v = with_machine_memory(a.mem_mb.unwrap_or(0), || boot(a.backend, &image, &o))?.verdict;
     let status = payload_status(&v);

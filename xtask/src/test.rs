@@ -145,17 +145,16 @@ fn default_limit(backend: Backend) -> Duration {
 fn check_case(image: &std::path::Path, case: &Case) -> Result<(), String> {
     let dtb = case.dtb.map(|d| crate::cmd::root().join(d));
     let o = BootOptions {
-        cmdline: case.cmdline,
         dtb: dtb.as_deref(),
         cpu: case.cpu,
         machine: case.machine,
         uefi: case.uefi,
         grub_iso: case.grub_iso,
-        icount: false,
-        echo: false,
-        limit: case.limit.unwrap_or(default_limit(case.backend)),
-        gdb: None,
         cpus: case.cpus,
+        ..BootOptions::new(
+            case.cmdline,
+            case.limit.unwrap_or(default_limit(case.backend)),
+        )
     };
     let out = crate::run::with_machine_memory(case.mem_mb, || boot(case.backend, image, &o))?;
     let v = &out.verdict;
